@@ -1,0 +1,45 @@
+"""The ``medcouncil`` command: one typer app, one small module per group of subcommands."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from medcouncil.serving import cli as serving_cli
+from medcouncil.serving.console import err_console
+from medcouncil.serving.errors import MedcouncilError
+
+app = typer.Typer(
+    name="medcouncil",
+    help="A council of clinical agents on AutoGen, served locally by llama.cpp or vLLM.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Print an expected failure as one line (plus any log tail) and exit non-zero, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MedcouncilError as error:
+            first, _, rest = str(error).partition("\n")
+            err_console.print(f"[error]error:[/] {first}", markup=True, soft_wrap=True)
+            if rest:
+                err_console.print(rest, style="usage", markup=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[warning]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+app.command()(expected_errors(serving_cli.serve))
+app.command()(expected_errors(serving_cli.ask))

@@ -1,0 +1,230 @@
+"""``medcouncil serve`` and ``medcouncil ask``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from autogen_core.models import CreateResult, SystemMessage, UserMessage
+from rich.table import Table
+
+from medcouncil.serving.client import ClientSettings
+from medcouncil.serving.config import EngineConfig
+from medcouncil.serving.console import console, err_console
+from medcouncil.serving.errors import ConfigError, MedcouncilError
+from medcouncil.serving.health import describe_endpoint, is_healthy
+from medcouncil.serving.server import (
+    EngineServer,
+    ServerState,
+    clear_state,
+    pid_alive,
+    read_state,
+    stop_pid,
+    write_state,
+)
+from medcouncil.serving.session import ModelSource, open_model
+from medcouncil.tools.mcqa import format_mcqa, parse_options
+
+EndpointOpt = Annotated[
+    str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL (env MEDCOUNCIL_ENDPOINT).")
+]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env MEDCOUNCIL_API_KEY).")]
+ModelConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--model-config", help="AutoGen model component YAML (env MEDCOUNCIL_MODEL_CONFIG)."),
+]
+
+
+def notice(message: str) -> None:
+    err_console.print(f"[notice]{message}[/]")
+
+
+def _print_state(state: ServerState, heading: str) -> None:
+    console.print(f"{heading} [endpoint]{state.base_url}[/]  model [bold]{state.served_model_name}[/] ({state.engine})")
+    if state.pid is not None:
+        console.print(f"[usage]pid {state.pid} · log {state.log_path}[/]")
+
+
+def serve(
+    engine: Annotated[str | None, typer.Option(help="llamacpp (default) or vllm.")] = None,
+    model: Annotated[str | None, typer.Option(help="GGUF file (llamacpp) or HF folder / id (vllm).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    lora: Annotated[list[str] | None, typer.Option(help="LoRA adapter NAME=PATH (vllm; repeatable).")] = None,
+    max_model_len: Annotated[int | None, typer.Option(help="Context length.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
+    chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    python: Annotated[str | None, typer.Option(help="Interpreter with the engine installed.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Engine config YAML (flags override it).")] = None,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
+    detach: Annotated[bool, typer.Option("--detach", help="Run in the background; see --status/--stop.")] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show the running server and exit.")] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the running server and exit.")] = False,
+) -> None:
+    """Start a model server (embedded llama.cpp by default) on 127.0.0.1 and print its endpoint."""
+    if status:
+        _status()
+        return
+    if stop:
+        _stop()
+        return
+    if endpoint:
+        _register_endpoint(endpoint, api_key, detach)
+        return
+    engine_config = EngineConfig.load(
+        config,
+        engine=engine,
+        model=model,
+        port=port,
+        lora=lora,
+        max_model_len=max_model_len,
+        served_model_name=served_model_name,
+        chat_template=chat_template,
+        threads=threads,
+        python=python,
+        api_key=api_key,
+    )
+    running = read_state()
+    if running is not None and is_healthy(running.base_url, running.api_key):
+        wanted = engine_config.display_name()
+        if running.served_model_name != wanted or running.engine != engine_config.engine:
+            raise ConfigError(
+                f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
+                "stop it first with `medcouncil serve --stop`"
+            )
+        _print_state(running, "Reusing the running server at")
+        return
+    server = EngineServer(engine_config)
+    started = time.monotonic()
+    state = server.start()
+    write_state(state)
+    _print_state(state, f"Healthy after {time.monotonic() - started:.1f}s:")
+    if detach:
+        return
+    console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while server.process is not None and server.process.poll() is None:
+            time.sleep(0.5)
+        err_console.print(f"[error]error:[/] the {state.engine} server exited (log: {state.log_path})")
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        console.print("[notice]Stopping…[/]")
+    finally:
+        server.stop()
+        clear_state()
+
+
+def _status() -> None:
+    state = read_state()
+    if state is None:
+        console.print("No medcouncil server is running.")
+        raise typer.Exit(1)
+    healthy = is_healthy(state.base_url, state.api_key)
+    _print_state(state, "Running:" if healthy else "Not answering:")
+    if not healthy:
+        raise typer.Exit(1)
+
+
+def _stop() -> None:
+    state = read_state()
+    if state is None:
+        console.print("No medcouncil server is running.")
+        return
+    if state.pid is not None and pid_alive(state.pid):
+        stop_pid(state.pid)
+    clear_state()
+    console.print(f"Stopped the server at {state.base_url}.")
+
+
+def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None:
+    info = describe_endpoint(endpoint, api_key)
+    console.print(f"Endpoint [endpoint]{info.base_url}[/] serves [bold]{info.model}[/] (dialect {info.dialect})")
+    if detach:
+        write_state(
+            ServerState(
+                pid=None,
+                port=0,
+                engine=info.dialect,
+                model=info.model,
+                served_model_name=info.model,
+                log_path=Path("/dev/null"),
+                started_at=datetime.now(UTC),
+                api_key=api_key,
+                endpoint=info.base_url,
+            )
+        )
+        console.print("[notice]Registered: later commands use it until `medcouncil serve --stop`.[/]")
+
+
+def ask(
+    text: Annotated[str, typer.Argument(help="The question.")],
+    options: Annotated[str | None, typer.Option(help="Answer options, e.g. 'A=Heart;B=Liver'.")] = None,
+    system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
+    model: Annotated[str | None, typer.Option(help="Model name at the endpoint (env MEDCOUNCIL_MODEL).")] = None,
+    model_config: ModelConfigOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")] = False,
+) -> None:
+    """One single-model answer, streamed; with --options, the constrained letter and its probabilities."""
+    try:
+        choices = parse_options(options) if options else None
+    except ValueError as error:
+        raise ConfigError(f"--options: {error}") from error
+    source = ModelSource.resolve(model_config, endpoint, api_key, model)
+    settings = ClientSettings(cache=not no_cache)
+    asyncio.run(_ask(text, choices, system, max_tokens, source, settings))
+
+
+async def _ask(
+    text: str,
+    choices: dict[str, str] | None,
+    system: str | None,
+    max_tokens: int,
+    source: ModelSource,
+    settings: ClientSettings,
+) -> None:
+    prompt = format_mcqa(text, choices) if choices else text
+    messages = [SystemMessage(content=system)] if system else []
+    messages.append(UserMessage(content=prompt, source="user"))
+    async with open_model(source, settings, notice=notice) as client:
+        if choices:
+            choice = await client.choose(messages, list(choices))
+            _print_choice(choices, choice.letter, choice.probabilities)
+            return
+        final: CreateResult | None = None
+        async for item in client.stream(messages, max_tokens=max_tokens):
+            if isinstance(item, str):
+                console.print(item, end="", markup=False)
+            else:
+                final = item
+        console.print()
+        if final is not None:
+            cached = " · cached" if final.cached else ""
+            console.print(
+                f"[usage]{client.name} · {final.usage.prompt_tokens} prompt + "
+                f"{final.usage.completion_tokens} completion tokens{cached}[/]"
+            )
+
+
+def _print_choice(choices: dict[str, str], letter: str | None, probabilities: dict[str, float] | None) -> None:
+    if letter is None:
+        raise MedcouncilError("the model did not answer with one of the option letters")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("")
+    table.add_column("option")
+    table.add_column("probability", justify="right")
+    for key, option in choices.items():
+        prob = f"{probabilities[key]:.3f}" if probabilities else "n/a"
+        mark = "[answer]→[/]" if key == letter else ""
+        table.add_row(mark, f"{key}. {option}", prob)
+    console.print(table)
+    console.print(f"Answer: [answer]{letter}[/]")

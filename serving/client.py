@@ -1,0 +1,244 @@
+"""Model clients: AutoGen ChatCompletionClients built from component YAML, plus streamed chat and ``choose``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import diskcache
+import openai
+import yaml
+from autogen_core import ComponentModel
+from autogen_core.models import (
+    AssistantMessage,
+    ChatCompletionClient,
+    ChatCompletionTokenLogprob,
+    CreateResult,
+    LLMMessage,
+    RequestUsage,
+    SystemMessage,
+    TopLogprob,
+    UserMessage,
+)
+from pydantic import BaseModel, Field, ValidationError
+
+from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
+from medcouncil.serving.dialects import (
+    EndpointInfo,
+    choice_args,
+    letter_probabilities,
+    parse_choice_text,
+    stream_reports_usage,
+)
+from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
+from medcouncil.serving.paths import cache_dir
+
+OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
+
+LOCAL_MODEL_INFO: dict[str, Any] = {
+    "vision": False,
+    "function_calling": False,
+    "json_output": True,
+    "structured_output": True,
+    "family": "unknown",
+    "multiple_system_messages": True,
+}
+"""``model_info`` for local models (AutoGen requires it for any non-OpenAI model name)."""
+
+
+class ClientSettings(BaseModel):
+    """How model clients talk to an endpoint."""
+
+    timeout: float = Field(default=120.0, gt=0)
+    """Seconds per request."""
+    max_retries: int = Field(default=3, ge=0)
+    """Bounded retries with exponential backoff (connection errors, 408/429/5xx), by the OpenAI SDK."""
+    cache: bool = True
+    """Disk cache of completions, one store per model/adapter."""
+    normalize: bool = True
+    """Normalise histories for chat templates that demand strict user/assistant alternation."""
+    temperature: float = 0.0
+
+
+class Choice(BaseModel):
+    """A constrained answer among option letters."""
+
+    letter: str | None
+    """The chosen letter; None when the engine ignored the constraint."""
+    probabilities: dict[str, float] | None = None
+    """Per-letter probabilities where the engine returns log-probabilities."""
+    raw: str = ""
+    usage: RequestUsage = Field(default_factory=lambda: RequestUsage(prompt_tokens=0, completion_tokens=0))
+    cached: bool = False
+
+    @property
+    def valid(self) -> bool:
+        return self.letter is not None
+
+
+def endpoint_component(info: EndpointInfo, settings: ClientSettings) -> ComponentModel:
+    """The AutoGen component for an OpenAI-compatible endpoint."""
+    return ComponentModel(
+        provider=OPENAI_PROVIDER,
+        config={
+            "model": info.model,
+            "base_url": info.base_url,
+            "api_key": info.api_key or "not-needed",
+            "timeout": settings.timeout,
+            "max_retries": settings.max_retries,
+            "temperature": settings.temperature,
+            "model_info": LOCAL_MODEL_INFO,
+        },
+    )
+
+
+def load_component(path: Path) -> ComponentModel:
+    """Read an AutoGen component YAML (``provider`` + ``config``).
+
+    Raises:
+        ConfigError: missing file, invalid YAML (with its line) or not a component.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: model config not found") from error
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    try:
+        component = ComponentModel.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: not an AutoGen component (needs provider and config)") from error
+    config = dict(component.config)
+    if "model" not in config:
+        raise ConfigError(f"{path}: config.model is required")
+    config.setdefault("model_info", LOCAL_MODEL_INFO)
+    return component.model_copy(update={"config": config})
+
+
+def cache_namespace(base_url: str | None, model: str) -> str:
+    """One cache store per host and model name (AutoGen's cache keys ignore the model; ports change)."""
+    host = urlparse(base_url).hostname if base_url else "api"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{host}-{model}")[:80]
+    return f"{slug}-{hashlib.sha256(f'{host}|{model}'.encode()).hexdigest()[:8]}"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part for part in content if isinstance(part, str))
+
+
+def to_openai_messages(messages: Sequence[LLMMessage]) -> list[dict[str, str]]:
+    """Plain OpenAI chat messages (text only) for calls that bypass AutoGen."""
+    roles = {SystemMessage: "system", UserMessage: "user", AssistantMessage: "assistant"}
+    return [{"role": roles.get(type(m), "user"), "content": _text(m.content)} for m in messages]
+
+
+class ModelClient:
+    """A model behind the OpenAI API: the AutoGen client for agents, plus streamed chat and ``choose``."""
+
+    def __init__(self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings) -> None:
+        self.info = info
+        self.settings = settings
+        base = ChatCompletionClient.load_component(component)
+        client: ChatCompletionClient = LocalEngineClient(
+            base, normalize=settings.normalize, fill_stream_usage=not stream_reports_usage(info.dialect)
+        )
+        config = component.config
+        self._openai = openai.AsyncOpenAI(
+            base_url=info.base_url or None,
+            api_key=info.api_key or config.get("api_key") or "not-needed",
+            timeout=config.get("timeout", settings.timeout),
+            max_retries=config.get("max_retries", settings.max_retries),
+        )
+        self.cache_path: Path | None = None
+        self._choice_cache: diskcache.Cache | None = None
+        if settings.cache:
+            from autogen_ext.cache_store.diskcache import DiskCacheStore
+            from autogen_ext.models.cache import ChatCompletionCache
+
+            self.cache_path = cache_dir() / "llm" / cache_namespace(info.base_url, info.model)
+            self._choice_cache = diskcache.Cache(str(self.cache_path))
+            client = ChatCompletionCache(client, DiskCacheStore[Any](self._choice_cache))
+        self.client = client
+
+    @property
+    def name(self) -> str:
+        return self.info.model
+
+    def _failure(self, error: Exception) -> MedcouncilError:
+        if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
+            return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
+        if isinstance(error, openai.APIStatusError):
+            return MedcouncilError(f"{self.info.base_url} answered HTTP {error.status_code}: {error.message}")
+        return MedcouncilError(f"{self.info.base_url}: {error}")
+
+    async def chat(self, messages: Sequence[LLMMessage], **create_args: Any) -> CreateResult:
+        """One completion; ``create_args`` are OpenAI request fields (max_tokens, temperature, ...)."""
+        try:
+            return await self.client.create(messages, extra_create_args=create_args)
+        except (openai.OpenAIError, ValueError) as error:
+            raise self._failure(error) from error
+
+    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
+        """Streamed completion: text chunks, then the final CreateResult with usage."""
+        try:
+            async for item in self.client.create_stream(messages, extra_create_args=create_args):
+                yield item
+        except (openai.OpenAIError, ValueError) as error:
+            raise self._failure(error) from error
+
+    async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:
+        """The answer constrained to ``letters``, with per-letter probabilities where the engine gives them.
+
+        This call goes to the OpenAI SDK directly: AutoGen's CreateResult keeps only the bytes of the top
+        alternatives, and llama.cpp sends none, so the letters would be lost.
+        """
+        args = choice_args(self.info.dialect, letters)
+        payload = to_openai_messages(normalize_messages(messages) if self.settings.normalize else messages)
+        key = "choose:" + hashlib.sha256(json.dumps([payload, args], sort_keys=True).encode()).hexdigest()
+        if self._choice_cache is not None and (hit := self._choice_cache.get(key)) is not None:
+            return Choice.model_validate_json(hit).model_copy(update={"cached": True})
+        extra_body = args.pop("extra_body", None)
+        try:
+            response = await self._openai.chat.completions.create(
+                model=self.info.model, messages=payload, extra_body=extra_body, **args
+            )
+        except openai.OpenAIError as error:
+            raise self._failure(error) from error
+        first = response.choices[0]
+        text = first.message.content or ""
+        positions = [
+            ChatCompletionTokenLogprob(
+                token=item.token,
+                logprob=item.logprob,
+                top_logprobs=[TopLogprob(logprob=alt.logprob, bytes=[*alt.token.encode()]) for alt in item.top_logprobs],
+            )
+            for item in (first.logprobs.content or [] if first.logprobs else [])
+        ]
+        usage = response.usage
+        choice = Choice(
+            letter=parse_choice_text(self.info.dialect, text, letters),
+            probabilities=letter_probabilities(positions, letters),
+            raw=text,
+            usage=RequestUsage(
+                prompt_tokens=usage.prompt_tokens if usage else 0,
+                completion_tokens=usage.completion_tokens if usage else 0,
+            ),
+        )
+        if self._choice_cache is not None:
+            self._choice_cache.set(key, choice.model_dump_json())
+        return choice
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self._openai.close()
+        if self._choice_cache is not None:
+            self._choice_cache.close()

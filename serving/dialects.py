@@ -1,0 +1,110 @@
+"""Where OpenAI-compatible engines differ: the one place that knows it.
+
+Every engine speaks chat completions, streaming and ``logprobs``; they differ in how output is constrained to
+a set of option letters and in whether a stream reports token usage:
+
+* llama-cpp-python's server takes a GBNF ``grammar`` field (it rejects ``response_format`` ``json_schema``)
+  and reports no usage on streams;
+* vLLM takes ``structured_outputs`` (``{"choice": [...]}``) and reports stream usage;
+* anything else (OpenAI, Ollama, SGLang, llama.cpp's C++ ``llama-server``) gets a ``json_schema``
+  response format, the OpenAI way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from autogen_core.models import ChatCompletionTokenLogprob
+
+Dialect = Literal["llamacpp", "vllm", "openai"]
+
+_OWNED_BY: dict[str, Dialect] = {"vllm": "vllm", "me": "llamacpp", "llamacpp": "llamacpp"}
+"""``/v1/models`` ``owned_by`` values that identify an engine (llama-cpp-python answers ``me``)."""
+
+
+def dialect_from_owner(owned_by: str | None) -> Dialect:
+    """The dialect of an endpoint, from the ``owned_by`` field of its ``/v1/models`` listing."""
+    return _OWNED_BY.get((owned_by or "").lower(), "openai")
+
+
+def stream_reports_usage(dialect: Dialect) -> bool:
+    """Whether a streamed completion ends with a usage chunk when asked (``stream_options``)."""
+    return dialect != "llamacpp"
+
+
+def choice_args(dialect: Dialect, letters: Sequence[str], top_logprobs: int = 20) -> dict[str, Any]:
+    """``extra_create_args`` that force the reply to be exactly one of ``letters``, with log-probabilities."""
+    base: dict[str, Any] = {"logprobs": True, "top_logprobs": top_logprobs, "temperature": 0.0}
+    if dialect == "llamacpp":
+        grammar = "root ::= " + " | ".join(f'"{letter}"' for letter in letters)
+        return {**base, "max_tokens": 1, "extra_body": {"grammar": grammar}}
+    if dialect == "vllm":
+        return {**base, "max_tokens": 1, "extra_body": {"structured_outputs": {"choice": list(letters)}}}
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "enum": list(letters)}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    return {
+        **base,
+        "max_tokens": 16,
+        "response_format": {"type": "json_schema", "json_schema": {"name": "choice", "schema": schema, "strict": True}},
+    }
+
+
+def parse_choice_text(dialect: Dialect, text: str, letters: Sequence[str]) -> str | None:
+    """The letter a constrained reply names, or None when the engine ignored the constraint."""
+    candidate = text.strip()
+    if dialect == "openai":
+        try:
+            candidate = str(json.loads(candidate).get("answer", "")).strip()
+        except (json.JSONDecodeError, AttributeError):
+            return None
+    return candidate if candidate in letters else None
+
+
+def letter_probabilities(
+    logprobs: Sequence[ChatCompletionTokenLogprob] | None, letters: Sequence[str]
+) -> dict[str, float] | None:
+    """Per-letter probabilities at the first generated position that is a letter.
+
+    The engine's top alternatives at that position are read before the constraint is applied (llama.cpp and
+    vLLM report raw log-probabilities); variants such as ``" A"`` add up into ``"A"``, and the letters seen are
+    renormalised to sum to 1. A letter outside the engine's top-k gets 0. None when no position carries one.
+    """
+    for position in logprobs or []:
+        if position.token.strip() not in letters:
+            continue
+        mass = dict.fromkeys(letters, 0.0)
+        candidates = [(_token_text(alt.bytes), alt.logprob) for alt in position.top_logprobs or []]
+        if position.token not in {token for token, _ in candidates}:
+            candidates.append((position.token, position.logprob))
+        for token, logprob in candidates:
+            key = token.strip()
+            if key in mass and logprob is not None:
+                mass[key] += math.exp(logprob)
+        total = sum(mass.values())
+        if total <= 0:
+            return None
+        return {letter: value / total for letter, value in mass.items()}
+    return None
+
+
+def _token_text(data: list[int] | None) -> str:
+    """AutoGen keeps a top alternative's token only as its UTF-8 bytes."""
+    return bytes(data or []).decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """What a client needs to know of an endpoint."""
+
+    base_url: str
+    model: str
+    dialect: Dialect
+    api_key: str | None = None

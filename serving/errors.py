@@ -1,0 +1,31 @@
+"""Expected failures: each carries a one-line message the CLI prints without a traceback."""
+
+from __future__ import annotations
+
+
+class MedcouncilError(Exception):
+    """Base of every expected failure; ``str(error)`` is the one-line message shown to the user."""
+
+
+class ConfigError(MedcouncilError):
+    """A configuration file or flag is invalid."""
+
+
+class ModelPathError(MedcouncilError):
+    """A model or adapter path does not exist."""
+
+
+class ChecksumError(MedcouncilError):
+    """The embedded GGUF could not be assembled with the expected sha256."""
+
+
+class PortInUseError(MedcouncilError):
+    """The requested port is already bound on 127.0.0.1."""
+
+
+class ServerStartError(MedcouncilError):
+    """The engine process exited or never became healthy during start-up."""
+
+
+class EndpointUnreachableError(MedcouncilError):
+    """An OpenAI-compatible endpoint did not answer."""

@@ -1,0 +1,63 @@
+"""Asking an OpenAI-compatible endpoint whether it is up, what it serves and which engine it is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from medcouncil.serving.dialects import EndpointInfo, dialect_from_owner
+from medcouncil.serving.errors import EndpointUnreachableError
+
+
+def list_models(base_url: str, api_key: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """``GET {base_url}/models``.
+
+    Raises:
+        EndpointUnreachableError: no answer, or not an OpenAI-compatible model listing.
+    """
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+    except httpx.HTTPError as error:
+        raise EndpointUnreachableError(f"endpoint unreachable: {url} ({type(error).__name__})") from error
+    if response.status_code != 200:
+        raise EndpointUnreachableError(f"endpoint {url} answered HTTP {response.status_code}")
+    try:
+        data = response.json()["data"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise EndpointUnreachableError(f"endpoint {url} did not return an OpenAI model listing") from error
+    return list(data)
+
+
+def is_healthy(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
+    """True when the endpoint lists at least one model."""
+    try:
+        return bool(list_models(base_url, api_key, timeout))
+    except EndpointUnreachableError:
+        return False
+
+
+def describe_endpoint(base_url: str, api_key: str | None = None, model: str | None = None) -> EndpointInfo:
+    """Probe an endpoint: its first (or the named) model and its dialect.
+
+    Raises:
+        EndpointUnreachableError: as :func:`list_models`, or when the named model is not served.
+    """
+    models = list_models(base_url, api_key)
+    if not models:
+        raise EndpointUnreachableError(f"endpoint {base_url} serves no model")
+    chosen = models[0]
+    if model is not None:
+        matches = [entry for entry in models if entry.get("id") == model]
+        if not matches:
+            served = ", ".join(str(entry.get("id")) for entry in models)
+            raise EndpointUnreachableError(f"endpoint {base_url} does not serve {model!r} (it serves: {served})")
+        chosen = matches[0]
+    return EndpointInfo(
+        base_url=base_url.rstrip("/"),
+        model=str(chosen.get("id")),
+        dialect=dialect_from_owner(chosen.get("owned_by")),
+        api_key=api_key,
+    )

