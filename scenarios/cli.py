@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,13 @@ import typer
 from medcouncil.serving import cli as serving_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
+
+def _setup_logging() -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(console=err_console, show_time=False, show_path=False)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+
 
 app = typer.Typer(
     name="medcouncil",
@@ -41,5 +49,6 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+app.callback()(_setup_logging)
 app.command()(expected_errors(serving_cli.serve))
 app.command()(expected_errors(serving_cli.ask))

@@ -75,7 +75,9 @@ def letter_probabilities(
 
     The engine's top alternatives at that position are read before the constraint is applied (llama.cpp and
     vLLM report raw log-probabilities); variants such as ``" A"`` add up into ``"A"``, and the letters seen are
-    renormalised to sum to 1. A letter outside the engine's top-k gets 0. None when no position carries one.
+    renormalised to sum to 1. Tokens count only when they are exactly a letter (``" A"`` is another token, which
+    the constraint forbids), so the chosen letter is the most probable one under greedy decoding. A letter
+    outside the engine's top-k gets 0. None when no position carries one.
     """
     for position in logprobs or []:
         if position.token.strip() not in letters:
@@ -85,9 +87,8 @@ def letter_probabilities(
         if position.token not in {token for token, _ in candidates}:
             candidates.append((position.token, position.logprob))
         for token, logprob in candidates:
-            key = token.strip()
-            if key in mass and logprob is not None:
-                mass[key] += math.exp(logprob)
+            if token in mass and logprob is not None:
+                mass[token] = max(mass[token], math.exp(logprob))
         total = sum(mass.values())
         if total <= 0:
             return None

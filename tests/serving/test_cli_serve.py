@@ -1,0 +1,139 @@
+"""``medcouncil serve`` and ``medcouncil ask`` driven as a user would, on the real embedded server."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from medcouncil.serving.paths import state_dir
+from medcouncil.serving.server import read_state
+
+pytestmark = pytest.mark.integration
+
+
+def medcouncil(cli: list[str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*cli, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"}
+    )
+
+
+def engines_under_home() -> list[int]:
+    """Engine processes started from this test session's MEDCOUNCIL_HOME."""
+    home = os.environ["MEDCOUNCIL_HOME"]
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "llama_cpp.server" in cmdline and home in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], pattern: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr + result.stdout
+    assert re.search(pattern, result.stderr.splitlines()[0]), result.stderr
+
+
+@pytest.fixture
+def no_server(cli: list[str]) -> Iterator[None]:
+    medcouncil(cli, "serve", "--stop")
+    yield
+    medcouncil(cli, "serve", "--stop")
+
+
+def test_detach_status_reuse_stop(cli: list[str], no_server: None) -> None:
+    started = medcouncil(cli, "serve", "--detach")
+    assert started.returncode == 0, started.stderr
+    url = re.search(r"http://127\.0\.0\.1:\d+/v1", started.stdout)
+    assert url is not None, started.stdout
+    state = read_state()
+    assert state is not None and state.base_url == url.group(0) and state.engine == "llamacpp"
+    assert state.log_path.exists()
+
+    status = medcouncil(cli, "serve", "--status")
+    assert status.returncode == 0 and url.group(0) in status.stdout and "Running" in status.stdout
+
+    again = medcouncil(cli, "serve", "--detach")
+    assert again.returncode == 0 and "Reusing" in again.stdout and url.group(0) in again.stdout
+    assert engines_under_home() == [state.pid]
+
+    answer = medcouncil(cli, "ask", "Which organ pumps blood?", "--options", "A=Heart;B=Liver;C=Kidney")
+    assert answer.returncode == 0, answer.stderr
+    assert "starting the embedded" not in answer.stderr  # reused the detached server
+    assert re.search(r"Answer: [ABC]", answer.stdout)
+
+    stopped = medcouncil(cli, "serve", "--stop")
+    assert stopped.returncode == 0 and "Stopped" in stopped.stdout
+    assert read_state() is None and engines_under_home() == []
+    assert medcouncil(cli, "serve", "--status").returncode == 1
+
+
+def test_ask_autostarts_and_stops_the_embedded_server(cli: list[str], no_server: None) -> None:
+    result = medcouncil(cli, "ask", "Name one symptom of asthma.", "--max-tokens", "12", "--no-cache")
+    assert result.returncode == 0, result.stderr
+    assert "starting the embedded Gemma 3 270M" in result.stderr
+    assert result.stdout.strip()
+    assert re.search(r"gemma-3-270m · \d+ prompt \+ \d+ completion tokens", result.stdout)
+    assert read_state() is None
+    assert engines_under_home() == []
+
+
+def test_port_in_use(cli: list[str], no_server: None) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = medcouncil(cli, "serve", "--detach", "--port", str(port))
+    assert_one_line_error(result, rf"error: port {port} on 127\.0\.0\.1 is already in use")
+
+
+def test_endpoint_unreachable(cli: list[str]) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = medcouncil(cli, "ask", "hi", "--endpoint", f"http://127.0.0.1:{port}/v1")
+    assert_one_line_error(result, rf"error: endpoint unreachable: http://127\.0\.0\.1:{port}/v1/models")
+
+
+def test_missing_model_and_adapter_paths(cli: list[str], tmp_path: Path) -> None:
+    result = medcouncil(cli, "serve", "--model", "/nope/model.gguf")
+    assert_one_line_error(result, r"error: model file not found: /nope/model\.gguf")
+    result = medcouncil(cli, "serve", "--engine", "vllm", "--model", str(tmp_path), "--lora", "ko=/nope/adapter")
+    assert_one_line_error(result, r"error: LoRA adapter 'ko' not found: /nope/adapter")
+
+
+def test_server_dying_during_startup_shows_its_log(cli: list[str], tmp_path: Path, no_server: None) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\0" * 64)
+    result = medcouncil(cli, "serve", "--model", str(broken), "--detach")
+    assert_one_line_error(result, r"error: llamacpp server exited with code \d+ \(log: .*\.log\)")
+    assert len(result.stderr.strip().splitlines()) > 1  # the log's tail follows the one-line message
+    assert read_state() is None and engines_under_home() == []
+
+
+def test_corrupt_gguf_is_reassembled_on_serve(cli: list[str], no_server: None) -> None:
+    from medcouncil.serving.model_file import embedded_gguf
+
+    gguf = embedded_gguf()
+    gguf.write_bytes(gguf.read_bytes()[:4096])
+    result = medcouncil(cli, "serve", "--detach")
+    assert result.returncode == 0, result.stderr
+    assert "sha256 mismatch" in result.stderr
+    assert gguf.stat().st_size > 100_000_000
+
+
+def test_status_without_server(cli: list[str], no_server: None) -> None:
+    result = medcouncil(cli, "serve", "--status")
+    assert result.returncode == 1 and "No medcouncil server is running" in result.stdout
+    assert not (state_dir() / "server.json").exists()

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig
+from medcouncil.serving.errors import ConfigError, ModelPathError
+
+
+def flag(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    config = EngineConfig(model=str(gguf), threads=3, max_model_len=2048)
+    command = config.command(8123, gguf, tmp_path)
+    assert command[1:3] == ["-m", "llama_cpp.server"]
+    assert flag(command, "--host") == HOST == "127.0.0.1"
+    assert flag(command, "--port") == "8123"
+    assert flag(command, "--n_ctx") == "2048"
+    assert flag(command, "--n_threads") == "3"
+    assert flag(command, "--model_alias") == "m"
+    # Not the built-in "gemma" format, which drops system messages.
+    assert flag(command, "--chat_format") == "hf-tokenizer-config"
+    tokenizer_config = Path(flag(command, "--hf_tokenizer_config_path"))
+    rendered = json.loads(tokenizer_config.read_text())
+    assert rendered["chat_template"] == GEMMA_TEMPLATE.read_text()
+    assert rendered["eos_token"] == "<end_of_turn>"
+    assert "--api_key" not in command
+
+
+def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> None:
+    model = tmp_path / "medgemma"
+    model.mkdir()
+    adapter = tmp_path / "ko-adapter"
+    adapter.mkdir()
+    config = EngineConfig(
+        engine="vllm",
+        model=str(model),
+        lora=[f"ko={adapter}"],
+        max_model_len=4096,
+        served_model_name="medgemma-ko",
+        chat_template=GEMMA_TEMPLATE,
+        api_key="secret",
+        python="/opt/vllm/bin/python",
+    )
+    config.check_paths()
+    command = config.command(9000, None, tmp_path)
+    assert command[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert flag(command, "--host") == "127.0.0.1"
+    assert flag(command, "--port") == "9000"
+    assert flag(command, "--served-model-name") == "medgemma-ko"
+    assert flag(command, "--max-model-len") == "4096"
+    assert flag(command, "--chat-template") == str(GEMMA_TEMPLATE)
+    assert "--enable-prefix-caching" in command
+    assert "--enable-lora" in command
+    assert flag(command, "--lora-modules") == f"ko={adapter}"
+    assert flag(command, "--api-key") == "secret"
+
+
+def test_yaml_file_then_flags_override(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine: vllm\nmodel: google/medgemma-4b-it\nmax_model_len: 8192\nport: 8001\n")
+    config = EngineConfig.load(path, port=8002, served_model_name=None)
+    assert config.engine == "vllm"
+    assert config.max_model_len == 8192  # from the file
+    assert config.port == 8002  # the flag wins
+    assert config.display_name() == "medgemma-4b-it"
+
+
+def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine: vllm\nmodel: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"engine\.yaml:\d+: invalid YAML"):
+        EngineConfig.load(path)
+    path.write_text("engine: tensorrt\n")
+    with pytest.raises(ConfigError, match=r"engine\.yaml: engine"):
+        EngineConfig.load(path)
+    path.write_text("enigne: vllm\n")
+    with pytest.raises(ConfigError, match="enigne"):
+        EngineConfig.load(path)
+    with pytest.raises(ConfigError, match="not found"):
+        EngineConfig.load(tmp_path / "missing.yaml")
+
+
+def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
+    with pytest.raises(ModelPathError, match="model file not found: /nope/model.gguf"):
+        EngineConfig(model="/nope/model.gguf").check_paths()
+    with pytest.raises(ModelPathError, match="model path not found: ./missing-folder"):
+        EngineConfig(engine="vllm", model="./missing-folder").check_paths()
+    with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
+        EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora=["ko=/nope/adapter"]).check_paths()
+    with pytest.raises(ConfigError, match="LoRA adapters are served by --engine vllm"):
+        EngineConfig(lora=[f"ko={tmp_path}"]).check_paths()
+    with pytest.raises(ConfigError, match="needs --model"):
+        EngineConfig(engine="vllm").check_paths()
+    # A hub id is not a local path: vLLM resolves it.
+    EngineConfig(engine="vllm", model="Qwen/Qwen2.5-0.5B").check_paths()
+
+
+def test_lora_must_be_name_equals_path() -> None:
+    with pytest.raises(ValueError, match="NAME=PATH"):
+        EngineConfig(engine="vllm", model="m/x", lora=["just-a-path"])

@@ -1,0 +1,120 @@
+"""The real llama.cpp server on the real Gemma 3 270M GGUF, over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
+from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
+
+from medcouncil.serving.client import ClientSettings, ModelClient, cache_namespace, endpoint_component
+from medcouncil.serving.dialects import EndpointInfo
+from medcouncil.serving.server import ServerState
+
+pytestmark = pytest.mark.integration
+T = TypeVar("T")
+QUESTION = UserMessage(content="Name one symptom of asthma.", source="user")
+
+
+def run(info: EndpointInfo, body: Callable[[ModelClient], Awaitable[T]], **settings: object) -> T:
+    config = ClientSettings(**settings)  # type: ignore[arg-type]
+
+    async def go() -> T:
+        client = ModelClient(endpoint_component(info, config), info, config)
+        try:
+            return await body(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_endpoint_is_recognised_as_llamacpp(embedded_server: ServerState, embedded_info: EndpointInfo) -> None:
+    assert embedded_info.dialect == "llamacpp"
+    assert embedded_info.model == "gemma-3-270m"
+    assert embedded_info.base_url.startswith("http://127.0.0.1:")
+
+
+def test_chat_returns_text_and_usage(embedded_info: EndpointInfo) -> None:
+    result = run(embedded_info, lambda c: c.chat([QUESTION], max_tokens=12), cache=False)
+    assert isinstance(result.content, str) and result.content.strip()
+    assert result.usage.prompt_tokens > 5
+    assert 0 < result.usage.completion_tokens <= 12
+
+
+def test_system_prompt_reaches_the_model(embedded_info: EndpointInfo) -> None:
+    """The built-in gemma format drops system messages; ours folds them into the first user turn."""
+    system = SystemMessage(content="You are the critic of a clinical council. Reply APPROVE or REVISE.")
+
+    async def both(client: ModelClient) -> tuple[CreateResult, CreateResult]:
+        plain = await client.chat([QUESTION], max_tokens=1)
+        with_system = await client.chat([system, QUESTION], max_tokens=1)
+        return plain, with_system
+
+    plain, with_system = run(embedded_info, both, cache=False)
+    assert with_system.usage.prompt_tokens >= plain.usage.prompt_tokens + 12
+
+
+def test_streaming_yields_chunks_then_usage(embedded_info: EndpointInfo) -> None:
+    async def collect(client: ModelClient) -> list[str | CreateResult]:
+        return [item async for item in client.stream([QUESTION], max_tokens=16)]
+
+    items = run(embedded_info, collect, cache=False)
+    chunks = [item for item in items if isinstance(item, str)]
+    final = items[-1]
+    assert isinstance(final, CreateResult)
+    assert len(chunks) >= 2
+    assert "".join(chunks) == final.content
+    assert final.usage.completion_tokens == len(chunks)
+    assert final.usage.prompt_tokens > 5
+
+
+def test_choose_is_constrained_with_letter_probabilities(embedded_info: EndpointInfo) -> None:
+    question: list[LLMMessage] = [
+        UserMessage(
+            content="Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:", source="user"
+        )
+    ]
+    choice = run(embedded_info, lambda c: c.choose(question, ["A", "B", "C", "D"]), cache=False)
+    assert choice.letter in {"A", "B", "C", "D"}
+    assert choice.raw == choice.letter
+    assert choice.probabilities is not None
+    assert set(choice.probabilities) == {"A", "B", "C", "D"}
+    assert sum(choice.probabilities.values()) == pytest.approx(1.0)
+    # Greedy decoding under the grammar picks the most probable allowed letter.
+    assert choice.letter == max(choice.probabilities, key=choice.probabilities.__getitem__)
+    assert choice.usage.completion_tokens == 1
+
+
+def test_choose_with_two_letters_never_leaves_them(embedded_info: EndpointInfo) -> None:
+    question: list[LLMMessage] = [UserMessage(content="Is aspirin an NSAID? Y or N?", source="user")]
+    choice = run(embedded_info, lambda c: c.choose(question, ["Y", "N"]), cache=False)
+    assert choice.letter in {"Y", "N"}
+
+
+def test_disk_cache_replays_identical_calls(embedded_info: EndpointInfo) -> None:
+    question: list[LLMMessage] = [UserMessage(content="Options: A. Heart B. Liver. Answer:", source="user")]
+
+    async def twice(client: ModelClient) -> tuple[object, ...]:
+        first = await client.chat([QUESTION], max_tokens=8)
+        second = await client.chat([QUESTION], max_tokens=8)
+        first_choice = await client.choose(question, ["A", "B"])
+        second_choice = await client.choose(question, ["A", "B"])
+        return first, second, first_choice, second_choice, client.cache_path
+
+    first, second, c1, c2, path = run(embedded_info, twice, cache=True)
+    assert isinstance(first, CreateResult) and isinstance(second, CreateResult)
+    assert second.cached and second.content == first.content
+    assert c2.cached and c2.letter == c1.letter and c2.probabilities == c1.probabilities  # type: ignore[attr-defined]
+    assert path is not None and path.name == cache_namespace(embedded_info.base_url, embedded_info.model)
+
+    uncached = run(embedded_info, lambda c: c.chat([QUESTION], max_tokens=8), cache=False)
+    assert not uncached.cached
+
+
+def test_cache_stores_are_per_model() -> None:
+    a = cache_namespace("http://127.0.0.1:8000/v1", "medgemma")
+    assert a == cache_namespace("http://127.0.0.1:9123/v1", "medgemma")  # the port does not matter
+    assert a != cache_namespace("http://127.0.0.1:8000/v1", "medgemma-ko-lora")
