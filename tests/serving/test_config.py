@@ -47,9 +47,13 @@ def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> No
         chat_template=GEMMA_TEMPLATE,
         api_key="secret",
         python="/opt/vllm/bin/python",
+        gpu_memory_utilization=0.3,
     )
     config.check_paths()
+    converted = tmp_path / "converted-hf"
+    assert flag(config.command(9000, converted, tmp_path), "--model") == str(converted)
     command = config.command(9000, None, tmp_path)
+    assert flag(command, "--model") == str(model)
     assert command[:3] == ["/opt/vllm/bin/python", "-m", "vllm.entrypoints.openai.api_server"]
     assert flag(command, "--host") == "127.0.0.1"
     assert flag(command, "--port") == "9000"
@@ -60,6 +64,7 @@ def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> No
     assert "--enable-lora" in command
     assert flag(command, "--lora-modules") == f"ko={adapter}"
     assert flag(command, "--api-key") == "secret"
+    assert flag(command, "--gpu-memory-utilization") == "0.3"
 
 
 def test_yaml_file_then_flags_override(tmp_path: Path) -> None:
@@ -96,8 +101,9 @@ def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
         EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora=["ko=/nope/adapter"]).check_paths()
     with pytest.raises(ConfigError, match="LoRA adapters are served by --engine vllm"):
         EngineConfig(lora=[f"ko={tmp_path}"]).check_paths()
-    with pytest.raises(ConfigError, match="needs --model"):
-        EngineConfig(engine="vllm").check_paths()
+    EngineConfig(engine="vllm").check_paths()  # the embedded GGUF, converted at start-up
+    with pytest.raises(ModelPathError, match="model path not found: /nope/x.gguf"):
+        EngineConfig(engine="vllm", model="/nope/x.gguf").check_paths()
     # A hub id is not a local path: vLLM resolves it.
     EngineConfig(engine="vllm", model="Qwen/Qwen2.5-0.5B").check_paths()
 
