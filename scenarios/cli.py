@@ -8,10 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
-
 from medcouncil.serving import cli as serving_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
+
 
 def _setup_logging() -> None:
     from rich.logging import RichHandler

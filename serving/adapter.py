@@ -35,11 +35,14 @@ def _role(message: LLMMessage) -> str:
     return "assistant" if isinstance(message, AssistantMessage) else "user"
 
 
+def _as_list(part: Any) -> list[Any]:
+    return part if isinstance(part, list) else [part]
+
+
 def _join(first: Any, second: Any) -> Any:
     if isinstance(first, str) and isinstance(second, str):
         return f"{first}\n\n{second}"
-    as_list = lambda part: part if isinstance(part, list) else [part]  # noqa: E731
-    return as_list(first) + as_list(second)
+    return _as_list(first) + _as_list(second)
 
 
 def normalize_messages(messages: Sequence[LLMMessage]) -> list[LLMMessage]:
@@ -129,7 +132,9 @@ class LocalEngineClient(ChatCompletionClient):
             if self.fill_stream_usage and item.usage.prompt_tokens == 0:
                 probe_args = {k: v for k, v in extra_create_args.items() if k != "stream_options"}
                 probe = await self.inner.create(
-                    prepared, extra_create_args={**probe_args, "max_tokens": 1}, cancellation_token=cancellation_token
+                    prepared,
+                    extra_create_args={**probe_args, "max_tokens": 1},
+                    cancellation_token=cancellation_token,
                 )
                 item.usage = RequestUsage(prompt_tokens=probe.usage.prompt_tokens, completion_tokens=chunks)
             yield item

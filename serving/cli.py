@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from autogen_core.models import CreateResult, SystemMessage, UserMessage
-from rich.table import Table
-
+from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
@@ -29,6 +27,7 @@ from medcouncil.serving.server import (
 )
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.mcqa import format_mcqa, parse_options
+from rich.table import Table
 
 EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL (env MEDCOUNCIL_ENDPOINT).")
@@ -197,7 +196,7 @@ async def _ask(
     settings: ClientSettings,
 ) -> None:
     prompt = format_mcqa(text, choices) if choices else text
-    messages = [SystemMessage(content=system)] if system else []
+    messages: list[LLMMessage] = [SystemMessage(content=system)] if system else []
     messages.append(UserMessage(content=prompt, source="user"))
     async with open_model(source, settings, notice=notice) as client:
         if choices:

@@ -7,7 +7,7 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import diskcache
@@ -25,8 +25,6 @@ from autogen_core.models import (
     TopLogprob,
     UserMessage,
 )
-from pydantic import BaseModel, Field, ValidationError
-
 from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
 from medcouncil.serving.dialects import (
     EndpointInfo,
@@ -37,6 +35,8 @@ from medcouncil.serving.dialects import (
 )
 from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.paths import cache_dir
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, Field, ValidationError
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 
@@ -135,10 +135,13 @@ def _text(content: Any) -> str:
     return "".join(part for part in content if isinstance(part, str))
 
 
-def to_openai_messages(messages: Sequence[LLMMessage]) -> list[dict[str, str]]:
+def to_openai_messages(messages: Sequence[LLMMessage]) -> list[ChatCompletionMessageParam]:
     """Plain OpenAI chat messages (text only) for calls that bypass AutoGen."""
     roles = {SystemMessage: "system", UserMessage: "user", AssistantMessage: "assistant"}
-    return [{"role": roles.get(type(m), "user"), "content": _text(m.content)} for m in messages]
+    return [
+        cast(ChatCompletionMessageParam, {"role": roles.get(type(m), "user"), "content": _text(m.content)})
+        for m in messages
+    ]
 
 
 class ModelClient:
@@ -219,7 +222,9 @@ class ModelClient:
             ChatCompletionTokenLogprob(
                 token=item.token,
                 logprob=item.logprob,
-                top_logprobs=[TopLogprob(logprob=alt.logprob, bytes=[*alt.token.encode()]) for alt in item.top_logprobs],
+                top_logprobs=[
+                    TopLogprob(logprob=alt.logprob, bytes=[*alt.token.encode()]) for alt in item.top_logprobs
+                ],
             )
             for item in (first.logprobs.content or [] if first.logprobs else [])
         ]

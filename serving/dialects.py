@@ -53,7 +53,10 @@ def choice_args(dialect: Dialect, letters: Sequence[str], top_logprobs: int = 20
     return {
         **base,
         "max_tokens": 16,
-        "response_format": {"type": "json_schema", "json_schema": {"name": "choice", "schema": schema, "strict": True}},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {"name": "choice", "schema": schema, "strict": True},
+        },
     }
 
 

@@ -38,7 +38,7 @@ def embedded_gguf(models_dir: Path | None = None) -> Path:
 
     folder = models_dir or cache_dir() / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / package.MODEL_NAME
+    target = folder / str(package.MODEL_NAME)
     expected: str = package.EXPECTED_SHA256
     if target.exists():
         if sha256_file(target) == expected:

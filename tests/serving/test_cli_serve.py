@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from medcouncil.serving.paths import state_dir
 from medcouncil.serving.server import read_state
 

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
-
 from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig
 from medcouncil.serving.errors import ConfigError, ModelPathError
 
@@ -31,6 +31,8 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert rendered["chat_template"] == GEMMA_TEMPLATE.read_text()
     assert rendered["eos_token"] == "<end_of_turn>"
     assert "--api_key" not in command
+    default_threads = flag(EngineConfig().command(8124, gguf, tmp_path), "--n_threads")
+    assert default_threads == str(max(1, (os.cpu_count() or 1) - 1))
 
 
 def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> None:
@@ -93,16 +95,16 @@ def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
 
 
 def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
-    with pytest.raises(ModelPathError, match="model file not found: /nope/model.gguf"):
+    with pytest.raises(ModelPathError, match=r"model file not found: /nope/model\.gguf"):
         EngineConfig(model="/nope/model.gguf").check_paths()
-    with pytest.raises(ModelPathError, match="model path not found: ./missing-folder"):
+    with pytest.raises(ModelPathError, match=r"model path not found: \./missing-folder"):
         EngineConfig(engine="vllm", model="./missing-folder").check_paths()
     with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
         EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora=["ko=/nope/adapter"]).check_paths()
     with pytest.raises(ConfigError, match="LoRA adapters are served by --engine vllm"):
         EngineConfig(lora=[f"ko={tmp_path}"]).check_paths()
     EngineConfig(engine="vllm").check_paths()  # the embedded GGUF, converted at start-up
-    with pytest.raises(ModelPathError, match="model path not found: /nope/x.gguf"):
+    with pytest.raises(ModelPathError, match=r"model path not found: /nope/x\.gguf"):
         EngineConfig(engine="vllm", model="/nope/x.gguf").check_paths()
     # A hub id is not a local path: vLLM resolves it.
     EngineConfig(engine="vllm", model="Qwen/Qwen2.5-0.5B").check_paths()

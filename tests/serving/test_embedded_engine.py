@@ -8,7 +8,6 @@ from typing import TypeVar
 
 import pytest
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
-
 from medcouncil.serving.client import ClientSettings, ModelClient, cache_namespace, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.server import ServerState
@@ -73,9 +72,7 @@ def test_streaming_yields_chunks_then_usage(embedded_info: EndpointInfo) -> None
 
 def test_choose_is_constrained_with_letter_probabilities(embedded_info: EndpointInfo) -> None:
     question: list[LLMMessage] = [
-        UserMessage(
-            content="Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:", source="user"
-        )
+        UserMessage(content="Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:", source="user")
     ]
     choice = run(embedded_info, lambda c: c.choose(question, ["A", "B", "C", "D"]), cache=False)
     assert choice.letter in {"A", "B", "C", "D"}

