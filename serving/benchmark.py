@@ -36,6 +36,11 @@ CASE = (
 )
 
 
+SAMPLING: dict[str, Any] = {"temperature": 0.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+SERVER_REPEAT_PENALTY = 1.1
+"""llama-cpp-python's server applies repeat_penalty 1.1 by default (in-process: 1.0); both sides use the server's."""
+
+
 def _prompt(trial: int, repeats: int) -> str:
     return f"Case {trial}.\n" + "".join(CASE.format(n=30 + (trial * 7 + i) % 50) for i in range(repeats)) + "\nPlan:"
 
@@ -58,10 +63,17 @@ def in_process(gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_
     bias = {llm.token_eos(): -1e9}
     results = []
     for prompt in prompts:
-        llm.reset()
+        llm.reset()  # type: ignore[no-untyped-call]
         n_prompt = len(llm.tokenize(prompt.encode()))
         t0 = time.perf_counter()
-        stream = llm.create_completion(prompt, max_tokens=max_tokens, temperature=0.0, stream=True, logit_bias=bias)
+        stream = llm.create_completion(
+            prompt,
+            max_tokens=max_tokens,
+            stream=True,
+            logit_bias=bias,
+            **SAMPLING,
+            repeat_penalty=SERVER_REPEAT_PENALTY,
+        )
         prefill, decode, _ = _timings(iter(stream), n_prompt, t0)
         results.append((prefill, decode))
     llm.close()
@@ -85,7 +97,7 @@ def through_server(
                 "model": model,
                 "prompt": prompt,
                 "max_tokens": max_tokens,
-                "temperature": 0.0,
+                **SAMPLING,
                 "stream": True,
                 "logit_bias": {str(eos): -1e9},
             }

@@ -103,6 +103,8 @@ def serve(
             )
         _print_state(running, "Reusing the running server at")
         return
+    if not detach:
+        signal.signal(signal.SIGTERM, _interrupt)
     server = EngineServer(engine_config)
     started = time.monotonic()
     state = server.start()
@@ -111,7 +113,6 @@ def serve(
     if detach:
         return
     console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
@@ -122,6 +123,11 @@ def serve(
     finally:
         server.stop()
         clear_state()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM stops a foreground server the way Ctrl-C does."""
+    raise KeyboardInterrupt
 
 
 def _status() -> None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from medcouncil.serving.paths import state_dir
-from medcouncil.serving.server import read_state
+from medcouncil.serving.server import ServerState, read_state
 
 pytestmark = pytest.mark.integration
 
@@ -136,3 +138,34 @@ def test_status_without_server(cli: list[str], no_server: None) -> None:
     result = medcouncil(cli, "serve", "--status")
     assert result.returncode == 1 and "No medcouncil server is running" in result.stdout
     assert not (state_dir() / "server.json").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_foreground_serve_stops_its_engine_on_interrupt(cli: list[str], no_server: None, sig: int) -> None:
+    process = subprocess.Popen(
+        [*cli, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    assert "Healthy after" in line, line
+    state = read_state()
+    assert state is not None and engines_under_home() == [state.pid]
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    assert read_state() is None and engines_under_home() == []
+
+
+def test_ask_with_a_model_config_file(cli: list[str], tmp_path: Path, embedded_server: ServerState) -> None:
+    template = Path(__file__).resolve().parents[2] / "serving" / "model_config_template.yaml"
+    config = yaml.safe_load(template.read_text())
+    config["config"].update(model=embedded_server.served_model_name, base_url=embedded_server.base_url)
+    path = tmp_path / "model_config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = medcouncil(cli, "ask", "Is aspirin an NSAID?", "--options", "A=Yes;B=No", "--model-config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "starting the embedded" not in result.stderr
+    assert re.search(r"Answer: [AB]", result.stdout)
+
+    path.write_text("provider: autogen_ext.models.openai.OpenAIChatCompletionClient\nconfig: {model: [x\n")
+    broken = medcouncil(cli, "ask", "hi", "--model-config", str(path))
+    assert_one_line_error(broken, r"error: .*model_config\.yaml:\d+: invalid YAML")
