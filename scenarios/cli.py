@@ -11,6 +11,7 @@ import typer
 from medcouncil.serving import cli as serving_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
+from medcouncil.tools import cli as tools_cli
 
 
 def _setup_logging() -> None:
@@ -52,3 +53,6 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 app.callback()(_setup_logging)
 app.command()(expected_errors(serving_cli.serve))
 app.command()(expected_errors(serving_cli.ask))
+for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
+    tools_cli.index_app.command()(expected_errors(_command))
+app.add_typer(tools_cli.index_app, name="index")

@@ -104,16 +104,20 @@ def serve(
         _print_state(running, "Reusing the running server at")
         return
     if not detach:
+        # Explicitly: a shell that starts us in the background leaves SIGINT ignored, and Python keeps it so.
+        signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
     server = EngineServer(engine_config)
     started = time.monotonic()
     state = server.start()
-    write_state(state)
-    _print_state(state, f"Healthy after {time.monotonic() - started:.1f}s:")
-    if detach:
-        return
-    console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
+    keep_running = False  # whatever happens before a detached server is recorded, the engine is stopped
     try:
+        write_state(state)
+        _print_state(state, f"Healthy after {time.monotonic() - started:.1f}s:")
+        if detach:
+            keep_running = True
+            return
+        console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
         err_console.print(f"[error]error:[/] the {state.engine} server exited (log: {state.log_path})")
@@ -121,12 +125,13 @@ def serve(
     except KeyboardInterrupt:
         console.print("[notice]Stopping…[/]")
     finally:
-        server.stop()
-        clear_state()
+        if not keep_running:
+            server.stop()
+            clear_state()
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM stops a foreground server the way Ctrl-C does."""
+    """Ctrl-C and SIGTERM stop a foreground server."""
     raise KeyboardInterrupt
 
 

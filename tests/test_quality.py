@@ -28,5 +28,6 @@ def test_mypy_strict(tmp_path: Path) -> None:
 
 
 def test_ruff() -> None:
-    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    folders = [str(ROOT / name) for name in (*PACKAGES, "tests")]
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from medcouncil.tools.embeddings import SentenceTransformerEmbedder
+from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
+
+
+@pytest.fixture(scope="session")
+def embedder() -> SentenceTransformerEmbedder:
+    """The packaged all-MiniLM-L6-v2, loaded once (offline, from site-packages)."""
+    return SentenceTransformerEmbedder()
+
+
+@pytest.fixture
+def knowledge(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> KnowledgeBase:
+    """An empty real Chroma store in a temporary folder (not the default collection: no starter pack)."""
+    return KnowledgeBase(KnowledgeConfig(path=tmp_path / "store", collection="test-kb"), embedder)

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medcouncil.tools.chunking import Document
+from medcouncil.tools.corpora import read_documents
+
+
+def read(path: Path) -> tuple[list[Document], list[str]]:
+    warnings: list[str] = []
+    return list(read_documents(path, warnings.append)), warnings
+
+
+def test_medmcqa_rows_keep_their_item_ids(tmp_path: Path) -> None:
+    path = tmp_path / "medmcqa.jsonl"
+    rows = [
+        {"id": "m1", "question": "Q?", "exp": "Vitamin C deficiency causes scurvy.", "cop": 1, "opa": "a",
+         "subject_name": "Medicine", "topic_name": "Nutrition"},
+        {"id": "m2", "question": "Q2?", "exp": None, "cop": 2, "opa": "b"},
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
+    documents, warnings = read(path)
+    assert len(documents) == 1
+    assert documents[0].item_id == "m1" and documents[0].title == "Medicine / Nutrition"
+    assert documents[0].extra == {"corpus": "medmcqa"}
+    assert any(w.startswith(f"{path}:2: skipped") for w in warnings)
+    assert any(w.startswith(f"{path}:3: skipped, not JSON") for w in warnings)
+
+
+def test_bioasq_and_pubmedqa_are_recognised(tmp_path: Path) -> None:
+    bioasq = tmp_path / "bioasq.json"
+    bioasq.write_text(json.dumps({"questions": [{"id": "b1", "snippets": [{"text": "BRCA1 repairs DNA.",
+                                                 "document": "http://pubmed/1"}, {"text": ""}]}]}))  # fmt: skip
+    pubmedqa = tmp_path / "pubmedqa.json"
+    pubmedqa.write_text(json.dumps({"123": {"QUESTION": "Q?", "CONTEXTS": ["Part one.", "Part two."],
+                                            "final_decision": "yes", "LONG_ANSWER": "The conclusion."}}))  # fmt: skip
+    (b,), _ = read(bioasq)
+    assert b.text == "BRCA1 repairs DNA." and b.item_id == "b1" and b.extra["corpus"] == "bioasq"
+    (p,), _ = read(pubmedqa)
+    assert p.text == "Part one. Part two." and p.item_id == "123"
+    assert "conclusion" not in p.text  # the answer's rationale is never indexed
+
+
+def test_text_markdown_csv_and_folders(tmp_path: Path) -> None:
+    (tmp_path / "a.md").write_text("# 천식 (Asthma)\n\nWheeze.")
+    (tmp_path / "b.csv").write_text("title,text\nGout,Urate crystals.\nEmpty,\n")
+    (tmp_path / "c.pdf").write_bytes(b"%PDF")
+    documents, warnings = read(tmp_path)
+    assert {d.title for d in documents} == {"천식 (Asthma)", "Gout"}
+    assert any("1 files of unsupported types skipped (e.g. c.pdf)" in w for w in warnings)
+    _, warnings = read(tmp_path / "c.pdf")
+    assert warnings[0].startswith(f"{tmp_path / 'c.pdf'}: skipped, unsupported file type")
+
+
+def test_unreadable_file_is_skipped_with_its_name(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe\xfa garbage")
+    documents, warnings = read(bad)
+    assert documents == []
+    assert warnings and warnings[0].startswith(f"{bad}: skipped, unreadable")

@@ -1,0 +1,125 @@
+"""The knowledge base on a real Chroma store in a temporary folder, with the real offline embedding model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from medcouncil.tools.chunking import Document
+from medcouncil.tools.embeddings import SentenceTransformerEmbedder
+from medcouncil.tools.knowledge import (
+    DEFAULT_COLLECTION,
+    STARTER_NOTE,
+    KnowledgeBase,
+    KnowledgeConfig,
+    KnowledgeStoreError,
+    SearchGuard,
+    open_knowledge,
+    starter_documents,
+)
+
+NOTES = [
+    Document(text="Gout is caused by urate crystals; the first MTP joint is classic. Colchicine treats attacks.",
+             source="gout.txt", title="Gout"),
+    Document(text="Asthma causes episodic wheeze and nocturnal cough that improve with salbutamol.",
+             source="asthma.txt", title="Asthma"),
+    Document(text="Scurvy results from vitamin C deficiency, with bleeding gums and poor wound healing.",
+             source="medmcqa.jsonl", title="Nutrition", item_id="q-42"),
+]  # fmt: skip
+
+
+def test_cosine_distance_is_what_chroma_uses(knowledge: KnowledgeBase, embedder: SentenceTransformerEmbedder) -> None:
+    assert knowledge.space == "cosine"
+    knowledge.add(NOTES)
+    query = "wheeze at night relieved by salbutamol"
+    top = knowledge.search(query, k=1, threshold=-1)[0]
+    expected = float(embedder.encode([query])[0] @ embedder.encode([top.text])[0])
+    assert top.score == pytest.approx(expected, abs=1e-4)  # similarity = 1 - Chroma's distance = cosine
+    assert top.source == "asthma.txt"
+
+
+def test_reingesting_is_idempotent(knowledge: KnowledgeBase) -> None:
+    first = knowledge.add(NOTES)
+    assert first.documents == 3 and first.new == first.chunks > 0
+    count = knowledge.count()
+    second = knowledge.add(NOTES)
+    assert second.new == 0 and knowledge.count() == count
+
+
+def test_threshold_and_k(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    everything = knowledge.search("joint pain and crystals", k=10, threshold=-1)
+    assert len(everything) == knowledge.count()
+    assert [e.score for e in everything] == sorted((e.score for e in everything), reverse=True)
+    assert len(knowledge.search("joint pain and crystals", k=2, threshold=-1)) == 2
+    relevant = knowledge.search("urate crystals in the first MTP joint", threshold=0.4)
+    assert relevant and all(e.score >= 0.4 for e in relevant) and relevant[0].source == "gout.txt"
+    assert knowledge.search("urate crystals in the first MTP joint", threshold=0.99) == []
+
+
+def test_guard_excludes_the_items_own_material(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    question = "Which vitamin deficiency causes bleeding gums and poor wound healing?"
+    unguarded = knowledge.search(question, threshold=0.3)
+    assert unguarded[0].item_id == "q-42"
+    by_id = knowledge.search(question, threshold=0.3, guard=SearchGuard(item_ids={"q-42"}))
+    assert all(e.item_id != "q-42" for e in by_id)
+
+    copy = Document(text=question + " Answer: vitamin C.", source="leaked.txt")
+    knowledge.add([copy])
+    assert any(e.source == "leaked.txt" for e in knowledge.search(question, threshold=0.3))
+    guarded = knowledge.search("bleeding gums", threshold=-1, k=10, guard=SearchGuard(question=question))
+    assert all(e.source != "leaked.txt" for e in guarded)  # near-duplicate of the question text
+    assert any(e.source == "gout.txt" for e in guarded)
+
+
+def test_korean_metadata_round_trip(knowledge: KnowledgeBase) -> None:
+    knowledge.add([Document(text="천식 환자는 야간 기침과 천명을 호소한다. 살부타몰로 호전된다.", source="천식.md",
+                            title="천식 진료 지침")])  # fmt: skip
+    (evidence,) = knowledge.search("천식 야간 기침", threshold=-1)
+    assert evidence.title == "천식 진료 지침" and evidence.source == "천식.md" and evidence.language == "ko"
+    assert "살부타몰" in evidence.text
+    assert knowledge.stats()["languages"] == {"ko": 1}
+    assert knowledge.remove("천식.md") == 1 and knowledge.count() == 0
+
+
+def test_empty_index_finds_no_evidence(knowledge: KnowledgeBase) -> None:
+    assert knowledge.count() == 0
+    assert knowledge.search("anything at all") == []
+
+
+def test_corrupt_store_is_a_clear_error(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    store = tmp_path / "store"
+    KnowledgeBase(KnowledgeConfig(path=store, collection="test-kb"), embedder).add(NOTES[:1])
+    (store / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(KnowledgeStoreError, match=rf"knowledge store {store} cannot be opened"):
+        KnowledgeBase(KnowledgeConfig(path=store, collection="test-kb"), embedder)
+
+
+def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    config = KnowledgeConfig(path=tmp_path / "store", collection="test-kb")
+    KnowledgeBase(config, embedder)
+
+    class Other:
+        name = "other-model"
+
+        def encode(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+            return np.ones((len(texts), 384), dtype=np.float32)
+
+    with pytest.raises(KnowledgeStoreError, match="built with embeddings 'all-MiniLM-L6-v2', not 'other-model'"):
+        KnowledgeBase(config, Other())
+
+
+def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    documents = starter_documents()
+    assert len(documents) >= 30
+    assert all("(" in d.title and d.extra["note"] == STARTER_NOTE for d in documents)
+    config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
+    knowledge = open_knowledge(config, embedder)
+    assert len(knowledge.stats()["sources"]) == len(documents)
+    top = knowledge.search("crushing central chest pain, ST elevation, troponin", k=1)
+    assert top and top[0].source == "starter/acs.md" and "심근경색" in top[0].title
+    assert knowledge.remove("starter/asthma.md") > 0
+    reopened = open_knowledge(config, embedder)
+    assert "starter/asthma.md" not in reopened.stats()["sources"]

@@ -1,0 +1,113 @@
+"""``medcouncil index``: add, stats, query, remove."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from medcouncil.serving.console import console, err_console
+from medcouncil.tools.corpora import read_documents
+from medcouncil.tools.knowledge import (
+    DEFAULT_COLLECTION,
+    THRESHOLD,
+    TOP_K,
+    KnowledgeBase,
+    KnowledgeConfig,
+    open_knowledge,
+    validate_collection_name,
+)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+CollectionOpt = Annotated[str, typer.Option("--collection", help="Chroma collection.")]
+StoreOpt = Annotated[
+    Path | None, typer.Option("--store", help="Store folder (env MEDCOUNCIL_KNOWLEDGE_DIR; default: user data).")
+]
+
+index_app = typer.Typer(
+    help="Build and search the knowledge base (ChromaDB, offline embeddings).", no_args_is_help=True
+)
+
+
+def _open(collection: str, store: Path | None) -> KnowledgeBase:
+    config = KnowledgeConfig(collection=validate_collection_name(collection), path=store)
+    with console.status("Loading the embedding model…"):
+        return open_knowledge(config)
+
+
+def _warn(message: str) -> None:
+    err_console.print(f"[warning]warning:[/] {message}", markup=True, soft_wrap=True)
+
+
+def add(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .jsonl .json .csv).")],
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    store: StoreOpt = None,
+) -> None:
+    """Ingest files: sentence-bounded chunks, content-hash ids (re-ingesting changes nothing)."""
+    knowledge = _open(collection, store)
+    totals = [0, 0, 0]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err_console
+    ) as progress:
+        for path in paths:
+            if not path.exists():
+                _warn(f"{path}: skipped, no such file or folder")
+                continue
+            task = progress.add_task(f"{path.name} chunks", total=None)
+
+            def advance(chunks: int, task: TaskID = task) -> None:
+                progress.advance(task, chunks)
+
+            report = knowledge.add(read_documents(path, _warn), progress=advance)
+            progress.update(task, total=report.chunks, completed=report.chunks)
+            totals = [totals[0] + report.documents, totals[1] + report.chunks, totals[2] + report.new]
+    console.print(
+        f"{totals[0]} documents → {totals[1]} chunks, {totals[2]} new; "
+        f"collection [bold]{collection}[/] holds {knowledge.count()} chunks ({knowledge.path})"
+    )
+
+
+def stats(collection: CollectionOpt = DEFAULT_COLLECTION, store: StoreOpt = None) -> None:
+    """Chunks per source and language, embedder and distance."""
+    info = _open(collection, store).stats()
+    console.print(
+        f"[bold]{info['collection']}[/] in {info['path']}: {info['chunks']} chunks, "
+        f"embeddings {info['embedder']}, distance {info['space']}"
+    )
+    table = Table("source", "chunks")
+    for source, count in sorted(info["sources"].items(), key=lambda item: -item[1])[:30]:
+        table.add_row(source, str(count))
+    console.print(table)
+    console.print("languages: " + ", ".join(f"{lang or '?'} {n}" for lang, n in info["languages"].items()))
+
+
+def query(
+    text: Annotated[str, typer.Argument(help="What to search for.")],
+    k: Annotated[int, typer.Option("-k", help="Results at most.")] = TOP_K,
+    threshold: Annotated[float, typer.Option(help="Cosine similarity at least.")] = THRESHOLD,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    store: StoreOpt = None,
+) -> None:
+    """Search: numbered evidence with scores and source ids."""
+    results = _open(collection, store).search(text, k=k, threshold=threshold)
+    if not results:
+        console.print(f"No evidence at or above similarity {threshold}.")
+        return
+    table = Table("#", "score", "source", "text", show_lines=True)
+    for number, evidence in enumerate(results, 1):
+        snippet = evidence.text if len(evidence.text) <= 300 else evidence.text[:297] + "…"
+        source = f"{evidence.source}\n[dim]{evidence.title}[/]\n[dim]id {evidence.id[:12]}[/]"
+        table.add_row(str(number), f"{evidence.score:.3f}", source, snippet)
+    console.print(table)
+
+
+def remove(
+    source: Annotated[str, typer.Argument(help="Source as shown by `index stats`.")],
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    store: StoreOpt = None,
+) -> None:
+    """Remove every chunk of a source."""
+    removed = _open(collection, store).remove(source)
+    console.print(f"Removed {removed} chunks of {source}." if removed else f"No chunks of {source}.")

@@ -1,0 +1,137 @@
+"""Files → documents: plain text, Markdown, JSONL, CSV and JSON, recognising the shared medical corpora.
+
+Recognised formats (``../shared/data/raw``): MedMCQA rows (``exp`` explanations, one document per item, the item id
+kept for the contamination guard), BioASQ golden files (``questions[].snippets[].text``) and PubMedQA's labelled
+set (id → ``CONTEXTS``). Anything else: one document per file, or per row with a ``text``-like field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from medcouncil.tools.chunking import Document
+
+SUPPORTED = (".txt", ".md", ".jsonl", ".json", ".csv")
+TEXT_FIELDS = ("text", "content", "contents", "body", "abstract", "exp")
+Warn = Callable[[str], None]
+
+
+def _first_heading(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.lstrip("# ").strip() if line.startswith("#") else ""
+    return ""
+
+
+def _row_document(row: dict[str, Any], source: str) -> Document | None:
+    if "exp" in row and ("opa" in row or "cop" in row):  # MedMCQA
+        text = str(row.get("exp") or "").strip()
+        if not text:
+            return None
+        topic = " / ".join(str(row[key]) for key in ("subject_name", "topic_name") if row.get(key))
+        return Document(
+            text=text, source=source, title=topic, item_id=str(row.get("id", "")), extra={"corpus": "medmcqa"}
+        )
+    for name in TEXT_FIELDS:
+        if isinstance(row.get(name), str) and row[name].strip():
+            item = row.get("item_id", row.get("id", ""))
+            return Document(text=row[name].strip(), source=source, title=str(row.get("title", "")), item_id=str(item))
+    return None
+
+
+def _jsonl(path: Path, warn: Warn) -> Iterator[Document]:
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                warn(f"{path}:{number}: skipped, not JSON ({error.msg})")
+                continue
+            document = _row_document(row, str(path)) if isinstance(row, dict) else None
+            if document is None:
+                warn(f"{path}:{number}: skipped, no text field ({', '.join(TEXT_FIELDS)})")
+                continue
+            yield document
+
+
+def _json(path: Path, warn: Warn) -> Iterator[Document]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    source = str(path)
+    if isinstance(data, dict) and isinstance(data.get("questions"), list):  # BioASQ
+        for question in data["questions"]:
+            for snippet in question.get("snippets") or []:
+                text = str(snippet.get("text", "")).strip()
+                if text:
+                    title = str(snippet.get("document", ""))
+                    yield Document(text=text, source=source, title=title, item_id=str(question.get("id", "")),
+                                   extra={"corpus": "bioasq"})  # fmt: skip
+        return
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "CONTEXTS" in v for v in data.values()):
+        for pmid, entry in data.items():  # PubMedQA: the abstract's contexts, never its conclusion
+            text = " ".join(str(part) for part in entry["CONTEXTS"]).strip()
+            if text:
+                yield Document(text=text, source=source, title=f"PubMed {pmid}", item_id=str(pmid),
+                               extra={"corpus": "pubmedqa"})  # fmt: skip
+        return
+    rows = data if isinstance(data, list) else [data]
+    for number, row in enumerate(rows):
+        document = _row_document(row, source) if isinstance(row, dict) else None
+        if document is None:
+            warn(f"{path}: entry {number} skipped, no text field")
+            continue
+        yield document
+
+
+def _csv(path: Path, warn: Warn) -> Iterator[Document]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        has_text_field = bool(set(reader.fieldnames or []) & set(TEXT_FIELDS))
+        for number, row in enumerate(reader, 2):
+            if has_text_field:
+                document = _row_document(row, str(path))
+            else:  # no text column: the whole row is the text
+                text = " ".join(value for value in row.values() if isinstance(value, str) and value.strip())
+                document = Document(text=text, source=str(path)) if text else None
+            if document is None:
+                warn(f"{path}:{number}: skipped, empty text")
+                continue
+            yield document
+
+
+def read_documents(path: Path, warn: Warn) -> Iterator[Document]:
+    """Documents of one file, or of every supported file under a folder.
+
+    An unreadable or malformed file is reported through ``warn`` (naming it) and skipped; the rest continues.
+    """
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        others = [p for p in files if p.suffix.lower() not in SUPPORTED]
+        if others:
+            warn(f"{path}: {len(others)} files of unsupported types skipped (e.g. {others[0].name})")
+        for child in files:
+            if child.suffix.lower() in SUPPORTED:
+                yield from read_documents(child, warn)
+        return
+    suffix = path.suffix.lower()
+    if suffix not in SUPPORTED:
+        warn(f"{path}: skipped, unsupported file type (supported: {', '.join(SUPPORTED)})")
+        return
+    try:
+        if suffix in (".txt", ".md"):
+            text = path.read_text(encoding="utf-8").strip()
+            if text:
+                yield Document(text=text, source=str(path), title=_first_heading(text) or path.stem)
+        elif suffix == ".jsonl":
+            yield from _jsonl(path, warn)
+        elif suffix == ".json":
+            yield from _json(path, warn)
+        else:
+            yield from _csv(path, warn)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
+        warn(f"{path}: skipped, unreadable ({type(error).__name__}: {error})")
