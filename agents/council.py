@@ -1,0 +1,174 @@
+"""The council team (AutoGen SelectorGroupChat with a deterministic speaker function) and the single-model baseline.
+
+Both implement :class:`~medcouncil.agents.protocol.Answerer`, so chat, replay and the benchmark treat them alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from autogen_agentchat.base import TaskResult
+from autogen_agentchat.conditions import FunctionalTermination
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
+from autogen_agentchat.teams import SelectorGroupChat
+from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel, Field, field_validator
+
+from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
+from medcouncil.agents.roles import (
+    CRITIC,
+    DIAGNOSTICIAN,
+    RETRIEVER,
+    ROLES,
+    TRANSLATOR,
+    CouncilAgent,
+    CouncilState,
+    CriticAgent,
+    DiagnosticianAgent,
+    RetrieverAgent,
+    StateHolder,
+    TranslatorAgent,
+    choose,
+    stream_model,
+)
+from medcouncil.tools.language import detect_language
+from medcouncil.tools.mcqa import format_mcqa
+from medcouncil.tools.search import KnowledgeSearch
+
+SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
+
+
+class CouncilConfig(BaseModel):
+    """Which roles sit on the council and how long it may deliberate."""
+
+    roles: list[str] = Field(default_factory=lambda: list(ROLES))
+    max_revisions: int = Field(default=1, ge=0)
+    """Critic-requested revision rounds at most."""
+    max_tokens: dict[str, int] = Field(default_factory=lambda: {DIAGNOSTICIAN: 256, CRITIC: 160, TRANSLATOR: 512})
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, roles: list[str]) -> list[str]:
+        unknown = set(roles) - set(ROLES)
+        if unknown:
+            raise ValueError(f"unknown roles {sorted(unknown)}; choose from {list(ROLES)}")
+        if DIAGNOSTICIAN not in roles:
+            raise ValueError("the council needs a diagnostician")
+        return roles
+
+
+def _language(question: Question) -> str:
+    return detect_language(question.text) if question.language == "auto" else question.language
+
+
+class Council:
+    """Translator, retriever, diagnostician and critic; a model per role (another endpoint or LoRA adapter is fine)."""
+
+    name = "council"
+
+    def __init__(
+        self,
+        models: ChatModel | Mapping[str, ChatModel],
+        knowledge: KnowledgeSearch,
+        config: CouncilConfig | None = None,
+    ) -> None:
+        self.config = config or CouncilConfig()
+        per_role = models if isinstance(models, Mapping) else dict.fromkeys(ROLES, models)
+        self.holder = StateHolder()
+        limits = self.config.max_tokens
+        builders = {
+            TRANSLATOR: lambda: TranslatorAgent(self.holder, per_role[TRANSLATOR], limits.get(TRANSLATOR, 512)),
+            RETRIEVER: lambda: RetrieverAgent(self.holder, knowledge),
+            DIAGNOSTICIAN: lambda: DiagnosticianAgent(self.holder, per_role[DIAGNOSTICIAN], limits.get(DIAGNOSTICIAN, 256)),
+            CRITIC: lambda: CriticAgent(self.holder, per_role[CRITIC], limits.get(CRITIC, 160)),
+        }
+        self.agents: list[CouncilAgent] = [builders[role]() for role in ROLES if role in self.config.roles]
+
+    def _team(self, state: CouncilState) -> SelectorGroupChat:
+        def select(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:
+            last = next(m.source for m in reversed(messages) if isinstance(m, BaseChatMessage))
+            return state.next_speaker(last)
+
+        def finished(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> bool:
+            chat = [m for m in messages if isinstance(m, BaseChatMessage)]
+            return bool(chat) and chat[-1].source != "user" and state.next_speaker(chat[-1].source) is None
+
+        return SelectorGroupChat(
+            list(self.agents),
+            # Never consulted: the selector function always names the next speaker (no LLM-chosen speaker).
+            model_client=ReplayChatCompletionClient([DIAGNOSTICIAN]),
+            selector_func=select,
+            termination_condition=FunctionalTermination(finished),
+            allow_repeated_speaker=True,
+            max_turns=4 + 2 * (self.config.max_revisions + 1),
+        )
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        language = _language(question)
+        state = CouncilState(
+            question=question,
+            history=history,
+            language=language,
+            roles=self.config.roles,
+            max_revisions=self.config.max_revisions,
+            case_en=question.text,
+        )
+        self.holder.state = state
+        episode = Episode(question=question, answerer=self.name, language=language)
+        try:
+            async for item in self._team(state).run_stream(task=TextMessage(content=question.text, source="user")):
+                if isinstance(item, ModelClientStreamingChunkEvent):
+                    yield TokenEvent(agent=item.source, text=item.content)
+                elif isinstance(item, TextMessage) and "turn" in item.metadata:
+                    yield TurnEvent(turn=Turn.model_validate_json(item.metadata["turn"]))
+                elif isinstance(item, TaskResult):
+                    break
+        finally:
+            self.holder.state = None
+        episode.turns = state.turns
+        episode.case_en = state.case_en
+        episode.answer_en = state.answer_en
+        episode.answer = state.final or state.answer_en
+        if state.choice is not None:
+            episode.letter, episode.probabilities = state.choice.letter, state.choice.probabilities
+        episode.wall_time_s = time.perf_counter() - started
+        yield episode
+
+
+class SingleModel:
+    """The baseline: one call to the same model with the same question format; a constrained choice on MCQA."""
+
+    name = "single"
+
+    def __init__(self, model: ChatModel, max_tokens: int = 256) -> None:
+        self.model = model
+        self.max_tokens = max_tokens
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        turn = Turn(agent="single", content="", kind="answer")
+        episode = Episode(question=question, answerer=self.name, language=_language(question), case_en=question.text)
+        if question.options:
+            prompt = format_mcqa(question.text, question.options)
+            choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(question.options), turn)
+            turn.choice = choice
+            turn.content = f"Final answer: {choice.letter}. {question.options[choice.letter]}" if choice.letter else ""
+            episode.letter, episode.probabilities = choice.letter, choice.probabilities
+            yield TokenEvent(agent="single", text=turn.content)
+        else:
+            messages: list[LLMMessage] = [SystemMessage(content=SINGLE_SYSTEM)]
+            for earlier in history:
+                messages += [UserMessage(content=earlier.question.text, source="user"),
+                             AssistantMessage(content=earlier.answer, source="single")]  # fmt: skip
+            messages.append(UserMessage(content=question.text, source="user"))
+            async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+                yield TokenEvent(agent="single", text=chunk)
+        turn.latency_s = time.perf_counter() - started
+        episode.turns = [turn]
+        episode.answer = episode.answer_en = turn.content
+        yield TurnEvent(turn=turn)
+        episode.wall_time_s = time.perf_counter() - started
+        yield episode

@@ -1,0 +1,285 @@
+"""The four roles as AgentChat agents sharing one episode state: translator, retriever, diagnostician, critic.
+
+Each agent streams its model's tokens as ``ModelClientStreamingChunkEvent``s and ends its turn with a
+``TextMessage`` whose metadata carries the :class:`~medcouncil.agents.protocol.Turn` (usage, model calls, model
+time, latency).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from autogen_agentchat.agents import BaseChatAgent
+from autogen_agentchat.base import Response
+from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
+from autogen_core import CancellationToken
+from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, RequestUsage, SystemMessage, UserMessage
+
+from medcouncil.agents import prompts
+from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
+from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
+from medcouncil.serving.client import Choice
+from medcouncil.tools.knowledge import Evidence
+from medcouncil.tools.search import KnowledgeSearch
+
+TRANSLATOR, RETRIEVER, DIAGNOSTICIAN, CRITIC = "translator", "retriever", "diagnostician", "critic"
+ROLES = (TRANSLATOR, RETRIEVER, DIAGNOSTICIAN, CRITIC)
+
+
+@dataclass
+class CouncilState:
+    """One episode, shared by the agents and the deterministic speaker selection."""
+
+    question: Question
+    history: Sequence[Episode]
+    language: str
+    roles: Sequence[str]
+    max_revisions: int
+    case_en: str = ""
+    evidence: list[Evidence] = field(default_factory=list)
+    answer_en: str = ""
+    choice: Choice | None = None
+    critique: str = ""
+    verdict: str | None = None
+    final: str = ""
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def translating(self) -> bool:
+        return self.language == "ko" and TRANSLATOR in self.roles
+
+    def critiques(self) -> int:
+        return sum(1 for turn in self.turns if turn.agent == CRITIC)
+
+    def next_speaker(self, last: str) -> str | None:
+        """Who speaks after ``last``; None ends the episode. A pure function of the state."""
+        after_answer = TRANSLATOR if self.translating else None
+        if last == "user":
+            return TRANSLATOR if self.translating else (RETRIEVER if RETRIEVER in self.roles else DIAGNOSTICIAN)
+        if last == TRANSLATOR:
+            if self.final:
+                return None
+            return RETRIEVER if RETRIEVER in self.roles else DIAGNOSTICIAN
+        if last == RETRIEVER:
+            return DIAGNOSTICIAN
+        if last == DIAGNOSTICIAN:
+            return CRITIC if CRITIC in self.roles else after_answer
+        if last == CRITIC:
+            if self.verdict == "REVISE" and self.critiques() <= self.max_revisions:
+                return DIAGNOSTICIAN
+            return after_answer
+        return None
+
+
+class StateHolder:
+    """The current episode's state, set by the council before each run."""
+
+    state: CouncilState | None = None
+
+    def get(self) -> CouncilState:
+        if self.state is None:
+            raise RuntimeError("no episode is running")
+        return self.state
+
+
+def evidence_block(evidence: Sequence[Evidence]) -> str:
+    if not evidence:
+        return prompts.NO_EVIDENCE
+    return "\n".join(f"[{n}] ({e.source}) {e.text}" for n, e in enumerate(evidence, 1))
+
+
+class CouncilAgent(BaseChatAgent):
+    """A role: runs :meth:`act` and wraps what it yields into AgentChat events and one TextMessage."""
+
+    def __init__(self, name: str, description: str, holder: StateHolder) -> None:
+        super().__init__(name, description)
+        self.holder = holder
+        self._turn = Turn(agent=name, content="")
+
+    @property
+    def produced_message_types(self) -> Sequence[type[BaseChatMessage]]:
+        return (TextMessage,)
+
+    async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
+        """Fill ``turn`` (content, usage, ...) and yield streamed text chunks."""
+        raise NotImplementedError
+        yield ""  # pragma: no cover
+
+    async def on_messages(self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken) -> Response:
+        async for item in self.on_messages_stream(messages, cancellation_token):
+            if isinstance(item, Response):
+                return item
+        raise RuntimeError(f"{self.name} produced no response")
+
+    async def on_messages_stream(
+        self, messages: Sequence[BaseChatMessage], cancellation_token: CancellationToken
+    ) -> AsyncGenerator[BaseAgentEvent | BaseChatMessage | Response, None]:
+        state = self.holder.get()
+        turn = Turn(agent=self.name, content="")
+        started = time.perf_counter()
+        async for chunk in self.act(state, turn):
+            yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)
+        turn.latency_s = time.perf_counter() - started
+        state.turns.append(turn)
+        usage = RequestUsage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens)
+        message = TextMessage(
+            content=turn.content or "(empty)", source=self.name, models_usage=usage, metadata={"turn": turn.model_dump_json()}
+        )
+        yield Response(chat_message=message)
+
+    async def on_reset(self, cancellation_token: CancellationToken) -> None:
+        pass
+
+
+async def stream_model(
+    model: ChatModel, messages: Sequence[LLMMessage], turn: Turn, **create_args: Any
+) -> AsyncIterator[str]:
+    """Stream a model's reply into ``turn``: text, usage, one model call, and only the time spent waiting on it."""
+    iterator = aiter(model.stream(messages, **create_args))
+    parts: list[str] = []
+    turn.model_calls += 1
+    while True:
+        started = time.perf_counter()
+        try:
+            item = await anext(iterator)
+        except StopAsyncIteration:
+            break
+        finally:
+            turn.model_time_s += time.perf_counter() - started
+        if isinstance(item, CreateResult):
+            turn.prompt_tokens += item.usage.prompt_tokens
+            turn.completion_tokens += item.usage.completion_tokens
+            if not parts and isinstance(item.content, str):
+                parts.append(item.content)
+        else:
+            parts.append(item)
+            yield item
+    turn.content = (turn.content + "".join(parts)).strip()
+
+
+async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequence[str], turn: Turn) -> Choice:
+    started = time.perf_counter()
+    try:
+        choice = await model.choose(messages, letters)
+    finally:
+        turn.model_time_s += time.perf_counter() - started
+    turn.model_calls += 1
+    turn.prompt_tokens += choice.usage.prompt_tokens
+    turn.completion_tokens += choice.usage.completion_tokens
+    return choice
+
+
+class TranslatorAgent(CouncilAgent):
+    """Korean → English for the council, and the final answer back; protected terms pass through unchanged."""
+
+    def __init__(self, holder: StateHolder, model: ChatModel, max_tokens: int = 512) -> None:
+        super().__init__(TRANSLATOR, "Translates between Korean and English, keeping terms and values.", holder)
+        self.model = model
+        self.max_tokens = max_tokens
+
+    async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
+        turn.kind = "translation"
+        to_korean = bool(state.answer_en)
+        if to_korean:
+            masked, spans = protect(state.answer_en, english_pattern(protected_terms(state.question.text)))
+        else:
+            masked, spans = protect(state.question.text)
+        system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
+        messages = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
+        async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+            pass  # placeholders are restored before anything is shown
+        text, _missing = restore(turn.content, spans)
+        turn.content = text
+        if to_korean:
+            state.final = text
+        else:
+            state.case_en = text
+        yield text
+
+
+class RetrieverAgent(CouncilAgent):
+    """Calls the knowledge-search tool; numbered evidence with source ids, or says there is none."""
+
+    def __init__(self, holder: StateHolder, knowledge: KnowledgeSearch) -> None:
+        super().__init__(RETRIEVER, "Searches the knowledge base and cites numbered evidence.", holder)
+        self.knowledge = knowledge
+
+    async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
+        turn.kind = "evidence"
+        query = state.case_en
+        if state.history:
+            query = f"{state.history[-1].case_en}\n{query}"
+        state.evidence = self.knowledge.search(query, guard=state.question.guard())
+        turn.evidence = list(state.evidence)
+        turn.content = evidence_block(state.evidence)
+        yield turn.content
+
+
+class DiagnosticianAgent(CouncilAgent):
+    """Ranked differential and final answer; on a multiple-choice item the final answer is a constrained choice."""
+
+    def __init__(self, holder: StateHolder, model: ChatModel, max_tokens: int = 256) -> None:
+        super().__init__(DIAGNOSTICIAN, "Reasons over the case and evidence to a differential and an answer.", holder)
+        self.model = model
+        self.max_tokens = max_tokens
+
+    async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
+        turn.kind = "diagnosis"
+        evidence = evidence_block(state.evidence)
+        feedback = prompts.REVISION_FEEDBACK.format(critique=state.critique) if state.verdict == "REVISE" else ""
+        messages: list[LLMMessage] = [SystemMessage(content=prompts.DIAGNOSTICIAN_SYSTEM)]
+        for earlier in state.history:
+            messages.append(UserMessage(content=earlier.case_en, source="user"))
+            messages.append(AssistantMessage(content=earlier.answer_en, source=DIAGNOSTICIAN))
+        task = prompts.DIAGNOSTICIAN_TASK.format(case=state.case_en, evidence=evidence, feedback=feedback)
+        messages.append(UserMessage(content=task, source="user"))
+        async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+            yield chunk
+        options = state.question.options
+        if options:
+            listing = "\n".join(f"{letter}. {text}" for letter, text in options.items())
+            prompt = prompts.MCQA_CHOICE.format(
+                case=state.case_en, evidence=evidence, options=listing, reasoning=turn.content
+            )
+            choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
+            turn.choice = choice
+            state.choice = choice
+            line = f"Final answer: {choice.letter}. {options[choice.letter]}" if choice.letter else "Final answer: none"
+            turn.content = f"{turn.content}\n\n{line}".strip()
+            yield f"\n\n{line}"
+        state.answer_en = turn.content
+
+
+class CriticAgent(CouncilAgent):
+    """APPROVE or REVISE with reasons; doses and values absent from the case and evidence force a revision."""
+
+    def __init__(self, holder: StateHolder, model: ChatModel, max_tokens: int = 160) -> None:
+        super().__init__(CRITIC, "Checks the answer against the case and evidence.", holder)
+        self.model = model
+        self.max_tokens = max_tokens
+
+    async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
+        turn.kind = "verdict"
+        evidence = evidence_block(state.evidence)
+        task = prompts.CRITIC_TASK.format(case=state.case_en, evidence=evidence, answer=state.answer_en)
+        messages = [SystemMessage(content=prompts.CRITIC_SYSTEM), UserMessage(content=task, source="user")]
+        review_parts = []
+        async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+            review_parts.append(chunk)
+        review = turn.content
+        unsupported = unsupported_values(state.answer_en, state.case_en, evidence)
+        if unsupported:
+            verdict = "REVISE"
+            review = f"{review}\nValues not found in the case or evidence: {', '.join(unsupported)}".strip()
+        else:
+            verdict_prompt = prompts.CRITIC_VERDICT.format(review=review)
+            choice = await choose(self.model, [UserMessage(content=verdict_prompt, source="user")], ["A", "R"], turn)
+            verdict = "REVISE" if choice.letter == "R" else "APPROVE"
+        state.verdict = verdict
+        state.critique = review
+        turn.verdict = verdict  # type: ignore[assignment]
+        turn.content = f"{verdict}: {review}" if review else verdict
+        yield turn.content

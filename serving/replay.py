@@ -1,0 +1,44 @@
+"""A zero-latency model that replays scripted replies: for deterministic tests and the overhead benchmark.
+
+It wraps AutoGen's ``ReplayChatCompletionClient`` and answers ``choose`` with the next scripted reply (a letter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from autogen_core.models import CreateResult, LLMMessage, RequestUsage
+from autogen_ext.models.replay import ReplayChatCompletionClient
+
+from medcouncil.serving.client import LOCAL_MODEL_INFO, Choice
+
+
+class ReplayModel:
+    """Scripted replies in order; records every history it was sent."""
+
+    def __init__(self, replies: Sequence[str], name: str = "replay") -> None:
+        self.client = ReplayChatCompletionClient(list(replies), model_info=LOCAL_MODEL_INFO)  # type: ignore[arg-type]
+        self._name = name
+        self.seen: list[list[LLMMessage]] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
+        self.seen.append(list(messages))
+        async for item in self.client.create_stream(messages):
+            yield item
+
+    async def chat(self, messages: Sequence[LLMMessage], **create_args: Any) -> CreateResult:
+        self.seen.append(list(messages))
+        return await self.client.create(messages)
+
+    async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:
+        result = await self.chat(messages)
+        text = str(result.content).strip()
+        letter = text if text in letters else None
+        probabilities = {key: float(key == letter) for key in letters} if letter else None
+        usage = RequestUsage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=1)
+        return Choice(letter=letter, probabilities=probabilities, raw=text, usage=usage)
