@@ -14,8 +14,6 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelCli
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
-from pydantic import BaseModel, Field, field_validator
-
 from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
 from medcouncil.agents.roles import (
     CRITIC,
@@ -36,6 +34,7 @@ from medcouncil.agents.roles import (
 from medcouncil.tools.language import detect_language
 from medcouncil.tools.mcqa import format_mcqa
 from medcouncil.tools.search import KnowledgeSearch
+from pydantic import BaseModel, Field, field_validator
 
 SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
 
@@ -81,7 +80,9 @@ class Council:
         builders = {
             TRANSLATOR: lambda: TranslatorAgent(self.holder, per_role[TRANSLATOR], limits.get(TRANSLATOR, 512)),
             RETRIEVER: lambda: RetrieverAgent(self.holder, knowledge),
-            DIAGNOSTICIAN: lambda: DiagnosticianAgent(self.holder, per_role[DIAGNOSTICIAN], limits.get(DIAGNOSTICIAN, 256)),
+            DIAGNOSTICIAN: lambda: DiagnosticianAgent(
+                self.holder, per_role[DIAGNOSTICIAN], limits.get(DIAGNOSTICIAN, 256)
+            ),
             CRITIC: lambda: CriticAgent(self.holder, per_role[CRITIC], limits.get(CRITIC, 160)),
         }
         self.agents: list[CouncilAgent] = [builders[role]() for role in ROLES if role in self.config.roles]
@@ -132,6 +133,7 @@ class Council:
         episode.case_en = state.case_en
         episode.answer_en = state.answer_en
         episode.answer = state.final or state.answer_en
+        episode.error = state.error
         if state.choice is not None:
             episode.letter, episode.probabilities = state.choice.letter, state.choice.probabilities
         episode.wall_time_s = time.perf_counter() - started
@@ -153,7 +155,9 @@ class SingleModel:
         episode = Episode(question=question, answerer=self.name, language=_language(question), case_en=question.text)
         if question.options:
             prompt = format_mcqa(question.text, question.options)
-            choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(question.options), turn)
+            choice = await choose(
+                self.model, [UserMessage(content=prompt, source="user")], list(question.options), turn
+            )
             turn.choice = choice
             turn.content = f"Final answer: {choice.letter}. {question.options[choice.letter]}" if choice.letter else ""
             episode.letter, episode.probabilities = choice.letter, choice.probabilities

@@ -17,11 +17,11 @@ from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, RequestUsage, SystemMessage, UserMessage
-
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
+from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.search import KnowledgeSearch
 
@@ -45,6 +45,8 @@ class CouncilState:
     critique: str = ""
     verdict: str | None = None
     final: str = ""
+    error: str | None = None
+    """A failed turn (model unreachable, ...): the episode ends with it."""
     turns: list[Turn] = field(default_factory=list)
 
     @property
@@ -56,6 +58,8 @@ class CouncilState:
 
     def next_speaker(self, last: str) -> str | None:
         """Who speaks after ``last``; None ends the episode. A pure function of the state."""
+        if self.error is not None:
+            return None
         after_answer = TRANSLATOR if self.translating else None
         if last == "user":
             return TRANSLATOR if self.translating else (RETRIEVER if RETRIEVER in self.roles else DIAGNOSTICIAN)
@@ -120,13 +124,20 @@ class CouncilAgent(BaseChatAgent):
         state = self.holder.get()
         turn = Turn(agent=self.name, content="")
         started = time.perf_counter()
-        async for chunk in self.act(state, turn):
-            yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)
+        try:
+            async for chunk in self.act(state, turn):
+                yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)
+        except MedcouncilError as error:  # the episode ends here; the session that runs it lives on
+            state.error = f"{self.name}: {error}"
+            turn.content = f"error: {error}"
         turn.latency_s = time.perf_counter() - started
         state.turns.append(turn)
         usage = RequestUsage(prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens)
         message = TextMessage(
-            content=turn.content or "(empty)", source=self.name, models_usage=usage, metadata={"turn": turn.model_dump_json()}
+            content=turn.content or "(empty)",
+            source=self.name,
+            models_usage=usage,
+            metadata={"turn": turn.model_dump_json()},
         )
         yield Response(chat_message=message)
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from medcouncil.agents import chat
+from medcouncil.scenarios import replay_cli
 from medcouncil.serving import cli as serving_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
@@ -53,6 +55,8 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 app.callback()(_setup_logging)
 app.command()(expected_errors(serving_cli.serve))
 app.command()(expected_errors(serving_cli.ask))
+app.command()(expected_errors(chat.chat))
+app.command()(expected_errors(replay_cli.replay))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 app.add_typer(tools_cli.index_app, name="index")

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from medcouncil.serving.config import EngineConfig
+from medcouncil.serving.server import EngineServer, ServerState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -26,6 +28,15 @@ def medcouncil_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("MEDCOUNCIL_HOME", None)
     else:
         os.environ["MEDCOUNCIL_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def embedded_server(medcouncil_home: Path) -> Iterator[ServerState]:
+    """The real llama.cpp server on the real Gemma 3 270M GGUF, once per test session (not in the state file)."""
+    server = EngineServer(EngineConfig())
+    state = server.start()
+    yield state
+    server.stop()
 
 
 @pytest.fixture(scope="session")

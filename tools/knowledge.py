@@ -274,14 +274,16 @@ def starter_documents() -> list[Document]:
     for path in sorted(STARTER_DIR.glob("*.md")):
         lines = path.read_text(encoding="utf-8").strip().splitlines()
         title = lines[0].lstrip("# ").strip()
-        body = "\n".join(line for line in lines[1:] if not line.startswith(">"))  # the demo banner is metadata
+        terms = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Korean terms:")), "")
+        # The demo banner and the Korean terms go to metadata: the English embedding model reads Hangul as noise.
+        body = "\n".join(line for line in lines[1:] if not line.startswith((">", "Korean terms:")))
         documents.append(
             Document(
-                text=f"{title}.\n{body}",
+                text=f"{title.split(' (')[0]}.\n{body.strip()}",
                 source=STARTER_SOURCE_PREFIX + path.name,
                 title=title,
                 language="en",
-                extra={"note": STARTER_NOTE},
+                extra={"note": STARTER_NOTE, "korean_terms": terms},
             )
         )
     return documents

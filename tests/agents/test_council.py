@@ -13,7 +13,9 @@ from medcouncil.tools.search import InMemoryKnowledge
 
 KNOWLEDGE = InMemoryKnowledge(
     [
-        Document(text="Asthma: episodic wheeze and nocturnal cough relieved by salbutamol 100 mcg.", source="asthma.md"),
+        Document(
+            text="Asthma: episodic wheeze and nocturnal cough relieved by salbutamol 100 mcg.", source="asthma.md"
+        ),
         Document(text="Gout: urate crystals in the first MTP joint; colchicine 0.5 mg.", source="gout.md"),
     ]
 )
@@ -135,3 +137,16 @@ def test_config_rejects_unknown_roles() -> None:
         CouncilConfig(roles=["diagnostician", "oracle"])
     with pytest.raises(ValueError, match="needs a diagnostician"):
         CouncilConfig(roles=["critic"])
+
+
+def test_a_failed_model_call_ends_the_episode_with_an_error() -> None:
+    from medcouncil.serving.errors import EndpointUnreachableError
+
+    class Down(ReplayModel):
+        async def stream(self, messages, **create_args):  # type: ignore[no-untyped-def,override]
+            raise EndpointUnreachableError("endpoint unreachable: http://127.0.0.1:9/v1 (APIConnectionError)")
+            yield ""
+
+    episode = run(Council(Down([]), KNOWLEDGE), Question(text=CASE))
+    assert episode.error == "diagnostician: endpoint unreachable: http://127.0.0.1:9/v1 (APIConnectionError)"
+    assert speakers(episode) == ["retriever", "diagnostician"]  # the critic never ran

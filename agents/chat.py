@@ -1,0 +1,135 @@
+"""``medcouncil chat``: an interactive terminal conversation with the council (or the single model)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from medcouncil.agents.build import Answerers, open_answerers
+from medcouncil.agents.protocol import Episode, Question, TurnEvent
+from medcouncil.agents.render import Renderer
+from medcouncil.serving.client import ClientSettings
+from medcouncil.serving.console import console
+from medcouncil.serving.errors import MedcouncilError
+from medcouncil.serving.session import ModelSource
+
+HELP = (
+    "Commands: /single (toggle single-model mode) · /lang ko|en|auto · /reset · /save FILE · /quit. "
+    "Ctrl-C cancels the current turn."
+)
+Language = Literal["auto", "ko", "en"]
+
+
+class ChatSession:
+    """One conversation: its mode, language, episodes, and the event loop its clients live on."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, answerers: Answerers, single: bool, language: Language) -> None:
+        self.loop = loop
+        self.answerers = answerers
+        self.single = single
+        self.language: Language = language
+        self.episodes: list[Episode] = []
+        self.renderer = Renderer(console)
+
+    def command(self, line: str) -> bool:
+        """Handle a slash command; False ends the session."""
+        name, _, argument = line.partition(" ")
+        argument = argument.strip()
+        if name in ("/quit", "/exit"):
+            return False
+        if name == "/single":
+            self.single = not self.single
+            console.print(f"[notice]mode: {'single model' if self.single else 'council'}[/]")
+        elif name == "/lang" and argument in ("ko", "en", "auto"):
+            self.language = argument  # type: ignore[assignment]
+            console.print(f"[notice]language: {argument}[/]")
+        elif name == "/reset":
+            self.episodes.clear()
+            console.print("[notice]conversation cleared[/]")
+        elif name == "/save" and argument:
+            from medcouncil.scenarios.transcript import write_transcript
+
+            jsonl, markdown = write_transcript(self.episodes, Path(argument).expanduser())
+            console.print(f"[notice]saved {jsonl} and {markdown}[/]")
+        else:
+            console.print(f"[notice]{HELP}[/]")
+        return True
+
+    async def _answer(self, text: str) -> Episode:
+        answerer = self.answerers.single if self.single else self.answerers.council
+        question = Question(text=text, language=self.language)
+        episode: Episode | None = None
+        async for event in answerer.stream(question, self.episodes):
+            self.renderer.event(event)
+            if isinstance(event, Episode):
+                episode = event
+            elif isinstance(event, TurnEvent):
+                pass
+        assert episode is not None
+        return episode
+
+    def turn(self, text: str) -> None:
+        """One question; Ctrl-C cancels it and keeps the session; a failed turn is reported and the session lives on."""
+        task = self.loop.create_task(self._answer(text))
+        self.loop.add_signal_handler(signal.SIGINT, task.cancel)
+        try:
+            episode = self.loop.run_until_complete(task)
+        except asyncio.CancelledError:
+            console.print("\n[warning]turn cancelled[/]")
+            return
+        except MedcouncilError as error:
+            console.print(f"\n[error]error:[/] {error}")
+            return
+        finally:
+            self.loop.remove_signal_handler(signal.SIGINT)
+        if episode.error is None:
+            self.episodes.append(episode)
+
+    def run(self) -> None:
+        console.print(f"[notice]medcouncil chat · {self.answerers.model.name} · {HELP}[/]")
+        while True:
+            try:
+                line = console.input("[agent.user]you ›[/] ").strip()
+            except EOFError:
+                break
+            except KeyboardInterrupt:
+                console.print("\n[notice]/quit to leave[/]")
+                continue
+            if not line:
+                continue
+            if line.startswith("/"):
+                if not self.command(line):
+                    break
+                continue
+            self.turn(line)
+
+
+def chat(
+    single: Annotated[bool, typer.Option("--single", help="Start in single-model mode.")] = False,
+    lang: Annotated[str, typer.Option("--lang", help="auto, ko or en.")] = "auto",
+    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
+    api_key: Annotated[str | None, typer.Option(help="API key.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
+    model_config: Annotated[Path | None, typer.Option(help="AutoGen model component YAML.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")] = False,
+) -> None:
+    """Talk to the council in the terminal (the embedded model by default)."""
+    if lang not in ("auto", "ko", "en"):
+        raise MedcouncilError(f"--lang {lang!r}: choose auto, ko or en")
+    source = ModelSource.resolve(model_config, endpoint, api_key, model)
+    loop = asyncio.new_event_loop()
+    stack = AsyncExitStack()
+    try:
+        answerers = loop.run_until_complete(
+            stack.enter_async_context(open_answerers(source, ClientSettings(cache=not no_cache)))
+        )
+        ChatSession(loop, answerers, single, lang).run()  # type: ignore[arg-type]
+    finally:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(stack.aclose())
+        loop.close()

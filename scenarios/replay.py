@@ -1,0 +1,129 @@
+"""Scripted scenarios: a YAML list of user turns with checks, replayed through the council or the single model.
+
+```yaml
+name: English asthma case
+mode: council            # or single
+language: auto           # auto, ko, en
+turns:
+  - user: "A 24-year-old has episodic wheeze..."
+    options: {A: Asthma, B: Pneumonia}   # optional: a multiple-choice item
+    expect:
+      mentions: [asthma]                 # the final answer mentions each (case-insensitive)
+      chooses: A                         # the constrained choice is this letter
+      translator_ran: true               # the translator spoke (or, with false, did not)
+      min_sources: 1                     # at least N sources cited by the retriever
+      keeps_terms: [salbutamol, "62%"]   # these reach the council's English case unchanged
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from medcouncil.agents.protocol import Episode
+from medcouncil.serving.errors import ConfigError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+
+class Expect(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mentions: list[str] = Field(default_factory=list)
+    chooses: str | None = None
+    translator_ran: bool | None = None
+    min_sources: int | None = Field(default=None, ge=0)
+    keeps_terms: list[str] = Field(default_factory=list)
+
+
+class ScenarioTurn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user: str = Field(min_length=1)
+    options: dict[str, str] | None = None
+    expect: Expect = Field(default_factory=Expect)
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    mode: Literal["council", "single"] = "council"
+    language: Literal["auto", "ko", "en"] = "auto"
+    turns: list[ScenarioTurn] = Field(min_length=1)
+
+
+class CheckResult(BaseModel):
+    turn: int
+    check: str
+    passed: bool
+    detail: str
+
+
+def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``path`` (keys and list indices), or of its nearest parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((value for k, value in node.value if getattr(k, "value", None) == key), None)
+            if match is None:
+                return line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario.
+
+    Raises:
+        ConfigError: ``FILE:LINE: what is wrong`` for missing files, invalid YAML and invalid fields.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read scenario ({error.strerror})") from error
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        line = _line_of(node, tuple(first["loc"]))
+        field = ".".join(str(part) for part in first["loc"]) or "scenario"
+        raise ConfigError(f"{path}:{line or 1}: {field}: {first['msg']}") from error
+
+
+def check_turn(number: int, expect: Expect, episode: Episode) -> list[CheckResult]:
+    results: list[CheckResult] = []
+
+    def add(name: str, passed: bool, detail: str) -> None:
+        results.append(CheckResult(turn=number, check=name, passed=passed, detail=detail))
+
+    if episode.error:
+        add("no error", False, episode.error)
+    answer = episode.answer.lower()
+    for needle in expect.mentions:
+        add(f"mentions {needle!r}", needle.lower() in answer, episode.answer[:120])
+    if expect.chooses is not None:
+        add(f"chooses {expect.chooses}", episode.letter == expect.chooses, f"chose {episode.letter}")
+    if expect.translator_ran is not None:
+        ran = any(turn.agent == "translator" for turn in episode.turns)
+        add(f"translator {'ran' if expect.translator_ran else 'skipped'}", ran == expect.translator_ran, f"ran={ran}")
+    if expect.min_sources is not None:
+        cited = len(episode.sources)
+        add(f"at least {expect.min_sources} sources", cited >= expect.min_sources, f"{cited} cited")
+    for term in expect.keeps_terms:
+        add(f"keeps {term!r}", term in episode.case_en, episode.case_en[:120])
+    return results

@@ -1,0 +1,49 @@
+"""``medcouncil replay`` of shipped scenarios against the real embedded server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from medcouncil.serving.server import ServerState
+
+pytestmark = pytest.mark.integration
+SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+@pytest.mark.parametrize("name", ["multiple_choice", "korean_case"])
+def test_replay_a_shipped_scenario(cli: list[str], embedded_server: ServerState, tmp_path: Path, name: str) -> None:
+    result = subprocess.run(
+        [*cli, "replay", str(SCENARIOS / f"{name}.yaml"), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "checks passed" in result.stdout
+    (jsonl,) = tmp_path.glob("*.jsonl")
+    (markdown,) = tmp_path.glob("*.md")
+    episode = json.loads(jsonl.read_text().splitlines()[0])
+    assert episode["turns"] and episode["answer"]
+    assert "Final answer" in markdown.read_text() or name == "korean_case"
+
+
+def test_a_failing_check_exits_non_zero(cli: list[str], embedded_server: ServerState, tmp_path: Path) -> None:
+    scenario = tmp_path / "impossible.yaml"
+    scenario.write_text("name: impossible\nturns:\n  - user: Which organ pumps blood?\n    expect:\n"
+                        "      mentions: [zzzz-not-there]\n      translator_ran: true\n")  # fmt: skip
+    result = subprocess.run(
+        [*cli, "replay", str(scenario), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "2 of 2 checks failed" in result.stdout
+
+
+def test_malformed_scenario_is_a_one_line_error(cli: list[str], tmp_path: Path) -> None:
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text("name: bad\nturns:\n  - user: hi\n    expect: {min_sources: -1}\n")
+    result = subprocess.run([*cli, "replay", str(scenario)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {scenario}:4: turns.0.expect.min_sources")
