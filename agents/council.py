@@ -76,16 +76,19 @@ class Council:
         self.config = config or CouncilConfig()
         per_role = models if isinstance(models, Mapping) else dict.fromkeys(ROLES, models)
         self.holder = StateHolder()
-        limits = self.config.max_tokens
-        builders = {
-            TRANSLATOR: lambda: TranslatorAgent(self.holder, per_role[TRANSLATOR], limits.get(TRANSLATOR, 512)),
-            RETRIEVER: lambda: RetrieverAgent(self.holder, knowledge),
-            DIAGNOSTICIAN: lambda: DiagnosticianAgent(
-                self.holder, per_role[DIAGNOSTICIAN], limits.get(DIAGNOSTICIAN, 256)
-            ),
-            CRITIC: lambda: CriticAgent(self.holder, per_role[CRITIC], limits.get(CRITIC, 160)),
-        }
-        self.agents: list[CouncilAgent] = [builders[role]() for role in ROLES if role in self.config.roles]
+        self.agents: list[CouncilAgent] = [
+            self._agent(role, per_role, knowledge) for role in ROLES if role in self.config.roles
+        ]
+
+    def _agent(self, role: str, models: Mapping[str, ChatModel], knowledge: KnowledgeSearch) -> CouncilAgent:
+        limit = self.config.max_tokens.get(role, 256)
+        if role == TRANSLATOR:
+            return TranslatorAgent(self.holder, models[role], limit)
+        if role == RETRIEVER:
+            return RetrieverAgent(self.holder, knowledge)
+        if role == DIAGNOSTICIAN:
+            return DiagnosticianAgent(self.holder, models[role], limit)
+        return CriticAgent(self.holder, models[role], limit)
 
     def _team(self, state: CouncilState) -> SelectorGroupChat:
         def select(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:

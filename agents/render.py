@@ -1,4 +1,7 @@
-"""Showing a conversation in the terminal: each agent in its colour, evidence as a sources table, the answer highlighted."""
+"""Showing a conversation in the terminal.
+
+Each agent in its colour, evidence as a sources table, the final answer highlighted.
+"""
 
 from __future__ import annotations
 

@@ -199,7 +199,7 @@ class TranslatorAgent(CouncilAgent):
         else:
             masked, spans = protect(state.question.text)
         system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
-        messages = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
+        messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
         async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             pass  # placeholders are restored before anything is shown
         text, _missing = restore(turn.content, spans)
@@ -276,7 +276,10 @@ class CriticAgent(CouncilAgent):
         turn.kind = "verdict"
         evidence = evidence_block(state.evidence)
         task = prompts.CRITIC_TASK.format(case=state.case_en, evidence=evidence, answer=state.answer_en)
-        messages = [SystemMessage(content=prompts.CRITIC_SYSTEM), UserMessage(content=task, source="user")]
+        messages: list[LLMMessage] = [
+            SystemMessage(content=prompts.CRITIC_SYSTEM),
+            UserMessage(content=task, source="user"),
+        ]
         review_parts = []
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             review_parts.append(chunk)

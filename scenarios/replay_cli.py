@@ -1,4 +1,4 @@
-"""``medcouncil replay SCENARIO.yaml``: replay a scripted scenario, print it as chat does, check it, keep a transcript."""
+"""``medcouncil replay SCENARIO.yaml``: replay a scenario, print it as chat does, check it, keep a transcript."""
 
 from __future__ import annotations
 

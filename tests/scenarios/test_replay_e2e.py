@@ -16,8 +16,9 @@ SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 
 @pytest.mark.parametrize("name", ["multiple_choice", "korean_case"])
 def test_replay_a_shipped_scenario(cli: list[str], embedded_server: ServerState, tmp_path: Path, name: str) -> None:
+    scenario = SCENARIOS / f"{name}.yaml"
     result = subprocess.run(
-        [*cli, "replay", str(SCENARIOS / f"{name}.yaml"), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
+        [*cli, "replay", str(scenario), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
         capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
