@@ -47,13 +47,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], pattern: str
 
 
 @pytest.fixture
-def no_server(cli: list[str]) -> Iterator[None]:
+def no_server(cli: list[str]) -> Iterator[set[int]]:
+    """No recorded server; yields the engines already running (the session's shared server) to leave aside."""
     medcouncil(cli, "serve", "--stop")
-    yield
+    yield set(engines_under_home())
     medcouncil(cli, "serve", "--stop")
 
 
-def test_detach_status_reuse_stop(cli: list[str], no_server: None) -> None:
+def test_detach_status_reuse_stop(cli: list[str], no_server: set[int]) -> None:
     started = medcouncil(cli, "serve", "--detach")
     assert started.returncode == 0, started.stderr
     url = re.search(r"http://127\.0\.0\.1:\d+/v1", started.stdout)
@@ -67,7 +68,7 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: None) -> None:
 
     again = medcouncil(cli, "serve", "--detach")
     assert again.returncode == 0 and "Reusing" in again.stdout and url.group(0) in again.stdout
-    assert engines_under_home() == [state.pid]
+    assert set(engines_under_home()) - no_server == {state.pid}
 
     answer = medcouncil(cli, "ask", "Which organ pumps blood?", "--options", "A=Heart;B=Liver;C=Kidney")
     assert answer.returncode == 0, answer.stderr
@@ -76,18 +77,18 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: None) -> None:
 
     stopped = medcouncil(cli, "serve", "--stop")
     assert stopped.returncode == 0 and "Stopped" in stopped.stdout
-    assert read_state() is None and engines_under_home() == []
+    assert read_state() is None and set(engines_under_home()) == no_server
     assert medcouncil(cli, "serve", "--status").returncode == 1
 
 
-def test_ask_autostarts_and_stops_the_embedded_server(cli: list[str], no_server: None) -> None:
+def test_ask_autostarts_and_stops_the_embedded_server(cli: list[str], no_server: set[int]) -> None:
     result = medcouncil(cli, "ask", "Name one symptom of asthma.", "--max-tokens", "12", "--no-cache")
     assert result.returncode == 0, result.stderr
     assert "starting the embedded Gemma 3 270M" in result.stderr
     assert result.stdout.strip()
     assert re.search(r"gemma-3-270m · \d+ prompt \+ \d+ completion tokens", result.stdout)
     assert read_state() is None
-    assert engines_under_home() == []
+    assert set(engines_under_home()) == no_server
 
 
 def test_port_in_use(cli: list[str], no_server: None) -> None:
@@ -114,20 +115,22 @@ def test_missing_model_and_adapter_paths(cli: list[str], tmp_path: Path) -> None
     assert_one_line_error(result, r"error: LoRA adapter 'ko' not found: /nope/adapter")
 
 
-def test_server_dying_during_startup_shows_its_log(cli: list[str], tmp_path: Path, no_server: None) -> None:
+def test_server_dying_during_startup_shows_its_log(cli: list[str], tmp_path: Path, no_server: set[int]) -> None:
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(b"GGUF" + b"\0" * 64)
     result = medcouncil(cli, "serve", "--model", str(broken), "--detach")
     assert_one_line_error(result, r"error: llamacpp server exited with code \d+ \(log: .*\.log\)")
     assert len(result.stderr.strip().splitlines()) > 1  # the log's tail follows the one-line message
-    assert read_state() is None and engines_under_home() == []
+    assert read_state() is None and set(engines_under_home()) == no_server
 
 
 def test_corrupt_gguf_is_reassembled_on_serve(cli: list[str], no_server: None) -> None:
     from medcouncil.serving.model_file import embedded_gguf
 
     gguf = embedded_gguf()
-    gguf.write_bytes(gguf.read_bytes()[:4096])
+    head = gguf.read_bytes()[:4096]
+    gguf.unlink()  # a new inode: the session's running server keeps its mapped copy
+    gguf.write_bytes(head)
     result = medcouncil(cli, "serve", "--detach")
     assert result.returncode == 0, result.stderr
     assert "sha256 mismatch" in result.stderr
@@ -141,7 +144,7 @@ def test_status_without_server(cli: list[str], no_server: None) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_foreground_serve_stops_its_engine_on_interrupt(cli: list[str], no_server: None, sig: int) -> None:
+def test_foreground_serve_stops_its_engine_on_interrupt(cli: list[str], no_server: set[int], sig: int) -> None:
     process = subprocess.Popen(
         [*cli, "serve"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
     )
@@ -149,10 +152,10 @@ def test_foreground_serve_stops_its_engine_on_interrupt(cli: list[str], no_serve
     line = process.stdout.readline()
     assert "Healthy after" in line, line
     state = read_state()
-    assert state is not None and engines_under_home() == [state.pid]
+    assert state is not None and set(engines_under_home()) - no_server == {state.pid}
     process.send_signal(sig)
     process.wait(timeout=60)
-    assert read_state() is None and engines_under_home() == []
+    assert read_state() is None and set(engines_under_home()) == no_server
 
 
 def test_ask_with_a_model_config_file(cli: list[str], tmp_path: Path, embedded_server: ServerState) -> None:

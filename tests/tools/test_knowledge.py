@@ -118,7 +118,7 @@ def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder
     config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
     knowledge = open_knowledge(config, embedder)
     assert len(knowledge.stats()["sources"]) == len(documents)
-    top = knowledge.search("crushing central chest pain, ST elevation, troponin", k=1)
+    top = knowledge.search("ST elevation myocardial infarction with raised troponin: primary PCI", k=1)
     assert top and top[0].source == "starter/acs.md" and "심근경색" in top[0].title
     assert knowledge.remove("starter/asthma.md") > 0
     reopened = open_knowledge(config, embedder)
