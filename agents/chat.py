@@ -16,6 +16,7 @@ from medcouncil.agents.render import Renderer
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
 from medcouncil.serving.errors import MedcouncilError
+from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.session import ModelSource
 
 HELP = (
@@ -112,11 +113,11 @@ class ChatSession:
 def chat(
     single: Annotated[bool, typer.Option("--single", help="Start in single-model mode.")] = False,
     lang: Annotated[str, typer.Option("--lang", help="auto, ko or en.")] = "auto",
-    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
-    model_config: Annotated[Path | None, typer.Option(help="AutoGen model component YAML.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")] = False,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Talk to the council in the terminal (the embedded model by default)."""
     if lang not in ("auto", "ko", "en"):

@@ -16,6 +16,7 @@ from medcouncil.scenarios.replay import CheckResult, Scenario, check_turn, load_
 from medcouncil.scenarios.transcript import write_transcript
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
+from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.paths import data_dir
 from medcouncil.serving.session import ModelSource
 from rich.table import Table
@@ -40,11 +41,11 @@ async def replay_scenario(scenario: Scenario, source: ModelSource, settings: Cli
 def replay(
     scenario_path: Annotated[Path, typer.Argument(metavar="SCENARIO.yaml", help="The scenario to replay.")],
     out: Annotated[Path | None, typer.Option(help="Folder for the transcript (default: user data/replays).")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL.")] = None,
-    api_key: Annotated[str | None, typer.Option(help="API key.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name at the endpoint.")] = None,
-    model_config: Annotated[Path | None, typer.Option(help="AutoGen model component YAML.")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")] = False,
+    endpoint: EndpointOpt = None,
+    api_key: ApiKeyOpt = None,
+    model: ModelOpt = None,
+    model_config: ModelConfigOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Replay a scenario; exits non-zero when a check fails."""
     scenario = load_scenario(scenario_path)

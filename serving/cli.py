@@ -16,6 +16,7 @@ from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
 from medcouncil.serving.health import describe_endpoint, is_healthy
+from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.server import (
     EngineServer,
     ServerState,
@@ -28,15 +29,6 @@ from medcouncil.serving.server import (
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.mcqa import format_mcqa, parse_options
 from rich.table import Table
-
-EndpointOpt = Annotated[
-    str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL (env MEDCOUNCIL_ENDPOINT).")
-]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env MEDCOUNCIL_API_KEY).")]
-ModelConfigOpt = Annotated[
-    Path | None,
-    typer.Option("--model-config", help="AutoGen model component YAML (env MEDCOUNCIL_MODEL_CONFIG)."),
-]
 
 
 def notice(message: str) -> None:
@@ -184,9 +176,9 @@ def ask(
     max_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 256,
     endpoint: EndpointOpt = None,
     api_key: ApiKeyOpt = None,
-    model: Annotated[str | None, typer.Option(help="Model name at the endpoint (env MEDCOUNCIL_MODEL).")] = None,
+    model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")] = False,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """One single-model answer, streamed; with --options, the constrained letter and its probabilities."""
     try:
