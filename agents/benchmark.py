@@ -15,6 +15,8 @@ import statistics
 from typing import Annotated
 
 import typer
+from rich.table import Table
+
 from medcouncil.agents.council import Council
 from medcouncil.agents.protocol import Episode, Question, run_episode
 from medcouncil.serving.client import ClientSettings
@@ -23,7 +25,6 @@ from medcouncil.serving.replay import ReplayModel
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.knowledge import open_knowledge
 from medcouncil.tools.search import KnowledgeSearch
-from rich.table import Table
 
 CASES = [
     "A 24-year-old has episodic wheeze and a nocturnal cough relieved by salbutamol. What is the diagnosis?",

@@ -1,16 +1,57 @@
-"""Build the council and the single-model baseline for a command: model (auto-started if needed) and knowledge."""
+"""Build the council and the single-model baseline for a command: models (auto-started if needed) and knowledge.
+
+A council file (``--council council.yaml``) sets the roles, the revision rounds and, per role, another model:
+
+```yaml
+roles: [translator, retriever, diagnostician, critic]
+max_revisions: 1
+models:
+  critic: {model: medgemma-critic}                 # another LoRA adapter on the same endpoint
+  translator: {endpoint: http://127.0.0.1:8001/v1}  # or another endpoint (or model_config_path: x.yaml)
+```
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ConfigDict, Field, field_validator
 
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
+from medcouncil.agents.protocol import ChatModel
+from medcouncil.agents.roles import RETRIEVER, ROLES
 from medcouncil.serving.client import ClientSettings, ModelClient
 from medcouncil.serving.console import err_console
 from medcouncil.serving.session import ModelSource, open_model
+from medcouncil.serving.yamlfile import load_yaml
 from medcouncil.tools.knowledge import KnowledgeConfig, open_knowledge
+
+
+class CouncilFile(CouncilConfig):
+    """A council configuration file: :class:`CouncilConfig` plus a model per role."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, ModelSource] = Field(default_factory=dict)
+    """Role → model; a role without an entry uses the command's model. A source with only ``model`` names another
+    model (a LoRA adapter) on the command's endpoint."""
+
+    @field_validator("models")
+    @classmethod
+    def _model_roles(cls, models: dict[str, ModelSource]) -> dict[str, ModelSource]:
+        wrong = set(models) - (set(ROLES) - {RETRIEVER})
+        if wrong:
+            raise ValueError(f"no model for {sorted(wrong)}: roles with a model are translator, diagnostician, critic")
+        return models
+
+    @classmethod
+    def load(cls, path: Path) -> CouncilFile:
+        return load_yaml(path, cls, "council file")
 
 
 @dataclass
@@ -25,11 +66,30 @@ async def open_answerers(
     source: ModelSource,
     settings: ClientSettings | None = None,
     knowledge: KnowledgeConfig | None = None,
-    council: CouncilConfig | None = None,
+    council: CouncilFile | None = None,
     notice: Callable[[str], None] = lambda text: err_console.print(f"[notice]{text}[/]"),
 ) -> AsyncIterator[Answerers]:
     """The embedded server is started here when nothing else is configured, and stopped on exit."""
+    council = council or CouncilFile()
     with err_console.status("Loading the knowledge base…"):
         base = open_knowledge(knowledge)
-    async with open_model(source, settings, notice=notice) as model:
-        yield Answerers(council=Council(model, base, council), single=SingleModel(model), model=model)
+    async with AsyncExitStack() as stack:
+        model = await stack.enter_async_context(open_model(source, settings, notice=notice))
+        per_role: dict[str, ChatModel] = dict.fromkeys(ROLES, model)
+        for role, role_source in council.models.items():
+            if role_source.endpoint is None and role_source.model_config_path is None:
+                role_source = role_source.model_copy(
+                    update={"endpoint": model.info.base_url, "api_key": role_source.api_key or model.info.api_key}
+                )
+            per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
+        config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
+        yield Answerers(council=Council(per_role, base, config), single=SingleModel(model), model=model)
+
+
+CouncilOpt = Annotated[
+    Path | None, typer.Option("--council", help="Council file: roles, revision rounds, a model per role (YAML).")
+]
+
+
+def council_file(path: Path | None) -> CouncilFile | None:
+    return CouncilFile.load(path) if path is not None else None

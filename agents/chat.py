@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from medcouncil.agents.build import Answerers, open_answerers
+
+from medcouncil.agents.build import Answerers, CouncilOpt, council_file, open_answerers
 from medcouncil.agents.protocol import Episode, Question, TurnEvent
 from medcouncil.agents.render import Renderer
 from medcouncil.serving.client import ClientSettings
@@ -118,16 +119,18 @@ def chat(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     no_cache: NoCacheOpt = False,
+    council: CouncilOpt = None,
 ) -> None:
     """Talk to the council in the terminal (the embedded model by default)."""
     if lang not in ("auto", "ko", "en"):
         raise MedcouncilError(f"--lang {lang!r}: choose auto, ko or en")
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
+    config = council_file(council)
     loop = asyncio.new_event_loop()
     stack = AsyncExitStack()
     try:
         answerers = loop.run_until_complete(
-            stack.enter_async_context(open_answerers(source, ClientSettings(cache=not no_cache)))
+            stack.enter_async_context(open_answerers(source, ClientSettings(cache=not no_cache), council=config))
         )
         ChatSession(loop, answerers, single, lang).run()  # type: ignore[arg-type]
     finally:

@@ -14,6 +14,8 @@ from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelCli
 from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
+from pydantic import BaseModel, Field, field_validator
+
 from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
 from medcouncil.agents.roles import (
     CRITIC,
@@ -34,7 +36,6 @@ from medcouncil.agents.roles import (
 from medcouncil.tools.language import detect_language
 from medcouncil.tools.mcqa import format_mcqa
 from medcouncil.tools.search import KnowledgeSearch
-from pydantic import BaseModel, Field, field_validator
 
 SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
 

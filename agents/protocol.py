@@ -10,9 +10,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
 from autogen_core.models import LLMMessage, RequestUsage
+from pydantic import BaseModel, Field
+
 from medcouncil.serving.client import Choice
 from medcouncil.tools.knowledge import Evidence, SearchGuard
-from pydantic import BaseModel, Field
 
 
 class Question(BaseModel):

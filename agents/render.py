@@ -5,12 +5,13 @@ Each agent in its colour, evidence as a sources table, the final answer highligh
 
 from __future__ import annotations
 
-from medcouncil.agents.protocol import Episode, Event, TokenEvent, Turn, TurnEvent
-from medcouncil.serving.console import console as default_console
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
+
+from medcouncil.agents.protocol import Episode, Event, TokenEvent, Turn, TurnEvent
+from medcouncil.serving.console import console as default_console
 
 QUIET_AGENTS = {"retriever"}
 """Agents whose turn is shown as a table when it ends rather than streamed."""

@@ -17,6 +17,7 @@ from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, RequestUsage, SystemMessage, UserMessage
+
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+
 from medcouncil.agents import chat
 from medcouncil.scenarios import replay_cli
 from medcouncil.serving import cli as serving_cli

@@ -19,12 +19,12 @@ turns:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
 from medcouncil.agents.protocol import Episode
-from medcouncil.serving.errors import ConfigError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from medcouncil.serving.yamlfile import load_yaml
 
 
 class Expect(BaseModel):
@@ -62,47 +62,13 @@ class CheckResult(BaseModel):
     detail: str
 
 
-def _line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``path`` (keys and list indices), or of its nearest parent."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for key in path:
-        if isinstance(node, yaml.MappingNode):
-            match = next((value for k, value in node.value if getattr(k, "value", None) == key), None)
-            if match is None:
-                return line
-            node = match
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-        else:
-            return line
-        line = node.start_mark.line + 1
-    return line
-
-
 def load_scenario(path: Path) -> Scenario:
     """Read and validate a scenario.
 
     Raises:
         ConfigError: ``FILE:LINE: what is wrong`` for missing files, invalid YAML and invalid fields.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read scenario ({error.strerror})") from error
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        line = _line_of(node, tuple(first["loc"]))
-        field = ".".join(str(part) for part in first["loc"]) or "scenario"
-        raise ConfigError(f"{path}:{line or 1}: {field}: {first['msg']}") from error
+    return load_yaml(path, Scenario, "scenario")
 
 
 def check_turn(number: int, expect: Expect, episode: Episode) -> list[CheckResult]:

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from medcouncil.agents.build import open_answerers
+from rich.table import Table
+
+from medcouncil.agents.build import CouncilFile, CouncilOpt, council_file, open_answerers
 from medcouncil.agents.protocol import Episode, Question
 from medcouncil.agents.render import Renderer
 from medcouncil.scenarios.replay import CheckResult, Scenario, check_turn, load_scenario
@@ -19,13 +21,14 @@ from medcouncil.serving.console import console
 from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.paths import data_dir
 from medcouncil.serving.session import ModelSource
-from rich.table import Table
 
 
-async def replay_scenario(scenario: Scenario, source: ModelSource, settings: ClientSettings) -> list[Episode]:
+async def replay_scenario(
+    scenario: Scenario, source: ModelSource, settings: ClientSettings, council: CouncilFile | None = None
+) -> list[Episode]:
     renderer = Renderer(console)
     episodes: list[Episode] = []
-    async with open_answerers(source, settings) as answerers:
+    async with open_answerers(source, settings, council=council) as answerers:
         answerer = answerers.council if scenario.mode == "council" else answerers.single
         for number, turn in enumerate(scenario.turns, 1):
             console.rule(f"turn {number}")
@@ -46,11 +49,13 @@ def replay(
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
     no_cache: NoCacheOpt = False,
+    council: CouncilOpt = None,
 ) -> None:
     """Replay a scenario; exits non-zero when a check fails."""
     scenario = load_scenario(scenario_path)
+    config = council_file(council)
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
-    episodes = asyncio.run(replay_scenario(scenario, source, ClientSettings(cache=not no_cache)))
+    episodes = asyncio.run(replay_scenario(scenario, source, ClientSettings(cache=not no_cache), config))
     slug = re.sub(r"[^a-z0-9]+", "-", scenario.name.lower()).strip("-")
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     folder = out or data_dir() / "replays"

@@ -24,11 +24,12 @@ from typing import Annotated, Any
 
 import httpx
 import typer
+from rich.table import Table
+
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console
 from medcouncil.serving.model_file import embedded_gguf
 from medcouncil.serving.server import EngineServer
-from rich.table import Table
 
 CASE = (
     "A {n}-year-old patient presents with progressive dyspnoea, wheeze and a nocturnal cough. Spirometry shows an "

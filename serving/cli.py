@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
+from rich.table import Table
+
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
@@ -28,7 +30,6 @@ from medcouncil.serving.server import (
 )
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.mcqa import format_mcqa, parse_options
-from rich.table import Table
 
 
 def notice(message: str) -> None:

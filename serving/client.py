@@ -25,6 +25,9 @@ from autogen_core.models import (
     TopLogprob,
     UserMessage,
 )
+from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel, Field, ValidationError
+
 from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
 from medcouncil.serving.dialects import (
     EndpointInfo,
@@ -35,8 +38,6 @@ from medcouncil.serving.dialects import (
 )
 from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.paths import cache_dir
-from openai.types.chat import ChatCompletionMessageParam
-from pydantic import BaseModel, Field, ValidationError
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from medcouncil.serving.errors import ConfigError, ModelPathError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from medcouncil.serving.errors import ConfigError, ModelPathError
 
 HOST = "127.0.0.1"
 """Engines bind the loopback interface only: nothing leaves the machine."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+
 from medcouncil.serving.dialects import EndpointInfo, dialect_from_owner
 from medcouncil.serving.errors import EndpointUnreachableError
 

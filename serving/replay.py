@@ -10,6 +10,7 @@ from typing import Any
 
 from autogen_core.models import CreateResult, LLMMessage, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
+
 from medcouncil.serving.client import LOCAL_MODEL_INFO, Choice
 
 

@@ -11,13 +11,14 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel, ValidationError
+
 from medcouncil.serving.config import HOST, EngineConfig
 from medcouncil.serving.convert import converted_folder
 from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
 from medcouncil.serving.model_file import embedded_gguf
 from medcouncil.serving.paths import state_dir
-from pydantic import BaseModel, ValidationError
 
 LOG_TAIL_LINES = 12
 

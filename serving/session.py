@@ -11,12 +11,13 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint, is_healthy
 from medcouncil.serving.server import EngineServer, read_state
-from pydantic import BaseModel
 
 ENV_ENDPOINT = "MEDCOUNCIL_ENDPOINT"
 ENV_API_KEY = "MEDCOUNCIL_API_KEY"

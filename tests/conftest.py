@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.server import EngineServer, ServerState
 

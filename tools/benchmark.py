@@ -19,12 +19,13 @@ from typing import Annotated, Any
 
 import numpy as np
 import typer
+from rich.table import Table
+
 from medcouncil.serving.console import console
 from medcouncil.tools.chunking import chunk_document
 from medcouncil.tools.corpora import read_documents
 from medcouncil.tools.embeddings import SentenceTransformerEmbedder
 from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
-from rich.table import Table
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float]:

@@ -6,6 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
 from medcouncil.serving.console import console, err_console
 from medcouncil.tools.corpora import read_documents
 from medcouncil.tools.knowledge import (
@@ -17,8 +20,6 @@ from medcouncil.tools.knowledge import (
     open_knowledge,
     validate_collection_name,
 )
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Chroma collection.")]
 StoreOpt = Annotated[

@@ -11,8 +11,9 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
-from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
 from pydantic import BaseModel, Field
+
+from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
 
 
 class Embedder(Protocol):

@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, Field
+
 from medcouncil.serving.errors import ConfigError, MedcouncilError
 from medcouncil.serving.paths import data_dir
 from medcouncil.tools.chunking import Chunk, Document, chunk_document
 from medcouncil.tools.embeddings import Embedder, EmbeddingConfig, build_embedder
-from pydantic import BaseModel, Field
 
 DEFAULT_COLLECTION = "medcouncil"
 TOP_K = 5
@@ -132,7 +133,7 @@ class KnowledgeBase:
     def add(
         self,
         documents: Iterable[Document],
-        batch_size: int = 256,
+        batch_size: int = 1024,
         progress: Callable[[int], None] | None = None,
     ) -> AddReport:
         """Chunk, embed and upsert; chunks already stored (same id) are not embedded again."""
@@ -180,17 +181,14 @@ class KnowledgeBase:
         if guard is not None and guard.item_ids:
             where = {"item_id": {"$nin": sorted(guard.item_ids)}}
         fetch = min(total, k * 3 + 10 if guard is not None else k)
-        result = self.collection.query(
-            query_embeddings=query_vector,
-            n_results=fetch,
-            where=where,
-            include=["documents", "metadatas", "distances", "embeddings"],
-        )
+        near_duplicates = guard is not None and bool(guard.question)
+        include: Any = ["documents", "metadatas", "distances", *(["embeddings"] if near_duplicates else [])]
+        result = self.collection.query(query_embeddings=query_vector, n_results=fetch, where=where, include=include)
         ids = result["ids"][0]
         documents = (result["documents"] or [[]])[0]
         metadatas = (result["metadatas"] or [[]])[0]
         distances = (result["distances"] or [[]])[0]
-        embeddings = (result["embeddings"] or [[]])[0]
+        embeddings = (result.get("embeddings") or [[]])[0]
         excluded = self._guarded(guard, documents, embeddings, query, query_vector)
         evidence = []
         for index, chunk_id in enumerate(ids):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
+
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.server import EngineServer, ServerState
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 
 KOREAN = "환자는 FEV1 62%, salbutamol 100 mcg 흡입 후 호전, HbA1c 7.2%, K 3.1 mmol/L이다."

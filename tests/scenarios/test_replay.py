@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.replay import Expect, check_turn, load_scenario
 from medcouncil.serving.errors import ConfigError

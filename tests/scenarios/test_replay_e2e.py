@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from medcouncil.serving.server import ServerState
 
 pytestmark = pytest.mark.integration
@@ -48,3 +49,29 @@ def test_malformed_scenario_is_a_one_line_error(cli: list[str], tmp_path: Path) 
     result = subprocess.run([*cli, "replay", str(scenario)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.startswith(f"error: {scenario}:4: turns.0.expect.min_sources")
+
+
+def test_council_file_picks_roles_and_a_model_per_role(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
+    council = tmp_path / "council.yaml"
+    council.write_text(
+        f"roles: [retriever, diagnostician]\nmodels:\n  diagnostician: {{model: {embedded_server.served_model_name}}}\n"
+    )
+    result = subprocess.run(
+        [*cli, "replay", str(SCENARIOS / "english_case.yaml"), "--out", str(tmp_path), "--council", str(council),
+         "--endpoint", embedded_server.base_url],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    (jsonl,) = tmp_path.glob("*.jsonl")
+    episode = json.loads(jsonl.read_text().splitlines()[0])
+    assert [turn["agent"] for turn in episode["turns"]] == ["retriever", "diagnostician"]
+
+    council.write_text("models:\n  diagnostician: {model: no-such-adapter}\n")
+    missing = subprocess.run(
+        [*cli, "replay", str(SCENARIOS / "english_case.yaml"), "--council", str(council),
+         "--endpoint", embedded_server.base_url],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert missing.returncode == 1 and "does not serve 'no-such-adapter'" in missing.stderr

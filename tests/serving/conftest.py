@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.server import ServerState

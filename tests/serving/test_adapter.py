@@ -6,6 +6,7 @@ from typing import Any
 
 from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
+
 from medcouncil.serving.adapter import CONVERSATION_OPENER, LocalEngineClient, normalize_messages
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from medcouncil.serving.paths import state_dir
 from medcouncil.serving.server import ServerState, read_state
 

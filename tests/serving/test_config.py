@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig
 from medcouncil.serving.errors import ConfigError, ModelPathError
 

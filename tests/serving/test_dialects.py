@@ -4,6 +4,7 @@ import math
 
 import pytest
 from autogen_core.models import ChatCompletionTokenLogprob, TopLogprob
+
 from medcouncil.serving.dialects import (
     choice_args,
     dialect_from_owner,

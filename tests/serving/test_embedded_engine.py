@@ -8,6 +8,7 @@ from typing import TypeVar
 
 import pytest
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
+
 from medcouncil.serving.client import ClientSettings, ModelClient, cache_namespace, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.server import ServerState

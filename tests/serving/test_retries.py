@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from autogen_core.models import UserMessage
+
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.errors import EndpointUnreachableError, MedcouncilError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
 from medcouncil.serving.config import GEMMA_TEMPLATE
 
 

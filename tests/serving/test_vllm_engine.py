@@ -12,6 +12,7 @@ import sys
 
 import pytest
 from autogen_core.models import UserMessage
+
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.health import describe_endpoint, is_healthy

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from medcouncil.tools.embeddings import SentenceTransformerEmbedder
 from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
 

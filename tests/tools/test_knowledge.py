@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from medcouncil.tools.chunking import Document
 from medcouncil.tools.embeddings import SentenceTransformerEmbedder
 from medcouncil.tools.knowledge import (

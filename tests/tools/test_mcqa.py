@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from medcouncil.tools.mcqa import MCQA_TEMPLATE, format_mcqa, parse_options
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from medcouncil.tools.corpora import read_documents
 from medcouncil.tools.knowledge import KnowledgeBase, SearchGuard
-
 from tests.conftest import SHARED
 
 RAW = SHARED / "data" / "raw"

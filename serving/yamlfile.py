@@ -1,0 +1,56 @@
+"""Reading a YAML file into a pydantic model, with errors that name the file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from medcouncil.serving.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``path`` (keys and list indices), or of its nearest parent."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((value for k, value in node.value if getattr(k, "value", None) == key), None)
+            if match is None:
+                return line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            return line
+        line = node.start_mark.line + 1
+    return line
+
+
+def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
+    """Read and validate ``path`` as ``model``.
+
+    Raises:
+        ConfigError: ``FILE:LINE: what is wrong`` for missing files, invalid YAML and invalid fields.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from error
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    try:
+        return model.model_validate(data if data is not None else {})
+    except ValidationError as error:
+        first = error.errors()[0]
+        line = line_of(node, tuple(first["loc"]))
+        field = ".".join(str(part) for part in first["loc"]) or what
+        raise ConfigError(f"{path}:{line or 1}: {field}: {first['msg']}") from error

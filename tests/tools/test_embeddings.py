@@ -1,0 +1,56 @@
+"""The OpenAI-compatible /v1/embeddings backend, against a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
+from medcouncil.tools.embeddings import EmbeddingConfig, OpenAIEmbedder, build_embedder
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.path == "/v1/embeddings" and body["model"] == "embed-model"
+        # Reversed order and unnormalised vectors: the client must sort by index and normalise.
+        data = [{"index": i, "embedding": [float(len(text)), 3.0, 4.0]} for i, text in enumerate(body["input"])]
+        payload = json.dumps({"data": data[::-1]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def test_openai_embeddings_are_ordered_and_normalised(endpoint: str) -> None:
+    embedder = build_embedder(EmbeddingConfig(kind="openai", base_url=endpoint, model="embed-model", batch_size=2))
+    vectors = embedder.encode(["a", "bbb", "cc"])
+    assert vectors.shape == (3, 3)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(vectors[1], np.array([3.0, 3.0, 4.0]) / np.sqrt(34), rtol=1e-6)
+    assert embedder.name == "openai:embed-model"
+
+
+def test_unreachable_embeddings_endpoint() -> None:
+    embedder = OpenAIEmbedder("http://127.0.0.1:9/v1", "embed-model")
+    with pytest.raises(EndpointUnreachableError, match=r"embeddings endpoint failed: http://127\.0\.0\.1:9/v1"):
+        embedder.encode(["x"])
+    with pytest.raises(ConfigError, match="need base_url and model"):
+        build_embedder(EmbeddingConfig(kind="openai"))
