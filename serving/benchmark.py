@@ -153,7 +153,7 @@ def main(
     prompt_repeats: Annotated[int, typer.Option(help="Case paragraphs per prompt (~50 tokens each).")] = 10,
     decode_tokens: Annotated[int, typer.Option(help="Tokens generated per trial.")] = 128,
     threads: Annotated[
-        int, typer.Option(help="llama.cpp threads for both sides (default: the server's, all cores but one).")
+        int, typer.Option(help="llama.cpp threads for both sides (default: the server's, every core).")
     ] = EngineConfig().resolved_threads(),
     out: Annotated[Path | None, typer.Option(help="Also write the figures as JSON here.")] = None,
 ) -> None:

@@ -33,7 +33,7 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert rendered["eos_token"] == "<end_of_turn>"
     assert "--api_key" not in command
     default_threads = flag(EngineConfig().command(8124, gguf, tmp_path), "--n_threads")
-    assert default_threads == str(max(1, (os.cpu_count() or 1) - 1))
+    assert default_threads == str(os.cpu_count())
 
 
 def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> None:
