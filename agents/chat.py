@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 import typer
 
 from medcouncil.agents.build import Answerers, CouncilOpt, council_file, open_answerers
-from medcouncil.agents.protocol import Episode, Question, TurnEvent
+from medcouncil.agents.protocol import Episode, Question
 from medcouncil.agents.render import Renderer
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
@@ -70,8 +70,6 @@ class ChatSession:
             self.renderer.event(event)
             if isinstance(event, Episode):
                 episode = event
-            elif isinstance(event, TurnEvent):
-                pass
         assert episode is not None
         return episode
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
-from autogen_core.models import LLMMessage, RequestUsage
+from autogen_core.models import LLMMessage
 from pydantic import BaseModel, Field
 
 from medcouncil.serving.client import Choice
@@ -131,7 +131,3 @@ async def run_episode(answerer: Answerer, question: Question, history: Sequence[
             return event
     raise RuntimeError(f"{answerer.name} ended without an episode")
 
-
-def usage_of(turn: Turn, usage: RequestUsage) -> None:
-    turn.prompt_tokens += usage.prompt_tokens
-    turn.completion_tokens += usage.completion_tokens

@@ -281,9 +281,8 @@ class CriticAgent(CouncilAgent):
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),
         ]
-        review_parts = []
-        async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
-            review_parts.append(chunk)
+        async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+            pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
         unsupported = unsupported_values(state.answer_en, state.case_en, evidence)
         if unsupported:
