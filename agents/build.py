@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
 from pydantic import ConfigDict, Field, field_validator
 
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
@@ -84,11 +82,6 @@ async def open_answerers(
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
         yield Answerers(council=Council(per_role, base, config), single=SingleModel(model), model=model)
-
-
-CouncilOpt = Annotated[
-    Path | None, typer.Option("--council", help="Council file: roles, revision rounds, a model per role (YAML).")
-]
 
 
 def council_file(path: Path | None) -> CouncilFile | None:

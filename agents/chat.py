@@ -7,18 +7,17 @@ import contextlib
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from medcouncil.agents.build import Answerers, CouncilOpt, council_file, open_answerers
-from medcouncil.agents.protocol import Episode, Question
-from medcouncil.agents.render import Renderer
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
 from medcouncil.serving.errors import MedcouncilError
-from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
-from medcouncil.serving.session import ModelSource
+from medcouncil.serving.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
+
+if TYPE_CHECKING:  # the council's modules load when a chat starts, not with every command
+    from medcouncil.agents.build import Answerers
+    from medcouncil.agents.protocol import Episode
 
 HELP = (
     "Commands: /single (toggle single-model mode) · /lang ko|en|auto · /reset · /save FILE · /quit. "
@@ -35,6 +34,8 @@ class ChatSession:
         self.answerers = answerers
         self.single = single
         self.language: Language = language
+        from medcouncil.agents.render import Renderer
+
         self.episodes: list[Episode] = []
         self.renderer = Renderer(console)
 
@@ -63,6 +64,8 @@ class ChatSession:
         return True
 
     async def _answer(self, text: str) -> Episode:
+        from medcouncil.agents.protocol import Episode, Question
+
         answerer = self.answerers.single if self.single else self.answerers.council
         question = Question(text=text, language=self.language)
         episode: Episode | None = None
@@ -122,6 +125,10 @@ def chat(
     """Talk to the council in the terminal (the embedded model by default)."""
     if lang not in ("auto", "ko", "en"):
         raise MedcouncilError(f"--lang {lang!r}: choose auto, ko or en")
+    from medcouncil.agents.build import council_file, open_answerers
+    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.session import ModelSource
+
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
     config = council_file(council)
     loop = asyncio.new_event_loop()

@@ -130,4 +130,3 @@ async def run_episode(answerer: Answerer, question: Question, history: Sequence[
         if isinstance(event, Episode):
             return event
     raise RuntimeError(f"{answerer.name} ended without an episode")
-

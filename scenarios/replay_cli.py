@@ -6,26 +6,30 @@ import asyncio
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from medcouncil.agents.build import CouncilFile, CouncilOpt, council_file, open_answerers
-from medcouncil.agents.protocol import Episode, Question
-from medcouncil.agents.render import Renderer
-from medcouncil.scenarios.replay import CheckResult, Scenario, check_turn, load_scenario
-from medcouncil.scenarios.transcript import write_transcript
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
-from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
+from medcouncil.serving.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.paths import data_dir
-from medcouncil.serving.session import ModelSource
+
+if TYPE_CHECKING:  # the council's modules load when a replay starts, not with every command
+    from medcouncil.agents.build import CouncilFile
+    from medcouncil.agents.protocol import Episode
+    from medcouncil.scenarios.replay import Scenario
+    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.session import ModelSource
 
 
 async def replay_scenario(
     scenario: Scenario, source: ModelSource, settings: ClientSettings, council: CouncilFile | None = None
 ) -> list[Episode]:
+    from medcouncil.agents.build import open_answerers
+    from medcouncil.agents.protocol import Episode, Question
+    from medcouncil.agents.render import Renderer
+
     renderer = Renderer(console)
     episodes: list[Episode] = []
     async with open_answerers(source, settings, council=council) as answerers:
@@ -52,6 +56,12 @@ def replay(
     council: CouncilOpt = None,
 ) -> None:
     """Replay a scenario; exits non-zero when a check fails."""
+    from medcouncil.agents.build import council_file
+    from medcouncil.scenarios.replay import CheckResult, check_turn, load_scenario
+    from medcouncil.scenarios.transcript import write_transcript
+    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.session import ModelSource
+
     scenario = load_scenario(scenario_path)
     config = council_file(council)
     source = ModelSource.resolve(model_config, endpoint, api_key, model)

@@ -7,13 +7,11 @@ import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 from rich.table import Table
 
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
@@ -28,8 +26,11 @@ from medcouncil.serving.server import (
     stop_pid,
     write_state,
 )
-from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.mcqa import format_mcqa, parse_options
+
+if TYPE_CHECKING:  # model clients (openai, autogen) load when `ask` runs, not with every command
+    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.session import ModelSource
 
 
 def notice(message: str) -> None:
@@ -186,6 +187,9 @@ def ask(
         choices = parse_options(options) if options else None
     except ValueError as error:
         raise ConfigError(f"--options: {error}") from error
+    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.session import ModelSource
+
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
     settings = ClientSettings(cache=not no_cache)
     asyncio.run(_ask(text, choices, system, max_tokens, source, settings))
@@ -199,6 +203,10 @@ async def _ask(
     source: ModelSource,
     settings: ClientSettings,
 ) -> None:
+    from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
+
+    from medcouncil.serving.session import open_model
+
     prompt = format_mcqa(text, choices) if choices else text
     messages: list[LLMMessage] = [SystemMessage(content=system)] if system else []
     messages.append(UserMessage(content=prompt, source="user"))

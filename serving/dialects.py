@@ -16,9 +16,10 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from autogen_core.models import ChatCompletionTokenLogprob
+if TYPE_CHECKING:
+    from autogen_core.models import ChatCompletionTokenLogprob
 
 Dialect = Literal["llamacpp", "vllm", "openai"]
 

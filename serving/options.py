@@ -17,3 +17,6 @@ ModelConfigOpt = Annotated[
     typer.Option("--model-config", help="AutoGen model component YAML (env MEDCOUNCIL_MODEL_CONFIG)."),
 ]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Bypass the completion cache.")]
+CouncilOpt = Annotated[
+    Path | None, typer.Option("--council", help="Council file: roles, revision rounds, a model per role (YAML).")
+]
