@@ -47,6 +47,12 @@ def test_turn_single_mode_save_cancel_quit(cli: list[str], embedded_server: Serv
     assert [e["answerer"] for e in episodes] == ["council", "single"]
     assert "## Turn 2" in (tmp_path / "talk.md").read_text()
 
+    child.sendline("/lang ko")
+    child.expect("language: ko")
+    child.sendline("/lang auto")
+    child.expect("language: auto")
+    child.sendline("/reset")
+    child.expect("conversation cleared")
     child.sendline("/single")
     child.expect("mode: council")
     child.sendline("Describe in detail the full management of acute severe asthma in the emergency department.")
