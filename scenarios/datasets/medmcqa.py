@@ -1,0 +1,31 @@
+"""MedMCQA: Pal et al., "MedMCQA: A Large-scale Multi-Subject Multi-Choice Dataset", CHIL 2022.
+
+Formats: the unified JSONL (``realidx, question, options, answer_idx``) and the raw rows (``opa..opd``, ``cop``,
+``subject_name``, ``id``). ``cop`` is 1-based in the published dev files and 0-based in HF
+``openlifescienceai/medmcqa``: pass ``cop_base``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medcouncil.scenarios.samples import LETTERS, Sample, letter_options
+
+DATASET_PATH = "../shared/data/mcqa/medmcqa.test.jsonl"
+RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"
+
+
+def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> Sample:
+    if "options" in record:
+        options = {str(k): str(v) for k, v in sorted(record["options"].items())}
+        answer = str(record["answer_idx"])
+        sample_id = str(record.get("realidx", index))
+        subject = str(record.get("subject_name", ""))
+    else:
+        options = letter_options([record.get(key) for key in ("opa", "opb", "opc", "opd")])
+        answer = LETTERS[int(record["cop"]) - cop_base]
+        sample_id = str(record.get("id", index))
+        subject = str(record.get("subject_name") or "")
+    metadata = {"dataset": "medmcqa", **({"subset": subject} if subject else {})}
+    return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
+                  metadata=metadata)  # fmt: skip

@@ -1,0 +1,36 @@
+"""MMLU medical subjects: Hendrycks et al., "Measuring Massive Multitask Language Understanding", ICLR 2021.
+
+Formats: the unified JSONL (``realidx, question, options, answer_idx, subject``), the original CSV files without a
+header (``question, A, B, C, D, answer``; the subject is the file name less ``_test.csv``), and HF ``cais/mmlu``
+(``question, subject, choices[4], answer`` 0-3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from medcouncil.scenarios.samples import LETTERS, Sample, letter_options
+
+DATASET_PATH = "../shared/data/mcqa/mmlu.test.jsonl"
+RAW_DIR = "../shared/data/raw/mmlu"
+SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
+            "professional_medicine")  # fmt: skip
+
+
+def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: str = "") -> Sample:
+    if isinstance(record, list):  # CSV row
+        if len(record) != 6:
+            raise ValueError(f"expected 6 columns (question, A, B, C, D, answer), got {len(record)}")
+        question, *choices, answer = record
+        options = letter_options(choices)
+        sample_id = f"{subject}-{index}" if subject else str(index)
+    elif "choices" in record:  # HF cais/mmlu
+        question, options = record["question"], letter_options(record["choices"])
+        answer, subject = LETTERS[int(record["answer"])], str(record.get("subject", subject))
+        sample_id = f"{subject}-{index}"
+    else:
+        question, options = record["question"], {str(k): str(v) for k, v in sorted(record["options"].items())}
+        answer, subject = str(record["answer_idx"]), str(record.get("subject", subject))
+        sample_id = str(record.get("realidx", index))
+    return Sample(id=sample_id, question=str(question).strip(), options=options, answer=str(answer).strip(),
+                  metadata={"dataset": "mmlu", **({"subset": subject} if subject else {})})  # fmt: skip

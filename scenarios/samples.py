@@ -1,0 +1,109 @@
+"""The one frozen sample schema every dataset is normalised into, and reading rows with their line numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, model_validator
+
+LETTERS = "ABCDE"
+
+
+class Sample(BaseModel):
+    """One multiple-choice item: the same shape for MedQA, MedMCQA, PubMedQA, MMLU and KorMedMCQA."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    question: str
+    options: dict[str, str]
+    """Lettered options, A first, in order (A..E)."""
+    answer: str
+    """The gold letter."""
+    metadata: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Sample:
+        letters = "".join(self.options)
+        if len(letters) < 2 or letters != LETTERS[: len(letters)]:
+            raise ValueError(f"options must be lettered A.. in order, got {list(self.options)}")
+        if self.answer not in self.options:
+            raise ValueError(f"answer {self.answer!r} is not one of the options {letters}")
+        if not self.question.strip() or not all(text.strip() for text in self.options.values()):
+            raise ValueError("empty question or option")
+        return self
+
+
+class MalformedRow(ValueError):
+    """A row that cannot become a sample; ``str()`` names the file and line."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
+
+
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) for each non-empty line; a line that is not JSON comes back as a MalformedRow."""
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as error:
+                yield number, MalformedRow(path, number, f"not JSON ({error.msg})")
+
+
+def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
+    """(line number, row) of a CSV file: dicts with a header, lists without."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader: Any = csv.DictReader(handle) if header else csv.reader(handle)
+        for row in reader:
+            yield reader.line_num, row
+
+
+def letter_options(values: list[Any]) -> dict[str, str]:
+    """Non-empty values as options A, B, ... in order."""
+    return {LETTERS[i]: str(v).strip() for i, v in enumerate(values) if v is not None and str(v).strip()}
+
+
+def load_samples(
+    path: Path, record_to_sample: Any, strict: bool = False, **adapter_args: Any
+) -> tuple[list[Sample], list[MalformedRow]]:
+    """Every sample of a JSONL, JSON (id → record, or a list) or header-less CSV file, with the rows skipped.
+
+    Raises:
+        MalformedRow: the first bad row, when ``strict``.
+    """
+    if path.suffix == ".csv":
+        rows: Iterator[tuple[int, Any]] = csv_rows(path)
+    elif path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        items = data.items() if isinstance(data, dict) else enumerate(data)
+        rows = (
+            (n, {"id": key, **value} if isinstance(value, dict) else value) for n, (key, value) in enumerate(items, 1)
+        )
+    else:
+        rows = jsonl_rows(path)
+    samples: list[Sample] = []
+    skipped: list[MalformedRow] = []
+    for number, record in rows:
+        try:
+            if isinstance(record, MalformedRow):
+                raise record
+            samples.append(record_to_sample(record, number - 1, **adapter_args))
+        except MalformedRow as error:
+            bad = error
+        except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as error:
+            reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
+            bad = MalformedRow(path, number, reason)
+        else:
+            continue
+        if strict:
+            raise bad
+        skipped.append(bad)
+    return samples, skipped
