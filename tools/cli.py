@@ -56,6 +56,7 @@ def add(
             if not path.exists():
                 _warn(f"{path}: skipped, no such file or folder")
                 continue
+            path = path.resolve()  # one source name however the path was written: re-ingesting stays idempotent
             task = progress.add_task(f"{path.name} chunks", total=None)
 
             def advance(chunks: int, task: TaskID = task) -> None:
@@ -110,5 +111,7 @@ def remove(
     store: StoreOpt = None,
 ) -> None:
     """Remove every chunk of a source."""
+    if Path(source).exists():
+        source = str(Path(source).resolve())
     removed = _open(collection, store).remove(source)
     console.print(f"Removed {removed} chunks of {source}." if removed else f"No chunks of {source}.")

@@ -30,7 +30,8 @@ def test_add_query_stats_remove(cli: list[str], store: Path, tmp_path: Path) -> 
     assert "missing.txt: skipped, no such file" in added.stderr
     assert "1 documents → 1 chunks, 1 new" in added.stdout
 
-    again = medcouncil(cli, store, "index", "add", str(notes / "gout.md"), "--collection", "notes")
+    relative = os.path.relpath(notes / "gout.md")  # another spelling of the same file
+    again = medcouncil(cli, store, "index", "add", relative, "--collection", "notes")
     assert "1 chunks, 0 new" in again.stdout
 
     found = medcouncil(cli, store, "index", "query", "crystals in the big toe joint", "--collection", "notes")
@@ -39,8 +40,8 @@ def test_add_query_stats_remove(cli: list[str], store: Path, tmp_path: Path) -> 
     stats = medcouncil(cli, store, "index", "stats", "--collection", "notes")
     assert "1 chunks" in stats.stdout and "distance cosine" in stats.stdout
 
-    source = str(notes / "gout.md")
-    removed = medcouncil(cli, store, "index", "remove", source, "--collection", "notes")
+    source = str((notes / "gout.md").resolve())
+    removed = medcouncil(cli, store, "index", "remove", relative, "--collection", "notes")
     assert f"Removed 1 chunks of {source}" in removed.stdout
     empty = medcouncil(cli, store, "index", "query", "crystals", "--collection", "notes")
     assert empty.returncode == 0 and "No evidence" in empty.stdout
