@@ -12,7 +12,6 @@ from urllib.parse import urlparse
 
 import diskcache
 import openai
-import yaml
 from autogen_core import ComponentModel
 from autogen_core.models import (
     AssistantMessage,
@@ -38,6 +37,7 @@ from medcouncil.serving.dialects import (
 )
 from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.paths import cache_dir
+from medcouncil.serving.yamlfile import parse_yaml, read_text
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 
@@ -104,14 +104,7 @@ def load_component(path: Path) -> ComponentModel:
     Raises:
         ConfigError: missing file, invalid YAML (with its line) or not a component.
     """
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ConfigError(f"{path}: model config not found") from error
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    data = parse_yaml(path, read_text(path, "model config"))
     try:
         component = ComponentModel.model_validate(data)
     except ValidationError as error:

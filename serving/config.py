@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from medcouncil.serving.errors import ConfigError, ModelPathError
+from medcouncil.serving.yamlfile import parse_yaml, read_text
 
 HOST = "127.0.0.1"
 """Engines bind the loopback interface only: nothing leaves the machine."""
@@ -82,14 +82,7 @@ class EngineConfig(BaseModel):
         """Defaults, then the YAML file, then the overrides that are not None."""
         data: dict[str, Any] = {}
         if path is not None:
-            try:
-                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except FileNotFoundError as error:
-                raise ConfigError(f"{path}: engine config file not found") from error
-            except yaml.YAMLError as error:
-                mark = getattr(error, "problem_mark", None)
-                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-                raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+            loaded = parse_yaml(path, read_text(path, "engine config")) or {}
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: expected a mapping of engine options")
             data.update(loaded)

@@ -30,23 +30,35 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
     return line
 
 
+def read_text(path: Path, what: str) -> str:
+    """A file's text; ``FILE: cannot read WHAT (not found)`` and the like as a ConfigError."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"{path}: cannot read {what} (not found)") from error
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from error
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    """Parsed YAML; a syntax error is a ConfigError naming ``FILE:LINE``."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+
+
 def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
     """Read and validate ``path`` as ``model``.
 
     Raises:
         ConfigError: ``FILE:LINE: what is wrong`` for missing files, invalid YAML and invalid fields.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from error
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
+    text = read_text(path, what)
+    data = parse_yaml(path, text)
+    node = yaml.compose(text)
     try:
         return model.model_validate(data if data is not None else {})
     except ValidationError as error:
