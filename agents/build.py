@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator
@@ -28,6 +28,7 @@ from medcouncil.serving.console import err_console
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.serving.yamlfile import load_yaml
 from medcouncil.tools.knowledge import KnowledgeConfig, open_knowledge
+from medcouncil.tools.search import KnowledgeSearch
 
 
 class CouncilFile(CouncilConfig):
@@ -57,6 +58,15 @@ class Answerers:
     council: Council
     single: SingleModel
     model: ModelClient
+    roles: dict[str, ChatModel] = field(default_factory=dict)
+    knowledge: KnowledgeSearch | None = None
+    config: CouncilConfig = field(default_factory=CouncilConfig)
+
+    def new_council(self) -> Council:
+        """Another council on the same models and knowledge: one per concurrent episode (a council runs one at a
+        time)."""
+        assert self.knowledge is not None
+        return Council(self.roles, self.knowledge, self.config)
 
 
 @asynccontextmanager
@@ -81,7 +91,8 @@ async def open_answerers(
                 )
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
-        yield Answerers(council=Council(per_role, base, config), single=SingleModel(model), model=model)
+        yield Answerers(council=Council(per_role, base, config), single=SingleModel(model), model=model,
+                        roles=per_role, knowledge=base, config=config)  # fmt: skip
 
 
 def council_file(path: Path | None) -> CouncilFile | None:

@@ -180,3 +180,49 @@ class SingleModel:
         yield TurnEvent(turn=turn)
         episode.wall_time_s = time.perf_counter() - started
         yield episode
+
+
+GATE_THRESHOLD = 0.6
+"""Default gate: the council convenes when the single model gives its top option less than this probability."""
+
+
+class Gated:
+    """The single model answers first; the council convenes only when its top-option probability is low.
+
+    A free-text question (no options, so no probability) always goes to the council, as does a single-model answer
+    without probabilities or without a valid letter. The episode carries both stages' turns, so its cost is the
+    whole strategy's.
+    """
+
+    name = "gated"
+
+    def __init__(self, single: SingleModel, council: Council, threshold: float = GATE_THRESHOLD) -> None:
+        self.single = single
+        self.council = council
+        self.threshold = threshold
+
+    def confident(self, episode: Episode) -> bool:
+        if episode.letter is None or not episode.probabilities:
+            return False
+        return max(episode.probabilities.values()) >= self.threshold
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        first: Episode | None = None
+        async for event in self.single.stream(question, history):
+            if isinstance(event, Episode):
+                first = event
+            else:
+                yield event
+        assert first is not None
+        if not question.options or not self.confident(first):
+            async for event in self.council.stream(question, history):
+                if isinstance(event, Episode):
+                    final = event.model_copy(update={"turns": first.turns + event.turns, "escalated": True})
+                else:
+                    yield event
+        else:
+            final = first.model_copy(update={"escalated": False})
+        final.answerer = self.name
+        final.wall_time_s = time.perf_counter() - started
+        yield final

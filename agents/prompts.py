@@ -31,9 +31,6 @@ The critic asked for a revision:
 MCQA_CHOICE = """Case:
 {case}
 
-Evidence:
-{evidence}
-
 Options:
 {options}
 
@@ -61,5 +58,10 @@ CRITIC_VERDICT = """{review}
 
 Verdict: A = APPROVE (the answer is sound), R = REVISE (it must be corrected).
 Verdict letter:"""
+
+EVIDENCE_ITEM_CHARS = 400
+"""Each evidence passage is cut to this many characters in prompts (the transcript keeps it whole)."""
+EVIDENCE_TOTAL_CHARS = 1400
+"""The evidence block of a prompt stops before this many characters: the council's token budget per question."""
 
 NO_EVIDENCE = "No evidence: the knowledge base has nothing relevant to this case."

@@ -67,6 +67,8 @@ class Episode(BaseModel):
     turns: list[Turn] = Field(default_factory=list)
     wall_time_s: float = 0.0
     error: str | None = None
+    escalated: bool | None = None
+    """Gated mode: whether the council convened after the single model's answer (None: not gated)."""
 
     @property
     def prompt_tokens(self) -> int:

@@ -90,10 +90,27 @@ class StateHolder:
         return self.state
 
 
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    end = max(cut.rfind(". "), cut.rfind("; "))
+    return (cut[: end + 1] if end > limit // 2 else cut.rsplit(" ", 1)[0]) + " …"
+
+
 def evidence_block(evidence: Sequence[Evidence]) -> str:
+    """Numbered evidence for prompts, within the council's budget (prompts.EVIDENCE_*_CHARS)."""
     if not evidence:
         return prompts.NO_EVIDENCE
-    return "\n".join(f"[{n}] ({e.source}) {e.text}" for n, e in enumerate(evidence, 1))
+    lines: list[str] = []
+    used = 0
+    for n, item in enumerate(evidence, 1):
+        line = f"[{n}] ({item.source}) {_shorten(item.text, prompts.EVIDENCE_ITEM_CHARS)}"
+        if lines and used + len(line) > prompts.EVIDENCE_TOTAL_CHARS:
+            break
+        lines.append(line)
+        used += len(line) + 1
+    return "\n".join(lines)
 
 
 class CouncilAgent(BaseChatAgent):
@@ -253,9 +270,7 @@ class DiagnosticianAgent(CouncilAgent):
         options = state.question.options
         if options:
             listing = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-            prompt = prompts.MCQA_CHOICE.format(
-                case=state.case_en, evidence=evidence, options=listing, reasoning=turn.content
-            )
+            prompt = prompts.MCQA_CHOICE.format(case=state.case_en, options=listing, reasoning=turn.content)
             choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
             turn.choice = choice
             state.choice = choice
@@ -284,7 +299,7 @@ class CriticAgent(CouncilAgent):
         async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
-        unsupported = unsupported_values(state.answer_en, state.case_en, evidence)
+        unsupported = unsupported_values(state.answer_en, state.case_en, " ".join(e.text for e in state.evidence))
         if unsupported:
             verdict = "REVISE"
             review = f"{review}\nValues not found in the case or evidence: {', '.join(unsupported)}".strip()

@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from medcouncil.agents import chat
-from medcouncil.scenarios import replay_cli
+from medcouncil.scenarios import bench_cli, replay_cli
 from medcouncil.serving import cli as serving_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
@@ -58,6 +58,8 @@ app.command()(expected_errors(serving_cli.serve))
 app.command()(expected_errors(serving_cli.ask))
 app.command()(expected_errors(chat.chat))
 app.command()(expected_errors(replay_cli.replay))
+app.command()(expected_errors(bench_cli.bench))
+app.command()(expected_errors(bench_cli.report))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 app.add_typer(tools_cli.index_app, name="index")

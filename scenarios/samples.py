@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +72,15 @@ def letter_options(values: list[Any]) -> dict[str, str]:
 
 
 def load_samples(
-    path: Path, record_to_sample: Any, strict: bool = False, **adapter_args: Any
+    path: Path, record_to_sample: Any, strict: bool = False, csv_header: bool = False, **adapter_args: Any
 ) -> tuple[list[Sample], list[MalformedRow]]:
-    """Every sample of a JSONL, JSON (id → record, or a list) or header-less CSV file, with the rows skipped.
+    """Every sample of a JSONL, JSON (id → record, or a list) or CSV file, with the rows skipped.
 
     Raises:
         MalformedRow: the first bad row, when ``strict``.
     """
     if path.suffix == ".csv":
-        rows: Iterator[tuple[int, Any]] = csv_rows(path)
+        rows: Iterator[tuple[int, Any]] = csv_rows(path, header=csv_header)
     elif path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         items = data.items() if isinstance(data, dict) else enumerate(data)
@@ -89,6 +89,13 @@ def load_samples(
         )
     else:
         rows = jsonl_rows(path)
+    return convert_rows(path, rows, record_to_sample, strict, **adapter_args)
+
+
+def convert_rows(
+    path: Path, rows: Iterable[tuple[int, Any]], record_to_sample: Any, strict: bool = False, **adapter_args: Any
+) -> tuple[list[Sample], list[MalformedRow]]:
+    """Samples from (line number, record) pairs; a bad row becomes a MalformedRow naming ``path`` and its line."""
     samples: list[Sample] = []
     skipped: list[MalformedRow] = []
     for number, record in rows:

@@ -1,0 +1,168 @@
+"""The benchmark harness: every item answered in every mode, journaled as it finishes, resumable, scored honestly.
+
+Modes: ``single`` (one constrained choice), ``council`` (translate if Korean, retrieve with the contamination guard,
+diagnose, critique, revise, constrained choice) and ``gated`` (the single model first; the council convenes when the
+single model's top-option probability is below the threshold). All modes see the same items in the same shown
+order. A failed attempt (model unreachable, ...) is journaled as an error, retried with backoff, and never scored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
+from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_records
+from medcouncil.scenarios.samples import LETTERS, Sample
+from medcouncil.serving.errors import MedcouncilError
+
+MODES = ("single", "council", "gated")
+
+
+@dataclass(frozen=True)
+class Item:
+    """A sample as shown to the answerers: options possibly shuffled (seeded per item, so reruns agree)."""
+
+    sample: Sample
+    question: Question
+    order: list[str] | None
+    """Dataset letter shown at A, B, ...; None when not shuffled."""
+
+    def unshuffle(self, letter: str | None) -> str | None:
+        if letter is None or self.order is None:
+            return letter
+        return self.order[LETTERS.index(letter)]
+
+    def unshuffle_probabilities(self, probabilities: Mapping[str, float] | None) -> dict[str, float] | None:
+        if probabilities is None:
+            return None
+        return {self.unshuffle(letter) or letter: p for letter, p in probabilities.items()}
+
+
+def prepare(sample: Sample, seed: int = 0, shuffle: bool = False) -> Item:
+    letters = list(sample.options)
+    order: list[str] | None = None
+    if shuffle:
+        order = letters[:]
+        random.Random(f"{seed}:{sample.id}").shuffle(order)
+    shown = {LETTERS[i]: sample.options[letter] for i, letter in enumerate(order or letters)}
+    korean = sample.metadata.get("language") == "ko"
+    question = Question(text=sample.question, options=shown, item_id=sample.id, language="ko" if korean else "auto")
+    return Item(sample=sample, question=question, order=order)
+
+
+@dataclass
+class Tally:
+    """Running counts for the progress display and the end-of-run summary."""
+
+    answered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    correct: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Items given up after their retries (by mode)."""
+    resumed: int = 0
+
+    def add(self, record: Record) -> None:
+        self.answered[record.mode] += 1
+        self.correct[record.mode] += record.correct
+
+    def describe(self, modes: Sequence[str]) -> str:
+        parts = []
+        for mode in modes:
+            n = self.answered[mode]
+            parts.append(f"{mode} {self.correct[mode] / n:.0%}" if n else f"{mode} –")
+        return " · ".join(parts)
+
+
+@dataclass
+class Harness:
+    """Runs ``items`` × ``modes`` with ``concurrency`` workers; each worker has its own answerers (a council holds
+    one episode at a time)."""
+
+    journal: Journal
+    modes: Sequence[str]
+    answerers: Callable[[], Mapping[str, Answerer]]
+    concurrency: int = 1
+    retries: int = 2
+    """Retries of a failed attempt, after the model client's own (connection-level) retries."""
+    backoff_s: float = 2.0
+    give_up_after: int = 8
+    """Consecutive failed items after which the run stops (the server is down): the rest stays pending."""
+    on_record: Callable[[Record | None], None] = lambda record: None
+    tally: Tally = field(default_factory=Tally)
+    aborted: str | None = None
+    _consecutive: int = 0
+
+    def pending(self, items: Sequence[Item]) -> list[tuple[Item, list[str]]]:
+        done = {record.key for record in read_records(self.journal.directory)}
+        for record in read_records(self.journal.directory):
+            self.tally.add(record)
+        self.tally.resumed = len(done)
+        jobs = [(item, [m for m in self.modes if (item.sample.id, m) not in done]) for item in items]
+        return [(item, modes) for item, modes in jobs if modes]
+
+    async def run(self, items: Sequence[Item]) -> Tally:
+        queue: asyncio.Queue[tuple[Item, list[str]]] = asyncio.Queue()
+        for job in self.pending(items):
+            queue.put_nowait(job)
+
+        async def worker() -> None:
+            answerers = self.answerers()
+            while not queue.empty() and self.aborted is None:
+                item, modes = queue.get_nowait()
+                for mode in modes:
+                    if self.aborted is not None:
+                        break
+                    record = await self.attempt(answerers[mode], item, mode)
+                    self.on_record(record)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        return self.tally
+
+    async def attempt(self, answerer: Answerer, item: Item, mode: str) -> Record | None:
+        """The item's record, or None after ``retries`` failed retries (each journaled as an error)."""
+        for attempt in range(1, self.retries + 2):
+            try:
+                episode = await run_episode(answerer, item.question)
+                error = episode.error
+            except MedcouncilError as failure:
+                error = str(failure).splitlines()[0]
+            except Exception as failure:  # an answerer bug must not lose the run: journaled, retried, reported
+                error = f"{type(failure).__name__}: {failure}"
+            if error is None:
+                self._consecutive = 0
+                record = self._record(item, mode, episode, attempt)
+                self.journal.append(record)
+                self.tally.add(record)
+                return record
+            self.journal.append_error(ErrorRecord(sample_id=item.sample.id, mode=mode, attempt=attempt, error=error))
+            if attempt <= self.retries and self.aborted is None:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        self.tally.errors[mode] += 1
+        self._consecutive += 1
+        if self._consecutive >= self.give_up_after and self.aborted is None:
+            self.aborted = f"{self._consecutive} items failed in a row (last: {error})"
+        return None
+
+    def _record(self, item: Item, mode: str, episode: Episode, attempt: int) -> Record:
+        letter = item.unshuffle(episode.letter)
+        return Record(
+            sample_id=item.sample.id,
+            mode=mode,
+            subset=item.sample.metadata.get("subset", ""),
+            gold=item.sample.answer,
+            letter=letter,
+            correct=letter == item.sample.answer,
+            probabilities=item.unshuffle_probabilities(episode.probabilities),
+            order=item.order,
+            prompt_tokens=episode.prompt_tokens,
+            completion_tokens=episode.completion_tokens,
+            model_calls=episode.model_calls,
+            latency_s=episode.wall_time_s,
+            model_time_s=episode.model_time_s,
+            escalated=episode.escalated,
+            attempts=attempt,
+            episode=episode,
+        )

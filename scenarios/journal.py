@@ -1,0 +1,199 @@
+"""A benchmark run on disk: its manifest (``run.json``), one journal line per finished answer (``samples.jsonl``)
+and one per failed attempt (``errors.jsonl``).
+
+Every finished answer is appended and flushed to disk at once, so a run killed at any moment (even ``kill -9``)
+loses at most the answer in flight; ``--resume`` reads the journal and runs only what is missing. A line cut short
+by the kill is ignored on reading and the item is run again; an answer is never journaled twice.
+The run log is versioned (``SCHEMA_VERSION``); a reader refuses a newer version than it knows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from pydantic import BaseModel, Field, ValidationError
+
+from medcouncil.agents.protocol import Episode
+from medcouncil.scenarios.registry import DatasetInfo
+from medcouncil.serving.errors import ConfigError
+
+SCHEMA_VERSION = 1
+MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class RunConfig(BaseModel):
+    """What decides the answers: a resumed run must match it."""
+
+    modes: list[str]
+    limit: int | None = None
+    fields: str | None = None
+    """The generic adapter's field mapping, if one was given."""
+    seed: int = 0
+    shuffle_choices: bool = False
+    threshold: float = 0.6
+    """Gated mode's gate on the single model's top-option probability."""
+    council: dict[str, object] = Field(default_factory=dict)
+    model: str = ""
+    endpoint: str = ""
+
+
+class Manifest(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    medcouncil_version: str = ""
+    created: str = Field(default_factory=now)
+    updated: str = Field(default_factory=now)
+    dataset: DatasetInfo
+    config: RunConfig
+    sample_ids: list[str]
+    """The items of this run, in order: a resume runs exactly these."""
+    label: str = ""
+    finished: bool = False
+    summary: dict[str, object] = Field(default_factory=dict)
+
+
+class Record(BaseModel):
+    """One finished answer: scored in the dataset's own letters (unshuffled)."""
+
+    schema_version: int = SCHEMA_VERSION
+    sample_id: str
+    mode: str
+    subset: str = ""
+    gold: str
+    letter: str | None
+    """The predicted letter in the dataset's order; None: the model gave no valid letter (invalid, not an error)."""
+    correct: bool
+    probabilities: dict[str, float] | None = None
+    order: list[str] | None = None
+    """With --shuffle-choices: the dataset letter shown as A, B, ... (the seeded permutation)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    latency_s: float = 0.0
+    model_time_s: float = 0.0
+    escalated: bool | None = None
+    attempts: int = 1
+    finished: str = Field(default_factory=now)
+    episode: Episode
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sample_id, self.mode)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ErrorRecord(BaseModel):
+    """A failed attempt (model unreachable, ...): never scored; the item is retried and, on resume, run again."""
+
+    sample_id: str
+    mode: str
+    attempt: int
+    error: str
+    at: str = Field(default_factory=now)
+
+
+def _append(handle: IO[str], line: str) -> None:
+    handle.write(line + "\n")
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
+class Journal:
+    """The run directory, opened for appending."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._samples: IO[str] | None = None
+        self._errors: IO[str] | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        manifest.updated = now()
+        temporary = self.manifest_path.with_suffix(".tmp")
+        temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        temporary.replace(self.manifest_path)
+
+    def append(self, record: Record) -> None:
+        if self._samples is None:
+            self._samples = self._open(SAMPLES)
+        _append(self._samples, record.model_dump_json())
+
+    def append_error(self, record: ErrorRecord) -> None:
+        if self._errors is None:
+            self._errors = (self.directory / ERRORS).open("a", encoding="utf-8")
+        _append(self._errors, record.model_dump_json())
+
+    def _open(self, name: str) -> IO[str]:
+        path = self.directory / name
+        # A kill -9 mid-write can leave a last line without its newline: end it so the next record starts clean.
+        if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
+            with path.open("a", encoding="utf-8") as handle:
+                handle.write("\n")
+        return path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        for handle in (self._samples, self._errors):
+            if handle is not None:
+                handle.close()
+        self._samples = self._errors = None
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Raises: ConfigError: no run there, unreadable, or written by a newer medcouncil."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{directory}: not a benchmark run (no {MANIFEST})")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
+        raise ConfigError(f"{path}: run log version {data['schema_version']} is newer than this medcouncil knows")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{path}: not a run manifest ({error.errors()[0]['msg']})") from None
+
+
+def read_records(directory: Path) -> list[Record]:
+    """Finished answers, first record per (item, mode) kept; a truncated last line (killed run) is ignored."""
+    path = directory / SAMPLES
+    records: dict[tuple[str, str], Record] = {}
+    if not path.exists():
+        return []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = Record.model_validate_json(line)
+        except ValidationError:
+            continue  # cut short by a kill: the item runs again
+        records.setdefault(record.key, record)
+    return list(records.values())
+
+
+def read_errors(directory: Path) -> list[ErrorRecord]:
+    path = directory / ERRORS
+    if not path.exists():
+        return []
+    errors = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            errors.append(ErrorRecord.model_validate_json(line))
+        except ValidationError:
+            continue
+    return errors
