@@ -189,8 +189,11 @@ async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cach
             if config.model and config.model != model:
                 raise ConfigError(f"{request.directory} was run with model {config.model!r}, not {model!r}: "
                                   "resume it against the same model")  # fmt: skip
-            config.model, config.endpoint = model, endpoint
-            config.council = answerers.config.model_dump()
+            council_now = answerers.config.model_dump()
+            if config.council and config.council != council_now:
+                raise ConfigError(f"{request.directory} was run with another council configuration: resume it with "
+                                  "the same --council file")  # fmt: skip
+            config.model, config.endpoint, config.council = model, endpoint, council_now
             await execute(request, answerers, concurrency, retries, backoff, give_up_after)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,6 +74,13 @@ def paired_rows(summary: Summary) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
+def letter_rows(summary: Summary, golds: dict[str, int]) -> tuple[list[str], list[list[object]]]:
+    letters = sorted({k for r in summary.rows for k in r.letters} | set(golds))
+    rows: list[list[object]] = [["gold", *(golds.get(k, 0) for k in letters)]]
+    rows += [[r.mode, *(r.letters.get(k, 0) for k in letters)] for r in summary.rows if r.subset == ALL]
+    return ["", *letters], rows
+
+
 def _overview(manifest: Manifest, summary: Summary) -> list[tuple[str, str]]:
     config, data = manifest.config, manifest.dataset
     return [
@@ -105,7 +112,7 @@ def _gated_note(summary: Summary) -> str:
     return f"Gated: the council convened on {_pct(gated.escalated)}% of items; tokens per question: {cost}."
 
 
-def markdown(manifest: Manifest, summary: Summary) -> str:
+def markdown(manifest: Manifest, summary: Summary, golds: dict[str, int]) -> str:
     lines = [f"# medcouncil benchmark: {manifest.label or manifest.dataset.dataset}", ""]
     lines += [f"- **{key}**: {value}" for key, value in _overview(manifest, summary)]
     lines += ["", "## Results", "", *_table(*result_rows(summary))]
@@ -113,6 +120,8 @@ def markdown(manifest: Manifest, summary: Summary) -> str:
         lines += ["", "## Paired comparison (same items)", "", *_table(*paired_rows(summary))]
     if note := _gated_note(summary):
         lines += ["", note]
+    lines += ["", "## Predicted letters (a model stuck on one position shows here)", "",
+              *_table(*letter_rows(summary, golds))]  # fmt: skip
     lines += ["", "Errors are not answers: an item the model could not be reached for is left out of n and listed "
               "under errors. Per-item transcripts are in report.html."]  # fmt: skip
     if manifest.dataset.skipped_rows:
@@ -186,7 +195,7 @@ def _transcript(sample_id: str, records: Sequence[Record]) -> str:
     return "".join(parts) + "</details>"
 
 
-def html_page(manifest: Manifest, summary: Summary, records: Sequence[Record]) -> str:
+def html_page(manifest: Manifest, summary: Summary, records: Sequence[Record], golds: dict[str, int]) -> str:
     title = html.escape(f"medcouncil benchmark: {manifest.label or manifest.dataset.dataset}")
     overview = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in _overview(manifest, summary))
     by_item: dict[str, list[Record]] = defaultdict(list)
@@ -201,7 +210,8 @@ def html_page(manifest: Manifest, summary: Summary, records: Sequence[Record]) -
     skipped = "".join(f"<li>{html.escape(row)}</li>" for row in manifest.dataset.skipped_rows)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
             f"<body><h1>{title}</h1><ul>{overview}</ul><h2>Results</h2>{_html_table(*result_rows(summary))}"
-            f"{paired}<p>{html.escape(_gated_note(summary))}</p><h2>Accuracy vs tokens per question</h2>"
+            f"{paired}<p>{html.escape(_gated_note(summary))}</p><h2>Predicted letters</h2>"
+            f"{_html_table(*letter_rows(summary, golds))}<h2>Accuracy vs tokens per question</h2>"
             f"{plot_svg(summary)}" + (f"<h2>Malformed rows skipped</h2><ul>{skipped}</ul>" if skipped else "")
             + f"<h2>Transcripts</h2>{transcripts}</body></html>")  # fmt: skip
 
@@ -243,7 +253,9 @@ def write_report(directory: Path) -> tuple[Path, Path]:
         manifest = read_manifest(directory)
         records = read_records(directory)
         summary = summarize(manifest, records, read_errors(directory))
-        text, page = markdown(manifest, summary), html_page(manifest, summary, records)
+        first_mode = [r for r in records if r.mode == manifest.config.modes[0]]
+        golds = dict(Counter(r.gold for r in first_mode))
+        text, page = markdown(manifest, summary, golds), html_page(manifest, summary, records, golds)
     md_path, html_path = directory / "report.md", directory / "report.html"
     md_path.write_text(text, encoding="utf-8")
     html_path.write_text(page, encoding="utf-8")

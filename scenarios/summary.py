@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 from pydantic import BaseModel
@@ -36,6 +36,8 @@ class Row(BaseModel):
     latency_p50_s: float
     escalated: float | None = None
     """Gated mode: share of items where the council convened."""
+    letters: dict[str, int] = {}
+    """How often each letter was predicted ("-" for invalid): a model stuck on one position shows here."""
 
 
 class Paired(BaseModel):
@@ -83,6 +85,7 @@ def _row(mode: str, subset: str, records: Sequence[Record], errors: int, seed: i
         latency_s=sum(r.latency_s for r in records) / n,
         latency_p50_s=statistics.median([r.latency_s for r in records]) if records else 0.0,
         escalated=sum(gated) / len(gated) if gated else None,
+        letters=dict(sorted(Counter(r.letter or "-" for r in records).items())),
     )
 
 

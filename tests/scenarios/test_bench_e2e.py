@@ -176,3 +176,31 @@ def test_server_down_mid_run_marks_errors_not_wrong_answers_then_resume_finishes
     assert healed.returncode == 0, healed.stderr[-3000:]
     assert sorted(r["sample_id"] for r in journal(out)) == [str(n) for n in range(6)]
     assert json.loads((out / "run.json").read_text())["finished"] is True
+
+
+def test_reference_suite_writes_the_table_and_marks_missing_sets(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    (data / "kormedmcqa").mkdir(parents=True)
+    (data / "kormedmcqa" / "doctor.jsonl").write_text(
+        (Path(__file__).parent / "fixtures" / "kormedmcqa_doctor.jsonl").read_text()
+    )
+    (data / "mcqa").symlink_to(SHARED / "data" / "mcqa")
+    out = tmp_path / "suite"
+    result = subprocess.run(
+        [*cli, "bench", "--suite", "reference", "--mode", "single", "--limit", "2", "--data-dir", str(data),
+         "--out", str(out), "--endpoint", embedded_server.base_url],
+        capture_output=True, text=True, timeout=900, env={**ENV, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    table = (out / "report.md").read_text().splitlines()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table if line.startswith("| ") and "---" not in line}
+    assert list(rows)[1:] == ["KorMedMCQA dentist", "KorMedMCQA doctor", "KorMedMCQA nurse", "KorMedMCQA pharm",
+                              "MedQA 5 options", "MedQA 4 options"]  # fmt: skip
+    assert "not run: hf://sean0042/KorMedMCQA" in rows["KorMedMCQA nurse"]
+    for label in ("KorMedMCQA doctor", "MedQA 5 options", "MedQA 4 options"):
+        cells = rows[label].strip("| ").split(" | ")
+        assert cells[3] == "2" and cells[1] != "–", rows[label]  # n = 2 items, an accuracy
+    medqa5 = json.loads((out / "medqa-5-options" / "samples.jsonl").read_text().splitlines()[0])
+    assert set(medqa5["episode"]["question"]["options"]) == set("ABCDE")

@@ -102,3 +102,11 @@ def test_newer_run_logs_and_non_runs_are_refused(tmp_path: Path) -> None:
     (tmp_path / "run.json").write_text(json.dumps({**data, "schema_version": 99}))
     with pytest.raises(ConfigError, match="run log version 99 is newer"):
         read_manifest(tmp_path)
+
+
+def test_report_shows_the_predicted_letter_distribution(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    lines = write_report(tmp_path)[0].read_text().splitlines()
+    assert "|  | - | A | B | C |" in lines
+    assert "| gold | 0 | 2 | 1 | 1 |" in lines
+    assert "| single | 1 | 2 | 1 | 0 |" in lines and "| council | 0 | 1 | 1 | 1 |" in lines
