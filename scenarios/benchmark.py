@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -24,17 +25,16 @@ import typer
 from autogen_core.models import UserMessage
 from rich.table import Table
 
+from medcouncil.scenarios.bench import Item
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.console import console
+from medcouncil.tools.mcqa import format_mcqa
 
 MEDQA = "medqa"
 
 
-async def _saturation(items: list[object], base: object) -> float:
-    from medcouncil.scenarios.bench import Item
-    from medcouncil.serving.client import ModelClient
-    from medcouncil.tools.mcqa import format_mcqa
-
-    assert isinstance(base, ModelClient)
+async def _saturation(items: Sequence[Item], base: ModelClient) -> float:
+    """Questions/s of the single-mode requests sent straight to the server, 4 at a time (no harness)."""
     semaphore = asyncio.Semaphore(4)
 
     async def one(item: Item) -> None:
@@ -44,7 +44,7 @@ async def _saturation(items: list[object], base: object) -> float:
             await base.choose([UserMessage(content=prompt, source="user")], list(item.question.options))
 
     started = time.perf_counter()
-    await asyncio.gather(*(one(item) for item in items if isinstance(item, Item)))
+    await asyncio.gather(*(one(item) for item in items))
     return len(items) / (time.perf_counter() - started)
 
 
