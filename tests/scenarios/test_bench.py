@@ -7,13 +7,15 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from medcouncil.agents.council import Gated, SingleModel
+from medcouncil.agents.council import Council, Gated, SingleModel
 from medcouncil.agents.protocol import Episode, Event, Question, Turn, run_episode
 from medcouncil.scenarios.bench import Harness, Item, prepare
 from medcouncil.scenarios.journal import Journal, read_errors, read_records
 from medcouncil.scenarios.samples import Sample
 from medcouncil.serving.errors import EndpointUnreachableError
 from medcouncil.serving.replay import ReplayModel
+from medcouncil.tools.chunking import Document
+from medcouncil.tools.search import InMemoryKnowledge
 
 SAMPLES = [
     Sample(
@@ -131,3 +133,18 @@ def test_gated_convenes_the_council_only_below_the_threshold() -> None:
     assert episode.letter == "A" and episode.escalated is True and council.calls == ["g1"]
     assert [t.agent for t in episode.turns] == ["single", "council"]  # the cost of both stages
     assert episode.answerer == "gated"
+
+
+def test_the_council_never_retrieves_the_item_in_plays_own_material(tmp_path: Path) -> None:
+    own = Document(text="Gout: negatively birefringent needle-shaped urate crystals in joint fluid.",
+                   source="medmcqa-exp", item_id="gout-1")  # fmt: skip
+    other = Document(text="Gout flares: urate crystals deposit in joints; joint fluid shows crystals.",
+                     source="starter/gout.md")  # fmt: skip
+    knowledge = InMemoryKnowledge([own, other], threshold=0.1)
+    sample = Sample(id="gout-1", question="Which crystals are seen in joint fluid in gout?",
+                    options={"A": "Urate crystals", "B": "Calcium pyrophosphate"}, answer="A")  # fmt: skip
+    council = Council(ReplayModel(["Urate crystals [1].", "A", "Sound.", "A"]), knowledge)
+    run(Journal(tmp_path), {"council": council}, [prepare(sample)])  # type: ignore[dict-item]
+    (record,) = read_records(tmp_path)
+    sources = [e.source for turn in record.episode.turns for e in turn.evidence]
+    assert sources == ["starter/gout.md"] and record.correct
