@@ -160,8 +160,10 @@ def plot_svg(summary: Summary, width: int = 520, height: int = 320) -> str:
         cx = x(row.tokens)
         parts.append(f'<line x1="{cx}" y1="{y(row.ci_low)}" x2="{cx}" y2="{y(row.ci_high)}" stroke="{colour}"/>')
         parts.append(f'<circle cx="{cx}" cy="{y(row.accuracy)}" r="5" fill="{colour}"/>')
-        parts.append(f'<text x="{cx + 8}" y="{y(row.accuracy) - 6}" font-size="12" fill="{colour}">'
-                     f"{html.escape(row.mode)} {_pct(row.accuracy)}%</text>")  # fmt: skip
+        # Labels of points near the right edge go to their left, so none is cut off.
+        anchor, dx = ("end", -8) if cx > 0.7 * width else ("start", 8)
+        parts.append(f'<text x="{cx + dx}" y="{y(row.accuracy) - 6}" font-size="12" fill="{colour}" '
+                     f'text-anchor="{anchor}">{html.escape(row.mode)} {_pct(row.accuracy)}%</text>')  # fmt: skip
     return "".join(parts) + "</svg>"
 
 
