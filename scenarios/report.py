@@ -123,7 +123,9 @@ def markdown(manifest: Manifest, summary: Summary, golds: dict[str, int]) -> str
     lines += ["", "## Predicted letters (a model stuck on one position shows here)", "",
               *_table(*letter_rows(summary, golds))]  # fmt: skip
     lines += ["", "Errors are not answers: an item the model could not be reached for is left out of n and listed "
-              "under errors. Per-item transcripts are in report.html."]  # fmt: skip
+              "under errors. Latency is wall time per question: with the LLM cache on, a call already answered "
+              "(for another mode, or in an earlier run) is near-instant, so compare latency on --no-cache runs. "
+              "Per-item transcripts are in report.html."]  # fmt: skip
     if manifest.dataset.skipped_rows:
         lines += ["", "## Malformed rows skipped", "", *(f"- {row}" for row in manifest.dataset.skipped_rows)]
     return "\n".join(lines) + "\n"
