@@ -54,6 +54,10 @@ def prepare(sample: Sample, seed: int = 0, shuffle: bool = False) -> Item:
     return Item(sample=sample, question=question, order=order)
 
 
+Job = tuple[Item, list[str]]
+"""An item and the modes it still needs."""
+
+
 @dataclass
 class Tally:
     """Running counts for the progress display and the end-of-run summary."""
@@ -95,17 +99,20 @@ class Harness:
     aborted: str | None = None
     _consecutive: int = 0
 
-    def pending(self, items: Sequence[Item]) -> list[tuple[Item, list[str]]]:
-        done = {record.key for record in read_records(self.journal.directory)}
-        for record in read_records(self.journal.directory):
+    def pending(self, items: Sequence[Item]) -> list[Job]:
+        """What the journal does not hold yet; the tally starts from what it holds. Call once, before :meth:`run`."""
+        records = read_records(self.journal.directory)
+        for record in records:
             self.tally.add(record)
-        self.tally.resumed = len(done)
+        self.tally.resumed = len(records)
+        done = {record.key for record in records}
         jobs = [(item, [m for m in self.modes if (item.sample.id, m) not in done]) for item in items]
         return [(item, modes) for item, modes in jobs if modes]
 
-    async def run(self, items: Sequence[Item]) -> Tally:
-        queue: asyncio.Queue[tuple[Item, list[str]]] = asyncio.Queue()
-        for job in self.pending(items):
+    async def run(self, jobs: Sequence[Job]) -> Tally:
+        """Answer ``jobs`` (from :meth:`pending`)."""
+        queue: asyncio.Queue[Job] = asyncio.Queue()
+        for job in jobs:
             queue.put_nowait(job)
 
         async def worker() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -17,8 +19,8 @@ from medcouncil.serving.options import ApiKeyOpt, CouncilOpt, EndpointOpt, Model
 
 if TYPE_CHECKING:
     from medcouncil.agents.build import Answerers, CouncilFile
-    from medcouncil.scenarios.bench import Tally
     from medcouncil.scenarios.journal import Manifest
+    from medcouncil.scenarios.report import Run
     from medcouncil.scenarios.samples import Sample
     from medcouncil.serving.session import ModelSource
 
@@ -34,11 +36,13 @@ REFERENCE_SUITE = [
 SUITES = {"reference": REFERENCE_SUITE}
 
 
+@dataclass
 class RunRequest:
     """One run to do: a new one (dataset + options) or a resumed one (its manifest)."""
 
-    def __init__(self, directory: Path, manifest: Manifest, samples: list[Sample]) -> None:
-        self.directory, self.manifest, self.samples = directory, manifest, samples
+    directory: Path
+    manifest: Manifest
+    samples: list[Sample]
 
 
 def new_run(
@@ -96,7 +100,7 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
 
 
 async def execute(request: RunRequest, answerers: Answerers, concurrency: int, retries: int, backoff: float = 2.0,
-                  give_up_after: int = 8) -> Tally:  # fmt: skip
+                  give_up_after: int = 8) -> Run:  # fmt: skip
     """Run what is missing from the journal, with a progress bar; the manifest and report are written at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -104,7 +108,7 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     from medcouncil.agents.protocol import Answerer
     from medcouncil.scenarios.bench import Harness, prepare
     from medcouncil.scenarios.journal import Journal, read_errors, read_records
-    from medcouncil.scenarios.report import write_report
+    from medcouncil.scenarios.report import Run, write_report
     from medcouncil.scenarios.summary import summarize
 
     manifest, config = request.manifest, request.manifest.config
@@ -132,29 +136,28 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
             err_console.print(f"[notice]resuming: {harness.tally.resumed} answers already journaled, "
                               f"{sum(len(m) for _, m in pending)} to go[/]")  # fmt: skip
         try:
-            await harness.run(items)
+            await harness.run(pending)
         finally:
             journal.close()
-    summary = summarize(manifest, read_records(request.directory), read_errors(request.directory))
+    records = read_records(request.directory)
+    summary = summarize(manifest, records, read_errors(request.directory))
     manifest.finished = summary.pending == 0 and summary.errors == 0
     manifest.summary = summary.model_dump(include={"items", "pending", "errors", "skipped_rows"})
     journal.write_manifest(manifest)
-    write_report(request.directory)
+    run = Run(manifest, records, summary)
+    write_report(request.directory, run)
     if harness.aborted:
         err_console.print(f"[error]stopped early:[/] {harness.aborted}")
-    return harness.tally
+    return run
 
 
-def print_summary(directory: Path) -> int:
+def print_summary(directory: Path, run: Run) -> int:
     """Print the results table; the number of item × mode pairs not scored (errors + pending)."""
     from rich.table import Table
 
-    from medcouncil.scenarios.journal import read_errors, read_manifest, read_records
     from medcouncil.scenarios.report import result_rows
-    from medcouncil.scenarios.summary import summarize
 
-    manifest = read_manifest(directory)
-    summary = summarize(manifest, read_records(directory), read_errors(directory))
+    manifest, summary = run.manifest, run.summary
     _, rows = result_rows(summary)
     header = ["mode", "subset", "n", "acc%", "95% CI", "F1", "inv", "err", "tok/q", "calls/q", "s/q", "esc"]
     table = Table(*header, title=f"{manifest.label or manifest.dataset.dataset} · {summary.items} items")
@@ -178,10 +181,11 @@ def _slug(text: str) -> str:
 
 
 async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cache: bool, council: CouncilFile | None,
-                        concurrency: int, retries: int, backoff: float, give_up_after: int) -> None:  # fmt: skip
+                        concurrency: int, retries: int, backoff: float, give_up_after: int) -> list[Run]:  # fmt: skip
     from medcouncil.agents.build import open_answerers
     from medcouncil.serving.client import ClientSettings
 
+    runs: list[Run] = []
     async with open_answerers(source, ClientSettings(cache=not no_cache), council=council) as answerers:
         for request in requests:
             config = request.manifest.config
@@ -194,7 +198,8 @@ async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cach
                 raise ConfigError(f"{request.directory} was run with another council configuration: resume it with "
                                   "the same --council file")  # fmt: skip
             config.model, config.endpoint, config.council = model, endpoint, council_now
-            await execute(request, answerers, concurrency, retries, backoff, give_up_after)
+            runs.append(await execute(request, answerers, concurrency, retries, backoff, give_up_after))
+    return runs
 
 
 def bench(
@@ -248,7 +253,7 @@ def bench(
             raise ConfigError(f"--suite {suite!r}: choose from {', '.join(SUITES)}")
         suite_dir = out or Path("runs") / f"{suite}-{stamp}"
         suite_dir.mkdir(parents=True, exist_ok=True)
-        runs = []
+        entries = []
         for label, name, part in SUITES[suite]:
             folder = _slug(label)
             note = ""
@@ -258,26 +263,25 @@ def bench(
             except MedcouncilError as error:
                 note = f"not run: {str(error).splitlines()[0]}"
                 err_console.print(f"[warning]{label}: {note}[/]", soft_wrap=True)
-            runs.append({"label": label, "dir": folder, "note": note})
-        import json
-
-        (suite_dir / SUITE).write_text(json.dumps({"suite": suite, "modes": modes, "runs": runs}, indent=2))
+            entries.append({"label": label, "dir": folder, "note": note})
+        (suite_dir / SUITE).write_text(json.dumps({"suite": suite, "modes": modes, "runs": entries}, indent=2))
     else:
         if dataset is None:
             raise ConfigError("--dataset is required (or --suite reference, or --resume DIR)")
         directory = out or Path("runs") / f"{_slug(dataset)}-{stamp}"
         requests = [new_run(directory, dataset, subset, split, limit, fields, strict_rows, data_dir, config)]
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
+    runs: list[Run] = []
     try:
         if requests:
-            asyncio.run(_open_and_run(requests, source, no_cache, council_file(council), concurrency, retries, backoff,
-                                      give_up_after))  # fmt: skip
+            runs = asyncio.run(_open_and_run(requests, source, no_cache, council_file(council), concurrency, retries,
+                                             backoff, give_up_after))  # fmt: skip
     except KeyboardInterrupt:
         where = suite_dir or (requests[0].directory if requests else "")
         err_console.print(f"[warning]interrupted: every finished answer is journaled; continue with "
                           f"medcouncil bench --resume {where}[/]")  # fmt: skip
         raise
-    unscored = sum(print_summary(request.directory) for request in requests)
+    unscored = sum(print_summary(request.directory, run) for request, run in zip(requests, runs, strict=True))
     if suite_dir is not None:
         md_path, _ = write_report(suite_dir)
         console.print(md_path.read_text(encoding="utf-8"), markup=False)
@@ -290,11 +294,13 @@ def report(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A run (or suite) folder of medcouncil bench.")],
 ) -> None:
     """Write DIR/report.md and DIR/report.html (tables, accuracy-vs-tokens plot, per-item transcripts)."""
-    from medcouncil.scenarios.report import SUITE, write_report
+    from medcouncil.scenarios.report import SUITE, load_run, write_report
 
-    md_path, html_path = write_report(directory)
     if (directory / SUITE).exists():
+        md_path, html_path = write_report(directory)
         console.print(md_path.read_text(encoding="utf-8"), markup=False)
     else:
-        print_summary(directory)
+        run = load_run(directory)
+        md_path, html_path = write_report(directory, run)
+        print_summary(directory, run)
     console.print(f"[notice]wrote {md_path} and {html_path}[/]")

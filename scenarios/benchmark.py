@@ -75,7 +75,7 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
                 journal = Journal(root / f"k{k}-{rep}")
                 harness = Harness(journal, ["single"], lambda: {"single": SingleModel(answerers.model)}, concurrency=k)
                 started = time.perf_counter()
-                await harness.run(items[:items_n])
+                await harness.run(harness.pending(items[:items_n]))
                 rates.setdefault(f"harness K={k}", []).append(items_n / (time.perf_counter() - started))
     saturation = statistics.median(rates["server alone, 4 at a time"])
     for name, values in rates.items():
@@ -99,7 +99,7 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
         for name in ("cold", "warm"):
             harness = Harness(Journal(root / name), modes, per_worker)
             started = time.perf_counter()
-            await harness.run(items[:council_n])
+            await harness.run(harness.pending(items[:council_n]))
             walls.append(time.perf_counter() - started)
             runs.append(sorted(read_records(root / name), key=lambda r: r.key))
     same = [(a.letter, a.probabilities) == (b.letter, b.probabilities) for a, b in zip(*runs, strict=True)]

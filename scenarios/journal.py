@@ -13,7 +13,7 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -22,6 +22,7 @@ from medcouncil.scenarios.registry import DatasetInfo
 from medcouncil.serving.errors import ConfigError
 
 SCHEMA_VERSION = 1
+Line = TypeVar("Line", bound=BaseModel)
 MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
 
 
@@ -139,11 +140,14 @@ class Journal:
 
     def _open(self, name: str) -> IO[str]:
         path = self.directory / name
+        handle = path.open("a", encoding="utf-8")
         # A kill -9 mid-write can leave a last line without its newline: end it so the next record starts clean.
-        if path.exists() and path.stat().st_size and not path.read_bytes().endswith(b"\n"):
-            with path.open("a", encoding="utf-8") as handle:
-                handle.write("\n")
-        return path.open("a", encoding="utf-8")
+        if path.stat().st_size:
+            with path.open("rb") as tail:
+                tail.seek(-1, os.SEEK_END)
+                if tail.read(1) != b"\n":
+                    handle.write("\n")
+        return handle
 
     def close(self) -> None:
         for handle in (self._samples, self._errors):
@@ -169,31 +173,27 @@ def read_manifest(directory: Path) -> Manifest:
         raise ConfigError(f"{path}: not a run manifest ({error.errors()[0]['msg']})") from None
 
 
-def read_records(directory: Path) -> list[Record]:
-    """Finished answers, first record per (item, mode) kept; a truncated last line (killed run) is ignored."""
-    path = directory / SAMPLES
-    records: dict[tuple[str, str], Record] = {}
+def _read_lines(path: Path, kind: type[Line]) -> list[Line]:
+    """Every valid line of a journal file; a line cut short by a kill is skipped."""
     if not path.exists():
         return []
+    parsed = []
     for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
         try:
-            record = Record.model_validate_json(line)
+            parsed.append(kind.model_validate_json(line))
         except ValidationError:
-            continue  # cut short by a kill: the item runs again
+            continue
+    return parsed
+
+
+def read_records(directory: Path) -> list[Record]:
+    """Finished answers, first record per (item, mode) kept; a truncated last line (killed run) is ignored, so the
+    item runs again."""
+    records: dict[tuple[str, str], Record] = {}
+    for record in _read_lines(directory / SAMPLES, Record):
         records.setdefault(record.key, record)
     return list(records.values())
 
 
 def read_errors(directory: Path) -> list[ErrorRecord]:
-    path = directory / ERRORS
-    if not path.exists():
-        return []
-    errors = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            errors.append(ErrorRecord.model_validate_json(line))
-        except ValidationError:
-            continue
-    return errors
+    return _read_lines(directory / ERRORS, ErrorRecord)

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from medcouncil.scenarios.datasets import generic, kormedmcqa, medmcqa, medqa, mmlu, pubmedqa
-from medcouncil.scenarios.samples import MalformedRow, Sample, convert_rows, load_samples
+from medcouncil.scenarios.samples import MalformedRow, Sample, convert_rows, csv_rows, jsonl_rows, load_samples
 from medcouncil.serving.errors import ConfigError
 
 ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
@@ -119,14 +119,15 @@ def sniff(record: Any, path: Path) -> tuple[Adapter, dict[str, Any]]:
 
 
 def _first_record(path: Path) -> Any:
+    """Raises: ConfigError: the first line is not JSON (naming file and line)."""
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         return next(iter(data.values() if isinstance(data, dict) else data), None)
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                return next(iter(__import__("csv").reader([line]))) if path.suffix == ".csv" else json.loads(line)
-    return None
+    rows = csv_rows(path) if path.suffix == ".csv" else jsonl_rows(path)
+    _, record = next(rows, (0, None))
+    if isinstance(record, MalformedRow):
+        raise ConfigError(str(record))
+    return record
 
 
 def _load_path(

@@ -11,6 +11,7 @@ import html
 import json
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from medcouncil.scenarios.journal import Manifest, Record, read_errors, read_manifest, read_records
@@ -231,8 +232,7 @@ def reference_table(directory: Path) -> tuple[str, str]:
         if not (run_dir / "run.json").exists():
             rows.append([entry["label"], *["–"] * (2 * len(modes)), 0, entry.get("note", "not run")])
             continue
-        manifest = read_manifest(run_dir)
-        summary = summarize(manifest, read_records(run_dir), read_errors(run_dir))
+        summary = load_run(run_dir).summary
         by_mode = {r.mode: r for r in summary.rows if r.subset == ALL}
         cells = [v for m in modes for v in ((_pct(by_mode[m].accuracy), _pct(by_mode[m].macro_f1))
                                             if m in by_mode and by_mode[m].n else ("–", "–"))]  # fmt: skip
@@ -243,8 +243,26 @@ def reference_table(directory: Path) -> tuple[str, str]:
     return text, page
 
 
-def write_report(directory: Path) -> tuple[Path, Path]:
-    """Write ``report.md`` and ``report.html`` into a run or suite directory.
+@dataclass
+class Run:
+    """A run as read from its folder, summarised once."""
+
+    manifest: Manifest
+    records: list[Record]
+    summary: Summary
+
+
+def load_run(directory: Path) -> Run:
+    """Raises: ConfigError: no such directory, or not a run."""
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: no such directory")
+    manifest = read_manifest(directory)
+    records = read_records(directory)
+    return Run(manifest, records, summarize(manifest, records, read_errors(directory)))
+
+
+def write_report(directory: Path, run: Run | None = None) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` into a run (``run``: already loaded) or suite directory.
 
     Raises:
         ConfigError: the directory is neither a run nor a suite.
@@ -252,11 +270,8 @@ def write_report(directory: Path) -> tuple[Path, Path]:
     if (directory / SUITE).exists():
         text, page = reference_table(directory)
     else:
-        if not directory.is_dir():
-            raise ConfigError(f"{directory}: no such directory")
-        manifest = read_manifest(directory)
-        records = read_records(directory)
-        summary = summarize(manifest, records, read_errors(directory))
+        run = run or load_run(directory)
+        manifest, summary, records = run.manifest, run.summary, run.records
         first_mode = [r for r in records if r.mode == manifest.config.modes[0]]
         golds = dict(Counter(r.gold for r in first_mode))
         text, page = markdown(manifest, summary, golds), html_page(manifest, summary, records, golds)

@@ -6,26 +6,19 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medcouncil.scenarios.journal import ErrorRecord, Manifest, Record
-from medcouncil.scenarios.metrics import accuracy, mcnemar
+from medcouncil.scenarios.metrics import Accuracy, accuracy, mcnemar
 
 ALL = "all"
 
 
-class Row(BaseModel):
-    """One mode on one subset (or ``all``): quality and cost per question."""
+class Row(Accuracy):
+    """One mode on one subset (or ``all``): quality (the :class:`Accuracy` fields) and cost per question."""
 
     mode: str
     subset: str
-    n: int
-    correct: int
-    accuracy: float
-    ci_low: float
-    ci_high: float
-    macro_f1: float
-    invalid: int
     errors: int
     """Items given up with an error: not in ``n``, never counted wrong."""
     tokens: float
@@ -36,7 +29,7 @@ class Row(BaseModel):
     latency_p50_s: float
     escalated: float | None = None
     """Gated mode: share of items where the council convened."""
-    letters: dict[str, int] = {}
+    letters: dict[str, int] = Field(default_factory=dict)
     """How often each letter was predicted ("-" for invalid): a model stuck on one position shows here."""
 
 
@@ -68,15 +61,9 @@ def _row(mode: str, subset: str, records: Sequence[Record], errors: int, seed: i
     n = max(len(records), 1)
     gated = [r.escalated for r in records if r.escalated is not None]
     return Row(
+        **scored.model_dump(),
         mode=mode,
         subset=subset,
-        n=scored.n,
-        correct=scored.correct,
-        accuracy=scored.accuracy,
-        ci_low=scored.ci_low,
-        ci_high=scored.ci_high,
-        macro_f1=scored.macro_f1,
-        invalid=scored.invalid,
         errors=errors,
         tokens=sum(r.tokens for r in records) / n,
         prompt_tokens=sum(r.prompt_tokens for r in records) / n,

@@ -52,7 +52,7 @@ class Scripted:
 
 def run(journal: Journal, answerers: dict[str, Scripted], items: list[Item], **options: object) -> Harness:
     harness = Harness(journal, list(answerers), lambda: answerers, backoff_s=0, **options)  # type: ignore[arg-type]
-    asyncio.run(harness.run(items))
+    asyncio.run(harness.run(harness.pending(items)))
     journal.close()
     return harness
 
@@ -108,6 +108,7 @@ def test_resume_runs_only_what_is_missing_and_ignores_a_line_cut_by_a_kill(tmp_p
     second = Scripted("single")
     harness = run(Journal(tmp_path), {"single": second}, items)
     assert harness.tally.resumed == 2 and second.calls == ["q2", "q3", "q4", "q5"]
+    assert harness.tally.answered["single"] == 6  # the journaled answers counted once, with the new ones
     keys = [json.loads(line)["sample_id"] for line in journal_file.read_text().splitlines()[:2]]
     assert keys == ["q0", "q1"]
     records = read_records(tmp_path)
