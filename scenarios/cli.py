@@ -9,9 +9,7 @@ from typing import Any
 
 import typer
 
-from medcouncil.agents import chat
-from medcouncil.scenarios import bench_cli, replay_cli
-from medcouncil.serving import cli as serving_cli
+from medcouncil.scenarios import bench_cli, chat_cli, finetune_cli, replay_cli, serve_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools import cli as tools_cli
@@ -54,12 +52,13 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 app.callback()(_setup_logging)
-app.command()(expected_errors(serving_cli.serve))
-app.command()(expected_errors(serving_cli.ask))
-app.command()(expected_errors(chat.chat))
+app.command()(expected_errors(serve_cli.serve))
+app.command()(expected_errors(serve_cli.ask))
+app.command()(expected_errors(chat_cli.chat))
 app.command()(expected_errors(replay_cli.replay))
 app.command()(expected_errors(bench_cli.bench))
 app.command()(expected_errors(bench_cli.report))
+app.command()(expected_errors(finetune_cli.finetune))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 app.add_typer(tools_cli.index_app, name="index")

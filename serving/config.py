@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medcouncil.serving.errors import ConfigError, ModelPathError
-from medcouncil.serving.yamlfile import parse_yaml, read_text
+from medcouncil.serving.yamlfile import load_with_overrides
 
 HOST = "127.0.0.1"
 """Engines bind the loopback interface only: nothing leaves the machine."""
@@ -45,7 +45,10 @@ class EngineConfig(BaseModel):
     chat_template: Path | None = None
     """Jinja chat template file; llamacpp defaults to medcouncil's Gemma template."""
     lora: dict[str, Path] = Field(default_factory=dict)
-    """LoRA adapters served as extra model names, ``NAME -> PATH`` (vLLM only)."""
+    """LoRA adapters served as extra model names, ``NAME -> PATH`` (a PEFT adapter folder; llama.cpp also takes a
+    GGUF LoRA file). llama.cpp converts a PEFT adapter to a GGUF LoRA once (cached by digest) and loads one model
+    name at a time: switching between the base and an adapter reloads the model (~1 s for the embedded Gemma).
+    vLLM serves every adapter at once. An adapter trained by ``medcouncil finetune`` on another base is refused."""
     max_lora_rank: int | None = None
     """vLLM ``--max-lora-rank`` when adapters have a rank above vLLM's default."""
     api_key: str | None = None
@@ -80,20 +83,7 @@ class EngineConfig(BaseModel):
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> EngineConfig:
         """Defaults, then the YAML file, then the overrides that are not None."""
-        data: dict[str, Any] = {}
-        if path is not None:
-            loaded = parse_yaml(path, read_text(path, "engine config")) or {}
-            if not isinstance(loaded, dict):
-                raise ConfigError(f"{path}: expected a mapping of engine options")
-            data.update(loaded)
-        data.update({key: value for key, value in overrides.items() if value not in (None, [], {})})
-        try:
-            return cls.model_validate(data)
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "config"
-            source = f"{path}: " if path is not None else ""
-            raise ConfigError(f"{source}{field}: {first['msg']}") from error
+        return load_with_overrides(cls, path, overrides, "engine config")
 
     def display_name(self) -> str:
         """The ``model`` name clients use."""
@@ -117,8 +107,6 @@ class EngineConfig(BaseModel):
             ConfigError: an option the engine cannot honour.
         """
         if self.engine == "llamacpp":
-            if self.lora:
-                raise ConfigError("LoRA adapters are served by --engine vllm; llama.cpp serves one merged model")
             if self.model is not None and not Path(self.model).expanduser().is_file():
                 raise ModelPathError(f"model file not found: {self.model}")
         elif self.model is None:
@@ -131,20 +119,29 @@ class EngineConfig(BaseModel):
         if self.chat_template is not None and not self.chat_template.expanduser().is_file():
             raise ModelPathError(f"chat template not found: {self.chat_template}")
 
-    def command(self, port: int, model_path: Path | None, workdir: Path) -> list[str]:
+    def environment(self) -> dict[str, str]:
+        """Variables the engine process needs beside ours: the API key goes here (vLLM) or into a private config
+        file (llama.cpp), never on the command line where any local user can read it."""
+        return {"VLLM_API_KEY": self.api_key} if self.api_key and self.engine == "vllm" else {}
+
+    def command(self, port: int, model_path: Path | None, workdir: Path,
+                lora_files: dict[str, Path] | None = None) -> list[str]:  # fmt: skip
         """The engine's command line.
 
         Args:
             port: the port to bind on 127.0.0.1.
             model_path: the resolved model: the GGUF for llamacpp (the embedded one when ``model`` is None), the
                 converted HF folder for vllm when ``model`` is a GGUF; None for vllm serves ``model`` as given.
-            workdir: folder for generated files (llama.cpp's tokenizer config carrying the template).
+            workdir: folder for generated files (llama.cpp's tokenizer config carrying the template, its server
+                config with one model name per adapter).
+            lora_files: llama.cpp: the GGUF LoRA file of each adapter name.
         """
         if self.engine == "llamacpp":
-            return self._llamacpp_command(port, model_path, workdir)
+            return self._llamacpp_command(port, model_path, workdir, lora_files or {})
         return self._vllm_command(port, str(model_path) if model_path else self.model)
 
-    def _llamacpp_command(self, port: int, model_path: Path | None, workdir: Path) -> list[str]:
+    def _llamacpp_command(self, port: int, model_path: Path | None, workdir: Path,
+                          lora_files: dict[str, Path]) -> list[str]:  # fmt: skip
         if model_path is None:
             raise ConfigError("llama.cpp needs a GGUF file")
         template = (self.chat_template or GEMMA_TEMPLATE).expanduser().read_text(encoding="utf-8")
@@ -155,20 +152,33 @@ class EngineConfig(BaseModel):
             json.dumps({"chat_template": template, "bos_token": "<bos>", "eos_token": "<end_of_turn>"}),
             encoding="utf-8",
         )
-        command = [
-            self.python, "-m", "llama_cpp.server",
-            "--model", str(model_path),
-            "--model_alias", self.display_name(),
-            "--host", HOST,
-            "--port", str(port),
-            "--n_ctx", str(self.max_model_len or 4096),
-            "--n_threads", str(self.resolved_threads()),
-            "--chat_format", "hf-tokenizer-config",
-            "--hf_tokenizer_config_path", str(tokenizer_config),
-        ]  # fmt: skip
+        model: dict[str, Any] = {
+            **self._llamacpp_extra(),
+            "model": str(model_path),
+            "model_alias": self.display_name(),
+            "n_ctx": self.max_model_len or 4096,
+            "n_threads": self.resolved_threads(),
+            "chat_format": "hf-tokenizer-config",
+            "hf_tokenizer_config_path": str(tokenizer_config),
+        }
+        models = [model] + [{**model, "model_alias": name, "lora_path": str(path)} for name, path in lora_files.items()]
+        server: dict[str, Any] = {"host": HOST, "port": port, "models": models}
         if self.api_key:
-            command += ["--api_key", self.api_key]
-        return command + self.extra_args
+            server["api_key"] = self.api_key
+        # One config file (mode 0600) instead of flags: the key never appears in the process list.
+        server_config = workdir / f"llamacpp-{port}.json"
+        server_config.unlink(missing_ok=True)
+        descriptor = os.open(server_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump(server, handle)
+        return [self.python, "-m", "llama_cpp.server", "--config_file", str(server_config)]
+
+    def _llamacpp_extra(self) -> dict[str, str]:
+        """``extra_args`` for llama.cpp: ``--name value`` pairs of llama-cpp-python's model settings."""
+        if len(self.extra_args) % 2:
+            raise ConfigError("extra_args for llama.cpp must be '--name value' pairs (llama-cpp-python settings)")
+        pairs = zip(self.extra_args[::2], self.extra_args[1::2], strict=True)
+        return {name.lstrip("-").replace("-", "_"): value for name, value in pairs}
 
     def _vllm_command(self, port: int, model: str | None) -> list[str]:
         if model is None:
@@ -192,8 +202,6 @@ class EngineConfig(BaseModel):
             command += [f"{name}={path.expanduser()}" for name, path in self.lora.items()]
             if self.max_lora_rank:
                 command += ["--max-lora-rank", str(self.max_lora_rank)]
-        if self.api_key:
-            command += ["--api-key", self.api_key]
         return command + self.extra_args
 
 

@@ -25,6 +25,31 @@ def sha256_file(path: Path, block_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
+
+
+def folder_digest(folder: Path) -> str:
+    """sha256 over the weight files of an HF folder (names and contents), in name order.
+
+    Raises:
+        ModelPathError: the folder holds no weight files.
+    """
+    from medcouncil.serving.errors import ModelPathError
+
+    digest = hashlib.sha256()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelPathError(f"{folder}: no weight files (*.safetensors, *.bin)")
+    for path in files:
+        digest.update(f"{path.relative_to(folder)}:{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def model_digest(path: Path) -> str:
+    """A GGUF file's sha256, or an HF folder's :func:`folder_digest`: the identity of a base model."""
+    return sha256_file(path) if path.is_file() else folder_digest(path)
+
+
 def embedded_gguf(models_dir: Path | None = None) -> Path:
     """Return the verified embedded GGUF, assembling it on first use.
 

@@ -17,7 +17,8 @@ from medcouncil.serving.config import HOST, EngineConfig
 from medcouncil.serving.convert import converted_folder
 from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
-from medcouncil.serving.model_file import embedded_gguf
+from medcouncil.serving.lora_gguf import check_base, gguf_lora
+from medcouncil.serving.model_file import embedded_gguf, model_digest
 from medcouncil.serving.paths import state_dir
 
 LOG_TAIL_LINES = 12
@@ -133,16 +134,24 @@ class EngineServer:
         if port_in_use(port):
             raise PortInUseError(f"port {port} on {HOST} is already in use; choose another with --port")
         model_path: Path | None = None
+        lora_files: dict[str, Path] = {}
         if config.engine == "llamacpp":
             model_path = Path(config.model).expanduser() if config.model else embedded_gguf()
-        elif config.model is None or config.model.endswith(".gguf"):
-            gguf = Path(config.model).expanduser() if config.model else embedded_gguf()
-            model_path = converted_folder(gguf, config.python)
+            if config.lora:
+                digest = model_digest(model_path)
+                lora_files = {name: gguf_lora(name, path, model_path, digest) for name, path in config.lora.items()}
+        else:
+            gguf: Path | None = None
+            if config.model is None or config.model.endswith(".gguf"):
+                gguf = Path(config.model).expanduser() if config.model else embedded_gguf()
+                model_path = converted_folder(gguf, config.python)
+            if config.lora:
+                _check_vllm_adapters(config, gguf)
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = logs / f"{config.engine}-{port}-{stamp}.log"
-        command = config.command(port, model_path, logs)
+        command = config.command(port, model_path, logs, lora_files)
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 command,
@@ -150,7 +159,7 @@ class EngineServer:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal does not reach a detached engine
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **config.environment()},
             )
         self.state = ServerState(
             pid=self.process.pid,
@@ -194,6 +203,17 @@ class EngineServer:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
+
+
+def _check_vllm_adapters(config: EngineConfig, gguf: Path | None) -> None:
+    """Refuse an adapter that ``medcouncil finetune`` trained on another base than the model vLLM will serve."""
+    local = gguf or (Path(config.model).expanduser() if config.model else None)
+    if local is None or not local.exists():
+        return  # a hub id: nothing local to compare with
+    digest = model_digest(local)
+    for name, adapter in config.lora.items():
+        if adapter.expanduser().is_dir():
+            check_base(name, adapter.expanduser(), digest)
 
 
 def stop_pid(pid: int, grace: float = 15.0) -> None:

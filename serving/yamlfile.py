@@ -66,3 +66,25 @@ def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
         line = line_of(node, tuple(first["loc"]))
         field = ".".join(str(part) for part in first["loc"]) or what
         raise ConfigError(f"{path}:{line or 1}: {field}: {first['msg']}") from error
+
+
+def load_with_overrides(model: type[M], path: Path | None, overrides: dict[str, Any], what: str) -> M:
+    """Defaults, then the YAML file at ``path``, then the ``overrides`` that are set (flags beat the file).
+
+    Raises:
+        ConfigError: ``FILE: field: what is wrong`` (or ``field: ...`` for a flag).
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = parse_yaml(path, read_text(path, what)) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of {what} options")
+        data.update(loaded)
+    data.update({key: value for key, value in overrides.items() if value not in (None, [], {})})
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or what
+        source = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{source}{field}: {first['msg']}") from error

@@ -15,6 +15,10 @@ Question: {question}
 Answer:"""
 """The single-model question format (shared by ``ask --options`` and the benchmark's baseline)."""
 
+ANSWER_LINE = "{letter}. {text}"
+"""The trained answer to :data:`MCQA_TEMPLATE`: the letter first (what the constrained choice reads), then the
+option's text."""
+
 _OPTION_SPEC = re.compile(r"^\s*([A-Ea-e])\s*[=:.)]\s*(.+?)\s*$", re.DOTALL)
 
 
@@ -42,3 +46,8 @@ def format_mcqa(question: str, options: dict[str, str]) -> str:
     """The question and its lettered options in :data:`MCQA_TEMPLATE`."""
     lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
     return MCQA_TEMPLATE.format(question=question.strip(), options=lines)
+
+
+def answer_line(letter: str, options: dict[str, str]) -> str:
+    """The gold answer to a multiple-choice question in :data:`ANSWER_LINE`."""
+    return ANSWER_LINE.format(letter=letter, text=options[letter].strip())

@@ -14,26 +14,48 @@ def flag(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
+def server_config(command: list[str]) -> dict[str, object]:
+    path = Path(flag(command, "--config_file"))
+    assert path.stat().st_mode & 0o077 == 0, "the server config may hold the API key: owner-only"
+    return json.loads(path.read_text())  # type: ignore[no-any-return]
+
+
 def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> None:
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"x")
-    config = EngineConfig(model=str(gguf), threads=3, max_model_len=2048)
+    config = EngineConfig(model=str(gguf), threads=3, max_model_len=2048, extra_args=["--n_batch", "256"])
     command = config.command(8123, gguf, tmp_path)
     assert command[1:3] == ["-m", "llama_cpp.server"]
-    assert flag(command, "--host") == HOST == "127.0.0.1"
-    assert flag(command, "--port") == "8123"
-    assert flag(command, "--n_ctx") == "2048"
-    assert flag(command, "--n_threads") == "3"
-    assert flag(command, "--model_alias") == "m"
+    settings = server_config(command)
+    assert settings["host"] == HOST == "127.0.0.1"
+    assert settings["port"] == 8123
+    [model] = settings["models"]  # type: ignore[misc]
+    assert model["n_ctx"] == 2048 and model["n_threads"] == 3 and model["model_alias"] == "m"
+    assert model["n_batch"] == "256"  # extra_args reach the model settings
     # Not the built-in "gemma" format, which drops system messages.
-    assert flag(command, "--chat_format") == "hf-tokenizer-config"
-    tokenizer_config = Path(flag(command, "--hf_tokenizer_config_path"))
-    rendered = json.loads(tokenizer_config.read_text())
+    assert model["chat_format"] == "hf-tokenizer-config"
+    rendered = json.loads(Path(model["hf_tokenizer_config_path"]).read_text())
     assert rendered["chat_template"] == GEMMA_TEMPLATE.read_text()
     assert rendered["eos_token"] == "<end_of_turn>"
-    assert "--api_key" not in command
-    default_threads = flag(EngineConfig().command(8124, gguf, tmp_path), "--n_threads")
-    assert default_threads == str(os.cpu_count())
+    assert "api_key" not in settings
+    default = server_config(EngineConfig().command(8124, gguf, tmp_path))
+    assert default["models"][0]["n_threads"] == os.cpu_count()  # type: ignore[index]
+    with pytest.raises(ConfigError, match="pairs"):
+        EngineConfig(extra_args=["--n_batch"]).command(8125, gguf, tmp_path)
+
+
+def test_llamacpp_serves_each_adapter_as_a_model_name_and_keeps_the_key_off_argv(tmp_path: Path) -> None:
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"x")
+    lora = tmp_path / "med.gguf"
+    config = EngineConfig(model=str(gguf), api_key="s3cret")
+    command = config.command(8126, gguf, tmp_path, {"med": lora})
+    assert not any("s3cret" in part for part in command)
+    settings = server_config(command)
+    assert settings["api_key"] == "s3cret"
+    base, adapter = settings["models"]  # type: ignore[misc]
+    assert base["model_alias"] == "m" and "lora_path" not in base
+    assert adapter["model_alias"] == "med" and adapter["lora_path"] == str(lora) and adapter["model"] == str(gguf)
 
 
 def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> None:
@@ -66,7 +88,7 @@ def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> No
     assert "--enable-prefix-caching" in command
     assert "--enable-lora" in command
     assert flag(command, "--lora-modules") == f"ko={adapter}"
-    assert flag(command, "--api-key") == "secret"
+    assert "secret" not in command and config.environment() == {"VLLM_API_KEY": "secret"}
     assert flag(command, "--gpu-memory-utilization") == "0.3"
 
 
@@ -102,8 +124,8 @@ def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
         EngineConfig(engine="vllm", model="./missing-folder").check_paths()
     with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
         EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora=["ko=/nope/adapter"]).check_paths()
-    with pytest.raises(ConfigError, match="LoRA adapters are served by --engine vllm"):
-        EngineConfig(lora=[f"ko={tmp_path}"]).check_paths()
+    with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
+        EngineConfig(lora=["ko=/nope/adapter"]).check_paths()
     EngineConfig(engine="vllm").check_paths()  # the embedded GGUF, converted at start-up
     with pytest.raises(ModelPathError, match=r"model path not found: /nope/x\.gguf"):
         EngineConfig(engine="vllm", model="/nope/x.gguf").check_paths()

@@ -47,7 +47,9 @@ def serve(
     engine: Annotated[str | None, typer.Option(help="llamacpp (default) or vllm.")] = None,
     model: Annotated[str | None, typer.Option(help="GGUF file (llamacpp) or HF folder / id (vllm).")] = None,
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
-    lora: Annotated[list[str] | None, typer.Option(help="LoRA adapter NAME=PATH (vllm; repeatable).")] = None,
+    lora: Annotated[
+        list[str] | None, typer.Option(help="LoRA adapter NAME=DIR served as model NAME (PEFT folder; repeatable).")
+    ] = None,
     max_model_len: Annotated[int | None, typer.Option(help="Context length.")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file.")] = None,

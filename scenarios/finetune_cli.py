@@ -1,0 +1,138 @@
+"""``medcouncil finetune``: train a LoRA / QLoRA / full fine-tune of a base model on chat data or a dataset."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from medcouncil.serving.console import console, err_console
+from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.finetune.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from medcouncil.serving.finetune.card import RunCard
+    from medcouncil.serving.finetune.data import ChatExample
+
+
+def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
+    """The training examples and a description of their source.
+
+    Raises:
+        ConfigError: no data given; a malformed chat file (file:line) or dataset.
+    """
+    from medcouncil.serving.finetune.data import is_chat_jsonl, read_chat_jsonl
+
+    if config.data is None:
+        raise ConfigError("--data is required: a chat JSONL file ('messages') or a dataset medcouncil bench loads")
+    path = Path(config.data).expanduser()
+    if is_chat_jsonl(path):
+        examples = read_chat_jsonl(path)
+        return (examples[: config.limit] if config.limit else examples), str(path.resolve())
+    from medcouncil.scenarios.datasets.generic import FieldMap
+    from medcouncil.scenarios.registry import load_dataset
+    from medcouncil.scenarios.samples import MalformedRow
+    from medcouncil.scenarios.training import samples_to_examples
+
+    try:
+        samples, info = load_dataset(config.data, config.subset, config.split,
+                                     FieldMap.parse(config.fields) if config.fields else None, strict=True)  # fmt: skip
+    except MalformedRow as error:
+        raise ConfigError(f"malformed training row: {error}") from None
+    if not samples:
+        raise ConfigError(f"{config.data}: no valid items")
+    chosen = samples[: config.limit] if config.limit else samples
+    return samples_to_examples(chosen), info.source
+
+
+def _saved_config(out: Path) -> FinetuneConfig:
+    from medcouncil.serving.finetune import checkpoint
+
+    latest = checkpoint.latest(out)
+    if latest is None:
+        raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
+    state = json.loads((latest / checkpoint.STATE).read_text(encoding="utf-8"))
+    return FinetuneConfig.model_validate({**state["card"]["config"], "out": out})
+
+
+def print_card(card: RunCard, out: Path) -> None:
+    first, last = card.steps[0].loss, card.steps[-1].loss
+    evals = f" · eval loss {card.evals[0].loss:.4f} → {card.evals[-1].loss:.4f}" if card.evals else ""
+    console.print(f"Trained {card.method} on {card.data.train} examples, {len(card.steps)} steps: loss {first:.4f} → "
+                  f"{last:.4f}{evals}")  # fmt: skip
+    console.print(f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
+                  f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]")  # fmt: skip
+    console.print(f"[notice]adapter, run card and report in {out}[/] · serve it with "
+                  f"[bold]medcouncil serve --lora NAME={out}[/]")  # fmt: skip
+
+
+def finetune(
+    data: Annotated[str | None, typer.Option(help="Chat JSONL ('messages') or a dataset bench loads.")] = None,
+    base: Annotated[str | None, typer.Option(help="HF folder or id, or GGUF (default: the embedded Gemma).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: adapters/finetune).")] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default), qlora (CUDA) or full.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (32).")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0.05).")] = None,
+    target_modules: Annotated[str | None, typer.Option(help="Comma-separated layers (q_proj,..,o_proj).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Peak LR (2e-4).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (1).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (4).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps (1).")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (less memory).")] = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="Longest example in tokens (512).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (0).")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Eval loss every N steps (50).")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (100).")] = None,
+    limit: Annotated[int | None, typer.Option(help="The first N examples.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Dataset subset.")] = None,
+    split: Annotated[str | None, typer.Option(help="HF dataset split.")] = None,
+    fields: Annotated[str | None, typer.Option(help="Generic file field mapping, as bench --fields.")] = None,
+    merge: Annotated[bool | None, typer.Option("--merge", help="Also write the merged HF model (OUT/merged).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (all cores).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Finetune config YAML (flags override it).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (last checkpoint).")] = None,
+) -> None:
+    """Fine-tune a model (LoRA by default) on chat JSONL or a benchmark dataset; write an adapter and a run card."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medcouncil.serving.finetune.card import StepLog
+    from medcouncil.serving.finetune.model import resolve_base
+    from medcouncil.serving.finetune.train import Trainer
+
+    if resume is not None:
+        settings = _saved_config(resume)
+        if threads:
+            settings = settings.model_copy(update={"threads": threads})
+    else:
+        settings = FinetuneConfig.load(
+            config, data=data, base=base, out=out, method=method, lora_r=lora_r, lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+            batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
+            max_seq_len=max_seq_len, seed=seed, eval_every=eval_every, save_every=save_every, limit=limit,
+            subset=subset, split=split, fields=fields, merge=merge, threads=threads,
+            target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
+        )  # fmt: skip
+        if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():
+            raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}, or "
+                              "choose another --out")  # fmt: skip
+    examples, source = load_examples(settings)
+    err_console.print(f"[notice]{len(examples)} examples from {source}; loading the base model…[/]")
+    info = resolve_base(settings.base)
+    progress = Progress(
+        TextColumn("[bold]finetune[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"), TimeRemainingColumn(), console=err_console,
+    )  # fmt: skip
+    task = progress.add_task("steps", total=None, loss="-", speed="-")
+
+    def on_step(log: StepLog, total: int) -> None:
+        speed = log.tokens / log.seconds if log.seconds else 0.0
+        progress.update(task, total=total, completed=log.step, loss=f"{log.loss:.4f}", speed=f"{speed:.0f}")
+
+    trainer = Trainer(settings, examples, info, source, on_step=on_step)
+    with progress:
+        card = trainer.run(resume=resume is not None)
+    print_card(card, settings.out)

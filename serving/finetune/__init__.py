@@ -1,0 +1,1 @@
+"""Fine-tuning: LoRA / QLoRA / full SFT of the served model, resumable, with a run card."""
