@@ -160,10 +160,15 @@ def print_summary(directory: Path, run: Run) -> int:
     manifest, summary = run.manifest, run.summary
     _, rows = result_rows(summary)
     header = ["mode", "subset", "n", "acc%", "95% CI", "F1", "inv", "err", "tok/q", "calls/q", "s/q", "esc"]
-    table = Table(*header, title=f"{manifest.label or manifest.dataset.dataset} · {summary.items} items")
-    for row in rows:
-        table.add_row(*map(str, row))
-    console.print(table)
+    title = f"{manifest.label or manifest.dataset.dataset} · {summary.items} items"
+    # A narrow console (80 columns when output is not a terminal: CI logs, pipes) gets quality and cost as two
+    # tables that fit, instead of one table with every header cut short.
+    parts = [range(len(header))] if console.width >= 120 else [range(8), [0, 1, *range(8, len(header))]]
+    for number, columns in enumerate(parts):
+        table = Table(*(header[i] for i in columns), title=title if number == 0 else None)
+        for row in rows:
+            table.add_row(*(str(row[i]) for i in columns))
+        console.print(table)
     for pair in summary.paired:
         console.print(f"{pair.first} vs {pair.second}: {pair.only_first} vs {pair.only_second} discordant, "
                       f"McNemar p = {pair.p_value:.3g} (n = {pair.n})")  # fmt: skip
@@ -303,4 +308,29 @@ def report(
         run = load_run(directory)
         md_path, html_path = write_report(directory, run)
         print_summary(directory, run)
+    console.print(f"[notice]wrote {md_path} and {html_path}[/]")
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more finished bench run folders.")],
+    out: Annotated[Path | None, typer.Option(help="Folder for compare.md/.html/.json (./runs/compare-TIME).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap CIs.")] = 0,
+) -> None:
+    """Compare models (one bench run each, e.g. base vs adapter) on the same items: CIs and McNemar per mode."""
+    from rich.table import Table
+
+    from medcouncil.scenarios.compare import compare as compare_runs
+    from medcouncil.scenarios.compare import tables, write
+
+    comparison = compare_runs(runs, seed=seed)
+    (header, rows), (_, paired) = tables(comparison)
+    table = Table(*header[:8], title=f"{comparison.dataset} · {comparison.items} items")
+    for row in rows:
+        table.add_row(*map(str, row[:8]))
+    console.print(table)
+    for line in paired:
+        console.print(f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
+                      f"{line[6]}, McNemar p = {line[7]}")  # fmt: skip
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    md_path, html_path = write(comparison, out or Path("runs") / f"compare-{stamp}")
     console.print(f"[notice]wrote {md_path} and {html_path}[/]")

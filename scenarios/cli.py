@@ -58,7 +58,12 @@ app.command()(expected_errors(chat_cli.chat))
 app.command()(expected_errors(replay_cli.replay))
 app.command()(expected_errors(bench_cli.bench))
 app.command()(expected_errors(bench_cli.report))
+app.command()(expected_errors(bench_cli.compare))
 app.command()(expected_errors(finetune_cli.finetune))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 app.add_typer(tools_cli.index_app, name="index")
+
+
+if __name__ == "__main__":  # python -m medcouncil.scenarios.cli (e.g. under accelerate launch)
+    app()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pydantic import BaseModel
 from medcouncil.scenarios.datasets import generic, kormedmcqa, medmcqa, medqa, mmlu, pubmedqa
 from medcouncil.scenarios.samples import MalformedRow, Sample, convert_rows, csv_rows, jsonl_rows, load_samples
 from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.health import hub_reachable
 
 ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
 DATA_FILES = (".jsonl", ".json", ".csv")
@@ -157,14 +157,6 @@ def _load_path(
     if adapter is not None and adapter is not sniffed:
         args = {}
     return load_samples(path, adapter or sniffed, strict, **args)
-
-
-def hub_reachable(host: str = "huggingface.co") -> bool:
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 def _hf_rows(hf_id: str, config: str | None, split: str) -> Iterator[tuple[int, Any]]:

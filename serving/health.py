@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import httpx
 
 from medcouncil.serving.dialects import EndpointInfo, dialect_from_owner
 from medcouncil.serving.errors import EndpointUnreachableError
+
+
+def hub_reachable(host: str = "huggingface.co") -> bool:
+    """Whether the Hugging Face hub's name resolves: when it does not, loaders read the local cache only (and fail in
+    a second instead of retrying for half a minute)."""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def list_models(base_url: str, api_key: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:

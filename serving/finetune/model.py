@@ -8,7 +8,6 @@ machine Gemma 3 270M with LoRA trains at ~55 tok/s with logits at every position
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import warnings
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from torch import nn
 from medcouncil.serving.errors import ConfigError, ModelPathError
 from medcouncil.serving.finetune.config import FinetuneConfig
 from medcouncil.serving.finetune.data import IGNORE
+from medcouncil.serving.health import hub_reachable
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME, embedded_gguf, folder_digest, sha256_file
 
 
@@ -35,14 +35,6 @@ class BaseModelInfo:
     folder: str
     """What transformers loads: a local folder or a hub id."""
     digest: str
-
-
-def _hub_reachable(host: str = "huggingface.co") -> bool:
-    try:
-        socket.getaddrinfo(host, 443)
-    except OSError:
-        return False
-    return True
 
 
 def resolve_base(base: str | None) -> BaseModelInfo:
@@ -84,7 +76,7 @@ def load_tokenizer(info: BaseModelInfo) -> Any:
     from medcouncil.serving.config import GEMMA_TEMPLATE
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(info.folder, local_files_only=not _hub_reachable())
+        tokenizer = AutoTokenizer.from_pretrained(info.folder, local_files_only=not hub_reachable())
     except (OSError, ValueError, KeyError) as error:
         raise _load_error(info, error) from error
     if not getattr(tokenizer, "chat_template", None):
@@ -107,7 +99,7 @@ def load_model(info: BaseModelInfo, config: FinetuneConfig) -> nn.Module:
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not _hub_reachable()}
+    kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not hub_reachable()}
     if config.method == "qlora":
         if not torch.cuda.is_available():
             raise ConfigError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit); none is available here: "

@@ -8,11 +8,14 @@ final weights. Gradient accumulation averages the loss over every labelled token
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import resource
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -171,15 +174,16 @@ class Trainer:
                                               batch.labels.to(device))  # fmt: skip
                         accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
                     step_loss += float(loss_sum.detach()) / step_labelled
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                train_time += time.monotonic() - t0
-                card.tokens += sum(b.tokens for b in batches)
-                card.labelled_tokens += step_labelled
-                log = StepLog(step=step + 1, loss=step_loss, lr=float(scheduler.get_last_lr()[0]),
-                              tokens=card.tokens, seconds=round(train_time, 3))  # fmt: skip
-                card.steps.append(log)
+                with deferred_interrupt():  # the update and its record happen together or not at all
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    train_time += time.monotonic() - t0
+                    card.tokens += sum(b.tokens for b in batches)
+                    card.labelled_tokens += step_labelled
+                    log = StepLog(step=step + 1, loss=step_loss, lr=float(scheduler.get_last_lr()[0]),
+                                  tokens=card.tokens, seconds=round(train_time, 3))  # fmt: skip
+                    card.steps.append(log)
                 card.train_seconds = train_time
                 if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
                     card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id,
@@ -244,6 +248,22 @@ class Trainer:
             raise MedcouncilError(f"cannot write the trained model to {out} ({error.strerror or error}); the final "
                                   f"checkpoint is in {out / checkpoint.CHECKPOINTS}") from error  # fmt: skip
         write_card(out, card)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: a checkpoint never sees half an update."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class _nothing:

@@ -110,3 +110,19 @@ def test_report_shows_the_predicted_letter_distribution(tmp_path: Path) -> None:
     assert "|  | - | A | B | C |" in lines
     assert "| gold | 0 | 2 | 1 | 1 |" in lines
     assert "| single | 1 | 2 | 1 | 0 |" in lines and "| council | 0 | 1 | 1 | 1 |" in lines
+
+
+def test_printed_summary_fits_80_columns_when_not_a_terminal(cli: list[str], tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    make_run(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    done = subprocess.run([*cli, "report", str(tmp_path)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines if "│" in line or "┃" in line) <= 80
+    table = "\n".join(lines)
+    assert "…" not in table  # no header or mode cut short ("sin…", "tok…")
+    for word in ("single", "council", "gated", "acc%", "95% CI", "tok/q", "calls/q", "esc"):
+        assert word in table

