@@ -17,35 +17,34 @@ say when the evidence is insufficient. Be concise."""
 
 DIAGNOSTICIAN_TASK = """Case:
 {case}
-
+{options}
 Evidence:
 {evidence}
 {feedback}
 Differential diagnosis and final answer:"""
 
+OPTIONS_BLOCK = """
+Options:
+{options}
+"""
+"""The lettered options in the diagnostician's and the critic's tasks (empty for a free-text question)."""
+
 REVISION_FEEDBACK = """
+Your previous answer:
+{previous}
+
 The critic asked for a revision:
 {critique}
 """
 
-MCQA_CHOICE = """Case:
-{case}
-
-Options:
-{options}
-
-The council's reasoning:
-{reasoning}
-
-The single best option is letter:"""
-
 CRITIC_SYSTEM = """You are the critic of a clinical council.
 Check the diagnostician's answer against the case and the evidence: contradictions, claims the evidence does not
-support, missed red flags, and every dose, unit and lab value. List the problems briefly, or say it is sound."""
+support, missed red flags, and every dose, unit and lab value. When there are options, weigh the chosen option
+against each of the others and name a better one if there is. List the problems briefly, or say it is sound."""
 
 CRITIC_TASK = """Case:
 {case}
-
+{options}
 Evidence:
 {evidence}
 

@@ -67,6 +67,8 @@ class Episode(BaseModel):
     turns: list[Turn] = Field(default_factory=list)
     wall_time_s: float = 0.0
     error: str | None = None
+    verdict: Literal["APPROVE", "REVISE"] | None = None
+    """The critic's last verdict (also after the last allowed revision, when it can no longer send it back)."""
     escalated: bool | None = None
     """Gated mode: whether the council convened after the single model's answer (None: not gated)."""
 

@@ -7,10 +7,11 @@ time, latency).
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
@@ -24,6 +25,7 @@ from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
 from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools.knowledge import Evidence
+from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
 
 TRANSLATOR, RETRIEVER, DIAGNOSTICIAN, CRITIC = "translator", "retriever", "diagnostician", "critic"
@@ -40,11 +42,13 @@ class CouncilState:
     roles: Sequence[str]
     max_revisions: int
     case_en: str = ""
+    options_en: dict[str, str] | None = None
+    """The options as the council reads them: translated with the case for a Korean item, else as given."""
     evidence: list[Evidence] = field(default_factory=list)
     answer_en: str = ""
     choice: Choice | None = None
     critique: str = ""
-    verdict: str | None = None
+    verdict: Literal["APPROVE", "REVISE"] | None = None
     final: str = ""
     error: str | None = None
     """A failed turn (model unreachable, ...): the episode ends with it."""
@@ -53,6 +57,23 @@ class CouncilState:
     @property
     def translating(self) -> bool:
         return self.language == "ko" and TRANSLATOR in self.roles
+
+    @property
+    def options(self) -> dict[str, str] | None:
+        return self.options_en or self.question.options
+
+    def options_block(self) -> str:
+        """The lettered options for the diagnostician's and the critic's tasks ("" without options)."""
+        return prompts.OPTIONS_BLOCK.format(options=option_lines(self.options)) if self.options else ""
+
+    def known_text(self) -> str:
+        """What a value in the answer may come from: the case (both languages), the options, the evidence and the
+        earlier turns of the conversation."""
+        parts = [self.question.text, self.case_en, *(self.question.options or {}).values()]
+        parts += [*(self.options_en or {}).values(), *(e.text for e in self.evidence)]
+        for earlier in self.history:
+            parts += [earlier.question.text, earlier.case_en, earlier.answer_en, earlier.answer]
+        return " ".join(parts)
 
     def critiques(self) -> int:
         return sum(1 for turn in self.turns if turn.agent == CRITIC)
@@ -77,6 +98,18 @@ class CouncilState:
                 return DIAGNOSTICIAN
             return after_answer
         return None
+
+
+def split_options(text: str, letters: Sequence[str]) -> tuple[str, dict[str, str]] | None:
+    """A translated "case, then lettered options" back into (case, options); None when the options did not come
+    back once per letter, in order, after some case text (the caller keeps the original options then). The options
+    may stand one per line (as sent) or run on in one line (as some models and streams return them)."""
+    markers = [rf"(?:^|\s)\(?{re.escape(letter)}\s*[.):]\s*(?P<o{i}>.+?)" for i, letter in enumerate(letters)]
+    match = re.match(r"(?P<case>.*\S)\s*?" + r"\s*".join(markers) + r"\s*$", text.strip(), re.DOTALL)
+    if match is None:
+        return None
+    options = {letter: " ".join(match.group(f"o{i}").split()) for i, letter in enumerate(letters)}
+    return match.group("case").strip(), options
 
 
 class StateHolder:
@@ -212,10 +245,12 @@ class TranslatorAgent(CouncilAgent):
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "translation"
         to_korean = bool(state.answer_en)
+        options = state.question.options
         if to_korean:
             masked, spans = protect(state.answer_en, english_pattern(protected_terms(state.question.text)))
-        else:
-            masked, spans = protect(state.question.text)
+        else:  # the options travel with the case, under the same placeholder protection
+            source = f"{state.question.text}\n\n{option_lines(options)}" if options else state.question.text
+            masked, spans = protect(source)
         system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
         messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
         async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
@@ -224,6 +259,9 @@ class TranslatorAgent(CouncilAgent):
         turn.content = text
         if to_korean:
             state.final = text
+        elif options:
+            split = split_options(text, list(options))
+            state.case_en, state.options_en = split if split is not None else (text, None)
         else:
             state.case_en = text
         yield text
@@ -258,19 +296,21 @@ class DiagnosticianAgent(CouncilAgent):
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "diagnosis"
         evidence = evidence_block(state.evidence)
-        feedback = prompts.REVISION_FEEDBACK.format(critique=state.critique) if state.verdict == "REVISE" else ""
+        feedback = ""
+        if state.verdict == "REVISE":  # a revision sees its previous answer and the critique
+            feedback = prompts.REVISION_FEEDBACK.format(previous=state.answer_en, critique=state.critique)
         messages: list[LLMMessage] = [SystemMessage(content=prompts.DIAGNOSTICIAN_SYSTEM)]
         for earlier in state.history:
             messages.append(UserMessage(content=earlier.case_en, source="user"))
             messages.append(AssistantMessage(content=earlier.answer_en, source=DIAGNOSTICIAN))
-        task = prompts.DIAGNOSTICIAN_TASK.format(case=state.case_en, evidence=evidence, feedback=feedback)
+        task = prompts.DIAGNOSTICIAN_TASK.format(case=state.case_en, options=state.options_block(), evidence=evidence,
+                                                 feedback=feedback)  # fmt: skip
         messages.append(UserMessage(content=task, source="user"))
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
-        options = state.question.options
+        options = state.options
         if options:
-            listing = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-            prompt = prompts.MCQA_CHOICE.format(case=state.case_en, options=listing, reasoning=turn.content)
+            prompt = format_mcqa(state.case_en, options, reasoning=turn.content)
             choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
             turn.choice = choice
             state.choice = choice
@@ -291,7 +331,8 @@ class CriticAgent(CouncilAgent):
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "verdict"
         evidence = evidence_block(state.evidence)
-        task = prompts.CRITIC_TASK.format(case=state.case_en, evidence=evidence, answer=state.answer_en)
+        task = prompts.CRITIC_TASK.format(case=state.case_en, options=state.options_block(), evidence=evidence,
+                                          answer=state.answer_en)  # fmt: skip
         messages: list[LLMMessage] = [
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),
@@ -299,16 +340,18 @@ class CriticAgent(CouncilAgent):
         async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
-        unsupported = unsupported_values(state.answer_en, state.case_en, " ".join(e.text for e in state.evidence))
+        unsupported = unsupported_values(state.answer_en, state.known_text())
+        verdict: Literal["APPROVE", "REVISE"]
         if unsupported:
             verdict = "REVISE"
-            review = f"{review}\nValues not found in the case or evidence: {', '.join(unsupported)}".strip()
+            note = "Values found in neither the case, the options, the evidence nor the conversation: "
+            review = f"{review}\n{note}{', '.join(unsupported)}".strip()
         else:
             verdict_prompt = prompts.CRITIC_VERDICT.format(review=review)
             choice = await choose(self.model, [UserMessage(content=verdict_prompt, source="user")], ["A", "R"], turn)
             verdict = "REVISE" if choice.letter == "R" else "APPROVE"
         state.verdict = verdict
         state.critique = review
-        turn.verdict = verdict  # type: ignore[assignment]
+        turn.verdict = verdict
         turn.content = f"{verdict}: {review}" if review else verdict
         yield turn.content

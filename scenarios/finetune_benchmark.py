@@ -97,7 +97,7 @@ def _measure(side: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _median(results: list[dict[str, Any]], key: str) -> float:
-    return statistics.median(r[key] for r in results)
+    return float(statistics.median(float(r[key]) for r in results))
 
 
 def main(

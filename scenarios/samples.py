@@ -8,9 +8,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-LETTERS = "ABCDE"
+LETTERS = "ABCDEFGHIJ"
+"""Option letters: up to 10 options (A-J), as MMLU-Pro has."""
 
 
 class Sample(BaseModel):
@@ -21,20 +22,29 @@ class Sample(BaseModel):
     id: str
     question: str
     options: dict[str, str]
-    """Lettered options, A first, in order (A..E)."""
+    """Lettered options, A first, in order (2 to 10: A..J)."""
     answer: str
     """The gold letter."""
     metadata: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Sample:
-        letters = "".join(self.options)
-        if len(letters) < 2 or letters != LETTERS[: len(letters)]:
-            raise ValueError(f"options must be lettered A.. in order, got {list(self.options)}")
+        letters = list(self.options)
+        if len(letters) < 2:
+            raise ValueError(f"options: {len(letters)} given, at least 2 are needed")
+        if len(letters) > len(LETTERS):
+            raise ValueError(f"options: {len(letters)} given, at most {len(LETTERS)} (A-J) are supported")
+        if letters != list(LETTERS[: len(letters)]):
+            if sorted(letters) == list(LETTERS[: len(letters)]):
+                raise ValueError(f"options: letters out of order ({', '.join(letters)}); expected A, B, C... in order")
+            raise ValueError(f"options: letters must be A, B, C... with none missing, got {', '.join(letters)}")
         if self.answer not in self.options:
-            raise ValueError(f"answer {self.answer!r} is not one of the options {letters}")
-        if not self.question.strip() or not all(text.strip() for text in self.options.values()):
-            raise ValueError("empty question or option")
+            raise ValueError(f"answer: {self.answer!r} is not one of the options {letters[0]}-{letters[-1]}")
+        if not self.question.strip():
+            raise ValueError("question: empty")
+        empty = [letter for letter, text in self.options.items() if not text.strip()]
+        if empty:
+            raise ValueError(f"options: option {', '.join(empty)} is empty")
         return self
 
 
@@ -44,6 +54,14 @@ class MalformedRow(ValueError):
     def __init__(self, path: Path, line: int, reason: str) -> None:
         super().__init__(f"{path}:{line}: {reason}")
         self.path, self.line, self.reason = path, line, reason
+
+
+def validation_reason(error: ValidationError) -> str:
+    """One line naming the field and the problem (not pydantic's "1 validation error for Sample")."""
+    first = error.errors()[0]
+    field = ".".join(str(part) for part in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
@@ -67,8 +85,26 @@ def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
 
 
 def letter_options(values: list[Any]) -> dict[str, str]:
-    """Non-empty values as options A, B, ... in order."""
-    return {LETTERS[i]: str(v).strip() for i, v in enumerate(values) if v is not None and str(v).strip()}
+    """Non-empty values as options A, B, ... in order.
+
+    Raises:
+        ValueError: more values than option letters.
+    """
+    kept = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    if len(kept) > len(LETTERS):
+        raise ValueError(f"options: {len(kept)} given, at most {len(LETTERS)} (A-J) are supported")
+    return {LETTERS[i]: text for i, text in enumerate(kept)}
+
+
+def letter_at(index: int) -> str:
+    """The option letter of a 0-based answer index.
+
+    Raises:
+        ValueError: the index is outside A-J.
+    """
+    if not 0 <= index < len(LETTERS):
+        raise ValueError(f"answer: index {index} is outside the option letters A-J")
+    return LETTERS[index]
 
 
 def load_samples(
@@ -105,6 +141,8 @@ def convert_rows(
             samples.append(record_to_sample(record, number - 1, **adapter_args))
         except MalformedRow as error:
             bad = error
+        except ValidationError as error:
+            bad = MalformedRow(path, number, validation_reason(error))
         except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as error:
             reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
             bad = MalformedRow(path, number, reason)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-LETTERS = ("A", "B", "C", "D", "E")
+LETTERS = tuple("ABCDEFGHIJ")
+"""Option letters: up to 10 options (A-J)."""
 
 MCQA_TEMPLATE = """Answer the following multiple-choice medical question with the letter of the single best option.
 
@@ -12,14 +13,22 @@ Question: {question}
 
 {options}
 
-Answer:"""
-"""The single-model question format (shared by ``ask --options`` and the benchmark's baseline)."""
+{reasoning}Answer:"""
+"""The one choice format: the single model's question (``ask --options``, the benchmark's ``single`` mode, the
+training data) and, with the reasoning slot filled, the final constrained choice of every mode that reasons first
+(the council's included). Without reasoning the slot is empty."""
+
+REASONING = """Reasoning:
+{reasoning}
+
+"""
+"""What fills :data:`MCQA_TEMPLATE`'s reasoning slot."""
 
 ANSWER_LINE = "{letter}. {text}"
 """The trained answer to :data:`MCQA_TEMPLATE`: the letter first (what the constrained choice reads), then the
 option's text."""
 
-_OPTION_SPEC = re.compile(r"^\s*([A-Ea-e])\s*[=:.)]\s*(.+?)\s*$", re.DOTALL)
+_OPTION_SPEC = re.compile(r"^\s*([A-Ja-j])\s*[=:.)]\s*(.+?)\s*$", re.DOTALL)
 
 
 def parse_options(spec: str) -> dict[str, str]:
@@ -32,20 +41,29 @@ def parse_options(spec: str) -> dict[str, str]:
     for entry in filter(str.strip, re.split(r"[;\n]", spec)):
         match = _OPTION_SPEC.match(entry)
         if match is None:
-            raise ValueError(f"option {entry.strip()!r} is not LETTER=TEXT (letters A-E)")
+            raise ValueError(f"option {entry.strip()!r} is not LETTER=TEXT (letters A-J)")
         letter = match.group(1).upper()
         if letter in options:
             raise ValueError(f"option {letter} is given twice")
         options[letter] = match.group(2)
     if len(options) < 2:
         raise ValueError("give at least two options, e.g. --options 'A=Heart;B=Liver'")
-    return dict(sorted(options.items()))
+    letters = sorted(options)
+    if letters != list(LETTERS[: len(letters)]):
+        raise ValueError(f"option letters must be A, B, C... with none missing, got {', '.join(letters)}")
+    return {letter: options[letter] for letter in letters}
 
 
-def format_mcqa(question: str, options: dict[str, str]) -> str:
-    """The question and its lettered options in :data:`MCQA_TEMPLATE`."""
-    lines = "\n".join(f"{letter}. {text}" for letter, text in options.items())
-    return MCQA_TEMPLATE.format(question=question.strip(), options=lines)
+def option_lines(options: dict[str, str]) -> str:
+    """``A. text`` lines, one per option."""
+    return "\n".join(f"{letter}. {text}" for letter, text in options.items())
+
+
+def format_mcqa(question: str, options: dict[str, str], reasoning: str = "") -> str:
+    """The question, its lettered options and (for modes that reason first) the reasoning, in
+    :data:`MCQA_TEMPLATE`."""
+    slot = REASONING.format(reasoning=reasoning.strip()) if reasoning.strip() else ""
+    return MCQA_TEMPLATE.format(question=question.strip(), options=option_lines(options), reasoning=slot)
 
 
 def answer_line(letter: str, options: dict[str, str]) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from medcouncil.scenarios.samples import LETTERS, Sample, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options
 from medcouncil.serving.errors import ConfigError
 
 
@@ -59,9 +59,9 @@ def _options(record: dict[str, Any], fields: FieldMap) -> dict[str, str]:
 
 def _answer(raw: Any, options: dict[str, str], form: str) -> str:
     if form == "index0":
-        return LETTERS[int(raw)]
+        return letter_at(int(raw))
     if form == "index1":
-        return LETTERS[int(raw) - 1]
+        return letter_at(int(raw) - 1)
     if form == "text":
         letters = [letter for letter, text in options.items() if text.strip().lower() == str(raw).strip().lower()]
         if not letters:

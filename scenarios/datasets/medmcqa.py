@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import LETTERS, Sample, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options
 
 DATASET_PATH = "../shared/data/mcqa/medmcqa.test.jsonl"
 RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"
@@ -23,7 +23,7 @@ def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> S
         subject = str(record.get("subject_name", ""))
     else:
         options = letter_options([record.get(key) for key in ("opa", "opb", "opc", "opd")])
-        answer = LETTERS[int(record["cop"]) - cop_base]
+        answer = letter_at(int(record["cop"]) - cop_base)
         sample_id = str(record.get("id", index))
         subject = str(record.get("subject_name") or "")
     metadata = {"dataset": "medmcqa", **({"subset": subject} if subject else {})}

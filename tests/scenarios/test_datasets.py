@@ -20,10 +20,18 @@ def test_schema_is_frozen_and_checked() -> None:
     sample = Sample(id="1", question="q?", options={"A": "x", "B": "y"}, answer="B")
     with pytest.raises(ValueError, match="frozen"):
         sample.answer = "A"  # type: ignore[misc]
-    with pytest.raises(ValueError, match="not one of the options"):
+    with pytest.raises(ValueError, match="answer: 'C' is not one of the options A-B"):
         Sample(id="1", question="q?", options={"A": "x", "B": "y"}, answer="C")
-    with pytest.raises(ValueError, match=r"lettered A\.\. in order"):
+    with pytest.raises(ValueError, match="none missing, got A, C"):
         Sample(id="1", question="q?", options={"A": "x", "C": "y"}, answer="A")
+    with pytest.raises(ValueError, match=r"letters out of order \(B, A\)"):
+        Sample(id="1", question="q?", options={"B": "x", "A": "y"}, answer="A")
+    with pytest.raises(ValueError, match="options: 11 given, at most 10"):
+        Sample(id="1", question="q?", options={chr(65 + i): str(i) for i in range(11)}, answer="A")
+    with pytest.raises(ValueError, match="options: option B is empty"):
+        Sample(id="1", question="q?", options={"A": "x", "B": " "}, answer="A")
+    ten = Sample(id="1", question="q?", options={chr(65 + i): str(i) for i in range(10)}, answer="J")
+    assert list(ten.options)[-1] == "J"
 
 
 def test_kormedmcqa_fixture_answers_one_to_five_and_bad_rows(tmp_path: Path) -> None:
@@ -33,7 +41,7 @@ def test_kormedmcqa_fixture_answers_one_to_five_and_bad_rows(tmp_path: Path) -> 
     assert samples[0].id == "doctor-2023-1-1" and samples[0].metadata["subset"] == "doctor"
     assert list(samples[0].options) == ["A", "B", "C", "D", "E"] and samples[0].options["A"] == "천식"
     assert [str(e) for e in skipped] == [
-        f"{path}:4: string index out of range",
+        f"{path}:4: answer: 'I' is not one of the options A-E",
         f"{path}:5: missing field 'answer'",
         f"{path}:6: not JSON (Expecting value)",
     ]
