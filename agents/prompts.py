@@ -64,3 +64,12 @@ EVIDENCE_TOTAL_CHARS = 1400
 """The evidence block of a prompt stops before this many characters: the council's token budget per question."""
 
 NO_EVIDENCE = "No evidence: the knowledge base has nothing relevant to this case."
+
+COT_SYSTEM = """You are a careful clinician. Think the question through step by step, weighing each option against
+the case, then give the final answer on a line starting with "Final answer:". Be concise."""
+"""The chain-of-thought baseline (modes ``cot`` and ``sc``): the single model reasoning before it chooses."""
+
+COT_TASK = """Question:
+{question}
+{options}
+Step-by-step reasoning and final answer:"""

@@ -14,12 +14,32 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from medcouncil.agents.baselines import ChainOfThought, SelfConsistency
+from medcouncil.agents.build import Answerers
+from medcouncil.agents.council import Gated, SingleModel
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
+from medcouncil.agents.roles import DIAGNOSTICIAN
 from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError
 
-MODES = ("single", "council", "gated")
+MODES = ("single", "council", "gated", "cot", "sc")
+"""Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
+SC_K = 3
+"""Self-consistency samples by default: about the council's tokens per MedQA question on the embedded model."""
+
+
+def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dict[str, Answerer]:
+    """One worker's answerers, every mode on the same model; reasoning baselines get the diagnostician's budget."""
+    single, council = SingleModel(answerers.model), answerers.new_council()
+    budget = answerers.config.max_tokens.get(DIAGNOSTICIAN, 256)
+    return {
+        "single": single,
+        "council": council,
+        "gated": Gated(single, council, threshold),
+        "cot": ChainOfThought(answerers.model, budget),
+        "sc": SelfConsistency(answerers.model, sc_k, budget),
+    }
 
 
 @dataclass(frozen=True)

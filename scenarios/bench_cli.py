@@ -104,9 +104,8 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     """Run what is missing from the journal, with a progress bar; the manifest and report are written at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from medcouncil.agents.council import Gated, SingleModel
     from medcouncil.agents.protocol import Answerer
-    from medcouncil.scenarios.bench import Harness, prepare
+    from medcouncil.scenarios.bench import Harness, build_modes, prepare
     from medcouncil.scenarios.journal import Journal, read_errors, read_records
     from medcouncil.scenarios.report import Run, write_report
     from medcouncil.scenarios.summary import summarize
@@ -116,8 +115,7 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     journal.write_manifest(manifest)
 
     def per_worker() -> dict[str, Answerer]:
-        single, council = SingleModel(answerers.model), answerers.new_council()
-        return {"single": single, "council": council, "gated": Gated(single, council, config.threshold)}
+        return build_modes(answerers, config.threshold, config.sc_k)
 
     items = [prepare(sample, config.seed, config.shuffle_choices) for sample in request.samples]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
@@ -214,7 +212,8 @@ def bench(
     limit: Annotated[int | None, typer.Option(min=1, help="The first N items.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --shuffle-choices and the bootstrap.")] = 0,
     shuffle_choices: Annotated[bool, typer.Option(help="Shuffle options per item (seeded, recorded).")] = False,
-    mode: Annotated[str, typer.Option(help="Comma-separated: single, council, gated.")] = "single,council",
+    mode: Annotated[str, typer.Option(help="Comma-separated: single, council, gated, cot, sc.")] = "single,council",
+    sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 3,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
     threshold: Annotated[float, typer.Option(min=0, max=1, help="Gated: convene below this top probability.")] = 0.6,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: ./runs/DATASET-TIME).")] = None,
@@ -243,7 +242,7 @@ def bench(
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,
-                                 "threshold": threshold}  # fmt: skip
+                                 "threshold": threshold, "sc_k": sc_k}  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     requests: list[RunRequest] = []
     suite_dir: Path | None = None

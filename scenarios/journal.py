@@ -41,6 +41,8 @@ class RunConfig(BaseModel):
     shuffle_choices: bool = False
     threshold: float = 0.6
     """Gated mode's gate on the single model's top-option probability."""
+    sc_k: int = 3
+    """Self-consistency samples per item (mode ``sc``)."""
     council: dict[str, object] = Field(default_factory=dict)
     model: str = ""
     endpoint: str = ""

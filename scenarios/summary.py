@@ -95,7 +95,9 @@ def summarize(manifest: Manifest, records: Sequence[Record], errors: Sequence[Er
                 chosen = [r for r in by_mode[mode] if r.subset == subset]
                 rows.append(_row(mode, subset, chosen, 0, manifest.config.seed))
     paired = []
-    for first, second in (("council", "single"), ("gated", "single"), ("gated", "council")):
+    pairs = (("council", "single"), ("gated", "single"), ("gated", "council"), ("council", "cot"), ("council", "sc"),
+             ("cot", "single"), ("sc", "cot"))  # fmt: skip
+    for first, second in pairs:
         if first in modes and second in modes:
             a = {r.sample_id: r.correct for r in by_mode[first]}
             b = {r.sample_id: r.correct for r in by_mode[second]}

@@ -1,0 +1,117 @@
+"""Baselines that reason before answering, for an equal-budget comparison with the council.
+
+``cot``: the same model reasons once with the diagnostician's token budget, then makes the constrained choice with
+the one choice template (``tools/mcqa.MCQA_TEMPLATE``, reasoning in its slot): what the council does, without the
+other roles. ``sc`` (self-consistency): k sampled reasonings, each ending in a constrained choice; the majority
+letter wins, ties broken by the summed choice probabilities. Published comparisons find that multi-agent set-ups
+often do not beat these at the same budget, so the benchmark reports them beside the council.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+
+from autogen_core.models import LLMMessage, SystemMessage, UserMessage
+
+from medcouncil.agents import prompts
+from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
+from medcouncil.agents.roles import choose, stream_model
+from medcouncil.serving.client import Choice
+from medcouncil.tools.mcqa import format_mcqa, option_lines
+
+SC_TEMPERATURE = 0.7
+"""Sampling temperature of the self-consistency reasonings (each sample has its own seed: reruns agree)."""
+
+
+def _messages(question: Question) -> list[LLMMessage]:
+    options = prompts.OPTIONS_BLOCK.format(options=option_lines(question.options)) if question.options else ""
+    task = prompts.COT_TASK.format(question=question.text.strip(), options=options)
+    return [SystemMessage(content=prompts.COT_SYSTEM), UserMessage(content=task, source="user")]
+
+
+async def _reason_and_choose(model: ChatModel, question: Question, turn: Turn, max_tokens: int,
+                             **sampling: float | int) -> AsyncIterator[str]:  # fmt: skip
+    """Stream one reasoning into ``turn``, then (with options) the constrained choice into ``turn.choice``."""
+    async for chunk in stream_model(model, _messages(question), turn, max_tokens=max_tokens, **sampling):
+        yield chunk
+    if question.options:
+        prompt = format_mcqa(question.text, question.options, reasoning=turn.content)
+        turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(question.options), turn)
+        letter = turn.choice.letter
+        line = f"Final answer: {letter}. {question.options[letter]}" if letter else "Final answer: none"
+        turn.content = f"{turn.content}\n\n{line}".strip()
+        yield f"\n\n{line}"
+
+
+class ChainOfThought:
+    """The single model reasoning first (one reasoning, one constrained choice)."""
+
+    name = "cot"
+
+    def __init__(self, model: ChatModel, max_tokens: int = 256) -> None:
+        self.model = model
+        self.max_tokens = max_tokens
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        turn = Turn(agent=self.name, content="", kind="answer")
+        async for chunk in _reason_and_choose(self.model, question, turn, self.max_tokens):
+            yield TokenEvent(agent=self.name, text=chunk)
+        turn.latency_s = time.perf_counter() - started
+        yield TurnEvent(turn=turn)
+        choice = turn.choice
+        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=turn.content,
+                      answer_en=turn.content, letter=choice.letter if choice else None,
+                      probabilities=choice.probabilities if choice else None, turns=[turn],
+                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+
+
+def vote(choices: Sequence[Choice]) -> tuple[str | None, dict[str, float] | None]:
+    """Majority letter (ties: the highest summed probability, then the first letter) and the mean distribution."""
+    letters = [c.letter for c in choices if c.letter]
+    if not letters:
+        return None, None
+    summed: Counter[str] = Counter()
+    for choice in choices:
+        for letter, p in (choice.probabilities or {}).items():
+            summed[letter] += p
+    counts = Counter(letters)
+    best = max(counts.values())
+    tied = sorted(letter for letter, n in counts.items() if n == best)
+    winner = max(tied, key=lambda letter: (summed[letter], -ord(letter[0])))
+    total = sum(summed.values())
+    return winner, ({k: v / total for k, v in sorted(summed.items())} if total else None)
+
+
+class SelfConsistency:
+    """k sampled chain-of-thought answers, majority vote (Wang et al., 2023)."""
+
+    name = "sc"
+
+    def __init__(self, model: ChatModel, k: int = 3, max_tokens: int = 256,
+                 temperature: float = SC_TEMPERATURE) -> None:  # fmt: skip
+        if k < 1:
+            raise ValueError("self-consistency needs k >= 1 samples")
+        self.model, self.k, self.max_tokens, self.temperature = model, k, max_tokens, temperature
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        turns: list[Turn] = []
+        for sample in range(self.k):
+            t0 = time.perf_counter()
+            turn = Turn(agent=f"{self.name}-{sample + 1}", content="", kind="answer")
+            async for chunk in _reason_and_choose(self.model, question, turn, self.max_tokens,
+                                                  temperature=self.temperature, seed=sample):  # fmt: skip
+                yield TokenEvent(agent=turn.agent, text=chunk)
+            turn.latency_s = time.perf_counter() - t0
+            turns.append(turn)
+            yield TurnEvent(turn=turn)
+        letter, probabilities = vote([t.choice for t in turns if t.choice is not None])
+        votes = Counter(t.choice.letter for t in turns if t.choice and t.choice.letter)
+        summary = ", ".join(f"{k} x{n}" for k, n in sorted(votes.items())) or "no valid letter"
+        answer = f"Votes: {summary}. Final answer: {letter}" if letter else f"Votes: {summary}."
+        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
+                      letter=letter, probabilities=probabilities, turns=turns,
+                      wall_time_s=time.perf_counter() - started)  # fmt: skip
