@@ -228,7 +228,7 @@ async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequ
         choice = await model.choose(messages, letters)
     finally:
         turn.model_time_s += time.perf_counter() - started
-    turn.model_calls += 1
+    turn.model_calls += choice.calls
     turn.prompt_tokens += choice.usage.prompt_tokens
     turn.completion_tokens += choice.usage.completion_tokens
     return choice

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlparse
@@ -31,7 +32,8 @@ from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
 from medcouncil.serving.dialects import (
     EndpointInfo,
     choice_args,
-    letter_probabilities,
+    letter_logprobs,
+    normalise,
     parse_choice_text,
     stream_reports_usage,
 )
@@ -76,6 +78,9 @@ class Choice(BaseModel):
     raw: str = ""
     usage: RequestUsage = Field(default_factory=lambda: RequestUsage(prompt_tokens=0, completion_tokens=0))
     cached: bool = False
+    calls: int = 1
+    """Requests made: 1, plus one per letter the engine's top alternatives left out (its probability asked for
+    on its own, so every option has one)."""
 
     @property
     def valid(self) -> bool:
@@ -136,6 +141,12 @@ def to_openai_messages(messages: Sequence[LLMMessage]) -> list[ChatCompletionMes
         cast(ChatCompletionMessageParam, {"role": roles.get(type(m), "user"), "content": _text(m.content)})
         for m in messages
     ]
+
+
+@dataclass(frozen=True)
+class _Answer:
+    text: str
+    logprobs: list[ChatCompletionTokenLogprob] | None
 
 
 class ModelClient:
@@ -200,9 +211,38 @@ class ModelClient:
         """
         args = choice_args(self.info.dialect, letters)
         payload = to_openai_messages(normalize_messages(messages) if self.settings.normalize else messages)
-        key = "choose:" + hashlib.sha256(json.dumps([payload, args], sort_keys=True).encode()).hexdigest()
+        key = "choose-complete:" + hashlib.sha256(json.dumps([payload, args], sort_keys=True).encode()).hexdigest()
         if self._choice_cache is not None and (hit := self._choice_cache.get(key)) is not None:
             return Choice.model_validate_json(hit).model_copy(update={"cached": True})
+        first, usage = await self._constrained(payload, letters)
+        found = letter_logprobs(first.logprobs, letters) if first.logprobs is not None else None
+        calls = 1
+        if found is not None:
+            for letter in [x for x in letters if x not in found]:
+                # Outside the engine's top alternatives: constrain the answer to this letter alone and read its
+                # (raw) log-probability at the same position, so every option gets the model's own probability.
+                forced, extra = await self._constrained(payload, [letter])
+                calls += 1
+                usage = RequestUsage(prompt_tokens=usage.prompt_tokens + extra.prompt_tokens,
+                                     completion_tokens=usage.completion_tokens + extra.completion_tokens)  # fmt: skip
+                value = (letter_logprobs(forced.logprobs, [letter]) or {}).get(letter)
+                if value is not None:
+                    found[letter] = value
+        choice = Choice(
+            letter=parse_choice_text(self.info.dialect, first.text, letters),
+            probabilities=normalise(found, letters) if found else None,
+            raw=first.text,
+            usage=usage,
+            calls=calls,
+        )
+        if self._choice_cache is not None:
+            self._choice_cache.set(key, choice.model_dump_json())
+        return choice
+
+    async def _constrained(self, payload: list[ChatCompletionMessageParam],
+                           letters: Sequence[str]) -> tuple[_Answer, RequestUsage]:  # fmt: skip
+        """One request constrained to ``letters``: its text and answer-position log-probabilities."""
+        args = choice_args(self.info.dialect, letters)
         extra_body = args.pop("extra_body", None)
         try:
             response = await self._openai.chat.completions.create(
@@ -211,30 +251,23 @@ class ModelClient:
         except openai.OpenAIError as error:
             raise self._failure(error) from error
         first = response.choices[0]
-        text = first.message.content or ""
-        positions = [
-            ChatCompletionTokenLogprob(
-                token=item.token,
-                logprob=item.logprob,
-                top_logprobs=[
-                    TopLogprob(logprob=alt.logprob, bytes=[*alt.token.encode()]) for alt in item.top_logprobs
-                ],
-            )
-            for item in (first.logprobs.content or [] if first.logprobs else [])
-        ]
+        content = first.logprobs.content if first.logprobs else None
+        positions = None
+        if content is not None:
+            positions = [
+                ChatCompletionTokenLogprob(
+                    token=item.token,
+                    logprob=item.logprob,
+                    top_logprobs=[
+                        TopLogprob(logprob=alt.logprob, bytes=[*alt.token.encode()]) for alt in item.top_logprobs
+                    ],
+                )
+                for item in content
+            ]
         usage = response.usage
-        choice = Choice(
-            letter=parse_choice_text(self.info.dialect, text, letters),
-            probabilities=letter_probabilities(positions, letters),
-            raw=text,
-            usage=RequestUsage(
-                prompt_tokens=usage.prompt_tokens if usage else 0,
-                completion_tokens=usage.completion_tokens if usage else 0,
-            ),
-        )
-        if self._choice_cache is not None:
-            self._choice_cache.set(key, choice.model_dump_json())
-        return choice
+        counted = RequestUsage(prompt_tokens=usage.prompt_tokens if usage else 0,
+                               completion_tokens=usage.completion_tokens if usage else 0)  # fmt: skip
+        return _Answer(first.message.content or "", positions), counted
 
     async def close(self) -> None:
         await self.client.close()

@@ -72,32 +72,46 @@ def parse_choice_text(dialect: Dialect, text: str, letters: Sequence[str]) -> st
     return candidate if candidate in letters else None
 
 
-def letter_probabilities(
+def letter_logprobs(
     logprobs: Sequence[ChatCompletionTokenLogprob] | None, letters: Sequence[str]
 ) -> dict[str, float] | None:
-    """Per-letter probabilities at the first generated position that is a letter.
+    """The log-probability of each letter found at the answer position (the first generated position that is a
+    letter): the chosen token and the engine's top alternatives there. None when no position carries a letter.
 
-    The engine's top alternatives at that position are read before the constraint is applied (llama.cpp and
-    vLLM report raw log-probabilities); variants such as ``" A"`` add up into ``"A"``, and the letters seen are
-    renormalised to sum to 1. Tokens count only when they are exactly a letter (``" A"`` is another token, which
-    the constraint forbids), so the chosen letter is the most probable one under greedy decoding. A letter
-    outside the engine's top-k gets 0. None when no position carries one.
+    llama.cpp and vLLM report raw log-probabilities (before the constraint), so these are the model's own. Tokens
+    count only when they are exactly a letter (``" A"`` is another token, which the constraint forbids). A letter
+    outside the engine's top-k is absent: :meth:`ModelClient.choose` asks for it on its own.
     """
     for position in logprobs or []:
         if position.token.strip() not in letters:
             continue
-        mass = dict.fromkeys(letters, 0.0)
+        found: dict[str, float] = {}
         candidates = [(_token_text(alt.bytes), alt.logprob) for alt in position.top_logprobs or []]
-        if position.token not in {token for token, _ in candidates}:
-            candidates.append((position.token, position.logprob))
+        candidates.append((position.token.strip(), position.logprob))
         for token, logprob in candidates:
-            if token in mass and logprob is not None:
-                mass[token] = max(mass[token], math.exp(logprob))
-        total = sum(mass.values())
-        if total <= 0:
-            return None
-        return {letter: value / total for letter, value in mass.items()}
+            if token in letters and logprob is not None and math.isfinite(logprob):
+                found[token] = max(found.get(token, -math.inf), logprob)
+        return found
     return None
+
+
+def normalise(logprobs: dict[str, float], letters: Sequence[str]) -> dict[str, float] | None:
+    """Probabilities over ``letters`` from their log-probabilities (a letter without one gets 0), summing to 1."""
+    if not logprobs:
+        return None
+    top = max(logprobs.values())
+    mass = {letter: math.exp(logprobs[letter] - top) if letter in logprobs else 0.0 for letter in letters}
+    total = sum(mass.values())
+    return {letter: value / total for letter, value in mass.items()}
+
+
+def letter_probabilities(
+    logprobs: Sequence[ChatCompletionTokenLogprob] | None, letters: Sequence[str]
+) -> dict[str, float] | None:
+    """Per-letter probabilities from one response's answer position, renormalised over the letters seen there (a
+    letter outside the engine's top-k gets 0). None when no position carries a letter."""
+    found = letter_logprobs(logprobs, letters)
+    return normalise(found, letters) if found is not None else None
 
 
 def _token_text(data: list[int] | None) -> str:

@@ -81,3 +81,15 @@ def test_letter_probabilities_skip_json_prefix_tokens() -> None:
 def test_no_letter_position_gives_none() -> None:
     assert letter_probabilities([position("Hello", -0.1, {"Hello": -0.1})], ["A", "B"]) is None
     assert letter_probabilities(None, ["A", "B"]) is None
+
+
+def test_letter_logprobs_keep_what_the_engine_gave_and_normalise_completes() -> None:
+    from medcouncil.serving.dialects import letter_logprobs, normalise
+
+    logprobs = [position("B", math.log(0.5), {"B": math.log(0.5), "A": math.log(0.1), "The": math.log(0.3)})]
+    found = letter_logprobs(logprobs, ["A", "B", "C"])
+    assert found == pytest.approx({"A": math.log(0.1), "B": math.log(0.5)})  # C: outside the top-k, absent
+    assert found is not None
+    found["C"] = math.log(0.4)  # what a request forced to C reports
+    assert normalise(found, ["A", "B", "C"]) == pytest.approx({"A": 0.1, "B": 0.5, "C": 0.4})
+    assert normalise({}, ["A"]) is None

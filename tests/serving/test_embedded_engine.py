@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -83,7 +84,48 @@ def test_choose_is_constrained_with_letter_probabilities(embedded_info: Endpoint
     assert sum(choice.probabilities.values()) == pytest.approx(1.0)
     # Greedy decoding under the grammar picks the most probable allowed letter.
     assert choice.letter == max(choice.probabilities, key=choice.probabilities.__getitem__)
-    assert choice.usage.completion_tokens == 1
+    assert choice.usage.completion_tokens == choice.calls  # one token per request
+
+
+def test_every_option_gets_the_models_own_probability_on_real_items(embedded_info: EndpointInfo) -> None:
+    """The engine's top-20 alternatives often leave options out (they then got 0): each missing letter is asked
+    for on its own, and its raw log-probability is the same as when it is among the alternatives."""
+    from medcouncil.serving.client import to_openai_messages
+    from medcouncil.serving.dialects import letter_logprobs
+    from medcouncil.tools.mcqa import format_mcqa
+
+    from ..conftest import SHARED
+
+    path = SHARED / "data" / "mcqa" / "medqa_5options.test.jsonl"
+    if not path.exists():
+        pytest.skip(f"shared data not found at {path}")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:8]]
+
+    async def body(client: ModelClient) -> list[tuple[object, ...]]:
+        out = []
+        for row in rows:
+            messages: list[LLMMessage] = [UserMessage(content=format_mcqa(row["question"], row["options"]),
+                                                      source="user")]  # fmt: skip
+            choice = await client.choose(messages, list(row["options"]))
+            payload = to_openai_messages(messages)
+            first, _ = await client._constrained(payload, list(row["options"]))
+            in_top = letter_logprobs(first.logprobs, list(row["options"])) or {}
+            letter = next(iter(in_top))
+            forced, _ = await client._constrained(payload, [letter])
+            out.append((choice, in_top, letter, (letter_logprobs(forced.logprobs, [letter]) or {})[letter]))
+        return out
+
+    results = run(embedded_info, body, cache=False)
+    completed = 0
+    for choice, in_top, letter, forced in results:
+        probs = choice.probabilities  # type: ignore[attr-defined]
+        assert probs is not None and set(probs) == set("ABCDE") and min(probs.values()) > 0, probs
+        assert sum(probs.values()) == pytest.approx(1.0)
+        assert choice.letter == max(probs, key=probs.__getitem__)  # type: ignore[attr-defined]
+        assert forced == pytest.approx(in_top[letter], abs=1e-4)  # forced or among the top: the same number
+        completed += len(in_top) < 5
+        assert choice.calls == 1 + (5 - len(in_top))  # type: ignore[attr-defined]
+    assert completed > 0, "no item had a letter outside the top alternatives: the completion was not exercised"
 
 
 def test_choose_with_two_letters_never_leaves_them(embedded_info: EndpointInfo) -> None:
