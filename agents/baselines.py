@@ -16,7 +16,17 @@ from collections.abc import AsyncIterator, Sequence
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
-from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
+from medcouncil.agents.protocol import (
+    Answerer,
+    ChatModel,
+    Episode,
+    Event,
+    Question,
+    TokenEvent,
+    Turn,
+    TurnEvent,
+    run_episode,
+)
 from medcouncil.agents.roles import choose, stream_model
 from medcouncil.serving.client import Choice
 from medcouncil.tools.mcqa import format_mcqa, option_lines
@@ -112,6 +122,41 @@ class SelfConsistency:
         votes = Counter(t.choice.letter for t in turns if t.choice and t.choice.letter)
         summary = ", ".join(f"{k} x{n}" for k, n in sorted(votes.items())) or "no valid letter"
         answer = f"Votes: {summary}. Final answer: {letter}" if letter else f"Votes: {summary}."
+        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
+                      letter=letter, probabilities=probabilities, turns=turns,
+                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+
+
+class CyclicDebias:
+    """Option-order debiasing by cyclic permutation: the inner answerer sees the options in each of their n
+    rotations; each option's probabilities are mapped back and averaged (n times the cost). A model that prefers a
+    position (the embedded Gemma picks "A") then has to prefer an option's content to pick it."""
+
+    def __init__(self, inner: Answerer, name: str = "single+cyclic") -> None:
+        self.inner, self.name = inner, name
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        if not question.options:
+            async for event in self.inner.stream(question, history):
+                yield event
+            return
+        letters = list(question.options)
+        n = len(letters)
+        mean = dict.fromkeys(letters, 0.0)
+        turns: list[Turn] = []
+        for rotation in range(n):
+            order = letters[rotation:] + letters[:rotation]  # shown letter i holds the option order[i]
+            shown = {letters[i]: question.options[order[i]] for i in range(n)}
+            episode = await run_episode(self.inner, question.model_copy(update={"options": shown}), history)
+            for turn in episode.turns:
+                turns.append(turn.model_copy(update={"agent": f"{turn.agent}@rotation{rotation}"}))
+            for i, letter in enumerate(letters):
+                mean[order[i]] += (episode.probabilities or {}).get(letter, 0.0) / n
+        total = sum(mean.values())
+        letter = max(letters, key=lambda x: mean[x]) if total > 0 else None
+        probabilities = {k: v / total for k, v in mean.items()} if total > 0 else None
+        answer = f"Final answer: {letter}. {question.options[letter]}" if letter else ""
         yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
                       letter=letter, probabilities=probabilities, turns=turns,
                       wall_time_s=time.perf_counter() - started)  # fmt: skip

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from medcouncil.agents.baselines import ChainOfThought, SelfConsistency
+from medcouncil.agents.baselines import ChainOfThought, CyclicDebias, SelfConsistency
 from medcouncil.agents.build import Answerers
 from medcouncil.agents.council import Gated, SingleModel
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
@@ -23,7 +23,7 @@ from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_reco
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError
 
-MODES = ("single", "council", "gated", "cot", "sc")
+MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
 SC_K = 3
 """Self-consistency samples by default: about the council's tokens per MedQA question on the embedded model."""
@@ -39,6 +39,7 @@ def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dic
         "gated": Gated(single, council, threshold),
         "cot": ChainOfThought(answerers.model, budget),
         "sc": SelfConsistency(answerers.model, sc_k, budget),
+        "single+cyclic": CyclicDebias(single),
     }
 
 

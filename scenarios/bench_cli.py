@@ -214,6 +214,7 @@ def bench(
     shuffle_choices: Annotated[bool, typer.Option(help="Shuffle options per item (seeded, recorded).")] = False,
     mode: Annotated[str, typer.Option(help="Comma-separated: single, council, gated, cot, sc.")] = "single,council",
     sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 3,
+    debias: Annotated[str | None, typer.Option(help="'cyclic': add single+cyclic (n rotations).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
     threshold: Annotated[float, typer.Option(min=0, max=1, help="Gated: convene below this top probability.")] = 0.6,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: ./runs/DATASET-TIME).")] = None,
@@ -239,6 +240,10 @@ def bench(
     from medcouncil.serving.session import ModelSource
 
     modes = [m.strip() for m in mode.split(",") if m.strip()]
+    for method in filter(None, (debias or "").split(",")):
+        if method.strip() != "cyclic":
+            raise ConfigError(f"--debias {method!r}: choose cyclic")
+        modes.append("single+cyclic")
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,

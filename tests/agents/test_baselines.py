@@ -64,3 +64,20 @@ def test_a_tie_goes_to_the_higher_summed_probability() -> None:
     tied[1] = choice("C", {"A": 0.1, "B": 0.2, "C": 0.7})
     assert vote(tied)[0] == "C"
     assert vote([choice(None, None)]) == (None, None)
+
+
+def test_cyclic_debiasing_averages_over_rotations_mapped_back() -> None:
+    from medcouncil.agents.baselines import CyclicDebias
+    from medcouncil.agents.council import SingleModel
+
+    # A model stuck on position A: every rotation shows another option at A, so the average is flat...
+    stuck = ReplayModel(["A", "A", "A"])
+    flat = asyncio.run(run_episode(CyclicDebias(SingleModel(stuck)), QUESTION))
+    assert flat.probabilities == pytest.approx({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3})
+    shown = [str(seen[-1].content) for seen in stuck.seen]
+    assert "A. Septic arthritis" in shown[0] and "A. Gout" in shown[1] and "A. Cellulitis" in shown[2]
+    # ... while a model that follows the content (gout wherever it is shown) keeps it.
+    follows = ReplayModel(["B", "A", "C"])  # rotation 0: Gout at B; 1: at A; 2: at C
+    episode = asyncio.run(run_episode(CyclicDebias(SingleModel(follows)), QUESTION))
+    assert episode.letter == "B" and episode.probabilities == pytest.approx({"A": 0, "B": 1, "C": 0})
+    assert episode.model_calls == 3 and episode.answerer == "single+cyclic"
