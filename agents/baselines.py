@@ -83,14 +83,14 @@ def vote(choices: Sequence[Choice]) -> tuple[str | None, dict[str, float] | None
     letters = [c.letter for c in choices if c.letter]
     if not letters:
         return None, None
-    summed: Counter[str] = Counter()
+    summed: dict[str, float] = {}
     for choice in choices:
         for letter, p in (choice.probabilities or {}).items():
-            summed[letter] += p
+            summed[letter] = summed.get(letter, 0.0) + p
     counts = Counter(letters)
     best = max(counts.values())
     tied = sorted(letter for letter, n in counts.items() if n == best)
-    winner = max(tied, key=lambda letter: (summed[letter], -ord(letter[0])))
+    winner = max(tied, key=lambda letter: (summed.get(letter, 0.0), -ord(letter[0])))
     total = sum(summed.values())
     return winner, ({k: v / total for k, v in sorted(summed.items())} if total else None)
 
@@ -154,9 +154,9 @@ class CyclicDebias:
             for i, letter in enumerate(letters):
                 mean[order[i]] += (episode.probabilities or {}).get(letter, 0.0) / n
         total = sum(mean.values())
-        letter = max(letters, key=lambda x: mean[x]) if total > 0 else None
+        best = max(letters, key=lambda x: mean[x]) if total > 0 else None
         probabilities = {k: v / total for k, v in mean.items()} if total > 0 else None
-        answer = f"Final answer: {letter}. {question.options[letter]}" if letter else ""
+        answer = f"Final answer: {best}. {question.options[best]}" if best else ""
         yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
-                      letter=letter, probabilities=probabilities, turns=turns,
+                      letter=best, probabilities=probabilities, turns=turns,
                       wall_time_s=time.perf_counter() - started)  # fmt: skip

@@ -13,7 +13,7 @@ models:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +53,15 @@ class CouncilFile(CouncilConfig):
         return load_yaml(path, cls, "council file")
 
 
+def make_council(models: Mapping[str, ChatModel], knowledge: KnowledgeSearch, config: CouncilConfig,
+                 structure: str | None = None) -> Council:  # fmt: skip
+    """The council in its configured structure: the pipeline, or the deliberating panel."""
+    from medcouncil.agents.panel import Panel
+
+    kind = structure or config.structure
+    return Panel(models, knowledge, config) if kind == "panel" else Council(models, knowledge, config)
+
+
 @dataclass
 class Answerers:
     council: Council
@@ -62,11 +71,11 @@ class Answerers:
     knowledge: KnowledgeSearch | None = None
     config: CouncilConfig = field(default_factory=CouncilConfig)
 
-    def new_council(self) -> Council:
+    def new_council(self, structure: str | None = None) -> Council:
         """Another council on the same models and knowledge: one per concurrent episode (a council runs one at a
-        time)."""
+        time); ``structure`` overrides the configured one (``pipeline`` or ``panel``)."""
         assert self.knowledge is not None
-        return Council(self.roles, self.knowledge, self.config)
+        return make_council(self.roles, self.knowledge, self.config, structure)
 
 
 @asynccontextmanager
@@ -91,7 +100,7 @@ async def open_answerers(
                 )
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
-        yield Answerers(council=Council(per_role, base, config), single=SingleModel(model), model=model,
+        yield Answerers(council=make_council(per_role, base, config), single=SingleModel(model), model=model,
                         roles=per_role, knowledge=base, config=config)  # fmt: skip
 
 

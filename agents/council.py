@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Literal
 
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import FunctionalTermination
@@ -40,9 +41,43 @@ from medcouncil.tools.search import KnowledgeSearch
 SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
 
 
+class PanelConfig(BaseModel):
+    """The panel structure of :class:`~medcouncil.agents.council.CouncilConfig`."""
+
+    specialties: list[str] = Field(default_factory=lambda: ["internal medicine", "emergency medicine",
+                                                            "pharmacology"])  # fmt: skip
+    """The panelists; ``["auto"]``: the model picks ``size`` of :data:`SPECIALTIES` for each case."""
+    size: int = Field(default=3, ge=2, le=10)
+    """Panelists when the model picks them."""
+    rounds: int = Field(default=2, ge=0)
+    """Rounds of discussion after the independent answers (each panelist sees the others' latest answers)."""
+
+    @property
+    def auto(self) -> bool:
+        return self.specialties == ["auto"]
+
+    @field_validator("specialties")
+    @classmethod
+    def _enough(cls, specialties: list[str]) -> list[str]:
+        if specialties != ["auto"] and len(specialties) < 2:
+            raise ValueError("a panel needs at least two specialties (or [auto])")
+        if len(specialties) > 10:
+            raise ValueError("a panel has at most ten specialties")
+        return specialties
+
+
+SPECIALTIES = ("internal medicine", "emergency medicine", "cardiology", "infectious diseases", "neurology",
+               "pharmacology", "surgery", "paediatrics", "obstetrics and gynaecology", "psychiatry")  # fmt: skip
+"""The fixed list the model chooses a panel from when the specialties are not configured."""
+
+
 class CouncilConfig(BaseModel):
     """Which roles sit on the council and how long it may deliberate."""
 
+    structure: Literal["pipeline", "panel"] = "pipeline"
+    """``pipeline``: translator, retriever, diagnostician, critic (revisions bounded); ``panel``: specialists who
+    answer independently, discuss for ``panel.rounds`` and stop at consensus or by a moderator's decision."""
+    panel: PanelConfig = Field(default_factory=PanelConfig)
     roles: list[str] = Field(default_factory=lambda: list(ROLES))
     max_revisions: int = Field(default=1, ge=0)
     """Critic-requested revision rounds at most."""
@@ -77,9 +112,17 @@ class Council:
         self.config = config or CouncilConfig()
         per_role = models if isinstance(models, Mapping) else dict.fromkeys(ROLES, models)
         self.holder = StateHolder()
-        self.agents: list[CouncilAgent] = [
-            self._agent(role, per_role, knowledge) for role in ROLES if role in self.config.roles
-        ]
+        self.agents: list[CouncilAgent] = self._build_agents(per_role, knowledge)
+
+    def _build_agents(self, models: Mapping[str, ChatModel], knowledge: KnowledgeSearch) -> list[CouncilAgent]:
+        return [self._agent(role, models, knowledge) for role in ROLES if role in self.config.roles]
+
+    def _new_state(self, question: Question, history: Sequence[Episode], language: str) -> CouncilState:
+        return CouncilState(question=question, history=history, language=language, roles=self.config.roles,
+                            max_revisions=self.config.max_revisions, case_en=question.text)  # fmt: skip
+
+    def _max_turns(self) -> int:
+        return 4 + 2 * (self.config.max_revisions + 1)
 
     def _agent(self, role: str, models: Mapping[str, ChatModel], knowledge: KnowledgeSearch) -> CouncilAgent:
         limit = self.config.max_tokens.get(role, 256)
@@ -107,20 +150,13 @@ class Council:
             selector_func=select,
             termination_condition=FunctionalTermination(finished),
             allow_repeated_speaker=True,
-            max_turns=4 + 2 * (self.config.max_revisions + 1),
+            max_turns=self._max_turns(),
         )
 
     async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
         started = time.perf_counter()
         language = _language(question)
-        state = CouncilState(
-            question=question,
-            history=history,
-            language=language,
-            roles=self.config.roles,
-            max_revisions=self.config.max_revisions,
-            case_en=question.text,
-        )
+        state = self._new_state(question, history, language)
         self.holder.state = state
         episode = Episode(question=question, answerer=self.name, language=language)
         try:

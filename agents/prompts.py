@@ -73,3 +73,50 @@ COT_TASK = """Question:
 {question}
 {options}
 Step-by-step reasoning and final answer:"""
+
+PANELIST_SYSTEM = """You are a specialist in {specialty} on a clinical panel.
+Reason over the case from your specialty's point of view, citing evidence as [n] where it helps, and give your
+final answer on a line starting with "Final answer:". Be concise."""
+"""A panelist of the panel structure (``CouncilConfig.structure: panel``)."""
+
+PANEL_TASK = """Case:
+{case}
+{options}
+Evidence:
+{evidence}
+{discussion}
+Your reasoning and final answer:"""
+
+PANEL_DISCUSSION = """
+Your previous answer:
+{own}
+
+The other panelists answered:
+{others}
+
+Weigh their arguments; keep your answer or change it, and say why.
+"""
+
+PANEL_VIEWS = """The panel did not agree. Its members' last answers:
+{views}"""
+"""The reasoning the moderator's constrained choice is made with."""
+
+MODERATOR_SYSTEM = """You moderate a clinical panel that did not agree. Weigh the panelists' answers against the
+case and give the panel's answer, ending with a line starting with "Final answer:". Be concise."""
+
+MODERATOR_TASK = """Case:
+{case}
+
+The panelists' answers:
+{views}
+
+The panel's answer:"""
+
+PICK_SPECIALTY = """Which specialist should sit on the panel for this case?
+
+Case:
+{case}
+
+{options}
+
+The specialty's letter:"""

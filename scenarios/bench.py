@@ -23,7 +23,7 @@ from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_reco
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError
 
-MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic")
+MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "panel")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
 SC_K = 3
 """Self-consistency samples by default: about the council's tokens per MedQA question on the embedded model."""
@@ -31,7 +31,7 @@ SC_K = 3
 
 def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dict[str, Answerer]:
     """One worker's answerers, every mode on the same model; reasoning baselines get the diagnostician's budget."""
-    single, council = SingleModel(answerers.model), answerers.new_council()
+    single, council = SingleModel(answerers.model), answerers.new_council("pipeline")
     budget = answerers.config.max_tokens.get(DIAGNOSTICIAN, 256)
     return {
         "single": single,
@@ -40,6 +40,7 @@ def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dic
         "cot": ChainOfThought(answerers.model, budget),
         "sc": SelfConsistency(answerers.model, sc_k, budget),
         "single+cyclic": CyclicDebias(single),
+        "panel": answerers.new_council("panel"),
     }
 
 
