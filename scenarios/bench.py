@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from medcouncil.agents.baselines import ChainOfThought, CyclicDebias, SelfConsistency
+from medcouncil.agents.baselines import ChainOfThought, CyclicDebias, PriDe, PriorEstimator, SelfConsistency
 from medcouncil.agents.build import Answerers
 from medcouncil.agents.council import Gated, SingleModel
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
@@ -23,14 +23,16 @@ from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_reco
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError
 
-MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "panel")
+MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "single+pride", "panel")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
 SC_K = 3
 """Self-consistency samples by default: about the council's tokens per MedQA question on the embedded model."""
 
 
-def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dict[str, Answerer]:
-    """One worker's answerers, every mode on the same model; reasoning baselines get the diagnostician's budget."""
+def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K,
+                estimator: PriorEstimator | None = None) -> dict[str, Answerer]:  # fmt: skip
+    """One worker's answerers, every mode on the same model; reasoning baselines get the diagnostician's budget.
+    ``estimator``: PriDe's position prior, shared by the workers of a run (mode ``single+pride``)."""
     single, council = SingleModel(answerers.model), answerers.new_council("pipeline")
     budget = answerers.config.max_tokens.get(DIAGNOSTICIAN, 256)
     return {
@@ -41,6 +43,7 @@ def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K) -> dic
         "sc": SelfConsistency(answerers.model, sc_k, budget),
         "single+cyclic": CyclicDebias(single),
         "panel": answerers.new_council("panel"),
+        **({"single+pride": PriDe(single, estimator)} if estimator is not None else {}),
     }
 
 

@@ -114,10 +114,16 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     journal = Journal(request.directory)
     journal.write_manifest(manifest)
 
-    def per_worker() -> dict[str, Answerer]:
-        return build_modes(answerers, config.threshold, config.sc_k)
-
     items = [prepare(sample, config.seed, config.shuffle_choices) for sample in request.samples]
+    estimator = None
+    if "single+pride" in config.modes:
+        from medcouncil.agents.baselines import PriorEstimator
+        from medcouncil.agents.council import SingleModel
+
+        estimator = PriorEstimator(SingleModel(answerers.model), [item.question for item in items], seed=config.seed)
+
+    def per_worker() -> dict[str, Answerer]:
+        return build_modes(answerers, config.threshold, config.sc_k, estimator)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("starting", total=len(items) * len(config.modes))
@@ -214,7 +220,7 @@ def bench(
     shuffle_choices: Annotated[bool, typer.Option(help="Shuffle options per item (seeded, recorded).")] = False,
     mode: Annotated[str, typer.Option(help="Comma-separated: single, council, gated, cot, sc.")] = "single,council",
     sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 3,
-    debias: Annotated[str | None, typer.Option(help="'cyclic': add single+cyclic (n rotations).")] = None,
+    debias: Annotated[str | None, typer.Option(help="cyclic and/or pride: add single+cyclic/+pride.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
     threshold: Annotated[float, typer.Option(min=0, max=1, help="Gated: convene below this top probability.")] = 0.6,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: ./runs/DATASET-TIME).")] = None,
@@ -240,10 +246,10 @@ def bench(
     from medcouncil.serving.session import ModelSource
 
     modes = [m.strip() for m in mode.split(",") if m.strip()]
-    for method in filter(None, (debias or "").split(",")):
-        if method.strip() != "cyclic":
-            raise ConfigError(f"--debias {method!r}: choose cyclic")
-        modes.append("single+cyclic")
+    for method in filter(None, (m.strip() for m in (debias or "").split(","))):
+        if method not in ("cyclic", "pride"):
+            raise ConfigError(f"--debias {method!r}: choose cyclic or pride")
+        modes.append(f"single+{method}")
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,

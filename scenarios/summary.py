@@ -96,7 +96,8 @@ def summarize(manifest: Manifest, records: Sequence[Record], errors: Sequence[Er
                 rows.append(_row(mode, subset, chosen, 0, manifest.config.seed))
     paired = []
     pairs = (("council", "single"), ("gated", "single"), ("gated", "council"), ("council", "cot"), ("council", "sc"),
-             ("cot", "single"), ("sc", "cot"), ("single+cyclic", "single"), ("panel", "council"),
+             ("cot", "single"), ("sc", "cot"), ("single+cyclic", "single"),
+             ("single+pride", "single"), ("panel", "council"),
              ("panel", "cot"))  # fmt: skip
     for first, second in pairs:
         if first in modes and second in modes:

@@ -81,3 +81,46 @@ def test_cyclic_debiasing_averages_over_rotations_mapped_back() -> None:
     episode = asyncio.run(run_episode(CyclicDebias(SingleModel(follows)), QUESTION))
     assert episode.letter == "B" and episode.probabilities == pytest.approx({"A": 0, "B": 1, "C": 0})
     assert episode.model_calls == 3 and episode.answerer == "single+cyclic"
+
+
+class PositionBiased:
+    """A scripted single model: prefers position A by a factor, otherwise follows the content (gout)."""
+
+    name = "single"
+
+    def __init__(self, bias: float = 4.0) -> None:
+        self.bias, self.calls = bias, 0
+
+    async def stream(self, question: Question, history: object = ()) -> Any:
+        from medcouncil.agents.protocol import Turn
+
+        assert question.options is not None
+        self.calls += 1
+        weights = {k: (3.0 if v == "Gout" else 1.0) * (self.bias if k == "A" else 1.0)
+                   for k, v in question.options.items()}  # fmt: skip
+        total = sum(weights.values())
+        probabilities = {k: w / total for k, w in weights.items()}
+        letter = max(probabilities, key=lambda k: probabilities[k])
+        yield Episode(question=question, answerer="single", letter=letter, probabilities=probabilities,
+                      turns=[Turn(agent="single", content=letter, model_calls=1)])  # fmt: skip
+
+
+def test_pride_estimates_the_position_prior_and_divides_it_out() -> None:
+    from medcouncil.agents.baselines import PriDe, PriorEstimator
+
+    questions = [QUESTION.model_copy(update={"item_id": f"q{i}", "options": {"A": "Septic arthritis", "B": "Gout",
+                                                                           "C": "Cellulitis"}}) for i in range(20)]
+    model = PositionBiased()
+    estimator = PriorEstimator(model, questions, fraction=0.05, seed=1)
+    assert len(estimator.ids) == 1  # 5% of 20
+    debiased = PriDe(model, estimator)
+    plain = asyncio.run(run_episode(model, questions[0]))
+    assert plain.letter == "A"  # the position bias (4x) beats the content (3x)
+    other = next(q for q in questions if q.item_id not in estimator.ids)
+    episode = asyncio.run(run_episode(debiased, other))
+    assert episode.letter == "B" and episode.answerer == "single+pride"
+    prior = asyncio.run(estimator.prior(3))
+    assert prior == pytest.approx({"A": 4 / 6, "B": 1 / 6, "C": 1 / 6})
+    calls = model.calls
+    asyncio.run(run_episode(debiased, next(q for q in questions[5:] if q.item_id not in estimator.ids)))
+    assert model.calls == calls + 1  # the prior is estimated once; later items cost one call
