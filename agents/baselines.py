@@ -30,9 +30,9 @@ from medcouncil.agents.protocol import (
     TurnEvent,
     run_episode,
 )
-from medcouncil.agents.roles import choose, stream_model
+from medcouncil.agents.roles import choose_after_reasoning, stream_model
 from medcouncil.serving.client import Choice
-from medcouncil.tools.mcqa import format_mcqa, option_lines
+from medcouncil.tools.mcqa import option_lines
 
 SC_TEMPERATURE = 0.7
 """Sampling temperature of the self-consistency reasonings (each sample has its own seed: reruns agree)."""
@@ -50,12 +50,7 @@ async def _reason_and_choose(model: ChatModel, question: Question, turn: Turn, m
     async for chunk in stream_model(model, _messages(question), turn, max_tokens=max_tokens, **sampling):
         yield chunk
     if question.options:
-        prompt = format_mcqa(question.text, question.options, reasoning=turn.content)
-        turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(question.options), turn)
-        letter = turn.choice.letter
-        line = f"Final answer: {letter}. {question.options[letter]}" if letter else "Final answer: none"
-        turn.content = f"{turn.content}\n\n{line}".strip()
-        yield f"\n\n{line}"
+        yield await choose_after_reasoning(model, question.text, question.options, turn)
 
 
 class ChainOfThought:

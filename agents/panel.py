@@ -26,6 +26,7 @@ from medcouncil.agents.roles import (
     StateHolder,
     TranslatorAgent,
     choose,
+    choose_after_reasoning,
     evidence_block,
     stream_model,
 )
@@ -111,12 +112,7 @@ class PanelistAgent(CouncilAgent):
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
         if options:
-            prompt = format_mcqa(state.case_en, options, reasoning=turn.content)
-            turn.choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
-            letter = turn.choice.letter
-            line = f"Final answer: {letter}. {options[letter]}" if letter else "Final answer: none"
-            turn.content = f"{turn.content}\n\n{line}".strip()
-            yield f"\n\n{line}"
+            yield await choose_after_reasoning(self.model, state.case_en, options, turn)
         turn.content = f"[{specialty}] {turn.content}"
         state.answers[-1][self.name] = turn
         agreed = state.consensus()

@@ -234,6 +234,17 @@ async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequ
     return choice
 
 
+async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> str:
+    """The constrained choice after ``turn``'s reasoning, with the one choice template (reasoning in its slot): sets
+    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming)."""
+    prompt = format_mcqa(case, options, reasoning=turn.content)
+    turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
+    letter = turn.choice.letter
+    line = f"Final answer: {letter}. {options[letter]}" if letter else "Final answer: none"
+    turn.content = f"{turn.content}\n\n{line}".strip()
+    return f"\n\n{line}"
+
+
 class TranslatorAgent(CouncilAgent):
     """Korean → English for the council, and the final answer back; protected terms pass through unchanged."""
 
@@ -308,15 +319,9 @@ class DiagnosticianAgent(CouncilAgent):
         messages.append(UserMessage(content=task, source="user"))
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
-        options = state.options
-        if options:
-            prompt = format_mcqa(state.case_en, options, reasoning=turn.content)
-            choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
-            turn.choice = choice
-            state.choice = choice
-            line = f"Final answer: {choice.letter}. {options[choice.letter]}" if choice.letter else "Final answer: none"
-            turn.content = f"{turn.content}\n\n{line}".strip()
-            yield f"\n\n{line}"
+        if state.options:
+            yield await choose_after_reasoning(self.model, state.case_en, state.options, turn)
+            state.choice = turn.choice
         state.answer_en = turn.content
 
 
