@@ -96,7 +96,10 @@ def test_kill_9_then_resume_finishes_without_redoing_or_duplicating(
 
 
 class Proxy:
-    """A forwarding HTTP proxy to the embedded server that goes away after ``budget`` completions."""
+    """A forwarding HTTP proxy to the embedded server that goes away after ``budget`` answers.
+
+    An answer is a request over every option letter; the requests that complete its letter probabilities (one
+    letter each) ride along with it and are not counted."""
 
     def __init__(self, upstream: str, port: int, budget: int) -> None:
         self.upstream, self.budget, self.served = upstream.rstrip("/").removesuffix("/v1"), budget, 0
@@ -108,7 +111,7 @@ class Proxy:
 
             def _forward(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
-                if method == "POST":
+                if method == "POST" and not proxy.completing(body):
                     proxy.served += 1
                     if proxy.served > proxy.budget:  # the server "dies": stop listening, drop this request
                         threading.Thread(target=proxy.stop, daemon=True).start()
@@ -130,6 +133,12 @@ class Proxy:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def completing(body: bytes) -> bool:
+        """A request constrained to one letter: it completes the probabilities of the answer before it."""
+        grammar = str(json.loads(body or b"{}").get("grammar", ""))
+        return grammar.count('"') == 2
 
     def stop(self) -> None:
         self.server.shutdown()
