@@ -334,7 +334,9 @@ def compare(
 
     comparison = compare_runs(runs, seed=seed)
     (header, rows), (_, paired) = tables(comparison)
-    table = Table(*header[:8], title=f"{comparison.dataset} · {comparison.items} items")
+    table = Table(title=f"{comparison.dataset} · {comparison.items} items")
+    for name in header[:8]:
+        table.add_column(name, overflow="fold")  # a long model name wraps instead of being cut short
     for row in rows:
         table.add_row(*map(str, row[:8]))
     console.print(table)
