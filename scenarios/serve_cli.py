@@ -15,7 +15,7 @@ from rich.table import Table
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
-from medcouncil.serving.health import describe_endpoint, is_healthy
+from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.server import (
     EngineServer,
@@ -97,6 +97,11 @@ def serve(
                 f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
                 "stop it first with `medcouncil serve --stop`"
             )
+        served = {str(m.get("id")) for m in list_models(running.base_url, running.api_key)}
+        missing = sorted(set(engine_config.lora) - served)
+        if missing:  # reusing it would silently serve without the adapters asked for
+            raise ConfigError(f"the running server at {running.base_url} does not serve the adapters {missing}; "
+                              "stop it first with `medcouncil serve --stop`")  # fmt: skip
         _print_state(running, "Reusing the running server at")
         return
     if not detach:

@@ -55,7 +55,7 @@ def no_server(cli: list[str]) -> Iterator[set[int]]:
     medcouncil(cli, "serve", "--stop")
 
 
-def test_detach_status_reuse_stop(cli: list[str], no_server: set[int]) -> None:
+def test_detach_status_reuse_stop(cli: list[str], no_server: set[int], tmp_path: Path) -> None:
     started = medcouncil(cli, "serve", "--detach")
     assert started.returncode == 0, started.stderr
     url = re.search(r"http://127\.0\.0\.1:\d+/v1", started.stdout)
@@ -70,6 +70,8 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: set[int]) -> None:
     again = medcouncil(cli, "serve", "--detach")
     assert again.returncode == 0 and "Reusing" in again.stdout and url.group(0) in again.stdout
     assert set(engines_under_home()) - no_server == {state.pid}
+    with_adapter = medcouncil(cli, "serve", "--detach", "--lora", f"med={tmp_path}")
+    assert with_adapter.returncode == 1 and "does not serve the adapters ['med']" in with_adapter.stderr
 
     answer = medcouncil(cli, "ask", "Which organ pumps blood?", "--options", "A=Heart;B=Liver;C=Kidney")
     assert answer.returncode == 0, answer.stderr
