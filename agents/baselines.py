@@ -30,17 +30,15 @@ from medcouncil.agents.protocol import (
     TurnEvent,
     run_episode,
 )
-from medcouncil.agents.roles import choose_after_reasoning, stream_model
+from medcouncil.agents.roles import choose_after_reasoning, options_block, stream_model
 from medcouncil.serving.client import Choice
-from medcouncil.tools.mcqa import option_lines
 
 SC_TEMPERATURE = 0.7
 """Sampling temperature of the self-consistency reasonings (each sample has its own seed: reruns agree)."""
 
 
 def _messages(question: Question) -> list[LLMMessage]:
-    options = prompts.OPTIONS_BLOCK.format(options=option_lines(question.options)) if question.options else ""
-    task = prompts.COT_TASK.format(question=question.text.strip(), options=options)
+    task = prompts.COT_TASK.format(question=question.text.strip(), options=options_block(question.options))
     return [SystemMessage(content=prompts.COT_SYSTEM), UserMessage(content=task, source="user")]
 
 

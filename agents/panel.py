@@ -28,6 +28,7 @@ from medcouncil.agents.roles import (
     choose,
     choose_after_reasoning,
     evidence_block,
+    options_block,
     stream_model,
 )
 from medcouncil.serving.client import Choice
@@ -95,7 +96,7 @@ class PanelistAgent(CouncilAgent):
             state.answers.append({})
         specialty = state.specialties[self.index]
         options = state.options
-        block = prompts.OPTIONS_BLOCK.format(options=option_lines(options)) if options else ""
+        block = options_block(options)
         discussion = ""
         if len(state.answers) > 1:
             previous = state.answers[-2]

@@ -64,7 +64,7 @@ class CouncilState:
 
     def options_block(self) -> str:
         """The lettered options for the diagnostician's and the critic's tasks ("" without options)."""
-        return prompts.OPTIONS_BLOCK.format(options=option_lines(self.options)) if self.options else ""
+        return options_block(self.options)
 
     def known_text(self) -> str:
         """What a value in the answer may come from: the case (both languages), the options, the evidence and the
@@ -98,6 +98,11 @@ class CouncilState:
                 return DIAGNOSTICIAN
             return after_answer
         return None
+
+
+def options_block(options: dict[str, str] | None) -> str:
+    """:data:`prompts.OPTIONS_BLOCK` with the lettered options, or "" for a free-text question."""
+    return prompts.OPTIONS_BLOCK.format(options=option_lines(options)) if options else ""
 
 
 def split_options(text: str, letters: Sequence[str]) -> tuple[str, dict[str, str]] | None:

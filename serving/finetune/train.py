@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -169,7 +168,7 @@ class Trainer:
                 step_loss = 0.0
                 for index, batch in enumerate(mine):
                     sync = index == len(mine) - 1
-                    with accelerator.no_sync(loss_fn) if not sync else _nothing():
+                    with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
                         loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device),
                                               batch.labels.to(device))  # fmt: skip
                         accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
@@ -264,15 +263,3 @@ def deferred_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
     if caught:
         raise KeyboardInterrupt
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
-def read_card(out: Path) -> RunCard:
-    return RunCard.model_validate_json((out / "run.json").read_text(encoding="utf-8"))
