@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator
+from rich.markup import escape
 
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
 from medcouncil.agents.protocol import ChatModel
@@ -84,7 +85,7 @@ async def open_answerers(
     settings: ClientSettings | None = None,
     knowledge: KnowledgeConfig | None = None,
     council: CouncilFile | None = None,
-    notice: Callable[[str], None] = lambda text: err_console.print(f"[notice]{text}[/]"),
+    notice: Callable[[str], None] = lambda text: err_console.print(f"[notice]{escape(text)}[/]"),
 ) -> AsyncIterator[Answerers]:
     """The embedded server is started here when nothing else is configured, and stopped on exit."""
     council = council or CouncilFile()

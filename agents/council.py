@@ -174,6 +174,7 @@ class Council:
         episode.answer_en = state.answer_en
         episode.answer = state.final or state.answer_en
         episode.error = state.error
+        episode.rejected = state.rejected
         episode.verdict = state.verdict
         if state.choice is not None:
             episode.letter, episode.probabilities = state.choice.letter, state.choice.probabilities

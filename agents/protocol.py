@@ -67,6 +67,8 @@ class Episode(BaseModel):
     turns: list[Turn] = Field(default_factory=list)
     wall_time_s: float = 0.0
     error: str | None = None
+    rejected: bool = False
+    """The error is the engine refusing a request outright (e.g. a prompt longer than its context): final."""
     verdict: Literal["APPROVE", "REVISE"] | None = None
     """The critic's last verdict (also after the last allowed revision, when it can no longer send it back)."""
     escalated: bool | None = None

@@ -68,7 +68,7 @@ class Renderer:
     def _episode(self, episode: Episode) -> None:
         self._end_line()
         if episode.error:
-            self.console.print(f"[error]error:[/] {episode.error}")
+            self.console.print(f"[error]error:[/] {escape(str(episode.error))}")
             return
         body = escape(episode.answer or "(no answer)")
         if episode.probabilities and episode.letter:

@@ -23,7 +23,7 @@ from medcouncil.agents import prompts
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
-from medcouncil.serving.errors import MedcouncilError
+from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
@@ -51,6 +51,8 @@ class CouncilState:
     verdict: Literal["APPROVE", "REVISE"] | None = None
     final: str = ""
     error: str | None = None
+    rejected: bool = False
+    """The error is the engine refusing the request itself (retrying cannot help)."""
     """A failed turn (model unreachable, ...): the episode ends with it."""
     turns: list[Turn] = field(default_factory=list)
 
@@ -185,6 +187,7 @@ class CouncilAgent(BaseChatAgent):
                 yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)
         except MedcouncilError as error:  # the episode ends here; the session that runs it lives on
             state.error = f"{self.name}: {error}"
+            state.rejected = isinstance(error, RequestRejectedError)
             turn.content = f"error: {error}"
         turn.latency_s = time.perf_counter() - started
         state.turns.append(turn)

@@ -21,7 +21,7 @@ from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
 from medcouncil.agents.roles import DIAGNOSTICIAN
 from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
-from medcouncil.serving.errors import MedcouncilError
+from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
 
 MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "single+pride", "panel")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
@@ -159,16 +159,20 @@ class Harness:
             try:
                 episode = await run_episode(answerer, item.question)
                 error = episode.error
+                if error is not None and episode.rejected:
+                    return self._finish(self._record(item, mode, episode, attempt, failure=error))
+            except RequestRejectedError as failure:
+                # Refused by the engine itself (too long for its context, ...): the same request would be refused
+                # again. Recorded once as a failed item with its reason, never left pending.
+                reason = str(failure).splitlines()[0]
+                episode = Episode(question=item.question, answerer=mode, error=reason, rejected=True)
+                return self._finish(self._record(item, mode, episode, attempt, failure=reason))
             except MedcouncilError as failure:
                 error = str(failure).splitlines()[0]
             except Exception as failure:  # an answerer bug must not lose the run: journaled, retried, reported
                 error = f"{type(failure).__name__}: {failure}"
             if error is None:
-                self._consecutive = 0
-                record = self._record(item, mode, episode, attempt)
-                self.journal.append(record)
-                self.tally.add(record)
-                return record
+                return self._finish(self._record(item, mode, episode, attempt))
             self.journal.append_error(ErrorRecord(sample_id=item.sample.id, mode=mode, attempt=attempt, error=error))
             if attempt <= self.retries and self.aborted is None:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
@@ -178,8 +182,14 @@ class Harness:
             self.aborted = f"{self._consecutive} items failed in a row (last: {error})"
         return None
 
-    def _record(self, item: Item, mode: str, episode: Episode, attempt: int) -> Record:
-        letter = item.unshuffle(episode.letter)
+    def _finish(self, record: Record) -> Record:
+        self._consecutive = 0
+        self.journal.append(record)
+        self.tally.add(record)
+        return record
+
+    def _record(self, item: Item, mode: str, episode: Episode, attempt: int, failure: str | None = None) -> Record:
+        letter = None if failure else item.unshuffle(episode.letter)
         return Record(
             sample_id=item.sample.id,
             mode=mode,
@@ -196,5 +206,6 @@ class Harness:
             model_time_s=episode.model_time_s,
             escalated=episode.escalated,
             attempts=attempt,
+            failure=failure,
             episode=episode,
         )

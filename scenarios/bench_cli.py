@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
@@ -45,6 +46,13 @@ class RunRequest:
     samples: list[Sample]
 
 
+def lock_run(directory: Path) -> None:
+    """One writer per run folder, held until this process exits (a second ``bench`` on it is an error)."""
+    from medcouncil.serving.locks import acquire
+
+    acquire(directory / ".lock", f"the run folder {directory}")
+
+
 def new_run(
     directory: Path,
     dataset: str,
@@ -62,6 +70,7 @@ def new_run(
     from medcouncil.scenarios.registry import load_dataset
     from medcouncil.scenarios.samples import MalformedRow
 
+    lock_run(directory)
     if (directory / "run.json").exists():
         raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
     try:
@@ -70,9 +79,13 @@ def new_run(
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     for row in info.skipped_rows[:10]:
-        err_console.print(f"[warning]skipped malformed row:[/] {row}", soft_wrap=True)
+        err_console.print(f"[warning]skipped malformed row:[/] {escape(str(row))}", soft_wrap=True)
     if info.skipped > 10:
         err_console.print(f"[warning]… and {info.skipped - 10} more malformed rows skipped[/]")
+    if info.renamed_ids:
+        shown = ", ".join(info.renamed_ids[:5]) + (" …" if len(info.renamed_ids) > 5 else "")
+        err_console.print(f"[warning]{len(info.renamed_ids)} items repeat an earlier item's id: renamed "
+                          f"{escape(shown)}[/]", soft_wrap=True)  # fmt: skip
     if not samples:
         raise ConfigError(f"{dataset}: no valid items")
     chosen = samples[:limit] if limit else samples
@@ -88,6 +101,7 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
     from medcouncil.scenarios.journal import read_manifest
     from medcouncil.scenarios.registry import load_dataset
 
+    lock_run(directory)
     manifest = read_manifest(directory)
     data, fields = manifest.dataset, manifest.config.fields
     samples, info = load_dataset(data.dataset, data.subset, data.split, FieldMap.parse(fields) if fields else None,
@@ -124,6 +138,7 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
 
     def per_worker() -> dict[str, Answerer]:
         return build_modes(answerers, config.threshold, config.sc_k, estimator)
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("starting", total=len(items) * len(config.modes))
@@ -151,7 +166,7 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     run = Run(manifest, records, summary)
     write_report(request.directory, run)
     if harness.aborted:
-        err_console.print(f"[error]stopped early:[/] {harness.aborted}")
+        err_console.print(f"[error]stopped early:[/] {escape(harness.aborted)}")
     return run
 
 
@@ -177,9 +192,12 @@ def print_summary(directory: Path, run: Run) -> int:
         console.print(f"{pair.first} vs {pair.second}: {pair.only_first} vs {pair.only_second} discordant, "
                       f"McNemar p = {pair.p_value:.3g} (n = {pair.n})")  # fmt: skip
     if summary.errors or summary.pending:
+        where = escape(str(directory))
         err_console.print(f"[error]{summary.errors} errors and {summary.pending} pending item×mode pairs were not "
-                          f"scored[/]: finish them with medcouncil bench --resume {directory}")  # fmt: skip
-    console.print(f"[notice]report: {directory / 'report.md'} · {directory / 'report.html'}[/]")
+                          f"scored[/]: finish them with medcouncil bench --resume {where}")  # fmt: skip
+    console.print(
+        f"[notice]report: {escape(str(directory / 'report.md'))} · {escape(str(directory / 'report.html'))}[/]"
+    )
     return summary.errors + summary.pending
 
 
@@ -253,7 +271,7 @@ def bench(
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,
-                                 "threshold": threshold, "sc_k": sc_k}  # fmt: skip
+                                 "threshold": threshold, "sc_k": sc_k, "cache": not no_cache}  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     requests: list[RunRequest] = []
     suite_dir: Path | None = None
@@ -277,7 +295,7 @@ def bench(
                                         config, label))  # fmt: skip
             except MedcouncilError as error:
                 note = f"not run: {str(error).splitlines()[0]}"
-                err_console.print(f"[warning]{label}: {note}[/]", soft_wrap=True)
+                err_console.print(f"[warning]{escape(label)}: {escape(note)}[/]", soft_wrap=True)
             entries.append({"label": label, "dir": folder, "note": note})
         (suite_dir / SUITE).write_text(json.dumps({"suite": suite, "modes": modes, "runs": entries}, indent=2))
     else:
@@ -285,6 +303,12 @@ def bench(
             raise ConfigError("--dataset is required (or --suite reference, or --resume DIR)")
         directory = out or Path("runs") / f"{_slug(dataset)}-{stamp}"
         requests = [new_run(directory, dataset, subset, split, limit, fields, strict_rows, data_dir, config)]
+    if resume is not None and requests:
+        saved = {request.manifest.config.cache for request in requests}
+        if no_cache and True in saved:
+            raise ConfigError(f"{resume} was run with the response cache: resume it without --no-cache (cold answers "
+                              "and cache hits would mix in one report)")  # fmt: skip
+        no_cache = False in saved  # a cold run stays cold when resumed
     source = ModelSource.resolve(model_config, endpoint, api_key, model)
     runs: list[Run] = []
     try:
@@ -294,13 +318,13 @@ def bench(
     except KeyboardInterrupt:
         where = suite_dir or (requests[0].directory if requests else "")
         err_console.print(f"[warning]interrupted: every finished answer is journaled; continue with "
-                          f"medcouncil bench --resume {where}[/]")  # fmt: skip
+                          f"medcouncil bench --resume {escape(str(where))}[/]")  # fmt: skip
         raise
     unscored = sum(print_summary(request.directory, run) for request, run in zip(requests, runs, strict=True))
     if suite_dir is not None:
         md_path, _ = write_report(suite_dir)
         console.print(md_path.read_text(encoding="utf-8"), markup=False)
-        console.print(f"[notice]reference table: {md_path}[/]")
+        console.print(f"[notice]reference table: {escape(str(md_path))}[/]")
     if unscored:
         raise typer.Exit(1)
 
@@ -318,7 +342,7 @@ def report(
         run = load_run(directory)
         md_path, html_path = write_report(directory, run)
         print_summary(directory, run)
-    console.print(f"[notice]wrote {md_path} and {html_path}[/]")
+    console.print(f"[notice]wrote {escape(str(md_path))} and {escape(str(html_path))}[/]")
 
 
 def compare(
@@ -345,4 +369,4 @@ def compare(
                       f"{line[6]}, McNemar p = {line[7]}")  # fmt: skip
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     md_path, html_path = write(comparison, out or Path("runs") / f"compare-{stamp}")
-    console.print(f"[notice]wrote {md_path} and {html_path}[/]")
+    console.print(f"[notice]wrote {escape(str(md_path))} and {escape(str(html_path))}[/]")

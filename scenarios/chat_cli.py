@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from medcouncil.serving.console import console
 from medcouncil.serving.errors import MedcouncilError
@@ -50,7 +51,7 @@ class ChatSession:
             console.print(f"[notice]mode: {'single model' if self.single else 'council'}[/]")
         elif name == "/lang" and argument in ("ko", "en", "auto"):
             self.language = argument  # type: ignore[assignment]
-            console.print(f"[notice]language: {argument}[/]")
+            console.print(f"[notice]language: {escape(argument)}[/]")
         elif name == "/reset":
             self.episodes.clear()
             console.print("[notice]conversation cleared[/]")
@@ -58,7 +59,7 @@ class ChatSession:
             from medcouncil.scenarios.transcript import write_transcript
 
             jsonl, markdown = write_transcript(self.episodes, Path(argument).expanduser())
-            console.print(f"[notice]saved {jsonl} and {markdown}[/]")
+            console.print(f"[notice]saved {escape(str(jsonl))} and {escape(str(markdown))}[/]")
         else:
             console.print(f"[notice]{HELP}[/]")
         return True
@@ -86,7 +87,7 @@ class ChatSession:
             console.print("\n[warning]turn cancelled[/]")
             return
         except MedcouncilError as error:
-            console.print(f"\n[error]error:[/] {error}")
+            console.print(f"\n[error]error:[/] {escape(str(error))}")
             return
         finally:
             self.loop.remove_signal_handler(signal.SIGINT)
@@ -94,7 +95,7 @@ class ChatSession:
             self.episodes.append(episode)
 
     def run(self) -> None:
-        console.print(f"[notice]medcouncil chat · {self.answerers.model.name} · {HELP}[/]")
+        console.print(f"[notice]medcouncil chat · {escape(self.answerers.model.name)} · {HELP}[/]")
         while True:
             try:
                 line = console.input("[agent.user]you ›[/] ").strip()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from medcouncil.scenarios import bench_cli, chat_cli, finetune_cli, replay_cli, serve_cli
 from medcouncil.serving.console import err_console
@@ -15,11 +17,21 @@ from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools import cli as tools_cli
 
 
-def _setup_logging() -> None:
+def _setup() -> None:
     from rich.logging import RichHandler
 
     handler = RichHandler(console=err_console, show_time=False, show_path=False)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", handlers=[handler])
+    # SIGTERM ends a command as Ctrl-C does: engines it started are stopped, the resume hint is printed. A shell
+    # that starts a command in the background leaves SIGINT ignored: give it back its default.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Re-raised as SIGINT so that a running asyncio loop cancels its task (and its clean-ups run) as on Ctrl-C.
+    signal.raise_signal(signal.SIGINT)
 
 
 app = typer.Typer(
@@ -40,7 +52,7 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except MedcouncilError as error:
             first, _, rest = str(error).partition("\n")
-            err_console.print(f"[error]error:[/] {first}", markup=True, soft_wrap=True)
+            err_console.print(f"[error]error:[/] {escape(first)}", soft_wrap=True)  # a message is text, not markup
             if rest:
                 err_console.print(rest, style="usage", markup=False, soft_wrap=True)
             raise typer.Exit(1) from None
@@ -51,7 +63,7 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-app.callback()(_setup_logging)
+app.callback()(_setup)
 app.command()(expected_errors(serve_cli.serve))
 app.command()(expected_errors(serve_cli.ask))
 app.command()(expected_errors(chat_cli.chat))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError
@@ -64,7 +65,7 @@ def print_card(card: RunCard, out: Path) -> None:
                   f"{last:.4f}{evals}")  # fmt: skip
     console.print(f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
                   f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]")  # fmt: skip
-    console.print(f"[notice]adapter, run card and report in {out}[/] · serve it with "
+    console.print(f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
                   f"[bold]medcouncil serve --lora NAME={out}[/]")  # fmt: skip
 
 
@@ -120,7 +121,7 @@ def finetune(
             raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}, or "
                               "choose another --out")  # fmt: skip
     examples, source = load_examples(settings)
-    err_console.print(f"[notice]{len(examples)} examples from {source}; loading the base model…[/]")
+    err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
     info = resolve_base(settings.base)
     progress = Progress(
         TextColumn("[bold]finetune[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),

@@ -10,6 +10,7 @@ The run log is versioned (``SCHEMA_VERSION``); a reader refuses a newer version 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from medcouncil.scenarios.registry import DatasetInfo
 from medcouncil.serving.errors import ConfigError
 
 SCHEMA_VERSION = 1
+log = logging.getLogger(__name__)
 Line = TypeVar("Line", bound=BaseModel)
 MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
 
@@ -43,6 +45,8 @@ class RunConfig(BaseModel):
     """Gated mode's gate on the single model's top-option probability."""
     sc_k: int = 3
     """Self-consistency samples per item (mode ``sc``)."""
+    cache: bool = True
+    """Whether answers may come from the response cache (``--no-cache``: False); a resume keeps it."""
     council: dict[str, object] = Field(default_factory=dict)
     model: str = ""
     endpoint: str = ""
@@ -83,6 +87,9 @@ class Record(BaseModel):
     model_time_s: float = 0.0
     escalated: bool | None = None
     attempts: int = 1
+    failure: str | None = None
+    """Why the engine refused this item outright (for example a prompt longer than its context): scored as a
+    wrong answer with no letter, not retried (retrying cannot help)."""
     finished: str = Field(default_factory=now)
     episode: Episode
 
@@ -111,6 +118,34 @@ def _append(handle: IO[str], line: str) -> None:
     os.fsync(handle.fileno())
 
 
+def _drop_cut_line(path: Path) -> None:
+    """A kill mid-write can leave a last line without its newline: cut it off before appending, so that it never
+    becomes a broken line in the middle of the journal (its item runs again)."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return
+    if not size:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        keep, block = size, 1 << 16
+        while keep > 0:
+            start = max(0, keep - block)
+            handle.seek(start)
+            chunk = handle.read(keep - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            keep = start
+        handle.truncate(keep)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
 class Journal:
     """The run directory, opened for appending."""
 
@@ -137,19 +172,13 @@ class Journal:
 
     def append_error(self, record: ErrorRecord) -> None:
         if self._errors is None:
-            self._errors = (self.directory / ERRORS).open("a", encoding="utf-8")
+            self._errors = self._open(ERRORS)
         _append(self._errors, record.model_dump_json())
 
     def _open(self, name: str) -> IO[str]:
         path = self.directory / name
-        handle = path.open("a", encoding="utf-8")
-        # A kill -9 mid-write can leave a last line without its newline: end it so the next record starts clean.
-        if path.stat().st_size:
-            with path.open("rb") as tail:
-                tail.seek(-1, os.SEEK_END)
-                if tail.read(1) != b"\n":
-                    handle.write("\n")
-        return handle
+        _drop_cut_line(path)
+        return path.open("a", encoding="utf-8")
 
     def close(self) -> None:
         for handle in (self._samples, self._errors):
@@ -176,15 +205,29 @@ def read_manifest(directory: Path) -> Manifest:
 
 
 def _read_lines(path: Path, kind: type[Line]) -> list[Line]:
-    """Every valid line of a journal file; a line cut short by a kill is skipped."""
-    if not path.exists():
+    """Every valid line of a journal file.
+
+    Lines end at ``\n`` only: JSON writes U+2028 and U+0085 raw inside strings, and ``str.splitlines`` would cut an
+    answer in two there. The last line may be cut short by a kill (even inside a UTF-8 character): it is skipped
+    quietly and its item runs again. A bad line anywhere else is not a kill: it is skipped with a warning that
+    names ``FILE:LINE``.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
         return []
+    lines = raw.split(b"\n")
+    last = len(lines) - 1 if raw.endswith(b"\n") else len(lines)  # a complete file ends with an empty split
     parsed = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            parsed.append(kind.model_validate_json(line))
-        except ValidationError:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
             continue
+        try:
+            parsed.append(kind.model_validate_json(line.decode("utf-8")))
+        except (ValidationError, UnicodeDecodeError) as error:
+            if number < last:
+                reason = error.errors()[0]["msg"] if isinstance(error, ValidationError) else "not UTF-8"
+                log.warning("%s:%d: unreadable journal line skipped (%s): its item runs again", path, number, reason)
     return parsed
 
 

@@ -9,7 +9,8 @@ name being the subset (``mmlu/anatomy_test.csv`` → ``anatomy``, ``kormedmcqa/d
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from medcouncil.scenarios.datasets import generic, kormedmcqa, medmcqa, medqa, mmlu, pubmedqa
-from medcouncil.scenarios.samples import MalformedRow, Sample, convert_rows, csv_rows, jsonl_rows, load_samples
+from medcouncil.scenarios.samples import (
+    MalformedRow,
+    Sample,
+    convert_rows,
+    csv_rows,
+    json_items,
+    jsonl_rows,
+    load_samples,
+)
 from medcouncil.serving.errors import ConfigError
 from medcouncil.serving.health import hub_reachable
 
@@ -67,6 +76,8 @@ DATASETS: dict[str, Registered] = {
 }
 HF_IDS = {entry.hf_id.lower(): name for name, entry in DATASETS.items() if entry.hf_id}
 
+log = logging.getLogger(__name__)
+
 
 class DatasetInfo(BaseModel):
     """What was loaded, for the run log: enough to load the very same items again."""
@@ -82,6 +93,8 @@ class DatasetInfo(BaseModel):
     skipped: int
     skipped_rows: list[str] = []
     """The first malformed rows, each ``file:line: reason``."""
+    renamed_ids: list[str] = []
+    """Items whose id repeated an earlier one's, renamed ``ID#2``, ``ID#3``... (each item is answered once)."""
 
 
 def data_dir(explicit: Path | None = None) -> Path | None:
@@ -113,21 +126,54 @@ def sniff(record: Any, path: Path) -> tuple[Adapter, dict[str, Any]]:
         if {"A", "B", "answer"} <= keys:
             subset = _suffix_subset(path)
             return kormedmcqa.record_to_sample, {"subset": subset if subset in kormedmcqa.SUBSETS else ""}
-    shown = sorted(record)[:8] if isinstance(record, dict) else type(record).__name__
+        guessed = generic.guess(record)
+        if guessed is not None:
+            log.warning("%s: no known format; read with the guessed mapping --fields %r (pass --fields to change "
+                        "it)", path, guessed.describe())  # fmt: skip
+            return generic.record_to_sample, {"fields": guessed}
+    shown = sorted(map(str, record))[:8] if isinstance(record, dict) else type(record).__name__
     raise ConfigError(f"{path}: cannot tell the dataset format from its first record ({shown}); "
                       "pass --fields question=...;options=...;answer=...")  # fmt: skip
 
 
 def _first_record(path: Path) -> Any:
-    """Raises: ConfigError: the first line is not JSON (naming file and line)."""
+    """The first readable record (the format is told from it); bad rows before it are left to the loader to report.
+
+    Raises:
+        ConfigError: the file is empty, unreadable, or none of its first records is readable (naming the first).
+    """
     if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return next(iter(data.values() if isinstance(data, dict) else data), None)
+        return next((record for _, record in json_items(path)), None)
     rows = csv_rows(path) if path.suffix == ".csv" else jsonl_rows(path)
-    _, record = next(rows, (0, None))
-    if isinstance(record, MalformedRow):
-        raise ConfigError(str(record))
-    return record
+    first_bad: MalformedRow | None = None
+    for count, (_, record) in enumerate(rows):
+        if not isinstance(record, MalformedRow):
+            return record
+        first_bad = first_bad or record
+        if count >= SNIFF_ROWS:
+            break
+    if first_bad is not None:
+        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from")
+    raise ConfigError(f"{path}: empty file (no records)")
+
+
+SNIFF_ROWS = 20
+
+
+def _csv_header_guess(path: Path, header: list[str]) -> generic.FieldMap | None:
+    """A CSV whose first row names its columns (``qid,stem,opt1..opt4,correct``): the guessed mapping, printed."""
+    rows = csv_rows(path)
+    next(rows, None)
+    guessed = None
+    for _, row in itertools.islice(rows, 5):  # the first rows that make a clear mapping
+        if isinstance(row, list) and len(row) == len(header):
+            guessed = generic.guess(dict(zip(header, row, strict=True)))
+            if guessed is not None:
+                break
+    if guessed is not None:
+        log.warning("%s: read with the guessed mapping --fields %r (pass --fields to change it)", path,
+                    guessed.describe())  # fmt: skip
+    return guessed
 
 
 def _load_path(
@@ -149,10 +195,13 @@ def _load_path(
         raise ConfigError(f"dataset not found: {path}")
     if fields is not None:
         return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=fields)
-    try:
-        first = _first_record(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: cannot read its first record ({error})") from None
+    first = _first_record(path)
+    if first is None:
+        raise ConfigError(f"{path}: no items")
+    if path.suffix == ".csv" and adapter is None and isinstance(first, list):
+        header_guess = _csv_header_guess(path, first)
+        if header_guess is not None:
+            return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=header_guess)
     sniffed, args = sniff(first, path)
     if adapter is not None and adapter is not sniffed:
         args = {}
@@ -226,6 +275,28 @@ def _fingerprint(samples: list[Sample]) -> str:
     return digest.hexdigest()
 
 
+def unique_ids(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
+    """Every item keyed by its own id: a repeated id becomes ``ID#2``, ``ID#3``... in file order (deterministic, so a
+    resumed run finds the same ids). Without this the second item would never be answered, and stay pending."""
+    seen: dict[str, int] = {}
+    unique, renamed = [], []
+    taken = {sample.id for sample in samples}
+    for sample in samples:
+        count = seen.get(sample.id, 0) + 1
+        seen[sample.id] = count
+        if count == 1:
+            unique.append(sample)
+            continue
+        new_id = f"{sample.id}#{count}"
+        while new_id in taken:
+            count += 1
+            new_id = f"{sample.id}#{count}"
+        taken.add(new_id)
+        renamed.append(new_id)
+        unique.append(sample.model_copy(update={"id": new_id}))
+    return unique, renamed
+
+
 def load_dataset(
     dataset: str,
     subset: str | None = None,
@@ -278,11 +349,13 @@ def load_dataset(
             seen = sorted({s.metadata.get("subset", "") for s in samples} - {""})
             raise ConfigError(f"{dataset}: no items in subset {subset!r} (subsets: {seen})")
         samples = kept
+    samples, renamed = unique_ids(samples)
     info = DatasetInfo(
         dataset=dataset,
         source=source,
         subset=subset,
         split=split,
+        renamed_ids=renamed,
         fingerprint=_fingerprint(samples),
         rows=len(samples),
         skipped=len(skipped),

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from medcouncil.serving.console import console
@@ -36,7 +37,7 @@ async def replay_scenario(
         answerer = answerers.council if scenario.mode == "council" else answerers.single
         for number, turn in enumerate(scenario.turns, 1):
             console.rule(f"turn {number}")
-            console.print(f"[agent.user]you ›[/] {turn.user}", markup=True)
+            console.print(f"[agent.user]you ›[/] {escape(turn.user)}", markup=True)
             question = Question(text=turn.user, options=turn.options, language=scenario.language)
             async for event in answerer.stream(question, episodes):
                 renderer.event(event)
@@ -78,7 +79,7 @@ def replay(
         mark = "[green]pass[/]" if result.passed else "[error]FAIL[/]"
         table.add_row(str(result.turn), result.check, mark, result.detail.replace("\n", " ")[:80])
     console.print(table)
-    console.print(f"[notice]transcript: {jsonl} · {markdown}[/]")
+    console.print(f"[notice]transcript: {escape(str(jsonl))} · {escape(str(markdown))}[/]")
     failed = sum(not result.passed for result in results)
     if failed:
         console.print(f"[error]{failed} of {len(results)} checks failed[/]")

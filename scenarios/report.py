@@ -19,9 +19,16 @@ from medcouncil.scenarios.summary import ALL, Summary, summarize
 from medcouncil.serving.errors import ConfigError
 
 SUITE = "suite.json"
-COLOURS = {"single": "#1f77b4", "council": "#d62728", "gated": "#2ca02c", "cot": "#9467bd", "sc": "#ff7f0e",
-           "panel": "#8c564b", "single+cyclic": "#17becf",
-           "single+pride": "#bcbd22"}
+COLOURS = {
+    "single": "#1f77b4",
+    "council": "#d62728",
+    "gated": "#2ca02c",
+    "cot": "#9467bd",
+    "sc": "#ff7f0e",
+    "panel": "#8c564b",
+    "single+cyclic": "#17becf",
+    "single+pride": "#bcbd22",
+}
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}details{margin:.4em 0}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-import json
+import io
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.jsonl import BadLine, iter_jsonl, read_json, read_text
 
 LETTERS = "ABCDEFGHIJ"
 """Option letters: up to 10 options (A-J), as MMLU-Pro has."""
@@ -65,23 +68,73 @@ def validation_reason(error: ValidationError) -> str:
 
 
 def jsonl_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, parsed JSON) for each non-empty line; a line that is not JSON comes back as a MalformedRow."""
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as error:
-                yield number, MalformedRow(path, number, f"not JSON ({error.msg})")
+    """(line number, parsed JSON) for each non-empty line; a line that is not JSON (or not UTF-8, or nested too
+    deeply, ...) comes back as a MalformedRow naming it. Lines end at ``\\n`` only; a UTF-8 BOM is accepted."""
+    try:
+        for number, value in iter_jsonl(path):
+            yield number, MalformedRow(path, number, value.reason) if isinstance(value, BadLine) else value
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def read_text_utf8(path: Path) -> str:
+    """A whole file's UTF-8 text (BOM dropped).
+
+    Raises:
+        ConfigError: a byte that is not UTF-8 (naming its line), or the file cannot be read.
+    """
+    try:
+        return read_text(path)
+    except BadLine as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+
+
+def json_items(path: Path) -> Iterator[tuple[int, Any]]:
+    """The items of a JSON file: a list of records, or an object of id -> record.
+
+    Raises:
+        ConfigError: not UTF-8, not JSON (with its line), or neither a list nor an object.
+    """
+    try:
+        data = read_json(path)
+    except BadLine as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    if isinstance(data, dict):
+        items: Iterable[tuple[Any, Any]] = data.items()
+    elif isinstance(data, list):
+        items = enumerate(data)
+    else:
+        raise ConfigError(f"{path}: expected a list of items or an object of id -> item, got {_json_type(data)}")
+    for number, (key, value) in enumerate(items, 1):
+        yield number, {"id": key, **value} if isinstance(value, dict) and isinstance(data, dict) else value
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
+    return names.get(type(value), type(value).__name__)
 
 
 def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
-    """(line number, row) of a CSV file: dicts with a header, lists without."""
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader: Any = csv.DictReader(handle) if header else csv.reader(handle)
-        for row in reader:
-            yield reader.line_num, row
+    """(line number where the record starts, row) of a CSV file: dicts with a header, lists without. A record that
+    spans lines is named by its first line; a broken record (a NUL byte, an overlong field) comes back as a
+    MalformedRow and ends the file (the parser cannot find the next record reliably)."""
+    text = read_text_utf8(path)
+    reader: Any = csv.DictReader(io.StringIO(text, newline="")) if header else csv.reader(io.StringIO(text, newline=""))
+    start = 2 if header else 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            yield start, MalformedRow(path, start, f"not CSV ({error})")
+            return
+        yield start, row
+        start = reader.line_num + 1
 
 
 def letter_options(values: list[Any]) -> dict[str, str]:
@@ -118,11 +171,7 @@ def load_samples(
     if path.suffix == ".csv":
         rows: Iterator[tuple[int, Any]] = csv_rows(path, header=csv_header)
     elif path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        items = data.items() if isinstance(data, dict) else enumerate(data)
-        rows = (
-            (n, {"id": key, **value} if isinstance(value, dict) else value) for n, (key, value) in enumerate(items, 1)
-        )
+        rows = json_items(path)
     else:
         rows = jsonl_rows(path)
     return convert_rows(path, rows, record_to_sample, strict, **adapter_args)

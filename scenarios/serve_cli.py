@@ -10,19 +10,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
-from medcouncil.serving.errors import ConfigError, MedcouncilError
+from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
+from medcouncil.serving.locks import held, release
 from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.server import (
     EngineServer,
     ServerState,
     clear_state,
-    pid_alive,
+    is_recorded_process,
     read_state,
+    server_lock_path,
     stop_pid,
     write_state,
 )
@@ -34,13 +37,14 @@ if TYPE_CHECKING:  # model clients (openai, autogen) load when `ask` runs, not w
 
 
 def notice(message: str) -> None:
-    err_console.print(f"[notice]{message}[/]")
+    err_console.print(f"[notice]{escape(message)}[/]")
 
 
 def _print_state(state: ServerState, heading: str) -> None:
-    console.print(f"{heading} [endpoint]{state.base_url}[/]  model [bold]{state.served_model_name}[/] ({state.engine})")
+    url, name = escape(state.base_url), escape(state.served_model_name)
+    console.print(f"{heading} [endpoint]{url}[/]  model [bold]{name}[/] ({state.engine})")
     if state.pid is not None:
-        console.print(f"[usage]pid {state.pid} · log {state.log_path}[/]")
+        console.print(f"[usage]pid {state.pid} · log {escape(str(state.log_path))}[/]")
 
 
 def serve(
@@ -89,31 +93,50 @@ def serve(
         python=python,
         api_key=api_key,
     )
-    running = read_state()
-    if running is not None and is_healthy(running.base_url, running.api_key):
-        wanted = engine_config.display_name()
-        if running.served_model_name != wanted or running.engine != engine_config.engine:
-            raise ConfigError(
-                f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
-                "stop it first with `medcouncil serve --stop`"
-            )
-        served = {str(m.get("id")) for m in list_models(running.base_url, running.api_key)}
-        missing = sorted(set(engine_config.lora) - served)
-        if missing:  # reusing it would silently serve without the adapters asked for
-            raise ConfigError(f"the running server at {running.base_url} does not serve the adapters {missing}; "
-                              "stop it first with `medcouncil serve --stop`")  # fmt: skip
-        _print_state(running, "Reusing the running server at")
-        return
+    # One `serve` at a time decides whether to start an engine: two at once would start two and record one.
+    with held(server_lock_path(), "the medcouncil server state"):
+        running = read_state()
+        if running is not None:
+            _reuse(running, engine_config)
+            return
+        _start(engine_config, detach)
+
+
+def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
+    """Reuse the recorded server if it is the one asked for; never start a second one beside it."""
+    if not is_healthy(running.base_url, running.api_key):
+        raise EndpointUnreachableError(
+            f"a {running.engine} server is recorded at {running.base_url} (pid {running.pid}) but does not answer; "
+            "it may be busy: retry, check it with `medcouncil serve --status`, or stop it with "
+            "`medcouncil serve --stop`"
+        )
+    wanted = engine_config.display_name()
+    if running.served_model_name != wanted or running.engine != engine_config.engine:
+        raise ConfigError(
+            f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
+            "stop it first with `medcouncil serve --stop`"
+        )
+    served = {str(m.get("id")) for m in list_models(running.base_url, running.api_key)}
+    missing = sorted(set(engine_config.lora) - served)
+    if missing:  # reusing it would silently serve without the adapters asked for
+        raise ConfigError(f"the running server at {running.base_url} does not serve the adapters {missing}; "
+                          "stop it first with `medcouncil serve --stop`")  # fmt: skip
+    _print_state(running, "Reusing the running server at")
+
+
+def _start(engine_config: EngineConfig, detach: bool) -> None:
     if not detach:
         # Explicitly: a shell that starts us in the background leaves SIGINT ignored, and Python keeps it so.
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
-    server = EngineServer(engine_config)
+    server = EngineServer(engine_config, detached=detach)
     started = time.monotonic()
     state = server.start()
     keep_running = False  # whatever happens before a detached server is recorded, the engine is stopped
     try:
         write_state(state)
+        if not detach:
+            release(server_lock_path())  # recorded: a second `serve` now finds it and reuses it
         _print_state(state, f"Healthy after {time.monotonic() - started:.1f}s:")
         if detach:
             keep_running = True
@@ -121,7 +144,7 @@ def serve(
         console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
-        err_console.print(f"[error]error:[/] the {state.engine} server exited (log: {state.log_path})")
+        err_console.print(f"[error]error:[/] the {state.engine} server exited (log: {escape(str(state.log_path))})")
         raise typer.Exit(1)
     except KeyboardInterrupt:
         console.print("[notice]Stopping…[/]")
@@ -148,11 +171,16 @@ def _status() -> None:
 
 
 def _stop() -> None:
-    state = read_state()
+    state = read_state()  # a stale record (process gone, or its pid reused by another process) is dropped here
     if state is None:
         console.print("No medcouncil server is running.")
         return
-    if state.pid is not None and pid_alive(state.pid):
+    if state.pid is None:
+        clear_state()
+        console.print(f"Forgot the registered endpoint {state.base_url} (medcouncil did not start it: it keeps "
+                      "running).")  # fmt: skip
+        return
+    if is_recorded_process(state):
         stop_pid(state.pid)
     clear_state()
     console.print(f"Stopped the server at {state.base_url}.")
@@ -160,21 +188,27 @@ def _stop() -> None:
 
 def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None:
     info = describe_endpoint(endpoint, api_key)
-    console.print(f"Endpoint [endpoint]{info.base_url}[/] serves [bold]{info.model}[/] (dialect {info.dialect})")
+    console.print(
+        f"Endpoint [endpoint]{escape(info.base_url)}[/] serves [bold]{escape(info.model)}[/] (dialect {info.dialect})"
+    )
     if detach:
-        write_state(
-            ServerState(
-                pid=None,
-                port=0,
-                engine=info.dialect,
-                model=info.model,
-                served_model_name=info.model,
-                log_path=Path("/dev/null"),
-                started_at=datetime.now(UTC),
-                api_key=api_key,
-                endpoint=info.base_url,
+        with held(server_lock_path(), "the medcouncil server state"):
+            if (running := read_state()) is not None:
+                raise ConfigError(f"a server is already recorded at {running.base_url}: stop it first with "
+                                  "`medcouncil serve --stop`")  # fmt: skip
+            write_state(
+                ServerState(
+                    pid=None,
+                    port=0,
+                    engine=info.dialect,
+                    model=info.model,
+                    served_model_name=info.model,
+                    log_path=Path("/dev/null"),
+                    started_at=datetime.now(UTC),
+                    api_key=api_key,
+                    endpoint=info.base_url,
+                )
             )
-        )
         console.print("[notice]Registered: later commands use it until `medcouncil serve --stop`.[/]")
 
 

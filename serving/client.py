@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -37,7 +38,7 @@ from medcouncil.serving.dialects import (
     parse_choice_text,
     stream_reports_usage,
 )
-from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
+from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError, RequestRejectedError
 from medcouncil.serving.paths import cache_dir
 from medcouncil.serving.yamlfile import parse_yaml, read_text
 
@@ -52,6 +53,10 @@ LOCAL_MODEL_INFO: dict[str, Any] = {
     "multiple_system_messages": True,
 }
 """``model_info`` for local models (AutoGen requires it for any non-OpenAI model name)."""
+
+
+REJECTED_STATUS = (400, 413, 422)
+"""HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
 
 
 class ClientSettings(BaseModel):
@@ -117,15 +122,38 @@ def load_component(path: Path) -> ComponentModel:
     config = dict(component.config)
     if "model" not in config:
         raise ConfigError(f"{path}: config.model is required")
+    if not any(config.get(key) for key in ("base_url", "host", "azure_endpoint")):
+        # The provider's default would be its public API: a local model's prompts (and key) would leave the machine.
+        raise ConfigError(f"{path}: config.base_url is missing: set it to your server's URL (a public API's URL "
+                          "only if you mean to send it your prompts and key)")  # fmt: skip
+    from autogen_core._component_config import WELL_KNOWN_PROVIDERS
+
+    module, _, name = WELL_KNOWN_PROVIDERS.get(component.provider, component.provider).rpartition(".")
+    try:
+        provider = getattr(importlib.import_module(module), name) if module else None
+    except ImportError as error:
+        raise ConfigError(f"{path}: provider {component.provider!r} cannot be imported ({error}); install its "
+                          "package or fix the name") from None  # fmt: skip
+    except AttributeError:
+        provider = None
+    if provider is None:
+        raise ConfigError(f"{path}: provider {component.provider!r} not found (module.Class, e.g. {OPENAI_PROVIDER})")
     config.setdefault("model_info", LOCAL_MODEL_INFO)
     return component.model_copy(update={"config": config})
 
 
-def cache_namespace(base_url: str | None, model: str) -> str:
-    """One cache store per host and model name (AutoGen's cache keys ignore the model; ports change)."""
-    host = urlparse(base_url).hostname if base_url else "api"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{host}-{model}")[:80]
-    return f"{slug}-{hashlib.sha256(f'{host}|{model}'.encode()).hexdigest()[:8]}"
+def cache_namespace(info: EndpointInfo, settings: ClientSettings) -> str:
+    """One cache store per model as served and per sampling setting: AutoGen's cache keys hold the messages and
+    request arguments only, not the model, the endpoint or the client's own temperature.
+
+    A server medcouncil started is named by its engine and weights (:attr:`EndpointInfo.weights`), so the
+    embedded model's cache survives a new port; any other endpoint by its full URL (host and port) and dialect.
+    """
+    where = info.weights or f"{info.dialect}|{info.base_url or 'api'}"
+    material = f"{where}|{info.model}|temperature={settings.temperature}|normalize={settings.normalize}"
+    host = urlparse(info.base_url).hostname if info.base_url else "api"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{host}-{info.model}")[:80]
+    return f"{slug}-{hashlib.sha256(material.encode()).hexdigest()[:12]}"
 
 
 def _text(content: Any) -> str:
@@ -172,7 +200,7 @@ class ModelClient:
             from autogen_ext.cache_store.diskcache import DiskCacheStore
             from autogen_ext.models.cache import ChatCompletionCache
 
-            self.cache_path = cache_dir() / "llm" / cache_namespace(info.base_url, info.model)
+            self.cache_path = cache_dir() / "llm" / cache_namespace(info, settings)
             self._choice_cache = diskcache.Cache(str(self.cache_path))
             client = ChatCompletionCache(client, DiskCacheStore[Any](self._choice_cache))
         self.client = client
@@ -185,6 +213,9 @@ class ModelClient:
         if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
             return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
         if isinstance(error, openai.APIStatusError):
+            if error.status_code in REJECTED_STATUS:
+                return RequestRejectedError(f"{self.info.base_url} refused the request (HTTP {error.status_code}): "
+                                            f"{error.message}")  # fmt: skip
             return MedcouncilError(f"{self.info.base_url} answered HTTP {error.status_code}: {error.message}")
         return MedcouncilError(f"{self.info.base_url}: {error}")
 

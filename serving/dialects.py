@@ -127,3 +127,6 @@ class EndpointInfo:
     model: str
     dialect: Dialect
     api_key: str | None = None
+    weights: str = ""
+    """What the server serves, when medcouncil started it (:func:`medcouncil.serving.model_file.weights_identity`
+    of the model and adapters); empty for an endpoint medcouncil does not know the weights of."""

@@ -29,3 +29,8 @@ class ServerStartError(MedcouncilError):
 
 class EndpointUnreachableError(MedcouncilError):
     """An OpenAI-compatible endpoint did not answer."""
+
+
+class RequestRejectedError(MedcouncilError):
+    """The engine refused the request itself (HTTP 400/413/422: a prompt longer than the context, ...): the same
+    request will be refused again, so it is not retried."""

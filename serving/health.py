@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import httpx
@@ -21,18 +22,31 @@ def hub_reachable(host: str = "huggingface.co") -> bool:
     return True
 
 
-def list_models(base_url: str, api_key: str | None = None, timeout: float = 5.0) -> list[dict[str, Any]]:
-    """``GET {base_url}/models``.
+HEALTH_TIMEOUT = 10.0
+"""Seconds one ``/v1/models`` request may take: a llama.cpp server busy with a long prompt was seen taking 4.8 s."""
+HEALTH_ATTEMPTS = 3
+"""Requests before an endpoint counts as down (0.5 s, then 1 s between them)."""
+
+
+def list_models(base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT,
+                attempts: int = HEALTH_ATTEMPTS) -> list[dict[str, Any]]:  # fmt: skip
+    """``GET {base_url}/models``, retried ``attempts`` times when there is no answer.
 
     Raises:
-        EndpointUnreachableError: no answer, or not an OpenAI-compatible model listing.
+        EndpointUnreachableError: no answer after the retries, or not an OpenAI-compatible model listing.
     """
     url = base_url.rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        response = httpx.get(url, headers=headers, timeout=timeout)
-    except httpx.HTTPError as error:
-        raise EndpointUnreachableError(f"endpoint unreachable: {url} ({type(error).__name__})") from error
+    for attempt in range(1, attempts + 1):
+        try:
+            response = httpx.get(url, headers=headers, timeout=timeout)
+            break
+        except httpx.HTTPError as error:
+            if attempt == attempts:
+                raise EndpointUnreachableError(
+                    f"endpoint unreachable: {url} ({type(error).__name__}; {attempts} tries, {timeout:g}s each)"
+                ) from error
+            time.sleep(0.5 * 2 ** (attempt - 1))
     if response.status_code != 200:
         raise EndpointUnreachableError(f"endpoint {url} answered HTTP {response.status_code}")
     try:
@@ -42,10 +56,11 @@ def list_models(base_url: str, api_key: str | None = None, timeout: float = 5.0)
     return list(data)
 
 
-def is_healthy(base_url: str, api_key: str | None = None, timeout: float = 2.0) -> bool:
-    """True when the endpoint lists at least one model."""
+def is_healthy(base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT,
+               attempts: int = HEALTH_ATTEMPTS) -> bool:  # fmt: skip
+    """True when the endpoint lists at least one model (patient: a busy engine is slow, not down)."""
     try:
-        return bool(list_models(base_url, api_key, timeout))
+        return bool(list_models(base_url, api_key, timeout, attempts))
     except EndpointUnreachableError:
         return False
 

@@ -45,6 +45,21 @@ def folder_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def weights_identity(paths: list[Path]) -> str:
+    """A cheap identity of model files and folders: each weight file's resolved path, size and modification time.
+    Changing, replacing or retraining any of them changes it (used to key response caches, not to verify)."""
+    digest = hashlib.sha256()
+    for root in paths:
+        root = root.expanduser().resolve()
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            stat = path.stat()
+            digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        if not files:
+            digest.update(f"{root}:missing\n".encode())
+    return digest.hexdigest()[:16]
+
+
 def model_digest(path: Path) -> str:
     """A GGUF file's sha256, or an HF folder's :func:`folder_digest`: the identity of a base model."""
     return sha256_file(path) if path.is_file() else folder_digest(path)

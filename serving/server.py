@@ -18,8 +18,8 @@ from medcouncil.serving.convert import converted_folder
 from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
-from medcouncil.serving.model_file import embedded_gguf, model_digest
-from medcouncil.serving.paths import state_dir
+from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
+from medcouncil.serving.paths import state_dir, write_private
 
 LOG_TAIL_LINES = 12
 
@@ -38,6 +38,11 @@ class ServerState(BaseModel):
     api_key: str | None = None
     endpoint: str | None = None
     """Base URL of an external endpoint; medcouncil neither started nor stops it."""
+    weights: str = ""
+    """:func:`weights_identity` of the served model and adapters (keys the response caches)."""
+    start_ticks: int | None = None
+    """The process's start time (clock ticks since boot, from ``/proc``): with the pid, it names this engine and no
+    later process that reuses the pid."""
 
     @property
     def base_url(self) -> str:
@@ -58,17 +63,35 @@ def read_state() -> ServerState | None:
     except (ValidationError, ValueError, OSError):
         path.unlink(missing_ok=True)
         return None
-    if state.pid is not None and not pid_alive(state.pid):
+    if state.pid is not None and not is_recorded_process(state):
         path.unlink(missing_ok=True)
         return None
     return state
 
 
 def write_state(state: ServerState) -> None:
-    path = state_path()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(state.model_dump_json(indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    """The state file, 0600 in a 0700 folder: it may hold the server's API key."""
+    write_private(state_path(), state.model_dump_json(indent=2))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None where ``/proc`` does not tell."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[19])
+
+
+def is_recorded_process(state: ServerState) -> bool:
+    """The recorded engine still runs: its pid is alive and started when recorded (not a reused pid)."""
+    if state.pid is None or not pid_alive(state.pid):
+        return False
+    return state.start_ticks is None or start_ticks(state.pid) in (None, state.start_ticks)
+
+
+def server_lock_path() -> Path:
+    return state_dir() / "server.lock"
 
 
 def clear_state() -> None:
@@ -113,11 +136,25 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(kept[-lines:])
 
 
-class EngineServer:
-    """One engine process: start it, wait until healthy, stop it."""
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the engine gets SIGTERM when the command that started it dies, even by ``kill -9``."""
+    import ctypes
 
-    def __init__(self, config: EngineConfig) -> None:
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+
+
+class EngineServer:
+    """One engine process: start it, wait until healthy, stop it.
+
+    ``detached``: the engine outlives this process (``serve --detach``); otherwise it is stopped with it, also when
+    this process is killed (the kernel's parent-death signal).
+    """
+
+    def __init__(self, config: EngineConfig, detached: bool = False) -> None:
         self.config = config
+        self.detached = detached
         self.process: subprocess.Popen[bytes] | None = None
         self.state: ServerState | None = None
 
@@ -160,6 +197,7 @@ class EngineServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal does not reach a detached engine
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **config.environment()},
+                preexec_fn=None if self.detached else _die_with_parent,
             )
         self.state = ServerState(
             pid=self.process.pid,
@@ -170,6 +208,8 @@ class EngineServer:
             log_path=log_path,
             started_at=datetime.now(UTC),
             api_key=config.api_key,
+            weights=_weights(config, model_path),
+            start_ticks=start_ticks(self.process.pid),
         )
         try:
             self._wait_healthy(self.state)
@@ -185,7 +225,7 @@ class EngineServer:
             code = self.process.poll()
             if code is not None:
                 raise ServerStartError(self._failure(f"{state.engine} server exited with code {code}", state))
-            if is_healthy(state.base_url, state.api_key, timeout=1.0):
+            if is_healthy(state.base_url, state.api_key, timeout=1.0, attempts=1):
                 return
             time.sleep(0.1)
         raise ServerStartError(
@@ -203,6 +243,13 @@ class EngineServer:
         if self.process is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=5)
+
+
+def _weights(config: EngineConfig, model_path: Path | None) -> str:
+    local = model_path or (Path(config.model).expanduser() if config.model else None)
+    paths = [local] if local is not None and local.exists() else []
+    name = f"{config.engine}|{config.model if not paths else ''}|{sorted(config.lora)}"
+    return name + "|" + weights_identity(paths + [config.lora[key] for key in sorted(config.lora)])
 
 
 def _check_vllm_adapters(config: EngineConfig, gguf: Path | None) -> None:

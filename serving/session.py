@@ -1,7 +1,9 @@
 """Finding a model for a command: a model config, an endpoint, a running server, or the embedded default.
 
-Any command that needs a model goes through :func:`open_model`. When nothing is configured or running, it
-starts the embedded llama.cpp server itself (one-line notice) and stops it on exit.
+Any command that needs a model goes through :func:`open_model`. When nothing is configured or recorded, it
+starts the embedded llama.cpp server itself (one-line notice) and stops it on exit (and the kernel stops it if
+this process is killed). A configured or recorded endpoint that does not answer is an error, never a fallback:
+numbers from another model than the one asked for are worse than none.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -16,7 +19,8 @@ from pydantic import BaseModel
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
-from medcouncil.serving.health import describe_endpoint, is_healthy
+from medcouncil.serving.errors import EndpointUnreachableError
+from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.server import EngineServer, read_state
 
 ENV_ENDPOINT = "MEDCOUNCIL_ENDPOINT"
@@ -83,14 +87,24 @@ async def open_model(
             info = describe_endpoint(source.endpoint, source.api_key, source.model)
         else:
             state = read_state()
-            if state is not None and is_healthy(state.base_url, state.api_key):
-                info = describe_endpoint(state.base_url, state.api_key, source.model)
+            if state is not None:
+                # A recorded server is the user's choice: slow or down, it is an error, never a silent switch to
+                # another model.
+                try:
+                    info = replace(describe_endpoint(state.base_url, state.api_key, source.model),
+                                   weights=state.weights)  # fmt: skip
+                except EndpointUnreachableError as error:
+                    raise EndpointUnreachableError(
+                        f"the server recorded by `medcouncil serve` does not answer: {error}; check it with "
+                        "`medcouncil serve --status`, or forget it with `medcouncil serve --stop`"
+                    ) from error
             else:
                 notice("No model server configured or running: starting the embedded Gemma 3 270M (llama.cpp)…")
                 server = EngineServer(EngineConfig())
                 started = server.start()
                 try:
-                    info = describe_endpoint(started.base_url, started.api_key, source.model)
+                    info = replace(describe_endpoint(started.base_url, started.api_key, source.model),
+                                   weights=started.weights)  # fmt: skip
                 except BaseException:
                     server.stop()
                     raise

@@ -33,7 +33,14 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
 def read_text(path: Path, what: str) -> str:
     """A file's text; ``FILE: cannot read WHAT (not found)`` and the like as a ConfigError."""
     try:
-        return path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = 1 + data.count(b"\n", 0, error.start)
+        raise ConfigError(f"{path}:{line}: cannot read {what}: not UTF-8 (byte 0x{data[error.start]:02x}); save it "
+                          "as UTF-8") from None  # fmt: skip
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: cannot read {what} (a directory, not a file)") from None
     except FileNotFoundError as error:
         raise ConfigError(f"{path}: cannot read {what} (not found)") from error
     except OSError as error:
@@ -44,6 +51,8 @@ def parse_yaml(path: Path, text: str) -> Any:
     """Parsed YAML; a syntax error is a ConfigError naming ``FILE:LINE``."""
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -58,6 +67,8 @@ def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
     """
     text = read_text(path, what)
     data = parse_yaml(path, text)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} options, got {type(data).__name__}")
     node = yaml.compose(text)
     try:
         return model.model_validate(data if data is not None else {})

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,7 +39,7 @@ def _open(collection: str, store: Path | None) -> KnowledgeBase:
 
 
 def _warn(message: str) -> None:
-    err_console.print(f"[warning]warning:[/] {message}", markup=True, soft_wrap=True)
+    err_console.print(f"[warning]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
 def add(
@@ -114,4 +115,4 @@ def remove(
     if Path(source).exists():
         source = str(Path(source).resolve())
     removed = _open(collection, store).remove(source)
-    console.print(f"Removed {removed} chunks of {source}." if removed else f"No chunks of {source}.")
+    console.print(f"Removed {removed} chunks of {source}." if removed else f"No chunks of {source}.", markup=False)

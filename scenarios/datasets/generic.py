@@ -6,10 +6,16 @@
 - ``answer_format``: ``letter`` (A..E, the default), ``index0`` (0 = A), ``index1`` (1 = A) or ``text`` (the
   option's text);
 - ``id`` and ``subset`` are optional (the row number is the id).
+
+Without ``--fields``, a file in no known format is read with a mapping guessed from common field names
+(:func:`guess`: ``question``/``stem``/``prompt``, ``options``/``choices`` or numbered ``opt1``.. / ``option_a``.. /
+``A``..``J`` fields, ``answer``/``correct``/``label``/``gold``, ``id``/``qid``, ``subject``/``category``); the
+guess is printed, so it can be checked and overridden.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -25,6 +31,13 @@ class FieldMap(BaseModel):
     answer_format: Literal["letter", "index0", "index1", "text"] = "letter"
     id: str | None = None
     subset: str | None = None
+
+    def describe(self) -> str:
+        """The mapping as a ``--fields`` value."""
+        parts = [f"question={self.question}", f"options={','.join(self.options)}", f"answer={self.answer}",
+                 f"answer_format={self.answer_format}"]  # fmt: skip
+        parts += [f"{key}={value}" for key, value in (("id", self.id), ("subset", self.subset)) if value]
+        return ";".join(parts)
 
     @classmethod
     def parse(cls, text: str) -> FieldMap:
@@ -80,3 +93,76 @@ def record_to_sample(record: dict[str, Any], index: int, fields: FieldMap) -> Sa
         answer=_answer(record[fields.answer], options, fields.answer_format),
         metadata={"dataset": "generic", **({"subset": subset} if subset else {})},
     )
+
+
+QUESTION_NAMES = ("question", "stem", "prompt", "query", "question_text", "text", "q")
+OPTION_LIST_NAMES = ("options", "choices", "candidates", "answers", "option", "choice")
+ANSWER_NAMES = ("answer", "correct", "correct_answer", "answer_idx", "answer_index", "label", "gold", "target",
+                "key", "cop", "correct_option")  # fmt: skip
+ID_NAMES = ("id", "qid", "question_id", "uid", "_id", "item_id")
+SUBSET_NAMES = ("subject", "subset", "category", "topic", "specialty")
+NUMBERED = re.compile(r"^(?:opt|option|choice|ans|answer|op)[ _-]?([a-j1-9]|10)$", re.IGNORECASE)
+
+
+def _find(keys: dict[str, str], names: tuple[str, ...]) -> str | None:
+    return next((keys[name] for name in names if name in keys), None)
+
+
+def _numbered_options(record: dict[str, Any]) -> list[str]:
+    """Fields holding one option each: ``opt1``.., ``option_a``.., ``opa``.. or ``A``..``J``, in order."""
+    numbered: list[tuple[int, str]] = []
+    for key in record:
+        name = str(key)
+        match = NUMBERED.match(name)
+        label = match.group(1).lower() if match else (name.lower()[2:] if re.fullmatch(r"op[a-j]", name.lower())
+                                                      else None)  # fmt: skip
+        if label is None and re.fullmatch(r"[A-J]", name):
+            label = name.lower()
+        if label is not None:
+            numbered.append((int(label) if label.isdigit() else ord(label) - ord("a") + 1, name))
+    numbered.sort()
+    if len(numbered) < 2 or [n for n, _ in numbered] != list(range(numbered[0][0], numbered[0][0] + len(numbered))):
+        return []
+    return [name for _, name in numbered]
+
+
+def _answer_format(value: Any, options: dict[str, str], numbered_from: int | None) -> str | None:
+    text = str(value).strip()
+    if re.fullmatch(r"[A-Ja-j][.)]?", text) and text[0].upper() in options:
+        return "letter"
+    if re.fullmatch(r"\d+", text):
+        number = int(text)
+        if number == 0:
+            return "index0"
+        if numbered_from == 1 and 1 <= number <= len(options):
+            return "index1"
+        return "index0" if number < len(options) else ("index1" if number == len(options) else None)
+    if any(option.strip().lower() == text.lower() for option in options.values()):
+        return "text"
+    return None
+
+
+def guess(record: Any) -> FieldMap | None:
+    """A mapping for a record in no known format, from common field names; None when there is no clear one."""
+    if not isinstance(record, dict):
+        return None
+    keys = {str(k).lower(): str(k) for k in record}
+    question, answer = _find(keys, QUESTION_NAMES), _find(keys, ANSWER_NAMES)
+    if question is None or answer is None:
+        return None
+    option_fields = _numbered_options({k: v for k, v in record.items() if k not in (question, answer)})
+    if not option_fields:
+        listed = _find(keys, OPTION_LIST_NAMES)
+        if listed is None or listed == answer or not isinstance(record[listed], list | dict):
+            return None
+        option_fields = [listed]
+    fields = FieldMap(question=question, options=option_fields, answer=answer, id=_find(keys, ID_NAMES),
+                      subset=_find(keys, SUBSET_NAMES))  # fmt: skip
+    try:
+        options = _options(record, fields)
+    except (ValueError, KeyError, TypeError):
+        return None
+    first = option_fields[0]
+    numbered_from = 1 if first[-1:] == "1" else None
+    form = _answer_format(record[answer], options, numbered_from)
+    return fields.model_copy(update={"answer_format": form}) if form else None

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.jsonl import BadLine, iter_jsonl
 
 IGNORE = -100
 """Label of a position that carries no loss (prompt tokens, padding)."""
@@ -68,26 +69,21 @@ def read_chat_jsonl(path: Path) -> list[ChatExample]:
     Raises:
         ConfigError: the file is missing or unreadable, or a line is not a valid example (``FILE:LINE: reason``).
     """
+    examples: list[ChatExample] = []
     try:
-        handle = path.open(encoding="utf-8")
+        lines = list(iter_jsonl(path))
     except OSError as error:
         raise ConfigError(f"{path}: cannot read training data ({error.strerror or error})") from error
-    examples: list[ChatExample] = []
-    with handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ConfigError(f"{where}: not JSON ({error.msg})") from error
-            if not isinstance(record, dict) or "messages" not in record:
-                raise ConfigError(f"{where}: expected an object with a 'messages' list")
-            try:
-                examples.append(ChatExample.model_validate({"messages": record["messages"], "source": where}))
-            except ValidationError as error:
-                raise ConfigError(f"{where}: {_first_error(error)}") from error
+    for number, record in lines:
+        where = f"{path}:{number}"
+        if isinstance(record, BadLine):
+            raise ConfigError(str(record))
+        if not isinstance(record, dict) or "messages" not in record:
+            raise ConfigError(f"{where}: expected an object with a 'messages' list")
+        try:
+            examples.append(ChatExample.model_validate({"messages": record["messages"], "source": where}))
+        except ValidationError as error:
+            raise ConfigError(f"{where}: {_first_error(error)}") from error
     if not examples:
         raise ConfigError(f"{path}: no training examples")
     return examples
@@ -97,13 +93,11 @@ def is_chat_jsonl(path: Path) -> bool:
     """True when the first record of a ``.jsonl`` file has a ``messages`` field."""
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    return isinstance(record := json.loads(line), dict) and "messages" in record
-                except json.JSONDecodeError:
-                    return False
+    try:
+        for _, record in iter_jsonl(path):
+            return isinstance(record, dict) and "messages" in record
+    except OSError:
+        return False
     return False
 
 

@@ -108,8 +108,12 @@ class PositionBiased:
 def test_pride_estimates_the_position_prior_and_divides_it_out() -> None:
     from medcouncil.agents.baselines import PriDe, PriorEstimator
 
-    questions = [QUESTION.model_copy(update={"item_id": f"q{i}", "options": {"A": "Septic arthritis", "B": "Gout",
-                                                                           "C": "Cellulitis"}}) for i in range(20)]
+    questions = [
+        QUESTION.model_copy(
+            update={"item_id": f"q{i}", "options": {"A": "Septic arthritis", "B": "Gout", "C": "Cellulitis"}}
+        )
+        for i in range(20)
+    ]
     model = PositionBiased()
     estimator = PriorEstimator(model, questions, fraction=0.05, seed=1)
     assert len(estimator.ids) == 1  # 5% of 20

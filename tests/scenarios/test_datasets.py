@@ -43,7 +43,7 @@ def test_kormedmcqa_fixture_answers_one_to_five_and_bad_rows(tmp_path: Path) -> 
     assert [str(e) for e in skipped] == [
         f"{path}:4: answer: 'I' is not one of the options A-E",
         f"{path}:5: missing field 'answer'",
-        f"{path}:6: not JSON (Expecting value)",
+        f"{path}:6: not JSON (Expecting value, column 1)",
     ]
     with pytest.raises(MalformedRow, match=rf"{path}:4:"):
         load_samples(path, kormedmcqa.record_to_sample, strict=True)

@@ -148,13 +148,23 @@ def test_disk_cache_replays_identical_calls(embedded_info: EndpointInfo) -> None
     assert isinstance(first, CreateResult) and isinstance(second, CreateResult)
     assert second.cached and second.content == first.content
     assert c2.cached and c2.letter == c1.letter and c2.probabilities == c1.probabilities  # type: ignore[attr-defined]
-    assert path is not None and path.name == cache_namespace(embedded_info.base_url, embedded_info.model)
+    assert path is not None and path.name == cache_namespace(embedded_info, ClientSettings())
 
     uncached = run(embedded_info, lambda c: c.chat([QUESTION], max_tokens=8), cache=False)
     assert not uncached.cached
 
 
-def test_cache_stores_are_per_model() -> None:
-    a = cache_namespace("http://127.0.0.1:8000/v1", "medgemma")
-    assert a == cache_namespace("http://127.0.0.1:9123/v1", "medgemma")  # the port does not matter
-    assert a != cache_namespace("http://127.0.0.1:8000/v1", "medgemma-ko-lora")
+def test_cache_stores_are_per_model_as_served_and_per_sampling() -> None:
+    def name(url: str = "http://127.0.0.1:8000/v1", model: str = "medgemma", weights: str = "",
+             dialect: str = "vllm", temperature: float = 0.0) -> str:  # fmt: skip
+        info = EndpointInfo(base_url=url, model=model, dialect=dialect, weights=weights)  # type: ignore[arg-type]
+        return cache_namespace(info, ClientSettings(temperature=temperature))
+
+    # An endpoint medcouncil does not know the weights of: its port, engine and model name each name a store.
+    assert name() != name(url="http://127.0.0.1:9123/v1")
+    assert name() != name(model="medgemma-ko-lora")
+    assert name() != name(dialect="llamacpp")
+    assert name() != name(temperature=0.7)
+    # A server medcouncil started is named by its weights: a new port reuses the store, new weights do not.
+    assert name(weights="llamacpp|a") == name(url="http://127.0.0.1:9123/v1", weights="llamacpp|a")
+    assert name(weights="llamacpp|a") != name(weights="llamacpp|b")

@@ -1,0 +1,92 @@
+"""Reading JSON and JSON Lines files whatever they hold: every failure is a reason naming the line, never a crash.
+
+Used by every reader of user files (datasets, training data): a UTF-8 BOM is accepted, lines end at ``\\n`` only,
+and deep nesting, overlong integers and bytes that are not UTF-8 become reasons like any syntax error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BOM = b"\xef\xbb\xbf"
+
+
+class BadLine(ValueError):
+    """A line (or a whole file) that cannot be read; ``line`` is 1-based, ``reason`` is one line."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path, self.line, self.reason = path, line, reason
+
+
+def parse_json(text: str | bytes) -> Any:
+    """``json.loads`` whose failures are all ValueErrors: JSONDecodeError (with its position) for syntax, a
+    short reason for nesting too deep for the parser and integers too long to convert."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("not JSON (nested too deeply)") from None
+    except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise ValueError(f"not JSON ({str(error).splitlines()[0]})") from None
+
+
+def json_reason(error: ValueError) -> str:
+    if isinstance(error, json.JSONDecodeError):
+        return f"not JSON ({error.msg}, column {error.colno})"
+    return str(error)
+
+
+def decode(data: bytes, path: Path, first_line: int = 1) -> str:
+    """UTF-8 text, a leading BOM dropped.
+
+    Raises:
+        BadLine: a byte that is not UTF-8, naming its line.
+    """
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = first_line + data.count(b"\n", 0, error.start)
+        byte = data[error.start]
+        raise BadLine(path, line, f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8") from None
+
+
+def read_text(path: Path) -> str:
+    """A whole file's UTF-8 text. Raises: BadLine (not UTF-8), OSError."""
+    return decode(path.read_bytes(), path)
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | BadLine]]:
+    """(line number, parsed value or the BadLine saying why not) for each non-blank line.
+
+    Raises:
+        OSError: the file cannot be opened.
+    """
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                line = decode(raw if number > 1 else raw.removeprefix(BOM), path, number)
+            except BadLine as error:
+                yield number, error
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield number, parse_json(line)
+            except ValueError as error:
+                yield number, BadLine(path, number, json_reason(error))
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file. Raises: BadLine (not UTF-8, not JSON with its line), OSError."""
+    text = read_text(path)
+    try:
+        return parse_json(text)
+    except json.JSONDecodeError as error:
+        raise BadLine(path, error.lineno, json_reason(error)) from None
+    except ValueError as error:
+        raise BadLine(path, 1, str(error)) from None
