@@ -1,12 +1,15 @@
 """Terms that must cross a translation unchanged: drug names, numbers with units, lab values, Latin-script terms.
 
-Before translating, each such span is replaced by a placeholder ``⟦n⟧``; afterwards the placeholders are put back.
-A placeholder the model dropped is appended, so no protected term is ever lost or altered, whatever the model does.
+Before translating, each such span is replaced by a placeholder ``⟦n⟧``; afterwards the placeholders are put back
+where that is certain (:func:`restore_spans`). A value whose placeholder the model dropped, repeated or moved out of
+order is flagged and appended, never put in a place the model chose: no protected term is lost, altered or moved,
+whatever the model does.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 _NUMBER = r"\d+(?:[.,]\d+)*\s*(?:%|[µμ]?[a-zA-Z]+(?:/[a-zA-Z0-9]+)*)?"  # 5 mg, 7.2 mmol/L, 62%, 24
 _LATIN = r"[A-Za-z][A-Za-z0-9\-+/.]*[A-Za-z0-9+]|[A-Za-z]"  # salbutamol, FEV1, HbA1c, IV, option letters
@@ -36,22 +39,63 @@ def protect(text: str, pattern: re.Pattern[str] = FROM_KOREAN) -> tuple[str, lis
     return pattern.sub(mask, text), spans
 
 
-def restore(translated: str, spans: list[str]) -> tuple[str, list[str]]:
-    """Put the spans back; returns the text and the spans the model dropped (appended in brackets)."""
-    seen: set[int] = set()
+NOT_PLACED = " [not placed: {}]"
+"""Appended after a translation: the values that could not be put back where they belong (shown, never moved)."""
+UNPLACED = "[?]"
+"""Left where a value's placeholder was, when that placeholder cannot be trusted."""
+
+
+@dataclass(frozen=True)
+class Restoration:
+    text: str
+    placed: list[int]
+    """Span indices (1-based) put back in place, in text order: strictly increasing."""
+    flagged: list[str]
+    """Values not put back in place (dropped, repeated or out of order): appended under :data:`NOT_PLACED`."""
+
+
+def restore_spans(translated: str, spans: list[str]) -> Restoration:
+    """Put back only the values whose place is certain.
+
+    A placeholder counts when it names a span, appears exactly once (a model echoing a prompt's example, or
+    copying one placeholder twice, makes every copy suspect) and keeps the source's order relative to every other
+    placeholder occurrence (two swapped values are both suspect). Any other value is flagged: listed at the end,
+    its suspect spots marked :data:`UNPLACED`. A value is never moved to a place the model chose for another one.
+    """
+    found = [(int(m.group(1)), position) for position, m in enumerate(_PLACEHOLDER.finditer(translated))]
+    found = [(index, position) for index, position in found if 1 <= index <= len(spans)]
+    counts: dict[int, int] = {}
+    for index, _ in found:
+        counts[index] = counts.get(index, 0) + 1
+
+    def consistent(index: int, position: int) -> bool:
+        """Every other placeholder occurrence sits on the side the source order puts it."""
+        return all((other < index) == (where < position) for other, where in found if other != index)
+
+    in_order = {index for index, position in found if counts[index] == 1 and consistent(index, position)}
 
     def unmask(match: re.Match[str]) -> str:
         index = int(match.group(1))
-        if 1 <= index <= len(spans):
-            seen.add(index)
+        if index in in_order:
             return spans[index - 1]
-        return ""
+        return UNPLACED if 1 <= index <= len(spans) else ""  # an invented placeholder carries no value
 
     text = _PLACEHOLDER.sub(unmask, translated).strip()
-    missing = [span for index, span in enumerate(spans, 1) if index not in seen]
-    if missing:
-        text = f"{text} [{'; '.join(missing)}]".strip()
-    return text, missing
+    flagged = [span for index, span in enumerate(spans, 1) if index not in in_order]
+    if flagged:
+        text = (text + NOT_PLACED.format("; ".join(dict.fromkeys(flagged)))).strip()
+    return Restoration(text=text, placed=[i for i, _ in found if i in in_order], flagged=flagged)
+
+
+def restore(translated: str, spans: list[str]) -> tuple[str, list[str]]:
+    """:func:`restore_spans` as (text, flagged values)."""
+    result = restore_spans(translated, spans)
+    return result.text, result.flagged
+
+
+def placed_text(text: str) -> str:
+    """A restored translation without its appended list of values not placed."""
+    return re.sub(r"\s*\[not placed: [^\]]*\]\s*$", "", text)
 
 
 def protected_terms(text: str) -> list[str]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 TRANSLATE_TO_ENGLISH = """Translate the following Korean clinical text into English for a team of doctors.
-Copy every placeholder such as ⟦1⟧ exactly as it is: they stand for drug names, numbers, units and lab values.
+Copy every placeholder (a number between ⟦ and ⟧) exactly once, as it is: they stand for drug names, numbers,
+units and lab values.
 Reply with the translation only."""
 
 TRANSLATE_TO_KOREAN = """Translate the following English clinical answer into Korean for the patient's doctor.
-Copy every placeholder such as ⟦1⟧ exactly as it is: they stand for drug names, numbers, units and lab values.
+Copy every placeholder (a number between ⟦ and ⟧) exactly once, as it is: they stand for drug names, numbers,
+units and lab values.
 Reply with the translation only."""
 
 DIAGNOSTICIAN_SYSTEM = """You are the diagnostician of a clinical council.

@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medcouncil.agents.preserve import placed_text
 from medcouncil.agents.protocol import Episode
 from medcouncil.serving.yamlfile import load_yaml
 
@@ -90,6 +91,7 @@ def check_turn(number: int, expect: Expect, episode: Episode) -> list[CheckResul
     if expect.min_sources is not None:
         cited = len(episode.sources)
         add(f"at least {expect.min_sources} sources", cited >= expect.min_sources, f"{cited} cited")
+    placed = placed_text(episode.case_en)  # a value only listed as "not placed" was not kept in the text
     for term in expect.keeps_terms:
-        add(f"keeps {term!r}", term in episode.case_en, episode.case_en[:120])
+        add(f"keeps {term!r}", term in placed, placed[:120] or "(empty translation)")
     return results

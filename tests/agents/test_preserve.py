@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
+from medcouncil.agents.preserve import (
+    english_pattern,
+    placed_text,
+    protect,
+    protected_terms,
+    restore,
+    restore_spans,
+    unsupported_values,
+)
 
 KOREAN = "환자는 FEV1 62%, salbutamol 100 mcg 흡입 후 호전, HbA1c 7.2%, K 3.1 mmol/L이다."
 
@@ -29,6 +37,23 @@ def test_restore_never_loses_or_alters_a_term(translation: str) -> None:
         assert span in text
     assert "⟦" not in text
     assert len(missing) == sum(1 for n in range(1, len(spans) + 1) if f"⟦{n}⟧" not in translation)
+
+
+def test_a_value_is_flagged_never_moved() -> None:
+    masked, spans = protect("58세 남성, 40분간 흉통, ECG II 유도")
+    assert spans == ["58", "40", "ECG", "II"] and masked.startswith("⟦1⟧세")
+    # The model echoed a prompt's example placeholder and swapped two values.
+    result = restore_spans("A ⟦2⟧-year-old man, chest pain for ⟦1⟧ minutes, ⟦1⟧ in lead ⟦4⟧", spans)
+    assert "40-year-old" not in result.text and "58 minutes" not in result.text
+    assert result.placed == [4]
+    assert "58" in result.flagged and result.text.endswith("]") and "[?]" in result.text
+    # Swapped but unique: both suspect, the others placed.
+    swapped = restore_spans("⟦2⟧ then ⟦1⟧ then ⟦3⟧ ⟦4⟧", spans)
+    assert swapped.placed == [3, 4] and swapped.flagged == ["58", "40"]
+    assert placed_text(swapped.text) == "[?] then [?] then ECG II"
+    # An empty translation places nothing: every value is listed as not placed.
+    empty = restore_spans("", spans)
+    assert empty.placed == [] and placed_text(empty.text) == "" and all(span in empty.text for span in spans)
 
 
 def test_english_answer_keeps_values_codes_and_the_users_latin_terms() -> None:

@@ -38,7 +38,7 @@ def outcome(path: Path, call: Callable[[], object]) -> str:
 
 def load(path: Path, fields: FieldMap | None = None) -> str:
     def call() -> None:
-        samples, info = load_dataset(str(path), fields=fields)
+        _, info = load_dataset(str(path), fields=fields)
         for row in info.skipped_rows:
             assert row.startswith(f"{path}:") and "\n" not in row, row
             line = row.removeprefix(f"{path}:").split(":")[0]
@@ -50,8 +50,11 @@ def load(path: Path, fields: FieldMap | None = None) -> str:
 CASES: dict[str, bytes] = {
     "nested.jsonl": b"[" * 200_000 + b"]" * 200_000 + b"\n",
     "nested_then_good.jsonl": b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"\n" + GOOD_LINE.encode() + b"\n",
-    "huge_int.jsonl": b'{"id": ' + b"9" * 10_000 + b', "question": "q", "options": ["a", "b"], "answer": "A"}\n'
-    + GOOD_LINE.encode() + b"\n",
+    "huge_int.jsonl": b'{"id": '
+    + b"9" * 10_000
+    + b', "question": "q", "options": ["a", "b"], "answer": "A"}\n'
+    + GOOD_LINE.encode()
+    + b"\n",
     "null.json": b"null",
     "number.json": b"12",
     "nested.json": b"[" * 200_000 + b"]" * 200_000,
@@ -71,9 +74,9 @@ CASES: dict[str, bytes] = {
     "nul.csv": b"question,a,b,answer\nq\x00,x,y,A\n",
     "multiline.csv": b'question,opt1,opt2,correct\n"line one\nline two",x,y,9\nok?,x,y,1\n',
     "duplicates.jsonl": (GOOD_LINE + "\n").encode() * 3,
-    "list_of_nulls.json": b"[null, 1, \"x\", []]",
+    "list_of_nulls.json": b'[null, 1, "x", []]',
     "object_of_nulls.json": b'{"a": null, "b": 3}',
-    "not_objects.jsonl": b"1\n\"x\"\nnull\n[]\ntrue\n",
+    "not_objects.jsonl": b'1\n"x"\nnull\n[]\ntrue\n',
     "directory_like.jsonl": b"{}\n{}\n",
 }
 

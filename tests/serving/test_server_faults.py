@@ -38,7 +38,7 @@ from medcouncil.serving.session import ModelSource, open_model
 class SlowModels(BaseHTTPRequestHandler):
     delay = 3.0
 
-    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+    def do_GET(self) -> None:
         time.sleep(self.delay)
         body = json.dumps({"object": "list", "data": [{"id": "slow-model", "owned_by": "vllm"}]}).encode()
         self.send_response(200)
@@ -87,7 +87,7 @@ def test_a_dead_recorded_endpoint_is_an_error_never_a_fallback() -> None:
     write_state(external(f"http://127.0.0.1:{free_port()}/v1"))
     try:
         notices: list[str] = []
-        with pytest.raises(EndpointUnreachableError, match="does not answer.*serve --status"):
+        with pytest.raises(EndpointUnreachableError, match=r"does not answer.*serve --status"):
             _open(notices)
         assert notices == []
     finally:
@@ -143,8 +143,9 @@ def test_second_bench_and_serve_are_refused_while_another_writes(tmp_path: Path,
 def test_serve_never_starts_a_second_server_beside_a_silent_recorded_one(cli: list[str]) -> None:
     sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        state = external("x").model_copy(update={"pid": sleeper.pid, "endpoint": None, "port": free_port(),
-                                                 "engine": "llamacpp", "start_ticks": start_ticks(sleeper.pid)})  # fmt: skip
+        update = {"pid": sleeper.pid, "endpoint": None, "port": free_port(), "engine": "llamacpp",
+                  "start_ticks": start_ticks(sleeper.pid)}  # fmt: skip
+        state = external("x").model_copy(update=update)
         write_state(state)
         before = state_path().read_text()
         result = subprocess.run([*cli, "serve", "--detach"], capture_output=True, text=True, timeout=120)
