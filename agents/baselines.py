@@ -32,13 +32,14 @@ from medcouncil.agents.protocol import (
 )
 from medcouncil.agents.roles import choose_after_reasoning, options_block, stream_model
 from medcouncil.serving.client import Choice
+from medcouncil.tools.untrusted import fence
 
 SC_TEMPERATURE = 0.7
 """Sampling temperature of the self-consistency reasonings (each sample has its own seed: reruns agree)."""
 
 
 def _messages(question: Question) -> list[LLMMessage]:
-    task = prompts.COT_TASK.format(question=question.text.strip(), options=options_block(question.options))
+    task = prompts.COT_TASK.format(question=fence(question.text.strip()), options=options_block(question.options))
     return [SystemMessage(content=prompts.COT_SYSTEM), UserMessage(content=task, source="user")]
 
 

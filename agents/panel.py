@@ -34,6 +34,7 @@ from medcouncil.agents.roles import (
 from medcouncil.serving.client import Choice
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
+from medcouncil.tools.untrusted import fence, neutralise
 
 MODERATOR = "moderator"
 
@@ -105,8 +106,8 @@ class PanelistAgent(CouncilAgent):
                 others="\n".join(f"- {state.specialties[i]}: {previous[n].content}"
                                  for i, n in enumerate(state.panelists()) if n != self.name),
             )  # fmt: skip
-        task = prompts.PANEL_TASK.format(case=state.case_en, options=block, evidence=evidence_block(state.evidence),
-                                         discussion=discussion)  # fmt: skip
+        task = prompts.PANEL_TASK.format(case=fence(state.case_en), options=block,
+                                         evidence=evidence_block(state.evidence), discussion=discussion)  # fmt: skip
         messages: list[LLMMessage] = [SystemMessage(content=prompts.PANELIST_SYSTEM.format(specialty=specialty)),
                                       UserMessage(content=task, source="user")]  # fmt: skip
         turn.kind = "diagnosis"
@@ -131,7 +132,7 @@ class PanelistAgent(CouncilAgent):
         while len(chosen) < state.panel_size:
             left = [s for s in SPECIALTIES if s not in chosen]
             listing = {letters[i]: s for i, s in enumerate(left)}
-            prompt = prompts.PICK_SPECIALTY.format(case=state.case_en, options=option_lines(listing))
+            prompt = prompts.PICK_SPECIALTY.format(case=fence(state.case_en), options=option_lines(listing))
             picked = await choose(self.model, [UserMessage(content=prompt, source="user")], list(listing), turn)
             chosen.append(listing[picked.letter] if picked.letter else left[0])
         return chosen
@@ -157,7 +158,7 @@ class ModeratorAgent(CouncilAgent):
             letter = turn.choice.letter
             turn.content = f"Final answer: {letter}. {options[letter]}" if letter else "Final answer: none"
         else:
-            task = prompts.MODERATOR_TASK.format(case=state.case_en, views=views)
+            task = prompts.MODERATOR_TASK.format(case=fence(state.case_en), views=neutralise(views))
             messages: list[LLMMessage] = [SystemMessage(content=prompts.MODERATOR_SYSTEM),
                                           UserMessage(content=task, source="user")]  # fmt: skip
             async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):

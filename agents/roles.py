@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from autogen_agentchat.agents import BaseChatAgent
@@ -27,6 +28,7 @@ from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
+from medcouncil.tools.untrusted import fence, neutralise
 
 TRANSLATOR, RETRIEVER, DIAGNOSTICIAN, CRITIC = "translator", "retriever", "diagnostician", "critic"
 ROLES = (TRANSLATOR, RETRIEVER, DIAGNOSTICIAN, CRITIC)
@@ -138,6 +140,13 @@ def _shorten(text: str, limit: int) -> str:
     return (cut[: end + 1] if end > limit // 2 else cut.rsplit(" ", 1)[0]) + " …"
 
 
+def source_id(item: Evidence) -> str:
+    """How a prompt cites a source: its file name and item id, never a local path (which says nothing to the
+    model and may say too much about the machine)."""
+    name = Path(item.source).name if "/" in item.source or "\\" in item.source else item.source
+    return neutralise(f"{name}#{item.item_id}" if item.item_id else name)
+
+
 def evidence_block(evidence: Sequence[Evidence]) -> str:
     """Numbered evidence for prompts, within the council's budget (prompts.EVIDENCE_*_CHARS)."""
     if not evidence:
@@ -145,7 +154,7 @@ def evidence_block(evidence: Sequence[Evidence]) -> str:
     lines: list[str] = []
     used = 0
     for n, item in enumerate(evidence, 1):
-        line = f"[{n}] ({item.source}) {_shorten(item.text, prompts.EVIDENCE_ITEM_CHARS)}"
+        line = f"[{n}] ({source_id(item)}) {fence(_shorten(item.text, prompts.EVIDENCE_ITEM_CHARS))}"
         if lines and used + len(line) > prompts.EVIDENCE_TOTAL_CHARS:
             break
         lines.append(line)
@@ -317,13 +326,14 @@ class DiagnosticianAgent(CouncilAgent):
         evidence = evidence_block(state.evidence)
         feedback = ""
         if state.verdict == "REVISE":  # a revision sees its previous answer and the critique
-            feedback = prompts.REVISION_FEEDBACK.format(previous=state.answer_en, critique=state.critique)
+            feedback = prompts.REVISION_FEEDBACK.format(previous=neutralise(state.answer_en),
+                                                       critique=neutralise(state.critique))  # fmt: skip
         messages: list[LLMMessage] = [SystemMessage(content=prompts.DIAGNOSTICIAN_SYSTEM)]
         for earlier in state.history:
             messages.append(UserMessage(content=earlier.case_en, source="user"))
             messages.append(AssistantMessage(content=earlier.answer_en, source=DIAGNOSTICIAN))
-        task = prompts.DIAGNOSTICIAN_TASK.format(case=state.case_en, options=state.options_block(), evidence=evidence,
-                                                 feedback=feedback)  # fmt: skip
+        task = prompts.DIAGNOSTICIAN_TASK.format(case=fence(state.case_en), options=state.options_block(),
+                                                 evidence=evidence, feedback=feedback)  # fmt: skip
         messages.append(UserMessage(content=task, source="user"))
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
@@ -344,8 +354,8 @@ class CriticAgent(CouncilAgent):
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "verdict"
         evidence = evidence_block(state.evidence)
-        task = prompts.CRITIC_TASK.format(case=state.case_en, options=state.options_block(), evidence=evidence,
-                                          answer=state.answer_en)  # fmt: skip
+        task = prompts.CRITIC_TASK.format(case=fence(state.case_en), options=state.options_block(), evidence=evidence,
+                                          answer=neutralise(state.answer_en))  # fmt: skip
         messages: list[LLMMessage] = [
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),
