@@ -5,14 +5,17 @@ Both implement :class:`~medcouncil.agents.protocol.Answerer`, so chat, replay an
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from autogen_agentchat.base import TaskResult
 from autogen_agentchat.conditions import FunctionalTermination
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_agentchat.teams import SelectorGroupChat
+from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel, Field, field_validator
@@ -160,7 +163,7 @@ class Council:
         self.holder.state = state
         episode = Episode(question=question, answerer=self.name, language=language)
         try:
-            async for item in self._team(state).run_stream(task=TextMessage(content=question.text, source="user")):
+            async for item in run_cancellable(self._team(state), TextMessage(content=question.text, source="user")):
                 if isinstance(item, ModelClientStreamingChunkEvent):
                     yield TokenEvent(agent=item.source, text=item.content)
                 elif isinstance(item, TextMessage) and "turn" in item.metadata:
@@ -180,6 +183,48 @@ class Council:
             episode.letter, episode.probabilities = state.choice.letter, state.choice.probabilities
         episode.wall_time_s = time.perf_counter() - started
         yield episode
+
+
+CANCEL_GRACE_S = 2.0
+"""How long a cancelled council turn waits for its agents to wind down before it returns anyway."""
+
+
+async def run_cancellable(team: SelectorGroupChat, task: TextMessage) -> AsyncIterator[Any]:
+    """``team.run_stream(task)``, cancellable at once.
+
+    AgentChat's stream, when its consumer is cancelled, waits for the runtime to go idle: the model call in flight
+    and every later turn of the team run to the end (a Ctrl-C in ``chat`` took minutes). Here the stream is pumped
+    by a task of its own; a cancellation of the consumer cancels the team's token, which each council agent ties
+    to its model call (the HTTP request is closed), and returns within :data:`CANCEL_GRACE_S`.
+    """
+    token = CancellationToken()
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    done = object()
+
+    async def pump() -> None:
+        try:
+            async for item in team.run_stream(task=task, cancellation_token=token):
+                queue.put_nowait(item)
+        except BaseException as error:
+            queue.put_nowait(error)
+        finally:
+            queue.put_nowait(done)
+
+    pumping = asyncio.create_task(pump())
+    try:
+        while (item := await queue.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    except asyncio.CancelledError:
+        token.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(pumping, CANCEL_GRACE_S)
+        raise
+    finally:
+        if not pumping.done():
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(pumping, CANCEL_GRACE_S)
 
 
 class SingleModel:

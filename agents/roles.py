@@ -7,6 +7,7 @@ time, latency).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -191,6 +192,9 @@ class CouncilAgent(BaseChatAgent):
         state = self.holder.get()
         turn = Turn(agent=self.name, content="")
         started = time.perf_counter()
+        handler = asyncio.current_task()
+        if handler is not None:  # a cancelled team cancels this turn's model call (and closes its HTTP request)
+            cancellation_token.add_callback(handler.cancel)
         try:
             async for chunk in self.act(state, turn):
                 yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)

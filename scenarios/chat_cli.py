@@ -89,6 +89,9 @@ class ChatSession:
         except MedcouncilError as error:
             console.print(f"\n[error]error:[/] {escape(str(error))}")
             return
+        except Exception as error:  # AgentChat re-raises some failures as RuntimeError: the session lives on
+            console.print(f"\n[error]error:[/] {escape(f'{type(error).__name__}: {error}'.splitlines()[0])}")
+            return
         finally:
             self.loop.remove_signal_handler(signal.SIGINT)
         if episode.error is None:

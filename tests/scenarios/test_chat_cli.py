@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pexpect
@@ -57,8 +58,11 @@ def test_turn_single_mode_save_cancel_quit(cli: list[str], embedded_server: Serv
     child.expect("mode: council")
     child.sendline("Describe in detail the full management of acute severe asthma in the emergency department.")
     child.expect("diagnostician ›")
-    child.sendintr()  # Ctrl-C cancels the turn, not the session
-    child.expect("turn cancelled")
+    child.expect(r"\w+ \w+ \w+")  # the diagnostician's model call is streaming
+    cancelled = time.monotonic()
+    child.sendintr()  # Ctrl-C cancels the turn, not the session, at once (the model call is closed)
+    child.expect("turn cancelled", timeout=15)
+    assert time.monotonic() - cancelled < 3.0
     child.expect(PROMPT)
 
     child.sendline("/quit")
