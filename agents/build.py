@@ -13,6 +13,7 @@ models:
 
 from __future__ import annotations
 
+import concurrent.futures
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from medcouncil.serving.client import ClientSettings, ModelClient
 from medcouncil.serving.console import err_console
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.serving.yamlfile import load_yaml
-from medcouncil.tools.knowledge import KnowledgeConfig, open_knowledge
+from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard, open_knowledge
 from medcouncil.tools.search import KnowledgeSearch
 
 
@@ -63,6 +64,24 @@ def make_council(models: Mapping[str, ChatModel], knowledge: KnowledgeSearch, co
     return Panel(models, knowledge, config) if kind == "panel" else Council(models, knowledge, config)
 
 
+class LazyKnowledge:
+    """A knowledge base still loading in a thread: :meth:`search` waits for it (and raises its loading error)."""
+
+    def __init__(self, loading: concurrent.futures.Future[KnowledgeBase]) -> None:
+        self.loading = loading
+
+    def wait(self) -> KnowledgeBase:
+        if not self.loading.done():
+            with err_console.status("Loading the knowledge base…"):
+                return self.loading.result()
+        return self.loading.result()
+
+    def search(
+        self, query: str, k: int | None = None, threshold: float | None = None, guard: SearchGuard | None = None
+    ) -> list[Evidence]:
+        return self.wait().search(query, k, threshold, guard)
+
+
 @dataclass
 class Answerers:
     council: Council
@@ -89,9 +108,11 @@ async def open_answerers(
 ) -> AsyncIterator[Answerers]:
     """The embedded server is started here when nothing else is configured, and stopped on exit."""
     council = council or CouncilFile()
-    with err_console.status("Loading the knowledge base…"):
-        base = open_knowledge(knowledge)
+    # The knowledge base (importing and loading its embedder: ~6 s on 2 cores) loads in a thread while the model
+    # server starts and the user types; the first search waits for it.
+    base = LazyKnowledge(concurrent.futures.ThreadPoolExecutor(1).submit(open_knowledge, knowledge))
     async with AsyncExitStack() as stack:
+        stack.callback(base.wait)  # never leave a half-opened store behind
         model = await stack.enter_async_context(open_model(source, settings, notice=notice))
         per_role: dict[str, ChatModel] = dict.fromkeys(ROLES, model)
         for role, role_source in council.models.items():
