@@ -8,6 +8,7 @@ time, latency).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
@@ -163,6 +164,10 @@ def evidence_block(evidence: Sequence[Evidence]) -> str:
     return "\n".join(lines)
 
 
+def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+
+
 class CouncilAgent(BaseChatAgent):
     """A role: runs :meth:`act` and wraps what it yields into AgentChat events and one TextMessage."""
 
@@ -194,7 +199,7 @@ class CouncilAgent(BaseChatAgent):
         started = time.perf_counter()
         handler = asyncio.current_task()
         if handler is not None:  # a cancelled team cancels this turn's model call (and closes its HTTP request)
-            cancellation_token.add_callback(handler.cancel)
+            cancellation_token.add_callback(functools.partial(_cancel, handler))
         try:
             async for chunk in self.act(state, turn):
                 yield ModelClientStreamingChunkEvent(content=chunk, source=self.name)

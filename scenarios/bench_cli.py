@@ -229,6 +229,14 @@ async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cach
     return runs
 
 
+FIELDS_HELP = (
+    "Field mapping of a file in no known format: 'question=stem;options=opt1,opt2,opt3;answer=correct' plus optional "
+    "'answer_format=letter|index0|index1|text', 'id=qid', 'subset=subject'. Without it, common names are guessed "
+    "and the guess printed."
+)
+FieldsOpt = Annotated[str | None, typer.Option(help=FIELDS_HELP)]
+
+
 def bench(
     dataset: Annotated[str | None, typer.Option(help="Registered name, HF dataset id (owner/name) or path.")] = None,
     subset: Annotated[str | None, typer.Option(help="KorMedMCQA exam, MedQA step, MMLU subject, HF config.")] = None,
@@ -244,7 +252,7 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Run folder (default: ./runs/DATASET-TIME).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Finish a run folder (after a kill or errors).")] = None,
     suite: Annotated[str | None, typer.Option(help="'reference': KorMedMCQA ×4 and MedQA 5/4-option table.")] = None,
-    fields: Annotated[str | None, typer.Option(help="Generic file: 'question=..;options=a,b,..;answer=..'.")] = None,
+    fields: FieldsOpt = None,
     strict_rows: Annotated[bool, typer.Option(help="A malformed row stops the run.")] = False,
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed item (with backoff).")] = 2,
     backoff: Annotated[float, typer.Option(min=0, help="Seconds before the first retry; doubles each time.")] = 2.0,

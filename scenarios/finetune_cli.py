@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from medcouncil.scenarios.bench_cli import FieldsOpt
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError
 from medcouncil.serving.finetune.config import FinetuneConfig
@@ -91,7 +92,7 @@ def finetune(
     limit: Annotated[int | None, typer.Option(help="The first N examples.")] = None,
     subset: Annotated[str | None, typer.Option(help="Dataset subset.")] = None,
     split: Annotated[str | None, typer.Option(help="HF dataset split.")] = None,
-    fields: Annotated[str | None, typer.Option(help="Generic file field mapping, as bench --fields.")] = None,
+    fields: FieldsOpt = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also write the merged HF model (OUT/merged).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (all cores).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Finetune config YAML (flags override it).")] = None,

@@ -178,3 +178,12 @@ def test_cli_prints_one_line_and_keeps_brackets(tmp_path: Path, cli: list[str]) 
     result = subprocess.run([*cli, "bench", "--dataset", str(nested), "--mode", "single,x[hf]"],
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 1 and "x[hf]" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_csv_with_common_headers_needs_no_mapping(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "exam.csv"
+    path.write_text("qid,stem,opt1,opt2,opt3,opt4,correct\n17,Which organ pumps blood?,Liver,Heart,Lung,Skin,2\n"
+                    "18,Which organ filters urine?,Kidney,Heart,Lung,Skin,1\n")  # fmt: skip
+    samples, _ = load_dataset(str(path))
+    assert [(s.id, s.answer, s.options["B"]) for s in samples] == [("17", "B", "Heart"), ("18", "A", "Heart")]
+    assert "question=stem;options=opt1,opt2,opt3,opt4;answer=correct;answer_format=index1;id=qid" in caplog.text

@@ -235,3 +235,21 @@ def test_an_auto_started_engine_dies_with_its_command(cli: list[str], how: signa
     assert _gone(engines[0]), f"engine {engines[0]} outlived its command ({how.name})"
     if how == signal.SIGTERM:
         assert "Traceback" not in stderr and "interrupted" in stderr, stderr
+
+
+@pytest.mark.integration
+def test_the_api_key_is_never_on_an_engine_command_line() -> None:
+    from medcouncil.serving.config import EngineConfig
+    from medcouncil.serving.server import EngineServer
+
+    server = EngineServer(EngineConfig(api_key="s3cret-key-42"))
+    state = server.start()
+    try:
+        assert is_healthy(state.base_url, "s3cret-key-42") and not is_healthy(state.base_url, "wrong", attempts=1)
+        assert state.pid is not None
+        pids = [state.pid, *_children(state.pid, "")]
+        for pid in pids:
+            assert b"s3cret-key-42" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+            assert b"s3cret-key-42" not in Path(f"/proc/{pid}/environ").read_bytes()
+    finally:
+        server.stop()
