@@ -57,3 +57,19 @@ def test_kill_9_at_random_points_then_resume_answers_every_item_exactly_once(
     assert len(keys) == len(set(keys)) == ITEMS * len(MODES)  # each answered exactly once, none lost
     manifest = json.loads((out / "run.json").read_text())
     assert manifest["finished"] and manifest["config"]["cache"] is False  # the cold run stayed cold on resume
+
+
+def test_sigterm_stops_a_bench_with_the_resume_hint(cli: list[str], embedded_server: ServerState,
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    out = tmp_path / "run"
+    command = [*cli, "bench", "--dataset", str(_data(tmp_path / "items.jsonl")), "--mode", "single,cot", "--out",
+               str(out), "--no-cache", "--endpoint", embedded_server.base_url]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "samples.jsonl").exists():
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0 and "Traceback" not in stderr
+    assert f"medcouncil bench --resume {out}" in stderr.replace("\n", ""), stderr[-2000:]
