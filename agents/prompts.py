@@ -144,3 +144,13 @@ Case:
 {options}
 
 The specialty's letter:"""
+
+FINAL_ANSWER = "Final answer: {answer}"
+"""The diagnostician's last line (``{answer}``: ``B. text`` on a multiple-choice item), at run time and in the
+role-shaped training data."""
+
+CRITIC_APPROVE = "Sound: {answer} fits the case better than the other options.{because}"
+"""A critic's review of a correct answer, in the role-shaped training data (``medcouncil data build``)."""
+
+CRITIC_REVISE = "{answer} is not the best option: {better} is.{because}"
+"""A critic's review of a wrong answer, naming the better option, in the role-shaped training data."""

@@ -266,7 +266,7 @@ async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str,
     prompt = format_mcqa(case, options, reasoning=turn.content)
     turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
     letter = turn.choice.letter
-    line = f"Final answer: {letter}. {options[letter]}" if letter else "Final answer: none"
+    line = prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
     turn.content = f"{turn.content}\n\n{line}".strip()
     return f"\n\n{line}"
 

@@ -249,7 +249,7 @@ def _load_hf(hf_id: str, entry: Registered | None, subsets: list[str | None], sp
     return samples, skipped
 
 
-def _registered_files(entry: Registered, subset: str | None, root: Path | None) -> list[Path] | None:
+def registered_files(entry: Registered, subset: str | None, root: Path | None) -> list[Path] | None:
     """The registered dataset's local files, or None when any is missing (then its HF dataset is tried)."""
     if root is None:
         return None
@@ -315,7 +315,7 @@ def load_dataset(
     path = Path(dataset).expanduser()
     filter_subset = subset is not None
     if entry is not None:
-        found = _registered_files(entry, subset, data_dir(data_root))
+        found = registered_files(entry, subset, data_dir(data_root))
         if found:
             samples, skipped = [], []
             for file in found:

@@ -27,5 +27,8 @@ def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> S
         sample_id = str(record.get("id", index))
         subject = str(record.get("subject_name") or "")
     metadata = {"dataset": "medmcqa", **({"subset": subject} if subject else {})}
+    explanation = str(record.get("exp") or "").strip()
+    if explanation:  # the dataset's rationale: training data only (``data build``), never shown at evaluation
+        metadata["explanation"] = explanation
     return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
                   metadata=metadata)  # fmt: skip

@@ -1,0 +1,129 @@
+"""``medcouncil data build``: role-shaped training data from benchmark datasets, BioASQ files and parallel text,
+decontaminated against every evaluation set found locally, with a data card beside it."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medcouncil.scenarios.bench_cli import FieldsOpt
+from medcouncil.serving.console import console, err_console
+from medcouncil.serving.errors import ConfigError
+
+data_app = typer.Typer(
+    help="Training data for the council: role-shaped SFT sets, decontaminated.", no_args_is_help=True
+)
+DEFAULT_MIX = "diagnostician=0.6,critic=0.3,single=0.1"
+
+
+def _pairs(path: Path) -> list[object]:
+    from pydantic import ValidationError
+
+    from medcouncil.scenarios.sft import Pair
+    from medcouncil.serving.jsonl import BadLine, iter_jsonl
+
+    pairs: list[object] = []
+    try:
+        for number, record in iter_jsonl(path):
+            if isinstance(record, BadLine):
+                raise ConfigError(str(record))
+            try:
+                pairs.append(Pair.model_validate(record))
+            except ValidationError:
+                raise ConfigError(f"{path}:{number}: expected an object with 'ko' and 'en' texts") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    return pairs
+
+
+def build(
+    out: Annotated[Path, typer.Option(help="The chat JSONL to write (its data card: OUT.card.json).")],
+    dataset: Annotated[list[str] | None, typer.Option(help="A dataset bench can load (repeatable).")] = None,
+    subset: Annotated[str | None, typer.Option(help="Subset of --dataset.")] = None,
+    split: Annotated[str | None, typer.Option(help="HF split of --dataset (e.g. train).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="The first N items of each dataset.")] = None,
+    fields: FieldsOpt = None,
+    bioasq: Annotated[list[Path] | None, typer.Option(help="BioASQ golden JSON (repeatable).")] = None,
+    parallel: Annotated[Path | None, typer.Option(help="Korean/English pairs, JSONL of {ko, en} (translator).")] = None,
+    mix: Annotated[str, typer.Option(help="Role weights, e.g. diagnostician=0.6,critic=0.3,single=0.1.")] = DEFAULT_MIX,
+    size: Annotated[int | None, typer.Option(min=1, help="Examples to write (default: one per item).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the distractors, the mix and the order.")] = 0,
+    decontaminate: Annotated[bool, typer.Option(help="Drop items found in evaluation sets.")] = True,
+    against: Annotated[list[Path] | None, typer.Option(help="More evaluation files to check against.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Where registered datasets live.")] = None,
+) -> None:
+    """Write role-shaped SFT data in the council's own prompts, with evaluation items removed."""
+    from medcouncil.scenarios import decontamination as decon
+    from medcouncil.scenarios.datasets.generic import FieldMap
+    from medcouncil.scenarios.registry import load_dataset
+    from medcouncil.scenarios.sft import Pair, parse_mix, read_bioasq, role_pools
+    from medcouncil.scenarios.sft import mix as mix_pools
+
+    try:
+        weights = parse_mix(mix)
+    except ValueError as error:
+        raise ConfigError(f"--mix: {error}") from None
+    if not dataset and not bioasq and parallel is None:
+        raise ConfigError("give at least one source: --dataset, --bioasq or --parallel")
+    samples = []
+    sources: dict[str, int] = {}
+    for name in dataset or []:
+        loaded, info = load_dataset(name, subset, split, FieldMap.parse(fields) if fields else None, False, data_dir)
+        loaded = loaded[:limit] if limit else loaded
+        samples += loaded
+        sources[info.source] = len(loaded)
+    free = [item for path in bioasq or [] for item in read_bioasq(path)]
+    for path in bioasq or []:
+        sources[str(path)] = sum(1 for item in free if item.source == path.name)
+    pairs = [p for p in _pairs(parallel) if isinstance(p, Pair)] if parallel else []
+    overlaps: list[decon.Overlap] = []
+    if decontaminate and (samples or free):
+        evals = decon.local_eval_sets(data_dir, against or [])
+        from medcouncil.tools.embeddings import build_embedder
+
+        with err_console.status(f"Checking {len(samples) + len(free)} items against {len(evals)} evaluation items…"):
+            found = decon.find_overlaps([(s.id, s.question) for s in samples] + [(f.id, f.question) for f in free],
+                                        evals, build_embedder())  # fmt: skip
+        overlaps = list(found.values())
+        samples = [s for s in samples if s.id not in found]
+        free = [f for f in free if f.id not in found]
+    pools = role_pools(samples, pairs, seed, free)
+    total = size or len(samples) + len(free) + len(pairs)
+    examples, counts = mix_pools(pools, weights, total, seed)
+    if not examples:
+        raise ConfigError("no examples: every item was dropped or the mix selects empty roles")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
+        for example in examples:
+            record = {"messages": [m.model_dump() for m in example.messages], "source": example.source}
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    lengths = [sum(len(m.content) for m in e.messages) for e in examples]
+    card = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "medcouncil_version": version("medcouncil"),
+        "examples": len(examples),
+        "per_role": counts,
+        "pools": {role: len(pool) for role, pool in pools.items()},
+        "sources": sources,
+        "mix": {role: round(weight, 4) for role, weight in weights.items()},
+        "seed": seed,
+        "characters": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
+        "decontamination": {
+            "on": decontaminate,
+            "near_duplicate_threshold": decon.NEAR_DUPLICATE_TRAINING,
+            "against": [str(p) for p in against or []],
+            **decon.summarise(overlaps),
+            "dropped": [o.model_dump() for o in overlaps],
+        },
+    }
+    card_path = out.with_suffix(".card.json")
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
+    console.print(f"{len(examples)} examples ({', '.join(f'{r} {n}' for r, n in counts.items())}); "
+                  f"{len(overlaps)} items dropped as evaluation overlaps", markup=False)  # fmt: skip
+    console.print(f"wrote {out} and {card_path}", markup=False)
