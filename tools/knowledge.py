@@ -101,6 +101,10 @@ class KnowledgeBase:
                 path=str(self.path), settings=Settings(anonymized_telemetry=False, allow_reset=False)
             )
             self.created = self.config.collection not in {c.name for c in self._client.list_collections()}
+            if self.created and self.config.collection == DEFAULT_COLLECTION:
+                # Written before the collection exists and removed once the starter pack is in: a process killed
+                # in between leaves the marker, and the next one finishes the seeding (never an empty default).
+                self.seeding_marker.touch()
             self.collection = self._client.get_or_create_collection(
                 self.config.collection,
                 configuration={"hnsw": {"space": "cosine"}},
@@ -120,6 +124,10 @@ class KnowledgeBase:
                 f"collection {self.config.collection!r} in {self.path} was built with embeddings {built_with!r}, "
                 f"not {self.embedder.name!r}: use another --collection"
             )
+
+    @property
+    def seeding_marker(self) -> Path:
+        return self.path / f"{self.config.collection}.seeding"
 
     @property
     def space(self) -> str:
@@ -288,11 +296,13 @@ def starter_documents() -> list[Document]:
 
 
 def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | None = None) -> KnowledgeBase:
-    """Open a knowledge base; the default collection gets the starter pack when it is first created.
+    """Open a knowledge base; the default collection gets the starter pack when it is first created (a seeding cut
+    short by a kill is finished by the next open).
 
     Removing the starter sources later (``index remove starter/asthma.md``) is respected: they are not re-added.
     """
     knowledge = KnowledgeBase(config, embedder)
-    if knowledge.created and knowledge.config.collection == DEFAULT_COLLECTION:
-        knowledge.add(starter_documents())
+    if knowledge.config.collection == DEFAULT_COLLECTION and knowledge.seeding_marker.exists():
+        knowledge.add(starter_documents())  # upserts: chunks a killed seeding already stored are not embedded again
+        knowledge.seeding_marker.unlink(missing_ok=True)
     return knowledge

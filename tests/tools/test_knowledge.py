@@ -124,3 +124,13 @@ def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder
     assert knowledge.remove("starter/asthma.md") > 0
     reopened = open_knowledge(config, embedder)
     assert "starter/asthma.md" not in reopened.stats()["sources"]
+
+
+def test_a_killed_seeding_is_finished_by_the_next_open(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+    config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
+    killed = KnowledgeBase(config, embedder)  # the collection exists: a kill -9 here left it empty
+    killed.add(starter_documents()[:2])  # ... or half seeded
+    assert killed.seeding_marker.exists()
+    knowledge = open_knowledge(config, embedder)
+    assert len(knowledge.stats()["sources"]) == len(starter_documents())
+    assert not knowledge.seeding_marker.exists()
