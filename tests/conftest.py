@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -13,6 +18,35 @@ from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.server import EngineServer, ServerState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+Server = TypeVar("Server", bound=HTTPServer)
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler for the tests' fake endpoints: no access log, and one way to answer."""
+
+    def reply(self, status: int, body: bytes | object, headers: dict[str, str] | None = None) -> None:
+        """Send ``body`` (bytes as they are, anything else as JSON) with ``status`` and extra ``headers``."""
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(server: Server) -> Iterator[Server]:
+    """Run ``server`` in a daemon thread for the block, then shut it down."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -18,7 +18,7 @@ import pytest
 
 from medcouncil.serving.server import ServerState
 
-from ..conftest import SHARED
+from ..conftest import SHARED, QuietHandler
 
 pytestmark = [
     pytest.mark.integration,
@@ -105,10 +105,7 @@ class Proxy:
         self.upstream, self.budget, self.served = upstream.rstrip("/").removesuffix("/v1"), budget, 0
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _forward(self, method: str) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
                 if method == "POST" and not proxy.completing(body):
@@ -119,11 +116,8 @@ class Proxy:
                         return
                 reply = httpx.request(method, proxy.upstream + self.path, content=body, timeout=120,
                                       headers={"Content-Type": "application/json"})  # fmt: skip
-                self.send_response(reply.status_code)
-                self.send_header("Content-Type", reply.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(reply.content)))
-                self.end_headers()
-                self.wfile.write(reply.content)
+                content_type = reply.headers.get("content-type", "application/json")
+                self.reply(reply.status_code, reply.content, {"Content-Type": content_type})
 
             def do_GET(self) -> None:
                 self._forward("GET")

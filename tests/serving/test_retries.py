@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 from autogen_core.models import UserMessage
@@ -15,6 +13,8 @@ from autogen_core.models import UserMessage
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.errors import EndpointUnreachableError, MedcouncilError
+
+from ..conftest import QuietHandler, serving
 
 COMPLETION = {
     "id": "x",
@@ -32,7 +32,7 @@ class Flaky(ThreadingHTTPServer):
     requests = 0
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(QuietHandler):
     server: Flaky
 
     def do_POST(self) -> None:
@@ -40,30 +40,16 @@ class Handler(BaseHTTPRequestHandler):
         self.server.requests += 1
         time.sleep(self.server.delay)
         if self.server.requests <= self.server.failures:
-            self.send_response(503)
-            self.send_header("retry-after-ms", "20")  # keeps the SDK's backoff short in tests
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "overloaded"}}')
+            # retry-after-ms keeps the SDK's backoff short in tests
+            self.reply(503, {"error": {"message": "overloaded"}}, {"retry-after-ms": "20"})
             return
-        body = json.dumps(COMPLETION).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, COMPLETION)
 
 
 @pytest.fixture
 def flaky() -> Iterator[Flaky]:
-    server = Flaky(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
+    with serving(Flaky(("127.0.0.1", 0), Handler)) as server:
+        yield server
 
 
 def ask(server: Flaky, **settings: object) -> str:

@@ -4,16 +4,14 @@ two writers at once, stale pids, engines orphaned by a killed command, private s
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -34,30 +32,21 @@ from medcouncil.serving.server import (
 )
 from medcouncil.serving.session import ModelSource, open_model
 
+from ..conftest import QuietHandler, serving
 
-class SlowModels(BaseHTTPRequestHandler):
+
+class SlowModels(QuietHandler):
     delay = 3.0
 
     def do_GET(self) -> None:
         time.sleep(self.delay)
-        body = json.dumps({"object": "list", "data": [{"id": "slow-model", "owned_by": "vllm"}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, {"object": "list", "data": [{"id": "slow-model", "owned_by": "vllm"}]})
 
 
 @pytest.fixture
 def slow_endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowModels)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), SlowModels)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
 
 
 def external(url: str) -> ServerState:

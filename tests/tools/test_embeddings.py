@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -13,30 +12,22 @@ import pytest
 from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
 from medcouncil.tools.embeddings import EmbeddingConfig, OpenAIEmbedder, build_embedder
 
+from ..conftest import QuietHandler, serving
 
-class Handler(BaseHTTPRequestHandler):
+
+class Handler(QuietHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         assert self.path == "/v1/embeddings" and body["model"] == "embed-model"
         # Reversed order and unnormalised vectors: the client must sort by index and normalise.
         data = [{"index": i, "embedding": [float(len(text)), 3.0, 4.0]} for i, text in enumerate(body["input"])]
-        payload = json.dumps({"data": data[::-1]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.reply(200, {"data": data[::-1]})
 
 
 @pytest.fixture
 def endpoint() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
 
 
 def test_openai_embeddings_are_ordered_and_normalised(endpoint: str) -> None:
