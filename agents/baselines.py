@@ -30,7 +30,7 @@ from medcouncil.agents.protocol import (
     TurnEvent,
     run_episode,
 )
-from medcouncil.agents.roles import choose_after_reasoning, options_block, stream_model
+from medcouncil.agents.roles import choose_after_reasoning, final_answer, options_block, stream_model
 from medcouncil.serving.client import Choice
 from medcouncil.tools.untrusted import fence
 
@@ -153,7 +153,7 @@ class CyclicDebias:
         total = sum(mean.values())
         best = max(letters, key=lambda x: mean[x]) if total > 0 else None
         probabilities = {k: v / total for k, v in mean.items()} if total > 0 else None
-        answer = f"Final answer: {best}. {question.options[best]}" if best else ""
+        answer = final_answer(best, question.options) if best else ""
         yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
                       letter=best, probabilities=probabilities, turns=turns,
                       wall_time_s=time.perf_counter() - started)  # fmt: skip
@@ -240,7 +240,7 @@ class PriDe:
         total = sum(mass.values())
         probabilities = {k: v / total for k, v in mass.items()} if total > 0 else None
         best = max(mass, key=lambda k: mass[k]) if total > 0 else None
-        answer = f"Final answer: {best}. {question.options[best]}" if best else ""
+        answer = final_answer(best, question.options) if best else ""
         note = "prior " + ", ".join(f"{k} {v:.2f}" for k, v in prior.items())
         turns = [*episode.turns, Turn(agent=self.name, content=f"Debiased by the position {note}.", kind="answer")]
         yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,

@@ -35,6 +35,7 @@ from medcouncil.agents.roles import (
     StateHolder,
     TranslatorAgent,
     choose,
+    final_answer,
     stream_model,
 )
 from medcouncil.tools.language import detect_language
@@ -246,7 +247,7 @@ class SingleModel:
                 self.model, [UserMessage(content=prompt, source="user")], list(question.options), turn
             )
             turn.choice = choice
-            turn.content = f"Final answer: {choice.letter}. {question.options[choice.letter]}" if choice.letter else ""
+            turn.content = final_answer(choice.letter, question.options) if choice.letter else ""
             episode.letter, episode.probabilities = choice.letter, choice.probabilities
             yield TokenEvent(agent="single", text=turn.content)
         else:

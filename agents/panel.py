@@ -28,6 +28,7 @@ from medcouncil.agents.roles import (
     choose,
     choose_after_reasoning,
     evidence_block,
+    final_answer,
     options_block,
     stream_model,
 )
@@ -123,7 +124,7 @@ class PanelistAgent(CouncilAgent):
             spread = [t.choice.probabilities for t in final if t.choice and t.choice.probabilities]
             mean = {k: sum(p.get(k, 0.0) for p in spread) / len(spread) for k in options or {}} if spread else None
             state.choice = Choice(letter=agreed, probabilities=mean, raw=agreed)
-            state.answer_en = f"The panel agrees. Final answer: {agreed}. {(options or {})[agreed]}"
+            state.answer_en = f"The panel agrees. {final_answer(agreed, options or {})}"
 
     async def _specialties(self, state: PanelState, turn: Turn) -> list[str]:
         """The configured specialties, or ``size`` of :data:`SPECIALTIES` picked by the model, one choice each."""
@@ -155,8 +156,7 @@ class ModeratorAgent(CouncilAgent):
             prompt = format_mcqa(state.case_en, options, reasoning=prompts.PANEL_VIEWS.format(views=views))
             turn.choice = await choose(self.model, [UserMessage(content=prompt, source="user")], list(options), turn)
             state.choice = turn.choice
-            letter = turn.choice.letter
-            turn.content = f"Final answer: {letter}. {options[letter]}" if letter else "Final answer: none"
+            turn.content = final_answer(turn.choice.letter, options)
         else:
             task = prompts.MODERATOR_TASK.format(case=fence(state.case_en), views=neutralise(views))
             messages: list[LLMMessage] = [SystemMessage(content=prompts.MODERATOR_SYSTEM),

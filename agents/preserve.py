@@ -9,6 +9,7 @@ whatever the model does.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 _NUMBER = r"\d+(?:[.,]\d+)*\s*(?:%|[µμ]?[a-zA-Z]+(?:/[a-zA-Z0-9]+)*)?"  # 5 mg, 7.2 mmol/L, 62%, 24
@@ -64,9 +65,7 @@ def restore_spans(translated: str, spans: list[str]) -> Restoration:
     """
     found = [(int(m.group(1)), position) for position, m in enumerate(_PLACEHOLDER.finditer(translated))]
     found = [(index, position) for index, position in found if 1 <= index <= len(spans)]
-    counts: dict[int, int] = {}
-    for index, _ in found:
-        counts[index] = counts.get(index, 0) + 1
+    counts = Counter(index for index, _ in found)
 
     def consistent(index: int, position: int) -> bool:
         """Every other placeholder occurrence sits on the side the source order puts it."""
@@ -93,9 +92,12 @@ def restore(translated: str, spans: list[str]) -> tuple[str, list[str]]:
     return result.text, result.flagged
 
 
+_NOT_PLACED_TAIL = re.compile(r"\s*" + re.escape(NOT_PLACED.strip()).replace(r"\{\}", r"[^\]]*") + r"\s*$")
+
+
 def placed_text(text: str) -> str:
-    """A restored translation without its appended list of values not placed."""
-    return re.sub(r"\s*\[not placed: [^\]]*\]\s*$", "", text)
+    """A restored translation without its appended list of values not placed (:data:`NOT_PLACED`)."""
+    return _NOT_PLACED_TAIL.sub("", text)
 
 
 def protected_terms(text: str) -> list[str]:

@@ -55,9 +55,9 @@ class CouncilState:
     verdict: Literal["APPROVE", "REVISE"] | None = None
     final: str = ""
     error: str | None = None
+    """A failed turn (model unreachable, ...): the episode ends with it."""
     rejected: bool = False
     """The error is the engine refusing the request itself (retrying cannot help)."""
-    """A failed turn (model unreachable, ...): the episode ends with it."""
     turns: list[Turn] = field(default_factory=list)
 
     @property
@@ -260,13 +260,17 @@ async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequ
     return choice
 
 
+def final_answer(letter: str | None, options: dict[str, str]) -> str:
+    """:data:`prompts.FINAL_ANSWER` for a chosen option letter (``none`` when the model chose none)."""
+    return prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
+
+
 async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> str:
     """The constrained choice after ``turn``'s reasoning, with the one choice template (reasoning in its slot): sets
     ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming)."""
     prompt = format_mcqa(case, options, reasoning=turn.content)
     turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
-    letter = turn.choice.letter
-    line = prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
+    line = final_answer(turn.choice.letter, options)
     turn.content = f"{turn.content}\n\n{line}".strip()
     return f"\n\n{line}"
 

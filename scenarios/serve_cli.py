@@ -17,12 +17,13 @@ from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
-from medcouncil.serving.locks import held, release
+from medcouncil.serving.locks import release
 from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.server import (
     EngineServer,
     ServerState,
     clear_state,
+    hold_server_state,
     is_recorded_process,
     read_state,
     server_lock_path,
@@ -94,7 +95,7 @@ def serve(
         api_key=api_key,
     )
     # One `serve` at a time decides whether to start an engine: two at once would start two and record one.
-    with held(server_lock_path(), "the medcouncil server state"):
+    with hold_server_state():
         running = read_state()
         if running is not None:
             _reuse(running, engine_config)
@@ -192,7 +193,7 @@ def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None
         f"Endpoint [endpoint]{escape(info.base_url)}[/] serves [bold]{escape(info.model)}[/] (dialect {info.dialect})"
     )
     if detach:
-        with held(server_lock_path(), "the medcouncil server state"):
+        with hold_server_state():
             if (running := read_state()) is not None:
                 raise ConfigError(f"a server is already recorded at {running.base_url}: stop it first with "
                                   "`medcouncil serve --stop`")  # fmt: skip

@@ -17,6 +17,7 @@ from medcouncil.serving.config import HOST, EngineConfig
 from medcouncil.serving.convert import converted_folder
 from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
+from medcouncil.serving.locks import held
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
 from medcouncil.serving.paths import state_dir, write_private
@@ -92,6 +93,11 @@ def is_recorded_process(state: ServerState) -> bool:
 
 def server_lock_path() -> Path:
     return state_dir() / "server.lock"
+
+
+def hold_server_state() -> contextlib.AbstractContextManager[None]:
+    """The lock of the state file: who holds it decides whether to start or record a server."""
+    return held(server_lock_path(), "the medcouncil server state")
 
 
 def clear_state() -> None:
@@ -245,8 +251,14 @@ class EngineServer:
                 self.process.wait(timeout=5)
 
 
+def _local_model(config: EngineConfig, resolved: Path | None) -> Path | None:
+    """The model file or folder served: ``resolved`` (the GGUF or converted folder), else ``config.model`` as a path
+    (which may be a hub id that does not exist locally)."""
+    return resolved or (Path(config.model).expanduser() if config.model else None)
+
+
 def _weights(config: EngineConfig, model_path: Path | None) -> str:
-    local = model_path or (Path(config.model).expanduser() if config.model else None)
+    local = _local_model(config, model_path)
     paths = [local] if local is not None and local.exists() else []
     name = f"{config.engine}|{config.model if not paths else ''}|{sorted(config.lora)}"
     return name + "|" + weights_identity(paths + [config.lora[key] for key in sorted(config.lora)])
@@ -254,7 +266,7 @@ def _weights(config: EngineConfig, model_path: Path | None) -> str:
 
 def _check_vllm_adapters(config: EngineConfig, gguf: Path | None) -> None:
     """Refuse an adapter that ``medcouncil finetune`` trained on another base than the model vLLM will serve."""
-    local = gguf or (Path(config.model).expanduser() if config.model else None)
+    local = _local_model(config, gguf)
     if local is None or not local.exists():
         return  # a hub id: nothing local to compare with
     digest = model_digest(local)

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from medcouncil.serving import jsonl
 from medcouncil.serving.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -33,12 +34,9 @@ def line_of(node: yaml.Node | None, path: tuple[Any, ...]) -> int | None:
 def read_text(path: Path, what: str) -> str:
     """A file's text; ``FILE: cannot read WHAT (not found)`` and the like as a ConfigError."""
     try:
-        data = path.read_bytes()
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        line = 1 + data.count(b"\n", 0, error.start)
-        raise ConfigError(f"{path}:{line}: cannot read {what}: not UTF-8 (byte 0x{data[error.start]:02x}); save it "
-                          "as UTF-8") from None  # fmt: skip
+        return jsonl.read_text(path)
+    except jsonl.BadLine as error:
+        raise ConfigError(f"{path}:{error.line}: cannot read {what}: {error.reason}") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: cannot read {what} (a directory, not a file)") from None
     except FileNotFoundError as error:
@@ -59,6 +57,13 @@ def parse_yaml(path: Path, text: str) -> Any:
         raise ConfigError(f"{where}: invalid YAML ({getattr(error, 'problem', error)})") from error
 
 
+def _mapping(path: Path, data: Any, what: str) -> dict[str, Any] | None:
+    """``data`` when it is a mapping or empty (None); otherwise a ConfigError naming the file."""
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {what} options, got {type(data).__name__}")
+    return data
+
+
 def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
     """Read and validate ``path`` as ``model``.
 
@@ -66,9 +71,7 @@ def load_yaml(path: Path, model: type[M], what: str = "file") -> M:
         ConfigError: ``FILE:LINE: what is wrong`` for missing files, invalid YAML and invalid fields.
     """
     text = read_text(path, what)
-    data = parse_yaml(path, text)
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of {what} options, got {type(data).__name__}")
+    data = _mapping(path, parse_yaml(path, text), what)
     node = yaml.compose(text)
     try:
         return model.model_validate(data if data is not None else {})
@@ -87,10 +90,7 @@ def load_with_overrides(model: type[M], path: Path | None, overrides: dict[str, 
     """
     data: dict[str, Any] = {}
     if path is not None:
-        loaded = parse_yaml(path, read_text(path, what)) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping of {what} options")
-        data.update(loaded)
+        data.update(_mapping(path, parse_yaml(path, read_text(path, what)), what) or {})
     data.update({key: value for key, value in overrides.items() if value not in (None, [], {})})
     try:
         return model.model_validate(data)
