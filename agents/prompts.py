@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from medcouncil.tools.untrusted import DATA_RULE
 
 TRANSLATE_TO_ENGLISH = """Translate the following Korean clinical text into English for a team of doctors.
@@ -148,6 +150,10 @@ The specialty's letter:"""
 FINAL_ANSWER = "Final answer: {answer}"
 """The diagnostician's last line (``{answer}``: ``B. text`` on a multiple-choice item), at run time and in the
 role-shaped training data."""
+
+FINAL_ANSWER_PATTERN = re.compile(r"final\s+answer[*_\s]*[:：][*_\s]*[(\[]*\s*(?P<answer>[^\n]*)", re.IGNORECASE)
+"""Reads :data:`FINAL_ANSWER` back from a reply (a teacher's, in ``medcouncil distill``): the text after the last
+``Final answer:``, markdown emphasis and brackets tolerated."""
 
 CRITIC_APPROVE = "Sound: {answer} fits the case better than the other options.{because}"
 """A critic's review of a correct answer, in the role-shaped training data (``medcouncil data build``)."""

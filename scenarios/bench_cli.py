@@ -208,7 +208,8 @@ def _slug(text: str) -> str:
 
 
 async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cache: bool, council: CouncilFile | None,
-                        concurrency: int, retries: int, backoff: float, give_up_after: int) -> list[Run]:  # fmt: skip
+                        concurrency: int, retries: int, backoff: float, give_up_after: int,
+                        model_card: Path | None = None) -> list[Run]:  # fmt: skip
     from medcouncil.agents.build import open_answerers
     from medcouncil.serving.client import ClientSettings
 
@@ -225,6 +226,14 @@ async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cach
                 raise ConfigError(f"{request.directory} was run with another council configuration: resume it with "
                                   "the same --council file")  # fmt: skip
             config.model, config.endpoint, config.council = model, endpoint, council_now
+            card = model_card or (Path(answerers.model.info.adapter_dir) if answerers.model.info.adapter_dir else None)
+            if card is not None:
+                from medcouncil.scenarios.leakage import check
+
+                request.manifest.training = check(card, request.samples)
+                if request.manifest.training.overlapping or request.manifest.training.note:
+                    err_console.print(f"[warning]warning: {escape(request.manifest.training.warning())}[/]",
+                                      soft_wrap=True)  # fmt: skip
             runs.append(await execute(request, answerers, concurrency, retries, backoff, give_up_after))
     return runs
 
@@ -264,6 +273,13 @@ def bench(
     model_config: ModelConfigOpt = None,
     no_cache: NoCacheOpt = False,
     council: CouncilOpt = None,
+    model_card: Annotated[
+        Path | None,
+        typer.Option(
+            help="A fine-tuned model's folder or run.json: warn if it was "
+            "trained on these items (default: the served adapter's)."
+        ),
+    ] = None,
 ) -> None:
     """Benchmark the council against the single model on MCQA; every answer journaled, resumable, then a report."""
     from medcouncil.agents.build import council_file
@@ -322,7 +338,7 @@ def bench(
     try:
         if requests:
             runs = asyncio.run(_open_and_run(requests, source, no_cache, council_file(council), concurrency, retries,
-                                             backoff, give_up_after))  # fmt: skip
+                                             backoff, give_up_after, model_card))  # fmt: skip
     except KeyboardInterrupt:
         where = suite_dir or (requests[0].directory if requests else "")
         err_console.print(f"[warning]interrupted: every finished answer is journaled; continue with "

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from medcouncil.scenarios import bench_cli, chat_cli, data_cli, finetune_cli, replay_cli, serve_cli
+from medcouncil.scenarios import bench_cli, chat_cli, data_cli, distill_cli, finetune_cli, replay_cli, serve_cli
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools import cli as tools_cli
@@ -72,6 +72,7 @@ app.command()(expected_errors(bench_cli.bench))
 app.command()(expected_errors(bench_cli.report))
 app.command()(expected_errors(bench_cli.compare))
 app.command()(expected_errors(finetune_cli.finetune))
+app.command()(expected_errors(distill_cli.distill))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 app.add_typer(tools_cli.index_app, name="index")

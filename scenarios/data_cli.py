@@ -51,6 +51,12 @@ def build(
     fields: FieldsOpt = None,
     bioasq: Annotated[list[Path] | None, typer.Option(help="BioASQ golden JSON (repeatable).")] = None,
     parallel: Annotated[Path | None, typer.Option(help="Korean/English pairs, JSONL of {ko, en} (translator).")] = None,
+    rationales: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A medcouncil distill output: its kept rationales become the diagnostician's reasoning (repeatable)."
+        ),
+    ] = None,
     mix: Annotated[str, typer.Option(help="Role weights, e.g. diagnostician=0.6,critic=0.3,single=0.1.")] = DEFAULT_MIX,
     size: Annotated[int | None, typer.Option(min=1, help="Examples to write (default: one per item).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the distractors, the mix and the order.")] = 0,
@@ -93,7 +99,12 @@ def build(
         overlaps = list(found.values())
         samples = [s for s in samples if s.id not in found]
         free = [f for f in free if f.id not in found]
-    pools = role_pools(samples, pairs, seed, free)
+    from medcouncil.scenarios.distill import read_rationales
+
+    taught: dict[str, str] = {}
+    for path in rationales or []:
+        taught.update(read_rationales(path))
+    pools = role_pools(samples, pairs, seed, free, taught)
     total = size or len(samples) + len(free) + len(pairs)
     examples, counts = mix_pools(pools, weights, total, seed)
     if not examples:
@@ -113,6 +124,11 @@ def build(
         "sources": sources,
         "mix": {role: round(weight, 4) for role, weight in weights.items()},
         "seed": seed,
+        "rationales": {
+            "files": [str(p) for p in rationales or []],
+            "kept": len(taught),
+            "used": sum(1 for s in samples if s.id in taught),
+        },
         "characters": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
         "decontamination": {
             "on": decontaminate,

@@ -19,6 +19,7 @@ from typing import IO, TypeVar
 from pydantic import BaseModel, Field, ValidationError
 
 from medcouncil.agents.protocol import Episode
+from medcouncil.scenarios.leakage import TrainingOverlap
 from medcouncil.scenarios.registry import DatasetInfo
 from medcouncil.serving.errors import ConfigError
 
@@ -64,6 +65,8 @@ class Manifest(BaseModel):
     label: str = ""
     finished: bool = False
     summary: dict[str, object] = Field(default_factory=dict)
+    training: TrainingOverlap | None = None
+    """A fine-tuned model's training data checked against the items (``scenarios/leakage.py``)."""
 
 
 class Record(BaseModel):
@@ -112,13 +115,13 @@ class ErrorRecord(BaseModel):
     at: str = Field(default_factory=now)
 
 
-def _append(handle: IO[str], line: str) -> None:
+def append_line(handle: IO[str], line: str) -> None:
     handle.write(line + "\n")
     handle.flush()
     os.fsync(handle.fileno())
 
 
-def _drop_cut_line(path: Path) -> None:
+def drop_cut_line(path: Path) -> None:
     """A kill mid-write can leave a last line without its newline: cut it off before appending, so that it never
     becomes a broken line in the middle of the journal (its item runs again)."""
     try:
@@ -168,16 +171,16 @@ class Journal:
     def append(self, record: Record) -> None:
         if self._samples is None:
             self._samples = self._open(SAMPLES)
-        _append(self._samples, record.model_dump_json())
+        append_line(self._samples, record.model_dump_json())
 
     def append_error(self, record: ErrorRecord) -> None:
         if self._errors is None:
             self._errors = self._open(ERRORS)
-        _append(self._errors, record.model_dump_json())
+        append_line(self._errors, record.model_dump_json())
 
     def _open(self, name: str) -> IO[str]:
         path = self.directory / name
-        _drop_cut_line(path)
+        drop_cut_line(path)
         return path.open("a", encoding="utf-8")
 
     def close(self) -> None:
@@ -204,7 +207,7 @@ def read_manifest(directory: Path) -> Manifest:
         raise ConfigError(f"{path}: not a run manifest ({error.errors()[0]['msg']})") from None
 
 
-def _read_lines(path: Path, kind: type[Line]) -> list[Line]:
+def read_lines(path: Path, kind: type[Line]) -> list[Line]:
     """Every valid line of a journal file.
 
     Lines end at ``\n`` only: JSON writes U+2028 and U+0085 raw inside strings, and ``str.splitlines`` would cut an
@@ -235,10 +238,10 @@ def read_records(directory: Path) -> list[Record]:
     """Finished answers, first record per (item, mode) kept; a truncated last line (killed run) is ignored, so the
     item runs again."""
     records: dict[tuple[str, str], Record] = {}
-    for record in _read_lines(directory / SAMPLES, Record):
+    for record in read_lines(directory / SAMPLES, Record):
         records.setdefault(record.key, record)
     return list(records.values())
 
 
 def read_errors(directory: Path) -> list[ErrorRecord]:
-    return _read_lines(directory / ERRORS, ErrorRecord)
+    return read_lines(directory / ERRORS, ErrorRecord)

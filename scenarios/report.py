@@ -91,6 +91,16 @@ def letter_rows(summary: Summary, golds: dict[str, int]) -> tuple[list[str], lis
     return ["", *letters], rows
 
 
+def _training_row(manifest: Manifest) -> list[tuple[str, str]]:
+    """The leakage check of a fine-tuned model's training data, when one was made."""
+    training = manifest.training
+    if training is None:
+        return []
+    if training.overlapping or training.note:
+        return [("training data", ("WARNING: " if training.overlapping else "") + training.warning())]
+    return [("training data", f"checked: none of these items is in {training.data}")]
+
+
 def _overview(manifest: Manifest, summary: Summary) -> list[tuple[str, str]]:
     config, data = manifest.config, manifest.dataset
     return [
@@ -102,6 +112,7 @@ def _overview(manifest: Manifest, summary: Summary) -> list[tuple[str, str]]:
             + (f" (gate: top probability < {config.threshold})" if "gated" in config.modes else ""),
         ),
         ("model", f"{config.model} at {config.endpoint}"),
+        *_training_row(manifest),
         ("choices", f"shuffled (seed {config.seed})" if config.shuffle_choices else "dataset order"),
         ("status", "finished" if manifest.finished else "unfinished"),
         ("not scored", f"{summary.errors} item×mode errors, {summary.pending} pending"),

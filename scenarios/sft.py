@@ -55,10 +55,23 @@ def _answer(sample: Sample, letter: str) -> str:
     return f"{letter}. {sample.options[letter]}"
 
 
+def _case(sample: Sample) -> str:
+    """The case as the diagnostician sees it: a source whose contexts are given as evidence (PubMedQA's raw and HF
+    formats) gives its bare question here, so the contexts are not quoted twice."""
+    bare = sample.metadata.get("bare_question", "")
+    return bare if bare and sample.metadata.get("evidence") else sample.question
+
+
+def diagnostician_task(sample: Sample) -> str:
+    """The diagnostician's task for an item: what the role sees at run time, what a teacher is asked
+    (``medcouncil distill``) and what a tuned model is trained on."""
+    return prompts.DIAGNOSTICIAN_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
+                                             evidence=evidence_block(_evidence(sample)), feedback="")  # fmt: skip
+
+
 def diagnostician(sample: Sample, rationale: str | None = None) -> ChatExample:
     """The diagnostician's turn; the reasoning is ``rationale`` (a teacher's), else the dataset's explanation."""
-    task = prompts.DIAGNOSTICIAN_TASK.format(case=fence(sample.question), options=options_block(sample.options),
-                                             evidence=evidence_block(_evidence(sample)), feedback="")  # fmt: skip
+    task = diagnostician_task(sample)
     reasoning = (rationale or sample.metadata.get("explanation") or "").strip()
     final = prompts.FINAL_ANSWER.format(answer=_answer(sample, sample.answer))
     return ChatExample(
@@ -77,7 +90,7 @@ def critic(sample: Sample, rng: random.Random) -> list[ChatExample]:
     proposed = sample.answer if rng.random() < 0.5 else rng.choice(distractors)
     answer = prompts.FINAL_ANSWER.format(answer=_answer(sample, proposed))
     evidence = evidence_block(_evidence(sample))
-    task = prompts.CRITIC_TASK.format(case=fence(sample.question), options=options_block(sample.options),
+    task = prompts.CRITIC_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
                                       evidence=evidence, answer=neutralise(answer))  # fmt: skip
     if proposed == sample.answer:
         review = prompts.CRITIC_APPROVE.format(answer=_answer(sample, proposed), because=_because(sample))

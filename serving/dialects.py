@@ -130,3 +130,6 @@ class EndpointInfo:
     weights: str = ""
     """What the server serves, when medcouncil started it (:func:`medcouncil.serving.model_file.weights_identity`
     of the model and adapters); empty for an endpoint medcouncil does not know the weights of."""
+    adapter_dir: str = ""
+    """The folder of the adapter this model name serves, when medcouncil started the server with it (its
+    ``run.json`` names the training data)."""

@@ -41,6 +41,8 @@ class ServerState(BaseModel):
     """Base URL of an external endpoint; medcouncil neither started nor stops it."""
     weights: str = ""
     """:func:`weights_identity` of the served model and adapters (keys the response caches)."""
+    adapters: dict[str, str] = {}
+    """Served adapter name -> its folder (the PEFT adapter and its ``run.json`` card)."""
     start_ticks: int | None = None
     """The process's start time (clock ticks since boot, from ``/proc``): with the pid, it names this engine and no
     later process that reuses the pid."""
@@ -215,6 +217,7 @@ class EngineServer:
             started_at=datetime.now(UTC),
             api_key=config.api_key,
             weights=_weights(config, model_path),
+            adapters={name: str(path.resolve()) for name, path in config.lora.items()},
             start_ticks=start_ticks(self.process.pid),
         )
         try:

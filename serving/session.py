@@ -91,8 +91,8 @@ async def open_model(
                 # A recorded server is the user's choice: slow or down, it is an error, never a silent switch to
                 # another model.
                 try:
-                    info = replace(describe_endpoint(state.base_url, state.api_key, source.model),
-                                   weights=state.weights)  # fmt: skip
+                    info = describe_endpoint(state.base_url, state.api_key, source.model)
+                    info = replace(info, weights=state.weights, adapter_dir=state.adapters.get(info.model, ""))
                 except EndpointUnreachableError as error:
                     raise EndpointUnreachableError(
                         f"the server recorded by `medcouncil serve` does not answer: {error}; check it with "
@@ -103,8 +103,8 @@ async def open_model(
                 server = EngineServer(EngineConfig())
                 started = server.start()
                 try:
-                    info = replace(describe_endpoint(started.base_url, started.api_key, source.model),
-                                   weights=started.weights)  # fmt: skip
+                    info = describe_endpoint(started.base_url, started.api_key, source.model)
+                    info = replace(info, weights=started.weights, adapter_dir=started.adapters.get(info.model, ""))
                 except BaseException:
                     server.stop()
                     raise

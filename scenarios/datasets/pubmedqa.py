@@ -1,7 +1,8 @@
 """PubMedQA: Jin et al., "PubMedQA: A Dataset for Biomedical Research Question Answering", EMNLP 2019.
 
 yes / no / maybe become A / B / C. The question carries the abstract's contexts; the conclusion
-(``LONG_ANSWER`` / ``answer_rationale``) is the answer's rationale and is never shown to a model.
+(``LONG_ANSWER`` / ``answer_rationale``) is the answer's rationale: never shown to a model by the benchmark, it is
+the reasoning of the training data ``medcouncil data build`` writes (with the contexts as numbered evidence).
 Formats: the unified JSONL, the raw labelled set (PMID → ``QUESTION, CONTEXTS, final_decision``) and HF
 ``qiaojin/PubMedQA`` ``pqa_labeled`` (``pubid, question, context{contexts}, final_decision``).
 """
@@ -22,13 +23,20 @@ TEMPLATE = "Context: {context}\n\nQuestion: {question}"
 def record_to_sample(record: dict[str, Any], index: int) -> Sample:
     if "answer_idx" in record:  # unified: the question already carries the contexts
         return Sample(id=str(record.get("realidx", index)), question=str(record["question"]).strip(),
-                      options=OPTIONS, answer=str(record["answer_idx"]), metadata={"dataset": "pubmedqa"})  # fmt: skip
-    contexts = record.get("CONTEXTS") or (record.get("context") or {}).get("contexts") or []
-    question = record.get("QUESTION") or record.get("question") or ""
+                      options=OPTIONS, answer=str(record["answer_idx"]),
+                      metadata={"dataset": "pubmedqa",
+                                "explanation": str(record.get("answer_rationale") or "").strip()})  # fmt: skip
+    contexts = [str(c) for c in record.get("CONTEXTS") or (record.get("context") or {}).get("contexts") or []]
+    question = str(record.get("QUESTION") or record.get("question") or "").strip()
+    conclusion = record.get("LONG_ANSWER") or record.get("long_answer") or ""
+    # For training data (``medcouncil data build``) only: the contexts as numbered evidence beside the bare
+    # question, the conclusion as the reasoning. A benchmark shows a model the question below and nothing else.
+    metadata = {"dataset": "pubmedqa", "bare_question": question, "evidence": "\n\n".join(contexts),
+                "explanation": str(conclusion).strip()}  # fmt: skip
     return Sample(
         id=str(record.get("pubid", record.get("id", index))),
-        question=TEMPLATE.format(context=" ".join(str(c) for c in contexts), question=question),
+        question=TEMPLATE.format(context=" ".join(contexts), question=question),
         options=OPTIONS,
         answer=LETTER[str(record["final_decision"]).strip().lower()],
-        metadata={"dataset": "pubmedqa"},
+        metadata=metadata,
     )

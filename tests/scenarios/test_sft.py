@@ -116,3 +116,14 @@ def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli
     bad = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--mix", "doctor=1", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.startswith("error: --mix: 'doctor=1'")
+
+
+def test_pubmedqa_contexts_become_numbered_evidence_and_the_conclusion_the_reasoning() -> None:
+    from medcouncil.scenarios.datasets import pubmedqa
+
+    record = {"pubid": 7, "question": "Does X help?", "context": {"contexts": ["First context.", "Second one."]},
+              "final_decision": "no", "long_answer": "X did not help."}  # fmt: skip
+    _system, user, reply = diagnostician(pubmedqa.record_to_sample(record, 0)).messages
+    assert user.content.startswith("Case:\n⟪Does X help?⟫")  # the bare question: the contexts are not quoted twice
+    assert "[1] (pubmedqa#7) ⟪First context.⟫\n[2] (pubmedqa#7) ⟪Second one.⟫" in user.content
+    assert reply.content == "X did not help.\n\n" + prompts.FINAL_ANSWER.format(answer="B. no")
