@@ -1,0 +1,110 @@
+"""Reading episodes: a file of cases in any known format, or any dataset the bench loads, made into cases.
+
+Formats, recognised from the first record: AgentClinic OSCE (``OSCE_Examination``), NEJM-style case records
+(``patient_info`` + ``answers``) and medcouncil's own case JSON (the fields of
+:class:`~medcouncil.agents.cases.ClinicalCase`). Anything else is read as a multiple-choice dataset
+(``scenarios/registry.py``) and each item becomes a case (``from_mcqa.py``). ``agentclinic`` names the shared
+AgentClinic file. A malformed row is skipped and reported as ``FILE:LINE: reason`` (``strict``: fatal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from medcouncil.agents.cases import ClinicalCase
+from medcouncil.scenarios.episodes import agentclinic, from_mcqa, nejm
+from medcouncil.scenarios.samples import MalformedRow, jsonl_rows, validation_reason
+from medcouncil.serving.errors import ConfigError
+
+Adapter = Callable[[dict[str, Any], int], ClinicalCase]
+NAMES = {"agentclinic": agentclinic.DATASET_PATH}
+
+
+def native(record: dict[str, Any], index: int) -> ClinicalCase:
+    return ClinicalCase.model_validate({"id": str(index + 1), **record})
+
+
+def adapter_for(record: Any) -> Adapter | None:
+    if not isinstance(record, dict):
+        return None
+    if agentclinic.is_agentclinic(record):
+        return agentclinic.record_to_case
+    if nejm.is_nejm(record):
+        return nejm.record_to_case
+    if "diagnosis" in record and ("opening" in record or "objective" in record):
+        return native
+    return None
+
+
+def _first_record(path: Path) -> Any:
+    for _, record in jsonl_rows(path):
+        return record
+    return None
+
+
+def load_cases(source: str, limit: int | None = None, strict: bool = False,
+               data_root: Path | None = None) -> tuple[list[ClinicalCase], list[MalformedRow]]:  # fmt: skip
+    """The cases of ``source`` (the first ``limit``) and the rows skipped.
+
+    Raises:
+        ConfigError: no such file or dataset, or a format that is neither episodes nor a dataset.
+        MalformedRow: the first bad row, when ``strict``.
+    """
+    path = Path(NAMES.get(source, source)).expanduser()
+    adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix in (".jsonl", ".json", "") else None
+    if adapter is None:
+        return _from_dataset(source, limit, strict, data_root)
+    cases: list[ClinicalCase] = []
+    skipped: list[MalformedRow] = []
+    for number, record in jsonl_rows(path):
+        try:
+            if isinstance(record, MalformedRow):
+                raise record
+            if not isinstance(record, dict):
+                raise MalformedRow(path, number, f"expected an object, got {type(record).__name__}")
+            cases.append(adapter(record, number - 1))
+        except MalformedRow as error:
+            bad = error
+        except ValidationError as error:
+            bad = MalformedRow(path, number, validation_reason(error))
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
+            bad = MalformedRow(path, number, reason)
+        else:
+            if limit and len(cases) >= limit:
+                break
+            continue
+        if strict:
+            raise bad
+        skipped.append(bad)
+    return cases, skipped
+
+
+def _from_dataset(source: str, limit: int | None, strict: bool,
+                  data_root: Path | None) -> tuple[list[ClinicalCase], list[MalformedRow]]:  # fmt: skip
+    from medcouncil.scenarios.registry import load_dataset
+
+    try:
+        samples, info = load_dataset(source, strict=strict, data_root=data_root)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: neither an episode file (AgentClinic, NEJM-style, medcouncil cases) nor a "
+                          f"dataset ({str(error).splitlines()[0]})") from None  # fmt: skip
+    cases: list[ClinicalCase] = []
+    skipped: list[MalformedRow] = []
+    where = Path(info.source)
+    for sample in samples:
+        try:
+            cases.append(from_mcqa.sample_to_case(sample))
+        except (ValidationError, ValueError) as error:
+            reason = validation_reason(error) if isinstance(error, ValidationError) else str(error)
+            bad = MalformedRow(where, 0, f"item {sample.id}: {reason}")
+            if strict:
+                raise bad from None
+            skipped.append(bad)
+        if limit and len(cases) >= limit:
+            break
+    return cases, skipped
