@@ -15,6 +15,7 @@ import typer
 from medcouncil.scenarios.bench_cli import FieldsOpt
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.finetune.data import ChatExample
 
 data_app = typer.Typer(
     help="Training data for the council: role-shaped SFT sets, decontaminated.", no_args_is_help=True
@@ -42,6 +43,28 @@ def _pairs(path: Path) -> list[object]:
     return pairs
 
 
+def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, object]:
+    """Token lengths of the conversations as ``finetune`` renders them (the base's chat template and tokenizer),
+    overall and per role; a tokenizer that cannot be loaded is a note, not a failure."""
+    from medcouncil.scenarios.sft import role_of
+    from medcouncil.serving.errors import MedcouncilError
+    from medcouncil.serving.finetune.data import tokenize
+    from medcouncil.serving.finetune.model import load_tokenizer, resolve_base
+
+    try:
+        info = resolve_base(base)
+        tokenizer = load_tokenizer(info)
+    except (MedcouncilError, OSError, ValueError) as error:
+        return {"note": f"not counted: {str(error).splitlines()[0]}"}
+    counts = [len(tokenize(tokenizer, example, 1 << 30).input_ids) for example in examples]
+    roles: dict[str, list[int]] = {}
+    for example, count in zip(examples, counts, strict=True):
+        roles.setdefault(role_of(example), []).append(count)
+    return {"tokenizer": info.name, "min": min(counts), "median": statistics.median(counts), "max": max(counts),
+            "total": sum(counts), "over_512": sum(c > 512 for c in counts),
+            "median_per_role": {role: statistics.median(c) for role, c in sorted(roles.items())}}  # fmt: skip
+
+
 def build(
     out: Annotated[Path, typer.Option(help="The chat JSONL to write (its data card: OUT.card.json).")],
     dataset: Annotated[list[str] | None, typer.Option(help="A dataset bench can load (repeatable).")] = None,
@@ -63,6 +86,13 @@ def build(
     decontaminate: Annotated[bool, typer.Option(help="Drop items found in evaluation sets.")] = True,
     against: Annotated[list[Path] | None, typer.Option(help="More evaluation files to check against.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where registered datasets live.")] = None,
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="The model whose tokenizer counts the card's token lengths "
+            "(as finetune --base; default: the embedded Gemma)."
+        ),
+    ] = None,
 ) -> None:
     """Write role-shaped SFT data in the council's own prompts, with evaluation items removed."""
     from medcouncil.scenarios import decontamination as decon
@@ -115,6 +145,8 @@ def build(
             record = {"messages": [m.model_dump() for m in example.messages], "source": example.source}
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     lengths = [sum(len(m.content) for m in e.messages) for e in examples]
+    with err_console.status("Counting tokens…"):
+        tokens = _token_lengths(examples, base)
     card = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "medcouncil_version": version("medcouncil"),
@@ -130,6 +162,7 @@ def build(
             "used": sum(1 for s in samples if s.id in taught),
         },
         "characters": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
+        "tokens": tokens,
         "decontamination": {
             "on": decontaminate,
             "near_duplicate_threshold": decon.NEAR_DUPLICATE_TRAINING,

@@ -186,8 +186,15 @@ def role_pools(samples: Sequence[Sample], pairs: Sequence[Pair], seed: int, free
         + [diagnostician_free(item) for item in free],
         "critic": [example for s in samples for example in critic(s, rng)],
         "translator": [example for n, pair in enumerate(pairs, 1) for example in translator(pair, n)],
-        "single": [record_to_example(s) for s in samples],
+        "single": [record_to_example(s).model_copy(update={"source": f"{s.id}:single"}) for s in samples],
     }
+
+
+def role_of(example: ChatExample) -> str:
+    """The role an example of :func:`role_pools` trains (from its ``source``: ``ID:diagnostician``,
+    ``ID:critic-review``, ``pairN:ko-en``, ``ID:single``)."""
+    kind = example.source.rsplit(":", 1)[-1]
+    return "critic" if kind.startswith("critic") else "translator" if kind in ("ko-en", "en-ko") else kind
 
 
 def parse_mix(text: str) -> dict[str, float]:

@@ -112,7 +112,11 @@ def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli
     assert dropped == {("copy", "exact"), ("near", "near")}
     assert card["per_role"] == {"diagnostician": 1, "single": 1} and card["sources"] == {str(train): 3}
     sources = sorted(json.loads(line)["source"] for line in out.read_text().splitlines())
-    assert sources == ["clean:diagnostician", "clean"] or sources == ["clean", "clean:diagnostician"]
+    assert sources == ["clean:diagnostician", "clean:single"]
+    tokens = card["tokens"]  # counted with the embedded model's tokenizer and chat template, as finetune renders
+    assert tokens["tokenizer"] == "gemma-3-270m" and 20 < tokens["min"] <= tokens["max"] < 512
+    assert set(tokens["median_per_role"]) == {"diagnostician", "single"}
+    assert tokens["median_per_role"]["diagnostician"] > tokens["median_per_role"]["single"]
     bad = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--mix", "doctor=1", "--out", str(out)],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 1 and bad.stderr.startswith("error: --mix: 'doctor=1'")
