@@ -31,3 +31,14 @@ def test_ruff() -> None:
     folders = [str(ROOT / name) for name in (*PACKAGES, "tests")]
     result = subprocess.run([sys.executable, "-m", "ruff", "check", *folders], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_subpackage_is_installed() -> None:
+    """A folder with an ``__init__.py`` missing from pyproject's package list works in an editable install and is
+    left out of a wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"medcouncil." + ".".join(init.parent.relative_to(ROOT).parts)
+             for name in PACKAGES for init in (ROOT / name).rglob("__init__.py")}  # fmt: skip
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
