@@ -1,0 +1,71 @@
+"""The interactive episode loop with a scripted doctor and the lookup patient and measurement agents."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+
+from medcouncil.agents.cases import ClinicalCase, Finding
+from medcouncil.agents.interview import interview, parse_action
+from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
+from medcouncil.agents.protocol import Episode, Event, Question
+
+CASE = ClinicalCase(
+    id="c1", objective="Diagnose the weakness.", opening="35-year-old woman, double vision",
+    patient=(Finding(name="Social history", result="Smokes a pack a day."),),
+    exam=(Finding(name="Vital signs / Blood pressure", result="125/80 mmHg"),),
+    tests=(Finding(name="Blood tests / Acetylcholine receptor antibodies", result="Elevated", cost=150.0),),
+    diagnosis="Myasthenia gravis",
+)  # fmt: skip
+
+
+class ScriptedDoctor:
+    name = "scripted"
+
+    def __init__(self, replies: list[str], letter: str | None = None) -> None:
+        self.replies, self.letter = list(replies), letter
+        self.questions: list[Question] = []
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        self.questions.append(question)
+        letter = self.letter if question.options else None
+        yield Episode(question=question, answerer=self.name, answer=self.replies.pop(0), letter=letter)
+
+
+async def patient(case: ClinicalCase, text: str) -> Reveal:
+    return patient_answer(case, text)
+
+
+async def measure(case: ClinicalCase, text: str) -> Reveal:
+    return measurement_result(case, text)
+
+
+def test_actions_are_read_from_the_first_action_line() -> None:
+    assert parse_action("Thinking...\nASK: Do you smoke?\nTEST: CBC") == ("ask", "Do you smoke?")
+    assert parse_action("**Diagnosis:** Myasthenia gravis") == ("diagnosis", "Myasthenia gravis")
+    assert parse_action("The patient should be examined.") == ("invalid", "The patient should be examined.")
+
+
+def test_the_doctor_learns_only_what_it_asks_and_commits() -> None:
+    doctor = ScriptedDoctor(["ASK: Do you smoke?", "I wonder.", "TEST: acetylcholine receptor antibodies",
+                             "DIAGNOSIS: Myasthenia gravis"])  # fmt: skip
+    record = asyncio.run(interview(doctor, CASE, patient, measure, budget=6))
+    assert record.committed_early and record.diagnosis == "Myasthenia gravis"
+    assert record.count("ask") == 1 and record.count("test") == 1 and record.count("invalid") == 1
+    assert record.revealed == ["Social history", "Blood tests / Acetylcholine receptor antibodies"]
+    assert record.cost == 150.0 and len(record.doctor_episodes) == 4
+    # Each step shows the dialogue so far, replies fenced as data; the unasked blood pressure never appears.
+    last = doctor.questions[-1].text
+    assert "Patient: ⟪Social history: Smokes a pack a day.⟫" in last and "3 actions are left" in last
+    assert all("125/80" not in q.text for q in doctor.questions)
+
+
+def test_the_budget_forces_a_commitment_and_options_are_a_constrained_choice() -> None:
+    case = CASE.model_copy(update={"options": {"A": "Myasthenia gravis", "B": "Stroke"}, "answer": "A"})
+    doctor = ScriptedDoctor(["EXAM: blood pressure", "EXAM: blood pressure", "ignored"], letter="A")
+    record = asyncio.run(interview(doctor, case, patient, measure, budget=2))
+    assert not record.committed_early and record.count("exam") == 2 and record.letter == "A"
+    assert record.diagnosis == "Myasthenia gravis" and doctor.questions[-1].options == case.options
+    assert "Commit to your final diagnosis now" in doctor.questions[-1].text
+    free = ScriptedDoctor(["ASK: anything else?", "DIAGNOSIS: Lambert-Eaton syndrome"])
+    assert asyncio.run(interview(free, CASE, patient, measure, budget=1)).diagnosis == "Lambert-Eaton syndrome"
