@@ -192,7 +192,13 @@ async def distil(samples: Sequence[Sample], teacher: Teacher, settings: DistillS
                 if on_row is not None:
                     on_row(row)
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(max(1, min(concurrency, queue.qsize()))):
-                group.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(max(1, min(concurrency, queue.qsize()))):
+                    group.create_task(worker())
+        except ExceptionGroup as failed:  # the first worker's failure, as itself (one line for the user)
+            first: BaseException = failed
+            while isinstance(first, BaseExceptionGroup):
+                first = first.exceptions[0]
+            raise first from None
     return written

@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from medcouncil.scenarios.bench_cli import FieldsOpt
 from medcouncil.serving.console import console, err_console
-from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.errors import ConfigError, MedcouncilError
 
 if TYPE_CHECKING:
     from medcouncil.scenarios.distill import DistillManifest
@@ -109,9 +109,9 @@ def distill(
         path.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         try:
             asyncio.run(_run(manifest, samples, out, concurrency, timeout))
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, MedcouncilError):
             err_console.print(f"[warning]stopped:[/] finished rows are in {escape(str(out))}; continue with "
-                              f"medcouncil distill --resume --out {escape(str(out))}")  # fmt: skip
+                              f"medcouncil distill --resume --out {escape(str(out))}", soft_wrap=True)  # fmt: skip
             raise
         finally:
             manifest.summary = tally(read_rows(out))

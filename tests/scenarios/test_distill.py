@@ -105,8 +105,8 @@ def test_a_failure_stops_the_run_and_the_resume_asks_only_for_what_is_missing(tm
         answered += 1
         return "Why.\nFinal answer: A", 1, 1
 
-    with pytest.raises(ExceptionGroup):
-        asyncio.run(distil(items, flaky, SETTINGS, "http://t/v1", out, concurrency=1))
+    with pytest.raises(EndpointUnreachableError, match="unreachable: http://t/v1"):
+        asyncio.run(distil(items, flaky, SETTINGS, "http://t/v1", out, concurrency=2))
     assert [row.id for row in read_rows(out)] == ["q1", "q2"]
     with out.open("a") as handle:  # a kill in the middle of a write
         handle.write('{"id": "q3", "kept": tr')
@@ -257,3 +257,27 @@ def test_the_embedded_server_stands_in_as_the_teacher(
         assert row.teacher == embedded_server.base_url and row.prompt_name == "diagnostician"
         assert 1 <= len(row.answers) <= 2 and row.completion_tokens > 0
         assert row.kept == (row.letter == row.gold and bool(row.rationale))
+
+
+def test_a_teacher_that_goes_away_stops_the_run_in_one_line_with_the_resume_hint(
+    cli: list[str], tmp_path: Path
+) -> None:
+    class Dying(Teacher):
+        def do_POST(self) -> None:
+            if len(Teacher.requests) >= 3:
+                self.connection.close()  # the teacher is gone: no reply at all
+                Teacher.requests.append({})
+                return
+            super().do_POST()
+
+    Teacher.requests, Teacher.keys, Teacher.delay = [], [], 0.0
+    out = tmp_path / "r.jsonl"
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Dying)) as server:
+        url = f"http://127.0.0.1:{server.server_port}/v1"
+        data = str(dataset_file(tmp_path, 6))
+        done = run_cli(cli, "distill", "--teacher", url, "--teacher-model", "big-teacher", "--dataset", data,
+                       "--concurrency", "1", "--timeout", "5", "--out", str(out))  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error:" in done.stderr and url in done.stderr
+    assert f"continue with medcouncil distill --resume --out {out}" in " ".join(done.stderr.split())
+    assert len(read_rows(out)) == 1  # the item finished before the teacher went away is kept
