@@ -8,6 +8,8 @@ critic's own text (what the model wrote, before medcouncil appends the constrain
 - ``format``: the share of turns in the role's trained format: the diagnostician's reasoning ends in its own
   ``Final answer:`` line naming an option; the critic's review says the answer is sound or names the better option
   (:data:`prompts.CRITIC_APPROVE` / :data:`prompts.CRITIC_REVISE`);
+- ``loops``: the share of turns that repeat themselves (one word 6-gram three times or more): a role's format
+  filled with a degenerate loop is not an answer;
 - ``empty``: turns with no text at all;
 - the median length in words.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import re
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +40,7 @@ class RoleFormat(BaseModel):
     turns: int = 0
     echo: float = 0.0
     format: float = 0.0
+    loops: float = 0.0
     empty: float = 0.0
     median_words: float = 0.0
 
@@ -44,6 +48,13 @@ class RoleFormat(BaseModel):
 def _grams(text: str) -> set[tuple[str, ...]]:
     words = _WORD.findall(text.lower())
     return {tuple(words[i : i + N]) for i in range(len(words) - N + 1)}
+
+
+def loops(text: str) -> bool:
+    """The text repeats itself: some word 6-gram occurs three times or more."""
+    words = _WORD.findall(text.lower())
+    counts = Counter(tuple(words[i : i + N]) for i in range(len(words) - N + 1))
+    return bool(counts) and max(counts.values()) >= 3
 
 
 def echoes(text: str, prompt: str) -> bool:
@@ -80,7 +91,7 @@ def _in_format(role: str, text: str, options: dict[str, str]) -> bool:
 def measure(records: Sequence[Record], mode: str = "council") -> list[RoleFormat]:
     rows = []
     for role in ("diagnostician", "critic"):
-        echo = form = empty = 0
+        echo = form = empty = looped = 0
         words: list[int] = []
         for record in (r for r in records if r.mode == mode):
             question, options = record.episode.question, record.episode.question.options or {}
@@ -90,9 +101,10 @@ def measure(records: Sequence[Record], mode: str = "council") -> list[RoleFormat
                 empty += not text
                 echo += bool(text) and echoes(text, prompt)
                 form += bool(text) and _in_format(role, text, options)
+                looped += loops(text)
         n = len(words)
         rows.append(RoleFormat(role=role, turns=n, echo=echo / n if n else 0.0, format=form / n if n else 0.0,
-                               empty=empty / n if n else 0.0,
+                               loops=looped / n if n else 0.0, empty=empty / n if n else 0.0,
                                median_words=statistics.median(words) if words else 0.0))  # fmt: skip
     return rows
 
@@ -101,11 +113,11 @@ def main(argv: Sequence[str]) -> int:
     if not argv:
         print("usage: python -m medcouncil.scenarios.role_format RUN [RUN ...]", file=sys.stderr)
         return 2
-    print(f"{'run':40} {'role':14} {'turns':>5} {'echo':>6} {'format':>7} {'empty':>6} {'words':>6}")
+    print(f"{'run':40} {'role':14} {'turns':>5} {'echo':>6} {'format':>7} {'loops':>6} {'empty':>6} {'words':>6}")
     for run in argv:
         for row in measure(read_records(Path(run))):
             print(f"{Path(run).name[:40]:40} {row.role:14} {row.turns:5d} {row.echo:6.1%} {row.format:7.1%} "
-                  f"{row.empty:6.1%} {row.median_words:6.0f}")  # fmt: skip
+                  f"{row.loops:6.1%} {row.empty:6.1%} {row.median_words:6.0f}")  # fmt: skip
     return 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.journal import Record
-from medcouncil.scenarios.role_format import echoes, measure, own_text
+from medcouncil.scenarios.role_format import echoes, loops, measure, own_text
 from medcouncil.serving.client import Choice
 
 OPTIONS = {"A": "Acute inferior myocardial infarction", "B": "Pneumonia"}
@@ -31,6 +31,7 @@ def test_own_text_drops_what_medcouncil_appends() -> None:
 def test_echo_format_and_empty_are_told_apart() -> None:
     assert echoes(f"Case:\n{CASE}", CASE) and echoes(CASE + " What is it?", CASE)
     assert not echoes("Inferior STEMI: ST elevation in II, III, aVF; reperfusion now.", CASE)
+    assert loops("B is not the best option: B is. Ans. " * 3) and not loops("Inferior STEMI. Reperfuse now.")
     rows = measure([
         record("Inferior STEMI from the ECG.\nFinal answer: A. Acute inferior myocardial infarction", "Sound: fits."),
         record(CASE, "B. Pneumonia is not the best option: A is.", "REVISE"),
@@ -41,3 +42,4 @@ def test_echo_format_and_empty_are_told_apart() -> None:
     assert diagnostician.turns == 4 and diagnostician.echo == 0.25 and diagnostician.format == 0.25
     assert diagnostician.empty == 0.25
     assert critic.turns == 4 and critic.format == 0.5 and critic.echo == 0.25 and critic.empty == 0.25
+    assert diagnostician.loops == 0 and critic.loops == 0
