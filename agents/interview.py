@@ -112,8 +112,8 @@ async def interview(doctor: Answerer, case: ClinicalCase, patient: Responder, me
             break
         if kind == "invalid":
             continue
-        responder, by = (patient, "patient") if kind == "ask" else (measurement, "measurement")
-        reveal = await responder(case, text)
+        by: Literal["patient", "measurement"] = "patient" if kind == "ask" else "measurement"
+        reveal = await (patient if by == "patient" else measurement)(case, text)
         record.steps.append(Step(by=by, kind="reply", text=reveal.reply, revealed=[f.name for f in reveal.revealed],
                                  cost=reveal.cost))  # fmt: skip
     if case.options or not record.committed_early:
