@@ -150,8 +150,8 @@ async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concur
         text = result.content if isinstance(result.content, str) else ""
         return text, result.usage.prompt_tokens, result.usage.completion_tokens
 
-    done = len(read_rows(out))
-    kept = [sum(r.kept for r in read_rows(out))]
+    finished = read_rows(out)
+    done, kept = len(finished), [sum(r.kept for r in finished)]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:
         with Progress(*columns, console=err_console) as progress:

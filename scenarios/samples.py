@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from medcouncil.serving.errors import ConfigError
 from medcouncil.serving.jsonl import BadLine, iter_jsonl, read_json, read_text
 
+Item = TypeVar("Item")
 LETTERS = "ABCDEFGHIJ"
 """Option letters: up to 10 options (A-J), as MMLU-Pro has."""
 
@@ -178,10 +179,16 @@ def load_samples(
 
 
 def convert_rows(
-    path: Path, rows: Iterable[tuple[int, Any]], record_to_sample: Any, strict: bool = False, **adapter_args: Any
-) -> tuple[list[Sample], list[MalformedRow]]:
-    """Samples from (line number, record) pairs; a bad row becomes a MalformedRow naming ``path`` and its line."""
-    samples: list[Sample] = []
+    path: Path,
+    rows: Iterable[tuple[int, Any]],
+    record_to_sample: Callable[..., Item],
+    strict: bool = False,
+    limit: int | None = None,
+    **adapter_args: Any,
+) -> tuple[list[Item], list[MalformedRow]]:
+    """Items (samples, or episode cases) from (line number, record) pairs, stopping after ``limit`` of them; a bad
+    row becomes a MalformedRow naming ``path`` and its line."""
+    samples: list[Item] = []
     skipped: list[MalformedRow] = []
     for number, record in rows:
         try:
@@ -192,10 +199,12 @@ def convert_rows(
             bad = error
         except ValidationError as error:
             bad = MalformedRow(path, number, validation_reason(error))
-        except (KeyError, ValueError, TypeError, IndexError, SyntaxError) as error:
+        except (KeyError, ValueError, TypeError, IndexError, SyntaxError, AttributeError) as error:
             reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
             bad = MalformedRow(path, number, reason)
         else:
+            if limit and len(samples) >= limit:
+                break
             continue
         if strict:
             raise bad

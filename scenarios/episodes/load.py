@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.episodes import agentclinic, from_mcqa, nejm
-from medcouncil.scenarios.samples import MalformedRow, jsonl_rows, validation_reason
+from medcouncil.scenarios.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
 from medcouncil.serving.errors import ConfigError
 
 Adapter = Callable[[dict[str, Any], int], ClinicalCase]
@@ -58,30 +58,13 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
     adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix in (".jsonl", ".json", "") else None
     if adapter is None:
         return _from_dataset(source, limit, strict, data_root)
-    cases: list[ClinicalCase] = []
-    skipped: list[MalformedRow] = []
-    for number, record in jsonl_rows(path):
-        try:
-            if isinstance(record, MalformedRow):
-                raise record
-            if not isinstance(record, dict):
-                raise MalformedRow(path, number, f"expected an object, got {type(record).__name__}")
-            cases.append(adapter(record, number - 1))
-        except MalformedRow as error:
-            bad = error
-        except ValidationError as error:
-            bad = MalformedRow(path, number, validation_reason(error))
-        except (KeyError, ValueError, TypeError, AttributeError) as error:
-            reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
-            bad = MalformedRow(path, number, reason)
-        else:
-            if limit and len(cases) >= limit:
-                break
-            continue
-        if strict:
-            raise bad
-        skipped.append(bad)
-    return cases, skipped
+
+    def objects_only(record: Any, index: int) -> ClinicalCase:
+        if not isinstance(record, dict):
+            raise ValueError(f"expected an object, got {type(record).__name__}")
+        return adapter(record, index)
+
+    return convert_rows(path, jsonl_rows(path), objects_only, strict, limit)
 
 
 def _from_dataset(source: str, limit: int | None, strict: bool,
