@@ -52,6 +52,8 @@ class ClinicalCase(BaseModel):
     """The gold letter, with ``options``."""
     language: Literal["en", "ko"] = "en"
     source: str = ""
+    vignette: str = ""
+    """The whole case as one text, for the static comparison (cases made from an MCQA item: its question)."""
 
     @model_validator(mode="after")
     def _consistent(self) -> ClinicalCase:
@@ -74,3 +76,11 @@ class ClinicalCase(BaseModel):
     @property
     def facts(self) -> tuple[Finding, ...]:
         return self.patient + self.exam + self.tests
+
+    def static_text(self) -> str:
+        """Everything at once, as a static benchmark item shows it: :attr:`vignette`, or the opening, every fact
+        and the objective."""
+        if self.vignette.strip():
+            return self.vignette
+        facts = " ".join(f"{fact.name}: {fact.result}" for fact in self.facts)
+        return " ".join(part for part in (self.opening, facts, self.objective) if part.strip())

@@ -53,6 +53,10 @@ def normalise(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
+def _quote(text: str, limit: int = 80) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def _names(given: str, gold: str) -> bool:
     if not given or not gold:
         return False
@@ -91,4 +95,4 @@ async def judge(case: ClinicalCase, diagnosis: str, letter: str | None = None, e
                            reason=f"judge model {judge_model.name} answered {choice.letter}")  # fmt: skip
     shown = f" (best similarity {best:.2f} < {SIMILARITY_THRESHOLD})" if best is not None else ""
     return Verdict(correct=False, method="none", similarity=best,
-                   reason=f"{diagnosis!r} does not name {case.diagnosis!r}{shown}")  # fmt: skip
+                   reason=f"{_quote(diagnosis)} does not name {case.diagnosis!r}{shown}")  # fmt: skip

@@ -206,3 +206,16 @@ Doctor's diagnosis: {given}
 Do they name the same condition (a more specific or an equivalent name counts; a different condition does not)?
 Answer Y (yes) or N (no):"""
 """The optional judge model's question; its answer is a constrained choice between Y and N."""
+
+PATIENT_SYSTEM = (
+    """You are the patient in a clinical encounter, answering your doctor. Answer the doctor's question in one or two
+short sentences, in the first person, using only your facts below. When your facts do not say, answer that you do
+not know. Never name a diagnosis, and never tell examination findings or test results: you do not know them.
+Reply in {language}.
+
+Your facts:
+{facts}
+"""
+    + DATA_RULE
+)
+"""The model patient (``--patient model``, ``agents/patient.py``): it sees the patient's own account only."""

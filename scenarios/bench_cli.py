@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from medcouncil.scenarios.episodes_cli import JUDGE_KEY_ENV
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
 from medcouncil.serving.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
@@ -253,7 +254,12 @@ def bench(
     limit: Annotated[int | None, typer.Option(min=1, help="The first N items.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of --shuffle-choices and the bootstrap.")] = 0,
     shuffle_choices: Annotated[bool, typer.Option(help="Shuffle options per item (seeded, recorded).")] = False,
-    mode: Annotated[str, typer.Option(help="Comma-separated: single, council, gated, cot, sc.")] = "single,council",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: single, council, gated, cot, sc, panel (episodes: single, council, gated)."
+        ),
+    ] = "single,council",
     sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 3,
     debias: Annotated[str | None, typer.Option(help="cyclic and/or pride: add single+cyclic/+pride.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
@@ -280,14 +286,39 @@ def bench(
             "trained on these items (default: the served adapter's)."
         ),
     ] = None,
+    episodes: Annotated[
+        str | None,
+        typer.Option(
+            help="Play patient episodes: an episode file (AgentClinic, "
+            "NEJM-style, cases JSONL), 'agentclinic', or a dataset."
+        ),
+    ] = None,
+    budget: Annotated[int, typer.Option(min=1, help="Episodes: actions before the doctor must commit.")] = 8,
+    patient: Annotated[str, typer.Option(help="Episodes: the patient is a lookup or the model.")] = "lookup",
+    static: Annotated[bool, typer.Option(help="Episodes: also answer cases with options statically.")] = True,
+    judge_endpoint: Annotated[
+        str | None, typer.Option(help=f"Episodes: a judge model's URL (key: {JUDGE_KEY_ENV}).")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option(help="Episodes: the judge endpoint's model name.")] = None,
 ) -> None:
-    """Benchmark the council against the single model on MCQA; every answer journaled, resumable, then a report."""
+    """Benchmark the council against the single model on MCQA or patient episodes (--episodes); every answer
+    journaled, resumable, then a report."""
     from medcouncil.agents.build import council_file
     from medcouncil.scenarios.bench import MODES
+    from medcouncil.scenarios.episodes_cli import bench_episodes, read_episode_manifest
     from medcouncil.scenarios.report import SUITE, write_report
     from medcouncil.serving.session import ModelSource
 
     modes = [m.strip() for m in mode.split(",") if m.strip()]
+    if episodes is not None or (resume is not None and read_episode_manifest(resume) is not None):
+        council_config = council_file(council)
+        unscored = bench_episodes(episodes, resume, out, modes, limit, budget, patient, static, threshold,
+                                  judge_endpoint, judge_model, strict_rows, data_dir,
+                                  ModelSource.resolve(model_config, endpoint, api_key, model), no_cache, council_config,
+                                  concurrency, retries, backoff, give_up_after)  # fmt: skip
+        if unscored:
+            raise typer.Exit(1)
+        return
     for method in filter(None, (m.strip() for m in (debias or "").split(","))):
         if method not in ("cyclic", "pride"):
             raise ConfigError(f"--debias {method!r}: choose cyclic or pride")
@@ -366,31 +397,4 @@ def report(
         run = load_run(directory)
         md_path, html_path = write_report(directory, run)
         print_summary(directory, run)
-    console.print(f"[notice]wrote {escape(str(md_path))} and {escape(str(html_path))}[/]")
-
-
-def compare(
-    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more finished bench run folders.")],
-    out: Annotated[Path | None, typer.Option(help="Folder for compare.md/.html/.json (./runs/compare-TIME).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap CIs.")] = 0,
-) -> None:
-    """Compare models (one bench run each, e.g. base vs adapter) on the same items: CIs and McNemar per mode."""
-    from rich.table import Table
-
-    from medcouncil.scenarios.compare import compare as compare_runs
-    from medcouncil.scenarios.compare import tables, write
-
-    comparison = compare_runs(runs, seed=seed)
-    (header, rows), (_, paired) = tables(comparison)
-    table = Table(title=f"{comparison.dataset} · {comparison.items} items")
-    for name in header[:8]:
-        table.add_column(name, overflow="fold")  # a long model name wraps instead of being cut short
-    for row in rows:
-        table.add_row(*map(str, row[:8]))
-    console.print(table)
-    for line in paired:
-        console.print(f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
-                      f"{line[6]}, McNemar p = {line[7]}")  # fmt: skip
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    md_path, html_path = write(comparison, out or Path("runs") / f"compare-{stamp}")
     console.print(f"[notice]wrote {escape(str(md_path))} and {escape(str(html_path))}[/]")

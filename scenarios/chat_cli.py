@@ -125,10 +125,25 @@ def chat(
     model_config: ModelConfigOpt = None,
     no_cache: NoCacheOpt = False,
     council: CouncilOpt = None,
+    case: Annotated[
+        str | None,
+        typer.Option(
+            help="FILE[:N]: be the doctor of case N (default 1) of an episode file "
+            "or dataset; the diagnosis is judged at the end."
+        ),
+    ] = None,
+    patient: Annotated[str, typer.Option(help="With --case: lookup (no model needed) or model.")] = "lookup",
+    budget: Annotated[int | None, typer.Option(min=1, help="With --case: actions before you must commit.")] = None,
 ) -> None:
-    """Talk to the council in the terminal (the embedded model by default)."""
+    """Talk to the council in the terminal (the embedded model by default), or be the doctor of a case (--case)."""
     if lang not in ("auto", "ko", "en"):
         raise MedcouncilError(f"--lang {lang!r}: choose auto, ko or en")
+    if case is not None:
+        from medcouncil.scenarios.episodes_cli import chat_case
+        from medcouncil.serving.session import ModelSource
+
+        chat_case(case, patient, budget, ModelSource.resolve(model_config, endpoint, api_key, model), no_cache)
+        return
     from medcouncil.agents.build import council_file, open_answerers
     from medcouncil.serving.client import ClientSettings
     from medcouncil.serving.session import ModelSource

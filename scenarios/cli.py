@@ -11,7 +11,16 @@ from typing import Any
 import typer
 from rich.markup import escape
 
-from medcouncil.scenarios import bench_cli, chat_cli, data_cli, distill_cli, finetune_cli, replay_cli, serve_cli
+from medcouncil.scenarios import (
+    bench_cli,
+    chat_cli,
+    compare_cli,
+    data_cli,
+    distill_cli,
+    finetune_cli,
+    replay_cli,
+    serve_cli,
+)
 from medcouncil.serving.console import err_console
 from medcouncil.serving.errors import MedcouncilError
 from medcouncil.tools import cli as tools_cli
@@ -70,7 +79,7 @@ app.command()(expected_errors(chat_cli.chat))
 app.command()(expected_errors(replay_cli.replay))
 app.command()(expected_errors(bench_cli.bench))
 app.command()(expected_errors(bench_cli.report))
-app.command()(expected_errors(bench_cli.compare))
+app.command()(expected_errors(compare_cli.compare))
 app.command()(expected_errors(finetune_cli.finetune))
 app.command()(expected_errors(distill_cli.distill))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):

@@ -162,13 +162,15 @@ class Journal:
     def manifest_path(self) -> Path:
         return self.directory / MANIFEST
 
-    def write_manifest(self, manifest: Manifest) -> None:
-        manifest.updated = now()
+    def write_manifest(self, manifest: BaseModel) -> None:
+        """Replace ``run.json`` atomically (any run manifest with an ``updated`` stamp)."""
+        if hasattr(manifest, "updated"):
+            manifest.updated = now()
         temporary = self.manifest_path.with_suffix(".tmp")
         temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         temporary.replace(self.manifest_path)
 
-    def append(self, record: Record) -> None:
+    def append(self, record: BaseModel) -> None:
         if self._samples is None:
             self._samples = self._open(SAMPLES)
         append_line(self._samples, record.model_dump_json())

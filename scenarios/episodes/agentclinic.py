@@ -9,7 +9,9 @@ from typing import Any
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.episodes.facts import flatten
 
-DATASET_PATH = "../shared/data/episodes/agentclinic_medqa.jsonl"
+LOCAL_FILE = "episodes/agentclinic_medqa.jsonl"
+"""Under the data folder (``--data-dir``, ``MEDCOUNCIL_DATA_DIR``, ``./data``, ``../shared/data``): ``agentclinic``."""
+DATASET_PATH = f"../shared/data/{LOCAL_FILE}"
 
 
 def is_agentclinic(record: dict[str, Any]) -> bool:

@@ -44,4 +44,5 @@ def sample_to_case(sample: Sample) -> ClinicalCase:
         answer=sample.answer,
         language="ko" if sample.metadata.get("language") == "ko" else "en",
         source=sample.metadata.get("dataset", "mcqa"),
+        vignette=sample.question,
     )

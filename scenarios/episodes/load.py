@@ -21,7 +21,8 @@ from medcouncil.scenarios.samples import MalformedRow, convert_rows, jsonl_rows,
 from medcouncil.serving.errors import ConfigError
 
 Adapter = Callable[[dict[str, Any], int], ClinicalCase]
-NAMES = {"agentclinic": agentclinic.DATASET_PATH}
+NAMES = {"agentclinic": agentclinic.LOCAL_FILE}
+"""Registered episode sets: their file under the data folder."""
 
 
 def native(record: dict[str, Any], index: int) -> ClinicalCase:
@@ -54,7 +55,15 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
         ConfigError: no such file or dataset, or a format that is neither episodes nor a dataset.
         MalformedRow: the first bad row, when ``strict``.
     """
-    path = Path(NAMES.get(source, source)).expanduser()
+    path = Path(source).expanduser()
+    if source in NAMES:
+        from medcouncil.scenarios.registry import data_dir
+
+        root = data_dir(data_root)
+        if root is None or not (root / NAMES[source]).is_file():
+            raise ConfigError(f"{source}: {NAMES[source]} not found under the data folder (--data-dir, "
+                              "MEDCOUNCIL_DATA_DIR, ./data or ../shared/data)")  # fmt: skip
+        path = root / NAMES[source]
     adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix in (".jsonl", ".json", "") else None
     if adapter is None:
         return _from_dataset(source, limit, strict, data_root)

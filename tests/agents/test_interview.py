@@ -44,6 +44,10 @@ def test_actions_are_read_from_the_first_action_line() -> None:
     assert parse_action("Thinking...\nASK: Do you smoke?\nTEST: CBC") == ("ask", "Do you smoke?")
     assert parse_action("**Diagnosis:** Myasthenia gravis") == ("diagnosis", "Myasthenia gravis")
     assert parse_action("The patient should be examined.") == ("invalid", "The patient should be examined.")
+    # An echoed prompt's placeholders are not actions; a real action after them is.
+    echo = "Reply with exactly one line, one of:\nASK: <a question for the patient>\nTEST: <the test to order>"
+    assert parse_action(echo) == ("invalid", "Reply with exactly one line, one of:")
+    assert parse_action(echo + "\nTEST: chest X-ray") == ("test", "chest X-ray")
 
 
 def test_the_doctor_learns_only_what_it_asks_and_commits() -> None:
