@@ -35,8 +35,9 @@ Responder = Callable[[ClinicalCase, str], Awaitable[Reveal]]
 """The patient or the measurement agent: (case, request) -> what it reveals."""
 Kind = Literal["ask", "exam", "test", "diagnosis", "invalid", "reply"]
 HANGUL = re.compile("[\uac00-\ud7a3]")
-PLACEHOLDER = re.compile(r"<[^<>]*>")
-"""An action whose text is a template placeholder is an echo of the prompt, not an action."""
+PLACEHOLDER = re.compile(r"\s*<")
+"""An action whose text opens a template placeholder (``<a question for the patient>``, possibly cut by a line
+break) is an echo of the prompt, not an action."""
 
 
 class Translate(Protocol):
@@ -113,7 +114,7 @@ def parse_action(text: str) -> tuple[Kind, str]:
     (``ASK: <a question for the patient>``); ``invalid`` and the first line when there is none."""
     for found in prompts.DOCTOR_ACTION.finditer(text):
         kind, said = found.group("kind").lower(), found.group("text")
-        if not PLACEHOLDER.fullmatch(said.strip()):
+        if not PLACEHOLDER.match(said):
             return kind, said  # type: ignore[return-value]
     return "invalid", first_line(text)
 
@@ -137,12 +138,13 @@ def dialogue(steps: list[Step]) -> str:
 def doctor_step(case: ClinicalCase, steps: list[Step], remaining: int) -> Question:
     text = prompts.DOCTOR_TASK.format(remaining=remaining, objective=case.objective, opening=fence(case.opening),
                                       dialogue=dialogue(steps))  # fmt: skip
-    return Question(text=text, language="en")
+    # The case's id guards the retriever as for a static item: its own material never comes back as evidence.
+    return Question(text=text, language="en", item_id=case.id)
 
 
 def commit_step(case: ClinicalCase, steps: list[Step]) -> Question:
     text = prompts.DOCTOR_COMMIT.format(objective=case.objective, opening=fence(case.opening), dialogue=dialogue(steps))
-    return Question(text=text, options=case.options, language="en")
+    return Question(text=text, options=case.options, language="en", item_id=case.id)
 
 
 async def interview(doctor: Answerer, case: ClinicalCase, patient: Responder, measurement: Responder,

@@ -23,7 +23,7 @@ from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.agents.lookup import PATIENT_UNKNOWN, Reveal, patient_answer
-from medcouncil.agents.preserve import english_pattern, placed_text, protect, protected_terms, restore
+from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore
 from medcouncil.agents.protocol import ChatModel, Turn
 from medcouncil.agents.roles import stream_model
 from medcouncil.tools.untrusted import fence
@@ -58,7 +58,7 @@ class Translator:
         translated, _missing = restore(turn.content, spans)
         turn.content = translated
         self.turns.append(turn)
-        return placed_text(translated).strip() or text
+        return translated.strip() or text  # values that could not be placed stay listed at the end: never lost
 
 
 class ModelPatient:

@@ -48,6 +48,7 @@ def test_actions_are_read_from_the_first_action_line() -> None:
     echo = "Reply with exactly one line, one of:\nASK: <a question for the patient>\nTEST: <the test to order>"
     assert parse_action(echo) == ("invalid", "Reply with exactly one line, one of:")
     assert parse_action(echo + "\nTEST: chest X-ray") == ("test", "chest X-ray")
+    assert parse_action("TEST: <the test to order, e.g. complete\nDIAGNOSIS: <your final diagnosis>⟫")[0] == "invalid"
 
 
 def test_the_doctor_learns_only_what_it_asks_and_commits() -> None:
@@ -73,3 +74,11 @@ def test_the_budget_forces_a_commitment_and_options_are_a_constrained_choice() -
     assert "Commit to your final diagnosis now" in doctor.questions[-1].text
     free = ScriptedDoctor(["ASK: anything else?", "DIAGNOSIS: Lambert-Eaton syndrome"])
     assert asyncio.run(interview(free, CASE, patient, measure, budget=1)).diagnosis == "Lambert-Eaton syndrome"
+
+
+def test_every_doctor_step_carries_the_case_id_for_the_retrievers_guard() -> None:
+    doctor = ScriptedDoctor(["ASK: Do you smoke?", "DIAGNOSIS: Myasthenia gravis"])
+    asyncio.run(interview(doctor, CASE, patient, measure, budget=3))
+    assert [q.item_id for q in doctor.questions] == ["c1", "c1"]
+    guard = doctor.questions[0].guard()
+    assert guard is not None and guard.item_ids == {"c1"}

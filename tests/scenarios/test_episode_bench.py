@@ -158,3 +158,61 @@ def test_given_up_cases_stay_pending_and_a_refusal_is_a_failed_case(tmp_path: Pa
     assert len(read_errors(tmp_path)) == 2 and harness.aborted is None
     summary = write_report(tmp_path, manifest, read_episode_records(tmp_path), len(read_errors(tmp_path)))
     assert summary.pending == 1 and summary.errors == 2
+
+
+def test_bad_requests_are_one_line_errors_before_any_model_starts(tmp_path: Path) -> None:
+    import pytest
+
+    from medcouncil.scenarios.episodes_cli import bench_episodes, load
+    from medcouncil.serving.errors import ConfigError
+    from medcouncil.serving.session import ModelSource
+
+    def start(**change: object) -> None:
+        args: dict[str, object] = {
+            "episodes": "agentclinic", "resume": None, "out": tmp_path / "run", "modes": ["single"], "limit": 1,
+            "budget": 2, "patient": "lookup", "static": True, "threshold": 0.6, "judge_endpoint": None,
+            "judge_model": None, "strict_rows": False, "data_dir": None, "no_cache": False, "council": None,
+            "source": ModelSource(endpoint="http://127.0.0.1:9/v1"), "concurrency": 1, "retries": 0, "backoff": 0.0,
+            "give_up_after": 1,
+        }  # fmt: skip
+        bench_episodes(**{**args, **change})  # type: ignore[arg-type]
+
+    with pytest.raises(ConfigError, match="episodes are played by single, council, gated"):
+        start(modes=["cot"])
+    with pytest.raises(ConfigError, match="--patient 'robot': choose lookup or model"):
+        start(patient="robot")
+    with pytest.raises(ConfigError, match="not an episode run"):
+        start(resume=tmp_path)
+    with pytest.raises(ConfigError, match="neither an episode file"):
+        load(str(tmp_path / "missing.jsonl"), None, False, None)
+    broken = tmp_path / "cases.jsonl"
+    good = CASE.model_dump_json(exclude={"id"})
+    broken.write_text(good + '\n{"opening": "x", "diagnosis": "y"}\n' + good.replace('"c1"', '"c2"') + "\n")
+    cases, skipped = load(str(broken), None, False, None)
+    assert len(cases) == 2 and len(skipped) == 1 and skipped[0].startswith(f"{broken}:2:")
+    with pytest.raises(ConfigError, match=r"cases\.jsonl:2"):
+        load(str(broken), None, True, None)
+
+
+def test_the_command_players_single_council_and_gated_on_scripted_models() -> None:
+    from medcouncil.agents.build import Answerers
+    from medcouncil.agents.council import Council, CouncilConfig, SingleModel
+    from medcouncil.agents.roles import ROLES
+    from medcouncil.scenarios.episode_bench import play
+    from medcouncil.scenarios.episodes_cli import players
+    from medcouncil.serving.replay import ReplayModel
+    from medcouncil.tools.chunking import Document
+    from medcouncil.tools.search import InMemoryKnowledge
+
+    knowledge = InMemoryKnowledge([Document(text="Asthma: wheeze after exercise.", source="asthma.md")])
+    # gated: the single model asks once, commits, then the gate's constrained choice is sure (A): no council.
+    model = ReplayModel(["ASK: Do you wheeze after exercise?", "DIAGNOSIS: Asthma", "A"])
+    answerers = Answerers(council=Council(model, knowledge), single=SingleModel(model), model=model,  # type: ignore[arg-type]
+                          roles=dict.fromkeys(ROLES, model), knowledge=knowledge, config=CouncilConfig())  # fmt: skip
+    made = players(answerers, EpisodeConfig(modes=["single", "council", "gated"]))
+    assert set(made.doctors) == {"single", "council", "gated"}
+    assert made.doctors["gated"][0].name == "single" and made.doctors["gated"][1].name == "gated"
+    record = asyncio.run(play(MCQA_CASE, "gated", made, budget=3, judging=Judging()))
+    assert record.correct and record.letter == "A" and record.questions == 1
+    assert record.interview is not None and record.interview.doctor_episodes[-1].escalated is False
+    assert record.interview.revealed == ["History"]

@@ -36,13 +36,18 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
 ) -> None:
     common = ["--limit", "5", "--mode", "single", "--budget", "2", "--endpoint", embedded_server.base_url,
               "--data-dir", str(SHARED / "data")]  # fmt: skip
-    clinic = bench(cli, "--episodes", "agentclinic", *common, "--out", str(tmp_path / "clinic"))
+    judge = ["--judge-endpoint", embedded_server.base_url]  # the same model as judge: the path, not the quality
+    clinic = bench(cli, "--episodes", "agentclinic", *common, *judge, "--out", str(tmp_path / "clinic"))
     assert clinic.returncode == 0, clinic.stdout[-3000:] + clinic.stderr[-3000:]
     played = records(tmp_path / "clinic")
     assert sorted(r["case_id"] for r in played) == ["1", "2", "3", "4", "5"] and {r["mode"] for r in played} == {
         "single"
     }  # no static mode: AgentClinic cases have no options  # fmt: skip
     assert all(r["model_calls"] >= 2 and r["turns"] >= 1 for r in played)
+    # No echoed diagnosis names its case: each went on to the judge model's constrained Y/N, which decided.
+    assert all(r["verdict"]["method"] == "judge" for r in played if not r["correct"])
+    manifest = json.loads((tmp_path / "clinic" / "run.json").read_text())
+    assert manifest["config"]["judge_model"].startswith(embedded_server.base_url)
     report = (tmp_path / "clinic" / "report.md").read_text(encoding="utf-8")
     assert "### 1: Myasthenia gravis" in report and "Doctor (" in report
 
