@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from rich.markup import escape
 
@@ -59,17 +60,15 @@ class CaseSession:
             return self.commit(rest.strip())
         if self.budget is not None and self.actions_used() >= self.budget:
             return "No actions left: commit with diagnosis <your diagnosis>."
-        if kind in ("exam", "test"):
-            request, responder, by = rest.strip(), self.measurement, "measurement"
-        else:
-            request, responder, by = (rest.strip() if kind == "ask" else line.strip()), self.patient, "patient"
-            kind = "ask"
+        action: Literal["ask", "exam", "test"] = "exam" if kind == "exam" else "test" if kind == "test" else "ask"
+        by: Literal["patient", "measurement"] = "patient" if action == "ask" else "measurement"
+        request = line.strip() if action == "ask" and kind != "ask" else rest.strip()
         if not request:
-            return f"{kind} what? {HELP}"
-        self.record.steps.append(Step(by="doctor", kind=kind, text=request))  # type: ignore[arg-type]
-        reveal = await responder(self.case, request)
-        self.record.steps.append(Step(by=by, kind="reply", text=reveal.reply,  # type: ignore[arg-type]
-                                      revealed=[f.name for f in reveal.revealed], cost=reveal.cost))  # fmt: skip
+            return f"{action} what? {HELP}"
+        self.record.steps.append(Step(by="doctor", kind=action, text=request))
+        reveal = await (self.patient if by == "patient" else self.measurement)(self.case, request)
+        names = [f.name for f in reveal.revealed]
+        self.record.steps.append(Step(by=by, kind="reply", text=reveal.reply, revealed=names, cost=reveal.cost))
         return reveal.reply + (f"  (cost {reveal.cost:g})" if reveal.cost else "")
 
     def commit(self, text: str) -> str:

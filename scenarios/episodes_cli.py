@@ -152,8 +152,11 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
         if judge is not None:
             judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=not no_cache)))
             config.judge_model, judge_model = f"{judge_client.info.base_url}#{judge_client.name}", judge_client
-        assert answerers.knowledge is not None
-        judging = Judging(embedder=answerers.knowledge.wait().embedder, model=judge_model)  # type: ignore[attr-defined]
+        from medcouncil.agents.build import LazyKnowledge
+
+        knowledge = answerers.knowledge
+        embedder = knowledge.wait().embedder if isinstance(knowledge, LazyKnowledge) else None
+        judging = Judging(embedder=embedder, model=judge_model)
         journal = Journal(directory)
         journal.write_manifest(manifest)
         harness = EpisodeHarness(journal, manifest.modes, lambda: players(answerers, config), judging, config.budget,
@@ -219,8 +222,9 @@ def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, 
         if (directory / "run.json").exists():
             raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
         cases, skipped = load(episodes, limit, strict_rows, data_dir)
-        config = EpisodeConfig(modes=modes, budget=budget, patient=patient, static=static, limit=limit,  # type: ignore[arg-type]
-                               threshold=threshold, cache=not no_cache)  # fmt: skip
+        settings = {"modes": modes, "budget": budget, "patient": patient, "static": static, "limit": limit,
+                    "threshold": threshold, "cache": not no_cache}  # fmt: skip
+        config = EpisodeConfig.model_validate(settings)
         manifest = EpisodeManifest(medcouncil_version=version("medcouncil"), source=episodes,
                                    fingerprint=fingerprint(cases), config=config, case_ids=[c.id for c in cases],
                                    option_cases=[c.id for c in cases if c.options], modes=config.all_modes(cases),

@@ -46,6 +46,7 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
     assert all(r["model_calls"] >= 2 and r["turns"] >= 1 for r in played)
     # No echoed diagnosis names its case: each went on to the judge model's constrained Y/N, which decided.
     assert all(r["verdict"]["method"] == "judge" for r in played if not r["correct"])
+    assert all(r["verdict"]["similarity"] is not None for r in played)  # the MiniLM step ran before the judge
     manifest = json.loads((tmp_path / "clinic" / "run.json").read_text())
     assert manifest["config"]["judge_model"].startswith(embedded_server.base_url)
     report = (tmp_path / "clinic" / "report.md").read_text(encoding="utf-8")
