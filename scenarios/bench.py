@@ -19,14 +19,12 @@ from medcouncil.agents.build import Answerers
 from medcouncil.agents.council import Gated, SingleModel
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
 from medcouncil.agents.roles import DIAGNOSTICIAN
-from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_records
+from medcouncil.scenarios.journal import SC_K, ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
 
 MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "single+pride", "panel")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
-SC_K = 3
-"""Self-consistency samples by default: about the council's tokens per MedQA question on the embedded model."""
 
 
 def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K,

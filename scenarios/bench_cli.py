@@ -260,7 +260,7 @@ def bench(
             help="Comma-separated: single, council, gated, cot, sc, panel (episodes: single, council, gated)."
         ),
     ] = "single,council",
-    sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 3,
+    sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 2,
     debias: Annotated[str | None, typer.Option(help="cyclic and/or pride: add single+cyclic/+pride.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
     threshold: Annotated[float, typer.Option(min=0, max=1, help="Gated: convene below this top probability.")] = 0.6,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from medcouncil.agents.council import Council, Gated, SingleModel
 from medcouncil.agents.protocol import Episode, Event, Question, Turn, run_episode
 from medcouncil.scenarios.bench import Harness, Item, prepare
-from medcouncil.scenarios.journal import Journal, read_errors, read_records
+from medcouncil.scenarios.bench_cli import bench
+from medcouncil.scenarios.journal import SC_K, Journal, RunConfig, read_errors, read_records
 from medcouncil.scenarios.samples import Sample
 from medcouncil.serving.errors import EndpointUnreachableError
 from medcouncil.serving.replay import ReplayModel
@@ -149,3 +151,8 @@ def test_the_council_never_retrieves_the_item_in_plays_own_material(tmp_path: Pa
     (record,) = read_records(tmp_path)
     sources = [e.source for turn in record.episode.turns for e in turn.evidence]
     assert sources == ["starter/gout.md"] and record.correct
+
+
+def test_the_sc_default_is_one_constant_for_the_command_and_the_run_log() -> None:
+    option = inspect.signature(bench).parameters["sc_k"].default
+    assert option == SC_K == RunConfig.model_fields["sc_k"].default
