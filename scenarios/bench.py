@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from medcouncil.agents.baselines import ChainOfThought, CyclicDebias, PriDe, PriorEstimator, SelfConsistency
 from medcouncil.agents.build import Answerers
@@ -22,6 +23,10 @@ from medcouncil.agents.roles import DIAGNOSTICIAN
 from medcouncil.scenarios.journal import SC_K, ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
+
+R = TypeVar("R")
+U = TypeVar("U")
+C = TypeVar("C")
 
 MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "single+pride", "panel")
 """Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
@@ -104,6 +109,66 @@ class Tally:
 
 
 @dataclass
+class Attempts:
+    """One unit of work (an item or a case, in one mode) tried up to ``retries`` + 1 times with exponential backoff,
+    each failure journaled as an error; after ``give_up_after`` units failed in a row, :attr:`aborted` says why and
+    the run stops (the rest stays pending). Shared by the MCQA and the episode harness."""
+
+    journal: Journal
+    retries: int = 2
+    """Retries of a failed attempt, after the model client's own (connection-level) retries."""
+    backoff_s: float = 2.0
+    give_up_after: int = 8
+    """Consecutive failed units after which the run stops (the server is down)."""
+    unit: str = "items"
+    aborted: str | None = None
+    _consecutive: int = 0
+
+    async def run(self, key: str, mode: str, once: Callable[[int], Awaitable[R | str]]) -> R | None:
+        """``once(attempt)`` gives the unit's result, or an error line when it should be tried again (an exception
+        is an error line too); None once every attempt failed."""
+        error = ""
+        for attempt in range(1, self.retries + 2):
+            try:
+                outcome = await once(attempt)
+            except MedcouncilError as failure:
+                outcome = str(failure).splitlines()[0]
+            except Exception as failure:  # a bug in one unit must not lose the run: journaled, retried, reported
+                outcome = f"{type(failure).__name__}: {failure}"
+            if not isinstance(outcome, str):
+                self._consecutive = 0
+                return outcome
+            error = outcome
+            self.journal.append_error(ErrorRecord(sample_id=key, mode=mode, attempt=attempt, error=error))
+            if attempt <= self.retries and self.aborted is None:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+        self._consecutive += 1
+        if self._consecutive >= self.give_up_after and self.aborted is None:
+            self.aborted = f"{self._consecutive} {self.unit} failed in a row (last: {error})"
+        return None
+
+
+async def drain(jobs: Sequence[tuple[U, list[str]]], concurrency: int, context: Callable[[], C],
+                step: Callable[[C, U, str], Awaitable[None]], stopped: Callable[[], bool]) -> None:  # fmt: skip
+    """Jobs (a unit and its pending modes) shared by ``concurrency`` workers, each with its own ``context()`` (a
+    council holds one episode at a time); every worker stops once ``stopped()``."""
+    queue: asyncio.Queue[tuple[U, list[str]]] = asyncio.Queue()
+    for job in jobs:
+        queue.put_nowait(job)
+
+    async def worker() -> None:
+        own = context()
+        while not queue.empty() and not stopped():
+            unit, modes = queue.get_nowait()
+            for mode in modes:
+                if stopped():
+                    break
+                await step(own, unit, mode)
+
+    await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+
+
+@dataclass
 class Harness:
     """Runs ``items`` × ``modes`` with ``concurrency`` workers; each worker has its own answerers (a council holds
     one episode at a time)."""
@@ -119,8 +184,15 @@ class Harness:
     """Consecutive failed items after which the run stops (the server is down): the rest stays pending."""
     on_record: Callable[[Record | None], None] = lambda record: None
     tally: Tally = field(default_factory=Tally)
-    aborted: str | None = None
-    _consecutive: int = 0
+    attempts: Attempts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attempts = Attempts(self.journal, self.retries, self.backoff_s, self.give_up_after)
+
+    @property
+    def aborted(self) -> str | None:
+        """Why the run stopped early (None while it goes on)."""
+        return self.attempts.aborted
 
     def pending(self, items: Sequence[Item]) -> list[Job]:
         """What the journal does not hold yet; the tally starts from what it holds. Call once, before :meth:`run`."""
@@ -134,54 +206,34 @@ class Harness:
 
     async def run(self, jobs: Sequence[Job]) -> Tally:
         """Answer ``jobs`` (from :meth:`pending`)."""
-        queue: asyncio.Queue[Job] = asyncio.Queue()
-        for job in jobs:
-            queue.put_nowait(job)
 
-        async def worker() -> None:
-            answerers = self.answerers()
-            while not queue.empty() and self.aborted is None:
-                item, modes = queue.get_nowait()
-                for mode in modes:
-                    if self.aborted is not None:
-                        break
-                    record = await self.attempt(answerers[mode], item, mode)
-                    self.on_record(record)
+        async def step(answerers: Mapping[str, Answerer], item: Item, mode: str) -> None:
+            self.on_record(await self.attempt(answerers[mode], item, mode))
 
-        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        await drain(jobs, self.concurrency, self.answerers, step, lambda: self.aborted is not None)
         return self.tally
 
     async def attempt(self, answerer: Answerer, item: Item, mode: str) -> Record | None:
         """The item's record, or None after ``retries`` failed retries (each journaled as an error)."""
-        for attempt in range(1, self.retries + 2):
+
+        async def once(attempt: int) -> Record | str:
             try:
                 episode = await run_episode(answerer, item.question)
-                error = episode.error
-                if error is not None and episode.rejected:
-                    return self._finish(self._record(item, mode, episode, attempt, failure=error))
             except RequestRejectedError as failure:
                 # Refused by the engine itself (too long for its context, ...): the same request would be refused
                 # again. Recorded once as a failed item with its reason, never left pending.
                 reason = str(failure).splitlines()[0]
                 episode = Episode(question=item.question, answerer=mode, error=reason, rejected=True)
-                return self._finish(self._record(item, mode, episode, attempt, failure=reason))
-            except MedcouncilError as failure:
-                error = str(failure).splitlines()[0]
-            except Exception as failure:  # an answerer bug must not lose the run: journaled, retried, reported
-                error = f"{type(failure).__name__}: {failure}"
-            if error is None:
-                return self._finish(self._record(item, mode, episode, attempt))
-            self.journal.append_error(ErrorRecord(sample_id=item.sample.id, mode=mode, attempt=attempt, error=error))
-            if attempt <= self.retries and self.aborted is None:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        self.tally.errors[mode] += 1
-        self._consecutive += 1
-        if self._consecutive >= self.give_up_after and self.aborted is None:
-            self.aborted = f"{self._consecutive} items failed in a row (last: {error})"
-        return None
+            if episode.error is not None and not episode.rejected:
+                return episode.error
+            return self._finish(self._record(item, mode, episode, attempt, failure=episode.error))
+
+        record = await self.attempts.run(item.sample.id, mode, once)
+        if record is None:
+            self.tally.errors[mode] += 1
+        return record
 
     def _finish(self, record: Record) -> Record:
-        self._consecutive = 0
         self.journal.append(record)
         self.tally.add(record)
         return record

@@ -218,15 +218,9 @@ async def _open_and_run(requests: list[RunRequest], source: ModelSource, no_cach
     async with open_answerers(source, ClientSettings(cache=not no_cache), council=council) as answerers:
         for request in requests:
             config = request.manifest.config
-            model, endpoint = answerers.model.name, answerers.model.info.base_url
-            if config.model and config.model != model:
-                raise ConfigError(f"{request.directory} was run with model {config.model!r}, not {model!r}: "
-                                  "resume it against the same model")  # fmt: skip
-            council_now = answerers.config.model_dump()
-            if config.council and config.council != council_now:
-                raise ConfigError(f"{request.directory} was run with another council configuration: resume it with "
-                                  "the same --council file")  # fmt: skip
-            config.model, config.endpoint, config.council = model, endpoint, council_now
+            config.bind(
+                answerers.model.name, answerers.model.info.base_url, answerers.config.model_dump(), request.directory
+            )
             card = model_card or (Path(answerers.model.info.adapter_dir) if answerers.model.info.adapter_dir else None)
             if card is not None:
                 from medcouncil.scenarios.leakage import check

@@ -18,7 +18,6 @@ interactive on the same items is the headline of the report.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,8 @@ from medcouncil.agents.cases import ClinicalCase
 from medcouncil.agents.interview import Interview, Responder, Translate, interview
 from medcouncil.agents.judge import Verdict, judge
 from medcouncil.agents.protocol import Answerer, ChatModel, Episode, Question, run_episode
-from medcouncil.scenarios.journal import SAMPLES, ErrorRecord, Journal, now, read_lines
+from medcouncil.scenarios.bench import Attempts, drain
+from medcouncil.scenarios.journal import SAMPLES, Journal, ServedBy, now, read_lines
 from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
 from medcouncil.tools.embeddings import Embedder
 
@@ -42,7 +42,7 @@ STATIC = "static:"
 """Prefix of the static modes: the same doctor on the whole vignette at once."""
 
 
-class EpisodeConfig(BaseModel):
+class EpisodeConfig(ServedBy):
     """How an episode run plays its cases (``bench --episodes``); a resumed run must match it."""
 
     modes: list[str] = Field(default_factory=lambda: ["single", "council"])
@@ -58,9 +58,6 @@ class EpisodeConfig(BaseModel):
     judge_model: str = ""
     """``URL#model`` of the optional judge model."""
     cache: bool = True
-    council: dict[str, object] = Field(default_factory=dict)
-    model: str = ""
-    endpoint: str = ""
 
     def all_modes(self, cases: Sequence[ClinicalCase]) -> list[str]:
         static = [f"{STATIC}{m}" for m in self.modes] if self.static and any(c.options for c in cases) else []
@@ -220,8 +217,15 @@ class EpisodeHarness:
     give_up_after: int = 8
     on_record: Callable[[EpisodeRecord | None], None] = lambda record: None
     done: dict[tuple[str, str], EpisodeRecord] = field(default_factory=dict)
-    aborted: str | None = None
-    _consecutive: int = 0
+    attempts: Attempts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.attempts = Attempts(self.journal, self.retries, self.backoff_s, self.give_up_after, unit="cases")
+
+    @property
+    def aborted(self) -> str | None:
+        """Why the run stopped early (None while it goes on)."""
+        return self.attempts.aborted
 
     def pending(self, cases: Sequence[ClinicalCase]) -> list[tuple[ClinicalCase, list[str]]]:
         """What the journal does not hold yet (call once, before :meth:`run`)."""
@@ -235,23 +239,13 @@ class EpisodeHarness:
         return not mode.startswith(STATIC) or case.options is not None
 
     async def run(self, jobs: Sequence[tuple[ClinicalCase, list[str]]]) -> None:
-        queue: asyncio.Queue[tuple[ClinicalCase, list[str]]] = asyncio.Queue()
-        for job in jobs:
-            queue.put_nowait(job)
+        async def step(players: Players, case: ClinicalCase, mode: str) -> None:
+            self.on_record(await self.attempt(case, mode, players))
 
-        async def worker() -> None:
-            players = self.players()
-            while not queue.empty() and self.aborted is None:
-                case, modes = queue.get_nowait()
-                for mode in modes:
-                    if self.aborted is None:
-                        self.on_record(await self.attempt(case, mode, players))
-
-        await asyncio.gather(*(worker() for _ in range(max(1, self.concurrency))))
+        await drain(jobs, self.concurrency, self.players, step, lambda: self.aborted is not None)
 
     async def attempt(self, case: ClinicalCase, mode: str, players: Players) -> EpisodeRecord | None:
-        error = ""
-        for attempt in range(1, self.retries + 2):
+        async def once(_: int) -> EpisodeRecord:
             try:
                 return self._finish(await play(case, mode, players, self.budget, self.judging))
             except RequestRejectedError as failure:  # the same request would be refused again: a failed case
@@ -260,20 +254,10 @@ class EpisodeHarness:
                 return self._finish(EpisodeRecord(case_id=case.id, mode=mode, language=case.language,
                                                   gold=case.diagnosis, gold_letter=case.answer, correct=False,
                                                   verdict=verdict, failure=reason))  # fmt: skip
-            except MedcouncilError as failure:
-                error = str(failure).splitlines()[0]
-            except Exception as failure:  # a bug in one case must not lose the run: journaled, retried, reported
-                error = f"{type(failure).__name__}: {failure}"
-            self.journal.append_error(ErrorRecord(sample_id=case.id, mode=mode, attempt=attempt, error=error))
-            if attempt <= self.retries and self.aborted is None:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        self._consecutive += 1
-        if self._consecutive >= self.give_up_after and self.aborted is None:
-            self.aborted = f"{self._consecutive} cases failed in a row (last: {error})"
-        return None
+
+        return await self.attempts.run(case.id, mode, once)
 
     def _finish(self, record: EpisodeRecord) -> EpisodeRecord:
-        self._consecutive = 0
         self.journal.append(record)
         self.done[record.key] = record
         return record

@@ -16,7 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from medcouncil.scenarios.episode_bench import STATIC, EpisodeManifest, EpisodeRecord, expected
-from medcouncil.scenarios.metrics import bootstrap_ci, mcnemar
+from medcouncil.scenarios.metrics import bootstrap_ci
+from medcouncil.scenarios.summary import Paired, pair
 
 
 class ModeRow(BaseModel):
@@ -42,24 +43,13 @@ class ModeRow(BaseModel):
     """How the verdicts were reached (letter, exact, alias, embedding, judge, none)."""
 
 
-class PairRow(BaseModel):
-    first: str
-    second: str
-    n: int
-    first_accuracy: float
-    second_accuracy: float
-    only_first: int
-    only_second: int
-    p_value: float
-
-
 class EpisodeSummary(BaseModel):
     cases: int
     pending: int
     errors: int
     rows: list[ModeRow]
-    paired: list[PairRow]
-    gaps: list[PairRow]
+    paired: list[Paired]
+    gaps: list[Paired]
     """Static vs interactive, per doctor, on the cases that have both."""
 
 
@@ -86,16 +76,11 @@ def _row(mode: str, records: Sequence[EpisodeRecord], seed: int = 0) -> ModeRow:
     )  # fmt: skip
 
 
-def _pair(first: str, second: str, by_mode: dict[str, dict[str, EpisodeRecord]]) -> PairRow | None:
-    common = [c for c in by_mode.get(first, {}) if c in by_mode.get(second, {})]
-    if not common:
-        return None
-    a = [by_mode[first][c].correct for c in common]
-    b = [by_mode[second][c].correct for c in common]
-    test = mcnemar(a, b)
-    return PairRow(first=first, second=second, n=len(common), first_accuracy=_mean([float(x) for x in a]),
-                   second_accuracy=_mean([float(x) for x in b]), only_first=test.only_first,
-                   only_second=test.only_second, p_value=test.p_value)  # fmt: skip
+def _pair(first: str, second: str, by_mode: dict[str, dict[str, EpisodeRecord]]) -> Paired | None:
+    a = {case: record.correct for case, record in by_mode.get(first, {}).items()}
+    b = {case: record.correct for case, record in by_mode.get(second, {}).items()}
+    found = pair(first, second, a, b, a)
+    return found if found.n else None
 
 
 def summarize(manifest: EpisodeManifest, records: Sequence[EpisodeRecord], errors: int) -> EpisodeSummary:
@@ -128,7 +113,7 @@ def result_rows(summary: EpisodeSummary) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def pair_rows(pairs: Sequence[PairRow]) -> tuple[list[str], list[list[str]]]:
+def pair_rows(pairs: Sequence[Paired]) -> tuple[list[str], list[list[str]]]:
     header = ["first", "second", "n", "first acc%", "second acc%", "gap (pp)", "only first", "only second",
               "McNemar p"]  # fmt: skip
     rows = [[p.first, p.second, str(p.n), _pct(p.first_accuracy), _pct(p.second_accuracy),

@@ -139,15 +139,7 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
         answerers = await stack.enter_async_context(
             open_answerers(source, ClientSettings(cache=not no_cache), council=council)
         )
-        model, endpoint = answerers.model.name, answerers.model.info.base_url
-        if config.model and config.model != model:
-            raise ConfigError(f"{directory} was run with model {config.model!r}, not {model!r}: resume it against "
-                              "the same model")  # fmt: skip
-        council_now = answerers.config.model_dump()
-        if config.council and config.council != council_now:
-            raise ConfigError(f"{directory} was run with another council configuration: resume it with the same "
-                              "--council file")  # fmt: skip
-        config.model, config.endpoint, config.council = model, endpoint, council_now
+        config.bind(answerers.model.name, answerers.model.info.base_url, answerers.config.model_dump(), directory)
         judge_model: ChatModel | None = None
         if judge is not None:
             judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=not no_cache)))

@@ -38,7 +38,25 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-class RunConfig(BaseModel):
+class ServedBy(BaseModel):
+    """The model, its endpoint and the council configuration a run is answered with: a resume must use the same."""
+
+    council: dict[str, object] = Field(default_factory=dict)
+    model: str = ""
+    endpoint: str = ""
+
+    def bind(self, model: str, endpoint: str, council: dict[str, object], directory: Path) -> None:
+        """Record what answers the run in ``directory``; a resume against another model or council is refused."""
+        if self.model and self.model != model:
+            raise ConfigError(f"{directory} was run with model {self.model!r}, not {model!r}: resume it against the "
+                              "same model")  # fmt: skip
+        if self.council and self.council != council:
+            raise ConfigError(f"{directory} was run with another council configuration: resume it with the same "
+                              "--council file")  # fmt: skip
+        self.model, self.endpoint, self.council = model, endpoint, council
+
+
+class RunConfig(ServedBy):
     """What decides the answers: a resumed run must match it."""
 
     modes: list[str]
@@ -53,9 +71,6 @@ class RunConfig(BaseModel):
     """Self-consistency samples per item (mode ``sc``)."""
     cache: bool = True
     """Whether answers may come from the response cache (``--no-cache``: False); a resume keeps it."""
-    council: dict[str, object] = Field(default_factory=dict)
-    model: str = ""
-    endpoint: str = ""
 
 
 class Manifest(BaseModel):

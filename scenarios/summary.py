@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -44,6 +44,15 @@ class Paired(BaseModel):
     only_first: int
     only_second: int
     p_value: float
+
+
+def pair(first: str, second: str, a: Mapping[str, bool], b: Mapping[str, bool], keys: Iterable[str]) -> Paired:
+    """Two modes' correctness (by item id) on the ``keys`` both answered, with the exact McNemar test."""
+    both = [k for k in keys if k in a and k in b]
+    test = mcnemar([a[k] for k in both], [b[k] for k in both])
+    return Paired(first=first, second=second, n=len(both), first_accuracy=sum(a[k] for k in both) / max(len(both), 1),
+                  second_accuracy=sum(b[k] for k in both) / max(len(both), 1), only_first=test.only_first,
+                  only_second=test.only_second, p_value=test.p_value)  # fmt: skip
 
 
 class Summary(BaseModel):
@@ -103,13 +112,7 @@ def summarize(manifest: Manifest, records: Sequence[Record], errors: Sequence[Er
         if first in modes and second in modes:
             a = {r.sample_id: r.correct for r in by_mode[first]}
             b = {r.sample_id: r.correct for r in by_mode[second]}
-            both = [i for i in manifest.sample_ids if i in a and i in b]
-            test = mcnemar([a[i] for i in both], [b[i] for i in both])
-            paired.append(Paired(first=first, second=second, n=len(both),
-                                 first_accuracy=sum(a[i] for i in both) / max(len(both), 1),
-                                 second_accuracy=sum(b[i] for i in both) / max(len(both), 1),
-                                 only_first=test.only_first, only_second=test.only_second,
-                                 p_value=test.p_value))  # fmt: skip
+            paired.append(pair(first, second, a, b, manifest.sample_ids))
     total = len(manifest.sample_ids) * len(modes)
     return Summary(rows=rows, paired=paired, items=len(manifest.sample_ids), pending=total - len(done) - len(failed),
                    errors=len(failed), skipped_rows=manifest.dataset.skipped)  # fmt: skip

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+
+import pytest
 
 from medcouncil.agents.council import Council, Gated, SingleModel
 from medcouncil.agents.protocol import Episode, Event, Question, Turn, run_episode
@@ -156,3 +159,18 @@ def test_the_council_never_retrieves_the_item_in_plays_own_material(tmp_path: Pa
 def test_the_sc_default_is_one_constant_for_the_command_and_the_run_log() -> None:
     option = inspect.signature(bench).parameters["sc_k"].default
     assert option == SC_K == RunConfig.model_fields["sc_k"].default
+
+
+def test_a_resume_must_use_the_model_and_council_it_was_run_with(tmp_path: Path) -> None:
+    from medcouncil.scenarios.episode_bench import EpisodeConfig
+    from medcouncil.serving.errors import ConfigError
+
+    for config in (RunConfig(modes=["single"]), EpisodeConfig(modes=["single"])):
+        config.bind("gemma", "http://127.0.0.1:1/v1", {"rounds": 1}, tmp_path)
+        assert (config.model, config.endpoint, config.council) == ("gemma", "http://127.0.0.1:1/v1", {"rounds": 1})
+        config.bind("gemma", "http://127.0.0.1:2/v1", {"rounds": 1}, tmp_path)  # a new port is the same model
+        assert config.endpoint == "http://127.0.0.1:2/v1"
+        with pytest.raises(ConfigError, match=f"^{re.escape(str(tmp_path))} was run with model 'gemma', not 'other'"):
+            config.bind("other", "http://127.0.0.1:2/v1", {"rounds": 1}, tmp_path)
+        with pytest.raises(ConfigError, match="was run with another council configuration: resume it with the same"):
+            config.bind("gemma", "http://127.0.0.1:2/v1", {"rounds": 2}, tmp_path)
