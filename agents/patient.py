@@ -23,9 +23,8 @@ from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.agents.lookup import PATIENT_UNKNOWN, Reveal, patient_answer
-from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore
 from medcouncil.agents.protocol import ChatModel, Turn
-from medcouncil.agents.roles import stream_model
+from medcouncil.agents.roles import stream_model, translate
 from medcouncil.tools.untrusted import fence
 
 Language = Literal["en", "ko"]
@@ -45,18 +44,8 @@ class Translator:
         pass through unchanged; coming from Korean, every Latin-script span and value does."""
         if not text.strip():
             return text
-        if to == "ko":
-            masked, spans = protect(text, english_pattern(protected_terms(terms_from)))
-            system = prompts.TRANSLATE_TO_KOREAN
-        else:
-            masked, spans = protect(text)
-            system = prompts.TRANSLATE_TO_ENGLISH
         turn = Turn(agent="translator", content="", kind="translation")
-        messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-        async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
-            pass
-        translated, _missing = restore(turn.content, spans)
-        turn.content = translated
+        translated = await translate(self.model, text, turn, to == "ko", terms_from, self.max_tokens)
         self.turns.append(turn)
         return translated.strip() or text  # values that could not be placed stay listed at the end: never lost
 

@@ -275,6 +275,23 @@ async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str,
     return f"\n\n{line}"
 
 
+async def translate(model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "",
+                    max_tokens: int = 512) -> str:  # fmt: skip
+    """``text`` into Korean (the Latin terms of ``terms_from`` and every value pass through unchanged) or into English
+    (every Latin-script span and value does), streamed into ``turn``; placeholders are restored before anything is
+    shown, and a value that could not be placed stays listed at the end."""
+    if to_korean:
+        masked, spans = protect(text, english_pattern(protected_terms(terms_from)))
+    else:
+        masked, spans = protect(text)
+    system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
+    messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
+    async for _ in stream_model(model, messages, turn, max_tokens=max_tokens):
+        pass
+    turn.content, _missing = restore(turn.content, spans)
+    return turn.content
+
+
 class TranslatorAgent(CouncilAgent):
     """Korean → English for the council, and the final answer back; protected terms pass through unchanged."""
 
@@ -288,16 +305,10 @@ class TranslatorAgent(CouncilAgent):
         to_korean = bool(state.answer_en)
         options = state.question.options
         if to_korean:
-            masked, spans = protect(state.answer_en, english_pattern(protected_terms(state.question.text)))
+            text = await translate(self.model, state.answer_en, turn, True, state.question.text, self.max_tokens)
         else:  # the options travel with the case, under the same placeholder protection
             source = f"{state.question.text}\n\n{option_lines(options)}" if options else state.question.text
-            masked, spans = protect(source)
-        system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
-        messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-        async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
-            pass  # placeholders are restored before anything is shown
-        text, _missing = restore(turn.content, spans)
-        turn.content = text
+            text = await translate(self.model, source, turn, False, max_tokens=self.max_tokens)
         if to_korean:
             state.final = text
         elif options:
