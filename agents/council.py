@@ -179,6 +179,7 @@ class Council:
         episode.answer = state.final or state.answer_en
         episode.error = state.error
         episode.rejected = state.rejected
+        episode.engine_died = state.engine_died
         episode.verdict = state.verdict
         if state.choice is not None:
             episode.letter, episode.probabilities = state.choice.letter, state.choice.probabilities

@@ -69,6 +69,8 @@ class Episode(BaseModel):
     error: str | None = None
     rejected: bool = False
     """The error is the engine refusing a request outright (e.g. a prompt longer than its context): final."""
+    engine_died: bool = False
+    """The error is the engine process medcouncil started dying: a run stops (resumable) rather than retry."""
     verdict: Literal["APPROVE", "REVISE"] | None = None
     """The critic's last verdict (also after the last allowed revision, when it can no longer send it back)."""
     escalated: bool | None = None

@@ -26,7 +26,7 @@ from medcouncil.agents import prompts
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
-from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
+from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
@@ -58,6 +58,8 @@ class CouncilState:
     """A failed turn (model unreachable, ...): the episode ends with it."""
     rejected: bool = False
     """The error is the engine refusing the request itself (retrying cannot help)."""
+    engine_died: bool = False
+    """The error is the engine process dying (the run stops; see ``EngineDiedError``)."""
     turns: list[Turn] = field(default_factory=list)
 
     @property
@@ -206,6 +208,7 @@ class CouncilAgent(BaseChatAgent):
         except MedcouncilError as error:  # the episode ends here; the session that runs it lives on
             state.error = f"{self.name}: {error}"
             state.rejected = isinstance(error, RequestRejectedError)
+            state.engine_died = isinstance(error, EngineDiedError)
             turn.content = f"error: {error}"
         turn.latency_s = time.perf_counter() - started
         state.turns.append(turn)

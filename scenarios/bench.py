@@ -22,7 +22,7 @@ from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
 from medcouncil.agents.roles import DIAGNOSTICIAN
 from medcouncil.scenarios.journal import SC_K, ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
-from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
+from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 
 R = TypeVar("R")
 U = TypeVar("U")
@@ -131,6 +131,12 @@ class Attempts:
         for attempt in range(1, self.retries + 2):
             try:
                 outcome = await once(attempt)
+            except EngineDiedError as failure:
+                # The engine is gone: no retry can succeed until it is back. Journaled, the run stops (resumable).
+                error = str(failure).splitlines()[0]
+                self.journal.append_error(ErrorRecord(sample_id=key, mode=mode, attempt=attempt, error=error))
+                self.aborted = self.aborted or error
+                return None
             except MedcouncilError as failure:
                 outcome = str(failure).splitlines()[0]
             except Exception as failure:  # a bug in one unit must not lose the run: journaled, retried, reported
@@ -224,6 +230,8 @@ class Harness:
                 # again. Recorded once as a failed item with its reason, never left pending.
                 reason = str(failure).splitlines()[0]
                 episode = Episode(question=item.question, answerer=mode, error=reason, rejected=True)
+            if episode.engine_died:
+                raise EngineDiedError(episode.error or "the engine died")
             if episode.error is not None and not episode.rejected:
                 return episode.error
             return self._finish(self._record(item, mode, episode, attempt, failure=episode.error))

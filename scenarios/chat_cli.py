@@ -77,8 +77,30 @@ class ChatSession:
         assert episode is not None
         return episode
 
+    def engine_ready(self) -> bool:
+        """False when the engine behind the model is gone and cannot be brought back; an engine this command
+        started itself is restarted once (same port, so every client keeps its URL)."""
+        from medcouncil.serving.session import EngineLink
+
+        link = self.answerers.model.engine
+        if not isinstance(link, EngineLink) or link.failure() is None:
+            return True
+        if not link.can_restart:
+            console.print("[error]error:[/] the engine is down; it was not started by this chat or was restarted "
+                          "once already: check `medcouncil serve --status`, or /quit and start again")  # fmt: skip
+            return False
+        console.print("[notice]the engine died: restarting it…[/]")
+        try:
+            link.restart()
+        except MedcouncilError as error:
+            console.print(f"[error]error:[/] {escape(str(error).splitlines()[0])}")
+            return False
+        return True
+
     def turn(self, text: str) -> None:
         """One question; Ctrl-C cancels it and keeps the session; a failed turn is reported and the session lives on."""
+        if not self.engine_ready():
+            return
         task = self.loop.create_task(self._answer(text))
         self.loop.add_signal_handler(signal.SIGINT, task.cancel)
         try:

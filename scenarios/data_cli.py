@@ -48,6 +48,10 @@ def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, o
     overall and per role; a tokenizer that cannot be loaded is a note, not a failure."""
     from medcouncil.scenarios.sft import role_of
     from medcouncil.serving.errors import MedcouncilError
+    from medcouncil.serving.extras import missing
+
+    if absent := missing("train"):
+        return {"note": f"not counted: the tokenizer needs the 'train' extra ({', '.join(absent)} not installed)"}
     from medcouncil.serving.finetune.data import tokenize
     from medcouncil.serving.finetune.model import load_tokenizer, resolve_base
 

@@ -33,7 +33,7 @@ from medcouncil.agents.judge import Verdict, judge
 from medcouncil.agents.protocol import Answerer, ChatModel, Episode, Question, run_episode
 from medcouncil.scenarios.bench import Attempts, drain
 from medcouncil.scenarios.journal import SAMPLES, Journal, ServedBy, now, read_lines
-from medcouncil.serving.errors import MedcouncilError, RequestRejectedError
+from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.embeddings import Embedder
 
 SCHEMA_VERSION = 1
@@ -165,6 +165,12 @@ class Judging:
         return again if again.correct else verdict
 
 
+def raise_error(episode: Episode) -> None:
+    """An episode's error as the exception the harness sorts by (a dead engine stops the run)."""
+    if episode.error is not None:
+        raise (EngineDiedError if episode.engine_died else MedcouncilError)(episode.error)
+
+
 async def play(case: ClinicalCase, mode: str, players: Players, budget: int, judging: Judging) -> EpisodeRecord:
     """One case in one mode, judged (an engine refusal of a request is raised, as in the MCQA harness)."""
     started = time.perf_counter()
@@ -174,8 +180,7 @@ async def play(case: ClinicalCase, mode: str, players: Players, budget: int, jud
         question = Question(text=case.static_text(), options=case.options, item_id=case.id,
                             language="ko" if case.language == "ko" else "en")  # fmt: skip
         episode = await run_episode(players.static[mode.removeprefix(STATIC)], question)
-        if episode.error is not None:
-            raise MedcouncilError(episode.error)
+        raise_error(episode)
         diagnosis = case.options[episode.letter] if case.options and episode.letter else episode.answer
         verdict = await judging.verdict(case, diagnosis, episode.letter)
         return EpisodeRecord.model_validate({
@@ -189,8 +194,7 @@ async def play(case: ClinicalCase, mode: str, players: Players, budget: int, jud
     for spender in spenders:
         record.support.extend(getattr(spender, "turns", []))
     for episode in record.doctor_episodes:
-        if episode.error is not None:
-            raise MedcouncilError(episode.error)
+        raise_error(episode)
     verdict = await judging.verdict(case, record.diagnosis, record.letter, record.diagnosis_translated)
     return EpisodeRecord.model_validate({
         **base, "diagnosis": record.diagnosis, "letter": record.letter, "correct": verdict.correct, "verdict": verdict,

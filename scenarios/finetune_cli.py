@@ -101,6 +101,9 @@ def finetune(
     """Fine-tune a model (LoRA by default) on chat JSONL or a benchmark dataset; write an adapter and a run card."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from medcouncil.serving.extras import require
+
+    require("train", "medcouncil finetune")
     from medcouncil.serving.finetune.card import StepLog
     from medcouncil.serving.finetune.model import resolve_base
     from medcouncil.serving.finetune.train import Trainer

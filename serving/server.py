@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,8 +22,18 @@ from medcouncil.serving.locks import held
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
 from medcouncil.serving.paths import state_dir, write_private
+from medcouncil.serving.supervise import EngineExit, read_exit
 
 LOG_TAIL_LINES = 12
+DEATH_TAIL_LINES = 6
+"""Log lines quoted when an engine dies."""
+ENGINE_NAMES = {"llamacpp": "llama.cpp", "vllm": "vLLM"}
+SIGNAL_HINTS = {
+    "SIGILL": "its binary uses instructions this CPU lacks: rebuild it on this machine (pip install "
+    "--force-reinstall --no-cache-dir --no-deps llama-cpp-python)",
+    "SIGSEGV": "a crash inside the engine; on an AMX CPU keep llama.cpp's extra buffer types off (the default)",
+    "SIGKILL": "the out-of-memory killer or a user (the kernel log, dmesg, tells which)",
+}
 
 
 class ServerState(BaseModel):
@@ -46,6 +57,10 @@ class ServerState(BaseModel):
     start_ticks: int | None = None
     """The process's start time (clock ticks since boot, from ``/proc``): with the pid, it names this engine and no
     later process that reuses the pid."""
+    engine_pid: int | None = None
+    """The engine itself; ``pid`` is its supervisor (``supervise.py``), which records how the engine ended."""
+    status_path: Path | None = None
+    """The supervisor's status file (:class:`EngineExit`)."""
 
     @property
     def base_url(self) -> str:
@@ -67,9 +82,41 @@ def read_state() -> ServerState | None:
         path.unlink(missing_ok=True)
         return None
     if state.pid is not None and not is_recorded_process(state):
+        note_death(state)
         path.unlink(missing_ok=True)
         return None
     return state
+
+
+class DeadServer(BaseModel):
+    """A recorded engine found dead (not stopped): later commands say so instead of starting another model."""
+
+    state: ServerState
+    reason: str
+    """:func:`engine_failure`'s message: engine, pid, how it ended, log."""
+
+
+def death_path() -> Path:
+    return state_dir() / "server.died.json"
+
+
+def note_death(state: ServerState) -> None:
+    """Keep the reason a recorded engine is gone, unless it was stopped on request."""
+    reason = engine_failure(state)
+    if reason is not None:
+        write_private(death_path(), DeadServer(state=state, reason=reason).model_dump_json(indent=2))
+
+
+def read_death() -> DeadServer | None:
+    """The recorded engine's death, until ``serve --stop`` or a new ``serve`` clears it."""
+    try:
+        return DeadServer.model_validate_json(death_path().read_bytes())
+    except (OSError, ValidationError, ValueError):
+        return None
+
+
+def clear_death() -> None:
+    death_path().unlink(missing_ok=True)
 
 
 def write_state(state: ServerState) -> None:
@@ -121,7 +168,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def port_in_use(port: int) -> bool:
+    """Whether a process holds ``port`` on the loopback. SO_REUSEADDR, as the engines' servers bind: connections of
+    an engine that just died (TIME_WAIT) do not count, so it can be restarted on its port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:
@@ -142,6 +192,65 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     kept = [line for line in text.splitlines() if line.strip()]
     return "\n".join(kept[-lines:])
+
+
+EXIT_WAIT_S = 3.0
+"""How long a lost connection waits for its engine to be gone (a crashing process may still be writing its fault
+report) and for the supervisor to write down how it ended."""
+
+
+def engine_failure(state: ServerState, supervisor_code: int | None = None, wait: float = 0.0) -> str | None:
+    """Why the engine of ``state`` is gone, or None while it runs (or for an endpoint medcouncil did not start).
+
+    The first line names the engine, its pid, how it ended and the log's path; the next lines quote the log's end.
+    ``supervisor_code``: the supervisor's own exit code, where this process waited for it (None: still running).
+    ``wait``: seconds to keep looking while the engine still runs (after a connection was lost).
+    """
+    if state.pid is None:
+        return None
+    ended = _how_engine_ended(state, supervisor_code, wait)
+    if ended is None or ended.requested is not None:
+        return None
+    return describe_exit(state, ended)
+
+
+def _how_engine_ended(state: ServerState, supervisor_code: int | None, wait: float) -> EngineExit | None:
+    """The supervisor's record of the engine's end, or None while the engine and its supervisor run."""
+    deadline = time.monotonic() + max(wait, EXIT_WAIT_S)
+    patience = time.monotonic() + wait
+    while True:
+        ended = read_exit(state.status_path) if state.status_path is not None else None
+        if ended is not None and not ended.running:
+            return ended
+        engine_pid = ended.engine_pid if ended is not None else state.engine_pid
+        supervisor_alive = supervisor_code is None and is_recorded_process(state)
+        engine_alive = pid_alive(engine_pid) if engine_pid is not None else supervisor_alive
+        now = time.monotonic()
+        if engine_alive and supervisor_alive and now >= patience:
+            return None
+        if not supervisor_alive or now > deadline:
+            return EngineExit(engine_pid=engine_pid or state.pid or 0)  # gone, and nothing says how
+        time.sleep(0.05)
+
+
+def how_it_ended(ended: EngineExit) -> str:
+    """``killed by SIGSEGV (segmentation fault): <what that usually means>`` or ``exited with code 1``."""
+    if ended.returncode is None:
+        return "is no longer running (how it ended is not known)"
+    how = ended.how()
+    hint = SIGNAL_HINTS.get(how.split()[2], "") if how.startswith("killed by ") else ""
+    return how + (f": {hint}" if hint else "")
+
+
+def describe_exit(state: ServerState, ended: EngineExit) -> str:
+    """One line (engine, pid, how it ended, the log's path), then the log's last lines."""
+    name = ENGINE_NAMES.get(state.engine, state.engine)
+    recent = log_tail(state.log_path, 80).splitlines()
+    # A crash report (Python's fault handler) prints every thread's stack: its first line says what happened.
+    fatal = [line for line in recent if line.startswith("Fatal Python error")][-1:]
+    tail = "\n".join(fatal + [line for line in recent[-DEATH_TAIL_LINES:] if line not in fatal])
+    line = f"the {name} engine (pid {ended.engine_pid}) {how_it_ended(ended)}; log: {state.log_path}"
+    return line + ("\n" + tail if tail else "")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -196,7 +305,9 @@ class EngineServer:
         logs.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = logs / f"{config.engine}-{port}-{stamp}.log"
-        command = config.command(port, model_path, logs, lora_files)
+        status_path = log_path.with_suffix(".exit.json")
+        command = [sys.executable, "-m", "medcouncil.serving.supervise", str(status_path), "--",
+                   *config.command(port, model_path, logs, lora_files)]  # fmt: skip
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 command,
@@ -219,9 +330,12 @@ class EngineServer:
             weights=_weights(config, model_path),
             adapters={name: str(path.resolve()) for name, path in config.lora.items()},
             start_ticks=start_ticks(self.process.pid),
+            status_path=status_path,
         )
         try:
             self._wait_healthy(self.state)
+            started = read_exit(status_path)
+            self.state.engine_pid = started.engine_pid if started is not None else None
         except BaseException:  # Ctrl-C or a failed start: never leave an orphaned engine behind
             self.stop()
             raise
@@ -233,7 +347,10 @@ class EngineServer:
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                raise ServerStartError(self._failure(f"{state.engine} server exited with code {code}", state))
+                ended = read_exit(state.status_path) if state.status_path else None
+                if ended is None or ended.returncode is None:
+                    ended = EngineExit(engine_pid=state.pid or 0, returncode=code)
+                raise ServerStartError(self._failure(f"{state.engine} server {how_it_ended(ended)}", state))
             if is_healthy(state.base_url, state.api_key, timeout=1.0, attempts=1):
                 return
             time.sleep(0.1)
@@ -245,6 +362,27 @@ class EngineServer:
     def _failure(reason: str, state: ServerState) -> str:
         tail = log_tail(state.log_path)
         return f"{reason} (log: {state.log_path})" + (f"\n{tail}" if tail else "")
+
+    def failure(self, wait: float = 0.0) -> str | None:
+        """Why this engine is gone (see :func:`engine_failure`), or None while it runs."""
+        if self.state is None or self.process is None:
+            return None
+        if wait and self.process.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=wait)  # a crashing engine: its supervisor exits right after it
+        return engine_failure(self.state, self.process.poll())
+
+    def restart(self) -> ServerState:
+        """Start the same engine again on the same port (clients keep their URL).
+
+        Raises:
+            PortInUseError: another process took the port meanwhile.
+            ServerStartError: as :meth:`start`.
+        """
+        if self.state is not None:
+            self.stop()
+            self.config = self.config.model_copy(update={"port": self.state.port})
+        return self.start()
 
     def stop(self) -> None:
         if self.state is not None and self.state.pid is not None:

@@ -19,9 +19,9 @@ from pydantic import BaseModel
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
-from medcouncil.serving.errors import EndpointUnreachableError
+from medcouncil.serving.errors import EndpointUnreachableError, EngineDiedError, MedcouncilError
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.server import EngineServer, read_state
+from medcouncil.serving.server import EngineServer, ServerState, engine_failure, read_death, read_state
 
 ENV_ENDPOINT = "MEDCOUNCIL_ENDPOINT"
 ENV_API_KEY = "MEDCOUNCIL_API_KEY"
@@ -54,6 +54,56 @@ class ModelSource(BaseModel):
         )
 
 
+class EngineLink:
+    """The engine process behind a client, where medcouncil started it: why it died, and (for an engine this
+    command started itself) one restart on the same port, so the client's URL stays valid."""
+
+    restarts_allowed = 1
+
+    def __init__(self, state: ServerState, server: EngineServer | None = None) -> None:
+        self.state = state
+        self.server = server
+        """Set when this command started the engine (and may restart it)."""
+        self.restarts = 0
+
+    def failure(self, wait: float = 0.0) -> str | None:
+        if self.server is not None:
+            return self.server.failure(wait)
+        return engine_failure(self.state, wait=wait)
+
+    @property
+    def can_restart(self) -> bool:
+        return self.server is not None and self.restarts < self.restarts_allowed
+
+    def restart(self) -> None:
+        """Start the engine again (once).
+
+        Raises:
+            MedcouncilError: not restartable (not started by this command, or restarted already), or the start
+                failed.
+        """
+        if not self.can_restart or self.server is None:
+            raise MedcouncilError("the engine was not started by this command or was restarted once already: "
+                                  "restart medcouncil")  # fmt: skip
+        self.restarts += 1
+        self.state = self.server.restart()
+
+
+_LINKS: dict[str, EngineLink] = {}
+"""Engines this process started or found recorded, by base URL: a second client of the same endpoint (a council
+role's own model name) watches the same engine."""
+
+
+def link_for(base_url: str) -> EngineLink | None:
+    """The engine behind ``base_url`` when medcouncil started it (in this process, or recorded by ``serve``)."""
+    link = _LINKS.get(base_url.rstrip("/"))
+    if link is None:
+        state = read_state()
+        if state is not None and state.pid is not None and state.base_url.rstrip("/") == base_url.rstrip("/"):
+            link = _LINKS[state.base_url.rstrip("/")] = EngineLink(state)
+    return link
+
+
 def _from_component_file(path: Path, settings: ClientSettings) -> ModelClient:
     component = load_component(path)
     config = component.config
@@ -63,7 +113,7 @@ def _from_component_file(path: Path, settings: ClientSettings) -> ModelClient:
         info = EndpointInfo(base_url=info.base_url, model=config["model"], dialect=info.dialect, api_key=info.api_key)
     else:
         info = EndpointInfo(base_url="", model=config["model"], dialect="openai", api_key=config.get("api_key"))
-    return ModelClient(component, info, settings)
+    return ModelClient(component, info, settings, engine=link_for(base_url) if base_url else None)
 
 
 @asynccontextmanager
@@ -98,20 +148,28 @@ async def open_model(
                         f"the server recorded by `medcouncil serve` does not answer: {error}; check it with "
                         "`medcouncil serve --status`, or forget it with `medcouncil serve --stop`"
                     ) from error
+            elif (death := read_death()) is not None:
+                # The user's server died: never a silent switch to the embedded model.
+                first, _, tail = death.reason.partition("\n")
+                raise EngineDiedError(f"{first}; it was recorded by `medcouncil serve`: start it again, or forget it "
+                                      "with `medcouncil serve --stop`" + (f"\n{tail}" if tail else ""))  # fmt: skip
             else:
                 notice("No model server configured or running: starting the embedded Gemma 3 270M (llama.cpp)…")
                 server = EngineServer(EngineConfig())
                 started = server.start()
+                _LINKS[started.base_url.rstrip("/")] = EngineLink(started, server)
                 try:
                     info = describe_endpoint(started.base_url, started.api_key, source.model)
                     info = replace(info, weights=started.weights, adapter_dir=started.adapters.get(info.model, ""))
                 except BaseException:
                     server.stop()
                     raise
-        client = ModelClient(endpoint_component(info, settings), info, settings)
+        client = ModelClient(endpoint_component(info, settings), info, settings, engine=link_for(info.base_url))
     try:
         yield client
     finally:
         await client.close()
         if server is not None:
+            if server.state is not None:
+                _LINKS.pop(server.state.base_url.rstrip("/"), None)
             server.stop()

@@ -24,7 +24,7 @@ from rich.table import Table
 from medcouncil.serving.console import console
 from medcouncil.tools.chunking import chunk_document
 from medcouncil.tools.corpora import read_documents
-from medcouncil.tools.embeddings import SentenceTransformerEmbedder
+from medcouncil.tools.embeddings import BertEmbedder
 from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
 
 
@@ -56,7 +56,7 @@ def main(
     documents = list(read_documents(raw / "medmcqa_dev.jsonl", warnings.append))
     documents += list(read_documents(raw / "bioasq", warnings.append))
     texts = [chunk.text for document in documents for chunk in chunk_document(document)]
-    embedder = SentenceTransformerEmbedder()
+    embedder = BertEmbedder()
     embedder.encode(texts[:64])  # warm-up
     console.print(f"[notice]{len(documents)} documents → {len(texts)} chunks; raw encode…[/]")
     t0 = time.perf_counter()

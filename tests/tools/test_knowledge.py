@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from medcouncil.tools.chunking import Document
-from medcouncil.tools.embeddings import SentenceTransformerEmbedder
+from medcouncil.tools.embeddings import BertEmbedder
 from medcouncil.tools.knowledge import (
     DEFAULT_COLLECTION,
     STARTER_NOTE,
@@ -30,7 +30,7 @@ NOTES = [
 ]  # fmt: skip
 
 
-def test_cosine_distance_is_what_chroma_uses(knowledge: KnowledgeBase, embedder: SentenceTransformerEmbedder) -> None:
+def test_cosine_distance_is_what_chroma_uses(knowledge: KnowledgeBase, embedder: BertEmbedder) -> None:
     assert knowledge.space == "cosine"
     knowledge.add(NOTES)
     query = "wheeze at night relieved by salbutamol"
@@ -90,7 +90,7 @@ def test_empty_index_finds_no_evidence(knowledge: KnowledgeBase) -> None:
     assert knowledge.search("anything at all") == []
 
 
-def test_corrupt_store_is_a_clear_error(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_corrupt_store_is_a_clear_error(tmp_path: Path, embedder: BertEmbedder) -> None:
     store = tmp_path / "store"
     KnowledgeBase(KnowledgeConfig(path=store, collection="test-kb"), embedder).add(NOTES[:1])
     (store / "chroma.sqlite3").write_bytes(b"this is not a database" * 100)
@@ -98,7 +98,7 @@ def test_corrupt_store_is_a_clear_error(tmp_path: Path, embedder: SentenceTransf
         KnowledgeBase(KnowledgeConfig(path=store, collection="test-kb"), embedder)
 
 
-def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: BertEmbedder) -> None:
     config = KnowledgeConfig(path=tmp_path / "store", collection="test-kb")
     KnowledgeBase(config, embedder)
 
@@ -112,7 +112,7 @@ def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: Sent
         KnowledgeBase(config, Other())
 
 
-def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder: BertEmbedder) -> None:
     documents = starter_documents()
     assert len(documents) >= 30
     assert all("(" in d.title and d.extra["note"] == STARTER_NOTE for d in documents)
@@ -126,7 +126,7 @@ def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder
     assert "starter/asthma.md" not in reopened.stats()["sources"]
 
 
-def test_a_killed_seeding_is_finished_by_the_next_open(tmp_path: Path, embedder: SentenceTransformerEmbedder) -> None:
+def test_a_killed_seeding_is_finished_by_the_next_open(tmp_path: Path, embedder: BertEmbedder) -> None:
     config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
     killed = KnowledgeBase(config, embedder)  # the collection exists: a kill -9 here left it empty
     killed.add(starter_documents()[:2])  # ... or half seeded
