@@ -62,6 +62,8 @@ class DistillManifest(BaseModel):
     settings: DistillSettings
     teacher: str
     summary: dict[str, int] = {}
+    stopped: str | None = None
+    """Why the last run stopped before the end (the teacher unreachable, its engine dead); None when it did not."""
 
 
 class Distilled(BaseModel):

@@ -107,9 +107,11 @@ def distill(
                                        settings=settings, teacher=teacher)  # fmt: skip
         path = _manifest_path(out)
         path.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        manifest.stopped = None
         try:
             asyncio.run(_run(manifest, samples, out, concurrency, timeout))
-        except (KeyboardInterrupt, MedcouncilError):
+        except (KeyboardInterrupt, MedcouncilError) as error:
+            manifest.stopped = str(error).splitlines()[0] if isinstance(error, MedcouncilError) else "interrupted"
             err_console.print(f"[warning]stopped:[/] finished rows are in {escape(str(out))}; continue with "
                               f"medcouncil distill --resume --out {escape(str(out))}", soft_wrap=True)  # fmt: skip
             raise
@@ -134,12 +136,15 @@ async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concur
     from medcouncil.scenarios.distill import Distilled, distil, read_rows
     from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
     from medcouncil.serving.health import describe_endpoint
+    from medcouncil.serving.session import link_for
 
     settings = manifest.settings
     info = describe_endpoint(manifest.teacher, os.environ.get(TEACHER_KEY_ENV), settings.teacher_model)
     # No response cache: every try must be a new sample from the teacher.
     client_settings = ClientSettings(cache=False, temperature=settings.temperature, timeout=timeout)
-    client = ModelClient(endpoint_component(info, client_settings), info, client_settings)
+    # A teacher that medcouncil started (serve --detach) is watched: its death is named, not "unreachable".
+    client = ModelClient(endpoint_component(info, client_settings), info, client_settings,
+                         engine=link_for(info.base_url))  # fmt: skip
 
     async def ask(messages: list[dict[str, str]], temperature: float, max_tokens: int) -> tuple[str, int, int]:
         from autogen_core.models import SystemMessage, UserMessage

@@ -5,7 +5,9 @@ Run ``python -m medcouncil.serving.benchmark`` (``--help`` for options). It prin
 * decode and prefill tokens/s of llama.cpp in-process vs the same model and settings through the server's OpenAI
   API (``/v1/completions``, streamed), with their ratio (goal >= 0.9);
 * the time from ``medcouncil serve --detach`` to a healthy endpoint;
-* first-token latency of ``medcouncil ask`` against a running server and with auto-start.
+* first-token latency of ``medcouncil ask`` against a running server and with auto-start;
+* the cost of keeping llama.cpp's extra weight buffer types off (the default, for AMX CPUs: ``llama_engine.py``):
+  two servers, off and on, their trials interleaved (off, on, off, on, ...).
 
 Prefill is measured as time to the first streamed token over the prompt's tokens; decode as the tokens after the
 first over the time between first and last. Every trial uses a new prompt prefix, so no prefix cache helps.
@@ -57,10 +59,10 @@ def _timings(stream: Iterator[Any], prompt_tokens: int, t0: float) -> tuple[floa
 
 
 def in_process(gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_ctx: int) -> list[tuple[float, float]]:
-    from llama_cpp import Llama
+    from medcouncil.serving.llama_engine import load_llama
 
     # The server keeps every position's logits (llama-cpp-python needs them for logprobs): so does this side.
-    llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_threads=threads, verbose=False, logits_all=True)
+    llm = load_llama(str(gguf), n_ctx=n_ctx, n_threads=threads, verbose=False, logits_all=True)
     bias = {llm.token_eos(): -1e9}
     results = []
     for prompt in prompts:
@@ -108,6 +110,28 @@ def through_server(
                 prefill, decode, _ = _timings(_sse_tokens(response), n_prompt, t0)
             results.append((prefill, decode))
     return results
+
+
+def extra_buffers_cost(prompts: list[str], max_tokens: int, prompt_tokens: list[int], eos: int, threads: int,
+                       n_ctx: int) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Median prefill and decode tok/s of two servers, extra buffer types off and on, trials interleaved."""
+    servers = {name: EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx, extra_buffers=name == "on"))
+               for name in ("off", "on")}  # fmt: skip
+    runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+    try:
+        states = {name: server.start() for name, server in servers.items()}
+        for index, (prompt, n_prompt) in enumerate(zip(prompts, prompt_tokens, strict=True)):
+            for name, state in states.items():
+                result = through_server(state.base_url, state.served_model_name, [f"{name}. {prompt}"], max_tokens,
+                                        [n_prompt + 2], eos)  # fmt: skip
+                if index:  # the first prompt warms up each server
+                    runs[name] += result
+    finally:
+        for server in servers.values():
+            server.stop()
+    med = statistics.median
+    return {key: {name: med(r[i] for r in runs[name]) for name in runs}
+            for i, key in enumerate(("prefill_tok_s", "decode_tok_s"))}  # fmt: skip
 
 
 def _cli(*args: str) -> list[str]:
@@ -164,9 +188,9 @@ def main(
     console.print(f"[notice]in-process llama.cpp: {trials} trials, {decode_tokens} tokens each…[/]")
     local = in_process(gguf, prompts, decode_tokens, threads, n_ctx)[1:]
 
-    from llama_cpp import Llama
+    from medcouncil.serving.llama_engine import load_llama
 
-    vocab = Llama(model_path=str(gguf), n_ctx=n_ctx, vocab_only=True, verbose=False)
+    vocab = load_llama(str(gguf), n_ctx=n_ctx, vocab_only=True, verbose=False)
     prompt_tokens = [len(vocab.tokenize(p.encode())) for p in prompts]
     eos = vocab.token_eos()
     console.print("[notice]the same through the server's OpenAI API…[/]")
@@ -176,6 +200,8 @@ def main(
         remote = through_server(state.base_url, state.served_model_name, prompts, decode_tokens, prompt_tokens, eos)[1:]
     finally:
         server.stop()
+    console.print("[notice]extra buffer types off vs on, interleaved…[/]")
+    buffers = extra_buffers_cost(prompts, decode_tokens, prompt_tokens, eos, threads, n_ctx)
     console.print("[notice]serve → healthy, and ask's first token…[/]")
     healthy = serve_to_healthy(trials)
     warm = ask_first_token(trials, autostart=False)
@@ -188,6 +214,7 @@ def main(
         "decode_tok_s": {"in_process": med(d for _, d in local), "server": med(d for _, d in remote)},
         "serve_to_healthy_s": med(healthy),
         "ask_first_token_s": {"running_server": med(warm), "autostart": med(cold)},
+        "extra_buffers": buffers,
         "threads": threads,
         "trials": trials,
     }
@@ -197,6 +224,10 @@ def main(
     for key, label in (("decode_tok_s", "decode tok/s"), ("prefill_tok_s", "prefill tok/s")):
         a, b = figures[key]["in_process"], figures[key]["server"]  # type: ignore[index]
         table.add_row(label, f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}")
+    for key in ("decode_tok_s", "prefill_tok_s"):
+        off, on = buffers[key]["off"], buffers[key]["on"]
+        table.add_row(f"{key.split('_')[0]} tok/s, extra buffers off (default) | on", f"{off:.1f}", f"{on:.1f}",
+                      f"{off / on:.2f}")  # fmt: skip
     table.add_row("serve --detach → healthy", "", f"{figures['serve_to_healthy_s']:.2f} s", "")
     table.add_row("ask first token (server running)", "", f"{med(warm):.2f} s", "")
     table.add_row("ask first token (auto-start)", "", f"{med(cold):.2f} s", "")

@@ -85,3 +85,43 @@ def test_unreachable_model_mid_session_fails_the_turn_only(cli: list[str]) -> No
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 0
+
+
+def _engine_of_this_chat(home: Path, after: float) -> int:
+    """The engine pid of the chat's automatically started server (its supervisor's status file, newer than
+    ``after``)."""
+    from medcouncil.serving.supervise import read_exit
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        for status in (home / "state" / "logs").glob("*.exit.json"):
+            ended = read_exit(status)
+            if status.stat().st_mtime >= after and ended is not None and ended.running:
+                return ended.engine_pid
+        time.sleep(0.2)
+    raise AssertionError("no running engine found for the chat")
+
+
+def test_an_engine_that_dies_mid_turn_is_named_and_restarted_once(cli: list[str]) -> None:
+    import signal
+
+    from medcouncil.serving.server import clear_death, clear_state
+
+    clear_state()
+    clear_death()
+    started = time.time() - 1
+    child = spawn(cli, "--single", "--no-cache")  # nothing recorded: the chat starts the embedded engine itself
+    engine = _engine_of_this_chat(Path(os.environ["MEDCOUNCIL_HOME"]), started)
+    child.sendline("Describe in detail the full management of acute severe asthma in the emergency department.")
+    child.expect(r"\w+ \w+ \w+")  # the answer is streaming
+    os.kill(engine, signal.SIGSEGV)
+    child.expect(rf"error:.*llama\.cpp engine \(pid {engine}\) killed by SIGSEGV", timeout=60)
+    child.expect(PROMPT)
+    child.sendline("Name one symptom of asthma.")
+    child.expect("the engine died: restarting it")
+    child.expect("final answer · single", timeout=120)
+    child.expect(PROMPT)
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0

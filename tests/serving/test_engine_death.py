@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,8 +78,15 @@ def test_a_stop_is_not_a_death() -> None:
     assert server.failure() is None
 
 
-def test_ask_against_a_dead_detached_engine_names_it(cli: list[str]) -> None:
+@pytest.fixture
+def detached(cli: list[str]) -> Iterator[None]:
+    """A clean slate, and no server left behind whatever happens."""
     subprocess.run([*cli, "serve", "--stop"], capture_output=True, timeout=120)
+    yield
+    subprocess.run([*cli, "serve", "--stop"], capture_output=True, timeout=120)
+
+
+def test_ask_against_a_dead_detached_engine_names_it(cli: list[str], detached: None) -> None:
     started = subprocess.run([*cli, "serve", "--detach"], capture_output=True, text=True, timeout=300)
     assert started.returncode == 0, started.stderr
     state = read_state()
@@ -90,7 +98,8 @@ def test_ask_against_a_dead_detached_engine_names_it(cli: list[str]) -> None:
     first = result.stderr.splitlines()[0]
     assert f"the llama.cpp engine (pid {state.engine_pid}) killed by SIGKILL" in first, result.stderr
     assert str(state.log_path) in first
-    subprocess.run([*cli, "serve", "--stop"], capture_output=True, timeout=120)
+    status = subprocess.run([*cli, "serve", "--status"], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 1 and "The recorded server died" in status.stderr and "SIGKILL" in status.stderr
 
 
 @pytest.mark.parametrize("extra_buffers", [False, True])
