@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from medcouncil.serving.errors import ConfigError
-from medcouncil.serving.jsonl import BadLine, iter_jsonl, read_json, read_text
+from medcouncil.serving.jsonl import BadLine, iter_jsonl, json_type, read_json, read_text
 
 Item = TypeVar("Item")
 LETTERS = "ABCDEFGHIJ"
@@ -109,14 +109,9 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
     elif isinstance(data, list):
         items = enumerate(data)
     else:
-        raise ConfigError(f"{path}: expected a list of items or an object of id -> item, got {_json_type(data)}")
+        raise ConfigError(f"{path}: expected a list of items or an object of id -> item, got {json_type(data)}")
     for number, (key, value) in enumerate(items, 1):
         yield number, {"id": key, **value} if isinstance(value, dict) and isinstance(data, dict) else value
-
-
-def _json_type(value: Any) -> str:
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    return names.get(type(value), type(value).__name__)
 
 
 def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:

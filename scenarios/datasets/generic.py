@@ -15,16 +15,19 @@ guess is printed, so it can be checked and overridden.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from medcouncil.scenarios.samples import Sample, letter_at, letter_options
 from medcouncil.serving.errors import ConfigError
 
 
 class FieldMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     question: str
     options: list[str]
     answer: str
@@ -41,17 +44,28 @@ class FieldMap(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> FieldMap:
-        """Read ``key=value;key=value`` (options: comma-separated field names).
+        """Read ``key=value;key=value`` (options: comma-separated field names): the one check of ``--fields``, for
+        every command that takes it and for the mapping a run log recorded.
 
         Raises:
-            ConfigError: an unknown key, a missing required key or a bad answer format.
+            ConfigError: a part that is not key=value, an unknown key (with the nearest known one), a key given
+                twice, an empty field name, a missing required key or a bad answer format.
         """
         values: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(";"))):
-            key, sep, value = part.partition("=")
+            key, sep, value = (piece.strip() for piece in part.partition("="))
             if not sep:
                 raise ConfigError(f"--fields: {part!r} is not key=value")
-            values[key.strip()] = [v.strip() for v in value.split(",")] if key.strip() == "options" else value.strip()
+            if key not in cls.model_fields:
+                near = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise ConfigError(f"--fields: unknown key {key!r}{hint}; the keys are {', '.join(cls.model_fields)}")
+            if key in values:
+                raise ConfigError(f"--fields: {key} is given twice")
+            names = [v.strip() for v in value.split(",")] if key == "options" else [value]
+            if not all(names):
+                raise ConfigError(f"--fields: {key}={value!r} names an empty field")
+            values[key] = names if key == "options" else value
         try:
             return cls.model_validate(values)
         except ValidationError as error:
