@@ -88,8 +88,8 @@ def stats(collection: CollectionOpt = DEFAULT_COLLECTION, store: StoreOpt = None
 
 def query(
     text: Annotated[str, typer.Argument(help="What to search for.")],
-    k: Annotated[int, typer.Option("-k", help="Results at most.")] = TOP_K,
-    threshold: Annotated[float, typer.Option(help="Cosine similarity at least.")] = THRESHOLD,
+    k: Annotated[int, typer.Option("-k", min=1, help="Results at most.")] = TOP_K,
+    threshold: Annotated[float, typer.Option(min=-1, max=1, help="Cosine similarity at least.")] = THRESHOLD,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     store: StoreOpt = None,
 ) -> None:

@@ -61,3 +61,10 @@ def test_corrupt_store_and_bad_collection_are_one_line_errors(cli: list[str], st
     assert result.stderr.startswith(f"error: knowledge store {store} cannot be opened")
     bad = medcouncil(cli, store, "index", "stats", "--collection", "x")
     assert bad.returncode == 1 and "collection name 'x'" in bad.stderr
+
+
+def test_query_k_and_threshold_out_of_range_are_usage_errors(cli: list[str], store: Path) -> None:
+    for args in (["-k", "-1"], ["-k", "0"], ["--threshold", "1.5"]):
+        result = medcouncil(cli, store, "index", "query", "crystals", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "Invalid value for" in result.stderr and not store.exists()  # refused before the store is opened
