@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
 from medcouncil.serving.errors import ConfigError
 
 
@@ -76,19 +76,15 @@ class FieldMap(BaseModel):
 def _options(record: dict[str, Any], fields: FieldMap) -> dict[str, str]:
     if len(fields.options) > 1:
         return letter_options([record.get(name) for name in fields.options])
-    value = record[fields.options[0]]
-    if isinstance(value, dict):
-        return {str(k).strip(): str(v).strip() for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        return letter_options(value)
-    raise ValueError(f"field {fields.options[0]!r} is neither a list nor a dict of options")
+    options = options_field(record[fields.options[0]], fields.options[0])
+    return {letter.strip(): text.strip() for letter, text in options.items()}
 
 
 def _answer(raw: Any, options: dict[str, str], form: str) -> str:
     if form == "index0":
-        return letter_at(int(raw))
+        return letter_at(whole_number(raw, "answer"))
     if form == "index1":
-        return letter_at(int(raw) - 1)
+        return letter_at(whole_number(raw, "answer") - 1)
     if form == "text":
         letters = [letter for letter, text in options.items() if text.strip().lower() == str(raw).strip().lower()]
         if not letters:
