@@ -25,10 +25,14 @@ def test_add_query_stats_remove(cli: list[str], store: Path, tmp_path: Path) -> 
     (notes / "gout.md").write_text("# Gout\n\nUrate crystals inflame the first MTP joint. Colchicine treats attacks.")
     (notes / "broken.json").write_text("{not json")
     added = medcouncil(cli, store, "index", "add", str(notes), str(tmp_path / "missing.txt"), "--collection", "notes")
-    assert added.returncode == 0, added.stderr
+    assert added.returncode == 1, added.stderr  # the rest is in, but a path given was not found
     assert "broken.json: skipped, unreadable" in added.stderr
     assert "missing.txt: skipped, no such file" in added.stderr
     assert "1 documents → 1 chunks, 1 new" in added.stdout
+    assert "notes chunks" in added.stderr and "1/1" in added.stderr and "/?" not in added.stderr  # a known total
+    assert added.stderr.rstrip().endswith(f"error: not found: {tmp_path / 'missing.txt'}")
+    alone = medcouncil(cli, store, "index", "add", str(tmp_path / "missing.txt"), "--collection", "notes")
+    assert alone.returncode == 1 and alone.stderr == f"error: not found: {tmp_path / 'missing.txt'}\n"
 
     relative = os.path.relpath(notes / "gout.md")  # another spelling of the same file
     again = medcouncil(cli, store, "index", "add", relative, "--collection", "notes")
