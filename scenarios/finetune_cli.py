@@ -52,19 +52,15 @@ def _saved_config(out: Path) -> FinetuneConfig:
     from pydantic import ValidationError
 
     from medcouncil.serving.finetune import checkpoint
-    from medcouncil.serving.jsonl import BadLine, read_json
+    from medcouncil.serving.jsonl import load_json
 
     latest = checkpoint.latest(out)
     if latest is None:
         raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
     path = latest / checkpoint.STATE
     try:
-        saved = read_json(path)["card"]["config"]
+        saved = load_json(path)["card"]["config"]
         return FinetuneConfig.model_validate({**saved, "out": out})
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
     except (KeyError, TypeError):
         raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
     except ValidationError as error:

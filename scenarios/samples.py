@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from medcouncil.serving.errors import ConfigError
-from medcouncil.serving.jsonl import BadLine, iter_jsonl, json_type, parse_json, read_json, read_text
+from medcouncil.serving.jsonl import BadLine, for_command, iter_jsonl, json_type, load_json, parse_json, read_text
 
 Item = TypeVar("Item")
 LETTERS = "ABCDEFGHIJ"
@@ -86,12 +86,7 @@ def read_text_utf8(path: Path) -> str:
     Raises:
         ConfigError: a byte that is not UTF-8 (naming its line), or the file cannot be read.
     """
-    try:
-        return read_text(path)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    return for_command(read_text, path)
 
 
 def json_items(path: Path) -> Iterator[tuple[int, Any]]:
@@ -100,12 +95,7 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
     Raises:
         ConfigError: not UTF-8, not JSON (with its line), or neither a list nor an object.
     """
-    try:
-        data = read_json(path)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    data = load_json(path)
     if isinstance(data, dict):
         items: Iterable[tuple[Any, Any]] = data.items()
     elif isinstance(data, list):

@@ -8,7 +8,7 @@ become reasons like any syntax error.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,6 +100,25 @@ def read_json(path: Path) -> Any:
 Versioned = TypeVar("Versioned", bound=BaseModel)
 
 
+Read = TypeVar("Read")
+
+
+def for_command(read: Callable[[Path], Read], path: Path) -> Read:
+    """``read(path)`` (:func:`read_text`, :func:`read_json`) for a command. Raises: ConfigError: one line naming
+    ``path`` (and the line, for a syntax error or a byte that is not UTF-8): unreadable, not UTF-8, not JSON."""
+    try:
+        return read(path)
+    except BadLine as error:
+        raise ConfigError(str(error)) from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
+
+
+def load_json(path: Path) -> Any:
+    """A whole JSON file, for a command (see :func:`for_command`)."""
+    return for_command(read_json, path)
+
+
 def read_versioned_object(path: Path, what: str) -> dict[str, Any]:
     """The JSON object of a versioned run file, with a whole-number ``schema_version`` (missing: version 0).
 
@@ -107,12 +126,7 @@ def read_versioned_object(path: Path, what: str) -> dict[str, Any]:
         ConfigError: one line naming ``path``: unreadable, not UTF-8, not JSON (with its line), not an object, or a
             version that is not a whole number.
     """
-    try:
-        data = read_json(path)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror or error})") from None
+    data = load_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not {what} ({json_type(data)}, not an object)")
     version = data.get("schema_version", 0)
