@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
@@ -187,6 +188,30 @@ class Council:
         yield episode
 
 
+class CancelledRecords(logging.Filter):
+    """Drops AutoGen's log records of a cancellation: when a council turn is cancelled (Ctrl-C, SIGTERM, a
+    cancelled chat turn), the runtime logs the CancelledError of every agent it was running as an ERROR with its
+    traceback, although the cancellation is what was asked for and its caller reports it in one line. Other errors
+    are still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, asyncio.CancelledError)
+
+
+AUTOGEN_LOGGERS = ("autogen_core", "autogen_agentchat")
+_QUIET = CancelledRecords()
+
+
+def quiet_cancellations() -> None:
+    """The one way AutoGen's logging is quieted on cancellation (idempotent): :class:`CancelledRecords` on the loggers
+    AutoGen reports agent failures with."""
+    for name in AUTOGEN_LOGGERS:
+        logger = logging.getLogger(name)
+        if _QUIET not in logger.filters:
+            logger.addFilter(_QUIET)
+
+
 CANCEL_GRACE_S = 2.0
 """How long a cancelled council turn waits for its agents to wind down before it returns anyway."""
 
@@ -199,6 +224,7 @@ async def run_cancellable(team: SelectorGroupChat, task: TextMessage) -> AsyncIt
     by a task of its own; a cancellation of the consumer cancels the team's token, which each council agent ties
     to its model call (the HTTP request is closed), and returns within :data:`CANCEL_GRACE_S`.
     """
+    quiet_cancellations()
     token = CancellationToken()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     done = object()

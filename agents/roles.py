@@ -28,7 +28,7 @@ from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
 from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
-from medcouncil.tools.mcqa import format_mcqa, option_lines
+from medcouncil.tools.mcqa import format_mcqa, option_lines, option_listing
 from medcouncil.tools.search import KnowledgeSearch
 from medcouncil.tools.untrusted import fence, neutralise
 
@@ -310,7 +310,7 @@ class TranslatorAgent(CouncilAgent):
         if to_korean:
             text = await translate(self.model, state.answer_en, turn, True, state.question.text, self.max_tokens)
         else:  # the options travel with the case, under the same placeholder protection
-            source = f"{state.question.text}\n\n{option_lines(options)}" if options else state.question.text
+            source = f"{state.question.text}\n\n{option_listing(options)}" if options else state.question.text
             text = await translate(self.model, source, turn, False, max_tokens=self.max_tokens)
         if to_korean:
             state.final = text

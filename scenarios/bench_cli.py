@@ -71,12 +71,12 @@ def new_run(
     from medcouncil.scenarios.registry import load_dataset
     from medcouncil.scenarios.samples import MalformedRow
 
+    mapping = FieldMap.parse(fields) if fields else None  # checked before the run folder is made
     lock_run(directory)
     if (directory / "run.json").exists():
         raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
     try:
-        samples, info = load_dataset(dataset, subset, split, FieldMap.parse(fields) if fields else None, strict,
-                                     data_root)  # fmt: skip
+        samples, info = load_dataset(dataset, subset, split, mapping, strict, data_root)
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     for row in info.skipped_rows[:10]:
@@ -102,6 +102,7 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
     from medcouncil.scenarios.journal import read_manifest
     from medcouncil.scenarios.registry import load_dataset
 
+    read_manifest(directory)  # a folder that holds no run is refused before anything (a lock file) is written in it
     lock_run(directory)
     manifest = read_manifest(directory)
     data, fields = manifest.dataset, manifest.config.fields

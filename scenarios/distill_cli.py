@@ -27,26 +27,13 @@ def _manifest_path(out: Path) -> Path:
 
 
 def _read_manifest(out: Path) -> DistillManifest:
-    from pydantic import ValidationError
-
     from medcouncil.scenarios.distill import SCHEMA_VERSION, DistillManifest
-    from medcouncil.serving.jsonl import BadLine, read_json
+    from medcouncil.serving.jsonl import read_versioned
 
     path = _manifest_path(out)
     if not path.is_file():
         raise ConfigError(f"{path}: missing, so {out} cannot be resumed (start it again under another --out)")
-    try:
-        data = read_json(path)
-        manifest = DistillManifest.model_validate(data)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise ConfigError(f"{path}: not a distillation manifest ({'.'.join(map(str, first['loc']))}: "
-                          f"{first['msg']})") from None  # fmt: skip
-    if manifest.schema_version > SCHEMA_VERSION:
-        raise ConfigError(f"{path}: version {manifest.schema_version} is newer than this medcouncil knows")
-    return manifest
+    return read_versioned(path, DistillManifest, SCHEMA_VERSION, "a distillation manifest")
 
 
 def distill(

@@ -32,7 +32,7 @@ from medcouncil.agents.interview import Interview, Responder, Translate, intervi
 from medcouncil.agents.judge import Verdict, judge
 from medcouncil.agents.protocol import Answerer, ChatModel, Episode, Question, run_episode
 from medcouncil.scenarios.bench import Attempts, drain
-from medcouncil.scenarios.journal import SAMPLES, Journal, ServedBy, now, read_lines
+from medcouncil.scenarios.journal import SAMPLES, Journal, Modes, ServedBy, now, read_lines
 from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.embeddings import Embedder
 
@@ -45,7 +45,7 @@ STATIC = "static:"
 class EpisodeConfig(ServedBy):
     """How an episode run plays its cases (``bench --episodes``); a resumed run must match it."""
 
-    modes: list[str] = Field(default_factory=lambda: ["single", "council"])
+    modes: Modes = Field(default_factory=lambda: ["single", "council"])
     """Doctors: single, council, gated."""
     budget: int = 8
     """Actions (questions, examinations, tests) before the doctor must commit."""
@@ -77,7 +77,7 @@ class EpisodeManifest(BaseModel):
     case_ids: list[str]
     option_cases: list[str] = Field(default_factory=list)
     """Cases with options: the static modes answer these only."""
-    modes: list[str] = Field(default_factory=list)
+    modes: Modes = Field(default_factory=list)
     """Every mode of the run, static ones included."""
     skipped_rows: list[str] = Field(default_factory=list)
     finished: bool = False

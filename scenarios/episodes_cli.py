@@ -7,7 +7,6 @@ Both read cases with :func:`scenarios.episodes.load.load_cases`: an AgentClinic,
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from importlib.metadata import version
 from pathlib import Path
@@ -55,24 +54,21 @@ def load(source: str, limit: int | None, strict: bool, data_root: Path | None) -
 
 
 def read_episode_manifest(directory: Path) -> EpisodeManifest | None:
-    """The manifest when ``directory`` holds an episode run; None for another kind of run."""
-    from pydantic import ValidationError
+    """The manifest when ``directory`` holds an episode run; None when it holds no run or another kind of run.
 
+    Raises:
+        ConfigError: its ``run.json`` is unreadable, or an episode manifest that does not fit (one line, naming it).
+    """
     from medcouncil.scenarios.episode_bench import SCHEMA_VERSION, EpisodeManifest
+    from medcouncil.serving.jsonl import read_versioned_object, validate_versioned
 
     path = directory / "run.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    if not path.is_file():
         return None
-    if not isinstance(data, dict) or data.get("kind") != "episodes":
+    data = read_versioned_object(path, "a run manifest")
+    if data.get("kind") != "episodes":
         return None
-    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
-        raise ConfigError(f"{path}: run log version {data['schema_version']} is newer than this medcouncil knows")
-    try:
-        return EpisodeManifest.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: not an episode run manifest ({error.errors()[0]['msg']})") from None
+    return validate_versioned(path, data, EpisodeManifest, SCHEMA_VERSION, "an episode run manifest")
 
 
 def _lookups() -> tuple[Responder, Responder]:
@@ -190,11 +186,11 @@ def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, 
     from medcouncil.scenarios.episode_bench import DOCTORS, EpisodeConfig, EpisodeManifest, fingerprint
 
     if resume is not None:
-        lock_run(resume)
         found = read_episode_manifest(resume)
-        if found is None:
+        if found is None:  # refused before anything (a lock file) is written in it
             raise ConfigError(f"{resume}: not an episode run (no episode run.json)")
-        manifest, directory = found, resume
+        lock_run(resume)
+        manifest, directory = read_episode_manifest(resume) or found, resume  # as it is now that it is ours
         cases, _ = load(manifest.source, manifest.config.limit, False, data_dir)
         if fingerprint(cases) != manifest.fingerprint:
             raise ConfigError(f"{manifest.source}: the cases changed since the run started: start a new run")

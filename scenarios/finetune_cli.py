@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -50,13 +49,24 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
 
 
 def _saved_config(out: Path) -> FinetuneConfig:
+    from pydantic import ValidationError
+
     from medcouncil.serving.finetune import checkpoint
+    from medcouncil.serving.jsonl import load_json
 
     latest = checkpoint.latest(out)
     if latest is None:
         raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
-    state = json.loads((latest / checkpoint.STATE).read_text(encoding="utf-8"))
-    return FinetuneConfig.model_validate({**state["card"]["config"], "out": out})
+    path = latest / checkpoint.STATE
+    try:
+        saved = load_json(path)["card"]["config"]
+        return FinetuneConfig.model_validate({**saved, "out": out})
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: "
+                          f"{first['msg']})") from None  # fmt: skip
 
 
 def print_card(card: RunCard, out: Path) -> None:
@@ -104,6 +114,7 @@ def finetune(
     from medcouncil.serving.extras import require
 
     require("train", "medcouncil finetune")
+    from medcouncil.serving.finetune import checkpoint
     from medcouncil.serving.finetune.card import StepLog
     from medcouncil.serving.finetune.model import resolve_base
     from medcouncil.serving.finetune.train import Trainer
@@ -125,6 +136,7 @@ def finetune(
             raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}, or "
                               "choose another --out")  # fmt: skip
     examples, source = load_examples(settings)
+    checkpoint.prepare_out(settings.out)
     err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
     info = resolve_base(settings.base)
     progress = Progress(

@@ -9,19 +9,19 @@ The run log is versioned (``SCHEMA_VERSION``); a reader refuses a newer version 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO, Annotated, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from medcouncil.agents.protocol import Episode
 from medcouncil.scenarios.leakage import TrainingOverlap
 from medcouncil.scenarios.registry import DatasetInfo
 from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.jsonl import read_versioned
 
 SC_K = 2
 """Default self-consistency samples per item: measured on the first 30 MedQA items with the embedded model, one
@@ -36,6 +36,16 @@ MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def distinct(modes: list[str]) -> list[str]:
+    """Each mode once, in the order first given: a mode named twice (``--mode single,single``) is one mode, answered
+    once per item, and a run log written with a repeat resumes as if it had none."""
+    return list(dict.fromkeys(modes))
+
+
+Modes = Annotated[list[str], AfterValidator(distinct)]
+"""The modes of a run (MCQA or episodes): every run configuration holds them through this type."""
 
 
 class ServedBy(BaseModel):
@@ -59,7 +69,7 @@ class ServedBy(BaseModel):
 class RunConfig(ServedBy):
     """What decides the answers: a resumed run must match it."""
 
-    modes: list[str]
+    modes: Modes
     limit: int | None = None
     fields: str | None = None
     """The generic adapter's field mapping, if one was given."""
@@ -217,16 +227,7 @@ def read_manifest(directory: Path) -> Manifest:
     path = directory / MANIFEST
     if not path.is_file():
         raise ConfigError(f"{directory}: not a benchmark run (no {MANIFEST})")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
-    if int(data.get("schema_version", 0)) > SCHEMA_VERSION:
-        raise ConfigError(f"{path}: run log version {data['schema_version']} is newer than this medcouncil knows")
-    try:
-        return Manifest.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(f"{path}: not a run manifest ({error.errors()[0]['msg']})") from None
+    return read_versioned(path, Manifest, SCHEMA_VERSION, "a run manifest")
 
 
 def read_lines(path: Path, kind: type[Line]) -> list[Line]:

@@ -111,6 +111,9 @@ def _suffix_subset(path: Path) -> str:
 
 def sniff(record: Any, path: Path) -> tuple[Adapter, dict[str, Any]]:
     """The adapter for a record's shape; ``path`` names the file in the error and may give the subset."""
+    if isinstance(record, list) and record and all(isinstance(item, dict) for item in record):
+        raise ConfigError(f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
+                          "JSON Lines file holds one object per line; save the array as .json")  # fmt: skip
     if isinstance(record, list):
         return mmlu.record_to_sample, {"subject": _suffix_subset(path)}
     if isinstance(record, dict):
@@ -153,11 +156,21 @@ def _first_record(path: Path) -> Any:
         if count >= SNIFF_ROWS:
             break
     if first_bad is not None:
-        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from")
+        hint = "; it looks like one JSON document: save it as .json" if _starts_a_document(path) else ""
+        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from"
+                          f"{hint}")  # fmt: skip
     raise ConfigError(f"{path}: empty file (no records)")
 
 
 SNIFF_ROWS = 20
+
+
+def _starts_a_document(path: Path) -> bool:
+    """A JSON Lines file whose first line is only ``[`` or ``{``: a pretty-printed JSON document saved as .jsonl."""
+    if path.suffix == ".csv":
+        return False
+    with path.open("rb") as handle:
+        return handle.readline(64).strip().removeprefix(b"\xef\xbb\xbf") in (b"[", b"{")
 
 
 def _csv_header_guess(path: Path, header: list[str]) -> generic.FieldMap | None:
@@ -192,6 +205,8 @@ def _load_path(
             skipped += bad
         return samples, skipped
     if not path.is_file():
+        if path.exists():  # a FIFO, socket or device: reading it could block or never end
+            raise ConfigError(f"{path}: not a regular file (a pipe, socket or device): save the data to a file")
         raise ConfigError(f"dataset not found: {path}")
     if fields is not None:
         return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=fields)

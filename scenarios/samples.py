@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
+import json
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -11,7 +13,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from medcouncil.serving.errors import ConfigError
-from medcouncil.serving.jsonl import BadLine, iter_jsonl, read_json, read_text
+from medcouncil.serving.jsonl import BadLine, for_command, iter_jsonl, json_type, load_json, parse_json, read_text
 
 Item = TypeVar("Item")
 LETTERS = "ABCDEFGHIJ"
@@ -84,12 +86,7 @@ def read_text_utf8(path: Path) -> str:
     Raises:
         ConfigError: a byte that is not UTF-8 (naming its line), or the file cannot be read.
     """
-    try:
-        return read_text(path)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    return for_command(read_text, path)
 
 
 def json_items(path: Path) -> Iterator[tuple[int, Any]]:
@@ -98,25 +95,15 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
     Raises:
         ConfigError: not UTF-8, not JSON (with its line), or neither a list nor an object.
     """
-    try:
-        data = read_json(path)
-    except BadLine as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
+    data = load_json(path)
     if isinstance(data, dict):
         items: Iterable[tuple[Any, Any]] = data.items()
     elif isinstance(data, list):
         items = enumerate(data)
     else:
-        raise ConfigError(f"{path}: expected a list of items or an object of id -> item, got {_json_type(data)}")
+        raise ConfigError(f"{path}: expected a list of items or an object of id -> item, got {json_type(data)}")
     for number, (key, value) in enumerate(items, 1):
         yield number, {"id": key, **value} if isinstance(value, dict) and isinstance(data, dict) else value
-
-
-def _json_type(value: Any) -> str:
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    return names.get(type(value), type(value).__name__)
 
 
 def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
@@ -148,6 +135,61 @@ def letter_options(values: list[Any]) -> dict[str, str]:
     if len(kept) > len(LETTERS):
         raise ValueError(f"options: {len(kept)} given, at most {len(LETTERS)} (A-J) are supported")
     return {LETTERS[i]: text for i, text in enumerate(kept)}
+
+
+def options_field(value: Any, name: str = "options") -> dict[str, str]:
+    """A record's options field: an object of letter -> text (in letter order), a list (lettered A, B, ... in order),
+    or either of them written as text (JSON, or the Python repr some copies store).
+
+    Raises:
+        ValueError: naming the field, when it holds anything else.
+    """
+    if isinstance(value, str):
+        value = _structure(value, name)
+    if isinstance(value, dict):
+        return dict(sorted((str(key), str(text)) for key, text in value.items()))
+    if isinstance(value, list):
+        return letter_options(value)
+    raise ValueError(f"{name}: {json_type(value)}, not a list or an object of options")
+
+
+def _structure(text: str, name: str) -> Any:
+    try:
+        return parse_json(text)
+    except ValueError:
+        pass
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise ValueError(f"{name}: text that is neither a list nor an object of options") from None
+
+
+def whole_number(value: Any, name: str) -> int:
+    """A field that holds a whole number (``3``, ``"3"``, ``3.0``).
+
+    Raises:
+        ValueError: naming the field and the value.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value.strip()) < 10:
+        return int(value.strip())
+    raise ValueError(f"{name}: {json.dumps(value)[:40] if not isinstance(value, str) else repr(value[:40])} is not "
+                     "a whole number")  # fmt: skip
+
+
+def row_reason(error: Exception, record: Any) -> str:
+    """Why a record could not become an item, in the data's terms: a missing field, a record of the wrong kind, or
+    the adapter's own one-line reason; never a parser's internals."""
+    if isinstance(error, KeyError):
+        return f"missing field {error}"
+    if not isinstance(record, dict) and isinstance(error, (TypeError, AttributeError, KeyError)):
+        return f"{json_type(record)}, not a record (an object of fields)"
+    if isinstance(error, (ValueError, IndexError)):
+        return (str(error).splitlines() or [type(error).__name__])[0]
+    return f"a field holds a value of the wrong kind ({type(error).__name__})"
 
 
 def letter_at(index: int) -> str:
@@ -199,9 +241,8 @@ def convert_rows(
             bad = error
         except ValidationError as error:
             bad = MalformedRow(path, number, validation_reason(error))
-        except (KeyError, ValueError, TypeError, IndexError, SyntaxError, AttributeError) as error:
-            reason = f"missing field {error}" if isinstance(error, KeyError) else str(error).splitlines()[0]
-            bad = MalformedRow(path, number, reason)
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as error:
+            bad = MalformedRow(path, number, row_reason(error, record))
         else:
             if limit and len(samples) >= limit:
                 break

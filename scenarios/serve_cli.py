@@ -119,6 +119,9 @@ def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
             "it may be busy: retry, check it with `medcouncil serve --status`, or stop it with "
             "`medcouncil serve --stop`"
         )
+    if engine_config.port and engine_config.port != running.port:  # --port asks for that port, not any server
+        raise ConfigError(f"a {running.engine} server already runs at {running.base_url}, not on port "
+                          f"{engine_config.port}: use it, or stop it first with `medcouncil serve --stop`")  # fmt: skip
     wanted = engine_config.display_name()
     if running.served_model_name != wanted or running.engine != engine_config.engine:
         raise ConfigError(

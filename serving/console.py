@@ -1,4 +1,8 @@
-"""One rich console and theme shared by every command."""
+"""One rich console and theme shared by every command.
+
+Emoji codes are off: messages quote user text (ids, paths, case ids like ``agentclinic:-1``) where rich would turn
+``:-1:`` into 👎 or ``:abc:`` into 🔤; markup is escaped where text is quoted, and emoji codes are never wanted.
+"""
 
 from __future__ import annotations
 
@@ -21,5 +25,5 @@ THEME = Theme(
     }
 )
 
-console = Console(theme=THEME, highlight=False)
-err_console = Console(theme=THEME, stderr=True, highlight=False)
+console = Console(theme=THEME, highlight=False, emoji=False)
+err_console = Console(theme=THEME, stderr=True, highlight=False, emoji=False)

@@ -72,15 +72,21 @@ def state_path() -> Path:
 
 
 def read_state() -> ServerState | None:
-    """The recorded server, or None when there is none or its process is gone (the stale file is removed)."""
+    """The recorded server, or None when there is none or its process is gone (the stale file is removed).
+
+    An unreadable state file is kept aside with a warning naming it, never deleted silently; when no file records a
+    server, a detached engine medcouncil started that still runs is found again and recorded
+    (:mod:`medcouncil.serving.recovery`), so that it is neither lost nor started twice.
+    """
+    from medcouncil.serving.recovery import recover
+
     path = state_path()
     try:
         state = ServerState.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None
-    except (ValidationError, ValueError, OSError):
-        path.unlink(missing_ok=True)
-        return None
+        return recover(path)
+    except (ValidationError, ValueError, OSError) as error:
+        return recover(path, error)
     if state.pid is not None and not is_recorded_process(state):
         note_death(state)
         path.unlink(missing_ok=True)

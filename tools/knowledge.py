@@ -80,6 +80,13 @@ class AddReport:
     new: int = 0
 
 
+def checked_k(k: int) -> int:
+    """``k`` as a search may take it: at least one result (0 is not "the default", and Chroma cannot take -1)."""
+    if k < 1:
+        raise ValueError(f"k = {k}: a search returns at least 1 result")
+    return k
+
+
 def _normalised_text(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
@@ -178,8 +185,12 @@ class KnowledgeBase:
     def search(
         self, query: str, k: int | None = None, threshold: float | None = None, guard: SearchGuard | None = None
     ) -> list[Evidence]:
-        """Top-``k`` chunks with cosine similarity >= ``threshold``, minus what the guard excludes."""
-        k = k or self.config.k
+        """Top-``k`` chunks with cosine similarity >= ``threshold``, minus what the guard excludes.
+
+        Raises:
+            ValueError: ``k`` below 1 (``KnowledgeConfig.k``'s own bound).
+        """
+        k = self.config.k if k is None else checked_k(k)
         threshold = self.config.threshold if threshold is None else threshold
         total = self.count()
         if total == 0 or not query.strip():

@@ -6,7 +6,7 @@ import re
 from typing import Protocol
 
 from medcouncil.tools.chunking import Document, chunk_document
-from medcouncil.tools.knowledge import NEAR_DUPLICATE, Evidence, SearchGuard
+from medcouncil.tools.knowledge import NEAR_DUPLICATE, Evidence, SearchGuard, checked_k
 
 
 class KnowledgeSearch(Protocol):
@@ -51,4 +51,4 @@ class InMemoryKnowledge:
                              title=str(meta["title"]), item_id=str(meta["item_id"]), language=str(meta["language"]))
                 )  # fmt: skip
         results.sort(key=lambda evidence: -evidence.score)
-        return results[: k or self.k]
+        return results[: self.k if k is None else checked_k(k)]

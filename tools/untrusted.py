@@ -2,9 +2,9 @@
 
 - :func:`neutralise` breaks chat-template control tokens (``<start_of_turn>``, ``<|im_start|>``, ``[INST]``,
   ``</s>``...) by swapping their brackets for look-alikes, so an engine never tokenises them as special tokens: a
-  question or a document cannot forge a turn.
-- :func:`fence` wraps data in :data:`OPEN` / :data:`CLOSE`, the delimiters the prompts name in :data:`DATA_RULE`
-  (copies of the delimiters inside the data are defused, so data cannot close its own fence).
+  question or a document cannot forge a turn. Copies of the fence delimiters become look-alikes too, so text that
+  quotes data (a case, an option, a model's answer naming an option) can neither close a fence nor open one.
+- :func:`fence` wraps data in :data:`OPEN` / :data:`CLOSE`, the delimiters the prompts name in :data:`DATA_RULE`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ _LOOKALIKE = str.maketrans({"<": "‹", ">": "›", "[": "［", "]": "］", "|":
 
 
 def neutralise(text: str) -> str:
-    """``text`` with every chat-template control token defused (readable, but no longer a special token)."""
-    return CONTROL_TOKEN.sub(lambda match: match.group(0).translate(_LOOKALIKE), text)
+    """``text`` with every chat-template control token and fence delimiter defused (readable, but no longer a
+    special token nor a fence)."""
+    defused = CONTROL_TOKEN.sub(lambda match: match.group(0).translate(_LOOKALIKE), text)
+    return defused.replace(OPEN, "‹‹").replace(CLOSE, "››")
 
 
 def fence(text: str) -> str:
     """Untrusted ``text`` as quoted data: neutralised and between :data:`OPEN` and :data:`CLOSE`."""
-    inner = neutralise(text).replace(OPEN, "‹‹").replace(CLOSE, "››")
-    return f"{OPEN}{inner}{CLOSE}"
+    return f"{OPEN}{neutralise(text)}{CLOSE}"

@@ -15,16 +15,19 @@ guess is printed, so it can be checked and overridden.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
 from medcouncil.serving.errors import ConfigError
 
 
 class FieldMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     question: str
     options: list[str]
     answer: str
@@ -41,17 +44,28 @@ class FieldMap(BaseModel):
 
     @classmethod
     def parse(cls, text: str) -> FieldMap:
-        """Read ``key=value;key=value`` (options: comma-separated field names).
+        """Read ``key=value;key=value`` (options: comma-separated field names): the one check of ``--fields``, for
+        every command that takes it and for the mapping a run log recorded.
 
         Raises:
-            ConfigError: an unknown key, a missing required key or a bad answer format.
+            ConfigError: a part that is not key=value, an unknown key (with the nearest known one), a key given
+                twice, an empty field name, a missing required key or a bad answer format.
         """
         values: dict[str, Any] = {}
         for part in filter(None, (p.strip() for p in text.split(";"))):
-            key, sep, value = part.partition("=")
+            key, sep, value = (piece.strip() for piece in part.partition("="))
             if not sep:
                 raise ConfigError(f"--fields: {part!r} is not key=value")
-            values[key.strip()] = [v.strip() for v in value.split(",")] if key.strip() == "options" else value.strip()
+            if key not in cls.model_fields:
+                near = difflib.get_close_matches(key, list(cls.model_fields), n=1)
+                hint = f" (did you mean {near[0]}?)" if near else ""
+                raise ConfigError(f"--fields: unknown key {key!r}{hint}; the keys are {', '.join(cls.model_fields)}")
+            if key in values:
+                raise ConfigError(f"--fields: {key} is given twice")
+            names = [v.strip() for v in value.split(",")] if key == "options" else [value]
+            if not all(names):
+                raise ConfigError(f"--fields: {key}={value!r} names an empty field")
+            values[key] = names if key == "options" else value
         try:
             return cls.model_validate(values)
         except ValidationError as error:
@@ -62,19 +76,15 @@ class FieldMap(BaseModel):
 def _options(record: dict[str, Any], fields: FieldMap) -> dict[str, str]:
     if len(fields.options) > 1:
         return letter_options([record.get(name) for name in fields.options])
-    value = record[fields.options[0]]
-    if isinstance(value, dict):
-        return {str(k).strip(): str(v).strip() for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        return letter_options(value)
-    raise ValueError(f"field {fields.options[0]!r} is neither a list nor a dict of options")
+    options = options_field(record[fields.options[0]], fields.options[0])
+    return {letter.strip(): text.strip() for letter, text in options.items()}
 
 
 def _answer(raw: Any, options: dict[str, str], form: str) -> str:
     if form == "index0":
-        return letter_at(int(raw))
+        return letter_at(whole_number(raw, "answer"))
     if form == "index1":
-        return letter_at(int(raw) - 1)
+        return letter_at(whole_number(raw, "answer") - 1)
     if form == "text":
         letters = [letter for letter, text in options.items() if text.strip().lower() == str(raw).strip().lower()]
         if not letters:

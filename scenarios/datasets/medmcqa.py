@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
 
 DATASET_PATH = "../shared/data/mcqa/medmcqa.test.jsonl"
 RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"
@@ -17,13 +17,13 @@ RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"
 
 def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> Sample:
     if "options" in record:
-        options = {str(k): str(v) for k, v in sorted(record["options"].items())}
+        options = options_field(record["options"])
         answer = str(record["answer_idx"])
         sample_id = str(record.get("realidx", index))
         subject = str(record.get("subject_name", ""))
     else:
         options = letter_options([record.get(key) for key in ("opa", "opb", "opc", "opd")])
-        answer = letter_at(int(record["cop"]) - cop_base)
+        answer = letter_at(whole_number(record["cop"], "cop") - cop_base)
         sample_id = str(record.get("id", index))
         subject = str(record.get("subject_name") or "")
     metadata = {"dataset": "medmcqa", **({"subset": subject} if subject else {})}

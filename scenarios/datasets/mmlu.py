@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options
+from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
 
 DATASET_PATH = "../shared/data/mcqa/mmlu.test.jsonl"
 RAW_DIR = "../shared/data/raw/mmlu"
@@ -26,10 +26,10 @@ def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: st
         sample_id = f"{subject}-{index}" if subject else str(index)
     elif "choices" in record:  # HF cais/mmlu
         question, options = record["question"], letter_options(record["choices"])
-        answer, subject = letter_at(int(record["answer"])), str(record.get("subject", subject))
+        answer, subject = letter_at(whole_number(record["answer"], "answer")), str(record.get("subject", subject))
         sample_id = f"{subject}-{index}"
     else:
-        question, options = record["question"], {str(k): str(v) for k, v in sorted(record["options"].items())}
+        question, options = record["question"], options_field(record["options"])
         answer, subject = str(record["answer_idx"]), str(record.get("subject", subject))
         sample_id = str(record.get("realidx", index))
     return Sample(id=sample_id, question=str(question).strip(), options=options, answer=str(answer).strip(),

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from medcouncil.serving.errors import MedcouncilError
+from medcouncil.serving.errors import ConfigError, MedcouncilError
 
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
@@ -27,6 +27,27 @@ DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 class DiskFullError(MedcouncilError):
     """A checkpoint could not be written for lack of space; the previous one is intact."""
+
+
+def prepare_out(out: Path) -> None:
+    """Make ``out`` before the model is loaded and trained, and check it takes files: an output that is a file, or a
+    folder that cannot be written, fails here in one line, not at the first checkpoint (with every step before it
+    lost).
+
+    Raises:
+        ConfigError: ``out`` or a folder above it is a file, or it cannot be created or written.
+    """
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        what = "it is" if blocked == out else f"{blocked} is"
+        raise ConfigError(f"--out {out}: {what} a file, not a folder: choose a folder for the adapter and checkpoints")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write there ({error.strerror or error})") from None
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:

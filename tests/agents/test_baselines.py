@@ -37,7 +37,7 @@ def test_cot_reasons_with_the_budget_then_chooses_with_the_one_template() -> Non
     model = Sampling(["The MTP joint and alcohol point to gout. Final answer: B", "B"])
     episode = run(ChainOfThought(model, max_tokens=200))
     reasoning, choice = ("\n".join(str(m.content) for m in seen) for seen in model.seen)
-    assert "Options:\nA. Septic arthritis\nB. Gout\nC. Cellulitis" in reasoning and "step by step" in reasoning
+    assert "Options:\nA. ⟪Septic arthritis⟫\nB. ⟪Gout⟫\nC. ⟪Cellulitis⟫" in reasoning and "step by step" in reasoning
     assert model.args == [{"max_tokens": 200}]
     assert choice.startswith("Answer the following multiple-choice") and "Reasoning:\nThe MTP joint" in choice
     assert episode.letter == "B" and episode.model_calls == 2 and episode.answerer == "cot"
@@ -75,7 +75,7 @@ def test_cyclic_debiasing_averages_over_rotations_mapped_back() -> None:
     flat = asyncio.run(run_episode(CyclicDebias(SingleModel(stuck)), QUESTION))
     assert flat.probabilities == pytest.approx({"A": 1 / 3, "B": 1 / 3, "C": 1 / 3})
     shown = [str(seen[-1].content) for seen in stuck.seen]
-    assert "A. Septic arthritis" in shown[0] and "A. Gout" in shown[1] and "A. Cellulitis" in shown[2]
+    assert "A. ⟪Septic arthritis⟫" in shown[0] and "A. ⟪Gout⟫" in shown[1] and "A. ⟪Cellulitis⟫" in shown[2]
     # ... while a model that follows the content (gout wherever it is shown) keeps it.
     follows = ReplayModel(["B", "A", "C"])  # rotation 0: Gout at B; 1: at A; 2: at C
     episode = asyncio.run(run_episode(CyclicDebias(SingleModel(follows)), QUESTION))

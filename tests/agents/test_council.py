@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+from autogen_core.models import CreateResult, LLMMessage
 
 from medcouncil.agents import prompts
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
@@ -150,3 +156,30 @@ def test_a_failed_model_call_ends_the_episode_with_an_error() -> None:
     episode = run(Council(Down([]), KNOWLEDGE), Question(text=CASE))
     assert episode.error == "diagnostician: endpoint unreachable: http://127.0.0.1:9/v1 (APIConnectionError)"
     assert speakers(episode) == ["retriever", "diagnostician"]  # the critic never ran
+
+
+class Stalls(ReplayModel):
+    """A model whose streamed reply never ends (a slow engine): the turn is cancelled while it is in flight."""
+
+    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
+        self.seen.append(list(messages))
+        yield "Thinking"
+        await asyncio.Event().wait()
+
+
+def test_a_cancelled_council_turn_logs_no_autogen_error(caplog: pytest.LogCaptureFixture) -> None:
+    async def cancel_mid_call() -> None:
+        model = Stalls([])
+        turn = asyncio.create_task(run_episode(Council(model, KNOWLEDGE), Question(text="Wheeze at night?")))
+        while not model.seen:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(cancel_mid_call())
+        logging.getLogger("autogen_core").error("a real failure", exc_info=ValueError("boom"))
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert [record.getMessage() for record in errors] == ["a real failure"]  # other errors are still logged

@@ -30,7 +30,7 @@ def test_diagnostician_and_critic_see_the_lettered_options() -> None:
     episode = run(Council(model, KNOWLEDGE), Question(text=CASE, options=OPTIONS))
     diagnosis, choice, critique, _ = (text_of(seen) for seen in model.seen)
     for prompt in (diagnosis, critique):
-        assert "Options:\nA. Septic arthritis\nB. Gout\nC. Pseudogout\nD. Cellulitis" in prompt
+        assert "Options:\nA. ⟪Septic arthritis⟫\nB. ⟪Gout⟫\nC. ⟪Pseudogout⟫\nD. ⟪Cellulitis⟫" in prompt
     assert "weigh the chosen option against each of the others" in " ".join(critique.split())
     # The final choice uses the one choice template, the reasoning in its slot.
     assert choice.startswith("Answer the following multiple-choice") and "Reasoning:\nGout [1]." in choice
@@ -76,8 +76,8 @@ def test_korean_options_are_translated_with_the_case_and_keep_their_values() -> 
     assert "⟦3⟧. 패혈성 관절염" in sent and "9.1 mg/dL" not in sent  # options travel with the case, masked alike
     assert episode.case_en.startswith("A 50-year-old") and episode.case_en.endswith("Urate 9.1 mg/dL. Diagnosis?")
     diagnosis = text_of(model.seen[1])
-    assert "Options:\nA. Septic arthritis\nB. Gout" in diagnosis and "통풍" not in diagnosis
-    assert "B. Gout" in text_of(model.seen[2]) and episode.letter == "B"
+    assert "Options:\nA. ⟪Septic arthritis⟫\nB. ⟪Gout⟫" in diagnosis and "통풍" not in diagnosis
+    assert "B. ⟪Gout⟫" in text_of(model.seen[2]) and episode.letter == "B"
 
 
 def test_split_options_needs_every_letter_in_order() -> None:

@@ -39,7 +39,7 @@ def test_independent_answers_that_agree_end_at_once() -> None:
     assert [t.agent for t in episode.turns] == ["retriever", "panelist_1", "panelist_2"]
     first, second = ("\n".join(str(m.content) for m in model.seen[i]) for i in (0, 2))
     assert "specialist in internal medicine" in first and "specialist in emergency medicine" in second
-    assert "Options:\nA. Septic arthritis\nB. Gout" in first
+    assert "Options:\nA. ⟪Septic arthritis⟫\nB. ⟪Gout⟫" in first
     assert "other panelists" not in second  # round one is independent
     assert episode.letter == "B" and episode.answerer == "panel" and episode.model_calls == 4
 
@@ -80,5 +80,6 @@ def test_a_korean_item_reaches_the_panel_with_translated_options() -> None:
                   "⟦2⟧. Septic arthritis\n⟦3⟧. Gout\n⟦4⟧. Cellulitis")  # fmt: skip
     model = ReplayModel([translated, "Gout.", "B", "Gout.", "B", "통풍입니다 (B)"])
     episode = run(panel(model), korean)
-    assert "Options:\nA. Septic arthritis\nB. Gout\nC. Cellulitis" in "\n".join(str(m.content) for m in model.seen[1])
+    seen = "\n".join(str(m.content) for m in model.seen[1])
+    assert "Options:\nA. ⟪Septic arthritis⟫\nB. ⟪Gout⟫\nC. ⟪Cellulitis⟫" in seen
     assert episode.letter == "B" and episode.turns[-1].agent == "translator" and episode.answer == "통풍입니다 (B)"

@@ -63,6 +63,7 @@ def test_turn_single_mode_save_cancel_quit(cli: list[str], embedded_server: Serv
     child.sendintr()  # Ctrl-C cancels the turn, not the session, at once (the model call is closed)
     child.expect("turn cancelled", timeout=15)
     assert time.monotonic() - cancelled < 3.0
+    assert "CancelledError" not in child.before and "Traceback" not in child.before  # one line, no AutoGen log
     child.expect(PROMPT)
 
     child.sendline("/quit")

@@ -4,6 +4,7 @@ ConfigError line naming the file; never a traceback (RecursionError, UnicodeDeco
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 from collections.abc import Callable
@@ -187,3 +188,45 @@ def test_a_csv_with_common_headers_needs_no_mapping(tmp_path: Path, caplog: pyte
     samples, _ = load_dataset(str(path))
     assert [(s.id, s.answer, s.options["B"]) for s in samples] == [("17", "B", "Heart"), ("18", "A", "Heart")]
     assert "question=stem;options=opt1,opt2,opt3,opt4;answer=correct;answer_format=index1;id=qid" in caplog.text
+
+
+def test_reasons_name_the_data_not_the_parser(tmp_path: Path) -> None:
+    medqa = [{"question": "q?", "options": '{"A": "x", "B": "y")', "answer_idx": "A", "meta_info": "step1"},
+             {"question": "q?", "options": 7, "answer_idx": "A", "meta_info": "step1"},
+             {"question": "q?", "options": "{'A': 'x', 'B': 'y'}", "answer_idx": "A", "meta_info": "step1"},
+             {"question": "q?", "options": ["x", "y"], "answer_idx": "B", "meta_info": "step1"}]  # fmt: skip
+    path = tmp_path / "medqa.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in medqa) + "[1, 2]\n")
+    samples, info = load_dataset(str(path))
+    assert [s.options for s in samples] == [{"A": "x", "B": "y"}] * 2  # a Python repr and a list are read
+    assert info.skipped_rows == [f"{path}:1: options: text that is neither a list nor an object of options",
+                                 f"{path}:2: options: a number, not a list or an object of options",
+                                 f"{path}:5: a list, not a record (an object of fields)"]  # fmt: skip
+    medmcqa = tmp_path / "medmcqa.jsonl"
+    rows = [{"question": "q?", "opa": "x", "opb": "y", "opc": "z", "opd": "w", "cop": cop} for cop in (None, "two", 2)]
+    medmcqa.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    samples, info = load_dataset(str(medmcqa))
+    assert [s.answer for s in samples] == ["B"]
+    assert info.skipped_rows == [f"{medmcqa}:1: cop: null is not a whole number",
+                                 f"{medmcqa}:2: cop: 'two' is not a whole number"]  # fmt: skip
+
+
+def test_a_json_array_saved_as_jsonl_and_a_fifo_are_named_for_what_they_are(tmp_path: Path) -> None:
+    rows = [GOOD, {**GOOD, "id": "g2"}]
+    one_line_array, pretty = tmp_path / "array.jsonl", tmp_path / "pretty.jsonl"
+    one_line_array.write_text(json.dumps(rows))
+    pretty.write_text(json.dumps(rows, indent=2))
+    assert "its first line is a JSON array of 2 records, not one record" in load(one_line_array)
+    assert load(pretty).endswith("it looks like one JSON document: save it as .json")
+    fifo = tmp_path / "items.jsonl"
+    os.mkfifo(fifo)
+    assert load(fifo) == f"{fifo}: not a regular file (a pipe, socket or device): save the data to a file"
+
+
+def test_a_case_record_without_its_diagnosis_names_the_field(tmp_path: Path) -> None:
+    from medcouncil.scenarios.episodes.load import load_cases
+
+    path = tmp_path / "cases.jsonl"
+    path.write_text(json.dumps({"opening": "I have had a cough for a week.", "objective": "Diagnose."}) + "\n")
+    cases, skipped = load_cases(str(path))
+    assert not cases and [str(row) for row in skipped] == [f"{path}:1: diagnosis: Field required"]

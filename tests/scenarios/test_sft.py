@@ -34,7 +34,7 @@ def test_diagnostician_turn_is_the_run_time_prompt_with_the_explanation_and_fina
     example = diagnostician(SAMPLE)
     system, user, reply = example.messages
     assert system.content == prompts.DIAGNOSTICIAN_SYSTEM
-    assert user.content.startswith("Case:\n⟪Episodic wheeze") and "C. Pneumonia" in user.content
+    assert user.content.startswith("Case:\n⟪Episodic wheeze") and "C. ⟪Pneumonia⟫" in user.content
     assert user.content.endswith("Differential diagnosis and final answer:")
     assert reply.content == "Reversible obstruction.\n\n" + prompts.FINAL_ANSWER.format(answer="A. Asthma")
     assert diagnostician(SAMPLE, rationale="Teacher says so.").messages[2].content.startswith("Teacher says so.")

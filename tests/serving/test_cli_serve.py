@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from medcouncil.serving.paths import state_dir
-from medcouncil.serving.server import ServerState, read_state
+from medcouncil.serving.server import ServerState, read_state, state_path
 
 pytestmark = pytest.mark.integration
 
@@ -82,6 +82,32 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: set[int], tmp_path:
     assert stopped.returncode == 0 and "Stopped" in stopped.stdout
     assert read_state() is None and set(engines_under_home()) == no_server
     assert medcouncil(cli, "serve", "--status").returncode == 1
+
+
+def test_a_corrupted_state_file_neither_orphans_nor_doubles_the_server(cli: list[str], no_server: set[int]) -> None:
+    started = medcouncil(cli, "serve", "--detach")
+    assert started.returncode == 0, started.stderr
+    state = read_state()
+    assert state is not None
+    state_path().write_bytes(b"\xff{ corrupted")
+
+    status = medcouncil(cli, "serve", "--status")
+    assert status.returncode == 0 and "Running" in status.stdout and state.base_url in status.stdout, status.stderr
+    assert "server.json is unreadable" in status.stderr and "recorded it again" in status.stderr.replace("\n", " ")
+    kept = list(state_path().parent.glob("server.json.unreadable-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == b"\xff{ corrupted"  # the evidence is kept, not deleted
+
+    state_path().write_text("[]")  # corrupted again: --detach reuses the engine, never starts a second one
+    again = medcouncil(cli, "serve", "--detach")
+    assert again.returncode == 0 and "Reusing" in again.stdout and state.base_url in again.stdout, again.stderr
+    assert set(engines_under_home()) - no_server == {state.pid}
+    other_port = medcouncil(cli, "serve", "--detach", "--port", str(state.port + 1))
+    assert_one_line_error(other_port, rf"error: a llamacpp server already runs at {re.escape(state.base_url)}, "
+                                      rf"not on port {state.port + 1}")  # fmt: skip
+
+    stopped = medcouncil(cli, "serve", "--stop")
+    assert stopped.returncode == 0 and "Stopped" in stopped.stdout
+    assert read_state() is None and set(engines_under_home()) == no_server
 
 
 def test_ask_autostarts_and_stops_the_embedded_server(cli: list[str], no_server: set[int]) -> None:

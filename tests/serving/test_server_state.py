@@ -1,16 +1,27 @@
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from medcouncil.serving.paths import state_dir
 from medcouncil.serving.server import (
     ServerState,
     clear_state,
     free_port,
     log_tail,
+    pid_alive,
     port_in_use,
     read_state,
     state_path,
@@ -48,10 +59,58 @@ def test_state_round_trip_for_a_live_process() -> None:
     assert not state_path().exists()
 
 
-def test_corrupt_state_file_is_discarded() -> None:
+def test_an_unreadable_state_file_is_kept_aside_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     state_path().write_text("{not json")
-    assert read_state() is None
+    with caplog.at_level(logging.WARNING):
+        assert read_state() is None  # no engine of ours runs orphaned
     assert not state_path().exists()
+    kept = sorted(state_path().parent.glob("server.json.unreadable-*"))
+    assert kept and kept[-1].read_text() == "{not json"
+    assert f"{state_path()} is unreadable (Invalid JSON" in caplog.text and kept[-1].name in caplog.text
+    for path in kept:
+        path.unlink()
+
+
+@pytest.fixture
+def orphan(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """A stand-in for a detached llama.cpp engine: its output in the state folder's logs, its settings in a config
+    file, its parent init (the shell that started it has exited). Yields (pid, port)."""
+    logs = state_dir() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    settings = tmp_path / f"llamacpp-{port}.json"
+    model = {"model": "/m.gguf", "model_alias": "gemma-test"}
+    settings.write_text(json.dumps({"port": port, "api_key": "k3y", "models": [model]}))
+    log = logs / f"llamacpp-{port}-20261204T081500.log"
+    script = (f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)' --config_file "
+              f"{shlex.quote(str(settings))} > {shlex.quote(str(log))} 2>&1 & echo $!")  # fmt: skip
+    pid = int(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+    try:
+        yield pid, port
+    finally:
+        os.kill(pid, signal.SIGKILL)  # not a group leader: stop_pid's killpg would miss it
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        clear_state()
+
+
+def test_an_orphaned_engine_is_found_again_and_recorded(orphan: tuple[int, int],
+                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    pid, port = orphan
+    for corrupt in (b"\x00\x01", None):  # unreadable, then missing altogether
+        if corrupt is None:
+            clear_state()
+        else:
+            state_path().write_bytes(corrupt)
+        with caplog.at_level(logging.WARNING):
+            state = read_state()
+        assert state is not None and (state.pid, state.port, state.engine) == (pid, port, "llamacpp")
+        assert (state.served_model_name, state.model, state.api_key) == ("gemma-test", "/m.gguf", "k3y")
+        assert f"the llamacpp engine medcouncil started on port {port} (pid {pid})" in caplog.text
+        assert read_state() == state  # recorded again: the next reader finds the file
+    for path in state_path().parent.glob("server.json.unreadable-*"):
+        path.unlink()
 
 
 def test_external_endpoint_state_has_no_pid() -> None:

@@ -25,10 +25,14 @@ def test_add_query_stats_remove(cli: list[str], store: Path, tmp_path: Path) -> 
     (notes / "gout.md").write_text("# Gout\n\nUrate crystals inflame the first MTP joint. Colchicine treats attacks.")
     (notes / "broken.json").write_text("{not json")
     added = medcouncil(cli, store, "index", "add", str(notes), str(tmp_path / "missing.txt"), "--collection", "notes")
-    assert added.returncode == 0, added.stderr
+    assert added.returncode == 1, added.stderr  # the rest is in, but a path given was not found
     assert "broken.json: skipped, unreadable" in added.stderr
     assert "missing.txt: skipped, no such file" in added.stderr
     assert "1 documents → 1 chunks, 1 new" in added.stdout
+    assert "notes chunks" in added.stderr and "1/1" in added.stderr and "/?" not in added.stderr  # a known total
+    assert added.stderr.rstrip().endswith(f"error: not found: {tmp_path / 'missing.txt'}")
+    alone = medcouncil(cli, store, "index", "add", str(tmp_path / "missing.txt"), "--collection", "notes")
+    assert alone.returncode == 1 and alone.stderr == f"error: not found: {tmp_path / 'missing.txt'}\n"
 
     relative = os.path.relpath(notes / "gout.md")  # another spelling of the same file
     again = medcouncil(cli, store, "index", "add", relative, "--collection", "notes")
@@ -61,3 +65,10 @@ def test_corrupt_store_and_bad_collection_are_one_line_errors(cli: list[str], st
     assert result.stderr.startswith(f"error: knowledge store {store} cannot be opened")
     bad = medcouncil(cli, store, "index", "stats", "--collection", "x")
     assert bad.returncode == 1 and "collection name 'x'" in bad.stderr
+
+
+def test_query_k_and_threshold_out_of_range_are_usage_errors(cli: list[str], store: Path) -> None:
+    for args in (["-k", "-1"], ["-k", "0"], ["--threshold", "1.5"]):
+        result = medcouncil(cli, store, "index", "query", "crystals", *args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "Invalid value for" in result.stderr and not store.exists()  # refused before the store is opened

@@ -19,6 +19,7 @@ from medcouncil.tools.knowledge import (
     open_knowledge,
     starter_documents,
 )
+from medcouncil.tools.search import InMemoryKnowledge
 
 NOTES = [
     Document(text="Gout is caused by urate crystals; the first MTP joint is classic. Colchicine treats attacks.",
@@ -57,6 +58,18 @@ def test_threshold_and_k(knowledge: KnowledgeBase) -> None:
     relevant = knowledge.search("urate crystals in the first MTP joint", threshold=0.4)
     assert relevant and all(e.score >= 0.4 for e in relevant) and relevant[0].source == "gout.txt"
     assert knowledge.search("urate crystals in the first MTP joint", threshold=0.99) == []
+
+
+def test_k_is_taken_as_given_and_below_one_is_refused(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    assert len(knowledge.search("joint pain and crystals", k=1, threshold=-1)) == 1
+    assert len(knowledge.search("joint pain and crystals", threshold=-1)) == min(knowledge.config.k, knowledge.count())
+    memory = InMemoryKnowledge(NOTES, k=5, threshold=0)
+    for search in (knowledge.search, memory.search):
+        for k in (0, -1):  # 0 was taken as "the default" (5 results), -1 reached Chroma as a TypeError
+            with pytest.raises(ValueError, match=f"k = {k}: a search returns at least 1 result"):
+                search("joint pain and crystals", k=k)
+    assert len(memory.search("crystals joint wheeze vitamin", k=1)) == 1
 
 
 def test_guard_excludes_the_items_own_material(knowledge: KnowledgeBase) -> None:

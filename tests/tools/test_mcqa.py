@@ -35,7 +35,7 @@ def test_parse_options_rejects(spec: str, message: str) -> None:
 
 def test_format_mcqa_lists_options_in_the_template() -> None:
     text = format_mcqa("  Which organ pumps blood? ", {"A": "Heart", "B": "Liver"})
-    assert text == MCQA_TEMPLATE.format(question="⟪Which organ pumps blood?⟫", options="A. Heart\nB. Liver",
+    assert text == MCQA_TEMPLATE.format(question="⟪Which organ pumps blood?⟫", options="A. ⟪Heart⟫\nB. ⟪Liver⟫",
                                         reasoning="")  # fmt: skip
     assert text.endswith("Answer:")
 
@@ -44,5 +44,5 @@ def test_reasoning_goes_before_the_answer_cue_and_ten_options_are_letters_a_to_j
     options = {letter: f"option {letter}" for letter in "ABCDEFGHIJ"}
     assert parse_options(";".join(f"{k}={v}" for k, v in options.items())) == options
     text = format_mcqa("Q?", options, reasoning="Because of X.\n")
-    assert text.endswith("J. option J\n\nReasoning:\nBecause of X.\n\nAnswer:")
+    assert text.endswith("J. ⟪option J⟫\n\nReasoning:\nBecause of X.\n\nAnswer:")
     assert format_mcqa("Q?", options, reasoning="  ") == format_mcqa("Q?", options)
