@@ -1,7 +1,8 @@
 """Finding a detached engine again when the state file cannot tell: it is unreadable, or gone.
 
-Every engine medcouncil starts (and its supervisor) writes its output to ``<state>/logs/ENGINE-PORT-STAMP.log``, so a
-live process whose standard output is such a log is one of medcouncil's engines, and the log's name gives its engine and port. Of those,
+Every engine medcouncil starts (and its supervisor) writes its output to ``<state>/logs/ENGINE-PORT-STAMP.log``, so
+a live process whose standard output is such a log is one of medcouncil's engines, and the log's name gives its
+engine and port. Of those,
 the ones whose parent is init (pid 1) have outlived the command that started them: only ``serve --detach`` leaves
 an engine so (the others die with their command), and a detached engine is what the state file records. Such an
 orphan is recorded again, with a warning, instead of being forgotten while it holds its port and memory; an
