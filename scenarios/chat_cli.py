@@ -82,7 +82,7 @@ class ChatSession:
         started itself is restarted once (same port, so every client keeps its URL)."""
         from medcouncil.serving.session import EngineLink
 
-        link = self.answerers.model.engine
+        link = getattr(self.answerers.model, "engine", None)
         if not isinstance(link, EngineLink) or link.failure() is None:
             return True
         if not link.can_restart:
