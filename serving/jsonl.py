@@ -144,7 +144,7 @@ def validate_versioned(path: Path, data: dict[str, Any], kind: type[Versioned], 
     """
     version = data.get("schema_version", 0)
     if version > newest:
-        raise ConfigError(f"{path}: version {version} is newer than this medcouncil knows ({newest}): upgrade it")
+        raise ConfigError(f"{path}: run log version {version} is newer than this medcouncil knows ({newest})")
     try:
         return kind.model_validate(data)
     except ValidationError as error:
