@@ -22,7 +22,7 @@ from medcouncil.serving.locks import held
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
 from medcouncil.serving.paths import state_dir, write_private
-from medcouncil.serving.supervise import EngineExit, read_exit
+from medcouncil.serving.supervise import EngineExit, die_with_parent, read_exit
 
 LOG_TAIL_LINES = 12
 DEATH_TAIL_LINES = 6
@@ -259,15 +259,6 @@ def describe_exit(state: ServerState, ended: EngineExit) -> str:
     return line + ("\n" + tail if tail else "")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the engine gets SIGTERM when the command that started it dies, even by ``kill -9``."""
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
-
-
 class EngineServer:
     """One engine process: start it, wait until healthy, stop it.
 
@@ -322,7 +313,7 @@ class EngineServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal does not reach a detached engine
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **config.environment()},
-                preexec_fn=None if self.detached else _die_with_parent,
+                preexec_fn=None if self.detached else die_with_parent,
             )
         self.state = ServerState(
             pid=self.process.pid,

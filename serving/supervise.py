@@ -73,11 +73,13 @@ def _write(path: Path, record: EngineExit) -> None:
     os.replace(temporary, path)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the process that started it dies, even by ``kill -9``."""
     import ctypes
 
+    pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def main(argv: list[str]) -> int:
@@ -85,7 +87,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m medcouncil.serving.supervise STATUS_FILE -- COMMAND...", file=sys.stderr)
         return 2
     status = Path(argv[0])
-    engine = subprocess.Popen(argv[2:], preexec_fn=_die_with_parent)
+    engine = subprocess.Popen(argv[2:], preexec_fn=die_with_parent)
     record = EngineExit(engine_pid=engine.pid)
     _write(status, record)
 
