@@ -22,7 +22,7 @@ from medcouncil.serving.locks import held
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
 from medcouncil.serving.paths import state_dir, write_private
-from medcouncil.serving.supervise import EngineExit, die_with_parent, read_exit
+from medcouncil.serving.supervise import EngineExit, read_exit
 
 LOG_TAIL_LINES = 12
 DEATH_TAIL_LINES = 6
@@ -303,7 +303,9 @@ class EngineServer:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         log_path = logs / f"{config.engine}-{port}-{stamp}.log"
         status_path = log_path.with_suffix(".exit.json")
-        command = [sys.executable, "-m", "medcouncil.serving.supervise", str(status_path), "--",
+        # Not detached: the supervisor (and through it the engine) gets SIGTERM when this process dies.
+        dies_with = [] if self.detached else ["--die-with", str(os.getpid())]
+        command = [sys.executable, "-m", "medcouncil.serving.supervise", str(status_path), *dies_with, "--",
                    *config.command(port, model_path, logs, lora_files)]  # fmt: skip
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
@@ -313,7 +315,6 @@ class EngineServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in the terminal does not reach a detached engine
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **config.environment()},
-                preexec_fn=None if self.detached else die_with_parent,
             )
         self.state = ServerState(
             pid=self.process.pid,

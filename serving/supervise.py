@@ -14,6 +14,7 @@ parent-death signal). It imports the standard library and pydantic only, and sta
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -73,19 +74,33 @@ def _write(path: Path, record: EngineExit) -> None:
     os.replace(temporary, path)
 
 
+_LIBC = ctypes.CDLL(None, use_errno=True)
+"""Loaded here, in the parent: between fork and exec a child of a threaded process must not import or load
+anything (another thread may hold the import lock: the child would hang before it execs)."""
+
+
 def die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: the child gets SIGTERM when the process that started it dies, even by ``kill -9``."""
-    import ctypes
-
     pr_set_pdeathsig = 1
     with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+        _LIBC.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
 
 
 def main(argv: list[str]) -> int:
+    die_with: int | None = None
+    if len(argv) > 2 and argv[1] == "--die-with":
+        die_with, argv = int(argv[2]), [argv[0], *argv[3:]]
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m medcouncil.serving.supervise STATUS_FILE -- COMMAND...", file=sys.stderr)
+        print("usage: python -m medcouncil.serving.supervise STATUS_FILE [--die-with PID] -- COMMAND...",
+              file=sys.stderr)  # fmt: skip
         return 2
+    if die_with is not None:
+        # Set here, not between fork and exec in the starting process: that process may be threaded (the knowledge
+        # base embedding with OpenBLAS), and a fork with a preexec hook can deadlock in the library's fork handlers;
+        # without one, Python starts this process by vfork/exec.
+        die_with_parent()
+        if os.getppid() != die_with:  # the parent died before the signal was armed
+            return 1
     status = Path(argv[0])
     engine = subprocess.Popen(argv[2:], preexec_fn=die_with_parent)
     record = EngineExit(engine_pid=engine.pid)
