@@ -1,8 +1,6 @@
 """The benchmark harness: every item answered in every mode, journaled as it finishes, resumable, scored honestly.
 
-Modes: ``single`` (one constrained choice), ``council`` (translate if Korean, retrieve with the contamination guard,
-diagnose, critique, revise, constrained choice) and ``gated`` (the single model first; the council convenes when the
-single model's top-option probability is below the threshold). All modes see the same items in the same shown
+The modes and their answerers are declared in ``scenarios/modes.py``. All modes see the same items in the same shown
 order. A failed attempt (model unreachable, ...) is journaled as an error, retried with backoff, and never scored.
 """
 
@@ -15,40 +13,14 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from medcouncil.agents.baselines import ChainOfThought, CyclicDebias, PriDe, PriorEstimator, SelfConsistency
-from medcouncil.agents.build import Answerers
-from medcouncil.agents.council import Gated, SingleModel
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
-from medcouncil.agents.roles import DIAGNOSTICIAN
-from medcouncil.scenarios.journal import SC_K, ErrorRecord, Journal, Record, read_records
+from medcouncil.scenarios.journal import ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.samples import LETTERS, Sample
 from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 
 R = TypeVar("R")
 U = TypeVar("U")
 C = TypeVar("C")
-
-MODES = ("single", "council", "gated", "cot", "sc", "single+cyclic", "single+pride", "panel")
-"""Every mode the harness runs; :func:`build_modes` makes their answerers (adding a mode is adding it there)."""
-
-
-def build_modes(answerers: Answerers, threshold: float, sc_k: int = SC_K,
-                estimator: PriorEstimator | None = None) -> dict[str, Answerer]:  # fmt: skip
-    """One worker's answerers, every mode on the same model; reasoning baselines get the diagnostician's budget.
-    ``estimator``: PriDe's position prior, shared by the workers of a run (mode ``single+pride``)."""
-    single, council = SingleModel(answerers.model), answerers.new_council("pipeline")
-    budget = answerers.config.max_tokens.get(DIAGNOSTICIAN, 256)
-    return {
-        "single": single,
-        "council": council,
-        "gated": Gated(single, council, threshold),
-        "cot": ChainOfThought(answerers.model, budget),
-        "sc": SelfConsistency(answerers.model, sc_k, budget),
-        "single+cyclic": CyclicDebias(single),
-        "panel": answerers.new_council("panel"),
-        **({"single+pride": PriDe(single, estimator)} if estimator is not None else {}),
-    }
-
 
 @dataclass(frozen=True)
 class Item:

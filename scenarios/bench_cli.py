@@ -15,6 +15,7 @@ import typer
 from rich.markup import escape
 
 from medcouncil.scenarios.episodes_cli import JUDGE_KEY_ENV
+from medcouncil.scenarios.modes import MODES, build, debias_modes, episode_modes, help_text, needs, setting_for
 from medcouncil.serving.console import console, err_console
 from medcouncil.serving.errors import ConfigError, MedcouncilError
 from medcouncil.serving.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
@@ -121,7 +122,7 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from medcouncil.agents.protocol import Answerer
-    from medcouncil.scenarios.bench import Harness, build_modes, prepare
+    from medcouncil.scenarios.bench import Harness, prepare
     from medcouncil.scenarios.journal import Journal, read_errors, read_records
     from medcouncil.scenarios.report import Run, write_report
     from medcouncil.scenarios.summary import summarize
@@ -132,14 +133,14 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
 
     items = [prepare(sample, config.seed, config.shuffle_choices) for sample in request.samples]
     estimator = None
-    if "single+pride" in config.modes:
+    if needs(config.modes, "prior"):
         from medcouncil.agents.baselines import PriorEstimator
         from medcouncil.agents.council import SingleModel
 
         estimator = PriorEstimator(SingleModel(answerers.model), [item.question for item in items], seed=config.seed)
 
     def per_worker() -> dict[str, Answerer]:
-        return build_modes(answerers, config.threshold, config.sc_k, estimator)
+        return build(setting_for(answerers, config.threshold, config.sc_k, estimator), config.modes)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
@@ -251,12 +252,13 @@ def bench(
     shuffle_choices: Annotated[bool, typer.Option(help="Shuffle options per item (seeded, recorded).")] = False,
     mode: Annotated[
         str,
-        typer.Option(
-            help="Comma-separated: single, council, gated, cot, sc, panel (episodes: single, council, gated)."
-        ),
+        typer.Option(help=f"Comma-separated modes: {help_text()}. Episodes: {', '.join(episode_modes())}."),
     ] = "single,council",
     sc_k: Annotated[int, typer.Option(min=1, help="Self-consistency (sc) samples per item.")] = 2,
-    debias: Annotated[str | None, typer.Option(help="cyclic and/or pride: add single+cyclic/+pride.")] = None,
+    debias: Annotated[
+        str | None,
+        typer.Option(help=f"Comma-separated, adds the debiased single model: {', '.join(debias_modes())}."),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Items answered at once.")] = 1,
     threshold: Annotated[float, typer.Option(min=0, max=1, help="Gated: convene below this top probability.")] = 0.6,
     out: Annotated[Path | None, typer.Option(help="Run folder (default: ./runs/DATASET-TIME).")] = None,
@@ -299,7 +301,6 @@ def bench(
     """Benchmark the council against the single model on MCQA or patient episodes (--episodes); every answer
     journaled, resumable, then a report."""
     from medcouncil.agents.build import council_file
-    from medcouncil.scenarios.bench import MODES
     from medcouncil.scenarios.episodes_cli import bench_episodes, read_episode_manifest
     from medcouncil.scenarios.report import SUITE, write_report
     from medcouncil.serving.session import ModelSource
@@ -314,10 +315,11 @@ def bench(
         if unscored:
             raise typer.Exit(1)
         return
+    debiased = debias_modes()
     for method in filter(None, (m.strip() for m in (debias or "").split(","))):
-        if method not in ("cyclic", "pride"):
-            raise ConfigError(f"--debias {method!r}: choose cyclic or pride")
-        modes.append(f"single+{method}")
+        if method not in debiased:
+            raise ConfigError(f"--debias {method!r}: choose {' or '.join(debiased)}")
+        modes.append(debiased[method])
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,

@@ -50,10 +50,10 @@ async def _saturation(items: Sequence[Item], base: ModelClient) -> float:
 
 async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
     from medcouncil.agents.build import open_answerers
-    from medcouncil.agents.council import Gated, SingleModel
     from medcouncil.agents.protocol import Answerer
     from medcouncil.scenarios.bench import Harness, prepare
     from medcouncil.scenarios.journal import Journal, Record, read_records
+    from medcouncil.scenarios.modes import build, setting_for
     from medcouncil.scenarios.registry import load_dataset
     from medcouncil.serving.client import ClientSettings
     from medcouncil.serving.session import ModelSource
@@ -73,7 +73,7 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
             )
             for k in (1, 2, 4):
                 journal = Journal(root / f"k{k}-{rep}")
-                harness = Harness(journal, ["single"], lambda: {"single": SingleModel(answerers.model)}, concurrency=k)
+                harness = Harness(journal, ["single"], lambda: build(setting_for(answerers), ["single"]), concurrency=k)
                 started = time.perf_counter()
                 await harness.run(harness.pending(items[:items_n]))
                 rates.setdefault(f"harness K={k}", []).append(items_n / (time.perf_counter() - started))
@@ -93,8 +93,7 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
     async with open_answerers(source, ClientSettings(cache=True), notice=lambda _: None) as answerers:
 
         def per_worker() -> dict[str, Answerer]:
-            single, council = SingleModel(answerers.model), answerers.new_council()
-            return {"single": single, "council": council, "gated": Gated(single, council)}
+            return build(setting_for(answerers), modes)
 
         for name in ("cold", "warm"):
             harness = Harness(Journal(root / name), modes, per_worker)

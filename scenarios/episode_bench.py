@@ -37,7 +37,6 @@ from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestR
 from medcouncil.tools.embeddings import Embedder
 
 SCHEMA_VERSION = 1
-DOCTORS = ("single", "council", "gated")
 STATIC = "static:"
 """Prefix of the static modes: the same doctor on the whole vignette at once."""
 
@@ -46,7 +45,7 @@ class EpisodeConfig(ServedBy):
     """How an episode run plays its cases (``bench --episodes``); a resumed run must match it."""
 
     modes: Modes = Field(default_factory=lambda: ["single", "council"])
-    """Doctors: single, council, gated."""
+    """Doctors: the modes that play episodes (``scenarios/modes.py``)."""
     budget: int = 8
     """Actions (questions, examinations, tests) before the doctor must commit."""
     patient: Literal["lookup", "model"] = "lookup"

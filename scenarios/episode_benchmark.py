@@ -21,11 +21,12 @@ import typer
 from rich.table import Table
 
 from medcouncil.agents.cases import ClinicalCase
-from medcouncil.agents.council import Council, SingleModel
+from medcouncil.agents.council import Council
 from medcouncil.agents.interview import Interview, interview
 from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
-from medcouncil.agents.protocol import Answerer
 from medcouncil.scenarios.episodes.load import load_cases
+from medcouncil.scenarios.modes import Doctor, Setting, episode_modes
+from medcouncil.scenarios.modes import doctors as build_doctors
 from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.console import console
 from medcouncil.serving.replay import ReplayModel
@@ -60,19 +61,18 @@ def row(label: str, mode: str, records: list[Interview]) -> list[str]:
             f"{actions:.1f}"]  # fmt: skip
 
 
-def doctors(model: ReplayModel | object, knowledge: object, modes: list[str]) -> dict[str, Answerer]:
-    made: dict[str, Answerer] = {}
-    for mode in modes:
-        made[mode] = SingleModel(model, max_tokens=128) if mode == "single" else Council(model, knowledge)  # type: ignore[arg-type]
-    return made
+def doctors(model: ReplayModel | object, knowledge: object, modes: list[str]) -> dict[str, Doctor]:
+    """The registry's doctors on ``model`` (a council per mode: a council plays one case at a time)."""
+    setting = Setting(model, lambda structure: Council(model, knowledge))  # type: ignore[arg-type]
+    return {mode: made for mode, made in build_doctors(setting, modes).items()}
 
 
-async def play_all(cases: list[ClinicalCase], players: dict[str, Answerer], budget: int) -> dict[str, list[Interview]]:
+async def play_all(cases: list[ClinicalCase], players: dict[str, Doctor], budget: int) -> dict[str, list[Interview]]:
     """Each case in every mode in turn (A, B, A, B...): the machine's drift hits every mode alike."""
     played: dict[str, list[Interview]] = {mode: [] for mode in players}
     for case in cases:
         for mode, doctor in players.items():
-            played[mode].append(await interview(doctor, case, patient, measure, budget))
+            played[mode].append(await interview(doctor.asker, case, patient, measure, budget, doctor.decider))
     return played
 
 
@@ -100,12 +100,12 @@ async def run(case_count: int, modes: list[str], budget: int, data_dir: Path | N
 
 def main(
     cases: Annotated[int, typer.Option(min=1, help="AgentClinic cases per mode.")] = 3,
-    modes: Annotated[str, typer.Option(help="Doctors: single, council.")] = "single,council",
+    modes: Annotated[str, typer.Option(help=f"Doctors: {', '.join(episode_modes())}.")] = "single,council",
     budget: Annotated[int, typer.Option(min=1, help="Actions before the doctor must commit.")] = 4,
     data_dir: Annotated[Path | None, typer.Option(help="Data folder holding episodes/.")] = None,
 ) -> None:
     """Run the episode benchmark and print its table."""
-    chosen = [m.strip() for m in modes.split(",") if m.strip() in ("single", "council")]
+    chosen = [m.strip() for m in modes.split(",") if m.strip() in episode_modes()]
     rows = asyncio.run(run(cases, chosen, budget, data_dir))
     table = Table(title=f"interactive episodes (AgentClinic, budget {budget}, lookup patient; means per episode)")
     for column in ("model", "doctor", "episodes", "episodes/h", "s/episode", "overhead", "minus retrieval",

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from medcouncil.agents.build import Answerers, CouncilFile
     from medcouncil.agents.cases import ClinicalCase
     from medcouncil.agents.interview import Responder, Translate
-    from medcouncil.agents.protocol import Answerer, ChatModel
+    from medcouncil.agents.protocol import ChatModel
     from medcouncil.scenarios.episode_bench import EpisodeConfig, EpisodeManifest, Players
     from medcouncil.scenarios.episode_report import EpisodeSummary
     from medcouncil.serving.session import ModelSource
@@ -85,17 +85,12 @@ def _lookups() -> tuple[Responder, Responder]:
 
 def players(answerers: Answerers, config: EpisodeConfig) -> Players:
     """One worker's doctors (fresh councils: a council plays one case at a time) and the patient side."""
-    from medcouncil.agents.council import Gated, SingleModel
     from medcouncil.agents.patient import ModelPatient, Translator
     from medcouncil.agents.roles import TRANSLATOR
     from medcouncil.scenarios.episode_bench import Players
+    from medcouncil.scenarios.modes import doctors, setting_for
 
-    single, council = SingleModel(answerers.model, max_tokens=128), answerers.new_council("pipeline")
-    chooser = SingleModel(answerers.model)
-    gated = Gated(chooser, council, config.threshold)
-    doctors: dict[str, tuple[Answerer, Answerer]] = {"single": (single, single), "council": (council, council),
-                                                     "gated": (single, gated)}  # fmt: skip
-    static: dict[str, Answerer] = {"single": chooser, "council": council, "gated": gated}
+    made = doctors(setting_for(answerers, config.threshold), config.modes)
     lookup_patient, measurement = _lookups()
 
     def helpers() -> tuple[Responder, Responder, Translate | None, list[object]]:
@@ -105,7 +100,8 @@ def players(answerers: Answerers, config: EpisodeConfig) -> Players:
             return patient, measurement, translator, [patient]
         return lookup_patient, measurement, translator, []
 
-    return Players(doctors={m: doctors[m] for m in config.modes}, static=static, helpers=helpers)
+    return Players(doctors={m: (d.asker, d.decider) for m, d in made.items()},
+                   static={m: d.static for m, d in made.items()}, helpers=helpers)  # fmt: skip
 
 
 def _judge_source(judge_endpoint: str | None, judge_model: str | None) -> ModelSource | None:
@@ -183,7 +179,8 @@ def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, 
     from datetime import UTC, datetime
 
     from medcouncil.scenarios.bench_cli import lock_run
-    from medcouncil.scenarios.episode_bench import DOCTORS, EpisodeConfig, EpisodeManifest, fingerprint
+    from medcouncil.scenarios.episode_bench import EpisodeConfig, EpisodeManifest, fingerprint
+    from medcouncil.scenarios.modes import episode_modes
 
     if resume is not None:
         found = read_episode_manifest(resume)
@@ -199,9 +196,9 @@ def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, 
         no_cache = not manifest.config.cache
     else:
         assert episodes is not None
-        unknown = set(modes) - set(DOCTORS)
-        if not modes or unknown:
-            raise ConfigError(f"--mode {','.join(modes)!r}: episodes are played by {', '.join(DOCTORS)}")
+        playing = episode_modes()
+        if not modes or set(modes) - set(playing):
+            raise ConfigError(f"--mode {','.join(modes)!r}: episodes are played by {', '.join(playing)}")
         if patient not in ("lookup", "model"):
             raise ConfigError(f"--patient {patient!r}: choose lookup or model")
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")

@@ -15,20 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medcouncil.scenarios.journal import Manifest, Record, read_errors, read_manifest, read_records
+from medcouncil.scenarios.modes import MODES
 from medcouncil.scenarios.summary import ALL, Summary, summarize
 from medcouncil.serving.errors import ConfigError
 
 SUITE = "suite.json"
-COLOURS = {
-    "single": "#1f77b4",
-    "council": "#d62728",
-    "gated": "#2ca02c",
-    "cot": "#9467bd",
-    "sc": "#ff7f0e",
-    "panel": "#8c564b",
-    "single+cyclic": "#17becf",
-    "single+pride": "#bcbd22",
-}
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}details{margin:.4em 0}
@@ -108,8 +99,8 @@ def _overview(manifest: Manifest, summary: Summary) -> list[tuple[str, str]]:
         ("items", f"{summary.items} (malformed rows skipped: {data.skipped})"),
         (
             "modes",
-            ", ".join(config.modes)
-            + (f" (gate: top probability < {config.threshold})" if "gated" in config.modes else ""),
+            ", ".join(config.modes) + "".join(f" ({note(config.threshold)})" for m in config.modes
+                                              if m in MODES and (note := MODES[m].note) is not None),
         ),
         ("model", f"{config.model} at {config.endpoint}"),
         *_training_row(manifest),
@@ -179,7 +170,7 @@ def plot_svg(summary: Summary, width: int = 520, height: int = 320) -> str:
     parts.append(f'<text x="{(width + left) / 2}" y="{height - 6}" font-size="12" text-anchor="middle">'
                  "tokens per question</text>")  # fmt: skip
     for row in rows:
-        colour = COLOURS.get(row.mode, "#555")
+        colour = MODES[row.mode].colour if row.mode in MODES else "#555"
         cx = x(row.tokens)
         parts.append(f'<line x1="{cx}" y1="{y(row.ci_low)}" x2="{cx}" y2="{y(row.ci_high)}" stroke="{colour}"/>')
         parts.append(f'<circle cx="{cx}" cy="{y(row.accuracy)}" r="5" fill="{colour}"/>')

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from medcouncil.scenarios.journal import ErrorRecord, Manifest, Record
 from medcouncil.scenarios.metrics import Accuracy, accuracy, mcnemar
+from medcouncil.scenarios.modes import comparisons
 
 ALL = "all"
 
@@ -104,11 +105,7 @@ def summarize(manifest: Manifest, records: Sequence[Record], errors: Sequence[Er
                 chosen = [r for r in by_mode[mode] if r.subset == subset]
                 rows.append(_row(mode, subset, chosen, 0, manifest.config.seed))
     paired = []
-    pairs = (("council", "single"), ("gated", "single"), ("gated", "council"), ("council", "cot"), ("council", "sc"),
-             ("cot", "single"), ("sc", "cot"), ("single+cyclic", "single"),
-             ("single+pride", "single"), ("panel", "council"),
-             ("panel", "cot"))  # fmt: skip
-    for first, second in pairs:
+    for first, second in comparisons():
         if first in modes and second in modes:
             a = {r.sample_id: r.correct for r in by_mode[first]}
             b = {r.sample_id: r.correct for r in by_mode[second]}
