@@ -26,9 +26,9 @@ from medcouncil.agents.council import Council, CouncilConfig, SingleModel
 from medcouncil.agents.protocol import ChatModel
 from medcouncil.agents.roles import RETRIEVER, ROLES
 from medcouncil.serving.client import ClientSettings, ModelClient
-from medcouncil.serving.console import err_console
+from medcouncil.serving.common.console import err_console
+from medcouncil.serving.common.yamlfile import load_yaml
 from medcouncil.serving.session import ModelSource, open_model
-from medcouncil.serving.yamlfile import load_yaml
 from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard, open_knowledge
 from medcouncil.tools.search import KnowledgeSearch
 

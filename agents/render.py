@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from medcouncil.agents.protocol import Episode, Event, TokenEvent, Turn, TurnEvent
-from medcouncil.serving.console import console as default_console
+from medcouncil.serving.common.console import console as default_console
 
 QUIET_AGENTS = {"retriever"}
 """Agents whose turn is shown as a table when it ends rather than streamed."""

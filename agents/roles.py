@@ -26,7 +26,7 @@ from medcouncil.agents import prompts
 from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
-from medcouncil.serving.errors import EngineDiedError, MedcouncilError, RequestRejectedError
+from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import format_mcqa, option_lines, option_listing
 from medcouncil.tools.search import KnowledgeSearch

@@ -31,6 +31,15 @@ from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, Field, ValidationError
 
 from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
+from medcouncil.serving.common.errors import (
+    ConfigError,
+    EndpointUnreachableError,
+    EngineDiedError,
+    MedcouncilError,
+    RequestRejectedError,
+)
+from medcouncil.serving.common.paths import cache_dir
+from medcouncil.serving.common.yamlfile import parse_yaml, read_text
 from medcouncil.serving.dialects import (
     EndpointInfo,
     choice_args,
@@ -39,15 +48,6 @@ from medcouncil.serving.dialects import (
     parse_choice_text,
     stream_reports_usage,
 )
-from medcouncil.serving.errors import (
-    ConfigError,
-    EndpointUnreachableError,
-    EngineDiedError,
-    MedcouncilError,
-    RequestRejectedError,
-)
-from medcouncil.serving.paths import cache_dir
-from medcouncil.serving.yamlfile import parse_yaml, read_text
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 

@@ -14,9 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medcouncil.serving.errors import ConfigError, ModelPathError
+from medcouncil.serving.common.errors import ConfigError, ModelPathError
+from medcouncil.serving.common.yamlfile import load_with_overrides
 from medcouncil.serving.llama_engine import extra_buffers_default
-from medcouncil.serving.yamlfile import load_with_overrides
 
 HOST = "127.0.0.1"
 """Engines bind the loopback interface only: nothing leaves the machine."""

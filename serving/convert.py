@@ -11,10 +11,10 @@ import os
 import subprocess
 from pathlib import Path
 
+from medcouncil.serving.common.errors import ServerStartError
+from medcouncil.serving.common.paths import cache_dir
 from medcouncil.serving.config import GEMMA_TEMPLATE
-from medcouncil.serving.errors import ServerStartError
 from medcouncil.serving.model_file import sha256_file
-from medcouncil.serving.paths import cache_dir
 
 CONVERT_SCRIPT = """
 import sys

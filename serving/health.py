@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
+from medcouncil.serving.common.errors import EndpointUnreachableError
 from medcouncil.serving.dialects import EndpointInfo, dialect_from_owner
-from medcouncil.serving.errors import EndpointUnreachableError
 
 
 def hub_reachable(host: str = "huggingface.co") -> bool:

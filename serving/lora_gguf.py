@@ -19,8 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from medcouncil.serving.errors import ConfigError, ModelPathError
-from medcouncil.serving.paths import cache_dir
+from medcouncil.serving.common.errors import ConfigError, ModelPathError
+from medcouncil.serving.common.paths import cache_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")

@@ -7,8 +7,8 @@ import logging
 import os
 from pathlib import Path
 
-from medcouncil.serving.errors import ChecksumError
-from medcouncil.serving.paths import cache_dir
+from medcouncil.serving.common.errors import ChecksumError
+from medcouncil.serving.common.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def folder_digest(folder: Path) -> str:
     Raises:
         ModelPathError: the folder holds no weight files.
     """
-    from medcouncil.serving.errors import ModelPathError
+    from medcouncil.serving.common.errors import ModelPathError
 
     digest = hashlib.sha256()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)

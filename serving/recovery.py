@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from medcouncil.serving.paths import state_dir
+from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.server import ServerState, start_ticks, write_state
 from medcouncil.serving.supervise import read_exit
 

@@ -14,14 +14,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from medcouncil.serving.common.errors import PortInUseError, ServerStartError
+from medcouncil.serving.common.locks import held
+from medcouncil.serving.common.paths import state_dir, write_private
 from medcouncil.serving.config import HOST, EngineConfig
 from medcouncil.serving.convert import converted_folder
-from medcouncil.serving.errors import PortInUseError, ServerStartError
 from medcouncil.serving.health import is_healthy
-from medcouncil.serving.locks import held
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
-from medcouncil.serving.paths import state_dir, write_private
 from medcouncil.serving.supervise import EngineExit, read_exit
 
 LOG_TAIL_LINES = 12

@@ -17,9 +17,9 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
+from medcouncil.serving.common.errors import EndpointUnreachableError, EngineDiedError, MedcouncilError
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
-from medcouncil.serving.errors import EndpointUnreachableError, EngineDiedError, MedcouncilError
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.server import EngineServer, ServerState, engine_failure, read_death, read_state
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 

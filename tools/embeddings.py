@@ -18,7 +18,7 @@ import httpx
 import numpy as np
 from pydantic import BaseModel, Field
 
-from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 
 
 class Embedder(Protocol):

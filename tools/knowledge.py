@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from medcouncil.serving.errors import ConfigError, MedcouncilError
-from medcouncil.serving.paths import data_dir
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+from medcouncil.serving.common.paths import data_dir
 from medcouncil.tools.chunking import Chunk, Document, chunk_document
 from medcouncil.tools.embeddings import Embedder, EmbeddingConfig, build_embedder
 

@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
-from medcouncil.serving.errors import ConfigError
+from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
+from medcouncil.serving.common.errors import ConfigError
 
 
 class FieldMap(BaseModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import LETTERS, Sample, letter_at, letter_options, whole_number
+from medcouncil.scenarios.datasets.samples import LETTERS, Sample, letter_at, letter_options, whole_number
 
 HF_DATASET = "sean0042/KorMedMCQA"
 SUBSETS = ("doctor", "nurse", "pharm", "dentist")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import Sample, letter_at, letter_options, options_field, whole_number
+from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
 
 DATASET_PATH = "../shared/data/mcqa/medmcqa.test.jsonl"
 RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"

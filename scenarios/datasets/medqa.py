@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import Sample, options_field
+from medcouncil.scenarios.datasets.samples import Sample, options_field
 
 DATASET_PATH = "../shared/data/mcqa/medqa.test.jsonl"
 FIVE_OPTIONS_PATH = "../shared/data/mcqa/medqa_5options.test.jsonl"

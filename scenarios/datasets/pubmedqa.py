@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medcouncil.scenarios.samples import Sample
+from medcouncil.scenarios.datasets.samples import Sample
 
 DATASET_PATH = "../shared/data/mcqa/pubmedqa.test.jsonl"
 RAW_PATH = "../shared/data/raw/pubmedqa_test_set.json"

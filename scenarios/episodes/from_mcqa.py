@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 
 from medcouncil.agents.cases import ClinicalCase
+from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.episodes.facts import sort_sentences
-from medcouncil.scenarios.samples import Sample
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 

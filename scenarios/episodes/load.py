@@ -3,7 +3,7 @@
 Formats, recognised from the first record: AgentClinic OSCE (``OSCE_Examination``), NEJM-style case records
 (``patient_info`` + ``answers``) and medcouncil's own case JSON (the fields of
 :class:`~medcouncil.agents.cases.ClinicalCase`). Anything else is read as a multiple-choice dataset
-(``scenarios/registry.py``) and each item becomes a case (``from_mcqa.py``). ``agentclinic`` names the shared
+(``scenarios/datasets/registry.py``) and each item becomes a case (``from_mcqa.py``). ``agentclinic`` names the shared
 AgentClinic file. A malformed row is skipped and reported as ``FILE:LINE: reason`` (``strict``: fatal).
 """
 
@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from medcouncil.agents.cases import ClinicalCase
+from medcouncil.scenarios.datasets.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
 from medcouncil.scenarios.episodes import agentclinic, from_mcqa, nejm
-from medcouncil.scenarios.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
-from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError
 
 Adapter = Callable[[dict[str, Any], int], ClinicalCase]
 NAMES = {"agentclinic": agentclinic.LOCAL_FILE}
@@ -57,7 +57,7 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
     """
     path = Path(source).expanduser()
     if source in NAMES:
-        from medcouncil.scenarios.registry import data_dir
+        from medcouncil.scenarios.datasets.registry import data_dir
 
         root = data_dir(data_root)
         if root is None or not (root / NAMES[source]).is_file():
@@ -78,7 +78,7 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
 
 def _from_dataset(source: str, limit: int | None, strict: bool,
                   data_root: Path | None) -> tuple[list[ClinicalCase], list[MalformedRow]]:  # fmt: skip
-    from medcouncil.scenarios.registry import load_dataset
+    from medcouncil.scenarios.datasets.registry import load_dataset
 
     try:
         samples, info = load_dataset(source, strict=strict, data_root=data_root)

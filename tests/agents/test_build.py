@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from medcouncil.agents.build import CouncilFile
-from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError
 
 
 def test_council_file_sets_roles_rounds_and_models(tmp_path: Path) -> None:

@@ -146,7 +146,7 @@ def test_config_rejects_unknown_roles() -> None:
 
 
 def test_a_failed_model_call_ends_the_episode_with_an_error() -> None:
-    from medcouncil.serving.errors import EndpointUnreachableError
+    from medcouncil.serving.common.errors import EndpointUnreachableError
 
     class Down(ReplayModel):
         async def stream(self, messages, **create_args):  # type: ignore[no-untyped-def,override]

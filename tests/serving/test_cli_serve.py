@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medcouncil.serving.paths import state_dir
+from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.server import ServerState, read_state, state_path
 
 pytestmark = pytest.mark.integration

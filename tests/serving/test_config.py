@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from medcouncil.serving.common.errors import ConfigError, ModelPathError
 from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig
-from medcouncil.serving.errors import ConfigError, ModelPathError
 
 
 def flag(command: list[str], name: str) -> str:

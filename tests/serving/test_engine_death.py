@@ -16,8 +16,8 @@ import pytest
 from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings
+from medcouncil.serving.common.errors import EngineDiedError
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.errors import EngineDiedError
 from medcouncil.serving.llama_engine import MARKER
 from medcouncil.serving.server import EngineServer, clear_state, read_state
 from medcouncil.serving.session import EngineLink, ModelSource, open_model

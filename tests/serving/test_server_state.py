@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.paths import state_dir
+from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.server import (
     ServerState,
     clear_state,

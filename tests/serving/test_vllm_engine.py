@@ -17,12 +17,12 @@ from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.finetune.config import FinetuneConfig
-from medcouncil.serving.finetune.data import ChatExample, Message
-from medcouncil.serving.finetune.model import resolve_base
-from medcouncil.serving.finetune.train import Trainer
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.server import EngineServer, pid_alive
+from medcouncil.serving.training.config import FinetuneConfig
+from medcouncil.serving.training.data import ChatExample, Message
+from medcouncil.serving.training.model import resolve_base
+from medcouncil.serving.training.train import Trainer
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medcouncil.serving.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError
 from medcouncil.tools.bert import BertSentenceEncoder, gelu
 from medcouncil.tools.embeddings import BertEmbedder, EmbeddingConfig, SentenceTransformerEmbedder, build_embedder
 from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, starter_documents

@@ -9,7 +9,7 @@ from http.server import ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from medcouncil.serving.errors import ConfigError, EndpointUnreachableError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 from medcouncil.tools.embeddings import EmbeddingConfig, OpenAIEmbedder, build_embedder
 
 from ..conftest import QuietHandler, serving

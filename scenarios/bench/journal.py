@@ -1,0 +1,198 @@
+"""A benchmark run on disk: its manifest (``run.json``), one journal line per finished answer (``samples.jsonl``)
+and one per failed attempt (``errors.jsonl``).
+
+Every finished answer is appended and flushed to disk at once, so a run killed at any moment (even ``kill -9``)
+loses at most the answer in flight; ``--resume`` reads the journal and runs only what is missing. A line cut short
+by the kill is ignored on reading and the item is run again; an answer is never journaled twice.
+The run log is versioned (``SCHEMA_VERSION``); a reader refuses a newer version than it knows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from medcouncil.agents.protocol import Episode
+from medcouncil.scenarios.datasets.registry import DatasetInfo
+from medcouncil.scenarios.training.leakage import TrainingOverlap
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.jsonl import read_versioned
+from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
+
+SC_K = 2
+"""Default self-consistency samples per item: measured on the first 30 MedQA items with the embedded model, one
+sampled reasoning and its choice cost about 2,000 tokens and the council about 3,900, so k = 2 is the equal-budget
+setting (k = 3 cost 6,300, 1.6x the council's)."""
+
+SCHEMA_VERSION = 1
+MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
+
+
+def distinct(modes: list[str]) -> list[str]:
+    """Each mode once, in the order first given: a mode named twice (``--mode single,single``) is one mode, answered
+    once per item, and a run log written with a repeat resumes as if it had none."""
+    return list(dict.fromkeys(modes))
+
+
+Modes = Annotated[list[str], AfterValidator(distinct)]
+"""The modes of a run (MCQA or episodes): every run configuration holds them through this type."""
+
+
+class ServedBy(BaseModel):
+    """The model, its endpoint and the council configuration a run is answered with: a resume must use the same."""
+
+    council: dict[str, object] = Field(default_factory=dict)
+    model: str = ""
+    endpoint: str = ""
+
+    def bind(self, model: str, endpoint: str, council: dict[str, object], directory: Path) -> None:
+        """Record what answers the run in ``directory``; a resume against another model or council is refused."""
+        if self.model and self.model != model:
+            raise ConfigError(f"{directory} was run with model {self.model!r}, not {model!r}: resume it against the "
+                              "same model")  # fmt: skip
+        if self.council and self.council != council:
+            raise ConfigError(f"{directory} was run with another council configuration: resume it with the same "
+                              "--council file")  # fmt: skip
+        self.model, self.endpoint, self.council = model, endpoint, council
+
+
+class RunConfig(ServedBy):
+    """What decides the answers: a resumed run must match it."""
+
+    modes: Modes
+    limit: int | None = None
+    fields: str | None = None
+    """The generic adapter's field mapping, if one was given."""
+    seed: int = 0
+    shuffle_choices: bool = False
+    threshold: float = 0.6
+    """Gated mode's gate on the single model's top-option probability."""
+    sc_k: int = SC_K
+    """Self-consistency samples per item (mode ``sc``)."""
+    cache: bool = True
+    """Whether answers may come from the response cache (``--no-cache``: False); a resume keeps it."""
+
+
+class Manifest(RunHeader):
+    schema_version: int = SCHEMA_VERSION
+    dataset: DatasetInfo
+    config: RunConfig
+    sample_ids: list[str]
+    """The items of this run, in order: a resume runs exactly these."""
+    label: str = ""
+    finished: bool = False
+    summary: dict[str, object] = Field(default_factory=dict)
+    training: TrainingOverlap | None = None
+    """A fine-tuned model's training data checked against the items (``scenarios/training/leakage.py``)."""
+
+
+class Record(BaseModel):
+    """One finished answer: scored in the dataset's own letters (unshuffled)."""
+
+    schema_version: int = SCHEMA_VERSION
+    sample_id: str
+    mode: str
+    subset: str = ""
+    gold: str
+    letter: str | None
+    """The predicted letter in the dataset's order; None: the model gave no valid letter (invalid, not an error)."""
+    correct: bool
+    probabilities: dict[str, float] | None = None
+    order: list[str] | None = None
+    """With --shuffle-choices: the dataset letter shown as A, B, ... (the seeded permutation)."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model_calls: int = 0
+    latency_s: float = 0.0
+    model_time_s: float = 0.0
+    escalated: bool | None = None
+    attempts: int = 1
+    failure: str | None = None
+    """Why the engine refused this item outright (for example a prompt longer than its context): scored as a
+    wrong answer with no letter, not retried (retrying cannot help)."""
+    finished: str = Field(default_factory=now)
+    episode: Episode
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.sample_id, self.mode)
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class ErrorRecord(BaseModel):
+    """A failed attempt (model unreachable, ...): never scored; the item is retried and, on resume, run again."""
+
+    sample_id: str
+    mode: str
+    attempt: int
+    error: str
+    at: str = Field(default_factory=now)
+
+
+class Journal:
+    """The run directory, opened for appending."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self._samples: IO[str] | None = None
+        self._errors: IO[str] | None = None
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / MANIFEST
+
+    def write_manifest(self, manifest: BaseModel) -> None:
+        """Replace ``run.json`` atomically (any run manifest, its ``updated`` stamp renewed)."""
+        if isinstance(manifest, RunHeader):
+            manifest.touch()
+        temporary = self.manifest_path.with_suffix(".tmp")
+        temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+        temporary.replace(self.manifest_path)
+
+    def append(self, record: BaseModel) -> None:
+        if self._samples is None:
+            self._samples = self._open(SAMPLES)
+        append_line(self._samples, record.model_dump_json())
+
+    def append_error(self, record: ErrorRecord) -> None:
+        if self._errors is None:
+            self._errors = self._open(ERRORS)
+        append_line(self._errors, record.model_dump_json())
+
+    def _open(self, name: str) -> IO[str]:
+        path = self.directory / name
+        drop_cut_line(path)
+        return path.open("a", encoding="utf-8")
+
+    def close(self) -> None:
+        for handle in (self._samples, self._errors):
+            if handle is not None:
+                handle.close()
+        self._samples = self._errors = None
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Raises: ConfigError: no run there, unreadable, or written by a newer medcouncil."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise ConfigError(f"{directory}: not a benchmark run (no {MANIFEST})")
+    return read_versioned(path, Manifest, SCHEMA_VERSION, "a run manifest")
+
+
+def read_records(directory: Path) -> list[Record]:
+    """Finished answers, first record per (item, mode) kept; a truncated last line (killed run) is ignored, so the
+    item runs again."""
+    records: dict[tuple[str, str], Record] = {}
+    for record in read_lines(directory / SAMPLES, Record):
+        records.setdefault(record.key, record)
+    return list(records.values())
+
+
+def read_errors(directory: Path) -> list[ErrorRecord]:
+    return read_lines(directory / ERRORS, ErrorRecord)

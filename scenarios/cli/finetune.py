@@ -1,0 +1,126 @@
+"""``medcouncil finetune``: train a LoRA / QLoRA / full fine-tune of a base model on chat data or a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from medcouncil.scenarios.cli.bench import FieldsOpt
+from medcouncil.serving.common.console import console, err_console
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.training.config import FinetuneConfig
+
+if TYPE_CHECKING:
+    from medcouncil.serving.training.card import RunCard
+
+
+def _saved_config(out: Path) -> FinetuneConfig:
+    from pydantic import ValidationError
+
+    from medcouncil.serving.common.jsonl import load_json
+    from medcouncil.serving.training import checkpoint
+
+    latest = checkpoint.latest(out)
+    if latest is None:
+        raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
+    path = latest / checkpoint.STATE
+    try:
+        saved = load_json(path)["card"]["config"]
+        return FinetuneConfig.model_validate({**saved, "out": out})
+    except (KeyError, TypeError):
+        raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise ConfigError(f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: "
+                          f"{first['msg']})") from None  # fmt: skip
+
+
+def print_card(card: RunCard, out: Path) -> None:
+    first, last = card.steps[0].loss, card.steps[-1].loss
+    evals = f" · eval loss {card.evals[0].loss:.4f} → {card.evals[-1].loss:.4f}" if card.evals else ""
+    console.print(f"Trained {card.method} on {card.data.train} examples, {len(card.steps)} steps: loss {first:.4f} → "
+                  f"{last:.4f}{evals}")  # fmt: skip
+    console.print(f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
+                  f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]")  # fmt: skip
+    console.print(f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
+                  f"[bold]medcouncil serve --lora NAME={out}[/]")  # fmt: skip
+
+
+def finetune(
+    data: Annotated[str | None, typer.Option(help="Chat JSONL ('messages') or a dataset bench loads.")] = None,
+    base: Annotated[str | None, typer.Option(help="HF folder or id, or GGUF (default: the embedded Gemma).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: adapters/finetune).")] = None,
+    method: Annotated[str | None, typer.Option(help="lora (default), qlora (CUDA) or full.")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
+    lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (32).")] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0.05).")] = None,
+    target_modules: Annotated[str | None, typer.Option(help="Comma-separated layers (q_proj,..,o_proj).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--learning-rate", "--lr", help="Peak LR (2e-4).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the data (1).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (4).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps (1).")] = None,
+    gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (less memory).")] = None,
+    max_seq_len: Annotated[int | None, typer.Option(help="Longest example in tokens (512).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (0).")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Eval loss every N steps (50).")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (100).")] = None,
+    limit: Annotated[int | None, typer.Option(help="The first N examples.")] = None,
+    subset: Annotated[str | None, typer.Option(help="Dataset subset.")] = None,
+    split: Annotated[str | None, typer.Option(help="HF dataset split.")] = None,
+    fields: FieldsOpt = None,
+    merge: Annotated[bool | None, typer.Option("--merge", help="Also write the merged HF model (OUT/merged).")] = None,
+    threads: Annotated[int | None, typer.Option(help="CPU threads (all cores).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Finetune config YAML (flags override it).")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (last checkpoint).")] = None,
+) -> None:
+    """Fine-tune a model (LoRA by default) on chat JSONL or a benchmark dataset; write an adapter and a run card."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medcouncil.serving.common.extras import require
+
+    require("train", "medcouncil finetune")
+    from medcouncil.serving.training import checkpoint
+    from medcouncil.serving.training.card import StepLog
+    from medcouncil.serving.training.model import resolve_base
+    from medcouncil.serving.training.train import Trainer
+
+    if resume is not None:
+        settings = _saved_config(resume)
+        if threads:
+            settings = settings.model_copy(update={"threads": threads})
+    else:
+        settings = FinetuneConfig.load(
+            config, data=data, base=base, out=out, method=method, lora_r=lora_r, lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+            batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
+            max_seq_len=max_seq_len, seed=seed, eval_every=eval_every, save_every=save_every, limit=limit,
+            subset=subset, split=split, fields=fields, merge=merge, threads=threads,
+            target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
+        )  # fmt: skip
+        if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():
+            raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}, or "
+                              "choose another --out")  # fmt: skip
+    from medcouncil.scenarios.training.examples import load_examples
+
+    examples, source = load_examples(settings)
+    checkpoint.prepare_out(settings.out)
+    err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
+    info = resolve_base(settings.base)
+    progress = Progress(
+        TextColumn("[bold]finetune[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"), TimeRemainingColumn(), console=err_console,
+    )  # fmt: skip
+    task = progress.add_task("steps", total=None, loss="-", speed="-")
+
+    def on_step(log: StepLog, total: int) -> None:
+        speed = log.tokens / log.seconds if log.seconds else 0.0
+        progress.update(task, total=total, completed=log.step, loss=f"{log.loss:.4f}", speed=f"{speed:.0f}")
+
+    trainer = Trainer(settings, examples, info, source, on_step=on_step)
+    with progress:
+        card = trainer.run(resume=resume is not None)
+    print_card(card, settings.out)

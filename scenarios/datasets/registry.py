@@ -1,0 +1,379 @@
+"""``--dataset``: a registered name, a Hugging Face dataset id, or a path, resolved to samples.
+
+Registered names look for their files under the data directory (``--data-dir``, env ``MEDCOUNCIL_DATA_DIR``, else
+``./data`` or ``../shared/data``) and fall back to their Hugging Face dataset where one is known. A path's format is
+recognised from its first record (or given with ``--fields``); a directory reads every data file in it, the file
+name being the subset (``mmlu/anatomy_test.csv`` → ``anatomy``, ``kormedmcqa/doctor.jsonl`` → ``doctor``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from medcouncil.scenarios.datasets import generic, kormedmcqa, medmcqa, medqa, mmlu, pubmedqa
+from medcouncil.scenarios.datasets.samples import (
+    MalformedRow,
+    Sample,
+    convert_rows,
+    csv_rows,
+    json_items,
+    jsonl_rows,
+    load_samples,
+)
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.health import hub_reachable
+
+ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
+DATA_FILES = (".jsonl", ".json", ".csv")
+Adapter = Callable[..., Sample]
+
+
+@dataclass(frozen=True)
+class Registered:
+    adapter: Adapter
+    files: tuple[str, ...] = ()
+    """Paths under the data directory; ``{subset}`` is filled per subset."""
+    hf_id: str | None = None
+    hf_split: str = "test"
+    subsets: tuple[str, ...] = ()
+    """Subsets that are separate files / HF configs (all of them when none is asked for)."""
+    hf_args: dict[str, Any] = field(default_factory=dict)
+
+
+DATASETS: dict[str, Registered] = {
+    "medqa": Registered(medqa.record_to_sample, ("mcqa/medqa.test.jsonl",), "GBaker/MedQA-USMLE-4-options"),
+    "medqa5": Registered(medqa.record_to_sample, ("mcqa/medqa_5options.test.jsonl",)),
+    "medmcqa": Registered(
+        medmcqa.record_to_sample,
+        ("mcqa/medmcqa.test.jsonl",),
+        "openlifescienceai/medmcqa",
+        hf_split="validation",
+        hf_args={"cop_base": 0},
+    ),
+    "pubmedqa": Registered(
+        pubmedqa.record_to_sample,
+        ("mcqa/pubmedqa.test.jsonl",),
+        "qiaojin/PubMedQA",
+        hf_split="train",
+        subsets=("pqa_labeled",),
+    ),
+    "mmlu": Registered(mmlu.record_to_sample, ("mcqa/mmlu.test.jsonl",), "cais/mmlu", subsets=mmlu.SUBJECTS),
+    "kormedmcqa": Registered(
+        kormedmcqa.record_to_sample,
+        ("kormedmcqa/{subset}.jsonl", "kormedmcqa/{subset}.csv"),
+        kormedmcqa.HF_DATASET,
+        subsets=kormedmcqa.SUBSETS,
+    ),
+}
+HF_IDS = {entry.hf_id.lower(): name for name, entry in DATASETS.items() if entry.hf_id}
+
+log = logging.getLogger(__name__)
+
+
+class DatasetInfo(BaseModel):
+    """What was loaded, for the run log: enough to load the very same items again."""
+
+    dataset: str
+    source: str
+    """The file, directory or ``hf://ID/CONFIG/SPLIT`` read."""
+    subset: str | None = None
+    split: str | None = None
+    fingerprint: str
+    """sha256 of the samples as loaded (ids, questions, options, answers)."""
+    rows: int
+    skipped: int
+    skipped_rows: list[str] = []
+    """The first malformed rows, each ``file:line: reason``."""
+    renamed_ids: list[str] = []
+    """Items whose id repeated an earlier one's, renamed ``ID#2``, ``ID#3``... (each item is answered once)."""
+
+
+def data_dir(explicit: Path | None = None) -> Path | None:
+    candidates = [explicit] if explicit else []
+    if os.environ.get(ENV_DATA_DIR):
+        candidates.append(Path(os.environ[ENV_DATA_DIR]))
+    candidates += [Path("data"), Path("../shared/data")]
+    return next((path for path in candidates if path is not None and path.is_dir()), None)
+
+
+def _suffix_subset(path: Path) -> str:
+    return path.stem.removesuffix("_test").removesuffix(".test")
+
+
+def sniff(record: Any, path: Path) -> tuple[Adapter, dict[str, Any]]:
+    """The adapter for a record's shape; ``path`` names the file in the error and may give the subset."""
+    if isinstance(record, list) and record and all(isinstance(item, dict) for item in record):
+        raise ConfigError(f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
+                          "JSON Lines file holds one object per line; save the array as .json")  # fmt: skip
+    if isinstance(record, list):
+        return mmlu.record_to_sample, {"subject": _suffix_subset(path)}
+    if isinstance(record, dict):
+        keys = set(record)
+        if "opa" in keys and "cop" in keys:
+            return medmcqa.record_to_sample, {}
+        if keys & {"final_decision", "answer_rationale", "CONTEXTS"}:
+            return pubmedqa.record_to_sample, {}
+        if "choices" in keys or ("subject" in keys and "options" in keys):
+            return mmlu.record_to_sample, {}
+        if "options" in keys and "answer_idx" in keys:
+            return medqa.record_to_sample, {}
+        if {"A", "B", "answer"} <= keys:
+            subset = _suffix_subset(path)
+            return kormedmcqa.record_to_sample, {"subset": subset if subset in kormedmcqa.SUBSETS else ""}
+        guessed = generic.guess(record)
+        if guessed is not None:
+            log.warning("%s: no known format; read with the guessed mapping --fields %r (pass --fields to change "
+                        "it)", path, guessed.describe())  # fmt: skip
+            return generic.record_to_sample, {"fields": guessed}
+    shown = sorted(map(str, record))[:8] if isinstance(record, dict) else type(record).__name__
+    raise ConfigError(f"{path}: cannot tell the dataset format from its first record ({shown}); "
+                      "pass --fields question=...;options=...;answer=...")  # fmt: skip
+
+
+def _first_record(path: Path) -> Any:
+    """The first readable record (the format is told from it); bad rows before it are left to the loader to report.
+
+    Raises:
+        ConfigError: the file is empty, unreadable, or none of its first records is readable (naming the first).
+    """
+    if path.suffix == ".json":
+        return next((record for _, record in json_items(path)), None)
+    rows = csv_rows(path) if path.suffix == ".csv" else jsonl_rows(path)
+    first_bad: MalformedRow | None = None
+    for count, (_, record) in enumerate(rows):
+        if not isinstance(record, MalformedRow):
+            return record
+        first_bad = first_bad or record
+        if count >= SNIFF_ROWS:
+            break
+    if first_bad is not None:
+        hint = "; it looks like one JSON document: save it as .json" if _starts_a_document(path) else ""
+        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from"
+                          f"{hint}")  # fmt: skip
+    raise ConfigError(f"{path}: empty file (no records)")
+
+
+SNIFF_ROWS = 20
+
+
+def _starts_a_document(path: Path) -> bool:
+    """A JSON Lines file whose first line is only ``[`` or ``{``: a pretty-printed JSON document saved as .jsonl."""
+    if path.suffix == ".csv":
+        return False
+    with path.open("rb") as handle:
+        return handle.readline(64).strip().removeprefix(b"\xef\xbb\xbf") in (b"[", b"{")
+
+
+def _csv_header_guess(path: Path, header: list[str]) -> generic.FieldMap | None:
+    """A CSV whose first row names its columns (``qid,stem,opt1..opt4,correct``): the guessed mapping, printed."""
+    rows = csv_rows(path)
+    next(rows, None)
+    guessed = None
+    for _, row in itertools.islice(rows, 5):  # the first rows that make a clear mapping
+        if isinstance(row, list) and len(row) == len(header):
+            guessed = generic.guess(dict(zip(header, row, strict=True)))
+            if guessed is not None:
+                break
+    if guessed is not None:
+        log.warning("%s: read with the guessed mapping --fields %r (pass --fields to change it)", path,
+                    guessed.describe())  # fmt: skip
+    return guessed
+
+
+def _load_path(
+    path: Path, fields: generic.FieldMap | None, strict: bool, adapter: Adapter | None = None
+) -> tuple[list[Sample], list[MalformedRow]]:
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in DATA_FILES)
+        if not files:
+            raise ConfigError(f"{path}: no .jsonl, .json or .csv files")
+        samples, skipped = [], []
+        for file in files:
+            more, bad = _load_path(file, fields, strict)
+            subset = _suffix_subset(file)
+            samples += [s if s.metadata.get("subset") else
+                        s.model_copy(update={"metadata": {**s.metadata, "subset": subset}}) for s in more]  # fmt: skip
+            skipped += bad
+        return samples, skipped
+    if not path.is_file():
+        if path.exists():  # a FIFO, socket or device: reading it could block or never end
+            raise ConfigError(f"{path}: not a regular file (a pipe, socket or device): save the data to a file")
+        raise ConfigError(f"dataset not found: {path}")
+    if fields is not None:
+        return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=fields)
+    first = _first_record(path)
+    if first is None:
+        raise ConfigError(f"{path}: no items")
+    if path.suffix == ".csv" and adapter is None and isinstance(first, list):
+        header_guess = _csv_header_guess(path, first)
+        if header_guess is not None:
+            return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=header_guess)
+    sniffed, args = sniff(first, path)
+    if adapter is not None and adapter is not sniffed:
+        args = {}
+    return load_samples(path, adapter or sniffed, strict, **args)
+
+
+def _hf_rows(hf_id: str, config: str | None, split: str) -> Iterator[tuple[int, Any]]:
+    try:
+        import datasets
+        import huggingface_hub.constants
+    except ImportError:
+        raise ConfigError(f"{hf_id}: Hugging Face datasets need `pip install 'medcouncil[hf]'`") from None
+    offline = not Path(hf_id).exists() and not hub_reachable()
+    if offline:
+        # No network: read the local cache only, at once (instead of the hub client's minute of retries).
+        datasets.config.HF_HUB_OFFLINE = huggingface_hub.constants.HF_HUB_OFFLINE = True
+    try:
+        data = datasets.load_dataset(hf_id, name=config, split=split)
+    except Exception as error:  # offline, unknown id, unknown config: the library raises many types
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if offline:
+            first = "not in the local Hugging Face cache, and huggingface.co is unreachable"
+        raise ConfigError(f"hf://{hf_id}: cannot load config {config}, split {split}: {first}") from None
+    for index, row in enumerate(data, 1):
+        yield index, dict(row)
+
+
+def _load_hf(hf_id: str, entry: Registered | None, subsets: list[str | None], split: str | None,
+             strict: bool) -> tuple[list[Sample], list[MalformedRow]]:  # fmt: skip
+    samples: list[Sample] = []
+    skipped: list[MalformedRow] = []
+    for subset in subsets:
+        split_name = split or (entry.hf_split if entry else "test")
+        rows = list(_hf_rows(hf_id, subset, split_name))
+        if entry is not None:
+            adapter, args = entry.adapter, dict(entry.hf_args)
+        else:
+            adapter, args = sniff(rows[0][1] if rows else {}, Path(hf_id))
+        if adapter is kormedmcqa.record_to_sample:
+            args["subset"] = subset or ""
+        source = Path(f"hf://{hf_id}/{subset or 'default'}/{split_name}")
+        more, bad = convert_rows(source, rows, adapter, strict, **args)
+        samples += more
+        skipped += bad
+    return samples, skipped
+
+
+def registered_files(entry: Registered, subset: str | None, root: Path | None) -> list[Path] | None:
+    """The registered dataset's local files, or None when any is missing (then its HF dataset is tried)."""
+    if root is None:
+        return None
+    templated = [f for f in entry.files if "{subset}" in f]
+    if not templated:
+        existing = [root / f for f in entry.files if (root / f).is_file()]
+        return existing[:1] or None
+    found = []
+    for name in [subset] if subset else entry.subsets:
+        match = next(
+            (root / f.format(subset=name) for f in templated if (root / f.format(subset=name)).is_file()), None
+        )
+        if match is None:
+            return None
+        found.append(match)
+    return found or None
+
+
+def _fingerprint(samples: list[Sample]) -> str:
+    digest = hashlib.sha256()
+    for sample in samples:
+        digest.update(sample.model_dump_json(include={"id", "question", "options", "answer"}).encode())
+    return digest.hexdigest()
+
+
+def unique_ids(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
+    """Every item keyed by its own id: a repeated id becomes ``ID#2``, ``ID#3``... in file order (deterministic, so a
+    resumed run finds the same ids). Without this the second item would never be answered, and stay pending."""
+    seen: dict[str, int] = {}
+    unique, renamed = [], []
+    taken = {sample.id for sample in samples}
+    for sample in samples:
+        count = seen.get(sample.id, 0) + 1
+        seen[sample.id] = count
+        if count == 1:
+            unique.append(sample)
+            continue
+        new_id = f"{sample.id}#{count}"
+        while new_id in taken:
+            count += 1
+            new_id = f"{sample.id}#{count}"
+        taken.add(new_id)
+        renamed.append(new_id)
+        unique.append(sample.model_copy(update={"id": new_id}))
+    return unique, renamed
+
+
+def load_dataset(
+    dataset: str,
+    subset: str | None = None,
+    split: str | None = None,
+    fields: generic.FieldMap | None = None,
+    strict: bool = False,
+    data_root: Path | None = None,
+) -> tuple[list[Sample], DatasetInfo]:
+    """Samples of ``dataset`` (filtered to ``subset`` when the subset is a field, not a file) and what was read.
+
+    Raises:
+        ConfigError: unknown dataset, missing file, unreadable format, HF dataset not loadable.
+        MalformedRow: the first bad row, when ``strict``.
+    """
+    entry = DATASETS.get(dataset.lower())
+    path = Path(dataset).expanduser()
+    filter_subset = subset is not None
+    if entry is not None:
+        found = registered_files(entry, subset, data_dir(data_root))
+        if found:
+            samples, skipped = [], []
+            for file in found:
+                more, bad = _load_path(file, fields, strict, entry.adapter)
+                samples += more
+                skipped += bad
+            source = ", ".join(map(str, found))
+            filter_subset = filter_subset and not any("{subset}" in f for f in entry.files)
+        elif entry.hf_id:
+            wanted: list[str | None] = [subset] if subset else [*entry.subsets] or [None]
+            samples, skipped = _load_hf(entry.hf_id, entry, wanted, split, strict)
+            source, filter_subset = f"hf://{entry.hf_id}", filter_subset and not entry.subsets
+        else:
+            where = data_dir(data_root)
+            raise ConfigError(f"{dataset}: {', '.join(entry.files)} not found under the data directory "
+                              f"({where or 'none: set --data-dir or MEDCOUNCIL_DATA_DIR'})")  # fmt: skip
+    elif path.exists() or path.suffix in DATA_FILES or dataset.startswith((".", "/", "~")):
+        samples, skipped = _load_path(path, fields, strict)
+        source = str(path)
+    elif "/" in dataset:
+        name = HF_IDS.get(dataset.lower())
+        known = DATASETS[name] if name else None
+        wanted = [subset] if subset else [*(known.subsets if known else ())] or [None]
+        samples, skipped = _load_hf(dataset, known, wanted, split, strict)
+        source, filter_subset = f"hf://{dataset}", False
+    else:
+        raise ConfigError(f"unknown dataset {dataset!r}: a path, an HF id (owner/name) or one of {sorted(DATASETS)}")
+    if subset and filter_subset:
+        kept = [s for s in samples if s.metadata.get("subset", "").lower() == subset.lower()]
+        if not kept:
+            seen = sorted({s.metadata.get("subset", "") for s in samples} - {""})
+            raise ConfigError(f"{dataset}: no items in subset {subset!r} (subsets: {seen})")
+        samples = kept
+    samples, renamed = unique_ids(samples)
+    info = DatasetInfo(
+        dataset=dataset,
+        source=source,
+        subset=subset,
+        split=split,
+        renamed_ids=renamed,
+        fingerprint=_fingerprint(samples),
+        rows=len(samples),
+        skipped=len(skipped),
+        skipped_rows=[str(e) for e in skipped[:50]],
+    )
+    return samples, info

@@ -1,0 +1,64 @@
+"""Training data from benchmark datasets: each sample becomes one chat example in the run-time prompt format.
+
+The user turn is the single model's question format (``tools/mcqa.MCQA_TEMPLATE``), the assistant turn the answer
+line (``tools/mcqa.ANSWER_LINE``: the letter first, which the constrained choice reads at run time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medcouncil.scenarios.datasets.samples import Sample
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.training.data import ChatExample, Message
+from medcouncil.tools.mcqa import answer_line, format_mcqa
+
+if TYPE_CHECKING:
+    from medcouncil.serving.training.config import FinetuneConfig
+
+
+def record_to_example(sample: Sample) -> ChatExample:
+    """One MCQA sample as a single-model training conversation."""
+    return ChatExample(
+        messages=(
+            Message(role="user", content=format_mcqa(sample.question, sample.options)),
+            Message(role="assistant", content=answer_line(sample.answer, sample.options)),
+        ),
+        source=sample.id,
+    )
+
+
+def samples_to_examples(samples: Sequence[Sample]) -> list[ChatExample]:
+    return [record_to_example(sample) for sample in samples]
+
+
+def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
+    """The training examples and a description of their source.
+
+    Raises:
+        ConfigError: no data given; a malformed chat file (file:line) or dataset.
+    """
+    from medcouncil.serving.training.data import is_chat_jsonl, read_chat_jsonl
+
+    if config.data is None:
+        raise ConfigError("--data is required: a chat JSONL file ('messages') or a dataset medcouncil bench loads")
+    path = Path(config.data).expanduser()
+    if is_chat_jsonl(path):
+        examples = read_chat_jsonl(path)
+        return (examples[: config.limit] if config.limit else examples), str(path.resolve())
+    from medcouncil.scenarios.datasets.generic import FieldMap
+    from medcouncil.scenarios.datasets.registry import load_dataset
+    from medcouncil.scenarios.datasets.samples import MalformedRow
+    from medcouncil.scenarios.training.examples import samples_to_examples
+
+    try:
+        samples, info = load_dataset(config.data, config.subset, config.split,
+                                     FieldMap.parse(config.fields) if config.fields else None, strict=True)  # fmt: skip
+    except MalformedRow as error:
+        raise ConfigError(f"malformed training row: {error}") from None
+    if not samples:
+        raise ConfigError(f"{config.data}: no valid items")
+    chosen = samples[: config.limit] if config.limit else samples
+    return samples_to_examples(chosen), info.source

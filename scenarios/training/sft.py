@@ -1,0 +1,236 @@
+"""Role-shaped training data: each item becomes conversations in the council's own prompts (``agents/prompts.py``),
+so a tuned model sees at training time exactly what it sees at run time.
+
+- ``diagnostician``: the case (fenced), its options and numbered evidence (when the source has some) -> reasoning
+  (the dataset's explanation, a teacher's rationale, or none) ending in :data:`prompts.FINAL_ANSWER`;
+- ``critic``: the case and a proposed answer (the gold one or a seeded distractor) -> a review
+  (:data:`prompts.CRITIC_APPROVE` / :data:`prompts.CRITIC_REVISE`, naming the better option), then the verdict
+  prompt -> ``A`` (approve) or ``R`` (revise), as the critic's two calls at run time;
+- ``translator``: a Korean/English pair, with the placeholders of ``agents/preserve.py`` on both sides;
+- ``single``: the single-model question -> the answer line (:mod:`medcouncil.scenarios.training.examples`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from medcouncil.agents import prompts
+from medcouncil.agents.preserve import PLACEHOLDER, protect
+from medcouncil.agents.roles import evidence_block, options_block
+from medcouncil.scenarios.datasets.samples import Sample
+from medcouncil.scenarios.training.examples import record_to_example
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.jsonl import BadLine, read_json
+from medcouncil.serving.training.data import ChatExample, Message
+from medcouncil.tools.knowledge import Evidence
+from medcouncil.tools.untrusted import fence, neutralise
+
+ROLES = ("diagnostician", "critic", "translator", "single")
+
+
+class Pair(BaseModel):
+    """A Korean text and its English translation (a line of a ``--parallel`` JSONL file: ``{"ko": .., "en": ..}``)."""
+
+    ko: str
+    en: str
+
+
+def _because(sample: Sample) -> str:
+    explanation = (sample.metadata.get("explanation") or "").strip()
+    return f" {explanation}" if explanation else ""
+
+
+def _evidence(sample: Sample) -> list[Evidence]:
+    snippets = [s for s in sample.metadata.get("evidence", "").split("\n\n") if s.strip()]
+    source = sample.metadata.get("source", sample.metadata.get("dataset", "data"))
+    return [Evidence(id=f"{sample.id}-{n}", text=text, score=1.0, source=source, item_id=sample.id)
+            for n, text in enumerate(snippets, 1)]  # fmt: skip
+
+
+def _answer(sample: Sample, letter: str) -> str:
+    return f"{letter}. {sample.options[letter]}"
+
+
+def _case(sample: Sample) -> str:
+    """The case as the diagnostician sees it: a source whose contexts are given as evidence (PubMedQA's raw and HF
+    formats) gives its bare question here, so the contexts are not quoted twice."""
+    bare = sample.metadata.get("bare_question", "")
+    return bare if bare and sample.metadata.get("evidence") else sample.question
+
+
+def diagnostician_task(sample: Sample) -> str:
+    """The diagnostician's task for an item: what the role sees at run time, what a teacher is asked
+    (``medcouncil distill``) and what a tuned model is trained on."""
+    return prompts.DIAGNOSTICIAN_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
+                                             evidence=evidence_block(_evidence(sample)), feedback="")  # fmt: skip
+
+
+def diagnostician(sample: Sample, rationale: str | None = None) -> ChatExample:
+    """The diagnostician's turn; the reasoning is ``rationale`` (a teacher's), else the dataset's explanation."""
+    task = diagnostician_task(sample)
+    reasoning = (rationale or sample.metadata.get("explanation") or "").strip()
+    final = prompts.FINAL_ANSWER.format(answer=_answer(sample, sample.answer))
+    return ChatExample(
+        messages=(
+            Message(role="system", content=prompts.DIAGNOSTICIAN_SYSTEM),
+            Message(role="user", content=task),
+            Message(role="assistant", content=f"{reasoning}\n\n{final}".strip()),
+        ),
+        source=f"{sample.id}:diagnostician",
+    )
+
+
+def critic(sample: Sample, rng: random.Random) -> list[ChatExample]:
+    """The critic's review and verdict of the gold answer or (half the time, seeded) a distractor."""
+    distractors = [letter for letter in sample.options if letter != sample.answer]
+    proposed = sample.answer if rng.random() < 0.5 else rng.choice(distractors)
+    answer = prompts.FINAL_ANSWER.format(answer=_answer(sample, proposed))
+    evidence = evidence_block(_evidence(sample))
+    task = prompts.CRITIC_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
+                                      evidence=evidence, answer=neutralise(answer))  # fmt: skip
+    if proposed == sample.answer:
+        review = prompts.CRITIC_APPROVE.format(answer=_answer(sample, proposed), because=_because(sample))
+    else:
+        review = prompts.CRITIC_REVISE.format(answer=_answer(sample, proposed), better=_answer(sample, sample.answer),
+                                              because=_because(sample))  # fmt: skip
+    verdict = "A" if proposed == sample.answer else "R"
+    return [
+        ChatExample(messages=(Message(role="system", content=prompts.CRITIC_SYSTEM),
+                              Message(role="user", content=task), Message(role="assistant", content=review)),
+                    source=f"{sample.id}:critic-review"),
+        ChatExample(messages=(Message(role="user", content=prompts.CRITIC_VERDICT.format(review=review)),
+                              Message(role="assistant", content=verdict)),
+                    source=f"{sample.id}:critic-verdict"),
+    ]  # fmt: skip
+
+
+def translator(pair: Pair, index: int) -> list[ChatExample]:
+    """Both directions of a pair, the Korean side's protected spans as placeholders on both sides (an English side
+    that lacks a span keeps the Korean side's placeholder out of it: the example is still consistent)."""
+    masked_ko, spans = protect(pair.ko)
+    masked_en = pair.en
+    for number, span in enumerate(spans, 1):
+        masked_en = masked_en.replace(span, PLACEHOLDER.format(number), 1)
+    return [
+        ChatExample(messages=(Message(role="system", content=prompts.TRANSLATE_TO_ENGLISH),
+                              Message(role="user", content=masked_ko), Message(role="assistant", content=masked_en)),
+                    source=f"pair{index}:ko-en"),
+        ChatExample(messages=(Message(role="system", content=prompts.TRANSLATE_TO_KOREAN),
+                              Message(role="user", content=masked_en), Message(role="assistant", content=masked_ko)),
+                    source=f"pair{index}:en-ko"),
+    ]  # fmt: skip
+
+
+class FreeText(BaseModel):
+    """A question with a free-text answer and its evidence (BioASQ golden files: ``body``, ``ideal_answer``,
+    ``snippets``)."""
+
+    id: str
+    question: str
+    answer: str
+    evidence: list[str] = []
+    source: str = ""
+
+
+def read_bioasq(path: Path) -> list[FreeText]:
+    """The questions of a BioASQ golden JSON file that have an ideal answer.
+
+    Raises:
+        ConfigError: unreadable, not JSON, or no ``questions`` list (naming the file).
+    """
+    try:
+        data = read_json(path)
+    except (BadLine, OSError) as error:
+        raise ConfigError(str(error) if isinstance(error, BadLine) else f"{path}: cannot read ({error})") from None
+    questions = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(questions, list):
+        raise ConfigError(f"{path}: not a BioASQ golden file (no 'questions' list)")
+    items = []
+    for number, question in enumerate(questions, 1):
+        if not isinstance(question, dict) or not question.get("body"):
+            continue
+        ideal = question.get("ideal_answer")
+        answer = ideal[0] if isinstance(ideal, list) and ideal else ideal
+        if not isinstance(answer, str) or not answer.strip():
+            continue
+        snippets = [str(s.get("text", "")) for s in question.get("snippets") or [] if isinstance(s, dict)]
+        items.append(FreeText(id=str(question.get("id", number)), question=str(question["body"]).strip(),
+                              answer=answer.strip(), evidence=[s for s in snippets if s.strip()][:3],
+                              source=path.name))  # fmt: skip
+    return items
+
+
+def diagnostician_free(item: FreeText) -> ChatExample:
+    """The diagnostician's turn on a free-text question: the evidence numbered, the ideal answer as the final one."""
+    evidence = [Evidence(id=f"{item.id}-{n}", text=text, score=1.0, source=item.source, item_id=item.id)
+                for n, text in enumerate(item.evidence, 1)]  # fmt: skip
+    task = prompts.DIAGNOSTICIAN_TASK.format(case=fence(item.question), options="",
+                                             evidence=evidence_block(evidence), feedback="")  # fmt: skip
+    reply = f"{item.answer}\n\n{prompts.FINAL_ANSWER.format(answer=item.answer.split('. ')[0].strip())}"
+    return ChatExample(messages=(Message(role="system", content=prompts.DIAGNOSTICIAN_SYSTEM),
+                                 Message(role="user", content=task), Message(role="assistant", content=reply)),
+                       source=f"{item.id}:diagnostician")  # fmt: skip
+
+
+def role_pools(samples: Sequence[Sample], pairs: Sequence[Pair], seed: int, free: Sequence[FreeText] = (),
+               rationales: dict[str, str] | None = None) -> dict[str, list[ChatExample]]:  # fmt: skip
+    """Every role's examples for the items (and pairs, and free-text questions), before mixing."""
+    rng = random.Random(seed)
+    rationales = rationales or {}
+    return {
+        "diagnostician": [diagnostician(s, rationales.get(s.id)) for s in samples]
+        + [diagnostician_free(item) for item in free],
+        "critic": [example for s in samples for example in critic(s, rng)],
+        "translator": [example for n, pair in enumerate(pairs, 1) for example in translator(pair, n)],
+        "single": [record_to_example(s).model_copy(update={"source": f"{s.id}:single"}) for s in samples],
+    }
+
+
+def role_of(example: ChatExample) -> str:
+    """The role an example of :func:`role_pools` trains (from its ``source``: ``ID:diagnostician``,
+    ``ID:critic-review``, ``pairN:ko-en``, ``ID:single``)."""
+    kind = example.source.rsplit(":", 1)[-1]
+    return "critic" if kind.startswith("critic") else "translator" if kind in ("ko-en", "en-ko") else kind
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``diagnostician=0.6,critic=0.3,single=0.1`` -> weights (normalised to sum 1).
+
+    Raises:
+        ValueError: an unknown role, a weight that is not a non-negative number, or all zero.
+    """
+    weights: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, sep, value = part.partition("=")
+        if not sep or role.strip() not in ROLES:
+            raise ValueError(f"{part!r}: expected ROLE=WEIGHT with ROLE one of {', '.join(ROLES)}")
+        try:
+            weights[role.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: the weight is not a number") from None
+        if weights[role.strip()] < 0:
+            raise ValueError(f"{part!r}: a weight cannot be negative")
+    total = sum(weights.values())
+    if total <= 0:
+        raise ValueError("the weights sum to 0")
+    return {role: weight / total for role, weight in weights.items()}
+
+
+def mix(pools: dict[str, list[ChatExample]], weights: dict[str, float], size: int,
+        seed: int) -> tuple[list[ChatExample], dict[str, int]]:  # fmt: skip
+    """``size`` examples drawn from the pools by weight (seeded, without replacement: a role whose pool is smaller
+    than its share gives all it has), shuffled; and the count per role."""
+    rng = random.Random(seed)
+    chosen: list[ChatExample] = []
+    counts: dict[str, int] = {}
+    for role, weight in weights.items():
+        pool = pools.get(role, [])
+        count = min(len(pool), round(weight * size))
+        chosen += rng.sample(pool, count)
+        counts[role] = count
+    rng.shuffle(chosen)
+    return chosen, counts

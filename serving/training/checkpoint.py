@@ -1,0 +1,149 @@
+"""Training checkpoints: written whole or not at all, so a full disk or a kill never costs a finished one.
+
+A checkpoint is a folder ``OUT/checkpoints/step-NNNNNN`` holding the trainable weights, the optimizer and scheduler
+states, the RNG states and the progress so far (``state.json``). It is written under a temporary name and renamed
+into place once complete; older checkpoints are removed only after a newer one is in place.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+
+CHECKPOINTS = "checkpoints"
+STATE = "state.json"
+TENSORS = "training.pt"
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+class DiskFullError(MedcouncilError):
+    """A checkpoint could not be written for lack of space; the previous one is intact."""
+
+
+def prepare_out(out: Path) -> None:
+    """Make ``out`` before the model is loaded and trained, and check it takes files: an output that is a file, or a
+    folder that cannot be written, fails here in one line, not at the first checkpoint (with every step before it
+    lost).
+
+    Raises:
+        ConfigError: ``out`` or a folder above it is a file, or it cannot be created or written.
+    """
+    blocked = next((p for p in (out, *out.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        what = "it is" if blocked == out else f"{blocked} is"
+        raise ConfigError(f"--out {out}: {what} a file, not a folder: choose a folder for the adapter and checkpoints")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+
+
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """Finished checkpoints, oldest first."""
+    folder = out / CHECKPOINTS
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
+
+
+def latest(out: Path) -> Path | None:
+    found = checkpoint_dirs(out)
+    return found[-1] if found else None
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The parameters that train (the adapters, or every weight for full fine-tuning), detached on the CPU."""
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+         scheduler: Any, progress: dict[str, Any], keep: int) -> Path:  # fmt: skip
+    """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``.
+
+    Raises:
+        DiskFullError: no space (or a file size limit) while writing; the partial folder is removed and every
+            finished checkpoint is left as it was.
+    """
+    folder = out / CHECKPOINTS
+    target = folder / f"step-{step:06d}"
+    partial = folder / f".step-{step:06d}.partial"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state()}, partial / TENSORS)  # fmt: skip
+        with (partial / STATE).open("w", encoding="utf-8") as handle:
+            json.dump({"step": step, **progress}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        previous = latest(out)
+        kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
+        if error.errno in DISK_FULL:
+            raise DiskFullError(f"disk full while writing checkpoint step {step} to {folder}: {kept}; free space "
+                                f"and continue with --resume") from None  # fmt: skip
+        raise MedcouncilError(f"cannot write checkpoint step {step} to {folder} ({error.strerror or error}): "
+                              f"{kept}") from error  # fmt: skip
+    for old in checkpoint_dirs(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(tensors, progress) of a checkpoint folder.
+
+    Raises:
+        MedcouncilError: the checkpoint is unreadable.
+    """
+    try:
+        progress = json.loads((path / STATE).read_text(encoding="utf-8"))
+        tensors = torch.load(path / TENSORS, map_location="cpu", weights_only=False)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise MedcouncilError(f"{path}: cannot read checkpoint ({error})") from error
+    return tensors, progress
+
+
+def apply(model: torch.nn.Module, tensors: dict[str, Any]) -> None:
+    """Copy a checkpoint's trainable weights into ``model`` (names must match exactly).
+
+    Raises:
+        MedcouncilError: the checkpoint was written for another model or method.
+    """
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    saved: dict[str, torch.Tensor] = tensors["model"]
+    if set(saved) != set(params) or any(saved[k].shape != params[k].shape for k in saved):
+        raise MedcouncilError("the checkpoint's weights do not match this model and method (another --base, "
+                              "--method or --target-modules?)")  # fmt: skip
+    with torch.no_grad():
+        for name, value in saved.items():
+            params[name].copy_(value)

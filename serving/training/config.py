@@ -1,0 +1,99 @@
+"""Fine-tuning configuration: one documented pydantic model for ``medcouncil finetune``.
+
+Precedence is command line > YAML file (``--config finetune.yaml``) > defaults, as for ``EngineConfig``. The
+docstring of each field is its documentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from medcouncil.serving.common.yamlfile import load_with_overrides
+
+Method = Literal["lora", "qlora", "full"]
+
+
+class FinetuneConfig(BaseModel):
+    """How ``medcouncil finetune`` trains a model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base: str | None = None
+    """HF folder, HF hub id, or GGUF file (dequantised to an HF folder once, cached). None: the embedded Gemma 3
+    270M GGUF."""
+    data: str | None = None
+    """Chat-format JSONL (``messages``; loss on assistant turns only) or any dataset ``medcouncil bench`` loads
+    (registered name, path, HF id): question + options -> the answer line."""
+    limit: int | None = Field(default=None, ge=1)
+    """A dataset's first N items (``data`` as a dataset)."""
+    subset: str | None = None
+    """A dataset's subset (MedQA step, MMLU subject, KorMedMCQA exam, HF config)."""
+    split: str | None = None
+    """A Hugging Face dataset's split."""
+    fields: str | None = None
+    """Field mapping for a generic JSONL/CSV file, as ``medcouncil bench --fields``."""
+    out: Path = Path("adapters/finetune")
+    """Output folder: the adapter (or full model), ``run.json``, ``report.html``, ``checkpoints/``."""
+    method: Method = "lora"
+    """``lora`` (default), ``qlora`` (bitsandbytes 4-bit base; CUDA only) or ``full`` (every weight; small models)."""
+    lora_r: int = Field(default=16, ge=1)
+    """LoRA rank."""
+    lora_alpha: int = Field(default=32, gt=0)
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Linear layers that get adapters (module name suffixes)."""
+    learning_rate: float = Field(default=2e-4, gt=0)
+    """Peak learning rate (AdamW), after a linear warm-up, then linear decay to 0."""
+    warmup_steps: int = Field(default=0, ge=0)
+    """Optimizer steps of linear warm-up."""
+    weight_decay: float = Field(default=0.0, ge=0)
+    """AdamW weight decay."""
+    epochs: float = Field(default=1.0, gt=0)
+    """Passes over the training set (ignored when ``max_steps`` is set)."""
+    max_steps: int | None = Field(default=None, ge=1)
+    """Optimizer steps to run; overrides ``epochs``."""
+    batch_size: int = Field(default=4, ge=1)
+    """Examples per forward pass."""
+    grad_accum: int = Field(default=1, ge=1)
+    """Forward passes per optimizer step (effective batch = batch_size x grad_accum x processes)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, ~30% more time."""
+    max_seq_len: int = Field(default=512, ge=16)
+    """Longer examples are cut (from the left of the prompt, keeping the answer) and counted in the run card."""
+    seed: int = 0
+    """Seed of the data order, the held-out slice, LoRA initialisation and dropout."""
+    eval_fraction: float = Field(default=0.05, ge=0, lt=1)
+    """Share of examples held out for eval loss (at least one when > 0 and there are 2+ examples)."""
+    eval_every: int = Field(default=50, ge=1)
+    """Eval loss every N optimizer steps (and at the end)."""
+    save_every: int = Field(default=100, ge=1)
+    """Checkpoint every N optimizer steps (and on Ctrl-C); ``--resume`` continues from the latest."""
+    keep_checkpoints: int = Field(default=2, ge=1)
+    """Finished checkpoints kept on disk (older ones are removed only after a newer one is complete)."""
+    merge: bool = False
+    """Also write the merged HF model to ``OUT/merged`` (LoRA)."""
+    threads: int | None = Field(default=None, ge=1)
+    """torch CPU threads; None: every core."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights' compute type; float32 on CPU (bf16 matmuls are slow on most CPUs), bfloat16 on recent GPUs."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FinetuneConfig:
+        if not self.target_modules and self.method != "full":
+            raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj)")
+        return self
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> FinetuneConfig:
+        """Defaults, then the YAML file, then the overrides that are set."""
+        return load_with_overrides(cls, path, overrides, "finetune config")
+
+    def training_fields(self) -> dict[str, Any]:
+        """The fields that decide the weights (a resumed run must match them)."""
+        return self.model_dump(mode="json", exclude={"out", "merge", "threads", "eval_every", "save_every",
+                                                     "keep_checkpoints"})  # fmt: skip

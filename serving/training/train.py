@@ -1,0 +1,265 @@
+"""The training loop: seeded, resumable to the same weights, checkpointed, the same code on CPU and GPUs.
+
+Data order is a seeded shuffle per epoch, so a resumed run replays exactly the micro-batches an uninterrupted run
+would have seen; the checkpoint restores weights, optimizer, scheduler and RNG states, so it reaches the same
+final weights. Gradient accumulation averages the loss over every labelled token of an optimizer step.
+``accelerate`` places the model and, under ``accelerate launch``, shards each step's micro-batches across processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from medcouncil.serving.common.errors import MedcouncilError
+from medcouncil.serving.training import checkpoint
+from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_card
+from medcouncil.serving.training.config import FinetuneConfig
+from medcouncil.serving.training.data import IGNORE, ChatExample, Tokenized, fingerprint, split_eval, tokenize
+from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, set_threads
+
+
+class TrainingInterrupted(MedcouncilError):
+    """Ctrl-C during training: a checkpoint of the last finished step was saved."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @property
+    def tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+    @property
+    def labelled(self) -> int:
+        return int((self.labels[:, 1:] != IGNORE).sum())
+
+
+def collate(items: Sequence[Tokenized], pad_id: int) -> Batch:
+    """Right-padded tensors; padding carries no attention and no label."""
+    width = max(len(item.input_ids) for item in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    for row, item in enumerate(items):
+        n = len(item.input_ids)
+        ids[row, :n] = torch.tensor(item.input_ids)
+        mask[row, :n] = 1
+        labels[row, :n] = torch.tensor(item.labels)
+    return Batch(ids, mask, labels)
+
+
+def plan_steps(train_size: int, config: FinetuneConfig, processes: int = 1) -> tuple[int, int]:
+    """(optimizer steps, micro-batches per epoch) for the configured epochs or max steps."""
+    per_epoch = math.ceil(train_size / config.batch_size)
+    per_step = config.grad_accum * processes
+    if config.max_steps is not None:
+        return config.max_steps, per_epoch
+    return max(1, math.ceil(per_epoch * config.epochs / per_step)), per_epoch
+
+
+def micro_batches(train: Sequence[int], config: FinetuneConfig, needed: int) -> list[list[int]]:
+    """The first ``needed`` micro-batches (example indices) of the seeded epoch orders."""
+    out: list[list[int]] = []
+    epoch = 0
+    while len(out) < needed:
+        order = list(train)
+        random.Random(config.seed * 1_000_003 + epoch).shuffle(order)
+        out += [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
+        epoch += 1
+    return out[:needed]
+
+
+def _schedule(config: FinetuneConfig, total: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / (config.warmup_steps + 1)
+        return max(0.0, (total - step) / max(1, total - config.warmup_steps))
+
+    return factor
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """One fine-tuning run into ``config.out``."""
+
+    def __init__(self, config: FinetuneConfig, examples: Sequence[ChatExample], base: BaseModelInfo,
+                 data_source: str, on_step: Callable[[StepLog, int], None] | None = None) -> None:  # fmt: skip
+        self.config, self.examples, self.base, self.on_step = config, examples, base, on_step
+        self.data_source = data_source
+
+    def _tokenized(self, tokenizer: Any) -> list[Tokenized]:
+        return [tokenize(tokenizer, example, self.config.max_seq_len) for example in self.examples]
+
+    def _eval_loss(self, loss_fn: LabelledLoss, items: Sequence[Tokenized], pad_id: int, device: Any) -> float:
+        total, count = 0.0, 0
+        loss_fn.eval()
+        with torch.no_grad():
+            for start in range(0, len(items), self.config.batch_size):
+                batch = collate(items[start : start + self.config.batch_size], pad_id)
+                loss, n = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
+                total, count = total + float(loss), count + int(n)
+        loss_fn.train()
+        return total / max(count, 1)
+
+    def run(self, resume: bool = False) -> RunCard:
+        """Train, checkpointing as configured; write the adapter (or model), ``run.json`` and ``report.html``.
+
+        Raises:
+            TrainingInterrupted: Ctrl-C; the checkpoint of the last finished step was saved first.
+            DiskFullError: a checkpoint could not be written; the previous one is intact.
+            MedcouncilError: ``--resume`` with nothing to resume or with another configuration or data.
+        """
+        from accelerate import Accelerator
+
+        config, out = self.config, self.config.out
+        set_threads(config.threads)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        tokenizer = load_tokenizer(self.base)
+        pad_id = int(tokenizer.pad_token_id)
+        tokenized = self._tokenized(tokenizer)
+        train_idx, eval_idx = split_eval(self.examples, config.eval_fraction, config.seed)
+        total_steps, _ = plan_steps(len(train_idx), config, accelerator.num_processes)
+        per_step = config.grad_accum * accelerator.num_processes
+        plan = micro_batches(train_idx, config, total_steps * per_step)
+        card = RunCard.new(config, self.base, self.data_source, fingerprint(self.examples), tokenized,
+                           len(train_idx), len(eval_idx), total_steps)  # fmt: skip
+
+        model = load_model(self.base, config)
+        loss_fn = LabelledLoss(model)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+        start = 0
+        if resume:
+            start = self._restore(model, optimizer, scheduler, card)
+        loss_fn, optimizer = accelerator.prepare(loss_fn, optimizer)
+        loss_fn.train()
+        device = accelerator.device
+        eval_items = [tokenized[i] for i in eval_idx]
+        started = time.monotonic()
+        train_time = card.train_seconds
+        step = start
+        try:
+            for step in range(start, total_steps):
+                t0 = time.monotonic()
+                group = plan[step * per_step : (step + 1) * per_step]
+                batches = [collate([tokenized[i] for i in ids], pad_id) for ids in group]
+                step_labelled = max(1, sum(b.labelled for b in batches))
+                mine = batches[accelerator.process_index :: accelerator.num_processes]
+                step_loss = 0.0
+                for index, batch in enumerate(mine):
+                    sync = index == len(mine) - 1
+                    with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
+                        loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device),
+                                              batch.labels.to(device))  # fmt: skip
+                        accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
+                    step_loss += float(loss_sum.detach()) / step_labelled
+                with deferred_interrupt():  # the update and its record happen together or not at all
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    train_time += time.monotonic() - t0
+                    card.tokens += sum(b.tokens for b in batches)
+                    card.labelled_tokens += step_labelled
+                    log = StepLog(step=step + 1, loss=step_loss, lr=float(scheduler.get_last_lr()[0]),
+                                  tokens=card.tokens, seconds=round(train_time, 3))  # fmt: skip
+                    card.steps.append(log)
+                card.train_seconds = train_time
+                if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
+                    card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id,
+                                                                                  device)))  # fmt: skip
+                if self.on_step is not None:
+                    self.on_step(log, total_steps)
+                if (step + 1) % config.save_every == 0 and step + 1 < total_steps:
+                    self._save(step + 1, model, optimizer, scheduler, card, accelerator)
+        except KeyboardInterrupt:
+            done = len(card.steps)
+            if done > start or checkpoint.latest(out) is None:
+                self._save(done, model, optimizer, scheduler, card, accelerator)
+            raise TrainingInterrupted(f"interrupted after step {done} of {total_steps}: checkpoint saved in "
+                                      f"{out / checkpoint.CHECKPOINTS}; continue with --resume") from None  # fmt: skip
+        card.wall_seconds += time.monotonic() - started
+        card.peak_rss_mb = max(card.peak_rss_mb, peak_rss_mb())
+        card.finished = True
+        if accelerator.is_main_process:
+            self._save(total_steps, model, optimizer, scheduler, card, accelerator)
+            self._write_outputs(accelerator.unwrap_model(loss_fn).model, tokenizer, card)
+        return card
+
+    def _restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 card: RunCard) -> int:  # fmt: skip
+        path = checkpoint.latest(self.config.out)
+        if path is None:
+            raise MedcouncilError(f"--resume: no checkpoint in {self.config.out / checkpoint.CHECKPOINTS}")
+        tensors, progress = checkpoint.load(path)
+        saved = RunCard.model_validate(progress["card"])
+        if saved.config_fields != card.config_fields:
+            changed = sorted(k for k in card.config_fields if saved.config_fields.get(k) != card.config_fields[k])
+            raise MedcouncilError(f"--resume: {path} was trained with other settings ({', '.join(changed)})")
+        if saved.data.fingerprint != card.data.fingerprint or saved.base.digest != card.base.digest:
+            raise MedcouncilError(f"--resume: {path} was trained on other data or another base model")
+        checkpoint.apply(model, tensors)
+        optimizer.load_state_dict(tensors["optimizer"])
+        scheduler.load_state_dict(tensors["scheduler"])
+        checkpoint.restore_rng(tensors["rng"])
+        card.adopt(saved, str(path))
+        return int(progress["step"])
+
+    def _save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+              card: RunCard, accelerator: Any) -> None:  # fmt: skip
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            checkpoint.save(self.config.out, step, accelerator.unwrap_model(model), optimizer, scheduler,
+                            {"card": card.model_dump(mode="json")}, self.config.keep_checkpoints)  # fmt: skip
+
+    def _write_outputs(self, model: Any, tokenizer: Any, card: RunCard) -> None:
+        out = self.config.out
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            model.save_pretrained(out)
+            if self.config.method == "full":
+                tokenizer.save_pretrained(out)
+            if self.config.merge and self.config.method != "full":
+                merged = model.merge_and_unload()
+                merged.save_pretrained(out / "merged")
+                tokenizer.save_pretrained(out / "merged")
+                card.merged = str(out / "merged")
+        except OSError as error:
+            raise MedcouncilError(f"cannot write the trained model to {out} ({error.strerror or error}); the final "
+                                  f"checkpoint is in {out / checkpoint.CHECKPOINTS}") from error  # fmt: skip
+        write_card(out, card)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: a checkpoint never sees half an update."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

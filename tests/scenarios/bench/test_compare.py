@@ -1,0 +1,81 @@
+"""Model-vs-model comparison of finished runs, on hand-written journals with known answers."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from medcouncil.agents.protocol import Episode, Question
+from medcouncil.scenarios.bench.compare import compare, markdown, write
+from medcouncil.scenarios.bench.journal import Journal, Manifest, Record, RunConfig
+from medcouncil.scenarios.datasets.registry import DatasetInfo
+from medcouncil.serving.common.errors import ConfigError
+
+GOLD = {f"q{i}": "ABCD"[i % 4] for i in range(10)}
+
+
+def make_run(directory: Path, model: str, right: set[str], items: list[str] | None = None,
+             dataset: str = "medqa") -> Path:  # fmt: skip
+    items = items or list(GOLD)
+    info = DatasetInfo(dataset=dataset, source=f"{dataset}.jsonl", fingerprint="0" * 64, rows=len(items), skipped=0)
+    manifest = Manifest(dataset=info, config=RunConfig(modes=["single"], model=model), sample_ids=items)
+    journal = Journal(directory)
+    journal.write_manifest(manifest)
+    for item in items:
+        letter = GOLD[item] if item in right else "A" if GOLD[item] != "A" else "B"
+        question = Question(text=item, options={k: k.lower() for k in "ABCD"}, item_id=item)
+        journal.append(Record(sample_id=item, mode="single", gold=GOLD[item], letter=letter,
+                              correct=letter == GOLD[item], prompt_tokens=50, completion_tokens=1, model_calls=1,
+                              episode=Episode(question=question, answerer="single", letter=letter)))  # fmt: skip
+    journal.close()
+    return directory
+
+
+def test_adapter_against_base_on_the_same_items(tmp_path: Path) -> None:
+    base = make_run(tmp_path / "base", "gemma-3-270m", right={"q0", "q4", "q8"})  # the "A" items
+    tuned = make_run(tmp_path / "tuned", "med", right={"q0", "q1", "q2", "q3", "q5", "q6", "q7", "q9"})
+    result = compare([base, tuned])
+    assert result.labels == ["gemma-3-270m", "med"] and result.items == 10
+    rows = {r.label: r for r in result.rows}
+    assert rows["gemma-3-270m"].accuracy == 0.3 and rows["med"].accuracy == 0.8
+    assert rows["med"].ci_low < 0.8 < rows["med"].ci_high
+    [versus] = result.versus
+    # med right where base wrong: q1 q2 q3 q5 q6 q7 q9 (7); base right where med wrong: q4 q8 (2)
+    assert (versus.only_first, versus.only_second, versus.n) == (7, 2, 10)
+    assert versus.p_value == pytest.approx(2 * sum(__import__("math").comb(9, k) for k in range(3)) / 2**9)
+    text = markdown(result)
+    assert "med vs gemma-3-270m" in text and "McNemar" in text
+    md, page = write(result, tmp_path / "out")
+    assert md.exists() and "<table>" in page.read_text() and (tmp_path / "out" / "compare.json").exists()
+
+
+def test_items_not_in_every_run_are_left_out_and_said(tmp_path: Path) -> None:
+    base = make_run(tmp_path / "a", "m", right=set(GOLD))
+    other = make_run(tmp_path / "b", "m", right=set(), items=["q0", "q1", "q2"])
+    result = compare([base, other])
+    assert result.items == 3 and result.dropped == {"m (a)": 7, "m (b)": 0}
+    assert "left out" in markdown(result)
+
+
+def test_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
+    base = make_run(tmp_path / "a", "m", right=set())
+    with pytest.raises(ConfigError, match="at least two"):
+        compare([base])
+    other = make_run(tmp_path / "b", "m", right=set(), dataset="mmlu")
+    with pytest.raises(ConfigError, match="different datasets"):
+        compare([base, other])
+    with pytest.raises(ConfigError, match="no such directory"):
+        compare([base, tmp_path / "missing"])
+
+
+def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Path) -> None:
+    base = make_run(tmp_path / "base", "gemma-3-270m", right={"q0"})
+    tuned = make_run(tmp_path / "tuned", "med", right={"q0", "q1"})
+    done = subprocess.run([*cli, "compare", str(base), str(tuned), "--out", str(tmp_path / "cmp")],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "med vs gemma-3-270m" in done.stdout and (tmp_path / "cmp" / "compare.md").exists()
+    failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 1 and "at least two" in failed.stderr and "Traceback" not in failed.stderr

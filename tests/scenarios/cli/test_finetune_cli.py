@@ -1,0 +1,51 @@
+"""``medcouncil finetune`` refuses an output it cannot write before it loads or trains anything."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.training.checkpoint import CHECKPOINTS, STATE, prepare_out
+
+ROW = {"messages": [{"role": "user", "content": "Which organ pumps blood?"}, {"role": "assistant", "content": "Heart"}]}
+
+
+def test_an_output_that_is_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("keep me")
+    for out, blocked in ((taken, "it is a file"), (taken / "sub", f"{taken} is a file")):
+        with pytest.raises(ConfigError, match=f"--out {out}: {blocked}, not a folder"):
+            prepare_out(out)
+    assert taken.read_text() == "keep me"
+    prepare_out(tmp_path / "new" / "folder")
+    assert (tmp_path / "new" / "folder").is_dir() and not list((tmp_path / "new" / "folder").iterdir())
+
+
+def test_cli_refuses_a_file_as_out_before_loading_the_model(cli: list[str], tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(ROW) + "\n")
+    taken = tmp_path / "adapter.bin"
+    taken.write_text("x")
+    started = time.monotonic()
+    result = subprocess.run([*cli, "finetune", "--data", str(data), "--out", str(taken), "--save-every", "100"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.endswith(f"error: --out {taken}: it is a file, not a folder: choose a folder for the "
+                                  "adapter and checkpoints\n")  # fmt: skip
+    assert "loading the base model" not in result.stderr and time.monotonic() - started < 60
+
+
+def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_path: Path) -> None:
+    step = tmp_path / "run" / CHECKPOINTS / "step-000001"
+    step.mkdir(parents=True)
+    for content in (b"\xff", b"[]", b'{"card": {"config": {"lora_r": "many"}}}'):
+        (step / STATE).write_bytes(content)
+        result = subprocess.run([*cli, "finetune", "--resume", str(tmp_path / "run")], capture_output=True,
+                                text=True, timeout=300)  # fmt: skip
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr

@@ -1,0 +1,133 @@
+"""Role-shaped training data: each role's builder uses the council's own prompts; the mix; the CLI end to end with
+decontamination (exact and near-duplicate, with the real embedder) and its data card."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from medcouncil.agents import prompts
+from medcouncil.scenarios.datasets.samples import Sample
+from medcouncil.scenarios.training.sft import (
+    FreeText,
+    Pair,
+    critic,
+    diagnostician,
+    diagnostician_free,
+    mix,
+    parse_mix,
+    role_pools,
+    translator,
+)
+from medcouncil.tools.mcqa import format_mcqa
+
+OPTIONS = {"A": "Asthma", "B": "COPD", "C": "Pneumonia"}
+SAMPLE = Sample(id="s1", question="Episodic wheeze relieved by salbutamol. Diagnosis?", options=OPTIONS, answer="A",
+                metadata={"explanation": "Reversible obstruction."})  # fmt: skip
+
+
+def test_diagnostician_turn_is_the_run_time_prompt_with_the_explanation_and_final_line() -> None:
+    example = diagnostician(SAMPLE)
+    system, user, reply = example.messages
+    assert system.content == prompts.DIAGNOSTICIAN_SYSTEM
+    assert user.content.startswith("Case:\n⟪Episodic wheeze") and "C. ⟪Pneumonia⟫" in user.content
+    assert user.content.endswith("Differential diagnosis and final answer:")
+    assert reply.content == "Reversible obstruction.\n\n" + prompts.FINAL_ANSWER.format(answer="A. Asthma")
+    assert diagnostician(SAMPLE, rationale="Teacher says so.").messages[2].content.startswith("Teacher says so.")
+
+
+def test_critic_reviews_gold_or_distractor_and_gives_the_verdict_letter() -> None:
+    rng = random.Random(3)
+    seen = set()
+    for _ in range(20):
+        review, verdict = critic(SAMPLE, rng)
+        proposed = review.messages[1].content.split("Final answer: ")[1][0]
+        assert verdict.messages[1].content == ("A" if proposed == "A" else "R")
+        if proposed != "A":
+            assert "A. Asthma is." in review.messages[2].content  # names the better option
+        assert verdict.messages[0].content == prompts.CRITIC_VERDICT.format(review=review.messages[2].content)
+        seen.add(verdict.messages[1].content)
+    assert seen == {"A", "R"}
+
+
+def test_translator_pairs_carry_the_same_placeholders_both_ways() -> None:
+    to_en, to_ko = translator(Pair(ko="salbutamol 100 mcg 흡입 후 호전", en="improved after salbutamol 100 mcg"), 1)
+    assert to_en.messages[1].content == "⟦1⟧ ⟦2⟧ 흡입 후 호전"
+    assert to_en.messages[2].content == "improved after ⟦1⟧ ⟦2⟧"
+    assert (
+        to_ko.messages[0].content == prompts.TRANSLATE_TO_KOREAN and to_ko.messages[2].content == "⟦1⟧ ⟦2⟧ 흡입 후 호전"
+    )
+
+
+def test_single_is_the_single_model_prompt_and_free_text_is_supported() -> None:
+    gout = FreeText(id="b1", question="What causes gout?", answer="Urate crystals. They deposit.", evidence=["x"])
+    pools = role_pools([SAMPLE], [], seed=0, free=[gout])
+    assert pools["single"][0].messages[0].content == format_mcqa(SAMPLE.question, OPTIONS)
+    free = diagnostician_free(FreeText(id="b1", question="What causes gout?", answer="Urate crystals. They deposit."))
+    assert free.messages[2].content.endswith("Final answer: Urate crystals")
+    assert len(pools["diagnostician"]) == 2
+
+
+def test_mix_by_weight_is_seeded() -> None:
+    samples = [SAMPLE.model_copy(update={"id": f"s{n}"}) for n in range(40)]
+    pools = role_pools(samples, [], seed=1)
+    weights = parse_mix("diagnostician=3,critic=1")
+    first, counts = mix(pools, weights, 40, seed=5)
+    again, _ = mix(pools, weights, 40, seed=5)
+    assert counts == {"diagnostician": 30, "critic": 10}
+    assert [e.source for e in first] == [e.source for e in again]
+    for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0"):
+        with pytest.raises(ValueError):
+            parse_mix(bad)
+
+
+def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli: list[str]) -> None:
+    rows = [
+        {"id": "copy", "question": "which organ PUMPS blood?", "options": ["Heart", "Liver"], "answer": "A"},
+        {"id": "near", "question": "A chronic alcoholic patient came to emergency with severe pain in epigastrium "
+         "and multiple episodes of vomiting. On examination, guarding was present in upper epigastrium. Chest X-ray "
+         "was normal. What is the next step?", "options": ["CT abdomen", "Endoscopy"], "answer": "A"},
+        {"id": "clean", "question": "Which nerve supplies the deltoid?", "options": ["Axillary", "Radial"],
+         "answer": "A"},
+    ]  # fmt: skip
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(json.dumps({"question": "Which organ pumps blood?", "options": ["Heart", "Lung"],
+                                 "answer": "A"}) + "\n" + json.dumps({"question": "Chronic alcoholic comes with pain "
+                     "epigastrium and recurrent vomiting. On examination guarding in upper epigastrium. Chest X-ray "
+                     "normal. What to do next?", "options": ["a", "b"], "answer": "A"}) + "\n")  # fmt: skip
+    out = tmp_path / "sft" / "data.jsonl"
+    (tmp_path / "none").mkdir()  # a data directory with no registered dataset: only --against is checked
+    result = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--against", str(evals), "--data-dir",
+                             str(tmp_path / "none"), "--mix", "diagnostician=1,single=1", "--size", "2", "--out",
+                             str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    card = json.loads(out.with_suffix(".card.json").read_text())
+    dropped = {(d["train_id"], d["kind"]) for d in card["decontamination"]["dropped"]}
+    assert dropped == {("copy", "exact"), ("near", "near")}
+    assert card["per_role"] == {"diagnostician": 1, "single": 1} and card["sources"] == {str(train): 3}
+    sources = sorted(json.loads(line)["source"] for line in out.read_text().splitlines())
+    assert sources == ["clean:diagnostician", "clean:single"]
+    tokens = card["tokens"]  # counted with the embedded model's tokenizer and chat template, as finetune renders
+    assert tokens["tokenizer"] == "gemma-3-270m" and 20 < tokens["min"] <= tokens["max"] < 512
+    assert set(tokens["median_per_role"]) == {"diagnostician", "single"}
+    assert tokens["median_per_role"]["diagnostician"] > tokens["median_per_role"]["single"]
+    bad = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--mix", "doctor=1", "--out", str(out)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("error: --mix: 'doctor=1'")
+
+
+def test_pubmedqa_contexts_become_numbered_evidence_and_the_conclusion_the_reasoning() -> None:
+    from medcouncil.scenarios.datasets import pubmedqa
+
+    record = {"pubid": 7, "question": "Does X help?", "context": {"contexts": ["First context.", "Second one."]},
+              "final_decision": "no", "long_answer": "X did not help."}  # fmt: skip
+    _system, user, reply = diagnostician(pubmedqa.record_to_sample(record, 0)).messages
+    assert user.content.startswith("Case:\n⟪Does X help?⟫")  # the bare question: the contexts are not quoted twice
+    assert "[1] (pubmedqa#7) ⟪First context.⟫\n[2] (pubmedqa#7) ⟪Second one.⟫" in user.content
+    assert reply.content == "X did not help.\n\n" + prompts.FINAL_ANSWER.format(answer="B. no")
