@@ -17,8 +17,7 @@ import httpx
 import pytest
 
 from medcouncil.serving.server import ServerState
-
-from ..conftest import SHARED, QuietHandler
+from tests.conftest import SHARED, QuietHandler
 
 pytestmark = [
     pytest.mark.integration,

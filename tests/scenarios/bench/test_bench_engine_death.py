@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from medcouncil.serving.server import read_state
-
-from ..conftest import SHARED
+from tests.conftest import SHARED
 
 pytestmark = [
     pytest.mark.integration,

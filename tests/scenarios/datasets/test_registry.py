@@ -13,8 +13,7 @@ from medcouncil.scenarios.datasets.generic import FieldMap
 from medcouncil.scenarios.datasets.registry import DATASETS, load_dataset
 from medcouncil.scenarios.datasets.samples import MalformedRow
 from medcouncil.serving.common.errors import ConfigError
-
-from ..conftest import SHARED
+from tests.conftest import SHARED
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "kormedmcqa_doctor.jsonl"
 DATA = SHARED / "data"

@@ -10,8 +10,7 @@ from medcouncil.scenarios.bench.metrics import accuracy
 from medcouncil.scenarios.datasets.generic import FieldMap
 from medcouncil.scenarios.datasets.registry import load_dataset
 from medcouncil.serving.dialects import choice_args
-
-from .test_bench import Scripted, prepare, run
+from tests.scenarios.bench.test_bench import Scripted, prepare, run
 
 TEN = [f"choice {i}" for i in range(10)]
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from medcouncil.serving.server import ServerState
-
-from ..conftest import SHARED
+from tests.conftest import SHARED
 
 pytestmark = [
     pytest.mark.integration,

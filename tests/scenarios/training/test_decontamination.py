@@ -17,8 +17,7 @@ from medcouncil.scenarios.training.decontamination import (
     summarise,
 )
 from medcouncil.tools.embeddings import build_embedder
-
-from ..conftest import SHARED
+from tests.conftest import SHARED
 
 OPTIONS = {"A": "a", "B": "b"}
 ALCOHOLIC_EVAL = (

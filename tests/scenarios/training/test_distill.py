@@ -30,8 +30,7 @@ from medcouncil.scenarios.training.distill import (
 )
 from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRejectedError
 from medcouncil.serving.server import ServerState
-
-from ..conftest import QuietHandler, serving
+from tests.conftest import QuietHandler, serving
 
 OPTIONS = {"A": "Asthma", "B": "COPD", "C": "Pneumonia"}
 SETTINGS = DistillSettings(teacher_model="teacher", tries=3, temperature=0.7)
