@@ -7,8 +7,10 @@ A..E, answer`` with ``answer`` 1-5 (1 = A). Not available offline here; ``tests`
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medcouncil.scenarios.datasets.base import Format, Registered, file_subset
 from medcouncil.scenarios.datasets.samples import LETTERS, Sample, letter_at, letter_options, whole_number
 
 HF_DATASET = "sean0042/KorMedMCQA"
@@ -23,3 +25,18 @@ def record_to_sample(record: dict[str, Any], index: int, subset: str = "") -> Sa
     return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
                   metadata={"dataset": "kormedmcqa", "subset": subset or str(record.get("subject", "")),
                             "language": "ko"})  # fmt: skip
+
+
+def matches(record: Any, path: Path) -> dict[str, Any] | None:
+    """Options in columns ``A``, ``B``... and ``answer``; a file named for a subset gives it."""
+    if not isinstance(record, dict) or not {"A", "B", "answer"} <= set(record):
+        return None
+    subset = file_subset(path)
+    return {"subset": subset if subset in SUBSETS else ""}
+
+
+FORMAT = Format(record_to_sample, matches, order=50, takes_subset=True)
+DATASETS = (
+    Registered("kormedmcqa", FORMAT, ("kormedmcqa/{subset}.jsonl", "kormedmcqa/{subset}.csv"), HF_DATASET,
+               subsets=SUBSETS),
+)  # fmt: skip

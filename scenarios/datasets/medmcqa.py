@@ -7,12 +7,11 @@ Formats: the unified JSONL (``realidx, question, options, answer_idx``) and the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medcouncil.scenarios.datasets.base import Format, Registered
 from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
-
-DATASET_PATH = "../shared/data/mcqa/medmcqa.test.jsonl"
-RAW_PATH = "../shared/data/raw/medmcqa_dev.jsonl"
 
 
 def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> Sample:
@@ -32,3 +31,15 @@ def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> S
         metadata["explanation"] = explanation
     return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
                   metadata=metadata)  # fmt: skip
+
+
+def matches(record: Any, path: Path) -> dict[str, Any] | None:
+    """The raw rows: ``opa..opd`` and ``cop``."""
+    return {} if isinstance(record, dict) and "opa" in record and "cop" in record else None
+
+
+FORMAT = Format(record_to_sample, matches, order=10)
+DATASETS = (
+    Registered("medmcqa", FORMAT, ("mcqa/medmcqa.test.jsonl",), "openlifescienceai/medmcqa", hf_split="validation",
+               hf_args={"cop_base": 0}),
+)  # fmt: skip

@@ -6,12 +6,11 @@ Formats: the unified JSONL (``realidx, question, options{A..D|E}, answer_idx, me
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medcouncil.scenarios.datasets.base import Format, Registered
 from medcouncil.scenarios.datasets.samples import Sample, options_field
-
-DATASET_PATH = "../shared/data/mcqa/medqa.test.jsonl"
-FIVE_OPTIONS_PATH = "../shared/data/mcqa/medqa_5options.test.jsonl"
 
 
 def record_to_sample(record: dict[str, Any], index: int) -> Sample:
@@ -24,3 +23,15 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
         answer=str(record["answer_idx"]).strip(),
         metadata={"dataset": "medqa", "subset": step} if step else {"dataset": "medqa"},
     )
+
+
+def matches(record: Any, path: Path) -> dict[str, Any] | None:
+    """``options`` and ``answer_idx`` (the unified and the original rows)."""
+    return {} if isinstance(record, dict) and "options" in record and "answer_idx" in record else None
+
+
+FORMAT = Format(record_to_sample, matches, order=40)
+DATASETS = (
+    Registered("medqa", FORMAT, ("mcqa/medqa.test.jsonl",), "GBaker/MedQA-USMLE-4-options"),
+    Registered("medqa5", FORMAT, ("mcqa/medqa_5options.test.jsonl",)),
+)

@@ -7,12 +7,12 @@ header (``question, A, B, C, D, answer``; the subject is the file name less ``_t
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medcouncil.scenarios.datasets.base import Format, Registered, file_subset
 from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
 
-DATASET_PATH = "../shared/data/mcqa/mmlu.test.jsonl"
-RAW_DIR = "../shared/data/raw/mmlu"
 SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
             "professional_medicine")  # fmt: skip
 
@@ -34,3 +34,16 @@ def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: st
         sample_id = str(record.get("realidx", index))
     return Sample(id=sample_id, question=str(question).strip(), options=options, answer=str(answer).strip(),
                   metadata={"dataset": "mmlu", **({"subset": subject} if subject else {})})  # fmt: skip
+
+
+def matches(record: Any, path: Path) -> dict[str, Any] | None:
+    """A header-less CSV row (the subject from the file name), HF ``choices``, or unified rows with a subject."""
+    if isinstance(record, list):
+        return {"subject": file_subset(path)}
+    if isinstance(record, dict) and ("choices" in record or ("subject" in record and "options" in record)):
+        return {}
+    return None
+
+
+FORMAT = Format(record_to_sample, matches, order=30)
+DATASETS = (Registered("mmlu", FORMAT, ("mcqa/mmlu.test.jsonl",), "cais/mmlu", subsets=SUBJECTS),)

@@ -9,12 +9,12 @@ Formats: the unified JSONL, the raw labelled set (PMID → ``QUESTION, CONTEXTS,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from medcouncil.scenarios.datasets.base import Format, Registered
 from medcouncil.scenarios.datasets.samples import Sample
 
-DATASET_PATH = "../shared/data/mcqa/pubmedqa.test.jsonl"
-RAW_PATH = "../shared/data/raw/pubmedqa_test_set.json"
 OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 LETTER = {text: letter for letter, text in OPTIONS.items()}
 TEMPLATE = "Context: {context}\n\nQuestion: {question}"
@@ -40,3 +40,16 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
         answer=LETTER[str(record["final_decision"]).strip().lower()],
         metadata=metadata,
     )
+
+
+def matches(record: Any, path: Path) -> dict[str, Any] | None:
+    """The raw labelled set and HF rows (``final_decision``), or the unified rows with their rationale."""
+    shape = {"final_decision", "answer_rationale", "CONTEXTS"}
+    return {} if isinstance(record, dict) and shape & set(record) else None
+
+
+FORMAT = Format(record_to_sample, matches, order=20)
+DATASETS = (
+    Registered("pubmedqa", FORMAT, ("mcqa/pubmedqa.test.jsonl",), "qiaojin/PubMedQA", hf_split="train",
+               subsets=("pqa_labeled",)),
+)  # fmt: skip

@@ -4,22 +4,28 @@ Registered names look for their files under the data directory (``--data-dir``, 
 ``./data`` or ``../shared/data``) and fall back to their Hugging Face dataset where one is known. A path's format is
 recognised from its first record (or given with ``--fields``); a directory reads every data file in it, the file
 name being the subset (``mmlu/anatomy_test.csv`` → ``anatomy``, ``kormedmcqa/doctor.jsonl`` → ``doctor``).
+
+Names and formats are not listed here: every adapter module of ``scenarios/datasets/`` declares its own (``base.py``
+says how), and this module finds them. Adding a dataset is adding its module.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import itertools
 import logging
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+import pkgutil
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel
 
-from medcouncil.scenarios.datasets import generic, kormedmcqa, medmcqa, medqa, mmlu, pubmedqa
+from medcouncil.scenarios.datasets import generic
+from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, file_subset
 from medcouncil.scenarios.datasets.samples import (
     MalformedRow,
     Sample,
@@ -34,46 +40,30 @@ from medcouncil.serving.health import hub_reachable
 
 ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
 DATA_FILES = (".jsonl", ".json", ".csv")
-Adapter = Callable[..., Sample]
 
 
-@dataclass(frozen=True)
-class Registered:
-    adapter: Adapter
-    files: tuple[str, ...] = ()
-    """Paths under the data directory; ``{subset}`` is filled per subset."""
-    hf_id: str | None = None
-    hf_split: str = "test"
-    subsets: tuple[str, ...] = ()
-    """Subsets that are separate files / HF configs (all of them when none is asked for)."""
-    hf_args: dict[str, Any] = field(default_factory=dict)
+def _adapter_modules() -> list[ModuleType]:
+    """Every module of ``scenarios/datasets/`` that declares a ``FORMAT``, in the formats' order."""
+    from medcouncil.scenarios import datasets
+
+    found = []
+    for info in pkgutil.iter_modules(datasets.__path__):
+        module = importlib.import_module(f"{datasets.__name__}.{info.name}")
+        if isinstance(getattr(module, "FORMAT", None), Format):
+            found.append(module)
+    return sorted(found, key=lambda module: (module.FORMAT.order, module.__name__))
 
 
-DATASETS: dict[str, Registered] = {
-    "medqa": Registered(medqa.record_to_sample, ("mcqa/medqa.test.jsonl",), "GBaker/MedQA-USMLE-4-options"),
-    "medqa5": Registered(medqa.record_to_sample, ("mcqa/medqa_5options.test.jsonl",)),
-    "medmcqa": Registered(
-        medmcqa.record_to_sample,
-        ("mcqa/medmcqa.test.jsonl",),
-        "openlifescienceai/medmcqa",
-        hf_split="validation",
-        hf_args={"cop_base": 0},
-    ),
-    "pubmedqa": Registered(
-        pubmedqa.record_to_sample,
-        ("mcqa/pubmedqa.test.jsonl",),
-        "qiaojin/PubMedQA",
-        hf_split="train",
-        subsets=("pqa_labeled",),
-    ),
-    "mmlu": Registered(mmlu.record_to_sample, ("mcqa/mmlu.test.jsonl",), "cais/mmlu", subsets=mmlu.SUBJECTS),
-    "kormedmcqa": Registered(
-        kormedmcqa.record_to_sample,
-        ("kormedmcqa/{subset}.jsonl", "kormedmcqa/{subset}.csv"),
-        kormedmcqa.HF_DATASET,
-        subsets=kormedmcqa.SUBSETS,
-    ),
-}
+def discover() -> tuple[tuple[Format, ...], dict[str, Registered]]:
+    """The declared formats (in their order) and dataset names of every adapter module."""
+    modules = _adapter_modules()
+    names = {entry.name: entry for module in modules for entry in getattr(module, "DATASETS", ())}
+    return tuple(module.FORMAT for module in modules), names
+
+
+FORMATS, DATASETS = discover()
+"""Record shapes, tried in this order on a file's first record (then the generic mapping's guess); ``--dataset``
+names, as their modules declare them."""
 HF_IDS = {entry.hf_id.lower(): name for name, entry in DATASETS.items() if entry.hf_id}
 
 log = logging.getLogger(__name__)
@@ -105,35 +95,22 @@ def data_dir(explicit: Path | None = None) -> Path | None:
     return next((path for path in candidates if path is not None and path.is_dir()), None)
 
 
-def _suffix_subset(path: Path) -> str:
-    return path.stem.removesuffix("_test").removesuffix(".test")
-
-
-def sniff(record: Any, path: Path) -> tuple[Adapter, dict[str, Any]]:
-    """The adapter for a record's shape; ``path`` names the file in the error and may give the subset."""
+def sniff(record: Any, path: Path) -> tuple[Format | None, dict[str, Any]]:
+    """The format of a record (None with ``fields``: the generic mapping guessed); ``path`` names the file in the
+    error and may give the subset."""
     if isinstance(record, list) and record and all(isinstance(item, dict) for item in record):
         raise ConfigError(f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
                           "JSON Lines file holds one object per line; save the array as .json")  # fmt: skip
-    if isinstance(record, list):
-        return mmlu.record_to_sample, {"subject": _suffix_subset(path)}
+    for shape in FORMATS:
+        args = shape.matches(record, path)
+        if args is not None:
+            return shape, args
     if isinstance(record, dict):
-        keys = set(record)
-        if "opa" in keys and "cop" in keys:
-            return medmcqa.record_to_sample, {}
-        if keys & {"final_decision", "answer_rationale", "CONTEXTS"}:
-            return pubmedqa.record_to_sample, {}
-        if "choices" in keys or ("subject" in keys and "options" in keys):
-            return mmlu.record_to_sample, {}
-        if "options" in keys and "answer_idx" in keys:
-            return medqa.record_to_sample, {}
-        if {"A", "B", "answer"} <= keys:
-            subset = _suffix_subset(path)
-            return kormedmcqa.record_to_sample, {"subset": subset if subset in kormedmcqa.SUBSETS else ""}
         guessed = generic.guess(record)
         if guessed is not None:
             log.warning("%s: no known format; read with the guessed mapping --fields %r (pass --fields to change "
                         "it)", path, guessed.describe())  # fmt: skip
-            return generic.record_to_sample, {"fields": guessed}
+            return None, {"fields": guessed}
     shown = sorted(map(str, record))[:8] if isinstance(record, dict) else type(record).__name__
     raise ConfigError(f"{path}: cannot tell the dataset format from its first record ({shown}); "
                       "pass --fields question=...;options=...;answer=...")  # fmt: skip
@@ -199,7 +176,7 @@ def _load_path(
         samples, skipped = [], []
         for file in files:
             more, bad = _load_path(file, fields, strict)
-            subset = _suffix_subset(file)
+            subset = file_subset(file)
             samples += [s if s.metadata.get("subset") else
                         s.model_copy(update={"metadata": {**s.metadata, "subset": subset}}) for s in more]  # fmt: skip
             skipped += bad
@@ -217,7 +194,8 @@ def _load_path(
         header_guess = _csv_header_guess(path, first)
         if header_guess is not None:
             return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=header_guess)
-    sniffed, args = sniff(first, path)
+    shape, args = sniff(first, path)
+    sniffed = shape.adapter if shape is not None else generic.record_to_sample
     if adapter is not None and adapter is not sniffed:
         args = {}
     return load_samples(path, adapter or sniffed, strict, **args)
@@ -251,11 +229,13 @@ def _load_hf(hf_id: str, entry: Registered | None, subsets: list[str | None], sp
     for subset in subsets:
         split_name = split or (entry.hf_split if entry else "test")
         rows = list(_hf_rows(hf_id, subset, split_name))
+        shape: Format | None
         if entry is not None:
-            adapter, args = entry.adapter, dict(entry.hf_args)
+            shape, args = entry.format, dict(entry.hf_args)
         else:
-            adapter, args = sniff(rows[0][1] if rows else {}, Path(hf_id))
-        if adapter is kormedmcqa.record_to_sample:
+            shape, args = sniff(rows[0][1] if rows else {}, Path(hf_id))
+        adapter = shape.adapter if shape is not None else generic.record_to_sample
+        if shape is not None and shape.takes_subset:
             args["subset"] = subset or ""
         source = Path(f"hf://{hf_id}/{subset or 'default'}/{split_name}")
         more, bad = convert_rows(source, rows, adapter, strict, **args)

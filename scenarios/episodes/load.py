@@ -1,15 +1,18 @@
 """Reading episodes: a file of cases in any known format, or any dataset the bench loads, made into cases.
 
-Formats, recognised from the first record: AgentClinic OSCE (``OSCE_Examination``), NEJM-style case records
+Formats, recognised from the first record, are declared by the modules of ``scenarios/episodes/sources/`` (a
+``SOURCE`` each, tried in its order): AgentClinic OSCE (``OSCE_Examination``), NEJM-style case records
 (``patient_info`` + ``answers``) and medcouncil's own case JSON (the fields of
-:class:`~medcouncil.agents.cases.ClinicalCase`). Anything else is read as a multiple-choice dataset
-(``scenarios/datasets/registry.py``) and each item becomes a case (``from_mcqa.py``). ``agentclinic`` names the shared
-AgentClinic file. A malformed row is skipped and reported as ``FILE:LINE: reason`` (``strict``: fatal).
+:class:`~medcouncil.agents.cases.ClinicalCase`). Adding a source is adding its module. Anything else is read as a
+multiple-choice dataset (``scenarios/datasets/registry.py``) and each item becomes a case (``from_mcqa.py``).
+``agentclinic`` names the shared AgentClinic file. A malformed row is skipped and reported as
+``FILE:LINE: reason`` (``strict``: fatal).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +20,31 @@ from pydantic import ValidationError
 
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
-from medcouncil.scenarios.episodes import agentclinic, from_mcqa, nejm
+from medcouncil.scenarios.episodes import sources
+from medcouncil.scenarios.episodes.sources import from_mcqa
+from medcouncil.scenarios.episodes.sources.base import CaseAdapter, CaseSource
 from medcouncil.serving.common.errors import ConfigError
 
-Adapter = Callable[[dict[str, Any], int], ClinicalCase]
-NAMES = {"agentclinic": agentclinic.LOCAL_FILE}
+
+def _sources() -> list[CaseSource]:
+    found = []
+    for info in pkgutil.iter_modules(sources.__path__):
+        declared = getattr(importlib.import_module(f"{sources.__name__}.{info.name}"), "SOURCE", None)
+        if isinstance(declared, CaseSource):
+            found.append(declared)
+    return sorted(found, key=lambda source: source.order)
+
+
+SOURCES = _sources()
+"""Every declared episode source, in the order they are tried."""
+NAMES = {name: file for source in SOURCES for name, file in source.names.items()}
 """Registered episode sets: their file under the data folder."""
 
 
-def native(record: dict[str, Any], index: int) -> ClinicalCase:
-    return ClinicalCase.model_validate({"id": str(index + 1), **record})
-
-
-def adapter_for(record: Any) -> Adapter | None:
+def adapter_for(record: Any) -> CaseAdapter | None:
     if not isinstance(record, dict):
         return None
-    if agentclinic.is_agentclinic(record):
-        return agentclinic.record_to_case
-    if nejm.is_nejm(record):
-        return nejm.record_to_case
-    if "opening" in record or "objective" in record:  # a case's own fields: a missing one is named per row
-        return native
-    return None
+    return next((source.adapter for source in SOURCES if source.matches(record)), None)
 
 
 def _first_record(path: Path) -> Any:

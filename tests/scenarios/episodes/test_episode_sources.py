@@ -11,9 +11,9 @@ import pytest
 from medcouncil.agents.cases import ClinicalCase, Finding
 from medcouncil.scenarios.datasets.registry import load_dataset
 from medcouncil.scenarios.datasets.samples import MalformedRow
-from medcouncil.scenarios.episodes import from_mcqa, nejm
-from medcouncil.scenarios.episodes.facts import classify, flatten, humanise
 from medcouncil.scenarios.episodes.load import load_cases
+from medcouncil.scenarios.episodes.sources import from_mcqa, nejm
+from medcouncil.scenarios.episodes.sources.facts import classify, flatten, humanise
 from medcouncil.serving.common.errors import ConfigError
 from tests.conftest import SHARED
 

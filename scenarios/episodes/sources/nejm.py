@@ -8,7 +8,8 @@ import re
 from typing import Any
 
 from medcouncil.agents.cases import LETTERS, ClinicalCase
-from medcouncil.scenarios.episodes.facts import sort_sentences
+from medcouncil.scenarios.episodes.sources.base import CaseSource
+from medcouncil.scenarios.episodes.sources.facts import sort_sentences
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 
@@ -49,3 +50,6 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
         answer=LETTERS[correct[0]],
         source="nejm",
     )
+
+
+SOURCE = CaseSource(record_to_case, is_nejm, order=20)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from medcouncil.agents.cases import ClinicalCase
-from medcouncil.scenarios.episodes.facts import flatten
+from medcouncil.scenarios.episodes.sources.base import CaseSource
+from medcouncil.scenarios.episodes.sources.facts import flatten
 
 LOCAL_FILE = "episodes/agentclinic_medqa.jsonl"
 """Under the data folder (``--data-dir``, ``MEDCOUNCIL_DATA_DIR``, ``./data``, ``../shared/data``): ``agentclinic``."""
-DATASET_PATH = f"../shared/data/{LOCAL_FILE}"
 
 
 def is_agentclinic(record: dict[str, Any]) -> bool:
@@ -37,3 +37,6 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
         diagnosis=str(diagnosis).strip(),
         source="agentclinic",
     )
+
+
+SOURCE = CaseSource(record_to_case, is_agentclinic, order=10, names={"agentclinic": LOCAL_FILE})

@@ -14,7 +14,7 @@ import re
 
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.samples import Sample
-from medcouncil.scenarios.episodes.facts import sort_sentences
+from medcouncil.scenarios.episodes.sources.facts import sort_sentences
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
 
