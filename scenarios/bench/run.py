@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from medcouncil.agents.build import Answerers, CouncilFile
     from medcouncil.scenarios.bench.journal import Manifest
     from medcouncil.scenarios.bench.report import Run
+    from medcouncil.scenarios.datasets.registry import Selection
     from medcouncil.scenarios.datasets.samples import Sample
     from medcouncil.serving.session import ModelSource
 
@@ -40,6 +41,21 @@ SUITES = {"reference": REFERENCE_SUITE}
 @dataclass
 
 
+@dataclass(frozen=True)
+class Answering:
+    """Who answers a run and how it persists (the model and persistence blocks of the options, ranges checked by
+    them): shared by the MCQA and the episode benchmark."""
+
+    source: ModelSource
+    cache: bool = True
+    """Answers may come from the response cache (``--no-cache``: False)."""
+    council: CouncilFile | None = None
+    concurrency: int = 1
+    retries: int = 2
+    backoff: float = 2.0
+    give_up_after: int = 8
+
+
 @dataclass
 class RunRequest:
     """One run to do: a new one (dataset + options) or a resumed one (its manifest)."""
@@ -56,29 +72,17 @@ def lock_run(directory: Path) -> None:
     acquire(directory / ".lock", f"the run folder {directory}")
 
 
-def new_run(
-    directory: Path,
-    dataset: str,
-    subset: str | None,
-    split: str | None,
-    limit: int | None,
-    fields: str | None,
-    strict: bool,
-    data_root: Path | None,
-    config: dict[str, object],
-    label: str = "",
-) -> RunRequest:
+def new_run(directory: Path, selection: Selection, config: dict[str, object], label: str = "") -> RunRequest:
+    """A new run of ``selection`` in ``directory`` (locked; refused when it already holds a run)."""
     from medcouncil.scenarios.bench.journal import Manifest, RunConfig
-    from medcouncil.scenarios.datasets.generic import FieldMap
-    from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import MalformedRow
 
-    mapping = FieldMap.parse(fields) if fields else None  # checked before the run folder is made
+    selection.mapping()  # checked before the run folder is made
     lock_run(directory)
     if (directory / "run.json").exists():
         raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
     try:
-        samples, info = load_dataset(dataset, subset, split, mapping, strict, data_root)
+        chosen, info = selection.load()
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     for row in info.skipped_rows[:10]:
@@ -89,10 +93,9 @@ def new_run(
         shown = ", ".join(info.renamed_ids[:5]) + (" …" if len(info.renamed_ids) > 5 else "")
         err_console.print(f"[warning]{len(info.renamed_ids)} items repeat an earlier item's id: renamed "
                           f"{escape(shown)}[/]", soft_wrap=True)  # fmt: skip
-    if not samples:
-        raise ConfigError(f"{dataset}: no valid items")
-    chosen = samples[:limit] if limit else samples
-    run_config = RunConfig.model_validate({**config, "limit": limit, "fields": fields})
+    if not chosen:
+        raise ConfigError(f"{selection.dataset}: no valid items")
+    run_config = RunConfig.model_validate({**config, "limit": selection.limit, "fields": selection.fields})
     manifest = Manifest(medcouncil_version=version("medcouncil"), dataset=info, config=run_config,
                         sample_ids=[s.id for s in chosen], label=label)  # fmt: skip
     return RunRequest(directory, manifest, chosen)
@@ -117,8 +120,7 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
     return RunRequest(directory, manifest, [by_id[i] for i in manifest.sample_ids])
 
 
-async def execute(request: RunRequest, answerers: Answerers, concurrency: int, retries: int, backoff: float = 2.0,
-                  give_up_after: int = 8) -> Run:  # fmt: skip
+async def execute(request: RunRequest, answerers: Answerers, answering: Answering) -> Run:
     """Run what is missing from the journal, with a progress bar; the manifest and report are written at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -146,8 +148,9 @@ async def execute(request: RunRequest, answerers: Answerers, concurrency: int, r
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("starting", total=len(items) * len(config.modes))
-        harness = Harness(journal, config.modes, per_worker, concurrency=concurrency, retries=retries,
-                          backoff_s=backoff, give_up_after=give_up_after)  # fmt: skip
+        harness = Harness(journal, config.modes, per_worker, concurrency=answering.concurrency,
+                          retries=answering.retries, backoff_s=answering.backoff,
+                          give_up_after=answering.give_up_after)  # fmt: skip
 
         def advance(record: object) -> None:
             progress.update(task, advance=1, description=harness.tally.describe(config.modes))
@@ -211,14 +214,14 @@ def slug(text: str) -> str:
     )
 
 
-async def open_and_run(requests: list[RunRequest], source: ModelSource, no_cache: bool, council: CouncilFile | None,
-                        concurrency: int, retries: int, backoff: float, give_up_after: int,
-                        model_card: Path | None = None) -> list[Run]:  # fmt: skip
+async def open_and_run(requests: list[RunRequest], answering: Answering, model_card: Path | None = None) -> list[Run]:
+    """Every request answered by one model (opened once), each checked for training-data overlap first."""
     from medcouncil.agents.build import open_answerers
     from medcouncil.serving.client import ClientSettings
 
     runs: list[Run] = []
-    async with open_answerers(source, ClientSettings(cache=not no_cache), council=council) as answerers:
+    settings = ClientSettings(cache=answering.cache)
+    async with open_answerers(answering.source, settings, council=answering.council) as answerers:
         for request in requests:
             config = request.manifest.config
             config.bind(
@@ -232,5 +235,5 @@ async def open_and_run(requests: list[RunRequest], source: ModelSource, no_cache
                 if request.manifest.training.overlapping or request.manifest.training.note:
                     err_console.print(f"[warning]warning: {escape(request.manifest.training.warning())}[/]",
                                       soft_wrap=True)  # fmt: skip
-            runs.append(await execute(request, answerers, concurrency, retries, backoff, give_up_after))
+            runs.append(await execute(request, answerers, answering))
     return runs

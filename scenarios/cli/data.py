@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from medcouncil.scenarios.cli.bench import FieldsOpt
+from medcouncil.scenarios.cli.options import DataDirOpt, DatasetsOpt, FieldsOpt, LimitOpt, SeedOpt, SplitOpt, SubsetOpt
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.training.data import ChatExample
@@ -71,10 +71,10 @@ def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, o
 
 def build(
     out: Annotated[Path, typer.Option(help="The chat JSONL to write (its data card: OUT.card.json).")],
-    dataset: Annotated[list[str] | None, typer.Option(help="A dataset bench can load (repeatable).")] = None,
-    subset: Annotated[str | None, typer.Option(help="Subset of --dataset.")] = None,
-    split: Annotated[str | None, typer.Option(help="HF split of --dataset (e.g. train).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="The first N items of each dataset.")] = None,
+    dataset: DatasetsOpt = None,
+    subset: SubsetOpt = None,
+    split: SplitOpt = None,
+    limit: LimitOpt = None,
     fields: FieldsOpt = None,
     bioasq: Annotated[list[Path] | None, typer.Option(help="BioASQ golden JSON (repeatable).")] = None,
     parallel: Annotated[Path | None, typer.Option(help="Korean/English pairs, JSONL of {ko, en} (translator).")] = None,
@@ -86,10 +86,10 @@ def build(
     ] = None,
     mix: Annotated[str, typer.Option(help="Role weights, e.g. diagnostician=0.6,critic=0.3,single=0.1.")] = DEFAULT_MIX,
     size: Annotated[int | None, typer.Option(min=1, help="Examples to write (default: one per item).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the distractors, the mix and the order.")] = 0,
+    seed: SeedOpt = 0,
     decontaminate: Annotated[bool, typer.Option(help="Drop items found in evaluation sets.")] = True,
     against: Annotated[list[Path] | None, typer.Option(help="More evaluation files to check against.")] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Where registered datasets live.")] = None,
+    data_dir: DataDirOpt = None,
     base: Annotated[
         str | None,
         typer.Option(

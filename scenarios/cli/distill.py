@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from medcouncil.scenarios.cli.bench import FieldsOpt
+from medcouncil.scenarios.cli.options import (
+    ConcurrencyOpt,
+    DataDirOpt,
+    DatasetOpt,
+    FieldsOpt,
+    LimitOpt,
+    SplitOpt,
+    SubsetOpt,
+)
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 
@@ -45,18 +53,18 @@ def distill(
     teacher_model: Annotated[
         str | None, typer.Option(help="The teacher's model name, as the endpoint serves it.")
     ] = None,
-    dataset: Annotated[str | None, typer.Option(help="A dataset bench can load (its training split!).")] = None,
-    subset: Annotated[str | None, typer.Option(help="Subset of --dataset.")] = None,
-    split: Annotated[str | None, typer.Option(help="HF split of --dataset (e.g. train).")] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="The first N items.")] = None,
+    dataset: DatasetOpt = None,
+    subset: SubsetOpt = None,
+    split: SplitOpt = None,
+    limit: LimitOpt = None,
     fields: FieldsOpt = None,
     tries: Annotated[int, typer.Option(min=1, help="Replies asked per item at most (rejection sampling).")] = 4,
     temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of every try.")] = 0.7,
     max_tokens: Annotated[int, typer.Option(min=16, help="Tokens per reply at most.")] = 512,
-    concurrency: Annotated[int, typer.Option(min=1, help="Items asked at once.")] = 2,
+    concurrency: ConcurrencyOpt = 2,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300.0,
     resume: Annotated[bool, typer.Option(help="Continue OUT with its own settings (only missing items).")] = False,
-    data_dir: Annotated[Path | None, typer.Option(help="Where registered datasets live.")] = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
     """Ask a teacher model for rationales; keep those whose final answer is the gold option.
 

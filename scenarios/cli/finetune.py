@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
-from medcouncil.scenarios.cli.bench import FieldsOpt
+from medcouncil.scenarios.cli.options import DataDirOpt, FieldsOpt, LimitOpt, SplitOpt, SubsetOpt
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.training.config import FinetuneConfig
@@ -50,7 +50,10 @@ def print_card(card: RunCard, out: Path) -> None:
 
 
 def finetune(
-    data: Annotated[str | None, typer.Option(help="Chat JSONL ('messages') or a dataset bench loads.")] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", "--dataset", help="Chat JSONL ('messages'), or a dataset as bench's --dataset."),
+    ] = None,
     base: Annotated[str | None, typer.Option(help="HF folder or id, or GGUF (default: the embedded Gemma).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: adapters/finetune).")] = None,
     method: Annotated[str | None, typer.Option(help="lora (default), qlora (CUDA) or full.")] = None,
@@ -65,13 +68,14 @@ def finetune(
     grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps (1).")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (less memory).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="Longest example in tokens (512).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (0).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of everything drawn at random (0).")] = None,
     eval_every: Annotated[int | None, typer.Option(help="Eval loss every N steps (50).")] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (100).")] = None,
-    limit: Annotated[int | None, typer.Option(help="The first N examples.")] = None,
-    subset: Annotated[str | None, typer.Option(help="Dataset subset.")] = None,
-    split: Annotated[str | None, typer.Option(help="HF dataset split.")] = None,
+    limit: LimitOpt = None,
+    subset: SubsetOpt = None,
+    split: SplitOpt = None,
     fields: FieldsOpt = None,
+    data_dir: DataDirOpt = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also write the merged HF model (OUT/merged).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (all cores).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Finetune config YAML (flags override it).")] = None,
@@ -98,7 +102,7 @@ def finetune(
             lora_dropout=lora_dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
             batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
             max_seq_len=max_seq_len, seed=seed, eval_every=eval_every, save_every=save_every, limit=limit,
-            subset=subset, split=split, fields=fields, merge=merge, threads=threads,
+            subset=subset, split=split, fields=fields, data_dir=data_dir, merge=merge, threads=threads,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
         )  # fmt: skip
         if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():

@@ -52,7 +52,11 @@ def _print_state(state: ServerState, heading: str) -> None:
 
 def serve(
     engine: Annotated[str | None, typer.Option(help="llamacpp (default) or vllm.")] = None,
-    model: Annotated[str | None, typer.Option(help="GGUF file (llamacpp) or HF folder / id (vllm).")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--weights", "--model", help="The weights to serve: GGUF file (llamacpp) or HF folder / id "
+                     "(vllm). --model is vLLM's name for it; other commands' --model is the served name."),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
     lora: Annotated[
         list[str] | None, typer.Option(help="LoRA adapter NAME=DIR served as model NAME (PEFT folder; repeatable).")

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from medcouncil.scenarios.datasets import generic
 from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, file_subset
@@ -357,3 +357,33 @@ def load_dataset(
         skipped_rows=[str(e) for e in skipped[:50]],
     )
     return samples, info
+
+
+class Selection(BaseModel):
+    """The dataset block of a command (``--dataset``, ``--subset``, ``--split``, ``--limit``, ``--fields``,
+    ``--strict-rows``, ``--data-dir``): what to load and how strictly, checked before anything is read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dataset: str
+    subset: str | None = None
+    split: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    fields: str | None = None
+    """A ``--fields`` mapping, parsed (and refused when wrong) by :meth:`mapping`."""
+    strict: bool = False
+    data_dir: Path | None = None
+
+    def mapping(self) -> generic.FieldMap | None:
+        return generic.FieldMap.parse(self.fields) if self.fields else None
+
+    def load(self) -> tuple[list[Sample], DatasetInfo]:
+        """The selected items (the first ``limit``) and what was read (counts before the limit).
+
+        Raises:
+            ConfigError: as :func:`load_dataset`.
+            MalformedRow: the first bad row, when ``strict``.
+        """
+        samples, info = load_dataset(self.dataset, self.subset, self.split, self.mapping(), self.strict,
+                                     self.data_dir)  # fmt: skip
+        return (samples[: self.limit] if self.limit else samples), info

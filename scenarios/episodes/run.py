@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -18,10 +19,11 @@ from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 
 if TYPE_CHECKING:
-    from medcouncil.agents.build import Answerers, CouncilFile
+    from medcouncil.agents.build import Answerers
     from medcouncil.agents.cases import ClinicalCase
     from medcouncil.agents.interview import Responder, Translate
     from medcouncil.agents.protocol import ChatModel
+    from medcouncil.scenarios.bench.run import Answering
     from medcouncil.scenarios.episodes.harness import EpisodeConfig, EpisodeManifest, Players
     from medcouncil.scenarios.episodes.report import EpisodeSummary
     from medcouncil.serving.session import ModelSource
@@ -112,9 +114,8 @@ def _judge_source(judge_endpoint: str | None, judge_model: str | None) -> ModelS
     return ModelSource(endpoint=judge_endpoint, api_key=os.environ.get(JUDGE_KEY_ENV), model=judge_model)
 
 
-async def _play(directory: Path, manifest: EpisodeManifest, cases: list[ClinicalCase], source: ModelSource,
-                no_cache: bool, council: CouncilFile | None, concurrency: int, retries: int, backoff: float,
-                give_up_after: int, judge: ModelSource | None) -> tuple[EpisodeSummary, str | None]:  # fmt: skip
+async def _play(directory: Path, manifest: EpisodeManifest, cases: list[ClinicalCase], answering: Answering,
+                judge: ModelSource | None) -> tuple[EpisodeSummary, str | None]:  # fmt: skip
     from contextlib import AsyncExitStack
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -129,12 +130,12 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
     config = manifest.config
     async with AsyncExitStack() as stack:
         answerers = await stack.enter_async_context(
-            open_answerers(source, ClientSettings(cache=not no_cache), council=council)
+            open_answerers(answering.source, ClientSettings(cache=answering.cache), council=answering.council)
         )
         config.bind(answerers.model.name, answerers.model.info.base_url, answerers.config.model_dump(), directory)
         judge_model: ChatModel | None = None
         if judge is not None:
-            judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=not no_cache)))
+            judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=answering.cache)))
             config.judge_model, judge_model = f"{judge_client.info.base_url}#{judge_client.name}", judge_client
         from medcouncil.agents.build import LazyKnowledge
 
@@ -144,7 +145,8 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
         journal = Journal(directory)
         journal.write_manifest(manifest)
         harness = EpisodeHarness(journal, manifest.modes, lambda: players(answerers, config), judging, config.budget,
-                                 concurrency, retries, backoff, give_up_after)  # fmt: skip
+                                 answering.concurrency, answering.retries, answering.backoff,
+                                 answering.give_up_after)  # fmt: skip
         pending = harness.pending(cases)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, transient=False) as progress:
@@ -170,11 +172,26 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
         return summary, harness.aborted
 
 
-def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, modes: list[str],
-                   limit: int | None, budget: int, patient: str, static: bool, threshold: float,
-                   judge_endpoint: str | None, judge_model: str | None, strict_rows: bool, data_dir: Path | None,
-                   source: ModelSource, no_cache: bool, council: CouncilFile | None, concurrency: int,
-                   retries: int, backoff: float, give_up_after: int) -> int:  # fmt: skip
+@dataclass(frozen=True)
+class EpisodeRequest:
+    """What ``bench --episodes`` asks for: a new run of ``episodes``, or the run in ``resume`` finished."""
+
+    episodes: str | None = None
+    resume: Path | None = None
+    out: Path | None = None
+    modes: list[str] = field(default_factory=lambda: ["single", "council"])
+    limit: int | None = None
+    budget: int = 8
+    patient: str = "lookup"
+    static: bool = True
+    threshold: float = 0.6
+    judge_endpoint: str | None = None
+    judge_model: str | None = None
+    strict_rows: bool = False
+    data_dir: Path | None = None
+
+
+def bench_episodes(request: EpisodeRequest, answering: Answering) -> int:
     """Run (or resume) an episode benchmark; the number of case × mode pairs left unscored."""
     from datetime import UTC, datetime
 
@@ -182,42 +199,43 @@ def bench_episodes(episodes: str | None, resume: Path | None, out: Path | None, 
     from medcouncil.scenarios.bench.run import lock_run
     from medcouncil.scenarios.episodes.harness import EpisodeConfig, EpisodeManifest, fingerprint
 
+    resume = request.resume
     if resume is not None:
         found = read_episode_manifest(resume)
         if found is None:  # refused before anything (a lock file) is written in it
             raise ConfigError(f"{resume}: not an episode run (no episode run.json)")
         lock_run(resume)
         manifest, directory = read_episode_manifest(resume) or found, resume  # as it is now that it is ours
-        cases, _ = load(manifest.source, manifest.config.limit, False, data_dir)
+        cases, _ = load(manifest.source, manifest.config.limit, False, request.data_dir)
         if fingerprint(cases) != manifest.fingerprint:
             raise ConfigError(f"{manifest.source}: the cases changed since the run started: start a new run")
-        if no_cache and manifest.config.cache:
+        if not answering.cache and manifest.config.cache:
             raise ConfigError(f"{resume} was run with the response cache: resume it without --no-cache")
-        no_cache = not manifest.config.cache
+        answering = replace(answering, cache=manifest.config.cache)
     else:
-        assert episodes is not None
+        assert request.episodes is not None
         playing = episode_modes()
-        if not modes or set(modes) - set(playing):
-            raise ConfigError(f"--mode {','.join(modes)!r}: episodes are played by {', '.join(playing)}")
-        if patient not in ("lookup", "model"):
-            raise ConfigError(f"--patient {patient!r}: choose lookup or model")
+        if not request.modes or set(request.modes) - set(playing):
+            raise ConfigError(f"--mode {','.join(request.modes)!r}: episodes are played by {', '.join(playing)}")
+        if request.patient not in ("lookup", "model"):
+            raise ConfigError(f"--patient {request.patient!r}: choose lookup or model")
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-        directory = out or Path("runs") / f"episodes-{Path(episodes).stem.lower()}-{stamp}"
+        directory = request.out or Path("runs") / f"episodes-{Path(request.episodes).stem.lower()}-{stamp}"
         lock_run(directory)
         if (directory / "run.json").exists():
             raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
-        cases, skipped = load(episodes, limit, strict_rows, data_dir)
-        settings = {"modes": modes, "budget": budget, "patient": patient, "static": static, "limit": limit,
-                    "threshold": threshold, "cache": not no_cache}  # fmt: skip
+        cases, skipped = load(request.episodes, request.limit, request.strict_rows, request.data_dir)
+        settings = {"modes": request.modes, "budget": request.budget, "patient": request.patient,
+                    "static": request.static, "limit": request.limit, "threshold": request.threshold,
+                    "cache": answering.cache}  # fmt: skip
         config = EpisodeConfig.model_validate(settings)
-        manifest = EpisodeManifest(medcouncil_version=version("medcouncil"), source=episodes,
+        manifest = EpisodeManifest(medcouncil_version=version("medcouncil"), source=request.episodes,
                                    fingerprint=fingerprint(cases), config=config, case_ids=[c.id for c in cases],
                                    option_cases=[c.id for c in cases if c.options], modes=config.all_modes(cases),
                                    skipped_rows=skipped)  # fmt: skip
-    judge = _judge_source(judge_endpoint, judge_model)
+    judge = _judge_source(request.judge_endpoint, request.judge_model)
     try:
-        summary, aborted = asyncio.run(_play(directory, manifest, cases, source, no_cache, council, concurrency,
-                                             retries, backoff, give_up_after, judge))  # fmt: skip
+        summary, aborted = asyncio.run(_play(directory, manifest, cases, answering, judge))
     except KeyboardInterrupt:
         err_console.print(f"[warning]interrupted: every finished case is journaled; continue with "
                           f"medcouncil bench --resume {escape(str(directory))}[/]")  # fmt: skip

@@ -55,7 +55,8 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
 
     try:
         samples, info = load_dataset(config.data, config.subset, config.split,
-                                     FieldMap.parse(config.fields) if config.fields else None, strict=True)  # fmt: skip
+                                     FieldMap.parse(config.fields) if config.fields else None, strict=True,
+                                     data_root=config.data_dir)  # fmt: skip
     except MalformedRow as error:
         raise ConfigError(f"malformed training row: {error}") from None
     if not samples:

@@ -33,6 +33,8 @@ class FinetuneConfig(BaseModel):
     """A dataset's subset (MedQA step, MMLU subject, KorMedMCQA exam, HF config)."""
     split: str | None = None
     """A Hugging Face dataset's split."""
+    data_dir: Path | None = None
+    """Where registered datasets live (``--data-dir``; default: env ``MEDCOUNCIL_DATA_DIR``, ./data, ../shared/data)."""
     fields: str | None = None
     """Field mapping for a generic JSONL/CSV file, as ``medcouncil bench --fields``."""
     out: Path = Path("adapters/finetune")

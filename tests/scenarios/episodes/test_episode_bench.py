@@ -163,7 +163,8 @@ def test_given_up_cases_stay_pending_and_a_refusal_is_a_failed_case(tmp_path: Pa
 def test_bad_requests_are_one_line_errors_before_any_model_starts(tmp_path: Path) -> None:
     import pytest
 
-    from medcouncil.scenarios.episodes.run import bench_episodes, load
+    from medcouncil.scenarios.bench.run import Answering
+    from medcouncil.scenarios.episodes.run import EpisodeRequest, bench_episodes, load
     from medcouncil.serving.common.errors import ConfigError
     from medcouncil.serving.session import ModelSource
 
@@ -171,11 +172,10 @@ def test_bad_requests_are_one_line_errors_before_any_model_starts(tmp_path: Path
         args: dict[str, object] = {
             "episodes": "agentclinic", "resume": None, "out": tmp_path / "run", "modes": ["single"], "limit": 1,
             "budget": 2, "patient": "lookup", "static": True, "threshold": 0.6, "judge_endpoint": None,
-            "judge_model": None, "strict_rows": False, "data_dir": None, "no_cache": False, "council": None,
-            "source": ModelSource(endpoint="http://127.0.0.1:9/v1"), "concurrency": 1, "retries": 0, "backoff": 0.0,
-            "give_up_after": 1,
+            "judge_model": None, "strict_rows": False, "data_dir": None,
         }  # fmt: skip
-        bench_episodes(**{**args, **change})  # type: ignore[arg-type]
+        answering = Answering(ModelSource(endpoint="http://127.0.0.1:9/v1"), retries=0, backoff=0.0, give_up_after=1)
+        bench_episodes(EpisodeRequest(**{**args, **change}), answering)  # type: ignore[arg-type]
 
     with pytest.raises(ConfigError, match="episodes are played by single, council, gated"):
         start(modes=["cot"])
