@@ -43,8 +43,9 @@ def _messages(question: Question) -> list[LLMMessage]:
     return [SystemMessage(content=prompts.COT_SYSTEM), UserMessage(content=task, source="user")]
 
 
-async def _reason_and_choose(model: ChatModel, question: Question, turn: Turn, max_tokens: int,
-                             **sampling: float | int) -> AsyncIterator[str]:  # fmt: skip
+async def _reason_and_choose(
+    model: ChatModel, question: Question, turn: Turn, max_tokens: int, **sampling: float | int
+) -> AsyncIterator[str]:
     """Stream one reasoning into ``turn``, then (with options) the constrained choice into ``turn.choice``."""
     async for chunk in stream_model(model, _messages(question), turn, max_tokens=max_tokens, **sampling):
         yield chunk
@@ -69,10 +70,17 @@ class ChainOfThought:
         turn.latency_s = time.perf_counter() - started
         yield TurnEvent(turn=turn)
         choice = turn.choice
-        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=turn.content,
-                      answer_en=turn.content, letter=choice.letter if choice else None,
-                      probabilities=choice.probabilities if choice else None, turns=[turn],
-                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            case_en=question.text,
+            answer=turn.content,
+            answer_en=turn.content,
+            letter=choice.letter if choice else None,
+            probabilities=choice.probabilities if choice else None,
+            turns=[turn],
+            wall_time_s=time.perf_counter() - started,
+        )
 
 
 def vote(choices: Sequence[Choice]) -> tuple[str | None, dict[str, float] | None]:
@@ -97,8 +105,9 @@ class SelfConsistency:
 
     name = "sc"
 
-    def __init__(self, model: ChatModel, k: int = 3, max_tokens: int = 256,
-                 temperature: float = SC_TEMPERATURE) -> None:  # fmt: skip
+    def __init__(
+        self, model: ChatModel, k: int = 3, max_tokens: int = 256, temperature: float = SC_TEMPERATURE
+    ) -> None:
         if k < 1:
             raise ValueError("self-consistency needs k >= 1 samples")
         self.model, self.k, self.max_tokens, self.temperature = model, k, max_tokens, temperature
@@ -109,8 +118,9 @@ class SelfConsistency:
         for sample in range(self.k):
             t0 = time.perf_counter()
             turn = Turn(agent=f"{self.name}-{sample + 1}", content="", kind="answer")
-            async for chunk in _reason_and_choose(self.model, question, turn, self.max_tokens,
-                                                  temperature=self.temperature, seed=sample):  # fmt: skip
+            async for chunk in _reason_and_choose(
+                self.model, question, turn, self.max_tokens, temperature=self.temperature, seed=sample
+            ):
                 yield TokenEvent(agent=turn.agent, text=chunk)
             turn.latency_s = time.perf_counter() - t0
             turns.append(turn)
@@ -119,9 +129,17 @@ class SelfConsistency:
         votes = Counter(t.choice.letter for t in turns if t.choice and t.choice.letter)
         summary = ", ".join(f"{k} x{n}" for k, n in sorted(votes.items())) or "no valid letter"
         answer = f"Votes: {summary}. Final answer: {letter}" if letter else f"Votes: {summary}."
-        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
-                      letter=letter, probabilities=probabilities, turns=turns,
-                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            case_en=question.text,
+            answer=answer,
+            answer_en=answer,
+            letter=letter,
+            probabilities=probabilities,
+            turns=turns,
+            wall_time_s=time.perf_counter() - started,
+        )
 
 
 class CyclicDebias:
@@ -154,9 +172,17 @@ class CyclicDebias:
         best = max(letters, key=lambda x: mean[x]) if total > 0 else None
         probabilities = {k: v / total for k, v in mean.items()} if total > 0 else None
         answer = final_answer(best, question.options) if best else ""
-        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
-                      letter=best, probabilities=probabilities, turns=turns,
-                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            case_en=question.text,
+            answer=answer,
+            answer_en=answer,
+            letter=best,
+            probabilities=probabilities,
+            turns=turns,
+            wall_time_s=time.perf_counter() - started,
+        )
 
 
 PRIDE_FRACTION = 0.05
@@ -175,8 +201,9 @@ class PriorEstimator:
     model's preference for that position: its softmax is the item's prior, averaged over the estimation items.
     """
 
-    def __init__(self, inner: Answerer, questions: Sequence[Question], fraction: float = PRIDE_FRACTION,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, inner: Answerer, questions: Sequence[Question], fraction: float = PRIDE_FRACTION, seed: int = 0
+    ) -> None:
         self.inner = inner
         self.cyclic = CyclicDebias(inner)
         by_size: dict[int, list[Question]] = {}
@@ -198,8 +225,11 @@ class PriorEstimator:
                 per_item = [await self._item_prior(q) for q in self.estimation.get(size, [])]
                 letters = [chr(65 + i) for i in range(size)]
                 found = [p for p in per_item if p]
-                self._priors[size] = ({k: sum(p[k] for p in found) / len(found) for k in letters} if found
-                                      else dict.fromkeys(letters, 1 / size))  # fmt: skip
+                self._priors[size] = (
+                    {k: sum(p[k] for p in found) / len(found) for k in letters}
+                    if found
+                    else dict.fromkeys(letters, 1 / size)
+                )
             return self._priors[size]
 
     async def _item_prior(self, question: Question) -> dict[str, float] | None:
@@ -243,6 +273,14 @@ class PriDe:
         answer = final_answer(best, question.options) if best else ""
         note = "prior " + ", ".join(f"{k} {v:.2f}" for k, v in prior.items())
         turns = [*episode.turns, Turn(agent=self.name, content=f"Debiased by the position {note}.", kind="answer")]
-        yield Episode(question=question, answerer=self.name, case_en=question.text, answer=answer, answer_en=answer,
-                      letter=best, probabilities=probabilities, turns=turns,
-                      wall_time_s=time.perf_counter() - started)  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            case_en=question.text,
+            answer=answer,
+            answer_en=answer,
+            letter=best,
+            probabilities=probabilities,
+            turns=turns,
+            wall_time_s=time.perf_counter() - started,
+        )

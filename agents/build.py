@@ -55,8 +55,9 @@ class CouncilFile(CouncilConfig):
         return load_yaml(path, cls, "council file")
 
 
-def make_council(models: Mapping[str, ChatModel], knowledge: KnowledgeSearch, config: CouncilConfig,
-                 structure: str | None = None) -> Council:  # fmt: skip
+def make_council(
+    models: Mapping[str, ChatModel], knowledge: KnowledgeSearch, config: CouncilConfig, structure: str | None = None
+) -> Council:
     """The council in its configured structure: the pipeline, or the deliberating panel."""
     from medcouncil.agents.panel import Panel
 
@@ -122,8 +123,14 @@ async def open_answerers(
                 )
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
-        yield Answerers(council=make_council(per_role, base, config), single=SingleModel(model), model=model,
-                        roles=per_role, knowledge=base, config=config)  # fmt: skip
+        yield Answerers(
+            council=make_council(per_role, base, config),
+            single=SingleModel(model),
+            model=model,
+            roles=per_role,
+            knowledge=base,
+            config=config,
+        )
 
 
 def council_file(path: Path | None) -> CouncilFile | None:

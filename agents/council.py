@@ -49,8 +49,7 @@ SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
 class PanelConfig(BaseModel):
     """The panel structure of :class:`~medcouncil.agents.council.CouncilConfig`."""
 
-    specialties: list[str] = Field(default_factory=lambda: ["internal medicine", "emergency medicine",
-                                                            "pharmacology"])  # fmt: skip
+    specialties: list[str] = Field(default_factory=lambda: ["internal medicine", "emergency medicine", "pharmacology"])
     """The panelists; ``["auto"]``: the model picks ``size`` of :data:`SPECIALTIES` for each case."""
     size: int = Field(default=3, ge=2, le=10)
     """Panelists when the model picks them."""
@@ -71,8 +70,18 @@ class PanelConfig(BaseModel):
         return specialties
 
 
-SPECIALTIES = ("internal medicine", "emergency medicine", "cardiology", "infectious diseases", "neurology",
-               "pharmacology", "surgery", "paediatrics", "obstetrics and gynaecology", "psychiatry")  # fmt: skip
+SPECIALTIES = (
+    "internal medicine",
+    "emergency medicine",
+    "cardiology",
+    "infectious diseases",
+    "neurology",
+    "pharmacology",
+    "surgery",
+    "paediatrics",
+    "obstetrics and gynaecology",
+    "psychiatry",
+)
 """The fixed list the model chooses a panel from when the specialties are not configured."""
 
 
@@ -123,8 +132,14 @@ class Council:
         return [self._agent(role, models, knowledge) for role in ROLES if role in self.config.roles]
 
     def _new_state(self, question: Question, history: Sequence[Episode], language: str) -> CouncilState:
-        return CouncilState(question=question, history=history, language=language, roles=self.config.roles,
-                            max_revisions=self.config.max_revisions, case_en=question.text)  # fmt: skip
+        return CouncilState(
+            question=question,
+            history=history,
+            language=language,
+            roles=self.config.roles,
+            max_revisions=self.config.max_revisions,
+            case_en=question.text,
+        )
 
     def _max_turns(self) -> int:
         return 4 + 2 * (self.config.max_revisions + 1)
@@ -280,8 +295,10 @@ class SingleModel:
         else:
             messages: list[LLMMessage] = [SystemMessage(content=SINGLE_SYSTEM)]
             for earlier in history:
-                messages += [UserMessage(content=earlier.question.text, source="user"),
-                             AssistantMessage(content=earlier.answer, source="single")]  # fmt: skip
+                messages += [
+                    UserMessage(content=earlier.question.text, source="user"),
+                    AssistantMessage(content=earlier.answer, source="single"),
+                ]
             messages.append(UserMessage(content=question.text, source="user"))
             async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
                 yield TokenEvent(agent="single", text=chunk)

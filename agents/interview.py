@@ -136,8 +136,9 @@ def dialogue(steps: list[Step]) -> str:
 
 
 def doctor_step(case: ClinicalCase, steps: list[Step], remaining: int) -> Question:
-    text = prompts.DOCTOR_TASK.format(remaining=remaining, objective=case.objective, opening=fence(case.opening),
-                                      dialogue=dialogue(steps))  # fmt: skip
+    text = prompts.DOCTOR_TASK.format(
+        remaining=remaining, objective=case.objective, opening=fence(case.opening), dialogue=dialogue(steps)
+    )
     # The case's id guards the retriever as for a static item: its own material never comes back as evidence.
     return Question(text=text, language="en", item_id=case.id)
 
@@ -147,9 +148,15 @@ def commit_step(case: ClinicalCase, steps: list[Step]) -> Question:
     return Question(text=text, options=case.options, language="en", item_id=case.id)
 
 
-async def interview(doctor: Answerer, case: ClinicalCase, patient: Responder, measurement: Responder,
-                    budget: int = 10, committer: Answerer | None = None,
-                    translate: Translate | None = None) -> Interview:  # fmt: skip
+async def interview(
+    doctor: Answerer,
+    case: ClinicalCase,
+    patient: Responder,
+    measurement: Responder,
+    budget: int = 10,
+    committer: Answerer | None = None,
+    translate: Translate | None = None,
+) -> Interview:
     """Run the encounter: at most ``budget`` actions, then the committed diagnosis."""
     started = time.perf_counter()
     record = Interview(case_id=case.id)
@@ -158,8 +165,10 @@ async def interview(doctor: Answerer, case: ClinicalCase, patient: Responder, me
     shown = case
     if korean:
         assert translate is not None
-        update: dict[str, object] = {"opening": await translate(case.opening, "en"),
-                                     "objective": await translate(case.objective, "en")}  # fmt: skip
+        update: dict[str, object] = {
+            "opening": await translate(case.opening, "en"),
+            "objective": await translate(case.objective, "en"),
+        }
         if case.options:
             update["options"] = {letter: await translate(text, "en") for letter, text in case.options.items()}
         shown = case.model_copy(update=update)
@@ -183,8 +192,16 @@ async def interview(doctor: Answerer, case: ClinicalCase, patient: Responder, me
         if korean and HANGUL.search(reveal.reply):
             assert translate is not None
             reply, original = await translate(reveal.reply, "en"), reveal.reply
-        record.steps.append(Step(by=by, kind="reply", text=reply, revealed=[f.name for f in reveal.revealed],
-                                 cost=reveal.cost, original=original))  # fmt: skip
+        record.steps.append(
+            Step(
+                by=by,
+                kind="reply",
+                text=reply,
+                revealed=[f.name for f in reveal.revealed],
+                cost=reveal.cost,
+                original=original,
+            )
+        )
     if case.options or not record.committed_early:
         final = await run_episode(committer or doctor, commit_step(shown, record.steps))
         record.doctor_episodes.append(final)

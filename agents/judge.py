@@ -63,14 +63,22 @@ def _names(given: str, gold: str) -> bool:
     return given == gold or (f" {gold} " in f" {given} " and len(given) <= 2 * len(gold))
 
 
-async def judge(case: ClinicalCase, diagnosis: str, letter: str | None = None, embedder: Embedder | None = None,
-                judge_model: ChatModel | None = None) -> Verdict:  # fmt: skip
+async def judge(
+    case: ClinicalCase,
+    diagnosis: str,
+    letter: str | None = None,
+    embedder: Embedder | None = None,
+    judge_model: ChatModel | None = None,
+) -> Verdict:
     """The verdict on ``diagnosis`` (and ``letter`` on a case with options)."""
     if case.options is not None:
         if letter is None:
             return Verdict(correct=False, method="letter", reason="no option chosen")
-        return Verdict(correct=letter == case.answer, method="letter",
-                       reason=f"chose {letter}, the correct option is {case.answer}")  # fmt: skip
+        return Verdict(
+            correct=letter == case.answer,
+            method="letter",
+            reason=f"chose {letter}, the correct option is {case.answer}",
+        )
     given = normalise(diagnosis)
     if not given:
         return Verdict(correct=False, method="none", reason="no diagnosis given")
@@ -85,14 +93,26 @@ async def judge(case: ClinicalCase, diagnosis: str, letter: str | None = None, e
         vectors = embedder.encode([diagnosis, *golds])
         best = float(max(vectors[1:] @ vectors[0]))
         if best >= SIMILARITY_THRESHOLD:
-            return Verdict(correct=True, method="embedding", similarity=best,
-                           reason=f"similarity {best:.2f} ≥ {SIMILARITY_THRESHOLD} to {case.diagnosis!r}")  # fmt: skip
+            return Verdict(
+                correct=True,
+                method="embedding",
+                similarity=best,
+                reason=f"similarity {best:.2f} ≥ {SIMILARITY_THRESHOLD} to {case.diagnosis!r}",
+            )
     if judge_model is not None:
         prompt = prompts.JUDGE_DIAGNOSIS.format(gold=fence(case.diagnosis), given=fence(neutralise(diagnosis)))
         choice = await judge_model.choose([UserMessage(content=prompt, source="user")], ["Y", "N"])
         if choice.letter is not None:
-            return Verdict(correct=choice.letter == "Y", method="judge", similarity=best,
-                           reason=f"judge model {judge_model.name} answered {choice.letter}")  # fmt: skip
+            return Verdict(
+                correct=choice.letter == "Y",
+                method="judge",
+                similarity=best,
+                reason=f"judge model {judge_model.name} answered {choice.letter}",
+            )
     shown = f" (best similarity {best:.2f} < {SIMILARITY_THRESHOLD})" if best is not None else ""
-    return Verdict(correct=False, method="none", similarity=best,
-                   reason=f"{_quote(diagnosis)} does not name {case.diagnosis!r}{shown}")  # fmt: skip
+    return Verdict(
+        correct=False,
+        method="none",
+        similarity=best,
+        reason=f"{_quote(diagnosis)} does not name {case.diagnosis!r}{shown}",
+    )

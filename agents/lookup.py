@@ -35,8 +35,16 @@ STOP = frozenset(_STOP_WORDS.split())
 """Words that say nothing of what is asked for."""
 GENERIC = frozenset(["test", "exam", "examination", "finding", "result", "history", "study", "level", "optional"])
 """Category words: a section named only by them ("Findings", "History 2") is never asked for by them alone."""
-ALIASES = {"ecg": "electrocardiogram", "ekg": "electrocardiogram", "cxr": "chest x-ray", "cbc": "blood count",
-           "bp": "blood pressure", "hr": "heart rate", "temp": "temperature", "lp": "lumbar puncture"}  # fmt: skip
+ALIASES = {
+    "ecg": "electrocardiogram",
+    "ekg": "electrocardiogram",
+    "cxr": "chest x-ray",
+    "cbc": "blood count",
+    "bp": "blood pressure",
+    "hr": "heart rate",
+    "temp": "temperature",
+    "lp": "lumbar puncture",
+}
 
 
 def words(text: str) -> set[str]:

@@ -104,13 +104,19 @@ class PanelistAgent(CouncilAgent):
             previous = state.answers[-2]
             discussion = prompts.PANEL_DISCUSSION.format(
                 own=previous[self.name].content,
-                others="\n".join(f"- {state.specialties[i]}: {previous[n].content}"
-                                 for i, n in enumerate(state.panelists()) if n != self.name),
-            )  # fmt: skip
-        task = prompts.PANEL_TASK.format(case=fence(state.case_en), options=block,
-                                         evidence=evidence_block(state.evidence), discussion=discussion)  # fmt: skip
-        messages: list[LLMMessage] = [SystemMessage(content=prompts.PANELIST_SYSTEM.format(specialty=specialty)),
-                                      UserMessage(content=task, source="user")]  # fmt: skip
+                others="\n".join(
+                    f"- {state.specialties[i]}: {previous[n].content}"
+                    for i, n in enumerate(state.panelists())
+                    if n != self.name
+                ),
+            )
+        task = prompts.PANEL_TASK.format(
+            case=fence(state.case_en), options=block, evidence=evidence_block(state.evidence), discussion=discussion
+        )
+        messages: list[LLMMessage] = [
+            SystemMessage(content=prompts.PANELIST_SYSTEM.format(specialty=specialty)),
+            UserMessage(content=task, source="user"),
+        ]
         turn.kind = "diagnosis"
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
@@ -159,8 +165,10 @@ class ModeratorAgent(CouncilAgent):
             turn.content = final_answer(turn.choice.letter, options)
         else:
             task = prompts.MODERATOR_TASK.format(case=fence(state.case_en), views=neutralise(views))
-            messages: list[LLMMessage] = [SystemMessage(content=prompts.MODERATOR_SYSTEM),
-                                          UserMessage(content=task, source="user")]  # fmt: skip
+            messages: list[LLMMessage] = [
+                SystemMessage(content=prompts.MODERATOR_SYSTEM),
+                UserMessage(content=task, source="user"),
+            ]
             async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
                 pass
         state.answer_en = turn.content
@@ -189,9 +197,17 @@ class Panel(Council):
     def _new_state(self, question: Question, history: Sequence[Episode], language: str) -> CouncilState:
         panel = self.config.panel
         size = panel.size if panel.auto else len(panel.specialties)
-        return PanelState(question=question, history=history, language=language, roles=self.config.roles,
-                          max_revisions=0, case_en=question.text, rounds=panel.rounds, panel_size=size,
-                          specialties=[] if panel.auto else list(panel.specialties))  # fmt: skip
+        return PanelState(
+            question=question,
+            history=history,
+            language=language,
+            roles=self.config.roles,
+            max_revisions=0,
+            case_en=question.text,
+            rounds=panel.rounds,
+            panel_size=size,
+            specialties=[] if panel.auto else list(panel.specialties),
+        )
 
     def _max_turns(self) -> int:
         panel = self.config.panel

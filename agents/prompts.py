@@ -193,8 +193,9 @@ Commit to your final diagnosis now: reply with one line, DIAGNOSIS: <your final 
 and the answer is a constrained choice."""
 
 NOTHING_YET = "(nothing yet)"
-DOCTOR_ACTION = re.compile(r"^[\s*#>_-]*(?P<kind>ASK|EXAM|TEST|DIAGNOSIS)[*_\s]*[:：][*_\s]*(?P<text>.+?)\s*$",
-                           re.IGNORECASE | re.MULTILINE)  # fmt: skip
+DOCTOR_ACTION = re.compile(
+    r"^[\s*#>_-]*(?P<kind>ASK|EXAM|TEST|DIAGNOSIS)[*_\s]*[:：][*_\s]*(?P<text>.+?)\s*$", re.IGNORECASE | re.MULTILINE
+)
 """Reads the doctor's action line; the first one counts."""
 
 JUDGE_DIAGNOSIS = """A doctor's diagnosis is compared with the correct one. Both are quoted between ⟪ and ⟫: they

@@ -278,8 +278,9 @@ async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str,
     return f"\n\n{line}"
 
 
-async def translate(model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "",
-                    max_tokens: int = 512) -> str:  # fmt: skip
+async def translate(
+    model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "", max_tokens: int = 512
+) -> str:
     """``text`` into Korean (the Latin terms of ``terms_from`` and every value pass through unchanged) or into English
     (every Latin-script span and value does), streamed into ``turn``; placeholders are restored before anything is
     shown, and a value that could not be placed stays listed at the end."""
@@ -353,14 +354,16 @@ class DiagnosticianAgent(CouncilAgent):
         evidence = evidence_block(state.evidence)
         feedback = ""
         if state.verdict == "REVISE":  # a revision sees its previous answer and the critique
-            feedback = prompts.REVISION_FEEDBACK.format(previous=neutralise(state.answer_en),
-                                                       critique=neutralise(state.critique))  # fmt: skip
+            feedback = prompts.REVISION_FEEDBACK.format(
+                previous=neutralise(state.answer_en), critique=neutralise(state.critique)
+            )
         messages: list[LLMMessage] = [SystemMessage(content=prompts.DIAGNOSTICIAN_SYSTEM)]
         for earlier in state.history:
             messages.append(UserMessage(content=earlier.case_en, source="user"))
             messages.append(AssistantMessage(content=earlier.answer_en, source=DIAGNOSTICIAN))
-        task = prompts.DIAGNOSTICIAN_TASK.format(case=fence(state.case_en), options=state.options_block(),
-                                                 evidence=evidence, feedback=feedback)  # fmt: skip
+        task = prompts.DIAGNOSTICIAN_TASK.format(
+            case=fence(state.case_en), options=state.options_block(), evidence=evidence, feedback=feedback
+        )
         messages.append(UserMessage(content=task, source="user"))
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
@@ -381,8 +384,12 @@ class CriticAgent(CouncilAgent):
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "verdict"
         evidence = evidence_block(state.evidence)
-        task = prompts.CRITIC_TASK.format(case=fence(state.case_en), options=state.options_block(), evidence=evidence,
-                                          answer=neutralise(state.answer_en))  # fmt: skip
+        task = prompts.CRITIC_TASK.format(
+            case=fence(state.case_en),
+            options=state.options_block(),
+            evidence=evidence,
+            answer=neutralise(state.answer_en),
+        )
         messages: list[LLMMessage] = [
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),

@@ -135,16 +135,19 @@ def load_component(path: Path) -> ComponentModel:
         raise ConfigError(f"{path}: config.model is required")
     if not any(config.get(key) for key in ("base_url", "host", "azure_endpoint")):
         # The provider's default would be its public API: a local model's prompts (and key) would leave the machine.
-        raise ConfigError(f"{path}: config.base_url is missing: set it to your server's URL (a public API's URL "
-                          "only if you mean to send it your prompts and key)")  # fmt: skip
+        raise ConfigError(
+            f"{path}: config.base_url is missing: set it to your server's URL (a public API's URL "
+            "only if you mean to send it your prompts and key)"
+        )
     from autogen_core._component_config import WELL_KNOWN_PROVIDERS
 
     module, _, name = WELL_KNOWN_PROVIDERS.get(component.provider, component.provider).rpartition(".")
     try:
         provider = getattr(importlib.import_module(module), name) if module else None
     except ImportError as error:
-        raise ConfigError(f"{path}: provider {component.provider!r} cannot be imported ({error}); install its "
-                          "package or fix the name") from None  # fmt: skip
+        raise ConfigError(
+            f"{path}: provider {component.provider!r} cannot be imported ({error}); install its package or fix the name"
+        ) from None
     except AttributeError:
         provider = None
     if provider is None:
@@ -200,8 +203,9 @@ class _Answer:
 class ModelClient:
     """A model behind the OpenAI API: the AutoGen client for agents, plus streamed chat and ``choose``."""
 
-    def __init__(self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings,
-                 engine: EngineWatch | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings, engine: EngineWatch | None = None
+    ) -> None:
         self.info = info
         self.settings = settings
         self.engine = engine
@@ -244,8 +248,9 @@ class ModelClient:
             return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
         if isinstance(error, openai.APIStatusError):
             if error.status_code in REJECTED_STATUS:
-                return RequestRejectedError(f"{self.info.base_url} refused the request (HTTP {error.status_code}): "
-                                            f"{error.message}")  # fmt: skip
+                return RequestRejectedError(
+                    f"{self.info.base_url} refused the request (HTTP {error.status_code}): {error.message}"
+                )
             return MedcouncilError(f"{self.info.base_url} answered HTTP {error.status_code}: {error.message}")
         return MedcouncilError(f"{self.info.base_url}: {error}")
 
@@ -287,8 +292,10 @@ class ModelClient:
                 # (raw) log-probability at the same position, so every option gets the model's own probability.
                 forced, extra = await self._constrained(payload, [letter])
                 calls += 1
-                usage = RequestUsage(prompt_tokens=usage.prompt_tokens + extra.prompt_tokens,
-                                     completion_tokens=usage.completion_tokens + extra.completion_tokens)  # fmt: skip
+                usage = RequestUsage(
+                    prompt_tokens=usage.prompt_tokens + extra.prompt_tokens,
+                    completion_tokens=usage.completion_tokens + extra.completion_tokens,
+                )
                 value = (letter_logprobs(forced.logprobs, [letter]) or {}).get(letter)
                 if value is not None:
                     found[letter] = value
@@ -303,8 +310,9 @@ class ModelClient:
             self._choice_cache.set(key, choice.model_dump_json())
         return choice
 
-    async def _constrained(self, payload: list[ChatCompletionMessageParam],
-                           letters: Sequence[str]) -> tuple[_Answer, RequestUsage]:  # fmt: skip
+    async def _constrained(
+        self, payload: list[ChatCompletionMessageParam], letters: Sequence[str]
+    ) -> tuple[_Answer, RequestUsage]:
         """One request constrained to ``letters``: its text and answer-position log-probabilities."""
         args = choice_args(self.info.dialect, letters)
         extra_body = args.pop("extra_body", None)
@@ -329,8 +337,9 @@ class ModelClient:
                 for item in content
             ]
         usage = response.usage
-        counted = RequestUsage(prompt_tokens=usage.prompt_tokens if usage else 0,
-                               completion_tokens=usage.completion_tokens if usage else 0)  # fmt: skip
+        counted = RequestUsage(
+            prompt_tokens=usage.prompt_tokens if usage else 0, completion_tokens=usage.completion_tokens if usage else 0
+        )
         return _Answer(first.message.content or "", positions), counted
 
     async def close(self) -> None:

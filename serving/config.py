@@ -129,8 +129,9 @@ class EngineConfig(BaseModel):
         file (llama.cpp), never on the command line where any local user can read it."""
         return {"VLLM_API_KEY": self.api_key} if self.api_key and self.engine == "vllm" else {}
 
-    def command(self, port: int, model_path: Path | None, workdir: Path,
-                lora_files: dict[str, Path] | None = None) -> list[str]:  # fmt: skip
+    def command(
+        self, port: int, model_path: Path | None, workdir: Path, lora_files: dict[str, Path] | None = None
+    ) -> list[str]:
         """The engine's command line.
 
         Args:
@@ -145,8 +146,9 @@ class EngineConfig(BaseModel):
             return self._llamacpp_command(port, model_path, workdir, lora_files or {})
         return self._vllm_command(port, str(model_path) if model_path else self.model)
 
-    def _llamacpp_command(self, port: int, model_path: Path | None, workdir: Path,
-                          lora_files: dict[str, Path]) -> list[str]:  # fmt: skip
+    def _llamacpp_command(
+        self, port: int, model_path: Path | None, workdir: Path, lora_files: dict[str, Path]
+    ) -> list[str]:
         if model_path is None:
             raise ConfigError("llama.cpp needs a GGUF file")
         template = (self.chat_template or GEMMA_TEMPLATE).expanduser().read_text(encoding="utf-8")
@@ -191,12 +193,18 @@ class EngineConfig(BaseModel):
         if model is None:
             raise ConfigError("vLLM needs a model folder or hub id")
         command = [
-            self.python, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", model,
-            "--served-model-name", self.display_name(),
-            "--host", HOST,
-            "--port", str(port),
-        ]  # fmt: skip
+            self.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model,
+            "--served-model-name",
+            self.display_name(),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+        ]
         command.append("--enable-prefix-caching" if self.enable_prefix_caching else "--no-enable-prefix-caching")
         if self.max_model_len:
             command += ["--max-model-len", str(self.max_model_len)]

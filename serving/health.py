@@ -28,8 +28,9 @@ HEALTH_ATTEMPTS = 3
 """Requests before an endpoint counts as down (0.5 s, then 1 s between them)."""
 
 
-def list_models(base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT,
-                attempts: int = HEALTH_ATTEMPTS) -> list[dict[str, Any]]:  # fmt: skip
+def list_models(
+    base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT, attempts: int = HEALTH_ATTEMPTS
+) -> list[dict[str, Any]]:
     """``GET {base_url}/models``, retried ``attempts`` times when there is no answer.
 
     Raises:
@@ -56,8 +57,9 @@ def list_models(base_url: str, api_key: str | None = None, timeout: float = HEAL
     return list(data)
 
 
-def is_healthy(base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT,
-               attempts: int = HEALTH_ATTEMPTS) -> bool:  # fmt: skip
+def is_healthy(
+    base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT, attempts: int = HEALTH_ATTEMPTS
+) -> bool:
     """True when the endpoint lists at least one model (patient: a busy engine is slow, not down)."""
     try:
         return bool(list_models(base_url, api_key, timeout, attempts))

@@ -78,8 +78,10 @@ def check_base(name: str, adapter: Path, served_digest: str) -> bool:
     if recorded is None:
         return False
     if recorded != served_digest:
-        raise ConfigError(f"LoRA adapter {name!r} ({adapter}) was trained on base {recorded[:16]}, not on the "
-                          f"served model {served_digest[:16]}: serve it with its own base (its run.json)")  # fmt: skip
+        raise ConfigError(
+            f"LoRA adapter {name!r} ({adapter}) was trained on base {recorded[:16]}, not on the "
+            f"served model {served_digest[:16]}: serve it with its own base (its run.json)"
+        )
     return True
 
 
@@ -124,8 +126,9 @@ def convert(adapter: Path, base_gguf: Path, out: Path) -> Path:
     for key, value in tensors.items():
         match = _LORA_KEY.search(key)
         if match is None or match.group(2) not in HF_TO_GGUF:
-            raise ConfigError(f"{adapter}: tensor {key} is not a decoder linear layer llama.cpp can adapt "
-                              f"({', '.join(HF_TO_GGUF)})")  # fmt: skip
+            raise ConfigError(
+                f"{adapter}: tensor {key} is not a decoder linear layer llama.cpp can adapt ({', '.join(HF_TO_GGUF)})"
+            )
         layer, module, part = match.groups()
         base_name = f"blk.{layer}.{HF_TO_GGUF[module]}.weight"
         pairs.setdefault(base_name, {})[part] = np.ascontiguousarray(value, dtype=np.float32)
@@ -143,8 +146,10 @@ def convert(adapter: Path, base_gguf: Path, out: Path) -> Path:
         if n_in_out is None:
             raise ConfigError(f"{adapter}: the base {base_gguf.name} has no tensor {base_name}: another model?")
         if (a.shape[1], b.shape[0]) != n_in_out[:2] or a.shape[0] != b.shape[1]:
-            raise ConfigError(f"{adapter}: {base_name} shapes A{a.shape} B{b.shape} do not fit the base's "
-                              f"{list(n_in_out)}: the adapter was trained on another model")  # fmt: skip
+            raise ConfigError(
+                f"{adapter}: {base_name} shapes A{a.shape} B{b.shape} do not fit the base's "
+                f"{list(n_in_out)}: the adapter was trained on another model"
+            )
         writer.add_tensor(f"{base_name}.lora_a", a)
         writer.add_tensor(f"{base_name}.lora_b", b)
     writer.write_header_to_file()

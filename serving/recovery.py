@@ -43,8 +43,12 @@ def recover(path: Path, error: Exception | None = None) -> ServerState | None:
         return None
     state, *others = found
     write_state(state)
-    log.warning("the %s engine medcouncil started on port %d (pid %d) runs with no readable record: recorded it "
-                "again", state.engine, state.port, state.pid)  # fmt: skip
+    log.warning(
+        "the %s engine medcouncil started on port %d (pid %d) runs with no readable record: recorded it again",
+        state.engine,
+        state.port,
+        state.pid,
+    )
     if others:
         listed = ", ".join(f"pid {other.pid} on port {other.port}" for other in others)
         log.warning("more engines medcouncil started still run unrecorded (%s): stop them with `kill PID`", listed)
@@ -94,10 +98,20 @@ def _state(pid: int, log_path: Path, match: re.Match[str]) -> ServerState:
     ticks = start_ticks(pid)
     status_path = log_path.with_suffix(".exit.json")  # the supervisor's (pid's) record of its engine
     ended = read_exit(status_path)
-    return ServerState(pid=pid, port=port, engine=engine, model=model, served_model_name=name, log_path=log_path,
-                       started_at=started, api_key=api_key, start_ticks=ticks,
-                       weights=f"recovered|{engine}|{model}|{pid}|{ticks}", status_path=status_path,
-                       engine_pid=ended.engine_pid if ended is not None else None)  # fmt: skip
+    return ServerState(
+        pid=pid,
+        port=port,
+        engine=engine,
+        model=model,
+        served_model_name=name,
+        log_path=log_path,
+        started_at=started,
+        api_key=api_key,
+        start_ticks=ticks,
+        weights=f"recovered|{engine}|{model}|{pid}|{ticks}",
+        status_path=status_path,
+        engine_pid=ended.engine_pid if ended is not None else None,
+    )
 
 
 def _served(pid: int, engine: str) -> tuple[str, str, str | None]:

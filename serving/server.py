@@ -305,8 +305,15 @@ class EngineServer:
         status_path = log_path.with_suffix(".exit.json")
         # Not detached: the supervisor (and through it the engine) gets SIGTERM when this process dies.
         dies_with = [] if self.detached else ["--die-with", str(os.getpid())]
-        command = [sys.executable, "-m", "medcouncil.serving.supervise", str(status_path), *dies_with, "--",
-                   *config.command(port, model_path, logs, lora_files)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "medcouncil.serving.supervise",
+            str(status_path),
+            *dies_with,
+            "--",
+            *config.command(port, model_path, logs, lora_files),
+        ]
         with log_path.open("wb") as log_file:
             self.process = subprocess.Popen(
                 command,

@@ -83,8 +83,9 @@ class EngineLink:
                 failed.
         """
         if not self.can_restart or self.server is None:
-            raise MedcouncilError("the engine was not started by this command or was restarted once already: "
-                                  "restart medcouncil")  # fmt: skip
+            raise MedcouncilError(
+                "the engine was not started by this command or was restarted once already: restart medcouncil"
+            )
         self.restarts += 1
         self.state = self.server.restart()
 
@@ -151,8 +152,10 @@ async def open_model(
             elif (death := read_death()) is not None:
                 # The user's server died: never a silent switch to the embedded model.
                 first, _, tail = death.reason.partition("\n")
-                raise EngineDiedError(f"{first}; it was recorded by `medcouncil serve`: start it again, or forget it "
-                                      "with `medcouncil serve --stop`" + (f"\n{tail}" if tail else ""))  # fmt: skip
+                raise EngineDiedError(
+                    f"{first}; it was recorded by `medcouncil serve`: start it again, or forget it "
+                    "with `medcouncil serve --stop`" + (f"\n{tail}" if tail else "")
+                )
             else:
                 notice("No model server configured or running: starting the embedded Gemma 3 270M (llama.cpp)…")
                 server = EngineServer(EngineConfig())

@@ -91,8 +91,9 @@ def main(argv: list[str]) -> int:
     if len(argv) > 2 and argv[1] == "--die-with":
         die_with, argv = int(argv[2]), [argv[0], *argv[3:]]
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m medcouncil.serving.supervise STATUS_FILE [--die-with PID] -- COMMAND...",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "usage: python -m medcouncil.serving.supervise STATUS_FILE [--die-with PID] -- COMMAND...", file=sys.stderr
+        )
         return 2
     if die_with is not None:
         # Set here, not between fork and exec in the starting process: that process may be threaded (the knowledge

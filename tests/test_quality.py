@@ -20,13 +20,24 @@ def test_mypy_strict(tmp_path: Path) -> None:
     (tmp_path / "src" / "tests").mkdir()
     (tmp_path / "src" / "tests" / "benchmarks").symlink_to(ROOT / "tests" / "benchmarks", target_is_directory=True)
     result = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"), "--cache-dir",
-         str(tmp_path / "cache"), "-p", "medcouncil", "-p", "tests.benchmarks"],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "-p",
+            "medcouncil",
+            "-p",
+            "tests.benchmarks",
+        ],
         cwd=tmp_path / "src",
         env={"MYPYPATH": str(tmp_path / "src"), "PATH": str(Path(sys.executable).parent)},
         capture_output=True,
         text=True,
-    )  # fmt: skip
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -36,12 +47,24 @@ def test_ruff() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format() -> None:
+    """The code is in ruff's format (no hand-kept layouts: no ``fmt: skip`` markers)."""
+    folders = [str(ROOT / name) for name in (*PACKAGES, "tests")]
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", *folders], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_every_subpackage_is_installed() -> None:
     """A folder with an ``__init__.py`` missing from pyproject's package list works in an editable install and is
     left out of a wheel."""
     import tomllib
 
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {"medcouncil." + ".".join(init.parent.relative_to(ROOT).parts)
-             for name in PACKAGES for init in (ROOT / name).rglob("__init__.py")}  # fmt: skip
+    found = {
+        "medcouncil." + ".".join(init.parent.relative_to(ROOT).parts)
+        for name in PACKAGES
+        for init in (ROOT / name).rglob("__init__.py")
+    }
     assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"

@@ -98,12 +98,16 @@ class BertSentenceEncoder:
 
         config = _read_json(folder / "config.json")
         if config.get("model_type") != "bert" or config.get("position_embedding_type", "absolute") != "absolute":
-            raise ConfigError(f"{folder}: the built-in encoder runs BERT models only (this is "
-                              f"{config.get('model_type')!r}); use embedding kind 'sentence-transformers' "
-                              "(pip install sentence-transformers)")  # fmt: skip
+            raise ConfigError(
+                f"{folder}: the built-in encoder runs BERT models only (this is "
+                f"{config.get('model_type')!r}); use embedding kind 'sentence-transformers' "
+                "(pip install sentence-transformers)"
+            )
         if config.get("hidden_act", "gelu") != "gelu":
-            raise ConfigError(f"{folder}: activation {config.get('hidden_act')!r} is not supported by the built-in "
-                              "encoder; use embedding kind 'sentence-transformers'")  # fmt: skip
+            raise ConfigError(
+                f"{folder}: activation {config.get('hidden_act')!r} is not supported by the built-in "
+                "encoder; use embedding kind 'sentence-transformers'"
+            )
         weights_file = folder / "model.safetensors"
         if not weights_file.is_file():
             raise ConfigError(f"{folder}: no model.safetensors (the built-in encoder reads safetensors weights)")

@@ -69,15 +69,21 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
                 text = str(snippet.get("text", "")).strip()
                 if text:
                     title = str(snippet.get("document", ""))
-                    yield Document(text=text, source=source, title=title, item_id=str(question.get("id", "")),
-                                   extra={"corpus": "bioasq"})  # fmt: skip
+                    yield Document(
+                        text=text,
+                        source=source,
+                        title=title,
+                        item_id=str(question.get("id", "")),
+                        extra={"corpus": "bioasq"},
+                    )
         return
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "CONTEXTS" in v for v in data.values()):
         for pmid, entry in data.items():  # PubMedQA: the abstract's contexts, never its conclusion
             text = " ".join(str(part) for part in entry["CONTEXTS"]).strip()
             if text:
-                yield Document(text=text, source=source, title=f"PubMed {pmid}", item_id=str(pmid),
-                               extra={"corpus": "pubmedqa"})  # fmt: skip
+                yield Document(
+                    text=text, source=source, title=f"PubMed {pmid}", item_id=str(pmid), extra={"corpus": "pubmedqa"}
+                )
         return
     rows = data if isinstance(data, list) else [data]
     for number, row in enumerate(rows):

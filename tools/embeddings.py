@@ -102,8 +102,10 @@ class SentenceTransformerEmbedder:
             import transformers
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise ConfigError("embedding kind 'sentence-transformers' needs the package: pip install "
-                              "sentence-transformers (or use kind 'bert', built in)") from None  # fmt: skip
+            raise ConfigError(
+                "embedding kind 'sentence-transformers' needs the package: pip install "
+                "sentence-transformers (or use kind 'bert', built in)"
+            ) from None
 
         transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
         transformers.logging.disable_progress_bar()  # type: ignore[no-untyped-call]

@@ -74,8 +74,9 @@ def format_mcqa(question: str, options: dict[str, str], reasoning: str = "") -> 
     """The question, its lettered options and (for modes that reason first) the reasoning, in
     :data:`MCQA_TEMPLATE`."""
     slot = REASONING.format(reasoning=reasoning.strip()) if reasoning.strip() else ""
-    return MCQA_TEMPLATE.format(question=fence(question.strip()), options=option_lines(options),
-                                reasoning=neutralise(slot))  # fmt: skip
+    return MCQA_TEMPLATE.format(
+        question=fence(question.strip()), options=option_lines(options), reasoning=neutralise(slot)
+    )
 
 
 def answer_line(letter: str, options: dict[str, str]) -> str:

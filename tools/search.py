@@ -47,8 +47,15 @@ class InMemoryKnowledge:
             if score >= (self.threshold if threshold is None else threshold):
                 meta = chunk.metadata
                 results.append(
-                    Evidence(id=chunk.id, text=chunk.text, score=score, source=str(meta["source"]),
-                             title=str(meta["title"]), item_id=str(meta["item_id"]), language=str(meta["language"]))
-                )  # fmt: skip
+                    Evidence(
+                        id=chunk.id,
+                        text=chunk.text,
+                        score=score,
+                        source=str(meta["source"]),
+                        title=str(meta["title"]),
+                        item_id=str(meta["item_id"]),
+                        language=str(meta["language"]),
+                    )
+                )
         results.sort(key=lambda evidence: -evidence.score)
         return results[: self.k if k is None else checked_k(k)]

@@ -87,22 +87,46 @@ def compare(directories: Sequence[Path], seed: int = 0) -> Comparison:
             letters: dict[str, int] = {}
             for record in chosen:
                 letters[record.letter or "-"] = letters.get(record.letter or "-", 0) + 1
-            rows.append(ModelRow(label=label, mode=mode, n=scored.n, accuracy=scored.accuracy, ci_low=scored.ci_low,
-                                 ci_high=scored.ci_high, macro_f1=scored.macro_f1, invalid=scored.invalid,
-                                 tokens=sum(r.tokens for r in chosen) / max(len(chosen), 1),
-                                 letters=dict(sorted(letters.items()))))  # fmt: skip
+            rows.append(
+                ModelRow(
+                    label=label,
+                    mode=mode,
+                    n=scored.n,
+                    accuracy=scored.accuracy,
+                    ci_low=scored.ci_low,
+                    ci_high=scored.ci_high,
+                    macro_f1=scored.macro_f1,
+                    invalid=scored.invalid,
+                    tokens=sum(r.tokens for r in chosen) / max(len(chosen), 1),
+                    letters=dict(sorted(letters.items())),
+                )
+            )
         reference = [answered[0][(i, mode)].correct for i in items]
         for label, records in zip(labels[1:], answered[1:], strict=True):
             other = [records[(i, mode)].correct for i in items]
             test = mcnemar(other, reference)
-            versus.append(Versus(mode=mode, first=label, second=labels[0], n=len(items),
-                                 first_accuracy=sum(other) / max(len(items), 1),
-                                 second_accuracy=sum(reference) / max(len(items), 1),
-                                 only_first=test.only_first, only_second=test.only_second,
-                                 p_value=test.p_value))  # fmt: skip
-    return Comparison(labels=labels, directories=[str(d) for d in directories],
-                      dataset=runs[0][1].manifest.dataset.dataset, items=len(common), dropped=dropped, rows=rows,
-                      versus=versus)  # fmt: skip
+            versus.append(
+                Versus(
+                    mode=mode,
+                    first=label,
+                    second=labels[0],
+                    n=len(items),
+                    first_accuracy=sum(other) / max(len(items), 1),
+                    second_accuracy=sum(reference) / max(len(items), 1),
+                    only_first=test.only_first,
+                    only_second=test.only_second,
+                    p_value=test.p_value,
+                )
+            )
+    return Comparison(
+        labels=labels,
+        directories=[str(d) for d in directories],
+        dataset=runs[0][1].manifest.dataset.dataset,
+        items=len(common),
+        dropped=dropped,
+        rows=rows,
+        versus=versus,
+    )
 
 
 def tables(comparison: Comparison) -> tuple[tuple[list[str], list[list[object]]], tuple[list[str], list[list[object]]]]:
@@ -110,29 +134,58 @@ def tables(comparison: Comparison) -> tuple[tuple[list[str], list[list[object]]]
     letters = sorted({k for r in comparison.rows for k in r.letters})
     header = ["mode", "model", "n", "acc %", "95% CI", "macro-F1", "invalid", "tokens/q", *letters]
     rows: list[list[object]] = [
-        [r.mode, r.label, r.n, _pct(r.accuracy), f"{_pct(r.ci_low)}–{_pct(r.ci_high)}", f"{r.macro_f1:.3f}",
-         r.invalid, f"{r.tokens:.0f}", *(r.letters.get(k, 0) for k in letters)]
+        [
+            r.mode,
+            r.label,
+            r.n,
+            _pct(r.accuracy),
+            f"{_pct(r.ci_low)}–{_pct(r.ci_high)}",
+            f"{r.macro_f1:.3f}",
+            r.invalid,
+            f"{r.tokens:.0f}",
+            *(r.letters.get(k, 0) for k in letters),
+        ]
         for r in comparison.rows
-    ]  # fmt: skip
-    paired_header = ["mode", "model vs reference", "n", "acc model %", "acc reference %", "only model right",
-                     "only reference right", "McNemar p"]  # fmt: skip
+    ]
+    paired_header = [
+        "mode",
+        "model vs reference",
+        "n",
+        "acc model %",
+        "acc reference %",
+        "only model right",
+        "only reference right",
+        "McNemar p",
+    ]
     paired: list[list[object]] = [
-        [v.mode, f"{v.first} vs {v.second}", v.n, _pct(v.first_accuracy), _pct(v.second_accuracy), v.only_first,
-         v.only_second, f"{v.p_value:.3g}"]
+        [
+            v.mode,
+            f"{v.first} vs {v.second}",
+            v.n,
+            _pct(v.first_accuracy),
+            _pct(v.second_accuracy),
+            v.only_first,
+            v.only_second,
+            f"{v.p_value:.3g}",
+        ]
         for v in comparison.versus
-    ]  # fmt: skip
+    ]
     return (header, rows), (paired_header, paired)
 
 
 def markdown(comparison: Comparison) -> str:
     (header, rows), (paired_header, paired) = tables(comparison)
     lines = [f"# medcouncil comparison: {comparison.dataset}", ""]
-    lines += [f"- **{label}**: {directory}" for label, directory in
-              zip(comparison.labels, comparison.directories, strict=True)]  # fmt: skip
+    lines += [
+        f"- **{label}**: {directory}"
+        for label, directory in zip(comparison.labels, comparison.directories, strict=True)
+    ]
     lines += [f"- **items compared**: {comparison.items} (reference: {comparison.labels[0]})"]
     if any(comparison.dropped.values()):
-        lines += ["- **left out** (not answered by every run): "
-                  + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())]  # fmt: skip
+        lines += [
+            "- **left out** (not answered by every run): "
+            + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())
+        ]
     lines += ["", "## Accuracy per model (letters: how often each was predicted)", "", *_table(header, rows)]
     lines += ["", "## Each model against the reference, same items (exact McNemar)", "", *_table(paired_header, paired)]
     return "\n".join(lines) + "\n"
@@ -140,14 +193,18 @@ def markdown(comparison: Comparison) -> str:
 
 def html_page(comparison: Comparison) -> str:
     (header, rows), (paired_header, paired) = tables(comparison)
-    runs = "".join(f"<li><b>{html.escape(label)}</b>: {html.escape(directory)}</li>" for label, directory in
-                   zip(comparison.labels, comparison.directories, strict=True))  # fmt: skip
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title><style>{STYLE}</style>"
-            f"</head><body><h1>Comparison: {html.escape(comparison.dataset)}</h1><ul>{runs}</ul>"
-            f"<p>{comparison.items} items compared; reference {html.escape(comparison.labels[0])}.</p>"
-            f"<h2>Accuracy per model</h2>{_html_table(header, rows)}"
-            f"<h2>Against the reference (exact McNemar)</h2>{_html_table(paired_header, paired)}"
-            "</body></html>")  # fmt: skip
+    runs = "".join(
+        f"<li><b>{html.escape(label)}</b>: {html.escape(directory)}</li>"
+        for label, directory in zip(comparison.labels, comparison.directories, strict=True)
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title><style>{STYLE}</style>"
+        f"</head><body><h1>Comparison: {html.escape(comparison.dataset)}</h1><ul>{runs}</ul>"
+        f"<p>{comparison.items} items compared; reference {html.escape(comparison.labels[0])}.</p>"
+        f"<h2>Accuracy per model</h2>{_html_table(header, rows)}"
+        f"<h2>Against the reference (exact McNemar)</h2>{_html_table(paired_header, paired)}"
+        "</body></html>"
+    )
 
 
 def write(comparison: Comparison, out: Path) -> tuple[Path, Path]:

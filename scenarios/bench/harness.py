@@ -22,6 +22,7 @@ R = TypeVar("R")
 U = TypeVar("U")
 C = TypeVar("C")
 
+
 @dataclass(frozen=True)
 class Item:
     """A sample as shown to the answerers: options possibly shuffled (seeded per item, so reruns agree)."""
@@ -126,8 +127,13 @@ class Attempts:
         return None
 
 
-async def drain(jobs: Sequence[tuple[U, list[str]]], concurrency: int, context: Callable[[], C],
-                step: Callable[[C, U, str], Awaitable[None]], stopped: Callable[[], bool]) -> None:  # fmt: skip
+async def drain(
+    jobs: Sequence[tuple[U, list[str]]],
+    concurrency: int,
+    context: Callable[[], C],
+    step: Callable[[C, U, str], Awaitable[None]],
+    stopped: Callable[[], bool],
+) -> None:
     """Jobs (a unit and its pending modes) shared by ``concurrency`` workers, each with its own ``context()`` (a
     council holds one episode at a time); every worker stops once ``stopped()``."""
     queue: asyncio.Queue[tuple[U, list[str]]] = asyncio.Queue()

@@ -50,11 +50,13 @@ class ServedBy(BaseModel):
     def bind(self, model: str, endpoint: str, council: dict[str, object], directory: Path) -> None:
         """Record what answers the run in ``directory``; a resume against another model or council is refused."""
         if self.model and self.model != model:
-            raise ConfigError(f"{directory} was run with model {self.model!r}, not {model!r}: resume it against the "
-                              "same model")  # fmt: skip
+            raise ConfigError(
+                f"{directory} was run with model {self.model!r}, not {model!r}: resume it against the same model"
+            )
         if self.council and self.council != council:
-            raise ConfigError(f"{directory} was run with another council configuration: resume it with the same "
-                              "--council file")  # fmt: skip
+            raise ConfigError(
+                f"{directory} was run with another council configuration: resume it with the same --council file"
+            )
         self.model, self.endpoint, self.council = model, endpoint, council
 
 

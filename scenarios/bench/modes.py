@@ -122,27 +122,77 @@ def _pride(setting: Setting) -> Answerer:
     return PriDe(setting.single, setting.estimator)
 
 
-MODES: dict[str, Mode] = {mode.name: mode for mode in (
-    Mode("single", "one constrained choice by the model alone", "#1f77b4", lambda s: s.single,
-         doctor=lambda s: Doctor(s.asker, s.asker, s.single)),
-    Mode("council", "translate, retrieve, diagnose, critique, revise, then the constrained choice", "#d62728",
-         lambda s: s.council, compared_with=("single", "cot", "sc"),
-         doctor=lambda s: Doctor(s.council, s.council, s.council)),
-    Mode("gated", "the single model first; the council when its top-option probability is under --threshold",
-         "#2ca02c", lambda s: s.gated, compared_with=("single", "council"), parameters=("threshold",),
-         doctor=lambda s: Doctor(s.asker, s.gated, s.gated), note=lambda t: f"gate: top probability < {t}"),
-    Mode("cot", "chain of thought with the diagnostician's budget, then the choice", "#9467bd",
-         _cot, compared_with=("single",)),
-    Mode("sc", "self-consistency: --sc-k reasoning samples, majority vote", "#ff7f0e",
-         _sc, compared_with=("cot",), parameters=("sc_k",)),
-    Mode("single+cyclic", "the single model over cyclic permutations of the options", "#17becf",
-         _cyclic, compared_with=("single",), debias="cyclic"),
-    Mode("single+pride", "the single model debiased by PriDe's estimated position prior", "#bcbd22", _pride,
-         compared_with=("single",), parameters=("prior",), debias="pride"),
-    Mode("panel", "the council deliberating as a panel", "#8c564b", lambda s: s.new_council("panel"),
-         compared_with=("council", "cot")),
-)}  # fmt: skip
+MODES: dict[str, Mode] = {
+    mode.name: mode
+    for mode in (
+        Mode(
+            "single",
+            "one constrained choice by the model alone",
+            "#1f77b4",
+            lambda s: s.single,
+            doctor=lambda s: Doctor(s.asker, s.asker, s.single),
+        ),
+        Mode(
+            "council",
+            "translate, retrieve, diagnose, critique, revise, then the constrained choice",
+            "#d62728",
+            lambda s: s.council,
+            compared_with=("single", "cot", "sc"),
+            doctor=lambda s: Doctor(s.council, s.council, s.council),
+        ),
+        Mode(
+            "gated",
+            "the single model first; the council when its top-option probability is under --threshold",
+            "#2ca02c",
+            lambda s: s.gated,
+            compared_with=("single", "council"),
+            parameters=("threshold",),
+            doctor=lambda s: Doctor(s.asker, s.gated, s.gated),
+            note=lambda t: f"gate: top probability < {t}",
+        ),
+        Mode(
+            "cot",
+            "chain of thought with the diagnostician's budget, then the choice",
+            "#9467bd",
+            _cot,
+            compared_with=("single",),
+        ),
+        Mode(
+            "sc",
+            "self-consistency: --sc-k reasoning samples, majority vote",
+            "#ff7f0e",
+            _sc,
+            compared_with=("cot",),
+            parameters=("sc_k",),
+        ),
+        Mode(
+            "single+cyclic",
+            "the single model over cyclic permutations of the options",
+            "#17becf",
+            _cyclic,
+            compared_with=("single",),
+            debias="cyclic",
+        ),
+        Mode(
+            "single+pride",
+            "the single model debiased by PriDe's estimated position prior",
+            "#bcbd22",
+            _pride,
+            compared_with=("single",),
+            parameters=("prior",),
+            debias="pride",
+        ),
+        Mode(
+            "panel",
+            "the council deliberating as a panel",
+            "#8c564b",
+            lambda s: s.new_council("panel"),
+            compared_with=("council", "cot"),
+        ),
+    )
+}
 """Every mode, in the order reports list them."""
+
 
 def comparisons() -> list[tuple[str, str]]:
     """Every declared pair (mode, compared with), in declaration order."""
@@ -185,9 +235,9 @@ def help_text(modes: Sequence[str] | None = None) -> str:
     return "; ".join(f"{name}: {MODES[name].summary}" for name in (modes or list(MODES)))
 
 
-
-def setting_for(answerers: Answerers, threshold: float = 0.6, sc_k: int = SC_K,
-                estimator: PriorEstimator | None = None) -> Setting:  # fmt: skip
+def setting_for(
+    answerers: Answerers, threshold: float = 0.6, sc_k: int = SC_K, estimator: PriorEstimator | None = None
+) -> Setting:
     """A worker's :class:`Setting` on a command's answerers; reasoning baselines get the diagnostician's budget."""
     from medcouncil.agents.roles import DIAGNOSTICIAN
 

@@ -36,8 +36,20 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]
 
 
 def result_rows(summary: Summary) -> tuple[list[str], list[list[object]]]:
-    header = ["mode", "subset", "n", "acc %", "95% CI", "macro-F1", "invalid", "errors", "tokens/q", "calls/q",
-              "latency/q (s)", "escalated"]  # fmt: skip
+    header = [
+        "mode",
+        "subset",
+        "n",
+        "acc %",
+        "95% CI",
+        "macro-F1",
+        "invalid",
+        "errors",
+        "tokens/q",
+        "calls/q",
+        "latency/q (s)",
+        "escalated",
+    ]
     rows: list[list[object]] = [
         [
             r.mode,
@@ -99,8 +111,12 @@ def _overview(manifest: Manifest, summary: Summary) -> list[tuple[str, str]]:
         ("items", f"{summary.items} (malformed rows skipped: {data.skipped})"),
         (
             "modes",
-            ", ".join(config.modes) + "".join(f" ({note(config.threshold)})" for m in config.modes
-                                              if m in MODES and (note := MODES[m].note) is not None),
+            ", ".join(config.modes)
+            + "".join(
+                f" ({note(config.threshold)})"
+                for m in config.modes
+                if m in MODES and (note := MODES[m].note) is not None
+            ),
         ),
         ("model", f"{config.model} at {config.endpoint}"),
         *_training_row(manifest),
@@ -132,12 +148,19 @@ def markdown(manifest: Manifest, summary: Summary, golds: dict[str, int]) -> str
         lines += ["", "## Paired comparison (same items)", "", *_table(*paired_rows(summary))]
     if note := _gated_note(summary):
         lines += ["", note]
-    lines += ["", "## Predicted letters (a model stuck on one position shows here)", "",
-              *_table(*letter_rows(summary, golds))]  # fmt: skip
-    lines += ["", "Errors are not answers: an item the model could not be reached for is left out of n and listed "
-              "under errors. Latency is wall time per question: with the LLM cache on, a call already answered "
-              "(for another mode, or in an earlier run) is near-instant, so compare latency on --no-cache runs. "
-              "Per-item transcripts are in report.html."]  # fmt: skip
+    lines += [
+        "",
+        "## Predicted letters (a model stuck on one position shows here)",
+        "",
+        *_table(*letter_rows(summary, golds)),
+    ]
+    lines += [
+        "",
+        "Errors are not answers: an item the model could not be reached for is left out of n and listed "
+        "under errors. Latency is wall time per question: with the LLM cache on, a call already answered "
+        "(for another mode, or in an earlier run) is near-instant, so compare latency on --no-cache runs. "
+        "Per-item transcripts are in report.html.",
+    ]
     if manifest.dataset.skipped_rows:
         lines += ["", "## Malformed rows skipped", "", *(f"- {row}" for row in manifest.dataset.skipped_rows)]
     return "\n".join(lines) + "\n"
@@ -157,18 +180,23 @@ def plot_svg(summary: Summary, width: int = 520, height: int = 320) -> str:
     def y(value: float) -> float:
         return height - bottom - (height - bottom - top) * value
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             'aria-label="accuracy versus tokens per question">',
-             f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="#444"/>',
-             f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{y(1)}" stroke="#444"/>']  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        'aria-label="accuracy versus tokens per question">',
+        f'<line x1="{left}" y1="{y(0)}" x2="{width - right}" y2="{y(0)}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{y(0)}" x2="{left}" y2="{y(1)}" stroke="#444"/>',
+    ]
     for tick in (0, 0.25, 0.5, 0.75, 1.0):
         parts.append(f'<text x="{left - 6}" y="{y(tick) + 4}" font-size="11" text-anchor="end">{tick:.0%}</text>')
     for tick in range(5):
         value = x_max * tick / 4
-        parts.append(f'<text x="{x(value)}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">'
-                     f"{value:.0f}</text>")  # fmt: skip
-    parts.append(f'<text x="{(width + left) / 2}" y="{height - 6}" font-size="12" text-anchor="middle">'
-                 "tokens per question</text>")  # fmt: skip
+        parts.append(
+            f'<text x="{x(value)}" y="{height - bottom + 16}" font-size="11" text-anchor="middle">{value:.0f}</text>'
+        )
+    parts.append(
+        f'<text x="{(width + left) / 2}" y="{height - 6}" font-size="12" text-anchor="middle">'
+        "tokens per question</text>"
+    )
     for row in rows:
         colour = MODES[row.mode].colour if row.mode in MODES else "#555"
         cx = x(row.tokens)
@@ -176,8 +204,10 @@ def plot_svg(summary: Summary, width: int = 520, height: int = 320) -> str:
         parts.append(f'<circle cx="{cx}" cy="{y(row.accuracy)}" r="5" fill="{colour}"/>')
         # Labels of points near the right edge go to their left, so none is cut off.
         anchor, dx = ("end", -8) if cx > 0.7 * width else ("start", 8)
-        parts.append(f'<text x="{cx + dx}" y="{y(row.accuracy) - 6}" font-size="12" fill="{colour}" '
-                     f'text-anchor="{anchor}">{html.escape(row.mode)} {_pct(row.accuracy)}%</text>')  # fmt: skip
+        parts.append(
+            f'<text x="{cx + dx}" y="{y(row.accuracy) - 6}" font-size="12" fill="{colour}" '
+            f'text-anchor="{anchor}">{html.escape(row.mode)} {_pct(row.accuracy)}%</text>'
+        )
     return "".join(parts) + "</svg>"
 
 
@@ -195,18 +225,24 @@ def _transcript(sample_id: str, records: Sequence[Record]) -> str:
         f'<span class="{"ok" if r.correct else "bad"}">{html.escape(r.mode)}: {r.letter or "invalid"}</span>'
         for r in records
     )
-    parts = [f"<details><summary>{html.escape(sample_id)}: gold {first.gold} · {marks}</summary>",
-             f"<pre>{html.escape(question.text)}</pre><ol type='A'>{shown}</ol>"]  # fmt: skip
+    parts = [
+        f"<details><summary>{html.escape(sample_id)}: gold {first.gold} · {marks}</summary>",
+        f"<pre>{html.escape(question.text)}</pre><ol type='A'>{shown}</ol>",
+    ]
     if first.order:
         parts.append(f"<p>Shown order (dataset letters): {' '.join(first.order)}</p>")
     for record in records:
-        parts.append(f"<h4>{html.escape(record.mode)}: predicted {record.letter or 'invalid'} (gold {record.gold}); "
-                     f"{record.tokens} tokens, {record.model_calls} calls, {record.latency_s:.2f} s</h4>")  # fmt: skip
+        parts.append(
+            f"<h4>{html.escape(record.mode)}: predicted {record.letter or 'invalid'} (gold {record.gold}); "
+            f"{record.tokens} tokens, {record.model_calls} calls, {record.latency_s:.2f} s</h4>"
+        )
         for turn in record.episode.turns:
             parts.append(f"<p><b>{html.escape(turn.agent)}</b> ({turn.kind})</p><pre>{html.escape(turn.content)}</pre>")
             if turn.evidence:
-                items = "".join(f"<li>[{html.escape(e.source)}] {e.score:.2f}: {html.escape(e.text[:400])}</li>"
-                                for e in turn.evidence)  # fmt: skip
+                items = "".join(
+                    f"<li>[{html.escape(e.source)}] {e.score:.2f}: {html.escape(e.text[:400])}</li>"
+                    for e in turn.evidence
+                )
                 parts.append(f"<ol>{items}</ol>")
     return "".join(parts) + "</details>"
 
@@ -219,17 +255,21 @@ def html_page(manifest: Manifest, summary: Summary, records: Sequence[Record], g
         by_item[record.sample_id].append(record)
     order = {mode: n for n, mode in enumerate(manifest.config.modes)}
     transcripts = "".join(
-        _transcript(i, sorted(by_item[i], key=lambda r: order.get(r.mode, 9))) for i in manifest.sample_ids
+        _transcript(i, sorted(by_item[i], key=lambda r: order.get(r.mode, 9)))
+        for i in manifest.sample_ids
         if i in by_item
-    )  # fmt: skip
+    )
     paired = f"<h2>Paired comparison</h2>{_html_table(*paired_rows(summary))}" if summary.paired else ""
     skipped = "".join(f"<li>{html.escape(row)}</li>" for row in manifest.dataset.skipped_rows)
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
-            f"<body><h1>{title}</h1><ul>{overview}</ul><h2>Results</h2>{_html_table(*result_rows(summary))}"
-            f"{paired}<p>{html.escape(_gated_note(summary))}</p><h2>Predicted letters</h2>"
-            f"{_html_table(*letter_rows(summary, golds))}<h2>Accuracy vs tokens per question</h2>"
-            f"{plot_svg(summary)}" + (f"<h2>Malformed rows skipped</h2><ul>{skipped}</ul>" if skipped else "")
-            + f"<h2>Transcripts</h2>{transcripts}</body></html>")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
+        f"<body><h1>{title}</h1><ul>{overview}</ul><h2>Results</h2>{_html_table(*result_rows(summary))}"
+        f"{paired}<p>{html.escape(_gated_note(summary))}</p><h2>Predicted letters</h2>"
+        f"{_html_table(*letter_rows(summary, golds))}<h2>Accuracy vs tokens per question</h2>"
+        f"{plot_svg(summary)}"
+        + (f"<h2>Malformed rows skipped</h2><ul>{skipped}</ul>" if skipped else "")
+        + f"<h2>Transcripts</h2>{transcripts}</body></html>"
+    )
 
 
 def reference_table(directory: Path) -> tuple[str, str]:
@@ -245,12 +285,19 @@ def reference_table(directory: Path) -> tuple[str, str]:
             continue
         summary = load_run(run_dir).summary
         by_mode = {r.mode: r for r in summary.rows if r.subset == ALL}
-        cells = [v for m in modes for v in ((_pct(by_mode[m].accuracy), _pct(by_mode[m].macro_f1))
-                                            if m in by_mode and by_mode[m].n else ("–", "–"))]  # fmt: skip
+        cells = [
+            v
+            for m in modes
+            for v in (
+                (_pct(by_mode[m].accuracy), _pct(by_mode[m].macro_f1)) if m in by_mode and by_mode[m].n else ("–", "–")
+            )
+        ]
         rows.append([entry["label"], *cells, summary.items, entry.get("note", "")])
     text = "\n".join([f"# medcouncil reference table ({', '.join(modes)})", "", *_table(header, rows)]) + "\n"
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>reference table</title><style>{STYLE}</style>"
-            f"</head><body><h1>Reference table</h1>{_html_table(header, rows)}</body></html>")  # fmt: skip
+    page = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>reference table</title><style>{STYLE}</style>"
+        f"</head><body><h1>Reference table</h1>{_html_table(header, rows)}</body></html>"
+    )
     return text, page
 
 

@@ -103,9 +103,17 @@ def measure(records: Sequence[Record], mode: str = "council") -> list[RoleFormat
                 form += bool(text) and _in_format(role, text, options)
                 looped += loops(text)
         n = len(words)
-        rows.append(RoleFormat(role=role, turns=n, echo=echo / n if n else 0.0, format=form / n if n else 0.0,
-                               loops=looped / n if n else 0.0, empty=empty / n if n else 0.0,
-                               median_words=statistics.median(words) if words else 0.0))  # fmt: skip
+        rows.append(
+            RoleFormat(
+                role=role,
+                turns=n,
+                echo=echo / n if n else 0.0,
+                format=form / n if n else 0.0,
+                loops=looped / n if n else 0.0,
+                empty=empty / n if n else 0.0,
+                median_words=statistics.median(words) if words else 0.0,
+            )
+        )
     return rows
 
 
@@ -116,8 +124,10 @@ def main(argv: Sequence[str]) -> int:
     print(f"{'run':40} {'role':14} {'turns':>5} {'echo':>6} {'format':>7} {'loops':>6} {'empty':>6} {'words':>6}")
     for run in argv:
         for row in measure(read_records(Path(run))):
-            print(f"{Path(run).name[:40]:40} {row.role:14} {row.turns:5d} {row.echo:6.1%} {row.format:7.1%} "
-                  f"{row.loops:6.1%} {row.empty:6.1%} {row.median_words:6.0f}")  # fmt: skip
+            print(
+                f"{Path(run).name[:40]:40} {row.role:14} {row.turns:5d} {row.echo:6.1%} {row.format:7.1%} "
+                f"{row.loops:6.1%} {row.empty:6.1%} {row.median_words:6.0f}"
+            )
     return 0
 
 

@@ -39,8 +39,6 @@ SUITES = {"reference": REFERENCE_SUITE}
 
 
 @dataclass
-
-
 @dataclass(frozen=True)
 class Answering:
     """Who answers a run and how it persists (the model and persistence blocks of the options, ranges checked by
@@ -91,13 +89,20 @@ def new_run(directory: Path, selection: Selection, config: dict[str, object], la
         err_console.print(f"[warning]… and {info.skipped - 10} more malformed rows skipped[/]")
     if info.renamed_ids:
         shown = ", ".join(info.renamed_ids[:5]) + (" …" if len(info.renamed_ids) > 5 else "")
-        err_console.print(f"[warning]{len(info.renamed_ids)} items repeat an earlier item's id: renamed "
-                          f"{escape(shown)}[/]", soft_wrap=True)  # fmt: skip
+        err_console.print(
+            f"[warning]{len(info.renamed_ids)} items repeat an earlier item's id: renamed {escape(shown)}[/]",
+            soft_wrap=True,
+        )
     if not chosen:
         raise ConfigError(f"{selection.dataset}: no valid items")
     run_config = RunConfig.model_validate({**config, "limit": selection.limit, "fields": selection.fields})
-    manifest = Manifest(medcouncil_version=version("medcouncil"), dataset=info, config=run_config,
-                        sample_ids=[s.id for s in chosen], label=label)  # fmt: skip
+    manifest = Manifest(
+        medcouncil_version=version("medcouncil"),
+        dataset=info,
+        config=run_config,
+        sample_ids=[s.id for s in chosen],
+        label=label,
+    )
     return RunRequest(directory, manifest, chosen)
 
 
@@ -111,11 +116,13 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
     lock_run(directory)
     manifest = read_manifest(directory)
     data, fields = manifest.dataset, manifest.config.fields
-    samples, info = load_dataset(data.dataset, data.subset, data.split, FieldMap.parse(fields) if fields else None,
-                                 False, data_root)  # fmt: skip
+    samples, info = load_dataset(
+        data.dataset, data.subset, data.split, FieldMap.parse(fields) if fields else None, False, data_root
+    )
     if info.fingerprint != data.fingerprint:
-        raise ConfigError(f"{data.source}: the dataset changed since the run started (fingerprint differs): "
-                          "start a new run")  # fmt: skip
+        raise ConfigError(
+            f"{data.source}: the dataset changed since the run started (fingerprint differs): start a new run"
+        )
     by_id = {s.id: s for s in samples}
     return RunRequest(directory, manifest, [by_id[i] for i in manifest.sample_ids])
 
@@ -148,9 +155,15 @@ async def execute(request: RunRequest, answerers: Answerers, answering: Answerin
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as progress:
         task = progress.add_task("starting", total=len(items) * len(config.modes))
-        harness = Harness(journal, config.modes, per_worker, concurrency=answering.concurrency,
-                          retries=answering.retries, backoff_s=answering.backoff,
-                          give_up_after=answering.give_up_after)  # fmt: skip
+        harness = Harness(
+            journal,
+            config.modes,
+            per_worker,
+            concurrency=answering.concurrency,
+            retries=answering.retries,
+            backoff_s=answering.backoff,
+            give_up_after=answering.give_up_after,
+        )
 
         def advance(record: object) -> None:
             progress.update(task, advance=1, description=harness.tally.describe(config.modes))
@@ -159,8 +172,10 @@ async def execute(request: RunRequest, answerers: Answerers, answering: Answerin
         pending = harness.pending(items)
         progress.update(task, completed=harness.tally.resumed, description=harness.tally.describe(config.modes))
         if harness.tally.resumed:
-            err_console.print(f"[notice]resuming: {harness.tally.resumed} answers already journaled, "
-                              f"{sum(len(m) for _, m in pending)} to go[/]")  # fmt: skip
+            err_console.print(
+                f"[notice]resuming: {harness.tally.resumed} answers already journaled, "
+                f"{sum(len(m) for _, m in pending)} to go[/]"
+            )
         try:
             await harness.run(pending)
         finally:
@@ -196,12 +211,16 @@ def print_summary(directory: Path, run: Run) -> int:
             table.add_row(*(str(row[i]) for i in columns))
         console.print(table)
     for pair in summary.paired:
-        console.print(f"{pair.first} vs {pair.second}: {pair.only_first} vs {pair.only_second} discordant, "
-                      f"McNemar p = {pair.p_value:.3g} (n = {pair.n})")  # fmt: skip
+        console.print(
+            f"{pair.first} vs {pair.second}: {pair.only_first} vs {pair.only_second} discordant, "
+            f"McNemar p = {pair.p_value:.3g} (n = {pair.n})"
+        )
     if summary.errors or summary.pending:
         where = escape(str(directory))
-        err_console.print(f"[error]{summary.errors} errors and {summary.pending} pending item×mode pairs were not "
-                          f"scored[/]: finish them with medcouncil bench --resume {where}")  # fmt: skip
+        err_console.print(
+            f"[error]{summary.errors} errors and {summary.pending} pending item×mode pairs were not "
+            f"scored[/]: finish them with medcouncil bench --resume {where}"
+        )
     console.print(
         f"[notice]report: {escape(str(directory / 'report.md'))} · {escape(str(directory / 'report.html'))}[/]"
     )
@@ -233,7 +252,8 @@ async def open_and_run(requests: list[RunRequest], answering: Answering, model_c
 
                 request.manifest.training = check(card, request.samples)
                 if request.manifest.training.overlapping or request.manifest.training.note:
-                    err_console.print(f"[warning]warning: {escape(request.manifest.training.warning())}[/]",
-                                      soft_wrap=True)  # fmt: skip
+                    err_console.print(
+                        f"[warning]warning: {escape(request.manifest.training.warning())}[/]", soft_wrap=True
+                    )
             runs.append(await execute(request, answerers, answering))
     return runs

@@ -51,9 +51,16 @@ def pair(first: str, second: str, a: Mapping[str, bool], b: Mapping[str, bool], 
     """Two modes' correctness (by item id) on the ``keys`` both answered, with the exact McNemar test."""
     both = [k for k in keys if k in a and k in b]
     test = mcnemar([a[k] for k in both], [b[k] for k in both])
-    return Paired(first=first, second=second, n=len(both), first_accuracy=sum(a[k] for k in both) / max(len(both), 1),
-                  second_accuracy=sum(b[k] for k in both) / max(len(both), 1), only_first=test.only_first,
-                  only_second=test.only_second, p_value=test.p_value)  # fmt: skip
+    return Paired(
+        first=first,
+        second=second,
+        n=len(both),
+        first_accuracy=sum(a[k] for k in both) / max(len(both), 1),
+        second_accuracy=sum(b[k] for k in both) / max(len(both), 1),
+        only_first=test.only_first,
+        only_second=test.only_second,
+        p_value=test.p_value,
+    )
 
 
 class Summary(BaseModel):
@@ -111,5 +118,11 @@ def summarize(manifest: Manifest, records: Sequence[Record], errors: Sequence[Er
             b = {r.sample_id: r.correct for r in by_mode[second]}
             paired.append(pair(first, second, a, b, manifest.sample_ids))
     total = len(manifest.sample_ids) * len(modes)
-    return Summary(rows=rows, paired=paired, items=len(manifest.sample_ids), pending=total - len(done) - len(failed),
-                   errors=len(failed), skipped_rows=manifest.dataset.skipped)  # fmt: skip
+    return Summary(
+        rows=rows,
+        paired=paired,
+        items=len(manifest.sample_ids),
+        pending=total - len(done) - len(failed),
+        errors=len(failed),
+        skipped_rows=manifest.dataset.skipped,
+    )

@@ -19,8 +19,9 @@ from medcouncil.agents.interview import Interview, Responder, Step
 from medcouncil.agents.judge import Verdict
 from medcouncil.serving.common.console import console
 
-HELP = ("Type a question for the patient, or: exam <examination> · test <test> · diagnosis <your diagnosis> · "
-        "/help · /quit")  # fmt: skip
+HELP = (
+    "Type a question for the patient, or: exam <examination> · test <test> · diagnosis <your diagnosis> · /help · /quit"
+)
 
 
 class CaseSession:
@@ -89,8 +90,12 @@ class CaseSession:
         return ""
 
 
-def play_case(session: CaseSession, read: Callable[[str], str], loop: asyncio.AbstractEventLoop,
-              judge: Callable[[ClinicalCase, str, str | None], Awaitable[Verdict]]) -> Verdict | None:  # fmt: skip
+def play_case(
+    session: CaseSession,
+    read: Callable[[str], str],
+    loop: asyncio.AbstractEventLoop,
+    judge: Callable[[ClinicalCase, str, str | None], Awaitable[Verdict]],
+) -> Verdict | None:
     """The encounter loop: ``read`` a line, answer it, until a diagnosis (judged) or the end of input; everything
     runs on ``loop`` (the model clients' loop)."""
     console.print(escape(session.opening()), soft_wrap=True)
@@ -112,8 +117,11 @@ def play_case(session: CaseSession, read: Callable[[str], str], loop: asyncio.Ab
         return None
     verdict = loop.run_until_complete(judge(session.case, record.diagnosis, record.letter))
     mark = "[notice]correct[/]" if verdict.correct else "[error]not correct[/]"
-    console.print(f"{mark}: the diagnosis is {escape(session.case.diagnosis)} ({escape(verdict.reason)})",
-                  soft_wrap=True)  # fmt: skip
-    console.print(f"[notice]{record.count('ask')} questions, {record.count('exam')} examinations, "
-                  f"{record.count('test')} tests, cost {record.cost:g}[/]")  # fmt: skip
+    console.print(
+        f"{mark}: the diagnosis is {escape(session.case.diagnosis)} ({escape(verdict.reason)})", soft_wrap=True
+    )
+    console.print(
+        f"[notice]{record.count('ask')} questions, {record.count('exam')} examinations, "
+        f"{record.count('test')} tests, cost {record.cost:g}[/]"
+    )
     return verdict

@@ -85,8 +85,10 @@ class ChatSession:
         if not isinstance(link, EngineLink) or link.failure() is None:
             return True
         if not link.can_restart:
-            console.print("[error]error:[/] the engine is down; it was not started by this chat or was restarted "
-                          "once already: check `medcouncil serve --status`, or /quit and start again")  # fmt: skip
+            console.print(
+                "[error]error:[/] the engine is down; it was not started by this chat or was restarted "
+                "once already: check `medcouncil serve --status`, or /quit and start again"
+            )
             return False
         console.print("[notice]the engine died: restarting it…[/]")
         try:

@@ -114,12 +114,32 @@ def bench(
     from medcouncil.scenarios.episodes.run import EpisodeRequest, bench_episodes, read_episode_manifest
     from medcouncil.serving.session import ModelSource
 
-    answering = Answering(ModelSource.resolve(model_config, endpoint, api_key, model), not no_cache,
-                          council_file(council), concurrency, retries, backoff, give_up_after)  # fmt: skip
+    answering = Answering(
+        ModelSource.resolve(model_config, endpoint, api_key, model),
+        not no_cache,
+        council_file(council),
+        concurrency,
+        retries,
+        backoff,
+        give_up_after,
+    )
     modes = [m.strip() for m in mode.split(",") if m.strip()]
     if episodes is not None or (resume is not None and read_episode_manifest(resume) is not None):
-        request = EpisodeRequest(episodes, resume, out, modes, limit, budget, patient, static, threshold,
-                                 judge_endpoint, judge_model, strict_rows, data_dir)  # fmt: skip
+        request = EpisodeRequest(
+            episodes,
+            resume,
+            out,
+            modes,
+            limit,
+            budget,
+            patient,
+            static,
+            threshold,
+            judge_endpoint,
+            judge_model,
+            strict_rows,
+            data_dir,
+        )
         if bench_episodes(request, answering):
             raise typer.Exit(1)
         return
@@ -129,16 +149,30 @@ def bench(
         modes.append(debias_modes()[method])
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
-    config: dict[str, object] = {"modes": modes, "seed": seed, "shuffle_choices": shuffle_choices,
-                                 "threshold": threshold, "sc_k": sc_k, "cache": not no_cache}  # fmt: skip
-    selection = Selection(dataset=dataset or "", subset=subset, split=split, limit=limit, fields=fields,
-                          strict=strict_rows, data_dir=data_dir)  # fmt: skip
+    config: dict[str, object] = {
+        "modes": modes,
+        "seed": seed,
+        "shuffle_choices": shuffle_choices,
+        "threshold": threshold,
+        "sc_k": sc_k,
+        "cache": not no_cache,
+    }
+    selection = Selection(
+        dataset=dataset or "",
+        subset=subset,
+        split=split,
+        limit=limit,
+        fields=fields,
+        strict=strict_rows,
+        data_dir=data_dir,
+    )
     if _bench_mcqa(selection, config, answering, resume, suite, out, model_card):
         raise typer.Exit(1)
 
 
-def _requests(selection: Selection, config: dict[str, object], resume: Path | None, suite: str | None,
-              out: Path | None) -> tuple[list[RunRequest], Path | None]:  # fmt: skip
+def _requests(
+    selection: Selection, config: dict[str, object], resume: Path | None, suite: str | None, out: Path | None
+) -> tuple[list[RunRequest], Path | None]:
     """The MCQA runs to do (resumed, a suite's, or one new run) and the suite folder, if any."""
     from medcouncil.scenarios.bench.report import SUITE
 
@@ -173,8 +207,15 @@ def _requests(selection: Selection, config: dict[str, object], resume: Path | No
     return [new_run(directory, selection, config)], None
 
 
-def _bench_mcqa(selection: Selection, config: dict[str, object], answering: Answering, resume: Path | None,
-                suite: str | None, out: Path | None, model_card: Path | None) -> int:  # fmt: skip
+def _bench_mcqa(
+    selection: Selection,
+    config: dict[str, object],
+    answering: Answering,
+    resume: Path | None,
+    suite: str | None,
+    out: Path | None,
+    model_card: Path | None,
+) -> int:
     """Run (or resume) MCQA runs, print their summaries; the number of item × mode pairs left unscored."""
     from medcouncil.scenarios.bench.report import write_report
 
@@ -182,8 +223,10 @@ def _bench_mcqa(selection: Selection, config: dict[str, object], answering: Answ
     if resume is not None and requests:
         saved = {request.manifest.config.cache for request in requests}
         if not answering.cache and True in saved:
-            raise ConfigError(f"{resume} was run with the response cache: resume it without --no-cache (cold answers "
-                              "and cache hits would mix in one report)")  # fmt: skip
+            raise ConfigError(
+                f"{resume} was run with the response cache: resume it without --no-cache (cold answers "
+                "and cache hits would mix in one report)"
+            )
         answering = replace(answering, cache=False not in saved)  # a cold run stays cold when resumed
     runs: list[Run] = []
     try:
@@ -191,8 +234,10 @@ def _bench_mcqa(selection: Selection, config: dict[str, object], answering: Answ
             runs = asyncio.run(open_and_run(requests, answering, model_card))
     except KeyboardInterrupt:
         where = suite_dir or (requests[0].directory if requests else "")
-        err_console.print(f"[warning]interrupted: every finished answer is journaled; continue with "
-                          f"medcouncil bench --resume {escape(str(where))}[/]")  # fmt: skip
+        err_console.print(
+            f"[warning]interrupted: every finished answer is journaled; continue with "
+            f"medcouncil bench --resume {escape(str(where))}[/]"
+        )
         raise
     unscored = sum(print_summary(request.directory, run) for request, run in zip(requests, runs, strict=True))
     if suite_dir is not None:
@@ -200,6 +245,7 @@ def _bench_mcqa(selection: Selection, config: dict[str, object], answering: Answ
         console.print(md_path.read_text(encoding="utf-8"), markup=False)
         console.print(f"[notice]reference table: {escape(str(md_path))}[/]")
     return unscored
+
 
 def report(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="A run (or suite) folder of medcouncil bench.")],

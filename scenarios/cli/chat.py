@@ -15,6 +15,7 @@ from medcouncil.serving.common.errors import MedcouncilError
 if TYPE_CHECKING:  # the council's modules load when a chat starts, not with every command
     pass
 
+
 def chat(
     single: Annotated[bool, typer.Option("--single", help="Start in single-model mode.")] = False,
     lang: Annotated[str, typer.Option("--lang", help="auto, ko or en.")] = "auto",

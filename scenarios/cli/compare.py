@@ -32,8 +32,10 @@ def compare(
         table.add_row(*map(str, row[:8]))
     console.print(table)
     for line in paired:
-        console.print(f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
-                      f"{line[6]}, McNemar p = {line[7]}")  # fmt: skip
+        console.print(
+            f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
+            f"{line[6]}, McNemar p = {line[7]}"
+        )
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     md_path, html_path = write(comparison, out or Path("runs") / f"compare-{stamp}")
     console.print(f"[notice]wrote {escape(str(md_path))} and {escape(str(html_path))}[/]")

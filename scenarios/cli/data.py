@@ -64,9 +64,15 @@ def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, o
     roles: dict[str, list[int]] = {}
     for example, count in zip(examples, counts, strict=True):
         roles.setdefault(role_of(example), []).append(count)
-    return {"tokenizer": info.name, "min": min(counts), "median": statistics.median(counts), "max": max(counts),
-            "total": sum(counts), "over_512": sum(c > 512 for c in counts),
-            "median_per_role": {role: statistics.median(c) for role, c in sorted(roles.items())}}  # fmt: skip
+    return {
+        "tokenizer": info.name,
+        "min": min(counts),
+        "median": statistics.median(counts),
+        "max": max(counts),
+        "total": sum(counts),
+        "over_512": sum(c > 512 for c in counts),
+        "median_per_role": {role: statistics.median(c) for role, c in sorted(roles.items())},
+    }
 
 
 def build(
@@ -128,8 +134,9 @@ def build(
         from medcouncil.tools.embeddings import build_embedder
 
         with err_console.status(f"Checking {len(samples) + len(free)} items against {len(evals)} evaluation items…"):
-            found = decon.find_overlaps([(s.id, s.question) for s in samples] + [(f.id, f.question) for f in free],
-                                        evals, build_embedder())  # fmt: skip
+            found = decon.find_overlaps(
+                [(s.id, s.question) for s in samples] + [(f.id, f.question) for f in free], evals, build_embedder()
+            )
         overlaps = list(found.values())
         samples = [s for s in samples if s.id not in found]
         free = [f for f in free if f.id not in found]
@@ -177,6 +184,9 @@ def build(
     }
     card_path = out.with_suffix(".card.json")
     card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False), encoding="utf-8")
-    console.print(f"{len(examples)} examples ({', '.join(f'{r} {n}' for r, n in counts.items())}); "
-                  f"{len(overlaps)} items dropped as evaluation overlaps", markup=False)  # fmt: skip
+    console.print(
+        f"{len(examples)} examples ({', '.join(f'{r} {n}' for r, n in counts.items())}); "
+        f"{len(overlaps)} items dropped as evaluation overlaps",
+        markup=False,
+    )
     console.print(f"wrote {out} and {card_path}", markup=False)

@@ -80,12 +80,19 @@ def distill(
         if resume:
             manifest = _read_manifest(out)
             if teacher_model and teacher_model != manifest.settings.teacher_model:
-                raise ConfigError(f"{out} was distilled from {manifest.settings.teacher_model!r}, not "
-                                  f"{teacher_model!r}: start a new --out for another teacher")  # fmt: skip
+                raise ConfigError(
+                    f"{out} was distilled from {manifest.settings.teacher_model!r}, not "
+                    f"{teacher_model!r}: start a new --out for another teacher"
+                )
             data = manifest.dataset
-            samples, info = load_dataset(data.dataset, data.subset, data.split,
-                                         FieldMap.parse(manifest.fields) if manifest.fields else None, False,
-                                         data_dir)  # fmt: skip
+            samples, info = load_dataset(
+                data.dataset,
+                data.subset,
+                data.split,
+                FieldMap.parse(manifest.fields) if manifest.fields else None,
+                False,
+                data_dir,
+            )
             if info.fingerprint != data.fingerprint:
                 raise ConfigError(f"{data.source}: the dataset changed since {out} was started: start a new --out")
             samples = samples[: data.rows]
@@ -95,14 +102,21 @@ def distill(
                 raise ConfigError(f"{out} already has rows: --resume to continue it, or choose another --out")
             if not (teacher and teacher_model and dataset):
                 raise ConfigError("--teacher, --teacher-model and --dataset are needed (or --resume OUT)")
-            samples, info = load_dataset(dataset, subset, split, FieldMap.parse(fields) if fields else None, False,
-                                         data_dir)  # fmt: skip
+            samples, info = load_dataset(
+                dataset, subset, split, FieldMap.parse(fields) if fields else None, False, data_dir
+            )
             samples = samples[:limit] if limit else samples
             info = info.model_copy(update={"rows": len(samples)})
-            settings = DistillSettings(teacher_model=teacher_model, tries=tries, temperature=temperature,
-                                       max_tokens=max_tokens)  # fmt: skip
-            manifest = DistillManifest(medcouncil_version=version("medcouncil"), dataset=info, fields=fields,
-                                       settings=settings, teacher=teacher)  # fmt: skip
+            settings = DistillSettings(
+                teacher_model=teacher_model, tries=tries, temperature=temperature, max_tokens=max_tokens
+            )
+            manifest = DistillManifest(
+                medcouncil_version=version("medcouncil"),
+                dataset=info,
+                fields=fields,
+                settings=settings,
+                teacher=teacher,
+            )
         path = _manifest_path(out)
         path.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
         manifest.stopped = None
@@ -110,8 +124,11 @@ def distill(
             asyncio.run(_run(manifest, samples, out, concurrency, timeout))
         except (KeyboardInterrupt, MedcouncilError) as error:
             manifest.stopped = str(error).splitlines()[0] if isinstance(error, MedcouncilError) else "interrupted"
-            err_console.print(f"[warning]stopped:[/] finished rows are in {escape(str(out))}; continue with "
-                              f"medcouncil distill --resume --out {escape(str(out))}", soft_wrap=True)  # fmt: skip
+            err_console.print(
+                f"[warning]stopped:[/] finished rows are in {escape(str(out))}; continue with "
+                f"medcouncil distill --resume --out {escape(str(out))}",
+                soft_wrap=True,
+            )
             raise
         finally:
             manifest.summary = tally(read_rows(out))
@@ -119,11 +136,16 @@ def distill(
             path.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
     counts = manifest.summary
     tried = manifest.settings.tries
-    line = (f"{counts['kept']} rationales kept, {counts['rejected']} items rejected after {tried} tries, "
-            f"{counts['refused']} refused by the endpoint ({counts['replies']} replies)")  # fmt: skip
+    line = (
+        f"{counts['kept']} rationales kept, {counts['rejected']} items rejected after {tried} tries, "
+        f"{counts['refused']} refused by the endpoint ({counts['replies']} replies)"
+    )
     console.print(line, markup=False)
-    console.print(f"wrote {out}; train on it with: medcouncil data build --dataset {manifest.dataset.source} "
-                  f"--rationales {out} --out …", markup=False)  # fmt: skip
+    console.print(
+        f"wrote {out}; train on it with: medcouncil data build --dataset {manifest.dataset.source} "
+        f"--rationales {out} --out …",
+        markup=False,
+    )
 
 
 async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concurrency: int, timeout: float) -> None:
@@ -139,14 +161,19 @@ async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concur
     # No response cache: every try must be a new sample from the teacher.
     client_settings = ClientSettings(cache=False, temperature=settings.temperature, timeout=timeout)
     # A teacher that medcouncil started (serve --detach) is watched: its death is named, not "unreachable".
-    client = ModelClient(endpoint_component(info, client_settings), info, client_settings,
-                         engine=link_for(info.base_url))  # fmt: skip
+    client = ModelClient(
+        endpoint_component(info, client_settings), info, client_settings, engine=link_for(info.base_url)
+    )
 
     async def ask(messages: list[dict[str, str]], temperature: float, max_tokens: int) -> tuple[str, int, int]:
         from autogen_core.models import SystemMessage, UserMessage
 
-        history = [SystemMessage(content=m["content"]) if m["role"] == "system" else
-                   UserMessage(content=m["content"], source="user") for m in messages]  # fmt: skip
+        history = [
+            SystemMessage(content=m["content"])
+            if m["role"] == "system"
+            else UserMessage(content=m["content"], source="user")
+            for m in messages
+        ]
         result = await client.chat(history, temperature=temperature, max_tokens=max_tokens)
         text = result.content if isinstance(result.content, str) else ""
         return text, result.usage.prompt_tokens, result.usage.completion_tokens

@@ -34,19 +34,26 @@ def _saved_config(out: Path) -> FinetuneConfig:
         raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
     except ValidationError as error:
         first = error.errors()[0]
-        raise ConfigError(f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: "
-                          f"{first['msg']})") from None  # fmt: skip
+        raise ConfigError(
+            f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: {first['msg']})"
+        ) from None
 
 
 def print_card(card: RunCard, out: Path) -> None:
     first, last = card.steps[0].loss, card.steps[-1].loss
     evals = f" · eval loss {card.evals[0].loss:.4f} → {card.evals[-1].loss:.4f}" if card.evals else ""
-    console.print(f"Trained {card.method} on {card.data.train} examples, {len(card.steps)} steps: loss {first:.4f} → "
-                  f"{last:.4f}{evals}")  # fmt: skip
-    console.print(f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
-                  f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]")  # fmt: skip
-    console.print(f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
-                  f"[bold]medcouncil serve --lora NAME={out}[/]")  # fmt: skip
+    console.print(
+        f"Trained {card.method} on {card.data.train} examples, {len(card.steps)} steps: loss {first:.4f} → "
+        f"{last:.4f}{evals}"
+    )
+    console.print(
+        f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
+        f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]"
+    )
+    console.print(
+        f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
+        f"[bold]medcouncil serve --lora NAME={out}[/]"
+    )
 
 
 def finetune(
@@ -98,16 +105,37 @@ def finetune(
             settings = settings.model_copy(update={"threads": threads})
     else:
         settings = FinetuneConfig.load(
-            config, data=data, base=base, out=out, method=method, lora_r=lora_r, lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout, learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
-            batch_size=batch_size, grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
-            max_seq_len=max_seq_len, seed=seed, eval_every=eval_every, save_every=save_every, limit=limit,
-            subset=subset, split=split, fields=fields, data_dir=data_dir, merge=merge, threads=threads,
+            config,
+            data=data,
+            base=base,
+            out=out,
+            method=method,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            learning_rate=learning_rate,
+            epochs=epochs,
+            max_steps=max_steps,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            gradient_checkpointing=gradient_checkpointing,
+            max_seq_len=max_seq_len,
+            seed=seed,
+            eval_every=eval_every,
+            save_every=save_every,
+            limit=limit,
+            subset=subset,
+            split=split,
+            fields=fields,
+            data_dir=data_dir,
+            merge=merge,
+            threads=threads,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
-        )  # fmt: skip
+        )
         if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():
-            raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}, or "
-                              "choose another --out")  # fmt: skip
+            raise ConfigError(
+                f"{settings.out} already holds a run: continue it with --resume {settings.out}, or choose another --out"
+            )
     from medcouncil.scenarios.training.examples import load_examples
 
     examples, source = load_examples(settings)
@@ -115,9 +143,14 @@ def finetune(
     err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
     info = resolve_base(settings.base)
     progress = Progress(
-        TextColumn("[bold]finetune[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
-        TextColumn("{task.fields[speed]} tok/s"), TimeRemainingColumn(), console=err_console,
-    )  # fmt: skip
+        TextColumn("[bold]finetune[/]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
     task = progress.add_task("steps", total=None, loss="-", speed="-")
 
     def on_step(log: StepLog, total: int) -> None:

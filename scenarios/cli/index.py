@@ -65,8 +65,13 @@ def add(
         _warn(f"{path}: skipped, no such file or folder")
     knowledge = _open(collection, store)
     totals = [0, 0, 0]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TimeRemainingColumn())  # fmt: skip
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=err_console) as progress:
         for path in (path.resolve() for path in paths if path not in missing):  # one source name per file
             documents = list(read_documents(path, _warn))

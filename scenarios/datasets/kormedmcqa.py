@@ -22,9 +22,13 @@ def record_to_sample(record: dict[str, Any], index: int, subset: str = "") -> Sa
     answer = letter_at(whole_number(record["answer"], "answer") - 1)
     parts = [str(record.get(key, "")) for key in ("year", "period", "q_number")]
     sample_id = "-".join([subset or str(record.get("subject", "")), *parts]) if any(parts) else str(index)
-    return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
-                  metadata={"dataset": "kormedmcqa", "subset": subset or str(record.get("subject", "")),
-                            "language": "ko"})  # fmt: skip
+    return Sample(
+        id=sample_id,
+        question=str(record["question"]).strip(),
+        options=options,
+        answer=answer,
+        metadata={"dataset": "kormedmcqa", "subset": subset or str(record.get("subject", "")), "language": "ko"},
+    )
 
 
 def matches(record: Any, path: Path) -> dict[str, Any] | None:
@@ -37,6 +41,7 @@ def matches(record: Any, path: Path) -> dict[str, Any] | None:
 
 FORMAT = Format(record_to_sample, matches, order=50, takes_subset=True)
 DATASETS = (
-    Registered("kormedmcqa", FORMAT, ("kormedmcqa/{subset}.jsonl", "kormedmcqa/{subset}.csv"), HF_DATASET,
-               subsets=SUBSETS),
-)  # fmt: skip
+    Registered(
+        "kormedmcqa", FORMAT, ("kormedmcqa/{subset}.jsonl", "kormedmcqa/{subset}.csv"), HF_DATASET, subsets=SUBSETS
+    ),
+)

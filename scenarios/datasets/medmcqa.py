@@ -29,8 +29,9 @@ def record_to_sample(record: dict[str, Any], index: int, cop_base: int = 1) -> S
     explanation = str(record.get("exp") or "").strip()
     if explanation:  # the dataset's rationale: training data only (``data build``), never shown at evaluation
         metadata["explanation"] = explanation
-    return Sample(id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer,
-                  metadata=metadata)  # fmt: skip
+    return Sample(
+        id=sample_id, question=str(record["question"]).strip(), options=options, answer=answer, metadata=metadata
+    )
 
 
 def matches(record: Any, path: Path) -> dict[str, Any] | None:
@@ -40,6 +41,12 @@ def matches(record: Any, path: Path) -> dict[str, Any] | None:
 
 FORMAT = Format(record_to_sample, matches, order=10)
 DATASETS = (
-    Registered("medmcqa", FORMAT, ("mcqa/medmcqa.test.jsonl",), "openlifescienceai/medmcqa", hf_split="validation",
-               hf_args={"cop_base": 0}),
-)  # fmt: skip
+    Registered(
+        "medmcqa",
+        FORMAT,
+        ("mcqa/medmcqa.test.jsonl",),
+        "openlifescienceai/medmcqa",
+        hf_split="validation",
+        hf_args={"cop_base": 0},
+    ),
+)

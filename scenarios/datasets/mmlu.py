@@ -13,8 +13,14 @@ from typing import Any
 from medcouncil.scenarios.datasets.base import Format, Registered, file_subset
 from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
 
-SUBJECTS = ("anatomy", "clinical_knowledge", "college_biology", "college_medicine", "medical_genetics",
-            "professional_medicine")  # fmt: skip
+SUBJECTS = (
+    "anatomy",
+    "clinical_knowledge",
+    "college_biology",
+    "college_medicine",
+    "medical_genetics",
+    "professional_medicine",
+)
 
 
 def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: str = "") -> Sample:
@@ -32,8 +38,13 @@ def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: st
         question, options = record["question"], options_field(record["options"])
         answer, subject = str(record["answer_idx"]), str(record.get("subject", subject))
         sample_id = str(record.get("realidx", index))
-    return Sample(id=sample_id, question=str(question).strip(), options=options, answer=str(answer).strip(),
-                  metadata={"dataset": "mmlu", **({"subset": subject} if subject else {})})  # fmt: skip
+    return Sample(
+        id=sample_id,
+        question=str(question).strip(),
+        options=options,
+        answer=str(answer).strip(),
+        metadata={"dataset": "mmlu", **({"subset": subject} if subject else {})},
+    )
 
 
 def matches(record: Any, path: Path) -> dict[str, Any] | None:

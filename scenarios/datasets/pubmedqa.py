@@ -22,17 +22,24 @@ TEMPLATE = "Context: {context}\n\nQuestion: {question}"
 
 def record_to_sample(record: dict[str, Any], index: int) -> Sample:
     if "answer_idx" in record:  # unified: the question already carries the contexts
-        return Sample(id=str(record.get("realidx", index)), question=str(record["question"]).strip(),
-                      options=OPTIONS, answer=str(record["answer_idx"]),
-                      metadata={"dataset": "pubmedqa",
-                                "explanation": str(record.get("answer_rationale") or "").strip()})  # fmt: skip
+        return Sample(
+            id=str(record.get("realidx", index)),
+            question=str(record["question"]).strip(),
+            options=OPTIONS,
+            answer=str(record["answer_idx"]),
+            metadata={"dataset": "pubmedqa", "explanation": str(record.get("answer_rationale") or "").strip()},
+        )
     contexts = [str(c) for c in record.get("CONTEXTS") or (record.get("context") or {}).get("contexts") or []]
     question = str(record.get("QUESTION") or record.get("question") or "").strip()
     conclusion = record.get("LONG_ANSWER") or record.get("long_answer") or ""
     # For training data (``medcouncil data build``) only: the contexts as numbered evidence beside the bare
     # question, the conclusion as the reasoning. A benchmark shows a model the question below and nothing else.
-    metadata = {"dataset": "pubmedqa", "bare_question": question, "evidence": "\n\n".join(contexts),
-                "explanation": str(conclusion).strip()}  # fmt: skip
+    metadata = {
+        "dataset": "pubmedqa",
+        "bare_question": question,
+        "evidence": "\n\n".join(contexts),
+        "explanation": str(conclusion).strip(),
+    }
     return Sample(
         id=str(record.get("pubid", record.get("id", index))),
         question=TEMPLATE.format(context=" ".join(contexts), question=question),
@@ -50,6 +57,12 @@ def matches(record: Any, path: Path) -> dict[str, Any] | None:
 
 FORMAT = Format(record_to_sample, matches, order=20)
 DATASETS = (
-    Registered("pubmedqa", FORMAT, ("mcqa/pubmedqa.test.jsonl",), "qiaojin/PubMedQA", hf_split="train",
-               subsets=("pqa_labeled",)),
-)  # fmt: skip
+    Registered(
+        "pubmedqa",
+        FORMAT,
+        ("mcqa/pubmedqa.test.jsonl",),
+        "qiaojin/PubMedQA",
+        hf_split="train",
+        subsets=("pqa_labeled",),
+    ),
+)

@@ -99,8 +99,10 @@ def sniff(record: Any, path: Path) -> tuple[Format | None, dict[str, Any]]:
     """The format of a record (None with ``fields``: the generic mapping guessed); ``path`` names the file in the
     error and may give the subset."""
     if isinstance(record, list) and record and all(isinstance(item, dict) for item in record):
-        raise ConfigError(f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
-                          "JSON Lines file holds one object per line; save the array as .json")  # fmt: skip
+        raise ConfigError(
+            f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
+            "JSON Lines file holds one object per line; save the array as .json"
+        )
     for shape in FORMATS:
         args = shape.matches(record, path)
         if args is not None:
@@ -108,12 +110,17 @@ def sniff(record: Any, path: Path) -> tuple[Format | None, dict[str, Any]]:
     if isinstance(record, dict):
         guessed = generic.guess(record)
         if guessed is not None:
-            log.warning("%s: no known format; read with the guessed mapping --fields %r (pass --fields to change "
-                        "it)", path, guessed.describe())  # fmt: skip
+            log.warning(
+                "%s: no known format; read with the guessed mapping --fields %r (pass --fields to change it)",
+                path,
+                guessed.describe(),
+            )
             return None, {"fields": guessed}
     shown = sorted(map(str, record))[:8] if isinstance(record, dict) else type(record).__name__
-    raise ConfigError(f"{path}: cannot tell the dataset format from its first record ({shown}); "
-                      "pass --fields question=...;options=...;answer=...")  # fmt: skip
+    raise ConfigError(
+        f"{path}: cannot tell the dataset format from its first record ({shown}); "
+        "pass --fields question=...;options=...;answer=..."
+    )
 
 
 def _first_record(path: Path) -> Any:
@@ -134,8 +141,7 @@ def _first_record(path: Path) -> Any:
             break
     if first_bad is not None:
         hint = "; it looks like one JSON document: save it as .json" if _starts_a_document(path) else ""
-        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from"
-                          f"{hint}")  # fmt: skip
+        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from{hint}")
     raise ConfigError(f"{path}: empty file (no records)")
 
 
@@ -161,8 +167,9 @@ def _csv_header_guess(path: Path, header: list[str]) -> generic.FieldMap | None:
             if guessed is not None:
                 break
     if guessed is not None:
-        log.warning("%s: read with the guessed mapping --fields %r (pass --fields to change it)", path,
-                    guessed.describe())  # fmt: skip
+        log.warning(
+            "%s: read with the guessed mapping --fields %r (pass --fields to change it)", path, guessed.describe()
+        )
     return guessed
 
 
@@ -177,8 +184,10 @@ def _load_path(
         for file in files:
             more, bad = _load_path(file, fields, strict)
             subset = file_subset(file)
-            samples += [s if s.metadata.get("subset") else
-                        s.model_copy(update={"metadata": {**s.metadata, "subset": subset}}) for s in more]  # fmt: skip
+            samples += [
+                s if s.metadata.get("subset") else s.model_copy(update={"metadata": {**s.metadata, "subset": subset}})
+                for s in more
+            ]
             skipped += bad
         return samples, skipped
     if not path.is_file():
@@ -222,8 +231,9 @@ def _hf_rows(hf_id: str, config: str | None, split: str) -> Iterator[tuple[int, 
         yield index, dict(row)
 
 
-def _load_hf(hf_id: str, entry: Registered | None, subsets: list[str | None], split: str | None,
-             strict: bool) -> tuple[list[Sample], list[MalformedRow]]:  # fmt: skip
+def _load_hf(
+    hf_id: str, entry: Registered | None, subsets: list[str | None], split: str | None, strict: bool
+) -> tuple[list[Sample], list[MalformedRow]]:
     samples: list[Sample] = []
     skipped: list[MalformedRow] = []
     for subset in subsets:
@@ -325,8 +335,10 @@ def load_dataset(
             source, filter_subset = f"hf://{entry.hf_id}", filter_subset and not entry.subsets
         else:
             where = data_dir(data_root)
-            raise ConfigError(f"{dataset}: {', '.join(entry.files)} not found under the data directory "
-                              f"({where or 'none: set --data-dir or MEDCOUNCIL_DATA_DIR'})")  # fmt: skip
+            raise ConfigError(
+                f"{dataset}: {', '.join(entry.files)} not found under the data directory "
+                f"({where or 'none: set --data-dir or MEDCOUNCIL_DATA_DIR'})"
+            )
     elif path.exists() or path.suffix in DATA_FILES or dataset.startswith((".", "/", "~")):
         samples, skipped = _load_path(path, fields, strict)
         source = str(path)
@@ -384,6 +396,5 @@ class Selection(BaseModel):
             ConfigError: as :func:`load_dataset`.
             MalformedRow: the first bad row, when ``strict``.
         """
-        samples, info = load_dataset(self.dataset, self.subset, self.split, self.mapping(), self.strict,
-                                     self.data_dir)  # fmt: skip
+        samples, info = load_dataset(self.dataset, self.subset, self.split, self.mapping(), self.strict, self.data_dir)
         return (samples[: self.limit] if self.limit else samples), info

@@ -184,8 +184,9 @@ def whole_number(value: Any, name: str) -> int:
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value.strip()) < 10:
         return int(value.strip())
-    raise ValueError(f"{name}: {json.dumps(value)[:40] if not isinstance(value, str) else repr(value[:40])} is not "
-                     "a whole number")  # fmt: skip
+    raise ValueError(
+        f"{name}: {json.dumps(value)[:40] if not isinstance(value, str) else repr(value[:40])} is not a whole number"
+    )
 
 
 def row_reason(error: Exception, record: Any) -> str:

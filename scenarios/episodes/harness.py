@@ -124,8 +124,12 @@ def fingerprint(cases: Sequence[ClinicalCase]) -> str:
 def expected(manifest: EpisodeManifest) -> set[tuple[str, str]]:
     """Every (case, mode) the run must answer."""
     with_options = set(manifest.option_cases)
-    return {(case, mode) for case in manifest.case_ids for mode in manifest.modes
-            if not mode.startswith(STATIC) or case in with_options}  # fmt: skip
+    return {
+        (case, mode)
+        for case in manifest.case_ids
+        for mode in manifest.modes
+        if not mode.startswith(STATIC) or case in with_options
+    }
 
 
 def read_episode_records(directory: Path) -> list[EpisodeRecord]:
@@ -171,20 +175,38 @@ def raise_error(episode: Episode) -> None:
 async def play(case: ClinicalCase, mode: str, players: Players, budget: int, judging: Judging) -> EpisodeRecord:
     """One case in one mode, judged (an engine refusal of a request is raised, as in the MCQA harness)."""
     started = time.perf_counter()
-    base: dict[str, object] = {"case_id": case.id, "mode": mode, "language": case.language, "gold": case.diagnosis,
-                               "gold_letter": case.answer}  # fmt: skip
+    base: dict[str, object] = {
+        "case_id": case.id,
+        "mode": mode,
+        "language": case.language,
+        "gold": case.diagnosis,
+        "gold_letter": case.answer,
+    }
     if mode.startswith(STATIC):
-        question = Question(text=case.static_text(), options=case.options, item_id=case.id,
-                            language="ko" if case.language == "ko" else "en")  # fmt: skip
+        question = Question(
+            text=case.static_text(),
+            options=case.options,
+            item_id=case.id,
+            language="ko" if case.language == "ko" else "en",
+        )
         episode = await run_episode(players.static[mode.removeprefix(STATIC)], question)
         raise_error(episode)
         diagnosis = case.options[episode.letter] if case.options and episode.letter else episode.answer
         verdict = await judging.verdict(case, diagnosis, episode.letter)
-        return EpisodeRecord.model_validate({
-            **base, "diagnosis": diagnosis, "letter": episode.letter, "correct": verdict.correct, "verdict": verdict,
-            "tokens": episode.prompt_tokens + episode.completion_tokens, "model_calls": episode.model_calls,
-            "model_time_s": episode.model_time_s, "wall_time_s": time.perf_counter() - started, "static": episode,
-        })  # fmt: skip
+        return EpisodeRecord.model_validate(
+            {
+                **base,
+                "diagnosis": diagnosis,
+                "letter": episode.letter,
+                "correct": verdict.correct,
+                "verdict": verdict,
+                "tokens": episode.prompt_tokens + episode.completion_tokens,
+                "model_calls": episode.model_calls,
+                "model_time_s": episode.model_time_s,
+                "wall_time_s": time.perf_counter() - started,
+                "static": episode,
+            }
+        )
     doctor, committer = players.doctors[mode]
     patient, measurement, translate, spenders = players.helpers()
     record = await interview(doctor, case, patient, measurement, budget, committer, translate)
@@ -193,13 +215,26 @@ async def play(case: ClinicalCase, mode: str, players: Players, budget: int, jud
     for episode in record.doctor_episodes:
         raise_error(episode)
     verdict = await judging.verdict(case, record.diagnosis, record.letter, record.diagnosis_translated)
-    return EpisodeRecord.model_validate({
-        **base, "diagnosis": record.diagnosis, "letter": record.letter, "correct": verdict.correct, "verdict": verdict,
-        "questions": record.count("ask"), "exams": record.count("exam"), "tests": record.count("test"),
-        "invalid": record.count("invalid"), "cost": record.cost, "turns": record.turns, "tokens": record.tokens,
-        "model_calls": record.model_calls, "model_time_s": record.model_time_s,
-        "wall_time_s": time.perf_counter() - started, "interview": record,
-    })  # fmt: skip
+    return EpisodeRecord.model_validate(
+        {
+            **base,
+            "diagnosis": record.diagnosis,
+            "letter": record.letter,
+            "correct": verdict.correct,
+            "verdict": verdict,
+            "questions": record.count("ask"),
+            "exams": record.count("exam"),
+            "tests": record.count("test"),
+            "invalid": record.count("invalid"),
+            "cost": record.cost,
+            "turns": record.turns,
+            "tokens": record.tokens,
+            "model_calls": record.model_calls,
+            "model_time_s": record.model_time_s,
+            "wall_time_s": time.perf_counter() - started,
+            "interview": record,
+        }
+    )
 
 
 @dataclass
@@ -231,8 +266,10 @@ class EpisodeHarness:
     def pending(self, cases: Sequence[ClinicalCase]) -> list[tuple[ClinicalCase, list[str]]]:
         """What the journal does not hold yet (call once, before :meth:`run`)."""
         self.done = {record.key: record for record in read_episode_records(self.journal.directory)}
-        jobs = [(case, [m for m in self.modes if (case.id, m) not in self.done and self._applies(case, m)])
-                for case in cases]  # fmt: skip
+        jobs = [
+            (case, [m for m in self.modes if (case.id, m) not in self.done and self._applies(case, m)])
+            for case in cases
+        ]
         return [(case, modes) for case, modes in jobs if modes]
 
     @staticmethod
@@ -252,9 +289,18 @@ class EpisodeHarness:
             except RequestRejectedError as failure:  # the same request would be refused again: a failed case
                 reason = str(failure).splitlines()[0]
                 verdict = Verdict(correct=False, method="none", reason=f"refused by the engine: {reason}")
-                return self._finish(EpisodeRecord(case_id=case.id, mode=mode, language=case.language,
-                                                  gold=case.diagnosis, gold_letter=case.answer, correct=False,
-                                                  verdict=verdict, failure=reason))  # fmt: skip
+                return self._finish(
+                    EpisodeRecord(
+                        case_id=case.id,
+                        mode=mode,
+                        language=case.language,
+                        gold=case.diagnosis,
+                        gold_letter=case.answer,
+                        correct=False,
+                        verdict=verdict,
+                        failure=reason,
+                    )
+                )
 
         return await self.attempts.run(case.id, mode, once)
 

@@ -53,8 +53,9 @@ def _first_record(path: Path) -> Any:
     return None
 
 
-def load_cases(source: str, limit: int | None = None, strict: bool = False,
-               data_root: Path | None = None) -> tuple[list[ClinicalCase], list[MalformedRow]]:  # fmt: skip
+def load_cases(
+    source: str, limit: int | None = None, strict: bool = False, data_root: Path | None = None
+) -> tuple[list[ClinicalCase], list[MalformedRow]]:
     """The cases of ``source`` (the first ``limit``) and the rows skipped.
 
     Raises:
@@ -67,8 +68,10 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
 
         root = data_dir(data_root)
         if root is None or not (root / NAMES[source]).is_file():
-            raise ConfigError(f"{source}: {NAMES[source]} not found under the data folder (--data-dir, "
-                              "MEDCOUNCIL_DATA_DIR, ./data or ../shared/data)")  # fmt: skip
+            raise ConfigError(
+                f"{source}: {NAMES[source]} not found under the data folder (--data-dir, "
+                "MEDCOUNCIL_DATA_DIR, ./data or ../shared/data)"
+            )
         path = root / NAMES[source]
     adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix in (".jsonl", ".json", "") else None
     if adapter is None:
@@ -82,15 +85,18 @@ def load_cases(source: str, limit: int | None = None, strict: bool = False,
     return convert_rows(path, jsonl_rows(path), objects_only, strict, limit)
 
 
-def _from_dataset(source: str, limit: int | None, strict: bool,
-                  data_root: Path | None) -> tuple[list[ClinicalCase], list[MalformedRow]]:  # fmt: skip
+def _from_dataset(
+    source: str, limit: int | None, strict: bool, data_root: Path | None
+) -> tuple[list[ClinicalCase], list[MalformedRow]]:
     from medcouncil.scenarios.datasets.registry import load_dataset
 
     try:
         samples, info = load_dataset(source, strict=strict, data_root=data_root)
     except ConfigError as error:
-        raise ConfigError(f"{source}: neither an episode file (AgentClinic, NEJM-style, medcouncil cases) nor a "
-                          f"dataset ({str(error).splitlines()[0]})") from None  # fmt: skip
+        raise ConfigError(
+            f"{source}: neither an episode file (AgentClinic, NEJM-style, medcouncil cases) nor a "
+            f"dataset ({str(error).splitlines()[0]})"
+        ) from None
     cases: list[ClinicalCase] = []
     skipped: list[MalformedRow] = []
     where = Path(info.source)

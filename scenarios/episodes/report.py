@@ -65,15 +65,25 @@ def _row(mode: str, records: Sequence[EpisodeRecord], seed: int = 0) -> ModeRow:
     for record in records:
         methods[record.verdict.method] += 1
     return ModeRow(
-        mode=mode, n=len(records), correct=sum(hits), accuracy=_mean([float(h) for h in hits]), ci_low=low,
-        ci_high=high, questions=_mean([r.questions for r in records]), exams=_mean([r.exams for r in records]),
-        tests=_mean([r.tests for r in records]), invalid=_mean([r.invalid for r in records]),
-        cost=_mean([r.cost for r in records]), turns=_mean([r.turns for r in records]),
-        tokens=_mean([r.tokens for r in records]), calls=_mean([r.model_calls for r in records]),
+        mode=mode,
+        n=len(records),
+        correct=sum(hits),
+        accuracy=_mean([float(h) for h in hits]),
+        ci_low=low,
+        ci_high=high,
+        questions=_mean([r.questions for r in records]),
+        exams=_mean([r.exams for r in records]),
+        tests=_mean([r.tests for r in records]),
+        invalid=_mean([r.invalid for r in records]),
+        cost=_mean([r.cost for r in records]),
+        turns=_mean([r.turns for r in records]),
+        tokens=_mean([r.tokens for r in records]),
+        calls=_mean([r.model_calls for r in records]),
         seconds=_mean([r.wall_time_s for r in records]),
         overhead=max(0.0, 1 - sum(r.model_time_s for r in records) / wall) if wall else 0.0,
-        failures=sum(r.failure is not None for r in records), methods=dict(methods),
-    )  # fmt: skip
+        failures=sum(r.failure is not None for r in records),
+        methods=dict(methods),
+    )
 
 
 def _pair(first: str, second: str, by_mode: dict[str, dict[str, EpisodeRecord]]) -> Paired | None:
@@ -95,8 +105,9 @@ def summarize(manifest: EpisodeManifest, records: Sequence[EpisodeRecord], error
     gaps = [p for m in interactive if (p := _pair(f"{STATIC}{m}", m, by_mode))]
     have = {r.key for r in records}
     pending = len(expected(manifest) - have)
-    return EpisodeSummary(cases=len(manifest.case_ids), pending=pending, errors=errors, rows=rows, paired=paired,
-                          gaps=gaps)  # fmt: skip
+    return EpisodeSummary(
+        cases=len(manifest.case_ids), pending=pending, errors=errors, rows=rows, paired=paired, gaps=gaps
+    )
 
 
 def _pct(value: float) -> str:
@@ -104,21 +115,60 @@ def _pct(value: float) -> str:
 
 
 def result_rows(summary: EpisodeSummary) -> tuple[list[str], list[list[str]]]:
-    header = ["mode", "n", "acc%", "95% CI", "asked", "exams", "tests", "invalid", "cost", "turns", "tok/case",
-              "calls/case", "s/case", "overhead%"]  # fmt: skip
-    rows = [[r.mode, str(r.n), _pct(r.accuracy), f"{_pct(r.ci_low)}–{_pct(r.ci_high)}", f"{r.questions:.1f}",
-             f"{r.exams:.1f}", f"{r.tests:.1f}", f"{r.invalid:.1f}", f"{r.cost:.0f}", f"{r.turns:.1f}",
-             f"{r.tokens:.0f}", f"{r.calls:.1f}", f"{r.seconds:.1f}", f"{100 * r.overhead:.2f}"]
-            for r in summary.rows]  # fmt: skip
+    header = [
+        "mode",
+        "n",
+        "acc%",
+        "95% CI",
+        "asked",
+        "exams",
+        "tests",
+        "invalid",
+        "cost",
+        "turns",
+        "tok/case",
+        "calls/case",
+        "s/case",
+        "overhead%",
+    ]
+    rows = [
+        [
+            r.mode,
+            str(r.n),
+            _pct(r.accuracy),
+            f"{_pct(r.ci_low)}–{_pct(r.ci_high)}",
+            f"{r.questions:.1f}",
+            f"{r.exams:.1f}",
+            f"{r.tests:.1f}",
+            f"{r.invalid:.1f}",
+            f"{r.cost:.0f}",
+            f"{r.turns:.1f}",
+            f"{r.tokens:.0f}",
+            f"{r.calls:.1f}",
+            f"{r.seconds:.1f}",
+            f"{100 * r.overhead:.2f}",
+        ]
+        for r in summary.rows
+    ]
     return header, rows
 
 
 def pair_rows(pairs: Sequence[Paired]) -> tuple[list[str], list[list[str]]]:
-    header = ["first", "second", "n", "first acc%", "second acc%", "gap (pp)", "only first", "only second",
-              "McNemar p"]  # fmt: skip
-    rows = [[p.first, p.second, str(p.n), _pct(p.first_accuracy), _pct(p.second_accuracy),
-             f"{100 * (p.second_accuracy - p.first_accuracy):+.1f}", str(p.only_first), str(p.only_second),
-             f"{p.p_value:.3g}"] for p in pairs]  # fmt: skip
+    header = ["first", "second", "n", "first acc%", "second acc%", "gap (pp)", "only first", "only second", "McNemar p"]
+    rows = [
+        [
+            p.first,
+            p.second,
+            str(p.n),
+            _pct(p.first_accuracy),
+            _pct(p.second_accuracy),
+            f"{100 * (p.second_accuracy - p.first_accuracy):+.1f}",
+            str(p.only_first),
+            str(p.only_second),
+            f"{p.p_value:.3g}",
+        ]
+        for p in pairs
+    ]
     return header, rows
 
 
@@ -130,8 +180,10 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 def transcript_lines(record: EpisodeRecord) -> list[str]:
     """The dialogue of one case in one mode, as plain lines."""
     mark = "correct" if record.correct else "wrong"
-    lines = [f"{record.mode}: {mark}: {record.diagnosis or '(none)'} [{record.verdict.method}: "
-             f"{record.verdict.reason}]; {record.tokens} tokens, {record.model_calls} calls"]  # fmt: skip
+    lines = [
+        f"{record.mode}: {mark}: {record.diagnosis or '(none)'} [{record.verdict.method}: "
+        f"{record.verdict.reason}]; {record.tokens} tokens, {record.model_calls} calls"
+    ]
     if record.failure:
         lines.append(f"  failed: {record.failure}")
     if record.interview is not None:
@@ -152,18 +204,23 @@ def transcript_lines(record: EpisodeRecord) -> list[str]:
 
 def markdown(manifest: EpisodeManifest, summary: EpisodeSummary, records: Sequence[EpisodeRecord]) -> str:
     config = manifest.config
-    out = [f"# medcouncil episodes: {manifest.source}", "",
-           f"- cases: {summary.cases} · modes: {', '.join(manifest.modes)} · budget {config.budget} actions · "
-           f"patient: {config.patient} · judge model: {config.judge_model or 'none'}",
-           f"- model: {config.model} at {config.endpoint} · response cache: {'on' if config.cache else 'off'}",
-           f"- pending: {summary.pending} · errors (not scored): {summary.errors}", ""]  # fmt: skip
+    out = [
+        f"# medcouncil episodes: {manifest.source}",
+        "",
+        f"- cases: {summary.cases} · modes: {', '.join(manifest.modes)} · budget {config.budget} actions · "
+        f"patient: {config.patient} · judge model: {config.judge_model or 'none'}",
+        f"- model: {config.model} at {config.endpoint} · response cache: {'on' if config.cache else 'off'}",
+        f"- pending: {summary.pending} · errors (not scored): {summary.errors}",
+        "",
+    ]
     if summary.gaps:
         out += ["## Static vs interactive (same items)", "", *_md_table(*pair_rows(summary.gaps)), ""]
     out += ["## Results", "", *_md_table(*result_rows(summary)), ""]
     if summary.paired:
         out += ["## Paired comparison (interactive)", "", *_md_table(*pair_rows(summary.paired)), ""]
-    methods = "; ".join(f"{r.mode}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.methods.items()))
-                        for r in summary.rows)  # fmt: skip
+    methods = "; ".join(
+        f"{r.mode}: " + ", ".join(f"{k} {v}" for k, v in sorted(r.methods.items())) for r in summary.rows
+    )
     out += [f"Verdicts by method: {methods}.", ""]
     if manifest.skipped_rows:
         out += ["## Malformed rows skipped", "", *(f"- {row}" for row in manifest.skipped_rows), ""]
@@ -184,12 +241,15 @@ def markdown(manifest: EpisodeManifest, summary: EpisodeSummary, records: Sequen
 
 def html_page(text: str, title: str) -> str:
     """The Markdown report as a page (tables and transcripts kept as preformatted text)."""
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
-            f"<pre style='white-space: pre-wrap'>{html.escape(text)}</pre></body></html>")  # fmt: skip
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+        f"<pre style='white-space: pre-wrap'>{html.escape(text)}</pre></body></html>"
+    )
 
 
-def write_report(directory: Path, manifest: EpisodeManifest, records: Sequence[EpisodeRecord],
-                 errors: int) -> EpisodeSummary:  # fmt: skip
+def write_report(
+    directory: Path, manifest: EpisodeManifest, records: Sequence[EpisodeRecord], errors: int
+) -> EpisodeSummary:
     summary = summarize(manifest, records, errors)
     text = markdown(manifest, summary, records)
     (directory / "report.md").write_text(text, encoding="utf-8")

@@ -102,8 +102,11 @@ def players(answerers: Answerers, config: EpisodeConfig) -> Players:
             return patient, measurement, translator, [patient]
         return lookup_patient, measurement, translator, []
 
-    return Players(doctors={m: (d.asker, d.decider) for m, d in made.items()},
-                   static={m: d.static for m, d in made.items()}, helpers=helpers)  # fmt: skip
+    return Players(
+        doctors={m: (d.asker, d.decider) for m, d in made.items()},
+        static={m: d.static for m, d in made.items()},
+        helpers=helpers,
+    )
 
 
 def _judge_source(judge_endpoint: str | None, judge_model: str | None) -> ModelSource | None:
@@ -114,8 +117,13 @@ def _judge_source(judge_endpoint: str | None, judge_model: str | None) -> ModelS
     return ModelSource(endpoint=judge_endpoint, api_key=os.environ.get(JUDGE_KEY_ENV), model=judge_model)
 
 
-async def _play(directory: Path, manifest: EpisodeManifest, cases: list[ClinicalCase], answering: Answering,
-                judge: ModelSource | None) -> tuple[EpisodeSummary, str | None]:  # fmt: skip
+async def _play(
+    directory: Path,
+    manifest: EpisodeManifest,
+    cases: list[ClinicalCase],
+    answering: Answering,
+    judge: ModelSource | None,
+) -> tuple[EpisodeSummary, str | None]:
     from contextlib import AsyncExitStack
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -144,17 +152,27 @@ async def _play(directory: Path, manifest: EpisodeManifest, cases: list[Clinical
         judging = Judging(embedder=embedder, model=judge_model)
         journal = Journal(directory)
         journal.write_manifest(manifest)
-        harness = EpisodeHarness(journal, manifest.modes, lambda: players(answerers, config), judging, config.budget,
-                                 answering.concurrency, answering.retries, answering.backoff,
-                                 answering.give_up_after)  # fmt: skip
+        harness = EpisodeHarness(
+            journal,
+            manifest.modes,
+            lambda: players(answerers, config),
+            judging,
+            config.budget,
+            answering.concurrency,
+            answering.retries,
+            answering.backoff,
+            answering.give_up_after,
+        )
         pending = harness.pending(cases)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, transient=False) as progress:
             total = len(expected(manifest))
             task = progress.add_task("episodes", total=total, completed=len(harness.done))
             if harness.done:
-                err_console.print(f"[notice]resuming: {len(harness.done)} cases×modes journaled, "
-                                  f"{sum(len(m) for _, m in pending)} to go[/]")  # fmt: skip
+                err_console.print(
+                    f"[notice]resuming: {len(harness.done)} cases×modes journaled, "
+                    f"{sum(len(m) for _, m in pending)} to go[/]"
+                )
 
             def advance(record: object) -> None:
                 right = sum(r.correct for r in harness.done.values())
@@ -225,20 +243,34 @@ def bench_episodes(request: EpisodeRequest, answering: Answering) -> int:
         if (directory / "run.json").exists():
             raise ConfigError(f"{directory} already holds a run: continue it with --resume {directory}")
         cases, skipped = load(request.episodes, request.limit, request.strict_rows, request.data_dir)
-        settings = {"modes": request.modes, "budget": request.budget, "patient": request.patient,
-                    "static": request.static, "limit": request.limit, "threshold": request.threshold,
-                    "cache": answering.cache}  # fmt: skip
+        settings = {
+            "modes": request.modes,
+            "budget": request.budget,
+            "patient": request.patient,
+            "static": request.static,
+            "limit": request.limit,
+            "threshold": request.threshold,
+            "cache": answering.cache,
+        }
         config = EpisodeConfig.model_validate(settings)
-        manifest = EpisodeManifest(medcouncil_version=version("medcouncil"), source=request.episodes,
-                                   fingerprint=fingerprint(cases), config=config, case_ids=[c.id for c in cases],
-                                   option_cases=[c.id for c in cases if c.options], modes=config.all_modes(cases),
-                                   skipped_rows=skipped)  # fmt: skip
+        manifest = EpisodeManifest(
+            medcouncil_version=version("medcouncil"),
+            source=request.episodes,
+            fingerprint=fingerprint(cases),
+            config=config,
+            case_ids=[c.id for c in cases],
+            option_cases=[c.id for c in cases if c.options],
+            modes=config.all_modes(cases),
+            skipped_rows=skipped,
+        )
     judge = _judge_source(request.judge_endpoint, request.judge_model)
     try:
         summary, aborted = asyncio.run(_play(directory, manifest, cases, answering, judge))
     except KeyboardInterrupt:
-        err_console.print(f"[warning]interrupted: every finished case is journaled; continue with "
-                          f"medcouncil bench --resume {escape(str(directory))}[/]")  # fmt: skip
+        err_console.print(
+            f"[warning]interrupted: every finished case is journaled; continue with "
+            f"medcouncil bench --resume {escape(str(directory))}[/]"
+        )
         raise
     print_episode_summary(directory, summary)
     if aborted:
@@ -260,13 +292,18 @@ def print_episode_summary(directory: Path, summary: EpisodeSummary) -> None:
         console.print(table)
     for title, pairs in (("static vs interactive", summary.gaps), ("paired", summary.paired)):
         for line in pair_rows(pairs)[1]:
-            console.print(f"{title}: {line[0]} {line[3]}% vs {line[1]} {line[4]}% on {line[2]} cases "
-                          f"({line[5]} pp), discordant {line[6]} vs {line[7]}, McNemar p = {line[8]}")  # fmt: skip
+            console.print(
+                f"{title}: {line[0]} {line[3]}% vs {line[1]} {line[4]}% on {line[2]} cases "
+                f"({line[5]} pp), discordant {line[6]} vs {line[7]}, McNemar p = {line[8]}"
+            )
     if summary.pending or summary.errors:
-        err_console.print(f"[error]{summary.pending} case×mode pairs not scored ({summary.errors} failed attempts)[/]: "
-                          f"finish them with medcouncil bench --resume {escape(str(directory))}")  # fmt: skip
-    console.print(f"[notice]report: {escape(str(directory / 'report.md'))} · "
-                  f"{escape(str(directory / 'report.html'))}[/]")  # fmt: skip
+        err_console.print(
+            f"[error]{summary.pending} case×mode pairs not scored ({summary.errors} failed attempts)[/]: "
+            f"finish them with medcouncil bench --resume {escape(str(directory))}"
+        )
+    console.print(
+        f"[notice]report: {escape(str(directory / 'report.md'))} · {escape(str(directory / 'report.html'))}[/]"
+    )
 
 
 def parse_case_spec(spec: str) -> tuple[str, int]:
@@ -282,8 +319,9 @@ def parse_case_spec(spec: str) -> tuple[str, int]:
 Language = Literal["en", "ko"]
 
 
-def chat_case(spec: str, patient: str, budget: int | None, source: ModelSource, no_cache: bool,
-              data_dir: Path | None = None) -> None:  # fmt: skip
+def chat_case(
+    spec: str, patient: str, budget: int | None, source: ModelSource, no_cache: bool, data_dir: Path | None = None
+) -> None:
     """``chat --case FILE[:N]``: the person is the doctor; the lookup patient needs no model server."""
     from contextlib import AsyncExitStack
 

@@ -90,8 +90,9 @@ def find_overlaps(
     for train_id, question in train:
         match = exact.get(normalise_text(question))
         if match is not None:
-            found[train_id] = Overlap(train_id=train_id, kind="exact", eval_source=match.source, eval_id=match.id,
-                                      similarity=1.0)  # fmt: skip
+            found[train_id] = Overlap(
+                train_id=train_id, kind="exact", eval_source=match.source, eval_id=match.id, similarity=1.0
+            )
         else:
             rest.append((train_id, question))
     if embedder is None or not rest or not evals:
@@ -110,13 +111,22 @@ def find_overlaps(
     for index in np.flatnonzero(best >= threshold):
         train_id = rest[index][0]
         match = evals[int(best_at[index])]
-        found[train_id] = Overlap(train_id=train_id, kind="near", eval_source=match.source, eval_id=match.id,
-                                  similarity=round(float(best[index]), 4))  # fmt: skip
+        found[train_id] = Overlap(
+            train_id=train_id,
+            kind="near",
+            eval_source=match.source,
+            eval_id=match.id,
+            similarity=round(float(best[index]), 4),
+        )
     return found
 
 
-def decontaminate(samples: Sequence[Sample], evals: Sequence[EvalItem], embedder: Embedder | None,
-                  threshold: float = NEAR_DUPLICATE_TRAINING) -> tuple[list[Sample], list[Overlap]]:  # fmt: skip
+def decontaminate(
+    samples: Sequence[Sample],
+    evals: Sequence[EvalItem],
+    embedder: Embedder | None,
+    threshold: float = NEAR_DUPLICATE_TRAINING,
+) -> tuple[list[Sample], list[Overlap]]:
     """The samples that overlap no evaluation item, and the overlaps dropped (in the samples' order)."""
     overlaps = find_overlaps([(s.id, s.question) for s in samples], evals, embedder, threshold)
     clean = [sample for sample in samples if sample.id not in overlaps]

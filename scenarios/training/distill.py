@@ -101,8 +101,10 @@ def read_final(text: str, options: dict[str, str]) -> tuple[str | None, str]:
 
 
 def teacher_messages(sample: Sample) -> list[Message]:
-    return [{"role": "system", "content": prompts.DIAGNOSTICIAN_SYSTEM},
-            {"role": "user", "content": diagnostician_task(sample)}]  # fmt: skip
+    return [
+        {"role": "system", "content": prompts.DIAGNOSTICIAN_SYSTEM},
+        {"role": "user", "content": diagnostician_task(sample)},
+    ]
 
 
 async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings, teacher_url: str) -> Distilled:
@@ -117,8 +119,7 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
     letter, rationale, reason = None, "", ""
     for _ in range(settings.tries):
         try:
-            reply, prompt_tokens, completion_tokens = await teacher(messages, settings.temperature,
-                                                                    settings.max_tokens)  # fmt: skip
+            reply, prompt_tokens, completion_tokens = await teacher(messages, settings.temperature, settings.max_tokens)
         except RequestRejectedError as error:
             reason = f"refused: {error}"
             break
@@ -131,10 +132,22 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
     kept = reason.startswith("matched")
     if not reason:
         reason = f"no reply of {len(answers)} reasoned to the gold letter {sample.answer}"
-    return Distilled(id=sample.id, kept=kept, rationale=rationale if kept else "", letter=letter, gold=sample.answer,
-                     answers=answers, reason=reason, teacher=teacher_url, teacher_model=settings.teacher_model,
-                     prompt_name=settings.prompt, prompt=messages, temperature=settings.temperature,
-                     prompt_tokens=used[0], completion_tokens=used[1])  # fmt: skip
+    return Distilled(
+        id=sample.id,
+        kept=kept,
+        rationale=rationale if kept else "",
+        letter=letter,
+        gold=sample.answer,
+        answers=answers,
+        reason=reason,
+        teacher=teacher_url,
+        teacher_model=settings.teacher_model,
+        prompt_name=settings.prompt,
+        prompt=messages,
+        temperature=settings.temperature,
+        prompt_tokens=used[0],
+        completion_tokens=used[1],
+    )
 
 
 def read_rows(path: Path) -> list[Distilled]:
@@ -160,14 +173,23 @@ def read_rationales(path: Path) -> dict[str, str]:
 
 
 def tally(rows: Sequence[Distilled]) -> dict[str, int]:
-    return {"kept": sum(r.kept for r in rows), "rejected": sum(not r.kept and not r.reason.startswith("refused")
-            for r in rows), "refused": sum(r.reason.startswith("refused") for r in rows),
-            "replies": sum(len(r.answers) for r in rows)}  # fmt: skip
+    return {
+        "kept": sum(r.kept for r in rows),
+        "rejected": sum(not r.kept and not r.reason.startswith("refused") for r in rows),
+        "refused": sum(r.reason.startswith("refused") for r in rows),
+        "replies": sum(len(r.answers) for r in rows),
+    }
 
 
-async def distil(samples: Sequence[Sample], teacher: Teacher, settings: DistillSettings, teacher_url: str,
-                 out: Path, concurrency: int = 2,
-                 on_row: Callable[[Distilled], None] | None = None) -> list[Distilled]:  # fmt: skip
+async def distil(
+    samples: Sequence[Sample],
+    teacher: Teacher,
+    settings: DistillSettings,
+    teacher_url: str,
+    out: Path,
+    concurrency: int = 2,
+    on_row: Callable[[Distilled], None] | None = None,
+) -> list[Distilled]:
     """Distil every item not yet in ``out``, ``concurrency`` at a time, appending each finished row at once.
 
     Returns the rows written by this call. A teacher that cannot be reached stops the run (the rows finished

@@ -54,9 +54,14 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
     from medcouncil.scenarios.training.examples import samples_to_examples
 
     try:
-        samples, info = load_dataset(config.data, config.subset, config.split,
-                                     FieldMap.parse(config.fields) if config.fields else None, strict=True,
-                                     data_root=config.data_dir)  # fmt: skip
+        samples, info = load_dataset(
+            config.data,
+            config.subset,
+            config.split,
+            FieldMap.parse(config.fields) if config.fields else None,
+            strict=True,
+            data_root=config.data_dir,
+        )
     except MalformedRow as error:
         raise ConfigError(f"malformed training row: {error}") from None
     if not samples:

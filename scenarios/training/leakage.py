@@ -43,8 +43,10 @@ class TrainingOverlap(BaseModel):
     def warning(self) -> str:
         if self.note:
             return f"training data of the model not checked against this benchmark: {self.note}"
-        return (f"the model was trained on {self.overlapping} of these {self.checked} items ({self.data}, named by "
-                f"{self.card}): their answers are not held-out scores")  # fmt: skip
+        return (
+            f"the model was trained on {self.overlapping} of these {self.checked} items ({self.data}, named by "
+            f"{self.card}): their answers are not held-out scores"
+        )
 
 
 def _training_turns(card_path: Path) -> tuple[str, list[str]]:

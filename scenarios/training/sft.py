@@ -47,8 +47,10 @@ def _because(sample: Sample) -> str:
 def _evidence(sample: Sample) -> list[Evidence]:
     snippets = [s for s in sample.metadata.get("evidence", "").split("\n\n") if s.strip()]
     source = sample.metadata.get("source", sample.metadata.get("dataset", "data"))
-    return [Evidence(id=f"{sample.id}-{n}", text=text, score=1.0, source=source, item_id=sample.id)
-            for n, text in enumerate(snippets, 1)]  # fmt: skip
+    return [
+        Evidence(id=f"{sample.id}-{n}", text=text, score=1.0, source=source, item_id=sample.id)
+        for n, text in enumerate(snippets, 1)
+    ]
 
 
 def _answer(sample: Sample, letter: str) -> str:
@@ -65,8 +67,12 @@ def _case(sample: Sample) -> str:
 def diagnostician_task(sample: Sample) -> str:
     """The diagnostician's task for an item: what the role sees at run time, what a teacher is asked
     (``medcouncil distill``) and what a tuned model is trained on."""
-    return prompts.DIAGNOSTICIAN_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
-                                             evidence=evidence_block(_evidence(sample)), feedback="")  # fmt: skip
+    return prompts.DIAGNOSTICIAN_TASK.format(
+        case=fence(_case(sample)),
+        options=options_block(sample.options),
+        evidence=evidence_block(_evidence(sample)),
+        feedback="",
+    )
 
 
 def diagnostician(sample: Sample, rationale: str | None = None) -> ChatExample:
@@ -90,22 +96,33 @@ def critic(sample: Sample, rng: random.Random) -> list[ChatExample]:
     proposed = sample.answer if rng.random() < 0.5 else rng.choice(distractors)
     answer = prompts.FINAL_ANSWER.format(answer=_answer(sample, proposed))
     evidence = evidence_block(_evidence(sample))
-    task = prompts.CRITIC_TASK.format(case=fence(_case(sample)), options=options_block(sample.options),
-                                      evidence=evidence, answer=neutralise(answer))  # fmt: skip
+    task = prompts.CRITIC_TASK.format(
+        case=fence(_case(sample)), options=options_block(sample.options), evidence=evidence, answer=neutralise(answer)
+    )
     if proposed == sample.answer:
         review = prompts.CRITIC_APPROVE.format(answer=_answer(sample, proposed), because=_because(sample))
     else:
-        review = prompts.CRITIC_REVISE.format(answer=_answer(sample, proposed), better=_answer(sample, sample.answer),
-                                              because=_because(sample))  # fmt: skip
+        review = prompts.CRITIC_REVISE.format(
+            answer=_answer(sample, proposed), better=_answer(sample, sample.answer), because=_because(sample)
+        )
     verdict = "A" if proposed == sample.answer else "R"
     return [
-        ChatExample(messages=(Message(role="system", content=prompts.CRITIC_SYSTEM),
-                              Message(role="user", content=task), Message(role="assistant", content=review)),
-                    source=f"{sample.id}:critic-review"),
-        ChatExample(messages=(Message(role="user", content=prompts.CRITIC_VERDICT.format(review=review)),
-                              Message(role="assistant", content=verdict)),
-                    source=f"{sample.id}:critic-verdict"),
-    ]  # fmt: skip
+        ChatExample(
+            messages=(
+                Message(role="system", content=prompts.CRITIC_SYSTEM),
+                Message(role="user", content=task),
+                Message(role="assistant", content=review),
+            ),
+            source=f"{sample.id}:critic-review",
+        ),
+        ChatExample(
+            messages=(
+                Message(role="user", content=prompts.CRITIC_VERDICT.format(review=review)),
+                Message(role="assistant", content=verdict),
+            ),
+            source=f"{sample.id}:critic-verdict",
+        ),
+    ]
 
 
 def translator(pair: Pair, index: int) -> list[ChatExample]:
@@ -116,13 +133,23 @@ def translator(pair: Pair, index: int) -> list[ChatExample]:
     for number, span in enumerate(spans, 1):
         masked_en = masked_en.replace(span, PLACEHOLDER.format(number), 1)
     return [
-        ChatExample(messages=(Message(role="system", content=prompts.TRANSLATE_TO_ENGLISH),
-                              Message(role="user", content=masked_ko), Message(role="assistant", content=masked_en)),
-                    source=f"pair{index}:ko-en"),
-        ChatExample(messages=(Message(role="system", content=prompts.TRANSLATE_TO_KOREAN),
-                              Message(role="user", content=masked_en), Message(role="assistant", content=masked_ko)),
-                    source=f"pair{index}:en-ko"),
-    ]  # fmt: skip
+        ChatExample(
+            messages=(
+                Message(role="system", content=prompts.TRANSLATE_TO_ENGLISH),
+                Message(role="user", content=masked_ko),
+                Message(role="assistant", content=masked_en),
+            ),
+            source=f"pair{index}:ko-en",
+        ),
+        ChatExample(
+            messages=(
+                Message(role="system", content=prompts.TRANSLATE_TO_KOREAN),
+                Message(role="user", content=masked_en),
+                Message(role="assistant", content=masked_ko),
+            ),
+            source=f"pair{index}:en-ko",
+        ),
+    ]
 
 
 class FreeText(BaseModel):
@@ -158,26 +185,45 @@ def read_bioasq(path: Path) -> list[FreeText]:
         if not isinstance(answer, str) or not answer.strip():
             continue
         snippets = [str(s.get("text", "")) for s in question.get("snippets") or [] if isinstance(s, dict)]
-        items.append(FreeText(id=str(question.get("id", number)), question=str(question["body"]).strip(),
-                              answer=answer.strip(), evidence=[s for s in snippets if s.strip()][:3],
-                              source=path.name))  # fmt: skip
+        items.append(
+            FreeText(
+                id=str(question.get("id", number)),
+                question=str(question["body"]).strip(),
+                answer=answer.strip(),
+                evidence=[s for s in snippets if s.strip()][:3],
+                source=path.name,
+            )
+        )
     return items
 
 
 def diagnostician_free(item: FreeText) -> ChatExample:
     """The diagnostician's turn on a free-text question: the evidence numbered, the ideal answer as the final one."""
-    evidence = [Evidence(id=f"{item.id}-{n}", text=text, score=1.0, source=item.source, item_id=item.id)
-                for n, text in enumerate(item.evidence, 1)]  # fmt: skip
-    task = prompts.DIAGNOSTICIAN_TASK.format(case=fence(item.question), options="",
-                                             evidence=evidence_block(evidence), feedback="")  # fmt: skip
+    evidence = [
+        Evidence(id=f"{item.id}-{n}", text=text, score=1.0, source=item.source, item_id=item.id)
+        for n, text in enumerate(item.evidence, 1)
+    ]
+    task = prompts.DIAGNOSTICIAN_TASK.format(
+        case=fence(item.question), options="", evidence=evidence_block(evidence), feedback=""
+    )
     reply = f"{item.answer}\n\n{prompts.FINAL_ANSWER.format(answer=item.answer.split('. ')[0].strip())}"
-    return ChatExample(messages=(Message(role="system", content=prompts.DIAGNOSTICIAN_SYSTEM),
-                                 Message(role="user", content=task), Message(role="assistant", content=reply)),
-                       source=f"{item.id}:diagnostician")  # fmt: skip
+    return ChatExample(
+        messages=(
+            Message(role="system", content=prompts.DIAGNOSTICIAN_SYSTEM),
+            Message(role="user", content=task),
+            Message(role="assistant", content=reply),
+        ),
+        source=f"{item.id}:diagnostician",
+    )
 
 
-def role_pools(samples: Sequence[Sample], pairs: Sequence[Pair], seed: int, free: Sequence[FreeText] = (),
-               rationales: dict[str, str] | None = None) -> dict[str, list[ChatExample]]:  # fmt: skip
+def role_pools(
+    samples: Sequence[Sample],
+    pairs: Sequence[Pair],
+    seed: int,
+    free: Sequence[FreeText] = (),
+    rationales: dict[str, str] | None = None,
+) -> dict[str, list[ChatExample]]:
     """Every role's examples for the items (and pairs, and free-text questions), before mixing."""
     rng = random.Random(seed)
     rationales = rationales or {}
@@ -220,8 +266,9 @@ def parse_mix(text: str) -> dict[str, float]:
     return {role: weight / total for role, weight in weights.items()}
 
 
-def mix(pools: dict[str, list[ChatExample]], weights: dict[str, float], size: int,
-        seed: int) -> tuple[list[ChatExample], dict[str, int]]:  # fmt: skip
+def mix(
+    pools: dict[str, list[ChatExample]], weights: dict[str, float], size: int, seed: int
+) -> tuple[list[ChatExample], dict[str, int]]:
     """``size`` examples drawn from the pools by weight (seeded, without replacement: a role whose pool is smaller
     than its share gives all it has), shuffled; and the count per role."""
     rng = random.Random(seed)

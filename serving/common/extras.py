@@ -32,5 +32,7 @@ def require(extra: str, purpose: str) -> None:
     """
     absent = missing(extra)
     if absent:
-        raise ConfigError(f"{purpose} needs the '{extra}' extra ({', '.join(absent)} not installed): "
-                          f"pip install 'medcouncil[{extra}]'")  # fmt: skip
+        raise ConfigError(
+            f"{purpose} needs the '{extra}' extra ({', '.join(absent)} not installed): "
+            f"pip install 'medcouncil[{extra}]'"
+        )

@@ -166,6 +166,13 @@ def read_versioned(path: Path, kind: type[Versioned], newest: int, what: str) ->
 
 def json_type(value: Any) -> str:
     """What a parsed JSON value is, for messages: "null", "a boolean", "a number", "a string", "a list", "an object"."""
-    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
-             list: "a list", dict: "an object"}  # fmt: skip
+    names = {
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }
     return names.get(type(value), type(value).__name__)

@@ -80,8 +80,17 @@ class RunCard(BaseModel):
     merged: str | None = None
 
     @classmethod
-    def new(cls, config: FinetuneConfig, base: Any, data_source: str, data_fingerprint: str,
-            tokenized: Sequence[Tokenized], train: int, held_out: int, total_steps: int) -> RunCard:  # fmt: skip
+    def new(
+        cls,
+        config: FinetuneConfig,
+        base: Any,
+        data_source: str,
+        data_fingerprint: str,
+        tokenized: Sequence[Tokenized],
+        train: int,
+        held_out: int,
+        total_steps: int,
+    ) -> RunCard:
         lengths = [len(t.input_ids) for t in tokenized]
         return cls(
             medcouncil_version=version("medcouncil"),
@@ -138,11 +147,13 @@ def loss_svg(card: RunCard, width: int = 560, height: int = 300) -> str:
     def sy(y: float) -> float:
         return top + (y1 - y) / (y1 - y0) * (height - top - bottom)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             'aria-label="loss per step">',
-             f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
-             'fill="none" stroke="#999"/>',
-             _polyline(train, sx, sy, "#1f77b4")]  # fmt: skip
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+        'aria-label="loss per step">',
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" height="{height - top - bottom}" '
+        'fill="none" stroke="#999"/>',
+        _polyline(train, sx, sy, "#1f77b4"),
+    ]
     parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5" fill="#ff7f0e"/>' for x, y in evals]
     for value, anchor in ((y1, top + 10), (y0, height - bottom)):
         parts.append(f'<text x="{left - 5}" y="{anchor}" font-size="11" text-anchor="end">{value:.3g}</text>')

@@ -70,8 +70,11 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def restore_rng(state: dict[str, Any]) -> None:
@@ -81,8 +84,15 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         scheduler: Any, progress: dict[str, Any], keep: int) -> Path:  # fmt: skip
+def save(
+    out: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    progress: dict[str, Any],
+    keep: int,
+) -> Path:
     """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``.
 
     Raises:
@@ -96,8 +106,15 @@ def save(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Op
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
-        torch.save({"model": trainable_state(model), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state()}, partial / TENSORS)  # fmt: skip
+        torch.save(
+            {
+                "model": trainable_state(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_state(),
+            },
+            partial / TENSORS,
+        )
         with (partial / STATE).open("w", encoding="utf-8") as handle:
             json.dump({"step": step, **progress}, handle)
             handle.flush()
@@ -110,10 +127,13 @@ def save(out: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Op
         previous = latest(out)
         kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
         if error.errno in DISK_FULL:
-            raise DiskFullError(f"disk full while writing checkpoint step {step} to {folder}: {kept}; free space "
-                                f"and continue with --resume") from None  # fmt: skip
-        raise MedcouncilError(f"cannot write checkpoint step {step} to {folder} ({error.strerror or error}): "
-                              f"{kept}") from error  # fmt: skip
+            raise DiskFullError(
+                f"disk full while writing checkpoint step {step} to {folder}: {kept}; free space "
+                f"and continue with --resume"
+            ) from None
+        raise MedcouncilError(
+            f"cannot write checkpoint step {step} to {folder} ({error.strerror or error}): {kept}"
+        ) from error
     for old in checkpoint_dirs(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
@@ -142,8 +162,10 @@ def apply(model: torch.nn.Module, tensors: dict[str, Any]) -> None:
     params = {name: p for name, p in model.named_parameters() if p.requires_grad}
     saved: dict[str, torch.Tensor] = tensors["model"]
     if set(saved) != set(params) or any(saved[k].shape != params[k].shape for k in saved):
-        raise MedcouncilError("the checkpoint's weights do not match this model and method (another --base, "
-                              "--method or --target-modules?)")  # fmt: skip
+        raise MedcouncilError(
+            "the checkpoint's weights do not match this model and method (another --base, "
+            "--method or --target-modules?)"
+        )
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value)

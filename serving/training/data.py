@@ -152,8 +152,10 @@ def segments(tokenizer: ChatTokenizer, example: ChatExample) -> list[tuple[str, 
         prompt = _render(tokenizer, messages[:index], open_turn=True)
         full = _render(tokenizer, messages[: index + 1], open_turn=False)
         if not prompt.startswith(done) or not full.startswith(prompt):
-            raise ConfigError(f"{example.source}: the chat template does not render turn {index + 1} after the "
-                              "previous ones (consecutive assistant turns?)")  # fmt: skip
+            raise ConfigError(
+                f"{example.source}: the chat template does not render turn {index + 1} after the "
+                "previous ones (consecutive assistant turns?)"
+            )
         pieces.append((prompt[len(done) :], False))
         answer = full[len(prompt) :].rstrip("\n")
         pieces.append((answer, True))

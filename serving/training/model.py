@@ -57,8 +57,9 @@ def resolve_base(base: str | None) -> BaseModelInfo:
         folder = converted_folder(path, sys.executable)
         return BaseModelInfo(path.stem, "gguf", str(path.resolve()), str(folder), sha256_file(path))
     if path.is_dir():
-        return BaseModelInfo(path.resolve().name, "folder", str(path.resolve()), str(path.resolve()),
-                             folder_digest(path))  # fmt: skip
+        return BaseModelInfo(
+            path.resolve().name, "folder", str(path.resolve()), str(path.resolve()), folder_digest(path)
+        )
     if base.startswith(("/", ".", "~")) or base.count("/") > 1:
         raise ModelPathError(f"base model not found: {base}")
     return BaseModelInfo(base.rsplit("/", 1)[-1], "hub", base, base, f"hub:{base}")
@@ -102,16 +103,19 @@ def load_model(info: BaseModelInfo, config: FinetuneConfig) -> nn.Module:
     kwargs: dict[str, Any] = {"dtype": dtype, "local_files_only": not hub_reachable()}
     if config.method == "qlora":
         if not torch.cuda.is_available():
-            raise ConfigError("--method qlora needs a CUDA GPU (bitsandbytes 4-bit); none is available here: "
-                              "use --method lora")  # fmt: skip
+            raise ConfigError(
+                "--method qlora needs a CUDA GPU (bitsandbytes 4-bit); none is available here: use --method lora"
+            )
         try:
             from transformers import BitsAndBytesConfig
         except ImportError as error:  # pragma: no cover - depends on the install
             raise ConfigError("--method qlora needs bitsandbytes: pip install bitsandbytes") from error
         kwargs["quantization_config"] = BitsAndBytesConfig(  # type: ignore[no-untyped-call]
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
             bnb_4bit_use_double_quant=True,
-        )  # fmt: skip
+        )
     try:
         model = AutoModelForCausalLM.from_pretrained(info.folder, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as error:
@@ -130,10 +134,17 @@ def load_model(info: BaseModelInfo, config: FinetuneConfig) -> nn.Module:
     names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, nn.Linear)}
     missing = [t for t in config.target_modules if t not in names]
     if missing:
-        raise ConfigError(f"target modules {missing} match no linear layer of {info.name} "
-                          f"(it has {', '.join(sorted(names))})")  # fmt: skip
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), task_type="CAUSAL_LM", bias="none")  # fmt: skip
+        raise ConfigError(
+            f"target modules {missing} match no linear layer of {info.name} (it has {', '.join(sorted(names))})"
+        )
+    lora = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        task_type="CAUSAL_LM",
+        bias="none",
+    )
     return get_peft_model(model, lora)  # type: ignore[no-any-return]
 
 
@@ -157,8 +168,9 @@ class LabelledLoss(nn.Module):
         self.head: nn.Module = core.get_output_embeddings()
         self.softcap: float | None = getattr(core.config, "final_logit_softcapping", None)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != IGNORE
@@ -170,8 +182,9 @@ class LabelledLoss(nn.Module):
         return loss, keep.sum()
 
 
-def full_logits_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def full_logits_loss(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The same loss through the model's own forward (logits at every position): the benchmark's reference."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
     targets = labels[:, 1:]

@@ -96,11 +96,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _accumulate(accelerator: Any, loss_fn: Any, batches: list[Batch], device: Any) -> tuple[float, int]:
+    """One optimizer step's gradients: this process's share of the step's micro-batches, each loss scaled by the
+    labelled tokens of the whole step (every process's), so that the update is the mean over those tokens. Returns
+    the step's mean loss (this process's share) and its labelled tokens."""
+    step_labelled = max(1, sum(b.labelled for b in batches))
+    mine = batches[accelerator.process_index :: accelerator.num_processes]
+    step_loss = 0.0
+    for index, batch in enumerate(mine):
+        sync = index == len(mine) - 1
+        with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
+            loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
+            accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
+        step_loss += float(loss_sum.detach()) / step_labelled
+    return step_loss, step_labelled
+
+
 class Trainer:
     """One fine-tuning run into ``config.out``."""
 
-    def __init__(self, config: FinetuneConfig, examples: Sequence[ChatExample], base: BaseModelInfo,
-                 data_source: str, on_step: Callable[[StepLog, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: FinetuneConfig,
+        examples: Sequence[ChatExample],
+        base: BaseModelInfo,
+        data_source: str,
+        on_step: Callable[[StepLog, int], None] | None = None,
+    ) -> None:
         self.config, self.examples, self.base, self.on_step = config, examples, base, on_step
         self.data_source = data_source
 
@@ -140,8 +162,16 @@ class Trainer:
         total_steps, _ = plan_steps(len(train_idx), config, accelerator.num_processes)
         per_step = config.grad_accum * accelerator.num_processes
         plan = micro_batches(train_idx, config, total_steps * per_step)
-        card = RunCard.new(config, self.base, self.data_source, fingerprint(self.examples), tokenized,
-                           len(train_idx), len(eval_idx), total_steps)  # fmt: skip
+        card = RunCard.new(
+            config,
+            self.base,
+            self.data_source,
+            fingerprint(self.examples),
+            tokenized,
+            len(train_idx),
+            len(eval_idx),
+            total_steps,
+        )
 
         model = load_model(self.base, config)
         loss_fn = LabelledLoss(model)
@@ -163,16 +193,7 @@ class Trainer:
                 t0 = time.monotonic()
                 group = plan[step * per_step : (step + 1) * per_step]
                 batches = [collate([tokenized[i] for i in ids], pad_id) for ids in group]
-                step_labelled = max(1, sum(b.labelled for b in batches))
-                mine = batches[accelerator.process_index :: accelerator.num_processes]
-                step_loss = 0.0
-                for index, batch in enumerate(mine):
-                    sync = index == len(mine) - 1
-                    with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
-                        loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device),
-                                              batch.labels.to(device))  # fmt: skip
-                        accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
-                    step_loss += float(loss_sum.detach()) / step_labelled
+                step_loss, step_labelled = _accumulate(accelerator, loss_fn, batches, device)
                 with deferred_interrupt():  # the update and its record happen together or not at all
                     optimizer.step()
                     scheduler.step()
@@ -180,13 +201,17 @@ class Trainer:
                     train_time += time.monotonic() - t0
                     card.tokens += sum(b.tokens for b in batches)
                     card.labelled_tokens += step_labelled
-                    log = StepLog(step=step + 1, loss=step_loss, lr=float(scheduler.get_last_lr()[0]),
-                                  tokens=card.tokens, seconds=round(train_time, 3))  # fmt: skip
+                    log = StepLog(
+                        step=step + 1,
+                        loss=step_loss,
+                        lr=float(scheduler.get_last_lr()[0]),
+                        tokens=card.tokens,
+                        seconds=round(train_time, 3),
+                    )
                     card.steps.append(log)
                 card.train_seconds = train_time
                 if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
-                    card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id,
-                                                                                  device)))  # fmt: skip
+                    card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id, device)))
                 if self.on_step is not None:
                     self.on_step(log, total_steps)
                 if (step + 1) % config.save_every == 0 and step + 1 < total_steps:
@@ -195,18 +220,33 @@ class Trainer:
             done = len(card.steps)
             if done > start or checkpoint.latest(out) is None:
                 self._save(done, model, optimizer, scheduler, card, accelerator)
-            raise TrainingInterrupted(f"interrupted after step {done} of {total_steps}: checkpoint saved in "
-                                      f"{out / checkpoint.CHECKPOINTS}; continue with --resume") from None  # fmt: skip
+            raise TrainingInterrupted(
+                f"interrupted after step {done} of {total_steps}: checkpoint saved in "
+                f"{out / checkpoint.CHECKPOINTS}; continue with --resume"
+            ) from None
         card.wall_seconds += time.monotonic() - started
+        self._finish(card, total_steps, model, optimizer, scheduler, accelerator, loss_fn, tokenizer)
+        return card
+
+    def _finish(
+        self,
+        card: RunCard,
+        total_steps: int,
+        model: torch.nn.Module,
+        optimizer: Any,
+        scheduler: Any,
+        accelerator: Any,
+        loss_fn: Any,
+        tokenizer: Any,
+    ) -> None:
+        """The finished run: its last checkpoint, then the adapter (or model), ``run.json`` and ``report.html``."""
         card.peak_rss_mb = max(card.peak_rss_mb, peak_rss_mb())
         card.finished = True
         if accelerator.is_main_process:
             self._save(total_steps, model, optimizer, scheduler, card, accelerator)
             self._write_outputs(accelerator.unwrap_model(loss_fn).model, tokenizer, card)
-        return card
 
-    def _restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 card: RunCard) -> int:  # fmt: skip
+    def _restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, card: RunCard) -> int:
         path = checkpoint.latest(self.config.out)
         if path is None:
             raise MedcouncilError(f"--resume: no checkpoint in {self.config.out / checkpoint.CHECKPOINTS}")
@@ -224,12 +264,26 @@ class Trainer:
         card.adopt(saved, str(path))
         return int(progress["step"])
 
-    def _save(self, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-              card: RunCard, accelerator: Any) -> None:  # fmt: skip
+    def _save(
+        self,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        card: RunCard,
+        accelerator: Any,
+    ) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            checkpoint.save(self.config.out, step, accelerator.unwrap_model(model), optimizer, scheduler,
-                            {"card": card.model_dump(mode="json")}, self.config.keep_checkpoints)  # fmt: skip
+            checkpoint.save(
+                self.config.out,
+                step,
+                accelerator.unwrap_model(model),
+                optimizer,
+                scheduler,
+                {"card": card.model_dump(mode="json")},
+                self.config.keep_checkpoints,
+            )
 
     def _write_outputs(self, model: Any, tokenizer: Any, card: RunCard) -> None:
         out = self.config.out
@@ -244,8 +298,10 @@ class Trainer:
                 tokenizer.save_pretrained(out / "merged")
                 card.merged = str(out / "merged")
         except OSError as error:
-            raise MedcouncilError(f"cannot write the trained model to {out} ({error.strerror or error}); the final "
-                                  f"checkpoint is in {out / checkpoint.CHECKPOINTS}") from error  # fmt: skip
+            raise MedcouncilError(
+                f"cannot write the trained model to {out} ({error.strerror or error}); the final "
+                f"checkpoint is in {out / checkpoint.CHECKPOINTS}"
+            ) from error
         write_card(out, card)
 
 

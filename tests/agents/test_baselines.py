@@ -13,8 +13,10 @@ from medcouncil.agents.protocol import Episode, Question, run_episode
 from medcouncil.serving.client import Choice
 from medcouncil.serving.replay import ReplayModel
 
-QUESTION = Question(text="Hot swollen first MTP joint after drinking. Diagnosis?",
-                    options={"A": "Septic arthritis", "B": "Gout", "C": "Cellulitis"})  # fmt: skip
+QUESTION = Question(
+    text="Hot swollen first MTP joint after drinking. Diagnosis?",
+    options={"A": "Septic arthritis", "B": "Gout", "C": "Cellulitis"},
+)
 
 
 class Sampling(ReplayModel):
@@ -53,8 +55,12 @@ def test_self_consistency_samples_k_seeded_reasonings_and_votes() -> None:
 
 
 def choice(letter: str | None, probabilities: dict[str, float] | None) -> Choice:
-    return Choice(letter=letter, probabilities=probabilities, raw=letter or "", usage=RequestUsage(prompt_tokens=0,
-                  completion_tokens=0))  # fmt: skip
+    return Choice(
+        letter=letter,
+        probabilities=probabilities,
+        raw=letter or "",
+        usage=RequestUsage(prompt_tokens=0, completion_tokens=0),
+    )
 
 
 def test_a_tie_goes_to_the_higher_summed_probability() -> None:
@@ -96,13 +102,19 @@ class PositionBiased:
 
         assert question.options is not None
         self.calls += 1
-        weights = {k: (3.0 if v == "Gout" else 1.0) * (self.bias if k == "A" else 1.0)
-                   for k, v in question.options.items()}  # fmt: skip
+        weights = {
+            k: (3.0 if v == "Gout" else 1.0) * (self.bias if k == "A" else 1.0) for k, v in question.options.items()
+        }
         total = sum(weights.values())
         probabilities = {k: w / total for k, w in weights.items()}
         letter = max(probabilities, key=lambda k: probabilities[k])
-        yield Episode(question=question, answerer="single", letter=letter, probabilities=probabilities,
-                      turns=[Turn(agent="single", content=letter, model_calls=1)])  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer="single",
+            letter=letter,
+            probabilities=probabilities,
+            turns=[Turn(agent="single", content=letter, model_calls=1)],
+        )
 
 
 def test_pride_estimates_the_position_prior_and_divides_it_out() -> None:

@@ -68,8 +68,10 @@ def test_values_from_the_options_or_earlier_turns_are_not_flagged() -> None:
 def test_korean_options_are_translated_with_the_case_and_keep_their_values() -> None:
     korean = "50세 남성이 음주 후 첫째 발가락 관절이 붓고 뜨겁다. 요산 9.1 mg/dL. 진단은?"
     options = {"A": "패혈성 관절염", "B": "통풍", "C": "가성통풍", "D": "봉와직염"}
-    translated = ("A ⟦1⟧-year-old man has a hot swollen big toe joint after drinking. Urate ⟦2⟧. Diagnosis?\n\n"
-                  "⟦3⟧. Septic arthritis\n⟦4⟧. Gout\n⟦5⟧. Pseudogout\n⟦6⟧. Cellulitis")  # fmt: skip
+    translated = (
+        "A ⟦1⟧-year-old man has a hot swollen big toe joint after drinking. Urate ⟦2⟧. Diagnosis?\n\n"
+        "⟦3⟧. Septic arthritis\n⟦4⟧. Gout\n⟦5⟧. Pseudogout\n⟦6⟧. Cellulitis"
+    )
     model = ReplayModel([translated, "Gout. Final answer: B", "B", "Sound.", "A", "통풍 (B)"])
     episode = run(Council(model, KNOWLEDGE), Question(text=korean, options=options))
     sent = text_of(model.seen[0])

@@ -11,12 +11,14 @@ from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.agents.protocol import Episode, Event, Question
 
 CASE = ClinicalCase(
-    id="c1", objective="Diagnose the weakness.", opening="35-year-old woman, double vision",
+    id="c1",
+    objective="Diagnose the weakness.",
+    opening="35-year-old woman, double vision",
     patient=(Finding(name="Social history", result="Smokes a pack a day."),),
     exam=(Finding(name="Vital signs / Blood pressure", result="125/80 mmHg"),),
     tests=(Finding(name="Blood tests / Acetylcholine receptor antibodies", result="Elevated", cost=150.0),),
     diagnosis="Myasthenia gravis",
-)  # fmt: skip
+)
 
 
 class ScriptedDoctor:
@@ -52,8 +54,9 @@ def test_actions_are_read_from_the_first_action_line() -> None:
 
 
 def test_the_doctor_learns_only_what_it_asks_and_commits() -> None:
-    doctor = ScriptedDoctor(["ASK: Do you smoke?", "I wonder.", "TEST: acetylcholine receptor antibodies",
-                             "DIAGNOSIS: Myasthenia gravis"])  # fmt: skip
+    doctor = ScriptedDoctor(
+        ["ASK: Do you smoke?", "I wonder.", "TEST: acetylcholine receptor antibodies", "DIAGNOSIS: Myasthenia gravis"]
+    )
     record = asyncio.run(interview(doctor, CASE, patient, measure, budget=6))
     assert record.committed_early and record.diagnosis == "Myasthenia gravis"
     assert record.count("ask") == 1 and record.count("test") == 1 and record.count("invalid") == 1

@@ -14,8 +14,14 @@ from medcouncil.serving.replay import ReplayModel
 from medcouncil.tools.embeddings import build_embedder
 from tests.conftest import SHARED
 
-CASE = ClinicalCase(id="1", objective="Diagnose.", opening="A woman with diplopia.", diagnosis="Myasthenia gravis",
-                    aliases=("MG",), patient=(Finding(name="History", result="Worse in the evening."),))  # fmt: skip
+CASE = ClinicalCase(
+    id="1",
+    objective="Diagnose.",
+    opening="A woman with diplopia.",
+    diagnosis="Myasthenia gravis",
+    aliases=("MG",),
+    patient=(Finding(name="History", result="Worse in the evening."),),
+)
 
 
 def verdict(diagnosis: str, **kwargs: object):  # type: ignore[no-untyped-def]
@@ -54,15 +60,23 @@ def test_embedding_similarity_and_its_threshold_on_real_diagnoses() -> None:
     embedder = build_embedder()
     close = verdict("Diabetes mellitus type 1", embedder=embedder)
     assert not close.correct  # another condition altogether: below the threshold
-    reworded = asyncio.run(judge(CASE.model_copy(update={"diagnosis": "Type 1 diabetes mellitus", "aliases": ()}),
-                                 "Diabetes mellitus type 1", embedder=embedder))  # fmt: skip
+    reworded = asyncio.run(
+        judge(
+            CASE.model_copy(update={"diagnosis": "Type 1 diabetes mellitus", "aliases": ()}),
+            "Diabetes mellitus type 1",
+            embedder=embedder,
+        )
+    )
     assert reworded.correct and reworded.method == "embedding" and reworded.similarity > SIMILARITY_THRESHOLD
     if not (SHARED / "data" / "episodes").exists():
         pytest.skip("shared data not found")
     golds = sorted({c.diagnosis for c in load_cases("agentclinic")[0]})
     vectors = embedder.encode(golds)
-    above = {(a, b) for (i, a), (j, b) in itertools.combinations(enumerate(golds), 2)
-             if float(vectors[i] @ vectors[j]) >= SIMILARITY_THRESHOLD}  # fmt: skip
+    above = {
+        (a, b)
+        for (i, a), (j, b) in itertools.combinations(enumerate(golds), 2)
+        if float(vectors[i] @ vectors[j]) >= SIMILARITY_THRESHOLD
+    }
     # Only spellings of one condition are that close; different conditions never are.
     assert 1 <= len(above) <= 3
     for a, b in above:

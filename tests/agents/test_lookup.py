@@ -20,17 +20,25 @@ from medcouncil.scenarios.episodes.load import load_cases
 from tests.conftest import SHARED
 
 CASE = ClinicalCase(
-    id="1", objective="Diagnose.", opening="35-year-old female, double vision",
-    patient=(Finding(name="Social history", result="Smokes a pack a day; drinks wine occasionally."),
-             Finding(name="Symptoms / Secondary symptoms", result="Difficulty climbing stairs; arm weakness"),
-             Finding(name="Past medical history", result="No significant past medical history.")),
-    exam=(Finding(name="Vital signs / Blood pressure", result="125/80 mmHg"),
-          Finding(name="Vital signs / Heart rate", result="72 bpm"),
-          Finding(name="Neurological examination / Cranial nerves", result="Ptosis worse on upward gaze.")),
-    tests=(Finding(name="Blood tests / Acetylcholine receptor antibodies", result="Present (elevated)", cost=150.0),
-           Finding(name="Imaging / Chest CT / Findings", result="No thymoma.", cost=400.0)),
+    id="1",
+    objective="Diagnose.",
+    opening="35-year-old female, double vision",
+    patient=(
+        Finding(name="Social history", result="Smokes a pack a day; drinks wine occasionally."),
+        Finding(name="Symptoms / Secondary symptoms", result="Difficulty climbing stairs; arm weakness"),
+        Finding(name="Past medical history", result="No significant past medical history."),
+    ),
+    exam=(
+        Finding(name="Vital signs / Blood pressure", result="125/80 mmHg"),
+        Finding(name="Vital signs / Heart rate", result="72 bpm"),
+        Finding(name="Neurological examination / Cranial nerves", result="Ptosis worse on upward gaze."),
+    ),
+    tests=(
+        Finding(name="Blood tests / Acetylcholine receptor antibodies", result="Present (elevated)", cost=150.0),
+        Finding(name="Imaging / Chest CT / Findings", result="No thymoma.", cost=400.0),
+    ),
     diagnosis="Myasthenia gravis",
-)  # fmt: skip
+)
 
 
 def test_words_fold_plurals_and_drop_common_words() -> None:
@@ -68,8 +76,18 @@ def test_no_request_reveals_a_fact_it_does_not_name_on_real_cases() -> None:
     """On AgentClinic and MCQA-derived cases, every revealed fact is named by the request or shares a content word
     with it (patient), and a request that names nothing of a case reveals nothing of it."""
     cases = load_cases("agentclinic", limit=30)[0] + load_cases("medqa", limit=30)[0]
-    requests = ["Do you smoke?", "Blood pressure", "Chest X-ray", "Tell me about your family", "Serum sodium", "ECG",
-                "Laboratory studies", "Any fever?", "Physical examination", "What is the diagnosis?"]  # fmt: skip
+    requests = [
+        "Do you smoke?",
+        "Blood pressure",
+        "Chest X-ray",
+        "Tell me about your family",
+        "Serum sodium",
+        "ECG",
+        "Laboratory studies",
+        "Any fever?",
+        "Physical examination",
+        "What is the diagnosis?",
+    ]
     revealed_any = 0
     for case, request in itertools.product(cases, requests):
         asked = words(request)

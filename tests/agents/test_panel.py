@@ -17,8 +17,9 @@ from medcouncil.tools.search import InMemoryKnowledge
 
 KNOWLEDGE = InMemoryKnowledge([Document(text="Gout: urate crystals in the first MTP joint.", source="gout.md")])
 OPTIONS = {"A": "Septic arthritis", "B": "Gout", "C": "Cellulitis"}
-QUESTION = Question(text="A 50-year-old man has a hot, swollen first MTP joint after drinking. Diagnosis?",
-                    options=OPTIONS)  # fmt: skip
+QUESTION = Question(
+    text="A 50-year-old man has a hot, swollen first MTP joint after drinking. Diagnosis?", options=OPTIONS
+)
 
 
 def panel(model: ReplayModel, rounds: int = 2, specialties: list[str] | None = None) -> Panel:
@@ -74,10 +75,14 @@ def test_the_model_picks_the_specialties_from_the_fixed_list() -> None:
 
 
 def test_a_korean_item_reaches_the_panel_with_translated_options() -> None:
-    korean = Question(text="50세 남성, 음주 후 첫째 발가락 관절이 붓고 뜨겁다. 진단은?",
-                      options={"A": "패혈성 관절염", "B": "통풍", "C": "봉와직염"})  # fmt: skip
-    translated = ("A ⟦1⟧-year-old man has a hot swollen big toe joint after drinking. Diagnosis?\n\n"
-                  "⟦2⟧. Septic arthritis\n⟦3⟧. Gout\n⟦4⟧. Cellulitis")  # fmt: skip
+    korean = Question(
+        text="50세 남성, 음주 후 첫째 발가락 관절이 붓고 뜨겁다. 진단은?",
+        options={"A": "패혈성 관절염", "B": "통풍", "C": "봉와직염"},
+    )
+    translated = (
+        "A ⟦1⟧-year-old man has a hot swollen big toe joint after drinking. Diagnosis?\n\n"
+        "⟦2⟧. Septic arthritis\n⟦3⟧. Gout\n⟦4⟧. Cellulitis"
+    )
     model = ReplayModel([translated, "Gout.", "B", "Gout.", "B", "통풍입니다 (B)"])
     episode = run(panel(model), korean)
     seen = "\n".join(str(m.content) for m in model.seen[1])

@@ -72,8 +72,17 @@ def main(episodes: Annotated[int, typer.Option(help="Episodes per model.")] = 5)
     """Run the orchestration benchmark and print its table."""
     rows = asyncio.run(_run(episodes))
     table = Table(title="council orchestration overhead (means per episode)")
-    for column in ("model", "episodes", "wall ms", "model ms", "retrieval ms", "overhead", "minus retrieval",
-                   "tokens", "calls"):  # fmt: skip
+    for column in (
+        "model",
+        "episodes",
+        "wall ms",
+        "model ms",
+        "retrieval ms",
+        "overhead",
+        "minus retrieval",
+        "tokens",
+        "calls",
+    ):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
         table.add_row(*row)

@@ -55,10 +55,18 @@ def row(label: str, mode: str, records: list[Interview]) -> list[str]:
     tools = sum(retrieval_s(r) for r in records)
     actions = statistics.mean(len([s for s in r.steps if s.by == "doctor"]) for r in records)
     tokens, calls = statistics.mean(r.tokens for r in records), statistics.mean(r.model_calls for r in records)
-    return [label, mode, str(len(records)), f"{3600 * len(records) / wall:.0f}" if wall else "–",
-            f"{wall / len(records):.2f}", f"{(wall - model) / wall * 100:.2f}%" if wall else "–",
-            f"{(wall - model - tools) / wall * 100:.2f}%" if wall else "–", f"{tokens:.0f}", f"{calls:.1f}",
-            f"{actions:.1f}"]  # fmt: skip
+    return [
+        label,
+        mode,
+        str(len(records)),
+        f"{3600 * len(records) / wall:.0f}" if wall else "–",
+        f"{wall / len(records):.2f}",
+        f"{(wall - model) / wall * 100:.2f}%" if wall else "–",
+        f"{(wall - model - tools) / wall * 100:.2f}%" if wall else "–",
+        f"{tokens:.0f}",
+        f"{calls:.1f}",
+        f"{actions:.1f}",
+    ]
 
 
 def doctors(model: ReplayModel | object, knowledge: object, modes: list[str]) -> dict[str, Doctor]:
@@ -108,8 +116,18 @@ def main(
     chosen = [m.strip() for m in modes.split(",") if m.strip() in episode_modes()]
     rows = asyncio.run(run(cases, chosen, budget, data_dir))
     table = Table(title=f"interactive episodes (AgentClinic, budget {budget}, lookup patient; means per episode)")
-    for column in ("model", "doctor", "episodes", "episodes/h", "s/episode", "overhead", "minus retrieval",
-                   "tokens", "calls", "actions"):  # fmt: skip
+    for column in (
+        "model",
+        "doctor",
+        "episodes",
+        "episodes/h",
+        "s/episode",
+        "overhead",
+        "minus retrieval",
+        "tokens",
+        "calls",
+        "actions",
+    ):
         table.add_column(column, justify="left" if column in ("model", "doctor") else "right")
     for line in rows:
         table.add_row(*line)

@@ -33,9 +33,18 @@ SIDES = ("trainer", "raw", "raw-full-logits")
 
 
 def _config(args: dict[str, Any], out: Path, method: str = "lora") -> FinetuneConfig:
-    return FinetuneConfig(out=out, method=method, max_steps=args["steps"], batch_size=args["batch"],  # type: ignore[arg-type]
-                          max_seq_len=args["seq_len"], eval_fraction=0.125, eval_every=10_000, save_every=10_000,
-                          learning_rate=2e-4 if method == "lora" else 2e-5, seed=0)  # fmt: skip
+    return FinetuneConfig(
+        out=out,
+        method=method,  # type: ignore[arg-type]
+        max_steps=args["steps"],
+        batch_size=args["batch"],
+        max_seq_len=args["seq_len"],
+        eval_fraction=0.125,
+        eval_every=10_000,
+        save_every=10_000,
+        learning_rate=2e-4 if method == "lora" else 2e-5,
+        seed=0,
+    )
 
 
 def child(side: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -61,9 +70,15 @@ def child(side: str, args: dict[str, Any]) -> dict[str, Any]:
         config = _config(args, Path(folder) / "out", method)
         if side in ("trainer", "full"):
             card = Trainer(config, examples, base, args["dataset"]).run()
-            return {"tokens_per_s": card.tokens_per_second, "train_s": card.train_seconds, "tokens": card.tokens,
-                    "examples": card.data.train, "steps": len(card.steps), "eval_loss": card.evals[-1].loss,
-                    "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+            return {
+                "tokens_per_s": card.tokens_per_second,
+                "train_s": card.train_seconds,
+                "tokens": card.tokens,
+                "examples": card.data.train,
+                "steps": len(card.steps),
+                "eval_loss": card.evals[-1].loss,
+                "peak_rss_mb": peak_rss_mb(),
+            }
         set_threads(None)
         torch.manual_seed(0)
         tokenizer = load_tokenizer(base)
@@ -87,8 +102,7 @@ def child(side: str, args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(side: str, args: dict[str, Any]) -> dict[str, Any]:
-    command = [sys.executable, "-m", "tests.benchmarks.bench_finetune", "--child", side,
-               "--spec", json.dumps(args)]  # fmt: skip
+    command = [sys.executable, "-m", "tests.benchmarks.bench_finetune", "--child", side, "--spec", json.dumps(args)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{side} failed:\n{done.stderr[-2000:]}")
@@ -132,23 +146,32 @@ def main(
         "peak_rss_mb": _median(results["trainer"], "peak_rss_mb"),
         "seconds_per_1k_examples": 1000 * _median(results["trainer"], "train_s") / (steps * batch),
     }
-    print(f"\ntraining loop {trainer:.1f} tok/s vs raw forward+backward {raw:.1f} tok/s: ratio "
-          f"{trainer / raw:.2f} (goal >= 0.8)")  # fmt: skip
-    print(f"raw with logits at every position {raw_full:.1f} tok/s: the labelled-positions loss is "
-          f"{raw / raw_full:.2f}x faster")  # fmt: skip
-    print(f"peak RSS {figures['peak_rss_mb']:.0f} MB; {figures['seconds_per_1k_examples']:.0f} s per 1k examples "
-          f"(mean {_median(results['trainer'], 'tokens') / (steps * batch):.0f} tokens each)")  # fmt: skip
+    print(
+        f"\ntraining loop {trainer:.1f} tok/s vs raw forward+backward {raw:.1f} tok/s: ratio "
+        f"{trainer / raw:.2f} (goal >= 0.8)"
+    )
+    print(
+        f"raw with logits at every position {raw_full:.1f} tok/s: the labelled-positions loss is "
+        f"{raw / raw_full:.2f}x faster"
+    )
+    print(
+        f"peak RSS {figures['peak_rss_mb']:.0f} MB; {figures['seconds_per_1k_examples']:.0f} s per 1k examples "
+        f"(mean {_median(results['trainer'], 'tokens') / (steps * batch):.0f} tokens each)"
+    )
     if full:
         pairs: dict[str, list[dict[str, Any]]] = {"lora": [], "full": []}
         for _ in range(max(1, trials - 1)):
             pairs["lora"].append(_measure("trainer", args))
             pairs["full"].append(_measure("full", args))
         for method, runs in pairs.items():
-            figures[method] = {key: _median(runs, key) for key in ("train_s", "peak_rss_mb", "eval_loss",
-                                                                   "tokens_per_s")}  # fmt: skip
-            print(f"{method}: {figures[method]['train_s']:.1f} s for {steps} steps, "
-                  f"{figures[method]['tokens_per_s']:.1f} tok/s, peak RSS {figures[method]['peak_rss_mb']:.0f} MB, "
-                  f"eval loss {figures[method]['eval_loss']:.4f}")  # fmt: skip
+            figures[method] = {
+                key: _median(runs, key) for key in ("train_s", "peak_rss_mb", "eval_loss", "tokens_per_s")
+            }
+            print(
+                f"{method}: {figures[method]['train_s']:.1f} s for {steps} steps, "
+                f"{figures[method]['tokens_per_s']:.1f} tok/s, peak RSS {figures[method]['peak_rss_mb']:.0f} MB, "
+                f"eval loss {figures[method]['eval_loss']:.4f}"
+            )
     if out is not None:
         out.write_text(json.dumps(figures, indent=2), encoding="utf-8")
 

@@ -112,10 +112,15 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
     for mode in modes:
         records = [r for r in runs[0] if r.mode == mode]
         escalated = [r.escalated for r in records if r.escalated is not None]
-        cost.add_row(mode, f"{statistics.mean(r.tokens for r in records):.0f}", str(max(r.tokens for r in records)),
-                     f"{statistics.mean(r.model_calls for r in records):.2f}", str(max(r.model_calls for r in records)),
-                     f"{statistics.mean(r.latency_s for r in records):.1f}",
-                     f"{sum(escalated)}/{len(escalated)}" if escalated else "")  # fmt: skip
+        cost.add_row(
+            mode,
+            f"{statistics.mean(r.tokens for r in records):.0f}",
+            str(max(r.tokens for r in records)),
+            f"{statistics.mean(r.model_calls for r in records):.2f}",
+            str(max(r.model_calls for r in records)),
+            f"{statistics.mean(r.latency_s for r in records):.1f}",
+            f"{sum(escalated)}/{len(escalated)}" if escalated else "",
+        )
     console.print(cost)
 
 

@@ -112,26 +112,32 @@ def through_server(
     return results
 
 
-def extra_buffers_cost(prompts: list[str], max_tokens: int, prompt_tokens: list[int], eos: int, threads: int,
-                       n_ctx: int) -> dict[str, dict[str, float]]:  # fmt: skip
+def extra_buffers_cost(
+    prompts: list[str], max_tokens: int, prompt_tokens: list[int], eos: int, threads: int, n_ctx: int
+) -> dict[str, dict[str, float]]:
     """Median prefill and decode tok/s of two servers, extra buffer types off and on, trials interleaved."""
-    servers = {name: EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx, extra_buffers=name == "on"))
-               for name in ("off", "on")}  # fmt: skip
+    servers = {
+        name: EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx, extra_buffers=name == "on"))
+        for name in ("off", "on")
+    }
     runs: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
     try:
         states = {name: server.start() for name, server in servers.items()}
         for index, (prompt, n_prompt) in enumerate(zip(prompts, prompt_tokens, strict=True)):
             for name, state in states.items():
-                result = through_server(state.base_url, state.served_model_name, [f"{name}. {prompt}"], max_tokens,
-                                        [n_prompt + 2], eos)  # fmt: skip
+                result = through_server(
+                    state.base_url, state.served_model_name, [f"{name}. {prompt}"], max_tokens, [n_prompt + 2], eos
+                )
                 if index:  # the first prompt warms up each server
                     runs[name] += result
     finally:
         for server in servers.values():
             server.stop()
     med = statistics.median
-    return {key: {name: med(r[i] for r in runs[name]) for name in runs}
-            for i, key in enumerate(("prefill_tok_s", "decode_tok_s"))}  # fmt: skip
+    return {
+        key: {name: med(r[i] for r in runs[name]) for name in runs}
+        for i, key in enumerate(("prefill_tok_s", "decode_tok_s"))
+    }
 
 
 def _cli(*args: str) -> list[str]:
@@ -226,8 +232,9 @@ def main(
         table.add_row(label, f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}")
     for key in ("decode_tok_s", "prefill_tok_s"):
         off, on = buffers[key]["off"], buffers[key]["on"]
-        table.add_row(f"{key.split('_')[0]} tok/s, extra buffers off (default) | on", f"{off:.1f}", f"{on:.1f}",
-                      f"{off / on:.2f}")  # fmt: skip
+        table.add_row(
+            f"{key.split('_')[0]} tok/s, extra buffers off (default) | on", f"{off:.1f}", f"{on:.1f}", f"{off / on:.2f}"
+        )
     table.add_row("serve --detach → healthy", "", f"{figures['serve_to_healthy_s']:.2f} s", "")
     table.add_row("ask first token (server running)", "", f"{med(warm):.2f} s", "")
     table.add_row("ask first token (auto-start)", "", f"{med(cold):.2f} s", "")

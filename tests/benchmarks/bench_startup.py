@@ -69,10 +69,13 @@ def main(trials: Annotated[int, typer.Option(min=1)] = 3) -> None:
         prompt = statistics.median(r[0] for r in runs)
         first = statistics.median(r[1] for r in runs)
         goal_prompt, goal_first = GOALS[setup]
-        console.print(f"chat start-up, engine {setup}, median of {trials}: prompt after {prompt:.2f} s (goal <= "
-                      f"{goal_prompt:.0f} s: {'met' if prompt <= goal_prompt else 'missed'}); first diagnostician "
-                      f"token {first:.2f} s after the question (goal <= {goal_first:.0f} s: "
-                      f"{'met' if first <= goal_first else 'missed'})", markup=False)  # fmt: skip
+        console.print(
+            f"chat start-up, engine {setup}, median of {trials}: prompt after {prompt:.2f} s (goal <= "
+            f"{goal_prompt:.0f} s: {'met' if prompt <= goal_prompt else 'missed'}); first diagnostician "
+            f"token {first:.2f} s after the question (goal <= {goal_first:.0f} s: "
+            f"{'met' if first <= goal_first else 'missed'})",
+            markup=False,
+        )
 
 
 if __name__ == "__main__":

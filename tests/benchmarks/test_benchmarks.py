@@ -24,6 +24,11 @@ def test_a_benchmark_imports_and_has_a_command(name: str) -> None:
 
 
 def test_a_benchmark_runs_with_one_command_from_the_root() -> None:
-    result = subprocess.run([sys.executable, "-m", "tests.benchmarks.bench_startup", "--help"],
-                            cwd=HERE.parents[1], capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.benchmarks.bench_startup", "--help"],
+        cwd=HERE.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and "--trials" in result.stdout, result.stderr

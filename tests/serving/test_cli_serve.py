@@ -102,8 +102,11 @@ def test_a_corrupted_state_file_neither_orphans_nor_doubles_the_server(cli: list
     assert again.returncode == 0 and "Reusing" in again.stdout and state.base_url in again.stdout, again.stderr
     assert set(engines_under_home()) - no_server == {state.engine_pid}
     other_port = medcouncil(cli, "serve", "--detach", "--port", str(state.port + 1))
-    assert_one_line_error(other_port, rf"error: a llamacpp server already runs at {re.escape(state.base_url)}, "
-                                      rf"not on port {state.port + 1}")  # fmt: skip
+    assert_one_line_error(
+        other_port,
+        rf"error: a llamacpp server already runs at {re.escape(state.base_url)}, "
+        rf"not on port {state.port + 1}",
+    )
 
     stopped = medcouncil(cli, "serve", "--stop")
     assert stopped.returncode == 0 and "Stopped" in stopped.stdout

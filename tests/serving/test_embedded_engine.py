@@ -104,8 +104,9 @@ def test_every_option_gets_the_models_own_probability_on_real_items(embedded_inf
     async def body(client: ModelClient) -> list[tuple[object, ...]]:
         out = []
         for row in rows:
-            messages: list[LLMMessage] = [UserMessage(content=format_mcqa(row["question"], row["options"]),
-                                                      source="user")]  # fmt: skip
+            messages: list[LLMMessage] = [
+                UserMessage(content=format_mcqa(row["question"], row["options"]), source="user")
+            ]
             choice = await client.choose(messages, list(row["options"]))
             payload = to_openai_messages(messages)
             first, _ = await client._constrained(payload, list(row["options"]))
@@ -155,8 +156,13 @@ def test_disk_cache_replays_identical_calls(embedded_info: EndpointInfo) -> None
 
 
 def test_cache_stores_are_per_model_as_served_and_per_sampling() -> None:
-    def name(url: str = "http://127.0.0.1:8000/v1", model: str = "medgemma", weights: str = "",
-             dialect: str = "vllm", temperature: float = 0.0) -> str:  # fmt: skip
+    def name(
+        url: str = "http://127.0.0.1:8000/v1",
+        model: str = "medgemma",
+        weights: str = "",
+        dialect: str = "vllm",
+        temperature: float = 0.0,
+    ) -> str:
         info = EndpointInfo(base_url=url, model=model, dialect=dialect, weights=weights)  # type: ignore[arg-type]
         return cache_namespace(info, ClientSettings(temperature=temperature))
 

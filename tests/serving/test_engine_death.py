@@ -92,8 +92,12 @@ def test_ask_against_a_dead_detached_engine_names_it(cli: list[str], detached: N
     state = read_state()
     assert state is not None and state.engine_pid is not None
     os.kill(state.engine_pid, signal.SIGKILL)
-    result = subprocess.run([*cli, "ask", "Name one symptom of asthma.", "--max-tokens", "8", "--no-cache"],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [*cli, "ask", "Name one symptom of asthma.", "--max-tokens", "8", "--no-cache"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     first = result.stderr.splitlines()[0]
     assert f"the llama.cpp engine (pid {state.engine_pid}) killed by SIGKILL" in first, result.stderr

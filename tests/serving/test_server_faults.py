@@ -50,8 +50,16 @@ def slow_endpoint() -> Iterator[str]:
 
 
 def external(url: str) -> ServerState:
-    return ServerState(pid=None, port=0, engine="vllm", model="m", served_model_name="m", log_path=Path("/dev/null"),
-                       started_at=datetime.now(UTC), endpoint=url)  # fmt: skip
+    return ServerState(
+        pid=None,
+        port=0,
+        engine="vllm",
+        model="m",
+        served_model_name="m",
+        log_path=Path("/dev/null"),
+        started_at=datetime.now(UTC),
+        endpoint=url,
+    )
 
 
 def _open(notices: list[str]) -> str:
@@ -89,8 +97,10 @@ def test_health_checks_tolerate_a_busy_engine(slow_endpoint: str) -> None:
 
 
 def _holder(lock: Path) -> subprocess.Popen[str]:
-    code = ("import sys, time; from pathlib import Path; from medcouncil.serving.common.locks import acquire; "
-            "acquire(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(60)")  # fmt: skip
+    code = (
+        "import sys, time; from pathlib import Path; from medcouncil.serving.common.locks import acquire; "
+        "acquire(Path(sys.argv[1]), 'x'); print('held', flush=True); time.sleep(60)"
+    )
     process = subprocess.Popen([sys.executable, "-c", code, str(lock)], stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline().strip() == "held"
     return process
@@ -116,8 +126,9 @@ def test_second_bench_and_serve_are_refused_while_another_writes(tmp_path: Path,
     holder = _holder(run / ".lock")
     server_holder = _holder(server_lock_path())
     try:
-        result = subprocess.run([*cli, "bench", "--dataset", str(data), "--out", str(run)], capture_output=True,
-                                text=True, timeout=120)  # fmt: skip
+        result = subprocess.run(
+            [*cli, "bench", "--dataset", str(data), "--out", str(run)], capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 1 and f"in use by process {holder.pid}" in result.stderr, result.stderr
         assert not (run / "run.json").exists()
         result = subprocess.run([*cli, "serve", "--detach"], capture_output=True, text=True, timeout=120)
@@ -132,8 +143,13 @@ def test_second_bench_and_serve_are_refused_while_another_writes(tmp_path: Path,
 def test_serve_never_starts_a_second_server_beside_a_silent_recorded_one(cli: list[str]) -> None:
     sleeper = subprocess.Popen(["sleep", "60"], start_new_session=True)
     try:
-        update = {"pid": sleeper.pid, "endpoint": None, "port": free_port(), "engine": "llamacpp",
-                  "start_ticks": start_ticks(sleeper.pid)}  # fmt: skip
+        update = {
+            "pid": sleeper.pid,
+            "endpoint": None,
+            "port": free_port(),
+            "engine": "llamacpp",
+            "start_ticks": start_ticks(sleeper.pid),
+        }
         state = external("x").model_copy(update=update)
         write_state(state)
         before = state_path().read_text()
@@ -207,13 +223,20 @@ def _gone(pid: int) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
 def test_an_auto_started_engine_dies_with_its_command(cli: list[str], how: signal.Signals) -> None:
     clear_state()
-    command = subprocess.Popen([*cli, "ask", "Name three causes of chest pain.", "--max-tokens", "400", "--no-cache"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    command = subprocess.Popen(
+        [*cli, "ask", "Name three causes of chest pain.", "--max-tokens", "400", "--no-cache"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     engines: list[int] = []
     while not engines and time.monotonic() < deadline and command.poll() is None:
-        engines = [engine for supervisor in _children(command.pid, "medcouncil.serving.supervise")
-                   for engine in _children(supervisor, "-m medcouncil.serving.llama_engine")]  # fmt: skip
+        engines = [
+            engine
+            for supervisor in _children(command.pid, "medcouncil.serving.supervise")
+            for engine in _children(supervisor, "-m medcouncil.serving.llama_engine")
+        ]
         time.sleep(0.2)
     assert engines, "the command did not start an engine"
     time.sleep(3)

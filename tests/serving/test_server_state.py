@@ -82,8 +82,10 @@ def orphan(tmp_path: Path) -> Iterator[tuple[int, int]]:
     model = {"model": "/m.gguf", "model_alias": "gemma-test"}
     settings.write_text(json.dumps({"port": port, "api_key": "k3y", "models": [model]}))
     log = logs / f"llamacpp-{port}-20261204T081500.log"
-    script = (f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)' --config_file "
-              f"{shlex.quote(str(settings))} > {shlex.quote(str(log))} 2>&1 & echo $!")  # fmt: skip
+    script = (
+        f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)' --config_file "
+        f"{shlex.quote(str(settings))} > {shlex.quote(str(log))} 2>&1 & echo $!"
+    )
     pid = int(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
     try:
         yield pid, port
@@ -95,8 +97,9 @@ def orphan(tmp_path: Path) -> Iterator[tuple[int, int]]:
         clear_state()
 
 
-def test_an_orphaned_engine_is_found_again_and_recorded(orphan: tuple[int, int],
-                                                        caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_an_orphaned_engine_is_found_again_and_recorded(
+    orphan: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
     pid, port = orphan
     for corrupt in (b"\x00\x01", None):  # unreadable, then missing altogether
         if corrupt is None:

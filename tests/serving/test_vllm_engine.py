@@ -46,10 +46,14 @@ def test_vllm_serves_chat_constrained_choice_and_a_trained_adapter(tmp_path: Pat
     assert vllm_importable(VLLM_PYTHON), f"MEDCOUNCIL_REQUIRE_VLLM=1 but {VLLM_PYTHON} cannot import vllm"
     adapter = tmp_path / "adapter"
     chats = [
-        ChatExample(messages=(Message(role="user", content=f"Which organ pumps blood? ({i})\nA. Heart\nB. Liver"),
-                              Message(role="assistant", content="B. Liver")))
+        ChatExample(
+            messages=(
+                Message(role="user", content=f"Which organ pumps blood? ({i})\nA. Heart\nB. Liver"),
+                Message(role="assistant", content="B. Liver"),
+            )
+        )
         for i in range(4)
-    ]  # fmt: skip
+    ]
     settings_ft = FinetuneConfig(out=adapter, max_steps=2, batch_size=2, learning_rate=1e-3, eval_fraction=0.0)
     Trainer(settings_ft, chats, resolve_base(None), "inline").run()
     config = EngineConfig(

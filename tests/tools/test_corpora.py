@@ -15,10 +15,17 @@ def read(path: Path) -> tuple[list[Document], list[str]]:
 def test_medmcqa_rows_keep_their_item_ids(tmp_path: Path) -> None:
     path = tmp_path / "medmcqa.jsonl"
     rows = [
-        {"id": "m1", "question": "Q?", "exp": "Vitamin C deficiency causes scurvy.", "cop": 1, "opa": "a",
-         "subject_name": "Medicine", "topic_name": "Nutrition"},
+        {
+            "id": "m1",
+            "question": "Q?",
+            "exp": "Vitamin C deficiency causes scurvy.",
+            "cop": 1,
+            "opa": "a",
+            "subject_name": "Medicine",
+            "topic_name": "Nutrition",
+        },
         {"id": "m2", "question": "Q2?", "exp": None, "cop": 2, "opa": "b"},
-    ]  # fmt: skip
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
     documents, warnings = read(path)
     assert len(documents) == 1
@@ -30,11 +37,31 @@ def test_medmcqa_rows_keep_their_item_ids(tmp_path: Path) -> None:
 
 def test_bioasq_and_pubmedqa_are_recognised(tmp_path: Path) -> None:
     bioasq = tmp_path / "bioasq.json"
-    bioasq.write_text(json.dumps({"questions": [{"id": "b1", "snippets": [{"text": "BRCA1 repairs DNA.",
-                                                 "document": "http://pubmed/1"}, {"text": ""}]}]}))  # fmt: skip
+    bioasq.write_text(
+        json.dumps(
+            {
+                "questions": [
+                    {
+                        "id": "b1",
+                        "snippets": [{"text": "BRCA1 repairs DNA.", "document": "http://pubmed/1"}, {"text": ""}],
+                    }
+                ]
+            }
+        )
+    )
     pubmedqa = tmp_path / "pubmedqa.json"
-    pubmedqa.write_text(json.dumps({"123": {"QUESTION": "Q?", "CONTEXTS": ["Part one.", "Part two."],
-                                            "final_decision": "yes", "LONG_ANSWER": "The conclusion."}}))  # fmt: skip
+    pubmedqa.write_text(
+        json.dumps(
+            {
+                "123": {
+                    "QUESTION": "Q?",
+                    "CONTEXTS": ["Part one.", "Part two."],
+                    "final_decision": "yes",
+                    "LONG_ANSWER": "The conclusion.",
+                }
+            }
+        )
+    )
     (b,), _ = read(bioasq)
     assert b.text == "BRCA1 repairs DNA." and b.item_id == "b1" and b.extra["corpus"] == "bioasq"
     (p,), _ = read(pubmedqa)

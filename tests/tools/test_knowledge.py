@@ -22,13 +22,23 @@ from medcouncil.tools.knowledge import (
 from medcouncil.tools.search import InMemoryKnowledge
 
 NOTES = [
-    Document(text="Gout is caused by urate crystals; the first MTP joint is classic. Colchicine treats attacks.",
-             source="gout.txt", title="Gout"),
-    Document(text="Asthma causes episodic wheeze and nocturnal cough that improve with salbutamol.",
-             source="asthma.txt", title="Asthma"),
-    Document(text="Scurvy results from vitamin C deficiency, with bleeding gums and poor wound healing.",
-             source="medmcqa.jsonl", title="Nutrition", item_id="q-42"),
-]  # fmt: skip
+    Document(
+        text="Gout is caused by urate crystals; the first MTP joint is classic. Colchicine treats attacks.",
+        source="gout.txt",
+        title="Gout",
+    ),
+    Document(
+        text="Asthma causes episodic wheeze and nocturnal cough that improve with salbutamol.",
+        source="asthma.txt",
+        title="Asthma",
+    ),
+    Document(
+        text="Scurvy results from vitamin C deficiency, with bleeding gums and poor wound healing.",
+        source="medmcqa.jsonl",
+        title="Nutrition",
+        item_id="q-42",
+    ),
+]
 
 
 def test_cosine_distance_is_what_chroma_uses(knowledge: KnowledgeBase, embedder: BertEmbedder) -> None:
@@ -89,8 +99,15 @@ def test_guard_excludes_the_items_own_material(knowledge: KnowledgeBase) -> None
 
 
 def test_korean_metadata_round_trip(knowledge: KnowledgeBase) -> None:
-    knowledge.add([Document(text="천식 환자는 야간 기침과 천명을 호소한다. 살부타몰로 호전된다.", source="천식.md",
-                            title="천식 진료 지침")])  # fmt: skip
+    knowledge.add(
+        [
+            Document(
+                text="천식 환자는 야간 기침과 천명을 호소한다. 살부타몰로 호전된다.",
+                source="천식.md",
+                title="천식 진료 지침",
+            )
+        ]
+    )
     (evidence,) = knowledge.search("천식 야간 기침", threshold=-1)
     assert evidence.title == "천식 진료 지침" and evidence.source == "천식.md" and evidence.language == "ko"
     assert "살부타몰" in evidence.text

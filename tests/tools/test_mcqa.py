@@ -35,8 +35,9 @@ def test_parse_options_rejects(spec: str, message: str) -> None:
 
 def test_format_mcqa_lists_options_in_the_template() -> None:
     text = format_mcqa("  Which organ pumps blood? ", {"A": "Heart", "B": "Liver"})
-    assert text == MCQA_TEMPLATE.format(question="⟪Which organ pumps blood?⟫", options="A. ⟪Heart⟫\nB. ⟪Liver⟫",
-                                        reasoning="")  # fmt: skip
+    assert text == MCQA_TEMPLATE.format(
+        question="⟪Which organ pumps blood?⟫", options="A. ⟪Heart⟫\nB. ⟪Liver⟫", reasoning=""
+    )
     assert text.endswith("Answer:")
 
 

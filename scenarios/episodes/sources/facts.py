@@ -47,15 +47,24 @@ _TEST_NAMES = (
     ("Spirometry", r"\b(spirometr\w*|pulmonary function)"),
     ("Culture", r"\bcultures?\b|\bgram stain"),
     ("Cerebrospinal fluid", r"\b(cerebrospinal|CSF|lumbar puncture)"),
-    ("Laboratory studies", r"\b(laborator\w*|serum|blood (test|count|level)|hemoglobin|leukocyte|platelet|"
-                           r"creatinine|glucose|mg/dL|mmol/L|g/dL|/mm3|mEq/L|U/L|titer|antibod\w*|assay|PCR)"),
-)  # fmt: skip
+    (
+        "Laboratory studies",
+        r"\b(laborator\w*|serum|blood (test|count|level)|hemoglobin|leukocyte|platelet|"
+        r"creatinine|glucose|mg/dL|mmol/L|g/dL|/mm3|mEq/L|U/L|titer|antibod\w*|assay|PCR)",
+    ),
+)
 _EXAM_NAMES = (
-    ("Vital signs", r"\b(temperature|pulse|blood pressure|respirations|respiratory rate|heart rate|oxygen "
-                    r"saturation|\d+/\d+ mm ?Hg|\d+/min)"),
-    ("Physical examination", r"\b(examination|exam|auscultation|palpation|on inspection|tender\w*|murmur|reflexes|"
-                             r"rales|crackles|wheez\w* (is|are) heard|is noted|are noted|shows?)\b"),
-)  # fmt: skip
+    (
+        "Vital signs",
+        r"\b(temperature|pulse|blood pressure|respirations|respiratory rate|heart rate|oxygen "
+        r"saturation|\d+/\d+ mm ?Hg|\d+/min)",
+    ),
+    (
+        "Physical examination",
+        r"\b(examination|exam|auscultation|palpation|on inspection|tender\w*|murmur|reflexes|"
+        r"rales|crackles|wheez\w* (is|are) heard|is noted|are noted|shows?)\b",
+    ),
+)
 
 
 def classify(sentence: str) -> tuple[str, str]:
@@ -65,8 +74,11 @@ def classify(sentence: str) -> tuple[str, str]:
     for kind, names in (("test", _TEST_NAMES), ("exam", _EXAM_NAMES)):
         # The name found first in the sentence ("Laboratory studies show: ... a renal biopsy ..." is a laboratory
         # finding); on a tie, the first listed (the more specific: "Chest X-ray" before "X-ray").
-        hits = [(match.start(), rank, name) for rank, (name, pattern) in enumerate(names)
-                if (match := re.search(pattern, sentence, re.IGNORECASE))]  # fmt: skip
+        hits = [
+            (match.start(), rank, name)
+            for rank, (name, pattern) in enumerate(names)
+            if (match := re.search(pattern, sentence, re.IGNORECASE))
+        ]
         if hits:
             return kind, min(hits)[2]
     return "patient", "History"

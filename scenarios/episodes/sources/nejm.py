@@ -36,8 +36,9 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
     found = sort_sentences(history[1:] + exams)
     from_exam = set(exams)  # a sentence of the examination text that reads like history is still an exam finding
     told = [f for f in found["patient"] if f.result not in from_exam]
-    examined = found["exam"] + [f.model_copy(update={"name": f"Examination: {f.name}"})
-                                for f in found["patient"] if f.result in from_exam]  # fmt: skip
+    examined = found["exam"] + [
+        f.model_copy(update={"name": f"Examination: {f.name}"}) for f in found["patient"] if f.result in from_exam
+    ]
     return ClinicalCase(
         id=str(record.get("id", index + 1)),
         objective=str(record.get("question", "")).strip(),

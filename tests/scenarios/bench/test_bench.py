@@ -51,8 +51,13 @@ class Scripted:
             raise EndpointUnreachableError("endpoint unreachable: http://127.0.0.1:9/v1 (ConnectError)")
         letter = next(k for k, v in question.options.items() if v == self.favourite)
         turn = Turn(agent=self.name, content=letter, prompt_tokens=10, completion_tokens=1, model_calls=1)
-        yield Episode(question=question, answerer=self.name, letter=letter, turns=[turn],
-                      probabilities={k: float(k == letter) for k in question.options})  # fmt: skip
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            letter=letter,
+            turns=[turn],
+            probabilities={k: float(k == letter) for k in question.options},
+        )
 
 
 def run(journal: Journal, answerers: dict[str, Scripted], items: list[Item], **options: object) -> Harness:
@@ -142,13 +147,21 @@ def test_gated_convenes_the_council_only_below_the_threshold() -> None:
 
 
 def test_the_council_never_retrieves_the_item_in_plays_own_material(tmp_path: Path) -> None:
-    own = Document(text="Gout: negatively birefringent needle-shaped urate crystals in joint fluid.",
-                   source="medmcqa-exp", item_id="gout-1")  # fmt: skip
-    other = Document(text="Gout flares: urate crystals deposit in joints; joint fluid shows crystals.",
-                     source="starter/gout.md")  # fmt: skip
+    own = Document(
+        text="Gout: negatively birefringent needle-shaped urate crystals in joint fluid.",
+        source="medmcqa-exp",
+        item_id="gout-1",
+    )
+    other = Document(
+        text="Gout flares: urate crystals deposit in joints; joint fluid shows crystals.", source="starter/gout.md"
+    )
     knowledge = InMemoryKnowledge([own, other], threshold=0.1)
-    sample = Sample(id="gout-1", question="Which crystals are seen in joint fluid in gout?",
-                    options={"A": "Urate crystals", "B": "Calcium pyrophosphate"}, answer="A")  # fmt: skip
+    sample = Sample(
+        id="gout-1",
+        question="Which crystals are seen in joint fluid in gout?",
+        options={"A": "Urate crystals", "B": "Calcium pyrophosphate"},
+        answer="A",
+    )
     council = Council(ReplayModel(["Urate crystals [1].", "A", "Sound.", "A"]), knowledge)
     run(Journal(tmp_path), {"council": council}, [prepare(sample)])  # type: ignore[dict-item]
     (record,) = read_records(tmp_path)

@@ -20,9 +20,15 @@ MODES = ("single", "single+cyclic")
 
 
 def _data(path: Path) -> Path:
-    rows = [{"id": f"c{n}", "question": f"Item {n}: which organ pumps blood around the body?",
-             "options": {"A": "Heart", "B": "Liver", "C": "Kidney", "D": "Lung"}, "answer": "A"}
-            for n in range(ITEMS)]  # fmt: skip
+    rows = [
+        {
+            "id": f"c{n}",
+            "question": f"Item {n}: which organ pumps blood around the body?",
+            "options": {"A": "Heart", "B": "Liver", "C": "Kidney", "D": "Lung"},
+            "answer": "A",
+        }
+        for n in range(ITEMS)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -33,8 +39,19 @@ def test_kill_9_at_random_points_then_resume_answers_every_item_exactly_once(
     rng = random.Random(20261130)
     out = tmp_path / "run"
     data = _data(tmp_path / "items.jsonl")
-    first = [*cli, "bench", "--dataset", str(data), "--mode", ",".join(MODES), "--out", str(out), "--no-cache",
-             "--endpoint", embedded_server.base_url]  # fmt: skip
+    first = [
+        *cli,
+        "bench",
+        "--dataset",
+        str(data),
+        "--mode",
+        ",".join(MODES),
+        "--out",
+        str(out),
+        "--no-cache",
+        "--endpoint",
+        embedded_server.base_url,
+    ]
     resume = [*cli, "bench", "--resume", str(out), "--endpoint", embedded_server.base_url]
     env = {**os.environ, "COLUMNS": "200"}
     kills = 0
@@ -59,13 +76,26 @@ def test_kill_9_at_random_points_then_resume_answers_every_item_exactly_once(
     assert manifest["finished"] and manifest["config"]["cache"] is False  # the cold run stayed cold on resume
 
 
-def test_sigterm_stops_a_bench_with_the_resume_hint(cli: list[str], embedded_server: ServerState,
-                                                    tmp_path: Path) -> None:  # fmt: skip
+def test_sigterm_stops_a_bench_with_the_resume_hint(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    command = [*cli, "bench", "--dataset", str(_data(tmp_path / "items.jsonl")), "--mode", "single,cot", "--out",
-               str(out), "--no-cache", "--endpoint", embedded_server.base_url]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    command = [
+        *cli,
+        "bench",
+        "--dataset",
+        str(_data(tmp_path / "items.jsonl")),
+        "--mode",
+        "single,cot",
+        "--out",
+        str(out),
+        "--no-cache",
+        "--endpoint",
+        embedded_server.base_url,
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"}
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (out / "samples.jsonl").exists():
         time.sleep(0.2)

@@ -43,7 +43,8 @@ def test_single_and_council_on_five_medqa_items_then_a_cached_identical_rerun(
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     records = journal(tmp_path / "first")
     assert sorted((r["sample_id"], r["mode"]) for r in records) == sorted(
-        (str(n), mode) for n in range(5) for mode in ("single", "council"))  # fmt: skip
+        (str(n), mode) for n in range(5) for mode in ("single", "council")
+    )
     council = [r for r in records if r["mode"] == "council"]
     assert all(r["model_calls"] >= 2 and r["episode"]["turns"][0]["agent"] == "retriever" for r in council)
     assert all(r["letter"] in "ABCD" or r["letter"] is None for r in records)
@@ -71,9 +72,26 @@ def test_kill_9_then_resume_finishes_without_redoing_or_duplicating(
     out = tmp_path / "run"
     args = ["--endpoint", embedded_server.base_url, "--no-cache"]
     process = subprocess.Popen(
-        [*cli, "bench", "--dataset", str(MEDQA), "--limit", "8", "--mode", "single", "--shuffle-choices", "--seed",
-         "11", "--out", str(out), *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-    )  # fmt: skip
+        [
+            *cli,
+            "bench",
+            "--dataset",
+            str(MEDQA),
+            "--limit",
+            "8",
+            "--mode",
+            "single",
+            "--shuffle-choices",
+            "--seed",
+            "11",
+            "--out",
+            str(out),
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=ENV,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         path = out / "samples.jsonl"
@@ -113,8 +131,13 @@ class Proxy:
                         threading.Thread(target=proxy.stop, daemon=True).start()
                         self.close_connection = True
                         return
-                reply = httpx.request(method, proxy.upstream + self.path, content=body, timeout=120,
-                                      headers={"Content-Type": "application/json"})  # fmt: skip
+                reply = httpx.request(
+                    method,
+                    proxy.upstream + self.path,
+                    content=body,
+                    timeout=120,
+                    headers={"Content-Type": "application/json"},
+                )
                 content_type = reply.headers.get("content-type", "application/json")
                 self.reply(reply.status_code, reply.content, {"Content-Type": content_type})
 
@@ -149,9 +172,11 @@ def test_server_down_mid_run_marks_errors_not_wrong_answers_then_resume_finishes
 ) -> None:
     port = free_port()
     config = tmp_path / "model.yaml"
-    config.write_text(f"provider: autogen_ext.models.openai.OpenAIChatCompletionClient\nconfig:\n"
-                      f"  model: {embedded_server.served_model_name}\n  base_url: http://127.0.0.1:{port}/v1\n"
-                      f"  api_key: none\n  max_retries: 0\n  timeout: 60\n")  # fmt: skip
+    config.write_text(
+        f"provider: autogen_ext.models.openai.OpenAIChatCompletionClient\nconfig:\n"
+        f"  model: {embedded_server.served_model_name}\n  base_url: http://127.0.0.1:{port}/v1\n"
+        f"  api_key: none\n  max_retries: 0\n  timeout: 60\n"
+    )
     out = tmp_path / "run"
     args = ["--model-config", str(config), "--no-cache", "--retries", "1", "--backoff", "0.1", "--give-up-after", "2"]
     proxy = Proxy(embedded_server.base_url, port, budget=3)
@@ -191,15 +216,38 @@ def test_reference_suite_writes_the_table_and_marks_missing_sets(
     (data / "mcqa").symlink_to(SHARED / "data" / "mcqa")
     out = tmp_path / "suite"
     result = subprocess.run(
-        [*cli, "bench", "--suite", "reference", "--mode", "single", "--limit", "2", "--data-dir", str(data),
-         "--out", str(out), "--endpoint", embedded_server.base_url],
-        capture_output=True, text=True, timeout=900, env={**ENV, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
+        [
+            *cli,
+            "bench",
+            "--suite",
+            "reference",
+            "--mode",
+            "single",
+            "--limit",
+            "2",
+            "--data-dir",
+            str(data),
+            "--out",
+            str(out),
+            "--endpoint",
+            embedded_server.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**ENV, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     table = (out / "report.md").read_text().splitlines()
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table if line.startswith("| ") and "---" not in line}
-    assert list(rows)[1:] == ["KorMedMCQA dentist", "KorMedMCQA doctor", "KorMedMCQA nurse", "KorMedMCQA pharm",
-                              "MedQA 5 options", "MedQA 4 options"]  # fmt: skip
+    assert list(rows)[1:] == [
+        "KorMedMCQA dentist",
+        "KorMedMCQA doctor",
+        "KorMedMCQA nurse",
+        "KorMedMCQA pharm",
+        "MedQA 5 options",
+        "MedQA 4 options",
+    ]
     assert "not run: hf://sean0042/KorMedMCQA" in rows["KorMedMCQA nurse"]
     for label in ("KorMedMCQA doctor", "MedQA 5 options", "MedQA 4 options"):
         cells = rows[label].strip("| ").split(" | ")

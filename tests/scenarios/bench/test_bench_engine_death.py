@@ -73,13 +73,15 @@ def test_a_killed_engine_stops_the_run_and_a_resume_finishes_it(cli: list[str], 
     assert all(r["failure"] is None for r in finished), "the death is not scored as a wrong answer"
 
     # The recorded server is gone: the next command says so rather than switch to another model.
-    refused = subprocess.run([*cli, *args, "--resume", str(out)], capture_output=True, text=True, env=env(),
-                             timeout=300)  # fmt: skip
+    refused = subprocess.run(
+        [*cli, *args, "--resume", str(out)], capture_output=True, text=True, env=env(), timeout=300
+    )
     assert refused.returncode == 1 and named in refused.stderr.splitlines()[0], refused.stderr
     assert subprocess.run([*cli, "serve", "--stop"], capture_output=True, timeout=120).returncode == 0
 
-    resumed = subprocess.run([*cli, "bench", "--resume", str(out)], capture_output=True, text=True, env=env(),
-                             timeout=900)  # fmt: skip
+    resumed = subprocess.run(
+        [*cli, "bench", "--resume", str(out)], capture_output=True, text=True, env=env(), timeout=900
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     keys = Counter((str(r["sample_id"]), str(r["mode"])) for r in _lines(out / "samples.jsonl"))
     assert sorted(keys) == sorted((str(n), m) for n in range(2) for m in ("single", "council"))

@@ -16,8 +16,9 @@ from medcouncil.serving.common.errors import ConfigError
 GOLD = {f"q{i}": "ABCD"[i % 4] for i in range(10)}
 
 
-def make_run(directory: Path, model: str, right: set[str], items: list[str] | None = None,
-             dataset: str = "medqa") -> Path:  # fmt: skip
+def make_run(
+    directory: Path, model: str, right: set[str], items: list[str] | None = None, dataset: str = "medqa"
+) -> Path:
     items = items or list(GOLD)
     info = DatasetInfo(dataset=dataset, source=f"{dataset}.jsonl", fingerprint="0" * 64, rows=len(items), skipped=0)
     manifest = Manifest(dataset=info, config=RunConfig(modes=["single"], model=model), sample_ids=items)
@@ -26,9 +27,19 @@ def make_run(directory: Path, model: str, right: set[str], items: list[str] | No
     for item in items:
         letter = GOLD[item] if item in right else "A" if GOLD[item] != "A" else "B"
         question = Question(text=item, options={k: k.lower() for k in "ABCD"}, item_id=item)
-        journal.append(Record(sample_id=item, mode="single", gold=GOLD[item], letter=letter,
-                              correct=letter == GOLD[item], prompt_tokens=50, completion_tokens=1, model_calls=1,
-                              episode=Episode(question=question, answerer="single", letter=letter)))  # fmt: skip
+        journal.append(
+            Record(
+                sample_id=item,
+                mode="single",
+                gold=GOLD[item],
+                letter=letter,
+                correct=letter == GOLD[item],
+                prompt_tokens=50,
+                completion_tokens=1,
+                model_calls=1,
+                episode=Episode(question=question, answerer="single", letter=letter),
+            )
+        )
     journal.close()
     return directory
 
@@ -73,8 +84,12 @@ def test_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
 def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Path) -> None:
     base = make_run(tmp_path / "base", "gemma-3-270m", right={"q0"})
     tuned = make_run(tmp_path / "tuned", "med", right={"q0", "q1"})
-    done = subprocess.run([*cli, "compare", str(base), str(tuned), "--out", str(tmp_path / "cmp")],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "compare", str(base), str(tuned), "--out", str(tmp_path / "cmp")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "med vs gemma-3-270m" in done.stdout and (tmp_path / "cmp" / "compare.md").exists()
     failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)

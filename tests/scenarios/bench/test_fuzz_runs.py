@@ -126,8 +126,9 @@ def test_a_repeated_mode_is_one_mode(tmp_path: Path) -> None:
     assert config.modes == ["single", "council"]
     episodes = EpisodeConfig.model_validate({"modes": ["single", "single"]})
     assert episodes.modes == ["single"]
-    manifest = Manifest(dataset=INFO, config=RunConfig.model_validate({"modes": ["single", "single"]}),
-                        sample_ids=["a", "b"])  # fmt: skip
+    manifest = Manifest(
+        dataset=INFO, config=RunConfig.model_validate({"modes": ["single", "single"]}), sample_ids=["a", "b"]
+    )
     journal = Journal(tmp_path)
     answerer = Answers()
     harness = Harness(journal, manifest.config.modes, lambda: {"single": answerer}, backoff_s=0)
@@ -142,8 +143,14 @@ def test_a_run_log_written_with_a_repeated_mode_resumes_finished(tmp_path: Path)
     (tmp_path / "run.json").write_text(json.dumps({**GOOD_RUN, "config": {"modes": ["single", "single"]}}))
     manifest = read_manifest(tmp_path)
     assert manifest.config.modes == ["single"]
-    episode = {"source": "s", "fingerprint": "f", "config": {"modes": ["council", "council"]}, "case_ids": ["c"],
-               "modes": ["council", "council"], "kind": "episodes"}  # fmt: skip
+    episode = {
+        "source": "s",
+        "fingerprint": "f",
+        "config": {"modes": ["council", "council"]},
+        "case_ids": ["c"],
+        "modes": ["council", "council"],
+        "kind": "episodes",
+    }
     (tmp_path / "run.json").write_text(json.dumps(episode))
     found = read_episode_manifest(tmp_path)
     assert isinstance(found, EpisodeManifest) and found.modes == ["council"] and found.config.modes == ["council"]
@@ -179,9 +186,20 @@ def test_every_command_taking_fields_refuses_a_typo_before_doing_anything(cli: l
         ["bench", "--dataset", str(data), "--fields", typo, "--out", str(out), "--endpoint", "http://127.0.0.1:9/v1"],
         ["data", "build", "--dataset", str(data), "--fields", typo, "--out", str(out)],
         ["finetune", "--data", str(data), "--fields", typo, "--out", str(out)],
-        ["distill", "--dataset", str(data), "--fields", typo, "--out", str(out / "r.jsonl"), "--teacher",
-         "http://127.0.0.1:9/v1", "--teacher-model", "t"],
-    ]  # fmt: skip
+        [
+            "distill",
+            "--dataset",
+            str(data),
+            "--fields",
+            typo,
+            "--out",
+            str(out / "r.jsonl"),
+            "--teacher",
+            "http://127.0.0.1:9/v1",
+            "--teacher-model",
+            "t",
+        ],
+    ]
     for args in commands:
         result = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=300)
         assert result.returncode == 1 and "Traceback" not in result.stderr, (args, result.stderr)

@@ -35,8 +35,10 @@ class Answers:
     async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
         self.calls += 1
         if question.item_id in self.refuse:
-            raise RequestRejectedError("http://127.0.0.1:1/v1 refused the request (HTTP 400): Requested tokens "
-                                       "(9000) exceed context window of 2048")  # fmt: skip
+            raise RequestRejectedError(
+                "http://127.0.0.1:1/v1 refused the request (HTTP 400): Requested tokens "
+                "(9000) exceed context window of 2048"
+            )
         turn = Turn(agent="single", content=self.text, model_calls=1)
         yield Episode(question=question, answerer="single", letter="B", answer=self.text, turns=[turn])
 

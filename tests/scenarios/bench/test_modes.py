@@ -36,8 +36,11 @@ def setting(with_prior: bool = True) -> Setting:
     question = Question(text="Wheeze?", options={"A": "Asthma", "B": "Gout"})
     prior = PriorEstimator(SingleModel(model), [question]) if with_prior else None
     roles = dict.fromkeys(ROLES, model)
-    return Setting(model, lambda structure: make_council(roles, knowledge, CouncilConfig(), structure),  # type: ignore[arg-type]
-                   estimator=prior)  # fmt: skip
+    return Setting(
+        model,
+        lambda structure: make_council(roles, knowledge, CouncilConfig(), structure),  # type: ignore[arg-type]
+        estimator=prior,
+    )
 
 
 def test_every_mode_builds_an_answerer_named_as_the_mode() -> None:

@@ -30,11 +30,26 @@ def bench(cli: list[str], *args: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-def test_every_mode_answers_with_complete_probabilities(cli: list[str], embedded_server: ServerState,
-                                                         tmp_path: Path) -> None:  # fmt: skip
-    records = bench(cli, "--dataset", str(MEDQA), "--limit", "1", "--mode", ",".join(MODES), "--debias",
-                    "cyclic,pride", "--sc-k", "2", "--endpoint", embedded_server.base_url, "--out",
-                    str(tmp_path / "run"))  # fmt: skip
+def test_every_mode_answers_with_complete_probabilities(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
+    records = bench(
+        cli,
+        "--dataset",
+        str(MEDQA),
+        "--limit",
+        "1",
+        "--mode",
+        ",".join(MODES),
+        "--debias",
+        "cyclic,pride",
+        "--sc-k",
+        "2",
+        "--endpoint",
+        embedded_server.base_url,
+        "--out",
+        str(tmp_path / "run"),
+    )
     by_mode = {str(r["mode"]): r for r in records}
     assert set(by_mode) == {*MODES, "single+cyclic", "single+pride"}
     for mode, record in by_mode.items():
@@ -54,10 +69,22 @@ def test_every_mode_answers_with_complete_probabilities(cli: list[str], embedded
         assert pair in report
 
 
-def test_a_korean_item_goes_through_council_and_panel_translated(cli: list[str], embedded_server: ServerState,
-                                                                  tmp_path: Path) -> None:  # fmt: skip
-    records = bench(cli, "--dataset", str(KOREAN), "--limit", "1", "--mode", "council,panel", "--endpoint",
-                    embedded_server.base_url, "--out", str(tmp_path / "ko"))  # fmt: skip
+def test_a_korean_item_goes_through_council_and_panel_translated(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
+    records = bench(
+        cli,
+        "--dataset",
+        str(KOREAN),
+        "--limit",
+        "1",
+        "--mode",
+        "council,panel",
+        "--endpoint",
+        embedded_server.base_url,
+        "--out",
+        str(tmp_path / "ko"),
+    )
     for record in records:
         turns = record["episode"]["turns"]  # type: ignore[index]
         assert turns[0]["agent"] == "translator" and turns[-1]["agent"] == "translator", record["mode"]

@@ -24,25 +24,54 @@ PREDICTED = {  # mode → item → letter; q4 council is an error
 
 
 def make_run(directory: Path, modes: list[str] = ["single", "council", "gated"]) -> Manifest:  # noqa: B006
-    info = DatasetInfo(dataset="toy", source="toy.jsonl", fingerprint="0" * 64, rows=4, skipped=1,
-                       skipped_rows=["toy.jsonl:9: missing field 'answer'"])  # fmt: skip
-    manifest = Manifest(dataset=info, config=RunConfig(modes=modes, model="m", endpoint="http://127.0.0.1:1/v1"),
-                        sample_ids=list(GOLD), label="toy run")  # fmt: skip
+    info = DatasetInfo(
+        dataset="toy",
+        source="toy.jsonl",
+        fingerprint="0" * 64,
+        rows=4,
+        skipped=1,
+        skipped_rows=["toy.jsonl:9: missing field 'answer'"],
+    )
+    manifest = Manifest(
+        dataset=info,
+        config=RunConfig(modes=modes, model="m", endpoint="http://127.0.0.1:1/v1"),
+        sample_ids=list(GOLD),
+        label="toy run",
+    )
     journal = Journal(directory)
     journal.write_manifest(manifest)
     for mode in modes:
         for item, letter in PREDICTED[mode].items():
             question = Question(text=f"<b>{item}</b> question", options={"A": "a", "B": "b", "C": "c"}, item_id=item)
             evidence = [Evidence(id="c1", text="Gout: urate crystals.", source="starter/gout.md", score=0.71)]
-            turns = [Turn(agent="retriever", content="[1] gout", kind="evidence", evidence=evidence),
-                     Turn(agent=mode, content=f"Final answer: {letter}", prompt_tokens=100, completion_tokens=10,
-                          model_calls=2 if mode == "council" else 1)]  # fmt: skip
+            turns = [
+                Turn(agent="retriever", content="[1] gout", kind="evidence", evidence=evidence),
+                Turn(
+                    agent=mode,
+                    content=f"Final answer: {letter}",
+                    prompt_tokens=100,
+                    completion_tokens=10,
+                    model_calls=2 if mode == "council" else 1,
+                ),
+            ]
             episode = Episode(question=question, answerer=mode, letter=letter, turns=turns)
             escalated = (item in ("q2", "q3")) if mode == "gated" else None
-            journal.append(Record(sample_id=item, mode=mode, subset="s1" if item < "q3" else "s2", gold=GOLD[item],
-                                  letter=letter, correct=letter == GOLD[item], prompt_tokens=100, completion_tokens=10,
-                                  model_calls=2 if mode == "council" else 1, latency_s=1.0, escalated=escalated,
-                                  episode=episode))  # fmt: skip
+            journal.append(
+                Record(
+                    sample_id=item,
+                    mode=mode,
+                    subset="s1" if item < "q3" else "s2",
+                    gold=GOLD[item],
+                    letter=letter,
+                    correct=letter == GOLD[item],
+                    prompt_tokens=100,
+                    completion_tokens=10,
+                    model_calls=2 if mode == "council" else 1,
+                    latency_s=1.0,
+                    escalated=escalated,
+                    episode=episode,
+                )
+            )
     for attempt in (1, 2, 3):
         journal.append_error(ErrorRecord(sample_id="q4", mode="council", attempt=attempt, error="unreachable"))
     journal.close()
@@ -84,9 +113,18 @@ def test_report_files_have_tables_plot_and_escaped_transcripts(tmp_path: Path) -
 
 def test_suite_reference_table_marks_runs_that_could_not_run(tmp_path: Path) -> None:
     make_run(tmp_path / "medqa-4-options", ["single", "council"])
-    (tmp_path / SUITE).write_text(json.dumps({"suite": "reference", "modes": ["single", "council"], "runs": [
-        {"label": "KorMedMCQA doctor", "dir": "kormedmcqa-doctor", "note": "not run: offline"},
-        {"label": "MedQA 4 options", "dir": "medqa-4-options", "note": ""}]}))  # fmt: skip
+    (tmp_path / SUITE).write_text(
+        json.dumps(
+            {
+                "suite": "reference",
+                "modes": ["single", "council"],
+                "runs": [
+                    {"label": "KorMedMCQA doctor", "dir": "kormedmcqa-doctor", "note": "not run: offline"},
+                    {"label": "MedQA 4 options", "dir": "medqa-4-options", "note": ""},
+                ],
+            }
+        )
+    )
     md_path, _ = write_report(tmp_path)
     lines = md_path.read_text().splitlines()
     assert "| dataset | single Acc | single F1 | council Acc | council F1 | n | note |" in lines

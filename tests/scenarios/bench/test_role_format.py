@@ -13,10 +13,13 @@ CASE = "A 58-year-old man has crushing central chest pain radiating to the left 
 
 def record(diagnosis: str, review: str, verdict: str = "APPROVE") -> Record:
     turns = [
-        Turn(agent="diagnostician", content=f"{diagnosis}\n\nFinal answer: A. {OPTIONS['A']}".strip(),
-             choice=Choice(letter="A")),
+        Turn(
+            agent="diagnostician",
+            content=f"{diagnosis}\n\nFinal answer: A. {OPTIONS['A']}".strip(),
+            choice=Choice(letter="A"),
+        ),
         Turn(agent="critic", kind="verdict", verdict=verdict, content=f"{verdict}: {review}" if review else verdict),
-    ]  # fmt: skip
+    ]
     episode = Episode(question=Question(text=CASE, options=OPTIONS), answerer="council", turns=turns)
     return Record(sample_id="1", mode="council", gold="A", letter="A", correct=True, episode=episode)
 
@@ -32,12 +35,16 @@ def test_echo_format_and_empty_are_told_apart() -> None:
     assert echoes(f"Case:\n{CASE}", CASE) and echoes(CASE + " What is it?", CASE)
     assert not echoes("Inferior STEMI: ST elevation in II, III, aVF; reperfusion now.", CASE)
     assert loops("B is not the best option: B is. Ans. " * 3) and not loops("Inferior STEMI. Reperfuse now.")
-    rows = measure([
-        record("Inferior STEMI from the ECG.\nFinal answer: A. Acute inferior myocardial infarction", "Sound: fits."),
-        record(CASE, "B. Pneumonia is not the best option: A is.", "REVISE"),
-        record("", CASE, "REVISE"),
-        record("Chest pain.", ""),
-    ])  # fmt: skip
+    rows = measure(
+        [
+            record(
+                "Inferior STEMI from the ECG.\nFinal answer: A. Acute inferior myocardial infarction", "Sound: fits."
+            ),
+            record(CASE, "B. Pneumonia is not the best option: A is.", "REVISE"),
+            record("", CASE, "REVISE"),
+            record("Chest pain.", ""),
+        ]
+    )
     diagnostician, critic = rows
     assert diagnostician.turns == 4 and diagnostician.echo == 0.25 and diagnostician.format == 0.25
     assert diagnostician.empty == 0.25

@@ -52,12 +52,14 @@ def test_case_specs() -> None:
 def test_the_command_plays_a_case_from_piped_input_and_judges_it(cli: list[str]) -> None:
     lines = "ask Tell me about your past medical history\ntest spirometry\ndiagnosis asthma\n"
     env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run([*cli, "chat", "--case", f"{FIXTURE}:1"], input=lines, capture_output=True, text=True,
-                          timeout=300, env=env)  # fmt: skip
+    done = subprocess.run(
+        [*cli, "chat", "--case", f"{FIXTURE}:1"], input=lines, capture_output=True, text=True, timeout=300, env=env
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "Past medical history: 어릴 때 아토피 피부염이 있었습니다." in done.stdout
     assert "FEV1/FVC 0.65" in done.stdout and "(cost 120)" in done.stdout
     assert "correct: the diagnosis is 천식" in done.stdout and "1 questions, 0 examinations, 1 tests" in done.stdout
-    missing = subprocess.run([*cli, "chat", "--case", f"{FIXTURE}:5"], capture_output=True, text=True, timeout=120,
-                             env=env)  # fmt: skip
+    missing = subprocess.run(
+        [*cli, "chat", "--case", f"{FIXTURE}:5"], capture_output=True, text=True, timeout=120, env=env
+    )
     assert missing.returncode != 0 and "has 1 valid cases" in missing.stdout + missing.stderr

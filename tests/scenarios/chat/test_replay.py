@@ -23,12 +23,14 @@ def test_at_least_four_shipped_scenarios_load() -> None:
     ("text", "message"),
     [
         ("name: x\nturns:\n  - user: hi\n    expect: {mentions: [a\n", r"x\.yaml:\d+: invalid YAML"),
-        ("name: x\nturns:\n  - user: hi\n  - user: there\n    expect:\n      min_sources: many\n",
-         r"x\.yaml:6: turns\.1\.expect\.min_sources: Input should be a valid integer"),
+        (
+            "name: x\nturns:\n  - user: hi\n  - user: there\n    expect:\n      min_sources: many\n",
+            r"x\.yaml:6: turns\.1\.expect\.min_sources: Input should be a valid integer",
+        ),
         ("name: x\nturns:\n  - user: hi\n    expcet: {}\n", r"x\.yaml:4: turns\.0\.expcet: Extra inputs"),
         ("name: x\nturns: []\n", r"x\.yaml:2: turns: List should have at least 1 item"),
     ],
-)  # fmt: skip
+)
 def test_malformed_scenarios_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "x.yaml"
     path.write_text(text)

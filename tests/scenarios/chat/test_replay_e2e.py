@@ -20,8 +20,11 @@ def test_replay_a_shipped_scenario(cli: list[str], embedded_server: ServerState,
     scenario = SCENARIOS / f"{name}.yaml"
     result = subprocess.run(
         [*cli, "replay", str(scenario), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "checks passed" in result.stdout
     (jsonl,) = tmp_path.glob("*.jsonl")
@@ -31,15 +34,26 @@ def test_replay_a_shipped_scenario(cli: list[str], embedded_server: ServerState,
     assert "Final answer" in markdown.read_text() or name == "korean_case"
 
 
-def test_korean_checks_fail_honestly_on_the_echoing_base_model(cli: list[str], embedded_server: ServerState,
-                                                                tmp_path: Path) -> None:  # fmt: skip
+def test_korean_checks_fail_honestly_on_the_echoing_base_model(
+    cli: list[str], embedded_server: ServerState, tmp_path: Path
+) -> None:
     """The base Gemma 270M echoes the translation prompt: its values are not placed in a translation, and the
     scenario's keeps_terms checks say so (they used to pass on the list of values appended to any output)."""
     result = subprocess.run(
-        [*cli, "replay", str(SCENARIOS / "korean_case.yaml"), "--out", str(tmp_path), "--endpoint",
-         embedded_server.base_url],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
-    )  # fmt: skip
+        [
+            *cli,
+            "replay",
+            str(SCENARIOS / "korean_case.yaml"),
+            "--out",
+            str(tmp_path),
+            "--endpoint",
+            embedded_server.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert result.returncode == 1 and "checks failed" in result.stdout, result.stdout[-3000:]
     (jsonl,) = tmp_path.glob("*.jsonl")
     episode = json.loads(jsonl.read_text().splitlines()[0])
@@ -49,12 +63,17 @@ def test_korean_checks_fail_honestly_on_the_echoing_base_model(cli: list[str], e
 
 def test_a_failing_check_exits_non_zero(cli: list[str], embedded_server: ServerState, tmp_path: Path) -> None:
     scenario = tmp_path / "impossible.yaml"
-    scenario.write_text("name: impossible\nturns:\n  - user: Which organ pumps blood?\n    expect:\n"
-                        "      mentions: [zzzz-not-there]\n      translator_ran: true\n")  # fmt: skip
+    scenario.write_text(
+        "name: impossible\nturns:\n  - user: Which organ pumps blood?\n    expect:\n"
+        "      mentions: [zzzz-not-there]\n      translator_ran: true\n"
+    )
     result = subprocess.run(
         [*cli, "replay", str(scenario), "--out", str(tmp_path), "--endpoint", embedded_server.base_url],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert result.returncode == 1
     assert "2 of 2 checks failed" in result.stdout
 
@@ -75,10 +94,22 @@ def test_council_file_picks_roles_and_a_model_per_role(
         f"roles: [retriever, diagnostician]\nmodels:\n  diagnostician: {{model: {embedded_server.served_model_name}}}\n"
     )
     result = subprocess.run(
-        [*cli, "replay", str(SCENARIOS / "english_case.yaml"), "--out", str(tmp_path), "--council", str(council),
-         "--endpoint", embedded_server.base_url],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "160"},
-    )  # fmt: skip
+        [
+            *cli,
+            "replay",
+            str(SCENARIOS / "english_case.yaml"),
+            "--out",
+            str(tmp_path),
+            "--council",
+            str(council),
+            "--endpoint",
+            embedded_server.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     (jsonl,) = tmp_path.glob("*.jsonl")
     episode = json.loads(jsonl.read_text().splitlines()[0])
@@ -86,8 +117,17 @@ def test_council_file_picks_roles_and_a_model_per_role(
 
     council.write_text("models:\n  diagnostician: {model: no-such-adapter}\n")
     missing = subprocess.run(
-        [*cli, "replay", str(SCENARIOS / "english_case.yaml"), "--council", str(council),
-         "--endpoint", embedded_server.base_url],
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            *cli,
+            "replay",
+            str(SCENARIOS / "english_case.yaml"),
+            "--council",
+            str(council),
+            "--endpoint",
+            embedded_server.base_url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert missing.returncode == 1 and "does not serve 'no-such-adapter'" in missing.stderr

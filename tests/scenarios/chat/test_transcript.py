@@ -15,11 +15,13 @@ def test_transcript_round_trip_jsonl_and_markdown(tmp_path: Path) -> None:
             answerer="council",
             answer="천식입니다.",
             letter="A",
-            turns=[Turn(agent="retriever", content="[1] ...", kind="evidence", evidence=[evidence]),
-                   Turn(agent="diagnostician", content="Asthma [1].", model_calls=2, prompt_tokens=40)],
+            turns=[
+                Turn(agent="retriever", content="[1] ...", kind="evidence", evidence=[evidence]),
+                Turn(agent="diagnostician", content="Asthma [1].", model_calls=2, prompt_tokens=40),
+            ],
         ),
         Episode(question=Question(text="Dose?"), answerer="single", error="endpoint unreachable: http://x/v1"),
-    ]  # fmt: skip
+    ]
     jsonl, markdown = write_transcript(episodes, tmp_path / "talk.md")
     assert (jsonl, markdown) == transcript_paths(tmp_path / "talk") == (tmp_path / "talk.jsonl", tmp_path / "talk.md")
     assert read_transcript(jsonl) == episodes

@@ -32,11 +32,16 @@ def test_cli_refuses_a_file_as_out_before_loading_the_model(cli: list[str], tmp_
     taken = tmp_path / "adapter.bin"
     taken.write_text("x")
     started = time.monotonic()
-    result = subprocess.run([*cli, "finetune", "--data", str(data), "--out", str(taken), "--save-every", "100"],
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        [*cli, "finetune", "--data", str(data), "--out", str(taken), "--save-every", "100"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.endswith(f"error: --out {taken}: it is a file, not a folder: choose a folder for the "
-                                  "adapter and checkpoints\n")  # fmt: skip
+    assert result.stderr.endswith(
+        f"error: --out {taken}: it is a file, not a folder: choose a folder for the adapter and checkpoints\n"
+    )
     assert "loading the base model" not in result.stderr and time.monotonic() - started < 60
 
 
@@ -45,7 +50,8 @@ def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_pa
     step.mkdir(parents=True)
     for content in (b"\xff", b"[]", b'{"card": {"config": {"lora_r": "many"}}}'):
         (step / STATE).write_bytes(content)
-        result = subprocess.run([*cli, "finetune", "--resume", str(tmp_path / "run")], capture_output=True,
-                                text=True, timeout=300)  # fmt: skip
+        result = subprocess.run(
+            [*cli, "finetune", "--resume", str(tmp_path / "run")], capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr

@@ -64,8 +64,13 @@ def test_raw_formats_on_small_rows() -> None:
     assert medmcqa.record_to_sample({**raw, "cop": 4}, 0).answer == "D"  # the published dev files
     hf_mmlu = {"question": "Q?", "subject": "anatomy", "choices": ["a", "b", "c", "d"], "answer": 2}
     assert mmlu.record_to_sample(hf_mmlu, 3).answer == "C"
-    pqa = {"pubid": 1, "question": "Does X help?", "context": {"contexts": ["One.", "Two."]}, "final_decision": "maybe",
-           "long_answer": "The conclusion."}  # fmt: skip
+    pqa = {
+        "pubid": 1,
+        "question": "Does X help?",
+        "context": {"contexts": ["One.", "Two."]},
+        "final_decision": "maybe",
+        "long_answer": "The conclusion.",
+    }
     sample = pubmedqa.record_to_sample(pqa, 0)
     assert sample.answer == "C" and "One. Two." in sample.question and "conclusion" not in sample.question
 

@@ -101,8 +101,9 @@ def test_expected_outcomes_of_some_cases(tmp_path: Path) -> None:
     assert load(write("bom.jsonl")) == "ok" and load(write("bom.csv")) == "ok"
     assert load(write("crlf.jsonl")) == "ok" and load(write("separators.jsonl")) == "ok"
     samples, info = load_dataset(str(write("latin1.jsonl")))
-    assert len(samples) == 2 and info.skipped_rows == [f"{tmp_path / 'latin1.jsonl'}:3: not UTF-8 (byte 0xe9); "
-                                                        "save the file as UTF-8"]  # fmt: skip
+    assert len(samples) == 2 and info.skipped_rows == [
+        f"{tmp_path / 'latin1.jsonl'}:3: not UTF-8 (byte 0xe9); save the file as UTF-8"
+    ]
     assert ":3: not UTF-8" in load(write("latin1.csv"))
     samples, info = load_dataset(str(write("multiline.csv")))  # header guessed: question, opt1..2, correct
     assert [s.question for s in samples] == ["ok?"]
@@ -172,43 +173,56 @@ def test_config_reader_messages(tmp_path: Path) -> None:
 def test_cli_prints_one_line_and_keeps_brackets(tmp_path: Path, cli: list[str]) -> None:
     nested = tmp_path / "weird[red]name.json"
     nested.write_bytes(CASES["nested.json"])
-    result = subprocess.run([*cli, "bench", "--dataset", str(nested), "--out", str(tmp_path / "run")],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [*cli, "bench", "--dataset", str(nested), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.count("error:") == 1 and "weird[red]name.json" in result.stderr, result.stderr
-    result = subprocess.run([*cli, "bench", "--dataset", str(nested), "--mode", "single,x[hf]"],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [*cli, "bench", "--dataset", str(nested), "--mode", "single,x[hf]"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 1 and "x[hf]" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_a_csv_with_common_headers_needs_no_mapping(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "exam.csv"
-    path.write_text("qid,stem,opt1,opt2,opt3,opt4,correct\n17,Which organ pumps blood?,Liver,Heart,Lung,Skin,2\n"
-                    "18,Which organ filters urine?,Kidney,Heart,Lung,Skin,1\n")  # fmt: skip
+    path.write_text(
+        "qid,stem,opt1,opt2,opt3,opt4,correct\n17,Which organ pumps blood?,Liver,Heart,Lung,Skin,2\n"
+        "18,Which organ filters urine?,Kidney,Heart,Lung,Skin,1\n"
+    )
     samples, _ = load_dataset(str(path))
     assert [(s.id, s.answer, s.options["B"]) for s in samples] == [("17", "B", "Heart"), ("18", "A", "Heart")]
     assert "question=stem;options=opt1,opt2,opt3,opt4;answer=correct;answer_format=index1;id=qid" in caplog.text
 
 
 def test_reasons_name_the_data_not_the_parser(tmp_path: Path) -> None:
-    medqa = [{"question": "q?", "options": '{"A": "x", "B": "y")', "answer_idx": "A", "meta_info": "step1"},
-             {"question": "q?", "options": 7, "answer_idx": "A", "meta_info": "step1"},
-             {"question": "q?", "options": "{'A': 'x', 'B': 'y'}", "answer_idx": "A", "meta_info": "step1"},
-             {"question": "q?", "options": ["x", "y"], "answer_idx": "B", "meta_info": "step1"}]  # fmt: skip
+    medqa = [
+        {"question": "q?", "options": '{"A": "x", "B": "y")', "answer_idx": "A", "meta_info": "step1"},
+        {"question": "q?", "options": 7, "answer_idx": "A", "meta_info": "step1"},
+        {"question": "q?", "options": "{'A': 'x', 'B': 'y'}", "answer_idx": "A", "meta_info": "step1"},
+        {"question": "q?", "options": ["x", "y"], "answer_idx": "B", "meta_info": "step1"},
+    ]
     path = tmp_path / "medqa.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in medqa) + "[1, 2]\n")
     samples, info = load_dataset(str(path))
     assert [s.options for s in samples] == [{"A": "x", "B": "y"}] * 2  # a Python repr and a list are read
-    assert info.skipped_rows == [f"{path}:1: options: text that is neither a list nor an object of options",
-                                 f"{path}:2: options: a number, not a list or an object of options",
-                                 f"{path}:5: a list, not a record (an object of fields)"]  # fmt: skip
+    assert info.skipped_rows == [
+        f"{path}:1: options: text that is neither a list nor an object of options",
+        f"{path}:2: options: a number, not a list or an object of options",
+        f"{path}:5: a list, not a record (an object of fields)",
+    ]
     medmcqa = tmp_path / "medmcqa.jsonl"
     rows = [{"question": "q?", "opa": "x", "opb": "y", "opc": "z", "opd": "w", "cop": cop} for cop in (None, "two", 2)]
     medmcqa.write_text("".join(json.dumps(row) + "\n" for row in rows))
     samples, info = load_dataset(str(medmcqa))
     assert [s.answer for s in samples] == ["B"]
-    assert info.skipped_rows == [f"{medmcqa}:1: cop: null is not a whole number",
-                                 f"{medmcqa}:2: cop: 'two' is not a whole number"]  # fmt: skip
+    assert info.skipped_rows == [
+        f"{medmcqa}:1: cop: null is not a whole number",
+        f"{medmcqa}:2: cop: 'two' is not a whole number",
+    ]
 
 
 def test_a_json_array_saved_as_jsonl_and_a_fifo_are_named_for_what_they_are(tmp_path: Path) -> None:

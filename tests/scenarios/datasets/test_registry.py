@@ -22,12 +22,16 @@ needs_shared = pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is n
 
 def test_field_mapping_reads_a_csv_with_a_header(tmp_path: Path) -> None:
     path = tmp_path / "exam.csv"
-    path.write_text("qid,stem,o1,o2,o3,label,area\n7,Which vitamin?,A vit,B vit,C vit,2,nutrition\n"
-                    "8,Which ion?,Na,K,,1,renal\n9,Broken row,x,y,z,7,renal\n")  # fmt: skip
+    path.write_text(
+        "qid,stem,o1,o2,o3,label,area\n7,Which vitamin?,A vit,B vit,C vit,2,nutrition\n"
+        "8,Which ion?,Na,K,,1,renal\n9,Broken row,x,y,z,7,renal\n"
+    )
     fields = FieldMap.parse("id=qid; question=stem; options=o1,o2,o3; answer=label; answer_format=index1; subset=area")
     samples, info = load_dataset(str(path), fields=fields)
     assert [(s.id, s.answer, list(s.options), s.metadata["subset"]) for s in samples] == [
-        ("7", "B", ["A", "B", "C"], "nutrition"), ("8", "A", ["A", "B"], "renal")]  # fmt: skip
+        ("7", "B", ["A", "B", "C"], "nutrition"),
+        ("8", "A", ["A", "B"], "renal"),
+    ]
     assert info.skipped == 1 and info.skipped_rows[0].startswith(f"{path}:4: ")
     only, _ = load_dataset(str(path), subset="renal", fields=fields)
     assert [s.id for s in only] == ["8"]
@@ -36,16 +40,20 @@ def test_field_mapping_reads_a_csv_with_a_header(tmp_path: Path) -> None:
 def test_field_mapping_with_an_options_list_and_text_answers(tmp_path: Path) -> None:
     path = tmp_path / "items.jsonl"
     path.write_text(json.dumps({"q": "Capital?", "choices": ["Paris", "Rome"], "gold": "rome"}) + "\n")
-    (sample,), _ = load_dataset(str(path), fields=FieldMap.parse("question=q;options=choices;answer=gold;"
-                                                                 "answer_format=text"))  # fmt: skip
+    (sample,), _ = load_dataset(
+        str(path), fields=FieldMap.parse("question=q;options=choices;answer=gold;answer_format=text")
+    )
     assert sample.answer == "B" and sample.id == "0"
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("question=q;answer=a", "--fields: options: Field required"),
-    ("question=q;options=o;answer=a;answer_format=roman", "--fields: answer_format"),
-    ("question", "not key=value"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("question=q;answer=a", "--fields: options: Field required"),
+        ("question=q;options=o;answer=a;answer_format=roman", "--fields: answer_format"),
+        ("question", "not key=value"),
+    ],
+)
 def test_bad_field_mappings_are_named(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         FieldMap.parse(text)
@@ -98,19 +106,31 @@ def test_hf_loading_through_the_datasets_library_on_a_local_repository(tmp_path:
     (repo / "doctor").mkdir(parents=True)
     rows = FIXTURE.read_text().splitlines()[:3]
     (repo / "doctor" / "test.jsonl").write_text("\n".join(rows) + "\n")
-    (repo / "README.md").write_text("---\nconfigs:\n- config_name: doctor\n  data_files:\n  - split: test\n"
-                                    "    path: doctor/test.jsonl\n---\n")  # fmt: skip
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: doctor\n  data_files:\n  - split: test\n    path: doctor/test.jsonl\n---\n"
+    )
     samples, skipped = registry._load_hf(str(repo), DATASETS["kormedmcqa"], ["doctor"], None, False)
-    assert [(s.id, s.answer) for s in samples] == [("doctor-2023-1-1", "A"), ("doctor-2023-1-2", "B"),
-                                                   ("doctor-2023-1-3", "C")] and not skipped  # fmt: skip
+    assert [(s.id, s.answer) for s in samples] == [
+        ("doctor-2023-1-1", "A"),
+        ("doctor-2023-1-2", "B"),
+        ("doctor-2023-1-3", "C"),
+    ] and not skipped
     assert {s.metadata["subset"] for s in samples} == {"doctor"}
 
 
 @needs_shared
-@pytest.mark.parametrize(("name", "subset", "rows"), [
-    ("medqa", None, 1273), ("medqa", "step1", 679), ("medqa5", None, 1273), ("medmcqa", None, 2816),
-    ("pubmedqa", None, 500), ("mmlu", None, 1089), ("mmlu", "anatomy", 135),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("name", "subset", "rows"),
+    [
+        ("medqa", None, 1273),
+        ("medqa", "step1", 679),
+        ("medqa5", None, 1273),
+        ("medmcqa", None, 2816),
+        ("pubmedqa", None, 500),
+        ("mmlu", None, 1089),
+        ("mmlu", "anatomy", 135),
+    ],
+)
 def test_registered_names_on_the_shared_files(name: str, subset: str | None, rows: int) -> None:
     samples, info = load_dataset(name, subset, data_root=DATA)
     assert info.rows == len(samples) == rows and info.skipped == 0
@@ -118,11 +138,17 @@ def test_registered_names_on_the_shared_files(name: str, subset: str | None, row
 
 
 @needs_shared
-@pytest.mark.parametrize(("relative", "dataset", "rows"), [
-    ("raw/mmlu", "mmlu", 1089), ("raw/mmlu/anatomy_test.csv", "mmlu", 135),
-    ("raw/pubmedqa_test_set.json", "pubmedqa", 500), ("raw/medmcqa_dev.jsonl", "medmcqa", 4183),
-    ("raw/medqa_us4_test.jsonl", "medqa", 1273), ("mcqa/pubmedqa.test.jsonl", "pubmedqa", 500),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("relative", "dataset", "rows"),
+    [
+        ("raw/mmlu", "mmlu", 1089),
+        ("raw/mmlu/anatomy_test.csv", "mmlu", 135),
+        ("raw/pubmedqa_test_set.json", "pubmedqa", 500),
+        ("raw/medmcqa_dev.jsonl", "medmcqa", 4183),
+        ("raw/medqa_us4_test.jsonl", "medqa", 1273),
+        ("mcqa/pubmedqa.test.jsonl", "pubmedqa", 500),
+    ],
+)
 def test_paths_are_recognised_from_their_first_record(relative: str, dataset: str, rows: int) -> None:
     samples, _ = load_dataset(str(DATA / relative))
     assert len(samples) == rows and {s.metadata["dataset"] for s in samples} == {dataset}

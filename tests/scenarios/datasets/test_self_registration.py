@@ -11,7 +11,7 @@ from medcouncil.scenarios import datasets
 from medcouncil.scenarios.datasets import registry
 from medcouncil.scenarios.episodes import load, sources
 
-ADAPTER = '''
+ADAPTER = """
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +30,9 @@ def matches(record: Any, path: Path) -> dict[str, Any] | None:
 
 FORMAT = Format(record_to_sample, matches, order=5)
 DATASETS = (Registered("toyqa", FORMAT, ("toy/toyqa.jsonl",)),)
-'''
+"""
 
-SOURCE = '''
+SOURCE = """
 from typing import Any
 
 from medcouncil.agents.cases import ClinicalCase, Finding
@@ -46,7 +46,7 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
 
 
 SOURCE = CaseSource(record_to_case, lambda record: "vignette_id" in record, order=5, names={"toycases": "toy/c.jsonl"})
-'''
+"""
 
 
 def test_a_new_adapter_module_is_found_by_name_and_by_shape(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,13 +27,17 @@ from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRe
 from tests.agents.test_interview import CASE
 
 MCQA_CASE = ClinicalCase(
-    id="q1", objective="Which of the following is the most likely diagnosis?", opening="A 24-year-old woman wheezes.",
+    id="q1",
+    objective="Which of the following is the most likely diagnosis?",
+    opening="A 24-year-old woman wheezes.",
     patient=(Finding(name="History", result="She wheezes after exercise."),),
     tests=(Finding(name="Spirometry", result="FEV1 rises 15% after salbutamol."),),
-    diagnosis="Asthma", options={"A": "Asthma", "B": "COPD"}, answer="A",
+    diagnosis="Asthma",
+    options={"A": "Asthma", "B": "COPD"},
+    answer="A",
     vignette="A 24-year-old woman wheezes. She wheezes after exercise. Spirometry: FEV1 rises 15% after salbutamol. "
-             "Which of the following is the most likely diagnosis?",
-)  # fmt: skip
+    "Which of the following is the most likely diagnosis?",
+)
 
 
 class RuleDoctor:
@@ -73,22 +77,35 @@ async def measure(case: ClinicalCase, text: str) -> Reveal:
 
 
 def make_players(doctors: dict[str, Answerer]) -> Players:
-    return Players(doctors={m: (d, d) for m, d in doctors.items()}, static=doctors,
-                   helpers=lambda: (patient, measure, None, []))  # fmt: skip
+    return Players(
+        doctors={m: (d, d) for m, d in doctors.items()}, static=doctors, helpers=lambda: (patient, measure, None, [])
+    )
 
 
 def manifest_for(cases: list[ClinicalCase], modes: list[str]) -> EpisodeManifest:
     config = EpisodeConfig(modes=modes, budget=4)
-    return EpisodeManifest(source="test", fingerprint=fingerprint(cases), config=config, case_ids=[c.id for c in cases],
-                           option_cases=[c.id for c in cases if c.options], modes=config.all_modes(cases))  # fmt: skip
+    return EpisodeManifest(
+        source="test",
+        fingerprint=fingerprint(cases),
+        config=config,
+        case_ids=[c.id for c in cases],
+        option_cases=[c.id for c in cases if c.options],
+        modes=config.all_modes(cases),
+    )
 
 
-def run(directory: Path, manifest: EpisodeManifest, cases: list[ClinicalCase], doctors: dict[str, Answerer],
-        retries: int = 0) -> EpisodeHarness:  # fmt: skip
+def run(
+    directory: Path,
+    manifest: EpisodeManifest,
+    cases: list[ClinicalCase],
+    doctors: dict[str, Answerer],
+    retries: int = 0,
+) -> EpisodeHarness:
     journal = Journal(directory)
     journal.write_manifest(manifest)
-    harness = EpisodeHarness(journal, manifest.modes, lambda: make_players(doctors), Judging(), budget=4,
-                             retries=retries, backoff_s=0)  # fmt: skip
+    harness = EpisodeHarness(
+        journal, manifest.modes, lambda: make_players(doctors), Judging(), budget=4, retries=retries, backoff_s=0
+    )
     asyncio.run(harness.run(harness.pending(cases)))
     journal.close()
     return harness
@@ -127,9 +144,10 @@ def test_the_report_puts_static_against_interactive_and_keeps_every_dialogue(tmp
     summary = write_report(tmp_path, manifest, read_episode_records(tmp_path), 0)
     assert summary.pending == 0
     gap = {(p.first, p.second): p for p in summary.gaps}
-    assert set(gap) == {("static:single", "single"), ("static:council", "council")} and gap[
-        ("static:council", "council")
-    ].n == 1  # fmt: skip
+    assert (
+        set(gap) == {("static:single", "single"), ("static:council", "council")}
+        and gap[("static:council", "council")].n == 1
+    )
     council = next(r for r in summary.rows if r.mode == "council")
     assert council.accuracy == 1.0 and council.tests == 1.0 and council.cost == 75.0
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
@@ -170,10 +188,20 @@ def test_bad_requests_are_one_line_errors_before_any_model_starts(tmp_path: Path
 
     def start(**change: object) -> None:
         args: dict[str, object] = {
-            "episodes": "agentclinic", "resume": None, "out": tmp_path / "run", "modes": ["single"], "limit": 1,
-            "budget": 2, "patient": "lookup", "static": True, "threshold": 0.6, "judge_endpoint": None,
-            "judge_model": None, "strict_rows": False, "data_dir": None,
-        }  # fmt: skip
+            "episodes": "agentclinic",
+            "resume": None,
+            "out": tmp_path / "run",
+            "modes": ["single"],
+            "limit": 1,
+            "budget": 2,
+            "patient": "lookup",
+            "static": True,
+            "threshold": 0.6,
+            "judge_endpoint": None,
+            "judge_model": None,
+            "strict_rows": False,
+            "data_dir": None,
+        }
         answering = Answering(ModelSource(endpoint="http://127.0.0.1:9/v1"), retries=0, backoff=0.0, give_up_after=1)
         bench_episodes(EpisodeRequest(**{**args, **change}), answering)  # type: ignore[arg-type]
 
@@ -207,8 +235,14 @@ def test_the_command_players_single_council_and_gated_on_scripted_models() -> No
     knowledge = InMemoryKnowledge([Document(text="Asthma: wheeze after exercise.", source="asthma.md")])
     # gated: the single model asks once, commits, then the gate's constrained choice is sure (A): no council.
     model = ReplayModel(["ASK: Do you wheeze after exercise?", "DIAGNOSIS: Asthma", "A"])
-    answerers = Answerers(council=Council(model, knowledge), single=SingleModel(model), model=model,  # type: ignore[arg-type]
-                          roles=dict.fromkeys(ROLES, model), knowledge=knowledge, config=CouncilConfig())  # fmt: skip
+    answerers = Answerers(
+        council=Council(model, knowledge),
+        single=SingleModel(model),
+        model=model,  # type: ignore[arg-type]
+        roles=dict.fromkeys(ROLES, model),
+        knowledge=knowledge,
+        config=CouncilConfig(),
+    )
     made = players(answerers, EpisodeConfig(modes=["single", "council", "gated"]))
     assert set(made.doctors) == {"single", "council", "gated"}
     assert made.doctors["gated"][0].name == "single" and made.doctors["gated"][1].name == "gated"

@@ -40,8 +40,10 @@ def test_agentclinic_cases() -> None:
     assert first.diagnosis == "Myasthenia gravis" and first.opening == "35-year-old female, Double vision"
     assert first.objective.startswith("Assess and diagnose the patient presenting with double vision")
     assert "Symptoms / Secondary symptoms" in {f.name for f in first.patient}
-    assert {f.name for f in first.tests} >= {"Blood tests / Acetylcholine receptor antibodies", "Imaging / Chest CT / "
-                                              "Findings"}  # fmt: skip
+    assert {f.name for f in first.tests} >= {
+        "Blood tests / Acetylcholine receptor antibodies",
+        "Imaging / Chest CT / Findings",
+    }
     assert "Vital signs / Blood pressure" in {f.name for f in first.exam}
     assert all(c.patient and (c.exam or c.tests) and c.options is None for c in cases)
     assert sum(bool(c.tests) for c in cases) > 100
@@ -49,11 +51,14 @@ def test_agentclinic_cases() -> None:
 
 
 def test_nejm_records() -> None:
-    record = {"question": "What is the diagnosis?", "patient_info": "A 40-year-old man has a rash. It began 2 weeks "
-              "ago after a hike. He takes no medications.", "physical_exams": "Temperature is 37.9°C and pulse is "
-              "96/min. Examination shows an expanding erythematous plaque with central clearing. Serologic testing "
-              "for Borrelia antibodies is positive.", "answers": [{"text": "Cellulitis", "correct": False},
-              {"text": "Erythema migrans", "correct": True}]}  # fmt: skip
+    record = {
+        "question": "What is the diagnosis?",
+        "patient_info": "A 40-year-old man has a rash. It began 2 weeks ago after a hike. He takes no medications.",
+        "physical_exams": "Temperature is 37.9°C and pulse is "
+        "96/min. Examination shows an expanding erythematous plaque with central clearing. Serologic testing "
+        "for Borrelia antibodies is positive.",
+        "answers": [{"text": "Cellulitis", "correct": False}, {"text": "Erythema migrans", "correct": True}],
+    }
     case = nejm.record_to_case(record, 0)
     assert case.opening == "A 40-year-old man has a rash." and case.options == {
         "A": "Cellulitis",
@@ -96,9 +101,14 @@ def test_native_cases_with_a_korean_fixture_and_malformed_rows(tmp_path: Path) -
     assert korean.tests[0].cost == 120.0 and korean.tests[0].name == "Spirometry"
     good = json.loads((FIXTURES / "episodes_ko.jsonl").read_text())
     path = tmp_path / "cases.jsonl"
-    lines = [json.dumps(good), "{not json", json.dumps({**good, "diagnosis": " "}), "[1, 2]",
-             json.dumps({**good, "patient": [], "exam": [], "tests": []}),
-             json.dumps({**good, "options": {"A": "x", "C": "y"}, "answer": "A"})]  # fmt: skip
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({**good, "diagnosis": " "}),
+        "[1, 2]",
+        json.dumps({**good, "patient": [], "exam": [], "tests": []}),
+        json.dumps({**good, "options": {"A": "x", "C": "y"}, "answer": "A"}),
+    ]
     path.write_text("\n".join(lines) + "\n")
     cases, skipped = load_cases(str(path))
     assert len(cases) == 1
@@ -117,5 +127,11 @@ def test_an_unknown_source_is_one_line(tmp_path: Path) -> None:
 
 def test_case_schema_refuses_inconsistent_cases() -> None:
     with pytest.raises(ValueError, match="answer: a gold letter needs options"):
-        ClinicalCase(id="1", objective="o", opening="x", patient=(Finding(name="History", result="h"),), diagnosis="d",
-                     answer="A")  # fmt: skip
+        ClinicalCase(
+            id="1",
+            objective="o",
+            opening="x",
+            patient=(Finding(name="History", result="h"),),
+            diagnosis="d",
+            answer="A",
+        )

@@ -33,15 +33,25 @@ def records(directory: Path) -> list[dict[str, object]]:
 def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcripts(
     cli: list[str], embedded_server: ServerState, tmp_path: Path
 ) -> None:
-    common = ["--limit", "5", "--mode", "single", "--budget", "2", "--endpoint", embedded_server.base_url,
-              "--data-dir", str(SHARED / "data")]  # fmt: skip
+    common = [
+        "--limit",
+        "5",
+        "--mode",
+        "single",
+        "--budget",
+        "2",
+        "--endpoint",
+        embedded_server.base_url,
+        "--data-dir",
+        str(SHARED / "data"),
+    ]
     judge = ["--judge-endpoint", embedded_server.base_url]  # the same model as judge: the path, not the quality
     clinic = bench(cli, "--episodes", "agentclinic", *common, *judge, "--out", str(tmp_path / "clinic"))
     assert clinic.returncode == 0, clinic.stdout[-3000:] + clinic.stderr[-3000:]
     played = records(tmp_path / "clinic")
     assert sorted(r["case_id"] for r in played) == ["1", "2", "3", "4", "5"] and {r["mode"] for r in played} == {
         "single"
-    }  # no static mode: AgentClinic cases have no options  # fmt: skip
+    }  # no static mode: AgentClinic cases have no options
     assert all(r["model_calls"] >= 2 and r["turns"] >= 1 for r in played)
     # No echoed diagnosis names its case: each went on to the judge model's constrained Y/N, which decided.
     assert all(r["verdict"]["method"] == "judge" for r in played if not r["correct"])
@@ -69,8 +79,19 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
 def test_a_korean_case_goes_through_the_real_translator(
     cli: list[str], embedded_server: ServerState, tmp_path: Path
 ) -> None:
-    done = bench(cli, "--episodes", str(FIXTURE), "--mode", "single", "--budget", "1", "--endpoint",
-                 embedded_server.base_url, "--out", str(tmp_path / "ko"))  # fmt: skip
+    done = bench(
+        cli,
+        "--episodes",
+        str(FIXTURE),
+        "--mode",
+        "single",
+        "--budget",
+        "1",
+        "--endpoint",
+        embedded_server.base_url,
+        "--out",
+        str(tmp_path / "ko"),
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [record] = records(tmp_path / "ko")
     support = record["interview"]["support"]  # type: ignore[index]

@@ -138,10 +138,17 @@ class Teacher(QuietHandler):
         case = str(body["messages"][-1]["content"])
         letter = "A" if sum(str(r["messages"][-1]["content"]) == case for r in Teacher.requests) % 2 == 0 else "C"
         text = f"The wheeze reverses with salbutamol.\nFinal answer: {letter}"
-        self.reply(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "big-teacher",
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": text}}],
-                         "usage": {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62}})  # fmt: skip
+        self.reply(
+            200,
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "big-teacher",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 50, "completion_tokens": 12, "total_tokens": 62},
+            },
+        )
 
 
 @pytest.fixture
@@ -153,8 +160,10 @@ def teacher_url() -> Iterator[str]:
 
 def dataset_file(tmp_path: Path, n: int) -> Path:
     path = tmp_path / "train.jsonl"
-    rows = [{"id": f"t{i}", "question": f"Case {i}: wheeze after exercise.", "options": OPTIONS, "answer": "A"}
-            for i in range(n)]  # fmt: skip
+    rows = [
+        {"id": f"t{i}", "question": f"Case {i}: wheeze after exercise.", "options": OPTIONS, "answer": "A"}
+        for i in range(n)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -169,8 +178,23 @@ def test_cli_distils_from_an_http_teacher_with_the_key_from_the_environment(
     out = tmp_path / "r.jsonl"
     env = {**os.environ, "MEDCOUNCIL_TEACHER_API_KEY": "s3cret-teacher"}
     data = str(dataset_file(tmp_path, 4))
-    done = run_cli(cli, "distill", "--teacher", teacher_url, "--teacher-model", "big-teacher", "--dataset", data,
-                   "--tries", "2", "--temperature", "0.9", "--out", str(out), env=env)  # fmt: skip
+    done = run_cli(
+        cli,
+        "distill",
+        "--teacher",
+        teacher_url,
+        "--teacher-model",
+        "big-teacher",
+        "--dataset",
+        data,
+        "--tries",
+        "2",
+        "--temperature",
+        "0.9",
+        "--out",
+        str(out),
+        env=env,
+    )
     assert done.returncode == 0, done.stderr
     assert "4 rationales kept, 0 items rejected" in done.stdout
     rows = read_rows(out)
@@ -180,13 +204,33 @@ def test_cli_distils_from_an_http_teacher_with_the_key_from_the_environment(
     assert set(Teacher.keys) == {"Bearer s3cret-teacher"}
     manifest = json.loads(out.with_suffix(".run.json").read_text())
     assert manifest["summary"]["kept"] == 4 and manifest["settings"]["tries"] == 2
-    again = run_cli(cli, "distill", "--teacher", teacher_url, "--teacher-model", "big-teacher", "--dataset",
-                    str(dataset_file(tmp_path, 4)), "--out", str(out))  # fmt: skip
+    again = run_cli(
+        cli,
+        "distill",
+        "--teacher",
+        teacher_url,
+        "--teacher-model",
+        "big-teacher",
+        "--dataset",
+        str(dataset_file(tmp_path, 4)),
+        "--out",
+        str(out),
+    )
     assert again.returncode == 1 and "already has rows: --resume" in again.stderr
     other = run_cli(cli, "distill", "--resume", "--teacher-model", "other", "--out", str(out))
     assert other.returncode == 1 and "was distilled from 'big-teacher'" in other.stderr
-    wrong = run_cli(cli, "distill", "--teacher", teacher_url, "--teacher-model", "missing", "--dataset",
-                    str(dataset_file(tmp_path, 4)), "--out", str(tmp_path / "w.jsonl"))  # fmt: skip
+    wrong = run_cli(
+        cli,
+        "distill",
+        "--teacher",
+        teacher_url,
+        "--teacher-model",
+        "missing",
+        "--dataset",
+        str(dataset_file(tmp_path, 4)),
+        "--out",
+        str(tmp_path / "w.jsonl"),
+    )
     assert wrong.returncode == 1 and "does not serve 'missing'" in wrong.stderr
 
 
@@ -194,9 +238,26 @@ def test_kill_9_loses_no_finished_row_and_resume_completes(cli: list[str], teach
     Teacher.delay = 0.3
     out = tmp_path / "r.jsonl"
     data = dataset_file(tmp_path, 12)
-    process = subprocess.Popen([*cli, "distill", "--teacher", teacher_url, "--teacher-model", "big-teacher",
-                                "--dataset", str(data), "--tries", "2", "--concurrency", "2", "--out", str(out)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    process = subprocess.Popen(
+        [
+            *cli,
+            "distill",
+            "--teacher",
+            teacher_url,
+            "--teacher-model",
+            "big-teacher",
+            "--dataset",
+            str(data),
+            "--tries",
+            "2",
+            "--concurrency",
+            "2",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not out.exists() or len(out.read_bytes().splitlines()) < 3):
         time.sleep(0.05)
@@ -226,8 +287,20 @@ def test_data_build_uses_the_kept_rationales(cli: list[str], tmp_path: Path) -> 
     samples, _ = load_dataset(str(data))
     asyncio.run(distil(samples, scripted(replies, asked), SETTINGS, "http://t/v1", out))
     built = tmp_path / "sft.jsonl"
-    done = run_cli(cli, "data", "build", "--dataset", str(data), "--rationales", str(out), "--mix", "diagnostician=1",
-                   "--no-decontaminate", "--out", str(built))  # fmt: skip
+    done = run_cli(
+        cli,
+        "data",
+        "build",
+        "--dataset",
+        str(data),
+        "--rationales",
+        str(out),
+        "--mix",
+        "diagnostician=1",
+        "--no-decontaminate",
+        "--out",
+        str(built),
+    )
     assert done.returncode == 0, done.stderr
     conversations = [json.loads(line)["messages"] for line in built.read_text().splitlines()]
     replies_by_case = {turns[1]["content"].split("⟪")[1][:6]: turns[2]["content"] for turns in conversations}
@@ -235,8 +308,18 @@ def test_data_build_uses_the_kept_rationales(cli: list[str], tmp_path: Path) -> 
     assert replies_by_case["Case 2"] == "Final answer: A. Asthma"  # rejected: no rationale, the answer line only
     card = json.loads(built.with_suffix(".card.json").read_text())
     assert card["rationales"] == {"files": [str(out)], "kept": 2, "used": 2}
-    missing = run_cli(cli, "data", "build", "--dataset", str(data), "--rationales", str(tmp_path / "none.jsonl"),
-                      "--no-decontaminate", "--out", str(built))  # fmt: skip
+    missing = run_cli(
+        cli,
+        "data",
+        "build",
+        "--dataset",
+        str(data),
+        "--rationales",
+        str(tmp_path / "none.jsonl"),
+        "--no-decontaminate",
+        "--out",
+        str(built),
+    )
     assert missing.returncode == 1 and "no such distillation output" in missing.stderr
 
 
@@ -246,9 +329,24 @@ def test_the_embedded_server_stands_in_as_the_teacher(
 ) -> None:
     out = tmp_path / "r.jsonl"
     medqa = Path(__file__).resolve().parents[4] / "shared" / "data" / "mcqa" / "medqa.test.jsonl"
-    done = run_cli(cli, "distill", "--teacher", embedded_server.base_url, "--teacher-model",
-                   embedded_server.served_model_name, "--dataset", str(medqa), "--limit", "2", "--tries", "2",
-                   "--max-tokens", "48", "--out", str(out))  # fmt: skip
+    done = run_cli(
+        cli,
+        "distill",
+        "--teacher",
+        embedded_server.base_url,
+        "--teacher-model",
+        embedded_server.served_model_name,
+        "--dataset",
+        str(medqa),
+        "--limit",
+        "2",
+        "--tries",
+        "2",
+        "--max-tokens",
+        "48",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     rows = read_rows(out)
     assert len(rows) == 2
@@ -274,8 +372,22 @@ def test_a_teacher_that_goes_away_stops_the_run_in_one_line_with_the_resume_hint
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Dying)) as server:
         url = f"http://127.0.0.1:{server.server_port}/v1"
         data = str(dataset_file(tmp_path, 6))
-        done = run_cli(cli, "distill", "--teacher", url, "--teacher-model", "big-teacher", "--dataset", data,
-                       "--concurrency", "1", "--timeout", "5", "--out", str(out))  # fmt: skip
+        done = run_cli(
+            cli,
+            "distill",
+            "--teacher",
+            url,
+            "--teacher-model",
+            "big-teacher",
+            "--dataset",
+            data,
+            "--concurrency",
+            "1",
+            "--timeout",
+            "5",
+            "--out",
+            str(out),
+        )
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "error:" in done.stderr and url in done.stderr
     assert f"continue with medcouncil distill --resume --out {out}" in " ".join(done.stderr.split())

@@ -18,8 +18,12 @@ OPTIONS = {"A": "Asthma", "B": "COPD"}
 
 
 def item(n: int, question: str | None = None) -> Sample:
-    return Sample(id=f"b{n}", question=question or f"Patient {n} wheezes after exercise, aged {20 + n}.",
-                  options=OPTIONS, answer="A")  # fmt: skip
+    return Sample(
+        id=f"b{n}",
+        question=question or f"Patient {n} wheezes after exercise, aged {20 + n}.",
+        options=OPTIONS,
+        answer="A",
+    )
 
 
 def card_for(tmp_path: Path, data: Path) -> Path:
@@ -77,6 +81,7 @@ def test_the_report_carries_the_warning(tmp_path: Path) -> None:
     manifest = Manifest(dataset=info, config=RunConfig(modes=["single"]), sample_ids=["b0", "b1"], training=training)
     text = markdown(manifest, summarize(manifest, [], []), {})
     assert "WARNING: the model was trained on 1 of these 2 items" in text
-    clean = manifest.model_copy(update={"training": check(card_for(tmp_path / "c", chat_file(tmp_path, [item(9)])),
-                                                                     bench)})  # fmt: skip
+    clean = manifest.model_copy(
+        update={"training": check(card_for(tmp_path / "c", chat_file(tmp_path, [item(9)])), bench)}
+    )
     assert "checked: none of these items is in" in markdown(clean, summarize(clean, [], []), {})

@@ -26,8 +26,13 @@ from medcouncil.scenarios.training.sft import (
 from medcouncil.tools.mcqa import format_mcqa
 
 OPTIONS = {"A": "Asthma", "B": "COPD", "C": "Pneumonia"}
-SAMPLE = Sample(id="s1", question="Episodic wheeze relieved by salbutamol. Diagnosis?", options=OPTIONS, answer="A",
-                metadata={"explanation": "Reversible obstruction."})  # fmt: skip
+SAMPLE = Sample(
+    id="s1",
+    question="Episodic wheeze relieved by salbutamol. Diagnosis?",
+    options=OPTIONS,
+    answer="A",
+    metadata={"explanation": "Reversible obstruction."},
+)
 
 
 def test_diagnostician_turn_is_the_run_time_prompt_with_the_explanation_and_final_line() -> None:
@@ -88,24 +93,63 @@ def test_mix_by_weight_is_seeded() -> None:
 def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli: list[str]) -> None:
     rows = [
         {"id": "copy", "question": "which organ PUMPS blood?", "options": ["Heart", "Liver"], "answer": "A"},
-        {"id": "near", "question": "A chronic alcoholic patient came to emergency with severe pain in epigastrium "
-         "and multiple episodes of vomiting. On examination, guarding was present in upper epigastrium. Chest X-ray "
-         "was normal. What is the next step?", "options": ["CT abdomen", "Endoscopy"], "answer": "A"},
-        {"id": "clean", "question": "Which nerve supplies the deltoid?", "options": ["Axillary", "Radial"],
-         "answer": "A"},
-    ]  # fmt: skip
+        {
+            "id": "near",
+            "question": "A chronic alcoholic patient came to emergency with severe pain in epigastrium "
+            "and multiple episodes of vomiting. On examination, guarding was present in upper epigastrium. Chest X-ray "
+            "was normal. What is the next step?",
+            "options": ["CT abdomen", "Endoscopy"],
+            "answer": "A",
+        },
+        {
+            "id": "clean",
+            "question": "Which nerve supplies the deltoid?",
+            "options": ["Axillary", "Radial"],
+            "answer": "A",
+        },
+    ]
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in rows))
     evals = tmp_path / "eval.jsonl"
-    evals.write_text(json.dumps({"question": "Which organ pumps blood?", "options": ["Heart", "Lung"],
-                                 "answer": "A"}) + "\n" + json.dumps({"question": "Chronic alcoholic comes with pain "
-                     "epigastrium and recurrent vomiting. On examination guarding in upper epigastrium. Chest X-ray "
-                     "normal. What to do next?", "options": ["a", "b"], "answer": "A"}) + "\n")  # fmt: skip
+    evals.write_text(
+        json.dumps({"question": "Which organ pumps blood?", "options": ["Heart", "Lung"], "answer": "A"})
+        + "\n"
+        + json.dumps(
+            {
+                "question": "Chronic alcoholic comes with pain "
+                "epigastrium and recurrent vomiting. On examination guarding in upper epigastrium. Chest X-ray "
+                "normal. What to do next?",
+                "options": ["a", "b"],
+                "answer": "A",
+            }
+        )
+        + "\n"
+    )
     out = tmp_path / "sft" / "data.jsonl"
     (tmp_path / "none").mkdir()  # a data directory with no registered dataset: only --against is checked
-    result = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--against", str(evals), "--data-dir",
-                             str(tmp_path / "none"), "--mix", "diagnostician=1,single=1", "--size", "2", "--out",
-                             str(out)], capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    result = subprocess.run(
+        [
+            *cli,
+            "data",
+            "build",
+            "--dataset",
+            str(train),
+            "--against",
+            str(evals),
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--mix",
+            "diagnostician=1,single=1",
+            "--size",
+            "2",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     card = json.loads(out.with_suffix(".card.json").read_text())
     dropped = {(d["train_id"], d["kind"]) for d in card["decontamination"]["dropped"]}
@@ -117,16 +161,25 @@ def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli
     assert tokens["tokenizer"] == "gemma-3-270m" and 20 < tokens["min"] <= tokens["max"] < 512
     assert set(tokens["median_per_role"]) == {"diagnostician", "single"}
     assert tokens["median_per_role"]["diagnostician"] > tokens["median_per_role"]["single"]
-    bad = subprocess.run([*cli, "data", "build", "--dataset", str(train), "--mix", "doctor=1", "--out", str(out)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    bad = subprocess.run(
+        [*cli, "data", "build", "--dataset", str(train), "--mix", "doctor=1", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("error: --mix: 'doctor=1'")
 
 
 def test_pubmedqa_contexts_become_numbered_evidence_and_the_conclusion_the_reasoning() -> None:
     from medcouncil.scenarios.datasets import pubmedqa
 
-    record = {"pubid": 7, "question": "Does X help?", "context": {"contexts": ["First context.", "Second one."]},
-              "final_decision": "no", "long_answer": "X did not help."}  # fmt: skip
+    record = {
+        "pubid": 7,
+        "question": "Does X help?",
+        "context": {"contexts": ["First context.", "Second one."]},
+        "final_decision": "no",
+        "long_answer": "X did not help.",
+    }
     _system, user, reply = diagnostician(pubmedqa.record_to_sample(record, 0)).messages
     assert user.content.startswith("Case:\n⟪Does X help?⟫")  # the bare question: the contexts are not quoted twice
     assert "[1] (pubmedqa#7) ⟪First context.⟫\n[2] (pubmedqa#7) ⟪Second one.⟫" in user.content

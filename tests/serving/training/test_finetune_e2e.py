@@ -55,14 +55,24 @@ def base() -> BaseModelInfo:
 @pytest.fixture(scope="module")
 def trained(base: BaseModelInfo, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, RunCard]:
     out = tmp_path_factory.mktemp("adapter")
-    config = FinetuneConfig(out=out, max_steps=10, batch_size=4, learning_rate=1e-3, eval_fraction=0.125,
-                            eval_every=5, save_every=5, max_seq_len=256, seed=0)  # fmt: skip
+    config = FinetuneConfig(
+        out=out,
+        max_steps=10,
+        batch_size=4,
+        learning_rate=1e-3,
+        eval_fraction=0.125,
+        eval_every=5,
+        save_every=5,
+        max_seq_len=256,
+        seed=0,
+    )
     card = Trainer(config, examples(32), base, str(MEDQA)).run()
     return out, card
 
 
-def test_training_lowers_the_loss_and_writes_adapter_card_and_report(trained: tuple[Path, RunCard],
-                                                                      base: BaseModelInfo) -> None:  # fmt: skip
+def test_training_lowers_the_loss_and_writes_adapter_card_and_report(
+    trained: tuple[Path, RunCard], base: BaseModelInfo
+) -> None:
     out, card = trained
     losses = [s.loss for s in card.steps]
     assert [s.step for s in card.steps] == list(range(1, 11))
@@ -139,8 +149,17 @@ def test_resume_continues_the_steps_and_reaches_the_same_weights(base: BaseModel
     data = examples(12)
 
     def config(out: Path) -> FinetuneConfig:
-        return FinetuneConfig(out=out, max_steps=6, batch_size=2, learning_rate=5e-4, lora_dropout=0.1,
-                              eval_fraction=0.0, save_every=3, max_seq_len=160, seed=3)  # fmt: skip
+        return FinetuneConfig(
+            out=out,
+            max_steps=6,
+            batch_size=2,
+            learning_rate=5e-4,
+            lora_dropout=0.1,
+            eval_fraction=0.0,
+            save_every=3,
+            max_seq_len=160,
+            seed=3,
+        )
 
     whole = Trainer(config(tmp_path / "whole"), data, base, "medqa").run()
 
@@ -161,11 +180,27 @@ def test_resume_continues_the_steps_and_reaches_the_same_weights(base: BaseModel
         Trainer(config(tmp_path / "split").model_copy(update={"learning_rate": 1e-3}), data, base, "m").run(resume=True)
 
 
-def test_cli_trains_from_a_dataset_and_reports_errors_in_one_line(cli: list[str], tmp_path: Path,
-                                                                   base: BaseModelInfo) -> None:  # fmt: skip
+def test_cli_trains_from_a_dataset_and_reports_errors_in_one_line(
+    cli: list[str], tmp_path: Path, base: BaseModelInfo
+) -> None:
     out = tmp_path / "cli-run"
-    args = [*cli, "finetune", "--data", str(MEDQA), "--limit", "6", "--max-steps", "2", "--batch-size", "2",
-            "--max-seq-len", "128", "--out", str(out), "--merge"]  # fmt: skip
+    args = [
+        *cli,
+        "finetune",
+        "--data",
+        str(MEDQA),
+        "--limit",
+        "6",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-seq-len",
+        "128",
+        "--out",
+        str(out),
+        "--merge",
+    ]
     done = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "2/2" in done.stderr and "Trained lora on 5 examples" in done.stdout.replace("\n", " ")
@@ -187,7 +222,8 @@ def test_cli_trains_from_a_dataset_and_reports_errors_in_one_line(cli: list[str]
         (["--resume", str(tmp_path / "empty")], "no finished checkpoint"),
         (["--data", str(MEDQA), "--base", str(tmp_path / "nope.gguf")], "base model not found"),
     ):
-        failed = subprocess.run([*cli, "finetune", "--out", str(tmp_path / "x"), *extra], capture_output=True,
-                                text=True, timeout=300)  # fmt: skip
+        failed = subprocess.run(
+            [*cli, "finetune", "--out", str(tmp_path / "x"), *extra], capture_output=True, text=True, timeout=300
+        )
         assert failed.returncode == 1, failed.stderr
         assert message in failed.stderr and "Traceback" not in failed.stderr, failed.stderr

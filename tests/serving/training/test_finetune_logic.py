@@ -29,8 +29,9 @@ class CharTokenizer:
         self.template = jinja2.Environment().from_string(GEMMA_TEMPLATE.read_text())
 
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> str:
-        return self.template.render(messages=conversation, bos_token="<bos>",
-                                    add_generation_prompt=kwargs.get("add_generation_prompt", False))  # fmt: skip
+        return self.template.render(
+            messages=conversation, bos_token="<bos>", add_generation_prompt=kwargs.get("add_generation_prompt", False)
+        )
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, list[int]]:
         return {"input_ids": [ord(c) for c in text]}
@@ -55,8 +56,7 @@ def test_config_yaml_then_flags(tmp_path: Path) -> None:
 
 def test_loss_only_on_assistant_turns() -> None:
     tokenizer = CharTokenizer()
-    chat = example(("system", "Be brief."), ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"),
-                   ("assistant", "A2"))  # fmt: skip
+    chat = example(("system", "Be brief."), ("user", "Q1"), ("assistant", "A1"), ("user", "Q2"), ("assistant", "A2"))
     pieces = segments(tokenizer, chat)
     assert [text for text, trained in pieces if trained] == ["A1<end_of_turn>", "A2<end_of_turn>"]
     assert "".join(text for text, _ in pieces) + "\n" == tokenizer.apply_chat_template(
