@@ -38,7 +38,6 @@ REFERENCE_SUITE = [
 SUITES = {"reference": REFERENCE_SUITE}
 
 
-@dataclass
 @dataclass(frozen=True)
 class Answering:
     """Who answers a run and how it persists (the model and persistence blocks of the options, ranges checked by

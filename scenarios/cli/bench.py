@@ -114,10 +114,12 @@ def bench(
     from medcouncil.scenarios.episodes.run import EpisodeRequest, bench_episodes, read_episode_manifest
     from medcouncil.serving.session import ModelSource
 
+    # The council file is read where it always was: before an episode run, and before an MCQA run's model opens
+    # (after its runs are prepared), so the same mistake gets the same message first.
     answering = Answering(
         ModelSource.resolve(model_config, endpoint, api_key, model),
         not no_cache,
-        council_file(council),
+        None,
         concurrency,
         retries,
         backoff,
@@ -125,6 +127,7 @@ def bench(
     )
     modes = [m.strip() for m in mode.split(",") if m.strip()]
     if episodes is not None or (resume is not None and read_episode_manifest(resume) is not None):
+        answering = replace(answering, council=council_file(council))
         request = EpisodeRequest(
             episodes,
             resume,
@@ -166,7 +169,7 @@ def bench(
         strict=strict_rows,
         data_dir=data_dir,
     )
-    if _bench_mcqa(selection, config, answering, resume, suite, out, model_card):
+    if _bench_mcqa(selection, config, answering, resume, suite, out, model_card, council):
         raise typer.Exit(1)
 
 
@@ -215,6 +218,7 @@ def _bench_mcqa(
     suite: str | None,
     out: Path | None,
     model_card: Path | None,
+    council: Path | None = None,
 ) -> int:
     """Run (or resume) MCQA runs, print their summaries; the number of item × mode pairs left unscored."""
     from medcouncil.scenarios.bench.report import write_report
@@ -231,6 +235,9 @@ def _bench_mcqa(
     runs: list[Run] = []
     try:
         if requests:
+            from medcouncil.agents.build import council_file
+
+            answering = replace(answering, council=council_file(council))
             runs = asyncio.run(open_and_run(requests, answering, model_card))
     except KeyboardInterrupt:
         where = suite_dir or (requests[0].directory if requests else "")

@@ -98,5 +98,6 @@ class FinetuneConfig(BaseModel):
     def training_fields(self) -> dict[str, Any]:
         """The fields that decide the weights (a resumed run must match them)."""
         return self.model_dump(
-            mode="json", exclude={"out", "merge", "threads", "eval_every", "save_every", "keep_checkpoints"}
+            mode="json",
+            exclude={"out", "merge", "threads", "eval_every", "save_every", "keep_checkpoints", "data_dir"},
         )

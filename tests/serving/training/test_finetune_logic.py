@@ -230,3 +230,13 @@ def test_ctrl_c_during_an_update_waits_for_its_end() -> None:
         done.append("update recorded")  # still runs: the interrupt waits for the block's end
     assert done == ["update recorded"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_where_the_data_was_found_does_not_decide_the_weights() -> None:
+    """``--data-dir`` names a folder, not the data (the data's fingerprint is checked on resume): a run resumed with
+    another folder, or saved before the option existed, still resumes."""
+    from pathlib import Path
+
+    from medcouncil.serving.training.config import FinetuneConfig
+
+    assert FinetuneConfig(data_dir=Path("a")).training_fields() == FinetuneConfig().training_fields()
