@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("serving", "tools", "agents", "scenarios")
 
 
-def imported_layers(path: Path) -> set[tuple[str, int]]:
-    """(layer, line) of every ``medcouncil.<layer>`` import in a module, type-checking imports included."""
-    found: set[tuple[str, int]] = set()
+def medcouncil_imports(path: Path) -> Iterator[tuple[list[str] | None, int]]:
+    """Every import of a module, function-level and type-checking ones included, with its line: the parts after
+    ``medcouncil.`` of each medcouncil name it imports (``from X import y`` gives ``X.y``), or None for a relative
+    import."""
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                yield None, node.lineno
+                continue
+            names = [f"{node.module}.{alias.name}" for alias in node.names] if node.module else []
+        else:
+            continue
         for name in names:
             parts = name.split(".")
             if parts[0] == "medcouncil" and len(parts) > 1 and parts[1] in LAYERS:
-                found.add((parts[1], node.lineno))
-    return found
+                yield parts[1:], node.lineno
+
+
+def imported_layers(path: Path) -> set[tuple[str, int]]:
+    """(layer, line) of every ``medcouncil.<layer>`` import in a module, type-checking imports included."""
+    return {(parts[0], line) for parts, line in medcouncil_imports(path) if parts is not None}
 
 
 def violations() -> list[str]:
@@ -60,21 +70,11 @@ def room_imports(root: Path = ROOT) -> tuple[dict[str, set[str]], list[str]]:
     for layer in LAYERS:
         for path in sorted((root / layer).rglob("*.py")):
             source = unit(list(path.relative_to(root).with_suffix("").parts), root)
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                names: list[str] = []
-                if isinstance(node, ast.Import):
-                    names = [alias.name for alias in node.names]
-                elif isinstance(node, ast.ImportFrom):
-                    if node.level:
-                        relative.append(f"{path.relative_to(root)}:{node.lineno}")
-                        continue
-                    names = [f"{node.module}.{alias.name}" for alias in node.names] if node.module else []
-                for name in names:
-                    parts = name.split(".")
-                    if parts[0] == "medcouncil" and len(parts) > 1 and parts[1] in LAYERS:
-                        target = unit(parts[1:], root)
-                        if target != source:
-                            edges.setdefault(source, set()).add(target)
+            for parts, line in medcouncil_imports(path):
+                if parts is None:
+                    relative.append(f"{path.relative_to(root)}:{line}")
+                elif (target := unit(parts, root)) != source:
+                    edges.setdefault(source, set()).add(target)
     return edges, relative
 
 

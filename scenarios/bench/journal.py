@@ -15,16 +15,12 @@ from typing import IO, Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 from medcouncil.agents.protocol import Episode
+from medcouncil.scenarios.bench.modes import SC_K
 from medcouncil.scenarios.datasets.registry import DatasetInfo
 from medcouncil.scenarios.training.leakage import TrainingOverlap
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import read_versioned
 from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
-
-SC_K = 2
-"""Default self-consistency samples per item: measured on the first 30 MedQA items with the embedded model, one
-sampled reasoning and its choice cost about 2,000 tokens and the council about 3,900, so k = 2 is the equal-budget
-setting (k = 3 cost 6,300, 1.6x the council's)."""
 
 SCHEMA_VERSION = 1
 MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"

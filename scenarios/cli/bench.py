@@ -146,10 +146,11 @@ def bench(
         if bench_episodes(request, answering):
             raise typer.Exit(1)
         return
+    debiased = debias_modes()
     for method in filter(None, (m.strip() for m in (debias or "").split(","))):
-        if method not in debias_modes():
-            raise ConfigError(f"--debias {method!r}: choose {' or '.join(debias_modes())}")
-        modes.append(debias_modes()[method])
+        if method not in debiased:
+            raise ConfigError(f"--debias {method!r}: choose {' or '.join(debiased)}")
+        modes.append(debiased[method])
     if not modes or set(modes) - set(MODES):
         raise ConfigError(f"--mode {mode!r}: choose from {', '.join(MODES)}")
     config: dict[str, object] = {

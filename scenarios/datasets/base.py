@@ -13,14 +13,28 @@ formats in increasing :attr:`Format.order` (the more specific shapes first); the
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from medcouncil.scenarios.datasets.samples import Sample
 
 Adapter = Callable[..., Sample]
+
+
+def declaring_modules(package: ModuleType, attribute: str, kind: type) -> list[ModuleType]:
+    """Every module of ``package`` whose ``attribute`` is a ``kind`` (imported to find out), in name order: how the
+    dataset and the episode-source registries find their adapters without a list to edit."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        if isinstance(getattr(module, attribute, None), kind):
+            found.append(module)
+    return found
 
 
 def file_subset(path: Path) -> str:

@@ -12,11 +12,9 @@ says how), and this module finds them. Adding a dataset is adding its module.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import itertools
 import logging
 import os
-import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from medcouncil.scenarios.datasets import generic
-from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, file_subset
+from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, declaring_modules, file_subset
 from medcouncil.scenarios.datasets.samples import (
     MalformedRow,
     Sample,
@@ -46,11 +44,7 @@ def _adapter_modules() -> list[ModuleType]:
     """Every module of ``scenarios/datasets/`` that declares a ``FORMAT``, in the formats' order."""
     from medcouncil.scenarios import datasets
 
-    found = []
-    for info in pkgutil.iter_modules(datasets.__path__):
-        module = importlib.import_module(f"{datasets.__name__}.{info.name}")
-        if isinstance(getattr(module, "FORMAT", None), Format):
-            found.append(module)
+    found = declaring_modules(datasets, "FORMAT", Format)
     return sorted(found, key=lambda module: (module.FORMAT.order, module.__name__))
 
 

@@ -11,14 +11,13 @@ multiple-choice dataset (``scenarios/datasets/registry.py``) and each item becom
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from medcouncil.agents.cases import ClinicalCase
+from medcouncil.scenarios.datasets.base import declaring_modules
 from medcouncil.scenarios.datasets.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
 from medcouncil.scenarios.episodes import sources
 from medcouncil.scenarios.episodes.sources import from_mcqa
@@ -27,12 +26,8 @@ from medcouncil.serving.common.errors import ConfigError
 
 
 def _sources() -> list[CaseSource]:
-    found = []
-    for info in pkgutil.iter_modules(sources.__path__):
-        declared = getattr(importlib.import_module(f"{sources.__name__}.{info.name}"), "SOURCE", None)
-        if isinstance(declared, CaseSource):
-            found.append(declared)
-    return sorted(found, key=lambda source: source.order)
+    declared = [module.SOURCE for module in declaring_modules(sources, "SOURCE", CaseSource)]
+    return sorted(declared, key=lambda source: source.order)
 
 
 SOURCES = _sources()

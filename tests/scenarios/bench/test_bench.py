@@ -14,7 +14,8 @@ import pytest
 from medcouncil.agents.council import Council, Gated, SingleModel
 from medcouncil.agents.protocol import Episode, Event, Question, Turn, run_episode
 from medcouncil.scenarios.bench.harness import Harness, Item, prepare
-from medcouncil.scenarios.bench.journal import SC_K, Journal, RunConfig, read_errors, read_records
+from medcouncil.scenarios.bench.journal import Journal, RunConfig, read_errors, read_records
+from medcouncil.scenarios.bench.modes import SC_K
 from medcouncil.scenarios.cli.bench import bench
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.serving.common.errors import EndpointUnreachableError
