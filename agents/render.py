@@ -56,12 +56,13 @@ class Renderer:
             self.console.print(f"[{self._style('retriever')}]retriever ›[/] {escape(turn.content)}")
             return
         table = Table(title="retriever › sources", title_style=self._style("retriever"), show_lines=False)
-        for column in ("#", "score", "source", "excerpt"):
+        for column in ("#", "score", "dense #", "BM25 #", "source", "excerpt"):
             table.add_column(column, overflow="fold")
         for number, evidence in enumerate(turn.evidence, 1):
             excerpt = evidence.text if len(evidence.text) < 160 else evidence.text[:157] + "…"
+            ranks = [str(rank) if rank else "–" for rank in (evidence.dense_rank, evidence.lexical_rank)]
             table.add_row(
-                str(number), f"{evidence.score:.2f}", escape(evidence.title or evidence.source), escape(excerpt)
+                str(number), f"{evidence.score:.2f}", *ranks, escape(evidence.title or evidence.source), escape(excerpt)
             )
         self.console.print(table)
 

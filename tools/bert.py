@@ -16,11 +16,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from medcouncil.serving.common.errors import ConfigError
+from medcouncil.tools.bert_onnx import load_forward
 
 Array = np.ndarray[Any, np.dtype[np.float32]]
 
@@ -92,7 +93,9 @@ class _Layer:
 class BertSentenceEncoder:
     """A sentence-transformers BERT folder, run in NumPy; vectors L2-normalised."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, runtime: Literal["auto", "numpy"] = "auto") -> None:
+        """``runtime``: ``auto`` runs the ONNX Runtime pass when the folder ships its graph (``bert_onnx.py``),
+        else NumPy; ``numpy`` always NumPy."""
         from safetensors.numpy import load_file
         from tokenizers import Tokenizer
 
@@ -134,6 +137,7 @@ class BertSentenceEncoder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_length)
+        self.runtime = load_forward(folder, self) if runtime == "auto" else None
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return [encoding.ids for encoding in self.tokenizer.encode_batch(texts)]
@@ -146,9 +150,19 @@ class BertSentenceEncoder:
         for row, tokens in enumerate(batch):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1.0
+        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
+        x = self.runtime(ids, bias) if self.runtime is not None else self._hidden(ids, bias)
+        if self.cls_pooling:
+            pooled = x[:, 0, :]
+        else:
+            pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        return np.asarray(pooled, dtype=np.float32)
+
+    def _hidden(self, ids: np.ndarray[Any, Any], bias: Array) -> Array:
+        """The last hidden states, in NumPy."""
+        length = ids.shape[1]
         x = self.word[ids] + self.position[:length] + self.token_type
         x = _layer_norm(x, *self.ln, self.eps)
-        bias = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         size, hidden = x.shape[0], x.shape[2]
         head = hidden // self.heads
         scale = np.float32(1 / math.sqrt(head))
@@ -172,11 +186,7 @@ class BertSentenceEncoder:
             out += layer.down_bias
             out += x
             x = _layer_norm(out, *layer.ln2, self.eps)
-        if self.cls_pooling:
-            pooled = x[:, 0, :]
-        else:
-            pooled = (x * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        return np.asarray(pooled, dtype=np.float32)
+        return x
 
     def encode(self, texts: list[str], batch_size: int = 64) -> Array:
         """One vector per text, in order; texts are batched by length so padding costs little."""

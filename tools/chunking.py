@@ -28,6 +28,8 @@ class Document:
     """The benchmark item this text explains, if any: the contamination guard excludes it."""
     language: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    question: str = ""
+    """The benchmark question this text belongs to, if any (not stored: ``index add``'s leak check reads it)."""
 
 
 @dataclass(frozen=True)

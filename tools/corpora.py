@@ -1,4 +1,5 @@
-"""Files → documents: plain text, Markdown, JSONL, CSV and JSON, recognising the shared medical corpora.
+"""Files → documents: plain text, Markdown, PDF (its text layer), JSONL, CSV and JSON, recognising the shared medical
+corpora.
 
 Recognised formats (``../shared/data/raw``): MedMCQA rows (``exp`` explanations, one document per item, the item id
 kept for the contamination guard), BioASQ golden files (``questions[].snippets[].text``) and PubMedQA's labelled
@@ -15,7 +16,7 @@ from typing import Any
 
 from medcouncil.tools.chunking import Document
 
-SUPPORTED = (".txt", ".md", ".jsonl", ".json", ".csv")
+SUPPORTED = (".txt", ".md", ".jsonl", ".json", ".csv", ".pdf")
 TEXT_FIELDS = ("text", "content", "contents", "body", "abstract", "exp")
 Warn = Callable[[str], None]
 
@@ -34,7 +35,12 @@ def _row_document(row: dict[str, Any], source: str) -> Document | None:
             return None
         topic = " / ".join(str(row[key]) for key in ("subject_name", "topic_name") if row.get(key))
         return Document(
-            text=text, source=source, title=topic, item_id=str(row.get("id", "")), extra={"corpus": "medmcqa"}
+            text=text,
+            source=source,
+            title=topic,
+            item_id=str(row.get("id", "")),
+            extra={"corpus": "medmcqa"},
+            question=str(row.get("question") or ""),
         )
     for name in TEXT_FIELDS:
         if isinstance(row.get(name), str) and row[name].strip():
@@ -75,6 +81,7 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
                         title=title,
                         item_id=str(question.get("id", "")),
                         extra={"corpus": "bioasq"},
+                        question=str(question.get("body") or ""),
                     )
         return
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "CONTEXTS" in v for v in data.values()):
@@ -82,7 +89,12 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
             text = " ".join(str(part) for part in entry["CONTEXTS"]).strip()
             if text:
                 yield Document(
-                    text=text, source=source, title=f"PubMed {pmid}", item_id=str(pmid), extra={"corpus": "pubmedqa"}
+                    text=text,
+                    source=source,
+                    title=f"PubMed {pmid}",
+                    item_id=str(pmid),
+                    extra={"corpus": "pubmedqa"},
+                    question=str(entry.get("QUESTION") or ""),
                 )
         return
     rows = data if isinstance(data, list) else [data]
@@ -108,6 +120,29 @@ def _csv(path: Path, warn: Warn) -> Iterator[Document]:
                 warn(f"{path}:{number}: skipped, empty text")
                 continue
             yield document
+
+
+def _pdf(path: Path, warn: Warn) -> Iterator[Document]:
+    """One document per PDF: the text layer of its pages (a scanned PDF without one has no text: say so)."""
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(path)
+        if reader.is_encrypted:
+            warn(f"{path}: skipped, encrypted PDF")
+            return
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except (PdfReadError, ValueError, KeyError, TypeError) as error:
+        warn(f"{path}: skipped, not a readable PDF ({type(error).__name__}: {error})")
+        return
+    text = "\n\n".join(page.strip() for page in pages if page.strip())
+    if not text:
+        warn(f"{path}: skipped, no text layer (a scanned PDF needs OCR first)")
+        return
+    metadata: Any = reader.metadata or {}
+    title = str(metadata.get("/Title") or "") or path.stem
+    yield Document(text=text, source=str(path), title=title)
 
 
 def read_documents(path: Path, warn: Warn) -> Iterator[Document]:
@@ -137,6 +172,8 @@ def read_documents(path: Path, warn: Warn) -> Iterator[Document]:
             yield from _jsonl(path, warn)
         elif suffix == ".json":
             yield from _json(path, warn)
+        elif suffix == ".pdf":
+            yield from _pdf(path, warn)
         else:
             yield from _csv(path, warn)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:

@@ -47,6 +47,9 @@ class EmbeddingConfig(BaseModel):
     """OpenAI-compatible base URL, for ``kind: openai``."""
     api_key: str | None = None
     batch_size: int = Field(default=64, ge=1)
+    languages: list[str] = Field(default_factory=lambda: ["en"])
+    """Languages the model reads (``en``, ``ko``): a query in another one is ranked and judged lexically only (the
+    shipped MiniLM reads English; Hangul is noise to it)."""
 
 
 def _normalise(vectors: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.float32]]:

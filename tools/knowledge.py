@@ -1,14 +1,19 @@
-"""The knowledge base: a persistent Chroma collection of embedded chunks, searched with a threshold and a guard.
+"""The knowledge base: a persistent Chroma collection of embedded chunks and a BM25 index beside it, searched
+dense, lexical or hybrid (``retrieval.py``), with a calibrated decision and a contamination guard.
 
 Chroma runs embedded (``PersistentClient``) under the user data folder, telemetry off, with cosine distance set in
 the collection's HNSW configuration. medcouncil computes every vector itself (see ``embeddings.py``), so Chroma's
-default embedding model, which would be fetched from a hub, is never used.
+default embedding model, which would be fetched from a hub, is never used. The lexical index is saved under
+``<store>/lexical/<collection>`` with a fingerprint of the chunk ids it covers: a store changed by another process or
+an older version is re-indexed on first search.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +26,23 @@ from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 from medcouncil.serving.common.paths import data_dir
 from medcouncil.tools.chunking import Chunk, Document, chunk_document
 from medcouncil.tools.embeddings import Embedder, EmbeddingConfig, build_embedder
+from medcouncil.tools.language import detect_language
+from medcouncil.tools.lexical import LexicalIndex, fingerprint, lexical_text, tokenize
+from medcouncil.tools.retrieval import (
+    DEPTH,
+    RRF_K,
+    Candidate,
+    Method,
+    checked_k,
+    default_threshold,
+    fuse,
+    method_from_env,
+)
+from medcouncil.tools.starter_pack import starter_documents
 
 DEFAULT_COLLECTION = "medcouncil"
 TOP_K = 5
-THRESHOLD = 0.4
-"""Top-k and cosine-similarity threshold of the reference Korean MedGemma setup."""
+"""Top-k of the reference Korean MedGemma setup."""
 NEAR_DUPLICATE = 0.9
 """Similarity to a benchmark question above which a chunk counts as derived from it."""
 
@@ -41,7 +58,13 @@ class KnowledgeConfig(BaseModel):
     """Store folder; default ``<user data>/knowledge`` (env ``MEDCOUNCIL_KNOWLEDGE_DIR``)."""
     collection: str = DEFAULT_COLLECTION
     k: int = Field(default=TOP_K, ge=1)
-    threshold: float = Field(default=THRESHOLD, ge=-1, le=1)
+    method: Method = Field(default_factory=lambda: method_from_env())
+    """``hybrid`` (dense and BM25 fused), ``dense`` (the reference setup: cosine only) or ``lexical``; default from
+    env ``MEDCOUNCIL_RETRIEVAL`` (how ``chat`` and ``bench`` are switched), else ``hybrid``."""
+    rrf_k: int = Field(default=RRF_K, ge=1)
+    """Reciprocal rank fusion's constant."""
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+    """Cutoff on the method's score: cosine for ``dense`` (default 0.4), calibrated relevance otherwise (0.5)."""
     embedding: EmbeddingConfig = Field(default_factory=EmbeddingConfig)
 
     def store_path(self) -> Path:
@@ -57,11 +80,18 @@ class Evidence(BaseModel):
     id: str
     text: str
     score: float
-    """Cosine similarity to the query."""
+    """What the search decided on: calibrated relevance (hybrid, lexical) or cosine similarity (dense)."""
     source: str
     title: str = ""
     item_id: str = ""
     language: str = ""
+    cosine: float | None = None
+    """Cosine similarity to the query."""
+    coverage: float | None = None
+    """Idf-weighted share of the query's terms in the chunk."""
+    dense_rank: int | None = None
+    lexical_rank: int | None = None
+    """Ranks (from 1) in the dense and the BM25 ranking; None when outside a ranking's candidates."""
 
 
 @dataclass
@@ -80,13 +110,6 @@ class AddReport:
     new: int = 0
 
 
-def checked_k(k: int) -> int:
-    """``k`` as a search may take it: at least one result (0 is not "the default", and Chroma cannot take -1)."""
-    if k < 1:
-        raise ValueError(f"k = {k}: a search returns at least 1 result")
-    return k
-
-
 def _normalised_text(text: str) -> str:
     return re.sub(r"\W+", " ", text.lower()).strip()
 
@@ -98,6 +121,7 @@ class KnowledgeBase:
         self.config = config or KnowledgeConfig()
         self.embedder = embedder or build_embedder(self.config.embedding)
         self.path = self.config.store_path()
+        self._lexical: LexicalIndex | None = None
         os.environ["ANONYMIZED_TELEMETRY"] = "False"
         try:
             import chromadb
@@ -171,6 +195,7 @@ class KnowledgeBase:
         fresh = [chunk for chunk in unique if chunk.id not in existing]
         if fresh:
             vectors = self.embedder.encode([chunk.text for chunk in fresh])
+            self._changed()
             self.collection.upsert(
                 ids=[chunk.id for chunk in fresh],
                 embeddings=vectors,
@@ -182,70 +207,154 @@ class KnowledgeBase:
         if progress is not None:
             progress(len(chunks))
 
+    # The lexical side: built from the store on first use, saved beside it, dropped before every change.
+
+    @property
+    def lexical_folder(self) -> Path:
+        return self.path / "lexical" / self.config.collection
+
+    def lexical(self) -> LexicalIndex:
+        """The BM25 index of every chunk in the collection (loaded if saved for these chunks, else rebuilt)."""
+        if self._lexical is None:
+            ids = self.collection.get(include=[])["ids"]
+            stamp = fingerprint(ids)
+            index = LexicalIndex.load(self.lexical_folder, stamp)
+            if index is None:
+                chunk_ids: list[str] = []
+                item_ids: list[str] = []
+                tokens: list[list[str]] = []
+                for start in range(0, len(ids), 5000):
+                    rows = self.collection.get(ids=ids[start : start + 5000], include=["documents", "metadatas"])
+                    for chunk_id, text, meta in zip(
+                        rows["ids"], rows["documents"] or [], rows["metadatas"] or [], strict=True
+                    ):
+                        chunk_ids.append(chunk_id)
+                        item_ids.append(str((meta or {}).get("item_id", "")))
+                        tokens.append(tokenize(lexical_text(text or "", dict(meta or {}))))
+                index = LexicalIndex(chunk_ids, item_ids, tokens)
+                with contextlib.suppress(OSError):  # a read-only or full store still searches (rebuilt next time)
+                    index.save(self.lexical_folder, stamp)
+            self._lexical = index
+        return self._lexical
+
+    def _changed(self) -> None:
+        """Called before the collection changes: a process killed mid-change leaves no stale lexical index."""
+        self._lexical = None
+        shutil.rmtree(self.lexical_folder, ignore_errors=True)
+
+    def rank(
+        self,
+        query: str,
+        method: Method = "hybrid",
+        depth: int = DEPTH,
+        guard: SearchGuard | None = None,
+        limit: int | None = None,
+    ) -> list[Candidate]:
+        """The first ``limit`` (default: all) candidates for ``query`` in the method's order, from the ``depth`` best of
+        each ranking, with ranks, fused score, cosine, coverage, text and metadata filled in, minus the guard's
+        exclusions; no cutoff."""
+        tokens = tokenize(query)
+        if not query.strip():
+            return []
+        query_vector = self.embedder.encode([query])
+        excluded_items = guard.item_ids if guard is not None else set()
+        dense: list[str] = []
+        if method != "lexical":
+            where: Any = {"item_id": {"$nin": sorted(excluded_items)}} if excluded_items else None
+            result = self.collection.query(query_embeddings=query_vector, n_results=depth, where=where, include=[])
+            dense = list(result["ids"][0])
+        lexical: list[str] = []
+        index = self.lexical() if method != "dense" else None
+        if index is not None:
+            hits = index.search(tokens, depth + len(excluded_items))
+            lexical = [index.ids[hit.index] for hit in hits if index.item_ids[hit.index] not in excluded_items]
+            lexical = lexical[:depth]
+        readable = detect_language(query) in self.config.embedding.languages
+        candidates = fuse(dense, lexical, method, self.config.rrf_k, readable)[:limit]
+        if not candidates:
+            return []
+        rows: Any = self.collection.get(
+            ids=[candidate.id for candidate in candidates], include=["documents", "metadatas", "embeddings"]
+        )
+        found = {
+            chunk_id: (text or "", dict(meta or {}), vector)
+            for chunk_id, text, meta, vector in zip(
+                rows["ids"], rows["documents"], rows["metadatas"], rows["embeddings"], strict=True
+            )
+        }
+        candidates = [candidate for candidate in candidates if candidate.id in found]
+        vectors = np.asarray([found[candidate.id][2] for candidate in candidates], dtype=np.float32)
+        cosines = vectors @ query_vector[0]
+        for candidate, cosine in zip(candidates, cosines, strict=True):
+            candidate.text, candidate.metadata = found[candidate.id][0], found[candidate.id][1]
+            candidate.cosine = float(cosine)
+        if index is not None:
+            indexed = [candidate for candidate in candidates if candidate.id in index.position]
+            shares = index.coverages(tokens, [index.position[candidate.id] for candidate in indexed])
+            for candidate, share in zip(indexed, shares, strict=True):
+                candidate.coverage = share
+        # Equal fused scores (ranks a, b in one list and b, a in the other) are ordered by relevance.
+        candidates.sort(key=lambda candidate: (-round(candidate.fused, 12), -candidate.score(method)))
+        vectors = np.asarray([found[candidate.id][2] for candidate in candidates], dtype=np.float32)
+        excluded = self._near_duplicates(guard, candidates, vectors, query, query_vector)
+        return [candidate for number, candidate in enumerate(candidates) if number not in excluded]
+
     def search(
         self, query: str, k: int | None = None, threshold: float | None = None, guard: SearchGuard | None = None
     ) -> list[Evidence]:
-        """Top-``k`` chunks with cosine similarity >= ``threshold``, minus what the guard excludes.
+        """The ``k`` best chunks whose score (the method's: see :class:`KnowledgeConfig`) reaches ``threshold``,
+        minus what the guard excludes.
 
         Raises:
             ValueError: ``k`` below 1 (``KnowledgeConfig.k``'s own bound).
         """
         k = self.config.k if k is None else checked_k(k)
-        threshold = self.config.threshold if threshold is None else threshold
-        total = self.count()
-        if total == 0 or not query.strip():
-            return []
-        query_vector = self.embedder.encode([query])
-        where: Any = None
-        if guard is not None and guard.item_ids:
-            where = {"item_id": {"$nin": sorted(guard.item_ids)}}
-        fetch = min(total, k * 3 + 10 if guard is not None else k)
-        near_duplicates = guard is not None and bool(guard.question)
-        include: Any = ["documents", "metadatas", "distances", *(["embeddings"] if near_duplicates else [])]
-        result = self.collection.query(query_embeddings=query_vector, n_results=fetch, where=where, include=include)
-        ids = result["ids"][0]
-        documents = (result["documents"] or [[]])[0]
-        metadatas = (result["metadatas"] or [[]])[0]
-        distances = (result["distances"] or [[]])[0]
-        embeddings = (result.get("embeddings") or [[]])[0]
-        excluded = self._guarded(guard, documents, embeddings, query, query_vector)
+        method = self.config.method
+        if threshold is None:
+            threshold = default_threshold(method) if self.config.threshold is None else self.config.threshold
         evidence = []
-        for index, chunk_id in enumerate(ids):
-            score = 1.0 - float(distances[index])
-            if score < threshold or index in excluded:
+        for candidate in self.rank(query, method, max(DEPTH, k), guard, limit=max(4 * k, 20)):
+            score = candidate.score(method)
+            if score < threshold:
                 continue
-            meta = metadatas[index] or {}
+            meta = candidate.metadata
             evidence.append(
                 Evidence(
-                    id=chunk_id,
-                    text=documents[index] or "",
+                    id=candidate.id,
+                    text=candidate.text,
                     score=score,
                     source=str(meta.get("source", "")),
                     title=str(meta.get("title", "")),
                     item_id=str(meta.get("item_id", "")),
                     language=str(meta.get("language", "")),
+                    cosine=candidate.cosine,
+                    coverage=candidate.coverage if method != "dense" else None,
+                    dense_rank=candidate.dense_rank,
+                    lexical_rank=candidate.lexical_rank,
                 )
             )
-        return evidence[:k]
+            if len(evidence) == k:
+                break
+        return evidence
 
-    def _guarded(
+    def _near_duplicates(
         self,
         guard: SearchGuard | None,
-        documents: list[Any],
-        embeddings: Any,
+        candidates: list[Candidate],
+        vectors: np.ndarray[Any, Any],
         query: str,
         query_vector: np.ndarray[Any, Any],
     ) -> set[int]:
-        """Indices of results that are near-duplicates of the guarded question."""
-        if guard is None or not guard.question:
+        """Indices of candidates that are near-duplicates of the guarded question."""
+        if guard is None or not guard.question or not candidates:
             return set()
         question_vector = query_vector if guard.question == query else self.embedder.encode([guard.question])
-        similarities = np.asarray(embeddings, dtype=np.float32) @ question_vector[0] if len(documents) else []
+        similarities = vectors @ question_vector[0]
         needle = _normalised_text(guard.question)[:200]
         return {
-            index
-            for index, text in enumerate(documents)
-            if similarities[index] >= guard.near_duplicate or (needle and needle in _normalised_text(text or ""))
+            number
+            for number, candidate in enumerate(candidates)
+            if similarities[number] >= guard.near_duplicate or (needle and needle in _normalised_text(candidate.text))
         }
 
     def stats(self) -> dict[str, Any]:
@@ -270,6 +379,7 @@ class KnowledgeBase:
         """Delete every chunk of ``source``; returns how many."""
         ids = self.collection.get(where={"source": source}, include=[])["ids"]
         if ids:
+            self._changed()
             self.collection.delete(ids=ids)
         return len(ids)
 
@@ -278,32 +388,6 @@ def validate_collection_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", name):
         raise ConfigError(f"collection name {name!r}: 3-512 characters of letters, digits, '.', '_', '-'")
     return name
-
-
-STARTER_DIR = Path(__file__).with_name("starter")
-"""Concise notes on ~30 common conditions (English, Korean titles and terms): demo material, not for clinical use."""
-STARTER_SOURCE_PREFIX = "starter/"
-STARTER_NOTE = "demo material, not for clinical use"
-
-
-def starter_documents() -> list[Document]:
-    documents = []
-    for path in sorted(STARTER_DIR.glob("*.md")):
-        lines = path.read_text(encoding="utf-8").strip().splitlines()
-        title = lines[0].lstrip("# ").strip()
-        terms = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Korean terms:")), "")
-        # The demo banner and the Korean terms go to metadata: the English embedding model reads Hangul as noise.
-        body = "\n".join(line for line in lines[1:] if not line.startswith((">", "Korean terms:")))
-        documents.append(
-            Document(
-                text=f"{title.split(' (')[0]}.\n{body.strip()}",
-                source=STARTER_SOURCE_PREFIX + path.name,
-                title=title,
-                language="en",
-                extra={"note": STARTER_NOTE, "korean_terms": terms},
-            )
-        )
-    return documents
 
 
 def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | None = None) -> KnowledgeBase:

@@ -6,7 +6,8 @@ import re
 from typing import Protocol
 
 from medcouncil.tools.chunking import Document, chunk_document
-from medcouncil.tools.knowledge import NEAR_DUPLICATE, Evidence, SearchGuard, checked_k
+from medcouncil.tools.knowledge import NEAR_DUPLICATE, Evidence, SearchGuard
+from medcouncil.tools.retrieval import checked_k
 
 
 class KnowledgeSearch(Protocol):

@@ -18,6 +18,7 @@ from medcouncil.scenarios.cli import data as data_cli
 from medcouncil.scenarios.cli import distill as distill_cli
 from medcouncil.scenarios.cli import finetune as finetune_cli
 from medcouncil.scenarios.cli import index as tools_cli
+from medcouncil.scenarios.cli import index_eval
 from medcouncil.scenarios.cli import replay as replay_cli
 from medcouncil.scenarios.cli import serve as serve_cli
 from medcouncil.serving.common.console import err_console
@@ -82,6 +83,7 @@ app.command()(expected_errors(finetune_cli.finetune))
 app.command()(expected_errors(distill_cli.distill))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
+tools_cli.index_app.command("eval")(expected_errors(index_eval.eval_command))
 app.add_typer(tools_cli.index_app, name="index")
 data_cli.data_app.command()(expected_errors(data_cli.build))
 app.add_typer(data_cli.data_app, name="data")

@@ -1,4 +1,4 @@
-"""``medcouncil index``: add, stats, query, remove."""
+"""``medcouncil index``: add, stats, query, remove (``eval`` is in ``index_eval.py``)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,21 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from medcouncil.scenarios.retrieval.leaks import Leak, describe, find_leaks, record_leaks
+from medcouncil.scenarios.training.decontamination import local_eval_sets
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.tools.chunking import chunk_document
 from medcouncil.tools.corpora import read_documents
 from medcouncil.tools.knowledge import (
     DEFAULT_COLLECTION,
-    THRESHOLD,
     TOP_K,
     KnowledgeBase,
     KnowledgeConfig,
     open_knowledge,
     validate_collection_name,
 )
+from medcouncil.tools.retrieval import Method, default_threshold
 
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Chroma collection.")]
 StoreOpt = Annotated[
@@ -42,8 +44,8 @@ index_app = typer.Typer(
 )
 
 
-def _open(collection: str, store: Path | None) -> KnowledgeBase:
-    config = KnowledgeConfig(collection=validate_collection_name(collection), path=store)
+def _open(collection: str, store: Path | None, method: Method = "hybrid") -> KnowledgeBase:
+    config = KnowledgeConfig(collection=validate_collection_name(collection), path=store, method=method)
     with console.status("Loading the embedding model…"):
         return open_knowledge(config)
 
@@ -53,17 +55,26 @@ def _warn(message: str) -> None:
 
 
 def add(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .jsonl .json .csv).")],
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .pdf .jsonl .json .csv).")],
     collection: CollectionOpt = DEFAULT_COLLECTION,
     store: StoreOpt = None,
+    leak_check: Annotated[
+        bool, typer.Option(help="Record which local benchmark items each document would leak (and guard them).")
+    ] = True,
+    data: Annotated[Path | None, typer.Option(help="Benchmark data folder for the leak check.")] = None,
 ) -> None:
-    """Ingest files: sentence-bounded chunks, content-hash ids (re-ingesting changes nothing)."""
+    """Ingest files (.txt .md .pdf .jsonl .json .csv): sentence-bounded chunks, content-hash ids (re-ingesting changes
+    nothing), the documents that would leak a local benchmark item recorded and guarded."""
     missing = [path for path in paths if not path.exists()]
     if len(missing) == len(paths):
         raise ConfigError(f"not found: {', '.join(map(str, missing))}")
     for path in missing:
         _warn(f"{path}: skipped, no such file or folder")
     knowledge = _open(collection, store)
+    evals = local_eval_sets(data) if leak_check else []
+    if leak_check and not evals:
+        _warn("no local benchmark files found: leak check skipped (give --data)")
+    leaks: list[Leak] = []
     totals = [0, 0, 0]
     columns = (
         TextColumn("{task.description}"),
@@ -74,7 +85,8 @@ def add(
     )
     with Progress(*columns, console=err_console) as progress:
         for path in (path.resolve() for path in paths if path not in missing):  # one source name per file
-            documents = list(read_documents(path, _warn))
+            documents, found = find_leaks(list(read_documents(path, _warn)), evals)
+            leaks += found
             # Chunking is cheap next to embedding (0.1 s for 2.6 MB): counted first, the bar has a total and an ETA.
             task = progress.add_task(f"{path.name} chunks", total=sum(len(chunk_document(d)) for d in documents))
 
@@ -87,6 +99,15 @@ def add(
         f"{totals[0]} documents → {totals[1]} chunks, {totals[2]} new; "
         f"collection [bold]{collection}[/] holds {knowledge.count()} chunks ({knowledge.path})"
     )
+    if leaks:
+        record = record_leaks(knowledge.path, collection, leaks)
+        console.print(
+            f"{len(leaks)} documents would leak benchmark items ({describe(leaks)}): recorded in {record}; "
+            "the contamination guard keeps each out of its own item's evidence",
+            markup=False,
+        )
+    elif evals:
+        console.print(f"leak check: no document matches any of {len(evals)} local benchmark items")
     if missing:  # the others are in; the command still fails, naming what was not found
         err_console.print(f"[error]error:[/] not found: {escape(', '.join(map(str, missing)))}", soft_wrap=True)
         raise typer.Exit(1)
@@ -109,20 +130,27 @@ def stats(collection: CollectionOpt = DEFAULT_COLLECTION, store: StoreOpt = None
 def query(
     text: Annotated[str, typer.Argument(help="What to search for.")],
     k: Annotated[int, typer.Option("-k", min=1, help="Results at most.")] = TOP_K,
-    threshold: Annotated[float, typer.Option(min=-1, max=1, help="Cosine similarity at least.")] = THRESHOLD,
+    method: Annotated[Method, typer.Option(help="hybrid (dense + BM25), dense or lexical.")] = "hybrid",
+    threshold: Annotated[
+        float | None,
+        typer.Option(min=-1, max=1, help="Cutoff: relevance (hybrid, lexical; default 0.5) or cosine (dense; 0.4)."),
+    ] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     store: StoreOpt = None,
 ) -> None:
-    """Search: numbered evidence with scores and source ids."""
-    results = _open(collection, store).search(text, k=k, threshold=threshold)
+    """Search: numbered evidence with its relevance, cosine, ranks in either list, and source ids."""
+    knowledge = _open(collection, store, method)
+    results = knowledge.search(text, k=k, threshold=threshold)
     if not results:
-        console.print(f"No evidence at or above similarity {threshold}.")
+        cutoff = default_threshold(method) if threshold is None else threshold
+        console.print(f"No evidence: nothing reaches the {method} cutoff {cutoff}.")
         return
-    table = Table("#", "score", "source", "text", show_lines=True)
+    table = Table("#", "score", "cosine", "dense #", "BM25 #", "source", "text", show_lines=True)
     for number, evidence in enumerate(results, 1):
         snippet = evidence.text if len(evidence.text) <= 300 else evidence.text[:297] + "…"
         source = f"{evidence.source}\n[dim]{evidence.title}[/]\n[dim]id {evidence.id[:12]}[/]"
-        table.add_row(str(number), f"{evidence.score:.3f}", source, snippet)
+        ranks = [str(rank) if rank else "–" for rank in (evidence.dense_rank, evidence.lexical_rank)]
+        table.add_row(str(number), f"{evidence.score:.3f}", f"{evidence.cosine or 0:.3f}", *ranks, source, snippet)
     console.print(table)
 
 

@@ -13,7 +13,8 @@ import pytest
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.tools.bert import BertSentenceEncoder, gelu
 from medcouncil.tools.embeddings import BertEmbedder, EmbeddingConfig, SentenceTransformerEmbedder, build_embedder
-from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, starter_documents
+from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
+from medcouncil.tools.starter_pack import starter_documents
 
 from ..conftest import SHARED
 
@@ -95,3 +96,26 @@ def test_a_model_the_encoder_cannot_run_is_a_clear_error(tmp_path: Path) -> None
         BertSentenceEncoder(tmp_path)
     with pytest.raises(ConfigError, match="embedding model folder not found"):
         build_embedder(EmbeddingConfig(model=str(tmp_path / "missing")))
+
+
+def test_onnx_runtime_pass_matches_the_numpy_pass_and_the_shipped_graph_is_current(tmp_path: Path) -> None:
+    from medcouncil.tools.bert_onnx import GRAPH_FILE, build_graph
+    from medcouncil.tools.embeddings import model_folder
+
+    folder, _ = model_folder(None)
+    fast = BertSentenceEncoder(folder)
+    slow = BertSentenceEncoder(folder, runtime="numpy")
+    assert fast.runtime is not None and slow.runtime is None  # the shipped folder carries its graph
+    texts = [*EDGE_CASES, *_passages(40)]
+    cosines = np.sum(fast.encode(texts, 8) * slow.encode(texts, 8), axis=1)
+    assert float(cosines.min()) >= 0.9999
+    assert (folder / GRAPH_FILE).read_bytes() == build_graph(slow)  # regenerate: python -m medcouncil.tools.bert_onnx
+    # A folder without the graph (another BERT model) runs the NumPy pass.
+    copy = tmp_path / "model"
+    copy.mkdir()
+    for item in folder.iterdir():
+        if item.name != GRAPH_FILE:
+            (copy / item.name).symlink_to(item)
+    assert BertSentenceEncoder(copy).runtime is None
+    (copy / GRAPH_FILE).write_bytes(b"not a graph")  # a damaged graph: NumPy, not a crash
+    assert BertSentenceEncoder(copy).runtime is None

@@ -72,12 +72,14 @@ def test_bioasq_and_pubmedqa_are_recognised(tmp_path: Path) -> None:
 def test_text_markdown_csv_and_folders(tmp_path: Path) -> None:
     (tmp_path / "a.md").write_text("# 천식 (Asthma)\n\nWheeze.")
     (tmp_path / "b.csv").write_text("title,text\nGout,Urate crystals.\nEmpty,\n")
-    (tmp_path / "c.pdf").write_bytes(b"%PDF")
+    (tmp_path / "c.docx").write_bytes(b"PK")
+    (tmp_path / "d.pdf").write_bytes(b"%PDF")
     documents, warnings = read(tmp_path)
     assert {d.title for d in documents} == {"천식 (Asthma)", "Gout"}
-    assert any("1 files of unsupported types skipped (e.g. c.pdf)" in w for w in warnings)
-    _, warnings = read(tmp_path / "c.pdf")
-    assert warnings[0].startswith(f"{tmp_path / 'c.pdf'}: skipped, unsupported file type")
+    assert any("1 files of unsupported types skipped (e.g. c.docx)" in w for w in warnings)
+    assert any(w.startswith(f"{tmp_path / 'd.pdf'}: skipped, not a readable PDF") for w in warnings)
+    _, warnings = read(tmp_path / "c.docx")
+    assert warnings[0].startswith(f"{tmp_path / 'c.docx'}: skipped, unsupported file type")
 
 
 def test_unreadable_file_is_skipped_with_its_name(tmp_path: Path) -> None:

@@ -11,15 +11,14 @@ from medcouncil.tools.chunking import Document
 from medcouncil.tools.embeddings import BertEmbedder
 from medcouncil.tools.knowledge import (
     DEFAULT_COLLECTION,
-    STARTER_NOTE,
     KnowledgeBase,
     KnowledgeConfig,
     KnowledgeStoreError,
     SearchGuard,
     open_knowledge,
-    starter_documents,
 )
 from medcouncil.tools.search import InMemoryKnowledge
+from medcouncil.tools.starter_pack import STARTER_NOTE, starter_documents
 
 NOTES = [
     Document(
@@ -47,8 +46,10 @@ def test_cosine_distance_is_what_chroma_uses(knowledge: KnowledgeBase, embedder:
     query = "wheeze at night relieved by salbutamol"
     top = knowledge.search(query, k=1, threshold=-1)[0]
     expected = float(embedder.encode([query])[0] @ embedder.encode([top.text])[0])
-    assert top.score == pytest.approx(expected, abs=1e-4)  # similarity = 1 - Chroma's distance = cosine
-    assert top.source == "asthma.txt"
+    assert top.cosine == pytest.approx(expected, abs=1e-4)
+    assert top.source == "asthma.txt" and top.dense_rank == 1
+    (dense,) = _dense(knowledge).search(query, k=1, threshold=-1)
+    assert dense.score == pytest.approx(expected, abs=1e-4)  # the dense method decides on the cosine
 
 
 def test_reingesting_is_idempotent(knowledge: KnowledgeBase) -> None:
@@ -59,8 +60,14 @@ def test_reingesting_is_idempotent(knowledge: KnowledgeBase) -> None:
     assert second.new == 0 and knowledge.count() == count
 
 
+def _dense(knowledge: KnowledgeBase) -> KnowledgeBase:
+    """The same store searched by the dense method (the reference setup's cosine threshold)."""
+    return KnowledgeBase(knowledge.config.model_copy(update={"method": "dense"}), knowledge.embedder)
+
+
 def test_threshold_and_k(knowledge: KnowledgeBase) -> None:
     knowledge.add(NOTES)
+    knowledge = _dense(knowledge)
     everything = knowledge.search("joint pain and crystals", k=10, threshold=-1)
     assert len(everything) == knowledge.count()
     assert [e.score for e in everything] == sorted((e.score for e in everything), reverse=True)
@@ -164,3 +171,68 @@ def test_a_killed_seeding_is_finished_by_the_next_open(tmp_path: Path, embedder:
     knowledge = open_knowledge(config, embedder)
     assert len(knowledge.stats()["sources"]) == len(starter_documents())
     assert not knowledge.seeding_marker.exists()
+
+
+STEMI = (
+    "A 58-year-old man has crushing substernal chest pain for 40 minutes radiating to the left arm, diaphoresis, "
+    "and ST elevation in II, III and aVF. What is the diagnosis and the first treatment?"
+)
+
+
+@pytest.fixture(scope="module")
+def starter(tmp_path_factory: pytest.TempPathFactory, embedder: BertEmbedder) -> KnowledgeBase:
+    """The starter pack in a store of its own (built once for the module)."""
+    knowledge = KnowledgeBase(KnowledgeConfig(path=tmp_path_factory.mktemp("starter"), collection="starter"), embedder)
+    knowledge.add(starter_documents())
+    return knowledge
+
+
+def test_the_stemi_vignette_finds_the_acs_note_first(starter: KnowledgeBase) -> None:
+    evidence = starter.search(STEMI)
+    assert evidence[0].source == "starter/acs.md" and evidence[0].lexical_rank == 1
+    dense = _dense(starter).search(STEMI, threshold=-1)
+    assert dense[0].source != "starter/acs.md"  # the embedder alone puts it lower (the reason for the lexical half)
+    assert "starter/acs.md" not in [e.source for e in _dense(starter).search(STEMI)]  # and under the 0.4 line
+
+
+def test_stroke_signs_reach_the_stroke_note(starter: KnowledgeBase) -> None:
+    ranked = starter.rank("sudden right-sided weakness with facial droop and slurred speech")
+    assert "starter/stroke.md" in [c.metadata["source"] for c in ranked[:3]]
+
+
+def test_a_korean_query_reaches_its_note_without_translation(starter: KnowledgeBase) -> None:
+    evidence = starter.search("심근경색이 의심되어 트로포닌을 측정하고 아스피린을 투여했다")
+    assert evidence and evidence[0].source == "starter/acs.md"
+    assert evidence[0].lexical_rank == 1
+    ranked = starter.rank("심근경색이 의심되는 환자", "hybrid")
+    assert not ranked[0].readable  # the English embedder cannot read it: its ranking is the lexical one
+    assert [c.lexical_rank for c in ranked] == sorted(c.lexical_rank or 10**6 for c in ranked)
+
+
+def test_off_topic_questions_get_no_evidence(starter: KnowledgeBase) -> None:
+    for question in ("What is the capital of France?", "How do I reset my router's password?", "오늘 서울 날씨 어때?"):
+        assert starter.search(question) == [], question
+    assert starter.search("What is the capital of France?", threshold=-1)  # candidates exist: the decision drops them
+
+
+def test_the_guard_covers_the_lexical_side(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    query = "scurvy vitamin C deficiency bleeding gums wound healing"
+    assert knowledge.rank(query, "lexical")[0].metadata["item_id"] == "q-42"
+    guarded = knowledge.rank(query, "lexical", guard=SearchGuard(item_ids={"q-42"}))
+    assert all(c.metadata["item_id"] != "q-42" for c in guarded)
+    assert all(e.item_id != "q-42" for e in knowledge.search(query, threshold=-1, guard=SearchGuard(item_ids={"q-42"})))
+
+
+def test_the_lexical_index_follows_the_collection(knowledge: KnowledgeBase, embedder: BertEmbedder) -> None:
+    knowledge.add(NOTES[:2])
+    assert knowledge.rank("colchicine", "lexical")[0].metadata["source"] == "gout.txt"
+    assert knowledge.lexical_folder.is_dir()  # saved beside the store
+    knowledge.add(NOTES[2:])  # an add drops the saved index; the next search sees the new chunk
+    assert knowledge.rank("scurvy", "lexical")[0].metadata["source"] == "medmcqa.jsonl"
+    knowledge.remove("gout.txt")
+    assert knowledge.rank("colchicine", "lexical") == []
+    # Another process changes the collection behind this one's back: a new opening notices (fingerprint).
+    knowledge.collection.delete(where={"source": "asthma.txt"})
+    reopened = KnowledgeBase(knowledge.config, embedder)
+    assert reopened.rank("salbutamol wheeze", "lexical") == []

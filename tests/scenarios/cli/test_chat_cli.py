@@ -16,6 +16,10 @@ from medcouncil.serving.server import EngineServer, ServerState
 
 pytestmark = pytest.mark.integration
 PROMPT = "you ›"
+STEMI = (
+    "A 58-year-old man has crushing substernal chest pain for 40 minutes radiating to the left arm, diaphoresis, "
+    "and ST elevation in II, III and aVF. What is the diagnosis and the first treatment?"
+)
 
 
 def spawn(cli: list[str], *args: str) -> pexpect.spawn:
@@ -28,15 +32,16 @@ def spawn(cli: list[str], *args: str) -> pexpect.spawn:
 
 def test_turn_single_mode_save_cancel_quit(cli: list[str], embedded_server: ServerState, tmp_path: Path) -> None:
     child = spawn(cli, "--endpoint", embedded_server.base_url)
-    child.sendline("A 24-year-old has episodic wheeze and a nocturnal cough relieved by salbutamol. Diagnosis?")
+    child.sendline(STEMI)
     child.expect("retriever › sources")
+    child.expect(r"│ 1 +│[^\n]*Acute coronary")  # the hybrid search puts acs.md first (dense alone: pneumonia)
     child.expect("final answer · council")
     child.expect(PROMPT)
 
     child.sendline("/single")
     child.expect("mode: single model")
     child.expect(PROMPT)
-    child.sendline("And what inhaler should she use?")
+    child.sendline("And which antiplatelet should he get?")
     child.expect("final answer · single")
     child.expect(PROMPT)
 

@@ -1,0 +1,207 @@
+"""Lexical search beside the dense one: clinical tokenisation and a BM25 index (``bm25s``) kept next to the store.
+
+Tokens (:func:`tokenize`), after NFKC normalisation and case-folding:
+
+* Latin words and numbers; a hyphenated or slashed compound gives its parts and the joined form
+  (``ST-elevation`` → ``st``, ``elevation``, ``stelevation``), so every spelling meets the others;
+* a number with its unit gives the number, the unit and the two joined (``300 mg`` → ``300``, ``mg``, ``300mg``);
+  decimals keep their point (``7.5``), percentages their sign (``90%``);
+* a light English suffix rule folds plurals (``arms`` → ``arm``, ``arteries`` → ``artery``);
+* Hangul runs give their character bigrams (a one-syllable run itself): Korean attaches particles to words
+  (``흉통이``, ``흉통을``) and bigrams match a term whatever follows it, with no dictionary;
+* English stop words are dropped; a Hangul particle is not a token of its own, only part of bigrams.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import shutil
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+K1 = 1.2
+B = 0.75
+"""BM25 parameters (Lucene's formula); the usual values, not tuned on the evaluation sets."""
+
+UNITS = (
+    "mg|mcg|µg|ug|g|kg|ml|l|dl|mmol|mol|meq|iu|u|mmhg|cmh2o|bpm|min|mins|h|hr|hrs|s|sec|d|wk|wks|mo|yr|yrs|cm|mm|"
+    "°c|c|°f|mg/dl|mmol/l|g/dl|mg/kg|ml/min|u/l|iu/l|ng/ml|pg/ml|meq/l|mosm/kg|l/min"
+)
+_NUMBER_UNIT = re.compile(rf"(\d+(?:\.\d+)?)\s?({UNITS})(?![a-z0-9/])")
+_TOKEN = re.compile(r"\d+(?:\.\d+)?%?|[a-z0-9µ°]+(?:[-/'][a-z0-9µ°]+)*|[\uac00-\ud7a3]+")
+_HANGUL = re.compile(r"[\uac00-\ud7a3]+")
+_STOP = """a about above after again against all also am an and any are as at be because been before being below
+    between both but by can could did do does doing down during each few for from further had has have having he
+    her here hers herself him himself his how i if in into is it its itself just me more most my myself no nor
+    not now of off on once only or other our ours ourselves out over own same she should so some such than that
+    the their theirs them themselves then there these they this those through to too under until up very was we
+    were what when where which while who whom why will with would you your yours yourself yourselves s t"""
+STOP_WORDS = frozenset(re.findall(r"[a-z]+", _STOP))
+
+
+def _fold(word: str) -> str:
+    """Plural folding: a light rule, never shorter than 3 letters; words ending in -ss, -us, -is are left alone."""
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(("ss", "us", "is")) and not word[-2].isdigit():
+        return word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list[str]:
+    """The lexical tokens of ``text`` (see the module's docstring); repeated tokens stay repeated (BM25 counts)."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    tokens: list[str] = []
+    for match in _NUMBER_UNIT.finditer(folded):
+        tokens.append(match.group(1) + match.group(2).replace("/", ""))
+    for word in _TOKEN.findall(folded):
+        if _HANGUL.fullmatch(word):
+            tokens += [word] if len(word) == 1 else [word[i : i + 2] for i in range(len(word) - 1)]
+            continue
+        parts = [part for part in re.split(r"[-/']", word) if part]
+        if len(parts) > 1:
+            tokens.append("".join(parts))
+        tokens += [_fold(part) for part in parts if part not in STOP_WORDS]
+    return tokens
+
+
+def _bm25s() -> Any:
+    """The BM25 library, imported on first use (``tokenize`` alone costs nothing), its debug logging silenced."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@dataclass(frozen=True)
+class LexicalHit:
+    index: int
+    """Position in the index's documents (see :attr:`LexicalIndex.ids`)."""
+    score: float
+
+
+class LexicalIndex:
+    """BM25 over a list of documents, with their ids and benchmark item ids alongside (for the guard)."""
+
+    def __init__(self, ids: Sequence[str], item_ids: Sequence[str], tokens: Sequence[list[str]]) -> None:
+        bm25s = _bm25s()
+
+        self.ids = list(ids)
+        self.item_ids = list(item_ids)
+        self.position = {chunk_id: index for index, chunk_id in enumerate(self.ids)}
+        self._bm25 = bm25s.BM25(k1=K1, b=B)
+        self._bm25.index([list(t) or [""] for t in tokens] or [[""]], show_progress=False)
+        frequency: dict[str, int] = {}
+        for document in tokens:
+            for token in set(document):
+                frequency[token] = frequency.get(token, 0) + 1
+        self.document_frequency = frequency
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def idf(self, token: str) -> float:
+        """Inverse document frequency; a token no document has gets the highest (it is what the corpus lacks)."""
+        count = len(self.ids)
+        return math.log(1 + (count + 0.5) / (self.document_frequency.get(token, 0) + 0.5))
+
+    def search(self, tokens: list[str], depth: int) -> list[LexicalHit]:
+        """The ``depth`` best documents with a positive score, best first."""
+        known = [token for token in tokens if token in self.document_frequency]
+        if not known or not self.ids:
+            return []
+        depth = min(depth, len(self.ids))
+        documents, scores = self._bm25.retrieve([known], k=depth, show_progress=False, n_threads=1)
+        return [
+            LexicalHit(int(index), float(score))
+            for index, score in zip(documents[0], scores[0], strict=True)
+            if score > 0
+        ]
+
+    def coverage(self, query: list[str], document: list[str]) -> float:
+        """Share of the query's (distinct) tokens found in ``document``, each weighted by its idf: 1.0 when the
+        document has every query term, low when it matches only common words or the query's rarest terms are
+        missing from the whole corpus."""
+        wanted = set(query)
+        if not wanted:
+            return 0.0
+        present = set(document)
+        total = sum(self.idf(token) for token in wanted)
+        return sum(self.idf(token) for token in wanted if token in present) / total
+
+    def coverages(self, query: list[str], positions: Sequence[int]) -> list[float]:
+        """:meth:`coverage` of the documents at ``positions``, read from the index (no re-tokenising)."""
+        wanted = set(query)
+        found = np.zeros(len(positions), dtype=np.float64)
+        if not wanted or not positions:
+            return found.tolist()
+        targets = np.asarray(positions, dtype=np.int64)
+        scores = self._bm25.scores
+        indptr, indices = scores["indptr"], scores["indices"]
+        vocabulary = self._bm25.vocab_dict
+        total = 0.0
+        for token in wanted:
+            weight = self.idf(token)
+            total += weight
+            column = vocabulary.get(token)
+            if column is not None and column + 1 < len(indptr):
+                found[np.isin(targets, indices[indptr[column] : indptr[column + 1]])] += weight
+        shares: list[float] = (found / total).tolist()
+        return shares
+
+    # Persistence: the index is rebuilt from the store when its fingerprint differs (see KnowledgeBase).
+
+    def save(self, folder: Path, fingerprint: str) -> None:
+        temporary = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+        self._bm25.save(str(temporary), show_progress=False)
+        (temporary / "documents.json").write_text(
+            json.dumps({"ids": self.ids, "item_ids": self.item_ids, "df": self.document_frequency}),
+            encoding="utf-8",
+        )
+        (temporary / "fingerprint").write_text(fingerprint, encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        temporary.rename(folder)
+
+    @classmethod
+    def load(cls, folder: Path, fingerprint: str) -> LexicalIndex | None:
+        """The saved index if it was built for ``fingerprint``, else None (missing, stale or unreadable)."""
+        bm25s = _bm25s()
+        try:
+            if (folder / "fingerprint").read_text(encoding="utf-8") != fingerprint:
+                return None
+            saved = json.loads((folder / "documents.json").read_text(encoding="utf-8"))
+            bm25 = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
+        except (OSError, ValueError, KeyError):
+            return None
+        index = cls.__new__(cls)
+        index.ids, index.item_ids = list(saved["ids"]), list(saved["item_ids"])
+        index.position = {chunk_id: number for number, chunk_id in enumerate(index.ids)}
+        index.document_frequency = dict(saved["df"])
+        index._bm25 = bm25
+        return index
+
+
+def fingerprint(ids: Sequence[str]) -> str:
+    """Names a set of chunk ids, whatever their order."""
+    digest = hashlib.sha256()
+    for chunk_id in sorted(ids):
+        digest.update(chunk_id.encode() + b"\0")
+    return f"{len(ids)}:{digest.hexdigest()[:32]}"
+
+
+def lexical_text(text: str, metadata: dict[str, Any] | None) -> str:
+    """What the lexical index reads of a chunk: its text, its document's title and Korean terms (kept out of the
+    dense embedding, which reads Hangul as noise)."""
+    meta = metadata or {}
+    return " ".join(str(part) for part in (meta.get("title", ""), meta.get("korean_terms", ""), text) if part)
