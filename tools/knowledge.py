@@ -215,6 +215,8 @@ class KnowledgeBase:
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index of every chunk in the collection (loaded if saved for these chunks, else rebuilt)."""
+        if self._lexical is not None and len(self._lexical) != self.count():
+            self._lexical = None  # another process added or removed chunks: re-read (its fingerprint decides)
         if self._lexical is None:
             ids = self.collection.get(include=[])["ids"]
             stamp = fingerprint(ids)
@@ -257,7 +259,7 @@ class KnowledgeBase:
         if not query.strip():
             return []
         query_vector = self.embedder.encode([query])
-        excluded_items = guard.item_ids if guard is not None else set()
+        excluded_items = {item for item in guard.item_ids if item} if guard is not None else set()
         dense: list[str] = []
         if method != "lexical":
             where: Any = {"item_id": {"$nin": sorted(excluded_items)}} if excluded_items else None
@@ -282,7 +284,11 @@ class KnowledgeBase:
                 rows["ids"], rows["documents"], rows["metadatas"], rows["embeddings"], strict=True
             )
         }
+        if len(found) < len(candidates):
+            self._lexical = None  # ids the store no longer has (changed by another process): re-read next time
         candidates = [candidate for candidate in candidates if candidate.id in found]
+        if not candidates:
+            return []
         vectors = np.asarray([found[candidate.id][2] for candidate in candidates], dtype=np.float32)
         cosines = vectors @ query_vector[0]
         for candidate, cosine in zip(candidates, cosines, strict=True):

@@ -182,12 +182,14 @@ class LexicalIndex:
                 return None
             saved = json.loads((folder / "documents.json").read_text(encoding="utf-8"))
             bm25 = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
-        except (OSError, ValueError, KeyError):
+            index = cls.__new__(cls)
+            index.ids, index.item_ids = list(saved["ids"]), list(saved["item_ids"])
+            index.document_frequency = dict(saved["df"])
+            if len(index.item_ids) != len(index.ids) or int(bm25.scores["num_docs"]) != max(1, len(index.ids)):
+                return None
+        except Exception:
             return None
-        index = cls.__new__(cls)
-        index.ids, index.item_ids = list(saved["ids"]), list(saved["item_ids"])
         index.position = {chunk_id: number for number, chunk_id in enumerate(index.ids)}
-        index.document_frequency = dict(saved["df"])
         index._bm25 = bm25
         return index
 

@@ -26,7 +26,7 @@ from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.paths import data_dir
 from medcouncil.serving.common.runlog import now
-from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, validate_collection_name
+from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, open_knowledge, validate_collection_name
 from medcouncil.tools.retrieval import LEXICAL_WEIGHTS, METHODS, RELEVANCE_WEIGHTS, RRF_K, Method
 
 METRICS = (*(f"recall@{c}" for c in CUTOFFS), "MRR", "nDCG@10")
@@ -36,7 +36,10 @@ def _knowledge(labelled: RetrievalSet, store: Path, collection: str, progress: P
     """The set's own collection in the evaluation store (built once: re-adding changes nothing), or, for a file of
     queries, the user's collection."""
     if labelled.documents is None:
-        return KnowledgeBase(KnowledgeConfig(collection=validate_collection_name(collection), rrf_k=rrf_k))
+        knowledge = open_knowledge(KnowledgeConfig(collection=validate_collection_name(collection), rrf_k=rrf_k))
+        if knowledge.count() == 0:
+            raise ConfigError(f"collection {collection!r} in {knowledge.path} is empty: index add a corpus first")
+        return knowledge
     knowledge = KnowledgeBase(KnowledgeConfig(path=store, collection=f"eval-{labelled.name}", rrf_k=rrf_k))
     task = progress.add_task(f"{labelled.name}: indexing", total=len(labelled.documents))
     knowledge.add(labelled.documents, progress=lambda done: None)
@@ -85,7 +88,11 @@ def eval_command(
     names = sets or list(BUILT_IN)
     store = store or data_dir() / "eval-knowledge"
     ranks_path = ranks_out or store / f"ranks-{now().replace(':', '')}.jsonl"
-    ranks_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        ranks_path.parent.mkdir(parents=True, exist_ok=True)
+        ranks_path.open("a").close()
+    except OSError as error:
+        raise ConfigError(f"{ranks_path}: cannot be written ({error.strerror or error})") from error
     every: list[QueryRanks] = []
     groups: list[QueryCandidates] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -233,6 +233,11 @@ def test_the_lexical_index_follows_the_collection(knowledge: KnowledgeBase, embe
     knowledge.remove("gout.txt")
     assert knowledge.rank("colchicine", "lexical") == []
     # Another process changes the collection behind this one's back: a new opening notices (fingerprint).
-    knowledge.collection.delete(where={"source": "asthma.txt"})
-    reopened = KnowledgeBase(knowledge.config, embedder)
-    assert reopened.rank("salbutamol wheeze", "lexical") == []
+    assert knowledge.rank("salbutamol wheeze", "lexical")  # cached in this instance
+    other = KnowledgeBase(knowledge.config, embedder)
+    other.collection.delete(where={"source": "asthma.txt"})
+    assert KnowledgeBase(knowledge.config, embedder).rank("salbutamol wheeze", "lexical") == []
+    assert knowledge.rank("salbutamol wheeze", "lexical") == []  # the long-lived instance notices too, no crash
+    other.add(NOTES[:1])
+    assert knowledge.rank("colchicine", "lexical")[0].metadata["source"] == "gout.txt"
+    assert knowledge.search("colchicine", guard=SearchGuard(item_ids={""})) != []  # an empty id guards nothing

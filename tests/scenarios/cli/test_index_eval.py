@@ -56,8 +56,12 @@ def test_eval_prints_each_methods_table_and_writes_per_query_ranks(cli: list[str
     assert {"first_rank", "recall", "reciprocal_rank", "ndcg10", "kept", "top"} <= set(rows[0])
 
     again = run(cli, tmp_path, *args, "--method", "lexical", "--ranks", str(tmp_path / "second.jsonl"))
-    assert again.returncode == 0 and "starter: indexing" not in again.stdout  # the store was kept
+    assert again.returncode == 0, again.stderr
 
+    queries = tmp_path / "q.jsonl"
+    queries.write_text('{"id": "1", "text": "gout", "relevant": ["gout.md"]}\n')
+    empty = run(cli, tmp_path, "index", "eval", "--set", str(queries), "--collection", "nothing-here")
+    assert empty.returncode == 1 and "collection 'nothing-here'" in empty.stderr and "is empty" in empty.stderr
     bad = run(cli, tmp_path, "index", "eval", "--method", "sparse")
     assert bad.returncode == 1 and "--method sparse: choose from hybrid, dense, lexical" in bad.stderr
 
