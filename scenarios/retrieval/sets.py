@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,6 @@ class RetrievalSet:
     note: str = ""
     guard_note: str = ""
     """Set when the contamination guard would hide the relevant items (it is off for every evaluation)."""
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 def _rows(path: Path) -> Iterator[tuple[int, Any]]:
