@@ -29,8 +29,9 @@ from medcouncil.serving.client import ClientSettings, ModelClient
 from medcouncil.serving.common.console import err_console
 from medcouncil.serving.common.yamlfile import load_yaml
 from medcouncil.serving.session import ModelSource, open_model
-from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard, open_knowledge
+from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard
 from medcouncil.tools.search import KnowledgeSearch
+from medcouncil.tools.starter_pack import open_knowledge
 
 
 class CouncilFile(CouncilConfig):

@@ -82,8 +82,15 @@ def chunk_id(source: str, text: str) -> str:
     return hashlib.sha256(f"{source}\0{text}".encode()).hexdigest()[:32]
 
 
+def document_key(document: Document) -> str:
+    """Names the document a chunk comes from within its source: its item id, else a hash of its text (chunks of one
+    document share it; two rows of one file do not)."""
+    return document.item_id or hashlib.sha256(document.text.encode()).hexdigest()[:16]
+
+
 def chunk_document(document: Document, max_chars: int = MAX_CHARS) -> list[Chunk]:
     language = document.language or detect_language(document.text)
+    key = document_key(document)
     chunks = []
     for number, text in enumerate(chunk_text(document.text, max_chars)):
         metadata: dict[str, str | int] = {
@@ -92,6 +99,7 @@ def chunk_document(document: Document, max_chars: int = MAX_CHARS) -> list[Chunk
             "language": language,
             "chunk": number,
             "item_id": document.item_id,
+            "document": key,
             **document.extra,
         }
         chunks.append(Chunk(id=chunk_id(document.source, text), text=text, metadata=metadata))

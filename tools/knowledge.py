@@ -14,7 +14,7 @@ import contextlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from medcouncil.serving.common.paths import data_dir
 from medcouncil.tools.chunking import Chunk, Document, chunk_document
 from medcouncil.tools.embeddings import Embedder, EmbeddingConfig, build_embedder
 from medcouncil.tools.language import detect_language
-from medcouncil.tools.lexical import LexicalIndex, fingerprint, lexical_text, tokenize
+from medcouncil.tools.lexical import LexicalIndex, fingerprint, tokenize
 from medcouncil.tools.retrieval import (
     DEPTH,
     RRF_K,
@@ -37,8 +37,8 @@ from medcouncil.tools.retrieval import (
     default_threshold,
     fuse,
     method_from_env,
+    near_duplicates,
 )
-from medcouncil.tools.starter_pack import starter_documents
 
 DEFAULT_COLLECTION = "medcouncil"
 TOP_K = 5
@@ -108,10 +108,16 @@ class AddReport:
     documents: int = 0
     chunks: int = 0
     new: int = 0
+    updated: int = 0
+    """Chunks already stored whose metadata changed (a relabelled item id, a new glossary): updated, not embedded."""
+    removed: int = 0
+    """Chunks of a replaced source that its documents no longer produce."""
+    written: set[str] = field(default_factory=set, repr=False)
+    """Chunk ids written by this add (a text repeated later in the same add does not rewrite its metadata)."""
 
-
-def _normalised_text(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
+    def counts(self) -> tuple[int, int, int, int, int]:
+        """Documents, chunks, new, updated, removed."""
+        return (self.documents, self.chunks, self.new, self.updated, self.removed)
 
 
 class KnowledgeBase:
@@ -174,36 +180,62 @@ class KnowledgeBase:
         documents: Iterable[Document],
         batch_size: int = 1024,
         progress: Callable[[int], None] | None = None,
+        replace: bool = False,
     ) -> AddReport:
-        """Chunk, embed and upsert; chunks already stored (same id) are not embedded again."""
+        """Chunk, embed and upsert; chunks already stored (same id) are not embedded again, their metadata is updated
+        when it changed. ``replace``: the documents are the whole of their sources, so stored chunks of those sources
+        that they no longer produce (an edited file's old text) are removed."""
         report = AddReport()
         pending: list[Chunk] = []
+        produced: dict[str, set[str]] = {}
         for document in documents:
             report.documents += 1
             for chunk in chunk_document(document):
+                produced.setdefault(document.source, set()).add(chunk.id)
                 pending.append(chunk)
                 if len(pending) >= batch_size:
                     self._flush(pending, report, progress)
                     pending = []
         if pending:
             self._flush(pending, report, progress)
+        if replace:
+            for source, ids in produced.items():
+                stale = [i for i in self.collection.get(where={"source": source}, include=[])["ids"] if i not in ids]
+                if stale:
+                    self._changed()
+                    self.collection.delete(ids=stale)
+                    report.removed += len(stale)
         return report
 
     def _flush(self, chunks: list[Chunk], report: AddReport, progress: Callable[[int], None] | None) -> None:
-        unique = list({chunk.id: chunk for chunk in chunks}.values())
-        existing = set(self.collection.get(ids=[chunk.id for chunk in unique], include=[])["ids"])
+        unique = [chunk for chunk in {chunk.id: chunk for chunk in chunks}.values() if chunk.id not in report.written]
+        stored = self.collection.get(ids=[chunk.id for chunk in unique], include=["metadatas"])
+        existing = dict(zip(stored["ids"], stored["metadatas"] or [], strict=True))
         fresh = [chunk for chunk in unique if chunk.id not in existing]
+        changed = [
+            chunk
+            for chunk in unique
+            if chunk.id in existing and any((existing[chunk.id] or {}).get(k) != v for k, v in chunk.metadata.items())
+        ]
+        if fresh or changed:
+            self._changed()  # the lexical text includes metadata (title, Korean terms): an update changes it too
         if fresh:
             vectors = self.embedder.encode([chunk.text for chunk in fresh])
-            self._changed()
             self.collection.upsert(
                 ids=[chunk.id for chunk in fresh],
                 embeddings=vectors,
                 documents=[chunk.text for chunk in fresh],
                 metadatas=[chunk.metadata for chunk in fresh],  # type: ignore[misc]
             )
+        if changed:
+            self.collection.update(
+                ids=[chunk.id for chunk in changed],
+                metadatas=[chunk.metadata for chunk in changed],  # type: ignore[misc]
+            )
+        report.written.update(chunk.id for chunk in unique)
         report.chunks += len(chunks)
         report.new += len(fresh)
+        report.updated += len(changed)
         if progress is not None:
             progress(len(chunks))
 
@@ -222,18 +254,16 @@ class KnowledgeBase:
             stamp = fingerprint(ids)
             index = LexicalIndex.load(self.lexical_folder, stamp)
             if index is None:
-                chunk_ids: list[str] = []
-                item_ids: list[str] = []
-                tokens: list[list[str]] = []
-                for start in range(0, len(ids), 5000):
-                    rows = self.collection.get(ids=ids[start : start + 5000], include=["documents", "metadatas"])
-                    for chunk_id, text, meta in zip(
-                        rows["ids"], rows["documents"] or [], rows["metadatas"] or [], strict=True
-                    ):
-                        chunk_ids.append(chunk_id)
-                        item_ids.append(str((meta or {}).get("item_id", "")))
-                        tokens.append(tokenize(lexical_text(text or "", dict(meta or {}))))
-                index = LexicalIndex(chunk_ids, item_ids, tokens)
+
+                def chunks() -> Iterator[tuple[str, str, dict[str, Any]]]:
+                    for start in range(0, len(ids), 5000):
+                        rows = self.collection.get(ids=ids[start : start + 5000], include=["documents", "metadatas"])
+                        for chunk_id, text, meta in zip(
+                            rows["ids"], rows["documents"] or [], rows["metadatas"] or [], strict=True
+                        ):
+                            yield chunk_id, text or "", dict(meta or {})
+
+                index = LexicalIndex.build(chunks())
                 with contextlib.suppress(OSError):  # a read-only or full store still searches (rebuilt next time)
                     index.save(self.lexical_folder, stamp)
             self._lexical = index
@@ -268,7 +298,7 @@ class KnowledgeBase:
         lexical: list[str] = []
         index = self.lexical() if method != "dense" else None
         if index is not None:
-            hits = index.search(tokens, depth + len(excluded_items))
+            hits = index.search(tokens, depth + sum(index.item_chunks[item] for item in excluded_items))
             lexical = [index.ids[hit.index] for hit in hits if index.item_ids[hit.index] not in excluded_items]
             lexical = lexical[:depth]
         readable = detect_language(query) in self.config.embedding.languages
@@ -355,13 +385,9 @@ class KnowledgeBase:
         if guard is None or not guard.question or not candidates:
             return set()
         question_vector = query_vector if guard.question == query else self.embedder.encode([guard.question])
-        similarities = vectors @ question_vector[0]
-        needle = _normalised_text(guard.question)[:200]
-        return {
-            number
-            for number, candidate in enumerate(candidates)
-            if similarities[number] >= guard.near_duplicate or (needle and needle in _normalised_text(candidate.text))
-        }
+        return near_duplicates(
+            guard.question, [c.text for c in candidates], vectors @ question_vector[0], guard.near_duplicate
+        )
 
     def stats(self) -> dict[str, Any]:
         rows = self.collection.get(include=["metadatas"])
@@ -381,6 +407,15 @@ class KnowledgeBase:
             "space": self.space,
         }
 
+    def prune(self, keep: set[str]) -> int:
+        """Delete every chunk whose id is not in ``keep``; returns how many."""
+        stale = [chunk_id for chunk_id in self.collection.get(include=[])["ids"] if chunk_id not in keep]
+        if stale:
+            self._changed()
+            for start in range(0, len(stale), 5000):
+                self.collection.delete(ids=stale[start : start + 5000])
+        return len(stale)
+
     def remove(self, source: str) -> int:
         """Delete every chunk of ``source``; returns how many."""
         ids = self.collection.get(where={"source": source}, include=[])["ids"]
@@ -394,16 +429,3 @@ def validate_collection_name(name: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{1,510}[A-Za-z0-9]", name):
         raise ConfigError(f"collection name {name!r}: 3-512 characters of letters, digits, '.', '_', '-'")
     return name
-
-
-def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | None = None) -> KnowledgeBase:
-    """Open a knowledge base; the default collection gets the starter pack when it is first created (a seeding cut
-    short by a kill is finished by the next open).
-
-    Removing the starter sources later (``index remove starter/asthma.md``) is respected: they are not re-added.
-    """
-    knowledge = KnowledgeBase(config, embedder)
-    if knowledge.config.collection == DEFAULT_COLLECTION and knowledge.seeding_marker.exists():
-        knowledge.add(starter_documents())  # upserts: chunks a killed seeding already stored are not embedded again
-        knowledge.seeding_marker.unlink(missing_ok=True)
-    return knowledge

@@ -21,7 +21,8 @@ import math
 import re
 import shutil
 import unicodedata
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ B = 0.75
 """BM25 parameters (Lucene's formula); the usual values, not tuned on the evaluation sets."""
 
 UNITS = (
-    "mg|mcg|µg|ug|g|kg|ml|l|dl|mmol|mol|meq|iu|u|mmhg|cmh2o|bpm|min|mins|h|hr|hrs|s|sec|d|wk|wks|mo|yr|yrs|cm|mm|"
+    "mg|mcg|ug|g|kg|ml|mcl|l|dl|mcmol|mmol|mol|meq|iu|u|mmhg|cmh2o|bpm|min|mins|h|hr|hrs|s|sec|d|wk|wks|mo|yr|yrs|cm|mm|"
     "°c|c|°f|mg/dl|mmol/l|g/dl|mg/kg|ml/min|u/l|iu/l|ng/ml|pg/ml|meq/l|mosm/kg|l/min"
 )
 _NUMBER_UNIT = re.compile(rf"(\d+(?:\.\d+)?)\s?({UNITS})(?![a-z0-9/])")
@@ -57,9 +58,18 @@ def _fold(word: str) -> str:
     return word
 
 
+TOKENIZER_VERSION = "2"
+"""Part of a saved index's fingerprint: an index saved by another tokeniser is rebuilt."""
+_GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ε": "epsilon", "θ": "theta", "κ": "kappa"}
+_GREEK.update({"λ": "lambda", "μ": "mu", "σ": "sigma", "τ": "tau", "ω": "omega"})
+_MICRO = re.compile(r"μ(?=(?:g|l|mol|m)\b)")  # casefold turns the micro sign into Greek mu: µg is mcg
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?![\d.]))")
+
+
 def tokenize(text: str) -> list[str]:
     """The lexical tokens of ``text`` (see the module's docstring); repeated tokens stay repeated (BM25 counts)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
+    folded = _THOUSANDS.sub("", _MICRO.sub("mc", unicodedata.normalize("NFKC", text).casefold()))
+    folded = "".join(_GREEK.get(character, character) for character in folded)
     tokens: list[str] = []
     for match in _NUMBER_UNIT.finditer(folded):
         tokens.append(match.group(1) + match.group(2).replace("/", ""))
@@ -98,6 +108,8 @@ class LexicalIndex:
         self.ids = list(ids)
         self.item_ids = list(item_ids)
         self.position = {chunk_id: index for index, chunk_id in enumerate(self.ids)}
+        self.item_chunks = Counter(self.item_ids)
+        """Chunks per benchmark item id (how far a guarded search must over-fetch)."""
         self._bm25 = bm25s.BM25(k1=K1, b=B)
         self._bm25.index([list(t) or [""] for t in tokens] or [[""]], show_progress=False)
         frequency: dict[str, int] = {}
@@ -105,6 +117,18 @@ class LexicalIndex:
             for token in set(document):
                 frequency[token] = frequency.get(token, 0) + 1
         self.document_frequency = frequency
+
+    @classmethod
+    def build(cls, chunks: Iterable[tuple[str, str, dict[str, Any]]]) -> LexicalIndex:
+        """The index of ``(id, text, metadata)`` chunks: each read as :func:`lexical_text` (title, Korean terms)."""
+        ids: list[str] = []
+        item_ids: list[str] = []
+        tokens: list[list[str]] = []
+        for chunk_id, text, metadata in chunks:
+            ids.append(chunk_id)
+            item_ids.append(str(metadata.get("item_id", "")))
+            tokens.append(tokenize(lexical_text(text, metadata)))
+        return cls(ids, item_ids, tokens)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,19 +151,10 @@ class LexicalIndex:
             if score > 0
         ]
 
-    def coverage(self, query: list[str], document: list[str]) -> float:
-        """Share of the query's (distinct) tokens found in ``document``, each weighted by its idf: 1.0 when the
-        document has every query term, low when it matches only common words or the query's rarest terms are
-        missing from the whole corpus."""
-        wanted = set(query)
-        if not wanted:
-            return 0.0
-        present = set(document)
-        total = sum(self.idf(token) for token in wanted)
-        return sum(self.idf(token) for token in wanted if token in present) / total
-
     def coverages(self, query: list[str], positions: Sequence[int]) -> list[float]:
-        """:meth:`coverage` of the documents at ``positions``, read from the index (no re-tokenising)."""
+        """Share of the query's (distinct) tokens found in each document at ``positions``, each token weighted by its
+        idf: 1.0 when the document has every query term, low when it matches only common words or the query's rarest
+        terms are missing from the whole corpus. Read from the index (no re-tokenising)."""
         wanted = set(query)
         found = np.zeros(len(positions), dtype=np.float64)
         if not wanted or not positions:
@@ -190,6 +205,7 @@ class LexicalIndex:
         except Exception:
             return None
         index.position = {chunk_id: number for number, chunk_id in enumerate(index.ids)}
+        index.item_chunks = Counter(index.item_ids)
         index._bm25 = bm25
         return index
 
@@ -199,7 +215,7 @@ def fingerprint(ids: Sequence[str]) -> str:
     digest = hashlib.sha256()
     for chunk_id in sorted(ids):
         digest.update(chunk_id.encode() + b"\0")
-    return f"{len(ids)}:{digest.hexdigest()[:32]}"
+    return f"{TOKENIZER_VERSION}:{len(ids)}:{digest.hexdigest()[:32]}"
 
 
 def lexical_text(text: str, metadata: dict[str, Any] | None) -> str:

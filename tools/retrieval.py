@@ -10,7 +10,7 @@ Decision. A cosine line alone drops relevant text that the general-purpose embed
 scores ``acs.md`` 0.38 under the old 0.4 line) and keeps irrelevant text it scores high. The hybrid and lexical
 methods keep a candidate when its *relevance* reaches the threshold (0.5): a logistic function of a line through two
 measures of the candidate, its cosine similarity to the query and its lexical coverage (the idf-weighted share of the
-query's terms it contains, :meth:`LexicalIndex.coverage`), or coverage alone for a query the embedder cannot read.
+query's terms it contains, :meth:`LexicalIndex.coverages`), or coverage alone for a query the embedder cannot read.
 It is a score with 0.5 on the calibrated boundary, not a probability. The lines were chosen by ``medcouncil index
 eval --calibrate`` on the labelled sets (starter vignettes and off-topic queries, BioASQ, MedMCQA explanations):
 the line that maximises the mean of (on-topic queries whose kept results include a relevant document) and
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -112,3 +114,18 @@ def checked_k(k: int) -> int:
     if k < 1:
         raise ValueError(f"k = {k}: a search returns at least 1 result")
     return k
+
+
+def _normalised(text: str) -> str:
+    return re.sub(r"\W+", " ", text.lower()).strip()
+
+
+def near_duplicates(question: str, texts: Sequence[str], similarities: Sequence[float], line: float) -> set[int]:
+    """Indices of the texts that are near-duplicates of a guarded benchmark question: cosine similarity at least
+    ``line``, or the question's first 200 characters inside the text (normalised)."""
+    needle = _normalised(question)[:200]
+    return {
+        number
+        for number, text in enumerate(texts)
+        if similarities[number] >= line or (needle and needle in _normalised(text))
+    }

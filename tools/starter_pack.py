@@ -3,15 +3,20 @@ collection; demo material, not for clinical use. ``starter/vignettes.jsonl`` is 
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from medcouncil.tools.chunking import Document
+from medcouncil.tools.embeddings import Embedder
+from medcouncil.tools.knowledge import DEFAULT_COLLECTION, KnowledgeBase, KnowledgeConfig
 
 STARTER_DIR = Path(__file__).with_name("starter")
 VIGNETTES = STARTER_DIR / "vignettes.jsonl"
 """Short clinical vignettes, English and Korean, each labelled with the starter notes that answer it (off-topic ones
 with none): written for the retrieval evaluation (``medcouncil index eval``)."""
-"""Concise notes on ~30 common conditions (English, Korean titles and terms): demo material, not for clinical use."""
 STARTER_SOURCE_PREFIX = "starter/"
 STARTER_NOTE = "demo material, not for clinical use"
 
@@ -34,3 +39,37 @@ def starter_documents() -> list[Document]:
             )
         )
     return documents
+
+
+def starter_version(documents: list[Document]) -> str:
+    """A hash of the notes as indexed (text, title, Korean terms): a collection seeded from another version updates."""
+    rows = [[d.source, d.title, d.text, sorted(d.extra.items())] for d in documents]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | None = None) -> KnowledgeBase:
+    """Open a knowledge base; the default collection gets the starter pack when it is first created (a seeding cut
+    short by a kill is finished by the next open), and its starter notes are brought up to date when a new release
+    changed them (the collection records the pack's version).
+
+    Removing the starter sources later (``index remove starter/asthma.md``) is respected: they are not re-added.
+    """
+    knowledge = KnowledgeBase(config, embedder)
+    if knowledge.config.collection != DEFAULT_COLLECTION:
+        return knowledge
+    documents = starter_documents()
+    version = starter_version(documents)
+    metadata = dict(knowledge.collection.metadata or {})
+    if knowledge.seeding_marker.exists():
+        knowledge.add(documents)  # upserts: chunks a killed seeding already stored are not embedded again
+    elif metadata.get("starter_version") != version:
+        where: Any = {"source": {"$in": [document.source for document in documents]}}
+        rows = knowledge.collection.get(where=where, include=["metadatas"])
+        kept = {str((meta or {}).get("source")) for meta in rows["metadatas"] or []}
+        knowledge.add([document for document in documents if document.source in kept], replace=True)
+    else:
+        return knowledge
+    with contextlib.suppress(Exception):  # a read-only store still opens; the notes are brought up to date next time
+        knowledge.collection.modify(metadata={**metadata, "starter_version": version})
+    knowledge.seeding_marker.unlink(missing_ok=True)
+    return knowledge

@@ -29,10 +29,10 @@ from medcouncil.tools.knowledge import (
     TOP_K,
     KnowledgeBase,
     KnowledgeConfig,
-    open_knowledge,
     validate_collection_name,
 )
 from medcouncil.tools.retrieval import Method, default_threshold
+from medcouncil.tools.starter_pack import open_knowledge
 
 CollectionOpt = Annotated[str, typer.Option("--collection", help="Chroma collection.")]
 StoreOpt = Annotated[
@@ -63,8 +63,9 @@ def add(
     ] = True,
     data: Annotated[Path | None, typer.Option(help="Benchmark data folder for the leak check.")] = None,
 ) -> None:
-    """Ingest files (.txt .md .pdf .jsonl .json .csv): sentence-bounded chunks, content-hash ids (re-ingesting changes
-    nothing), the documents that would leak a local benchmark item recorded and guarded."""
+    """Ingest files (.txt .md .pdf .jsonl .json .csv): sentence-bounded chunks, content-hash ids (re-ingesting embeds
+    nothing again; an edited file replaces its old chunks), the documents that would leak a local benchmark item
+    recorded and guarded."""
     missing = [path for path in paths if not path.exists()]
     if len(missing) == len(paths):
         raise ConfigError(f"not found: {', '.join(map(str, missing))}")
@@ -75,7 +76,7 @@ def add(
     if leak_check and not evals:
         _warn("no local benchmark files found: leak check skipped (give --data)")
     leaks: list[Leak] = []
-    totals = [0, 0, 0]
+    totals = [0, 0, 0, 0, 0]
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -93,10 +94,13 @@ def add(
             def advance(chunks: int, task: TaskID = task) -> None:
                 progress.advance(task, chunks)
 
-            report = knowledge.add(documents, progress=advance)
-            totals = [totals[0] + report.documents, totals[1] + report.chunks, totals[2] + report.new]
+            report = knowledge.add(documents, progress=advance, replace=True)
+            totals = [total + part for total, part in zip(totals, report.counts(), strict=True)]
+    changes = ((totals[3], "with new metadata (e.g. a leak label)"), (totals[4], "removed (no longer in their file)"))
     console.print(
-        f"{totals[0]} documents → {totals[1]} chunks, {totals[2]} new; "
+        f"{totals[0]} documents → {totals[1]} chunks, {totals[2]} new"
+        + "".join(f", {count} {what}" for count, what in changes if count)
+        + "; "
         f"collection [bold]{collection}[/] holds {knowledge.count()} chunks ({knowledge.path})"
     )
     if leaks:

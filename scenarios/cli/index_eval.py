@@ -26,24 +26,27 @@ from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.paths import data_dir
 from medcouncil.serving.common.runlog import now
-from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, open_knowledge, validate_collection_name
+from medcouncil.tools.chunking import chunk_document
+from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig, validate_collection_name
 from medcouncil.tools.retrieval import LEXICAL_WEIGHTS, METHODS, RELEVANCE_WEIGHTS, RRF_K, Method
+from medcouncil.tools.starter_pack import open_knowledge
 
 METRICS = (*(f"recall@{c}" for c in CUTOFFS), "MRR", "nDCG@10")
 
 
 def _knowledge(labelled: RetrievalSet, store: Path, collection: str, progress: Progress, rrf_k: int) -> KnowledgeBase:
-    """The set's own collection in the evaluation store (built once: re-adding changes nothing), or, for a file of
-    queries, the user's collection."""
+    """The set's own collection in the evaluation store (built once: re-adding embeds nothing new; chunks the set no
+    longer has, after its data changed, are removed), or, for a file of queries, the user's collection."""
     if labelled.documents is None:
         knowledge = open_knowledge(KnowledgeConfig(collection=validate_collection_name(collection), rrf_k=rrf_k))
         if knowledge.count() == 0:
             raise ConfigError(f"collection {collection!r} in {knowledge.path} is empty: index add a corpus first")
         return knowledge
     knowledge = KnowledgeBase(KnowledgeConfig(path=store, collection=f"eval-{labelled.name}", rrf_k=rrf_k))
-    task = progress.add_task(f"{labelled.name}: indexing", total=len(labelled.documents))
-    knowledge.add(labelled.documents, progress=lambda done: None)
-    progress.update(task, completed=len(labelled.documents))
+    chunks = sum(len(chunk_document(document)) for document in labelled.documents)
+    task = progress.add_task(f"{labelled.name}: indexing (chunks)", total=chunks)
+    report = knowledge.add(labelled.documents, progress=lambda done: progress.advance(task, done))
+    knowledge.prune(report.written)
     knowledge.lexical()
     return knowledge
 

@@ -70,7 +70,10 @@ def keys_of(candidate: Candidate) -> set[str]:
 
 
 def document_of(candidate: Candidate) -> str:
-    return f"{candidate.metadata.get('source', '')}#{candidate.metadata.get('item_id', '')}"
+    """The document a chunk belongs to: its source and document key (item id, else a hash of the document's text;
+    collections indexed before the key existed fall back to the item id)."""
+    meta = candidate.metadata
+    return f"{meta.get('source', '')}#{meta.get('document') or meta.get('item_id', '')}"
 
 
 def score_ranking(
@@ -96,16 +99,14 @@ def score_ranking(
     return first, recall, dcg / ideal
 
 
-def collapse(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """The best chunk of each document, in ranking order."""
-    seen: set[str] = set()
-    kept = []
+def collapse(candidates: Sequence[Candidate]) -> list[tuple[Candidate, set[str]]]:
+    """Each document once, in ranking order: its best chunk, with the keys of all its chunks among the candidates
+    (a query labelled with a chunk id finds the document whichever of its chunks ranks first)."""
+    documents: dict[str, tuple[Candidate, set[str]]] = {}
     for candidate in candidates:
-        document = document_of(candidate)
-        if document not in seen:
-            seen.add(document)
-            kept.append(candidate)
-    return kept
+        _, keys = documents.setdefault(document_of(candidate), (candidate, set()))
+        keys |= keys_of(candidate)
+    return list(documents.values())
 
 
 @dataclass(frozen=True)
@@ -130,27 +131,29 @@ def evaluate(
     groups: list[QueryCandidates] = []
     for query in labelled.queries:
         for method in methods:  # no guard: a set's relevant items may be its queries' own texts (medmcqa)
-            candidates = collapse(knowledge.rank(query.text, method, limit=60))
-            results.append(_ranks(labelled.name, query, method, candidates))
-            if method == "hybrid" and candidates:
-                rows = tuple((c.cosine, c.coverage, bool(keys_of(c) & query.relevant)) for c in candidates[:CONSIDERED])
-                groups.append(QueryCandidates(labelled.name, candidates[0].readable, not query.relevant, rows))
+            documents = collapse(knowledge.rank(query.text, method, limit=60))
+            results.append(_ranks(labelled.name, query, method, documents))
+            if method == "hybrid" and documents:
+                rows = tuple((c.cosine, c.coverage, bool(keys & query.relevant)) for c, keys in documents[:CONSIDERED])
+                groups.append(QueryCandidates(labelled.name, documents[0][0].readable, not query.relevant, rows))
         progress()
     return results, groups
 
 
-def kept_by(candidates: Sequence[Candidate], method: Method, threshold: float) -> list[Candidate]:
-    """What a search keeps: the first :data:`KEPT` of the first :data:`CONSIDERED` candidates reaching the cutoff."""
-    return [c for c in candidates[:CONSIDERED] if c.score(method) >= threshold][:KEPT]
+def kept_by(
+    documents: Sequence[tuple[Candidate, set[str]]], method: Method, threshold: float
+) -> list[tuple[Candidate, set[str]]]:
+    """What a search keeps: the first :data:`KEPT` of the first :data:`CONSIDERED` documents reaching the cutoff."""
+    return [(c, keys) for c, keys in documents[:CONSIDERED] if c.score(method) >= threshold][:KEPT]
 
 
-def _ranks(name: str, query: LabelledQuery, method: Method, candidates: list[Candidate]) -> QueryRanks:
-    kept = kept_by(candidates, method, default_threshold(method))
+def _ranks(name: str, query: LabelledQuery, method: Method, documents: list[tuple[Candidate, set[str]]]) -> QueryRanks:
+    kept = kept_by(documents, method, default_threshold(method))
     first: int | None = None
     recall: dict[str, float] = {}
     reciprocal = ndcg = 0.0
     if query.relevant:
-        first, recall, ndcg = score_ranking(query.relevant, [keys_of(candidate) for candidate in candidates])
+        first, recall, ndcg = score_ranking(query.relevant, [keys for _, keys in documents])
         reciprocal = 1 / first if first else 0.0
     return QueryRanks(
         set=name,
@@ -163,8 +166,8 @@ def _ranks(name: str, query: LabelledQuery, method: Method, candidates: list[Can
         reciprocal_rank=reciprocal,
         ndcg10=ndcg,
         kept=len(kept),
-        kept_relevant=any(keys_of(candidate) & query.relevant for candidate in kept),
-        top=[document_of(candidate) for candidate in candidates[:3]],
+        kept_relevant=any(keys & query.relevant for _, keys in kept),
+        top=[document_of(candidate) for candidate, _ in documents[:3]],
     )
 
 

@@ -104,22 +104,42 @@ def bioasq_set(root: Path | None = None) -> RetrievalSet:
     snippets: dict[str, str] = {}
     queries: list[LabelledQuery] = []
     for path in files:
-        try:
-            questions = json.loads(path.read_text(encoding="utf-8"))["questions"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"{path}: not a BioASQ golden file ({error})") from error
-        for question in questions:
+        for number, question in enumerate(_bioasq_questions(path), 1):
+            where = f"{path}: question {number}"
+            if not isinstance(question, dict):
+                raise ConfigError(f"{where}: not an object")
+            body, snippet_list = question.get("body"), question.get("snippets") or []
+            if not isinstance(question.get("id"), str) or not question["id"].strip():
+                raise ConfigError(f"{where}: no 'id'")
+            if not isinstance(body, str) or not isinstance(snippet_list, list):
+                raise ConfigError(f"{where} ({question['id']}): 'body' must be text and 'snippets' a list")
             keys = set()
-            for snippet in question.get("snippets") or []:
-                text = " ".join(str(snippet.get("text", "")).split())
+            for snippet in snippet_list:
+                text = snippet.get("text") if isinstance(snippet, dict) else None
+                if not isinstance(text, str):
+                    raise ConfigError(f"{where} ({question['id']}): a snippet without a 'text'")
+                text = " ".join(text.split())
                 if text:
                     key = "snippet-" + hashlib.sha256(text.encode()).hexdigest()[:16]
                     snippets[key] = text
                     keys.add(key)
-            if keys and str(question.get("body", "")).strip():
-                queries.append(LabelledQuery(str(question["id"]), question["body"].strip(), frozenset(keys), "en"))
+            if keys and body.strip():
+                queries.append(LabelledQuery(question["id"], body.strip(), frozenset(keys), "en"))
+    if not queries:
+        raise ConfigError(f"{folder}: no BioASQ question with a body and gold snippets")
     documents = [Document(text=text, source="bioasq", item_id=key, language="en") for key, text in snippets.items()]
     return RetrievalSet("bioasq", queries, documents, note=f"{len(files)} golden files; gold snippets are relevant")
+
+
+def _bioasq_questions(path: Path) -> list[Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"{path}: not a BioASQ golden file ({error})") from error
+    questions = data.get("questions") if isinstance(data, dict) else None
+    if not isinstance(questions, list):
+        raise ConfigError(f"{path}: not a BioASQ golden file (no 'questions' list)")
+    return questions
 
 
 def medmcqa_set(root: Path | None = None, is_test: Callable[[str, str], bool] | None = None) -> RetrievalSet:

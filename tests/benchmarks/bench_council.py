@@ -23,8 +23,8 @@ from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.console import console
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.serving.session import ModelSource, open_model
-from medcouncil.tools.knowledge import open_knowledge
 from medcouncil.tools.search import KnowledgeSearch
+from medcouncil.tools.starter_pack import open_knowledge
 
 CASES = [
     "A 24-year-old has episodic wheeze and a nocturnal cough relieved by salbutamol. What is the diagnosis?",

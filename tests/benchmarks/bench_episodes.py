@@ -31,7 +31,7 @@ from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.console import console
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.serving.session import ModelSource, open_model
-from medcouncil.tools.knowledge import open_knowledge
+from medcouncil.tools.starter_pack import open_knowledge
 
 REPLAY_STEPS = ["ASK: Do you have double vision?", "EXAM: vital signs", "TEST: complete blood count"]
 """The replay doctor's actions, in turn (then DIAGNOSIS when the budget is spent)."""

@@ -15,10 +15,9 @@ from medcouncil.tools.knowledge import (
     KnowledgeConfig,
     KnowledgeStoreError,
     SearchGuard,
-    open_knowledge,
 )
 from medcouncil.tools.search import InMemoryKnowledge
-from medcouncil.tools.starter_pack import STARTER_NOTE, starter_documents
+from medcouncil.tools.starter_pack import STARTER_NOTE, open_knowledge, starter_documents
 
 NOTES = [
     Document(
@@ -149,6 +148,52 @@ def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: Bert
         KnowledgeBase(config, Other())
 
 
+def test_a_readded_document_gets_its_new_metadata_without_being_embedded_again(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    knowledge.lexical()
+    relabelled = Document(text=NOTES[0].text, source="gout.txt", title="Gout", item_id="medqa-test-7")
+    report = knowledge.add([relabelled])
+    assert (report.new, report.updated) == (0, 1)  # a leak label on a chunk already stored
+    query = "urate crystals in the first MTP joint"
+    assert knowledge.search(query, k=1)[0].source == "gout.txt"
+    guard = SearchGuard(item_ids={"medqa-test-7"})
+    assert "gout.txt" not in [e.source for e in knowledge.search(query, threshold=-1, guard=guard)]
+    assert knowledge.add([relabelled]).updated == 0
+
+
+def test_replacing_a_source_drops_the_chunks_its_old_text_made(knowledge: KnowledgeBase) -> None:
+    knowledge.add(NOTES)
+    edited = Document(text="Gout: hyperuricaemia; treat flares with NSAIDs.", source="gout.txt", title="Gout")
+    report = knowledge.add([edited], replace=True)
+    assert report.new == 1 and report.removed >= 1
+    assert knowledge.stats()["sources"]["gout.txt"] == 1
+    assert "colchicine" not in " ".join(c.text.lower() for c in knowledge.rank("colchicine", "lexical"))
+    assert knowledge.add(NOTES[1:]).removed == 0  # without replace, other sources stay as they are
+    keep = {knowledge.rank("wheeze salbutamol", "lexical")[0].id}
+    chunks = knowledge.count()
+    assert knowledge.prune(keep) == chunks - 1 and knowledge.collection.get(include=[])["ids"] == sorted(keep)
+
+
+def test_an_older_starter_pack_is_brought_up_to_date(tmp_path: Path, embedder: BertEmbedder) -> None:
+    config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
+    knowledge = open_knowledge(config, embedder)
+    assert knowledge.remove("starter/asthma.md") > 0
+    # As a release before the Korean glossary grew left it: other terms, an older text, no version recorded.
+    acs = knowledge.collection.get(where={"source": "starter/acs.md"}, include=["metadatas"])
+    knowledge.collection.update(ids=acs["ids"], metadatas=[{"korean_terms": "심근경색"} for _ in acs["ids"]])
+    old = Document(text="Acute coronary syndrome: an older note.", source="starter/stroke.md", title="Stroke")
+    knowledge.add([old])
+    metadata = dict(knowledge.collection.metadata or {})
+    metadata.pop("starter_version")
+    knowledge.collection.modify(metadata={**metadata, "starter_version": "older"})
+    reopened = open_knowledge(config, embedder)
+    terms = reopened.collection.get(where={"source": "starter/acs.md"}, include=["metadatas"])["metadatas"] or []
+    assert all("트로포닌" in str(meta["korean_terms"]) for meta in terms)
+    assert "an older note" not in " ".join(c.text for c in reopened.rank("older note acute coronary", "lexical"))
+    assert "starter/asthma.md" not in reopened.stats()["sources"]  # a note the user removed stays removed
+    assert reopened.search("트로포닌 상승, 흉통", k=1)[0].source == "starter/acs.md"
+
+
 def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder: BertEmbedder) -> None:
     documents = starter_documents()
     assert len(documents) >= 30
@@ -241,3 +286,15 @@ def test_the_lexical_index_follows_the_collection(knowledge: KnowledgeBase, embe
     other.add(NOTES[:1])
     assert knowledge.rank("colchicine", "lexical")[0].metadata["source"] == "gout.txt"
     assert knowledge.search("colchicine", guard=SearchGuard(item_ids={""})) != []  # an empty id guards nothing
+
+
+def test_a_guarded_item_with_many_chunks_does_not_crowd_out_the_lexical_ranking(knowledge: KnowledgeBase) -> None:
+    guarded = Document(
+        text=" ".join(f"Gout case {n}: urate crystals in the first MTP joint." for n in range(60)),
+        source="exp.jsonl",
+        item_id="q-9",
+    )
+    knowledge.add([guarded, *NOTES])
+    assert knowledge.collection.count() > len(NOTES) + 2  # the guarded item spans several chunks
+    ranked = knowledge.rank("gout urate crystals", "lexical", depth=1, guard=SearchGuard(item_ids={"q-9"}))
+    assert [c.metadata["source"] for c in ranked] == ["gout.txt"]

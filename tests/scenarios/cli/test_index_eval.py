@@ -92,6 +92,12 @@ def test_eval_of_a_users_queries_against_a_collection(cli: list[str], tmp_path: 
     assert rows[("q3", "hybrid")]["kept"] == 0  # off-topic: no evidence
     assert "off-topic queries answered 'no evidence' 100%" in done.stdout
 
+    (notes / "gout.md").write_text("# Gout\n\nHyperuricaemia; flares are treated with NSAIDs.")  # edited
+    readded = run(cli, tmp_path, "index", "add", str(notes), "--collection", "mine", "--no-leak-check")
+    assert readded.returncode == 0, readded.stderr
+    assert "3 documents → 3 chunks, 1 new, 1 removed (no longer in their file)" in readded.stdout
+    assert "holds 3 chunks" in readded.stdout
+
 
 @pytest.mark.skipif(not (SHARED / "data" / "raw" / "medmcqa_dev.jsonl").exists(), reason="shared data not present")
 def test_add_records_and_guards_what_would_leak(cli: list[str], tmp_path: Path) -> None:
@@ -110,3 +116,21 @@ def test_add_records_and_guards_what_would_leak(cli: list[str], tmp_path: Path) 
     assert leak["eval_source"] == "medmcqa" and leak["eval_id"] == leaking["id"] and leak["kind"] == "id"
     run(cli, tmp_path, *args)
     assert len(record.read_text().splitlines()) == 1  # re-adding records nothing twice
+
+
+def test_an_evaluation_store_follows_its_data(cli: list[str], tmp_path: Path) -> None:
+    folder = tmp_path / "data" / "raw" / "bioasq"
+    folder.mkdir(parents=True)
+
+    def golden(snippets: list[str]) -> None:
+        question = {"id": "q1", "body": "What causes gout?", "snippets": [{"text": text} for text in snippets]}
+        (folder / "11B1_golden.json").write_text(json.dumps({"questions": [question]}))
+
+    args = ("index", "eval", "--set", "bioasq", "--data", str(tmp_path / "data"), "--store", str(tmp_path / "eval"))
+    golden(["Gout is caused by urate crystals.", "Colchicine treats gout flares.", "Asthma causes wheeze."])
+    assert run(cli, tmp_path, *args).returncode == 0
+    golden(["Gout is caused by urate crystals."])  # the data changed: the store must not keep the old snippets
+    done = run(cli, tmp_path, *args, "--ranks", str(tmp_path / "ranks.jsonl"))
+    assert done.returncode == 0, done.stderr
+    (row, *_) = [json.loads(line) for line in (tmp_path / "ranks.jsonl").read_text().splitlines()]
+    assert row["first_rank"] == 1 and len(row["top"]) == 1  # one document left in the collection

@@ -12,12 +12,14 @@ from medcouncil.scenarios.retrieval.evaluate import (
     QueryCandidates,
     bootstrap,
     calibrate,
+    collapse,
     decision_score,
     score_ranking,
 )
 from medcouncil.scenarios.retrieval.sets import load_set, read_queries, starter_set
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.tools.retrieval import relevance
+from medcouncil.tools.chunking import Document, chunk_document
+from medcouncil.tools.retrieval import Candidate, relevance
 from medcouncil.tools.starter_pack import STARTER_DIR
 
 
@@ -31,6 +33,23 @@ def test_ranking_metrics() -> None:
     assert score_ranking(frozenset({"z"}), [{"a"}]) == (None, {"recall@1": 0.0, "recall@5": 0.0, "recall@10": 0.0}, 0)
     perfect = score_ranking(frozenset({"a"}), [{"a"}, {"a"}])  # a key found twice counts once
     assert perfect == (1, {"recall@1": 1.0, "recall@5": 1.0, "recall@10": 1.0}, 1.0)
+
+
+def test_documents_are_counted_once_with_the_keys_of_all_their_chunks() -> None:
+    long_note = Document(text=" ".join(f"Sentence {n} about gout and urate." for n in range(60)), source="notes.jsonl")
+    rows = [
+        Document(text="Asthma: wheeze.", source="notes.jsonl"),
+        Document(text="Croup: stridor.", source="notes.jsonl"),
+    ]
+    chunks = chunk_document(long_note) + [chunk for row in rows for chunk in chunk_document(row)]
+    assert len(chunks) > 3
+    ranked = [
+        Candidate(chunk.id, metadata=dict(chunk.metadata)) for chunk in (chunks[1], chunks[-1], chunks[0], chunks[-2])
+    ]
+    documents = collapse(ranked)
+    assert [candidate.id for candidate, _ in documents] == [chunks[1].id, chunks[-1].id, chunks[-2].id]
+    assert {chunks[0].id, chunks[1].id, "notes.jsonl"} <= documents[0][1]  # a label naming either chunk finds it
+    assert chunks[0].id not in documents[1][1]  # rows of one file without ids stay distinct documents
 
 
 def test_bootstrap_interval_brackets_the_mean() -> None:
@@ -88,3 +107,24 @@ def test_the_starter_set_covers_every_note_in_both_languages() -> None:
 def test_missing_shared_data_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no raw data folder"):
         load_set("bioasq", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not a BioASQ golden file"),
+        ('{"questions": null}', "no 'questions' list"),
+        ('{"questions": [{"body": "Is it?", "snippets": []}]}', "question 1: no 'id'"),
+        ('{"questions": [{"id": "q7", "body": 3}]}', r"question 1 \(q7\): 'body' must be text"),
+        ('{"questions": [{"id": "q7", "body": "Is it?", "snippets": [{"text": 5}]}]}', "a snippet without a 'text'"),
+        ('{"questions": [{"id": "q7", "body": "Is it?", "snippets": []}]}', "no BioASQ question with a body and gold"),
+    ],
+)
+def test_a_malformed_bioasq_file_is_a_one_line_error_naming_it(tmp_path: Path, content: str, message: str) -> None:
+    folder = tmp_path / "raw" / "bioasq"
+    folder.mkdir(parents=True)
+    (folder / "11B1_golden.json").write_text(content)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_set("bioasq", tmp_path)
+    assert "11B1_golden.json" in str(raised.value) or "bioasq" in str(raised.value)
+    assert "\n" not in str(raised.value)
