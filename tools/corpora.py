@@ -145,19 +145,23 @@ def _pdf(path: Path, warn: Warn) -> Iterator[Document]:
     yield Document(text=text, source=str(path), title=title)
 
 
+def corpus_files(folder: Path, warn: Warn) -> list[Path]:
+    """The supported files under a folder (hidden ones left out); the others are counted in one warning."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    others = [p for p in files if p.suffix.lower() not in SUPPORTED]
+    if others:
+        warn(f"{folder}: {len(others)} files of unsupported types skipped (e.g. {others[0].name})")
+    return [p for p in files if p.suffix.lower() in SUPPORTED]
+
+
 def read_documents(path: Path, warn: Warn) -> Iterator[Document]:
     """Documents of one file, or of every supported file under a folder.
 
     An unreadable or malformed file is reported through ``warn`` (naming it) and skipped; the rest continues.
     """
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        others = [p for p in files if p.suffix.lower() not in SUPPORTED]
-        if others:
-            warn(f"{path}: {len(others)} files of unsupported types skipped (e.g. {others[0].name})")
-        for child in files:
-            if child.suffix.lower() in SUPPORTED:
-                yield from read_documents(child, warn)
+        for child in corpus_files(path, warn):
+            yield from read_documents(child, warn)
         return
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED:

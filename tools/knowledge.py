@@ -10,11 +10,9 @@ an older version is re-indexed on first search.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from medcouncil.serving.common.paths import data_dir
 from medcouncil.tools.chunking import Chunk, Document, chunk_document
 from medcouncil.tools.embeddings import Embedder, EmbeddingConfig, build_embedder
 from medcouncil.tools.language import detect_language
-from medcouncil.tools.lexical import LexicalIndex, fingerprint, tokenize
+from medcouncil.tools.lexical import LexicalIndex, LexicalStore, tokenize
 from medcouncil.tools.retrieval import (
     DEPTH,
     RRF_K,
@@ -112,6 +110,8 @@ class AddReport:
     """Chunks already stored whose metadata changed (a relabelled item id, a new glossary): updated, not embedded."""
     removed: int = 0
     """Chunks of a replaced source that its documents no longer produce."""
+    kept_sources: set[str] = field(default_factory=set)
+    """Sources in ``keep`` that still have chunks the documents did not produce (left in place)."""
     written: set[str] = field(default_factory=set, repr=False)
     """Chunk ids written by this add (a text repeated later in the same add does not rewrite its metadata)."""
 
@@ -127,7 +127,7 @@ class KnowledgeBase:
         self.config = config or KnowledgeConfig()
         self.embedder = embedder or build_embedder(self.config.embedding)
         self.path = self.config.store_path()
-        self._lexical: LexicalIndex | None = None
+        self._lexical_store = LexicalStore(self.path / "lexical", self.config.collection)
         os.environ["ANONYMIZED_TELEMETRY"] = "False"
         try:
             import chromadb
@@ -180,18 +180,22 @@ class KnowledgeBase:
         documents: Iterable[Document],
         batch_size: int = 1024,
         progress: Callable[[int], None] | None = None,
-        replace: bool = False,
+        replace: Sequence[str] = (),
+        keep: Collection[str] = (),
     ) -> AddReport:
         """Chunk, embed and upsert; chunks already stored (same id) are not embedded again, their metadata is updated
-        when it changed. ``replace``: the documents are the whole of their sources, so stored chunks of those sources
-        that they no longer produce (an edited file's old text) are removed."""
+        when it changed (a text shared by two documents keeps the first one's).
+
+        ``replace``: sources (a file) or folders whose whole content the documents are: stored chunks of a source
+        equal to one of them or under one of them that the documents did not produce (an edited file's old text, a
+        file deleted from a folder) are removed afterwards, except those of the sources in ``keep`` (a file read only
+        in part).
+        """
         report = AddReport()
         pending: list[Chunk] = []
-        produced: dict[str, set[str]] = {}
         for document in documents:
             report.documents += 1
             for chunk in chunk_document(document):
-                produced.setdefault(document.source, set()).add(chunk.id)
                 pending.append(chunk)
                 if len(pending) >= batch_size:
                     self._flush(pending, report, progress)
@@ -199,24 +203,31 @@ class KnowledgeBase:
         if pending:
             self._flush(pending, report, progress)
         if replace:
-            for source, ids in produced.items():
-                stale = [i for i in self.collection.get(where={"source": source}, include=[])["ids"] if i not in ids]
-                if stale:
-                    self._changed()
-                    self.collection.delete(ids=stale)
-                    report.removed += len(stale)
+            roots = {root.rstrip(os.sep) for root in replace}
+            rows = self.collection.get(include=["metadatas"])
+            stale: list[str] = []
+            for chunk_id, meta in zip(rows["ids"], rows["metadatas"] or [], strict=True):
+                source = str((meta or {}).get("source", ""))
+                if chunk_id not in report.written and _under(source, roots):
+                    if source in keep:
+                        report.kept_sources.add(source)
+                    else:
+                        stale.append(chunk_id)
+            if stale:
+                self._delete(stale)
+                report.removed += len(stale)
         return report
 
     def _flush(self, chunks: list[Chunk], report: AddReport, progress: Callable[[int], None] | None) -> None:
-        unique = [chunk for chunk in {chunk.id: chunk for chunk in chunks}.values() if chunk.id not in report.written]
+        first: dict[str, Chunk] = {}
+        for chunk in chunks:
+            if chunk.id not in report.written:
+                first.setdefault(chunk.id, chunk)
+        unique = list(first.values())
         stored = self.collection.get(ids=[chunk.id for chunk in unique], include=["metadatas"])
-        existing = dict(zip(stored["ids"], stored["metadatas"] or [], strict=True))
+        existing = {i: dict(meta or {}) for i, meta in zip(stored["ids"], stored["metadatas"] or [], strict=True)}
         fresh = [chunk for chunk in unique if chunk.id not in existing]
-        changed = [
-            chunk
-            for chunk in unique
-            if chunk.id in existing and any((existing[chunk.id] or {}).get(k) != v for k, v in chunk.metadata.items())
-        ]
+        changed = [chunk for chunk in unique if chunk.id in existing and existing[chunk.id] != chunk.metadata]
         if fresh or changed:
             self._changed()  # the lexical text includes metadata (title, Korean terms): an update changes it too
         if fresh:
@@ -228,51 +239,43 @@ class KnowledgeBase:
                 metadatas=[chunk.metadata for chunk in fresh],  # type: ignore[misc]
             )
         if changed:
-            self.collection.update(
-                ids=[chunk.id for chunk in changed],
-                metadatas=[chunk.metadata for chunk in changed],  # type: ignore[misc]
-            )
-        report.written.update(chunk.id for chunk in unique)
+            # Chroma merges metadata on update: a key the chunk no longer has is sent as None, which deletes it.
+            metadatas: Any = [{**dict.fromkeys(existing[chunk.id]), **chunk.metadata} for chunk in changed]
+            self.collection.update(ids=[chunk.id for chunk in changed], metadatas=metadatas)
+        if fresh or changed:
+            self._changed()
+        report.written.update(first)
         report.chunks += len(chunks)
         report.new += len(fresh)
         report.updated += len(changed)
         if progress is not None:
             progress(len(chunks))
 
-    # The lexical side: built from the store on first use, saved beside it, dropped before every change.
+    def _delete(self, ids: list[str]) -> None:
+        self._changed()
+        for start in range(0, len(ids), 5000):
+            self.collection.delete(ids=ids[start : start + 5000])
+        self._changed()
+
+    # The lexical side: see LexicalStore (saved beside the store, rebuilt when any process changed the collection).
 
     @property
     def lexical_folder(self) -> Path:
-        return self.path / "lexical" / self.config.collection
+        return self._lexical_store.folder
 
     def lexical(self) -> LexicalIndex:
         """The BM25 index of every chunk in the collection (loaded if saved for these chunks, else rebuilt)."""
-        if self._lexical is not None and len(self._lexical) != self.count():
-            self._lexical = None  # another process added or removed chunks: re-read (its fingerprint decides)
-        if self._lexical is None:
-            ids = self.collection.get(include=[])["ids"]
-            stamp = fingerprint(ids)
-            index = LexicalIndex.load(self.lexical_folder, stamp)
-            if index is None:
+        return self._lexical_store.index(self.count, lambda: self.collection.get(include=[])["ids"], self._chunks)
 
-                def chunks() -> Iterator[tuple[str, str, dict[str, Any]]]:
-                    for start in range(0, len(ids), 5000):
-                        rows = self.collection.get(ids=ids[start : start + 5000], include=["documents", "metadatas"])
-                        for chunk_id, text, meta in zip(
-                            rows["ids"], rows["documents"] or [], rows["metadatas"] or [], strict=True
-                        ):
-                            yield chunk_id, text or "", dict(meta or {})
-
-                index = LexicalIndex.build(chunks())
-                with contextlib.suppress(OSError):  # a read-only or full store still searches (rebuilt next time)
-                    index.save(self.lexical_folder, stamp)
-            self._lexical = index
-        return self._lexical
+    def _chunks(self, ids: list[str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        for start in range(0, len(ids), 5000):
+            rows = self.collection.get(ids=ids[start : start + 5000], include=["documents", "metadatas"])
+            for chunk_id, text, meta in zip(rows["ids"], rows["documents"] or [], rows["metadatas"] or [], strict=True):
+                yield chunk_id, text or "", dict(meta or {})
 
     def _changed(self) -> None:
-        """Called before the collection changes: a process killed mid-change leaves no stale lexical index."""
-        self._lexical = None
-        shutil.rmtree(self.lexical_folder, ignore_errors=True)
+        """Called before and after the collection changes (see :meth:`LexicalStore.changed`)."""
+        self._lexical_store.changed()
 
     def rank(
         self,
@@ -315,7 +318,7 @@ class KnowledgeBase:
             )
         }
         if len(found) < len(candidates):
-            self._lexical = None  # ids the store no longer has (changed by another process): re-read next time
+            self._lexical_store.drop()  # ids the store no longer has (changed outside medcouncil): re-read next time
         candidates = [candidate for candidate in candidates if candidate.id in found]
         if not candidates:
             return []
@@ -411,18 +414,19 @@ class KnowledgeBase:
         """Delete every chunk whose id is not in ``keep``; returns how many."""
         stale = [chunk_id for chunk_id in self.collection.get(include=[])["ids"] if chunk_id not in keep]
         if stale:
-            self._changed()
-            for start in range(0, len(stale), 5000):
-                self.collection.delete(ids=stale[start : start + 5000])
+            self._delete(stale)
         return len(stale)
 
     def remove(self, source: str) -> int:
         """Delete every chunk of ``source``; returns how many."""
         ids = self.collection.get(where={"source": source}, include=[])["ids"]
         if ids:
-            self._changed()
-            self.collection.delete(ids=ids)
+            self._delete(ids)
         return len(ids)
+
+
+def _under(source: str, roots: set[str]) -> bool:
+    return source in roots or any(source.startswith(root + os.sep) for root in roots)
 
 
 def validate_collection_name(name: str) -> str:

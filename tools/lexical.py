@@ -14,15 +14,18 @@ Tokens (:func:`tokenize`), after NFKC normalisation and case-folding:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import math
 import re
 import shutil
+import time
 import unicodedata
+import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +38,7 @@ B = 0.75
 
 UNITS = (
     "mg|mcg|ug|g|kg|ml|mcl|l|dl|mcmol|mmol|mol|meq|iu|u|mmhg|cmh2o|bpm|min|mins|h|hr|hrs|s|sec|d|wk|wks|mo|yr|yrs|cm|mm|"
-    "°c|c|°f|mg/dl|mmol/l|g/dl|mg/kg|ml/min|u/l|iu/l|ng/ml|pg/ml|meq/l|mosm/kg|l/min"
+    "°c|c|°f|mg/dl|mmol/l|mcmol/l|g/dl|mg/kg|mcg/kg|mcg/min|mg/h|ml/min|ml/h|u/l|iu/l|ng/ml|pg/ml|meq/l|mosm/kg|l/min"
 )
 _NUMBER_UNIT = re.compile(rf"(\d+(?:\.\d+)?)\s?({UNITS})(?![a-z0-9/])")
 _TOKEN = re.compile(r"\d+(?:\.\d+)?%?|[a-z0-9µ°]+(?:[-/'][a-z0-9µ°]+)*|[\uac00-\ud7a3]+")
@@ -63,7 +66,7 @@ TOKENIZER_VERSION = "2"
 _GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ε": "epsilon", "θ": "theta", "κ": "kappa"}
 _GREEK.update({"λ": "lambda", "μ": "mu", "σ": "sigma", "τ": "tau", "ω": "omega"})
 _MICRO = re.compile(r"μ(?=(?:g|l|mol|m)\b)")  # casefold turns the micro sign into Greek mu: µg is mcg
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?![\d.]))")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 
 
 def tokenize(text: str) -> list[str]:
@@ -112,6 +115,7 @@ class LexicalIndex:
         """Chunks per benchmark item id (how far a guarded search must over-fetch)."""
         self._bm25 = bm25s.BM25(k1=K1, b=B)
         self._bm25.index([list(t) or [""] for t in tokens] or [[""]], show_progress=False)
+        _sort_postings(self._bm25.scores)
         frequency: dict[str, int] = {}
         for document in tokens:
             for token in set(document):
@@ -168,8 +172,11 @@ class LexicalIndex:
             weight = self.idf(token)
             total += weight
             column = vocabulary.get(token)
-            if column is not None and column + 1 < len(indptr):
-                found[np.isin(targets, indices[indptr[column] : indptr[column + 1]])] += weight
+            if column is None or column + 1 >= len(indptr) or indptr[column] == indptr[column + 1]:
+                continue
+            postings = indices[indptr[column] : indptr[column + 1]]  # sorted (bm25s builds canonical CSC columns)
+            at = np.minimum(np.searchsorted(postings, targets), len(postings) - 1)
+            found[postings[at] == targets] += weight
         shares: list[float] = (found / total).tolist()
         return shares
 
@@ -206,8 +213,22 @@ class LexicalIndex:
             return None
         index.position = {chunk_id: number for number, chunk_id in enumerate(index.ids)}
         index.item_chunks = Counter(index.item_ids)
+        _sort_postings(bm25.scores)
         index._bm25 = bm25
         return index
+
+
+def _sort_postings(scores: dict[str, Any]) -> None:
+    """Document ids in ascending order within each token's column (what :meth:`LexicalIndex.coverages` bisects):
+    bm25s builds them so; an index that is not is put in order."""
+    indptr, indices = scores["indptr"], scores["indices"]
+    if len(indices) < 2:
+        return
+    columns = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
+    if np.all((np.diff(indices.astype(np.int64)) > 0) | (np.diff(columns) > 0)):
+        return
+    order = np.lexsort((indices, columns))
+    scores["indices"], scores["data"] = indices[order], scores["data"][order]
 
 
 def fingerprint(ids: Sequence[str]) -> str:
@@ -223,3 +244,65 @@ def lexical_text(text: str, metadata: dict[str, Any] | None) -> str:
     dense embedding, which reads Hangul as noise)."""
     meta = metadata or {}
     return " ".join(str(part) for part in (meta.get("title", ""), meta.get("korean_terms", ""), text) if part)
+
+
+COUNT_CHECK_SECONDS = 30.0
+"""How often a cached index is also checked against the collection's chunk count (a write made outside medcouncil
+leaves no generation token)."""
+
+
+class LexicalStore:
+    """A collection's BM25 index, cached in memory and saved under ``<folder>/<collection>``.
+
+    Every change to the collection, in any process, calls :meth:`changed` before and after it: the saved index is
+    deleted and ``<collection>.generation`` gets a new token. A cached index of another generation is dropped, and
+    a saved index carries the generation it was read under, so one built while another process was changing the
+    collection is not reused.
+    """
+
+    def __init__(self, folder: Path, collection: str) -> None:
+        self.folder = folder / collection
+        self.generation_file = folder / f"{collection}.generation"
+        self._index: LexicalIndex | None = None
+        self._generation = ""
+        self._checked = 0.0
+
+    def generation(self) -> str:
+        try:
+            return self.generation_file.read_text(encoding="utf-8")
+        except OSError:
+            return ""
+
+    def drop(self) -> None:
+        self._index = None
+
+    def changed(self) -> None:
+        self._index = None
+        shutil.rmtree(self.folder, ignore_errors=True)
+        with contextlib.suppress(OSError):  # a read-only store cannot change anyway
+            self.generation_file.parent.mkdir(parents=True, exist_ok=True)
+            self.generation_file.write_text(uuid.uuid4().hex, encoding="utf-8")
+
+    def index(
+        self,
+        count: Callable[[], int],
+        ids: Callable[[], list[str]],
+        chunks: Callable[[list[str]], Iterable[tuple[str, str, dict[str, Any]]]],
+    ) -> LexicalIndex:
+        """The index: cached, else saved for these chunks and this generation, else built from ``chunks(ids())``."""
+        generation = self.generation()
+        if self._index is not None and (
+            generation != self._generation
+            or (time.monotonic() - self._checked > COUNT_CHECK_SECONDS and len(self._index) != count())
+        ):
+            self._index = None
+        if self._index is None:
+            every = ids()
+            stamp = f"{fingerprint(every)}:{generation}"
+            index = LexicalIndex.load(self.folder, stamp)
+            if index is None:
+                index = LexicalIndex.build(chunks(every))
+                with contextlib.suppress(OSError):  # a read-only or full store still searches (rebuilt next time)
+                    index.save(self.folder, stamp)
+            self._index, self._generation, self._checked = index, generation, time.monotonic()
+        return self._index

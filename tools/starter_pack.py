@@ -3,12 +3,14 @@ collection; demo material, not for clinical use. ``starter/vignettes.jsonl`` is 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from medcouncil.serving.common.console import err_console
 from medcouncil.tools.chunking import Document
 from medcouncil.tools.embeddings import Embedder
 from medcouncil.tools.knowledge import DEFAULT_COLLECTION, KnowledgeBase, KnowledgeConfig
@@ -49,10 +51,12 @@ def starter_version(documents: list[Document]) -> str:
 
 def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | None = None) -> KnowledgeBase:
     """Open a knowledge base; the default collection gets the starter pack when it is first created (a seeding cut
-    short by a kill is finished by the next open), and its starter notes are brought up to date when a new release
-    changed them (the collection records the pack's version).
+    short by a kill is finished by the next open), and its starter notes are brought up to date when a release
+    changed the pack (the collection records the pack's version and its notes).
 
     Removing the starter sources later (``index remove starter/asthma.md``) is respected: they are not re-added.
+    A store that cannot be written (read-only, locked) still opens, with a one-line warning, and is brought up to
+    date by a later open.
     """
     knowledge = KnowledgeBase(config, embedder)
     if knowledge.config.collection != DEFAULT_COLLECTION:
@@ -60,16 +64,41 @@ def open_knowledge(config: KnowledgeConfig | None = None, embedder: Embedder | N
     documents = starter_documents()
     version = starter_version(documents)
     metadata = dict(knowledge.collection.metadata or {})
-    if knowledge.seeding_marker.exists():
-        knowledge.add(documents)  # upserts: chunks a killed seeding already stored are not embedded again
-    elif metadata.get("starter_version") != version:
-        where: Any = {"source": {"$in": [document.source for document in documents]}}
-        rows = knowledge.collection.get(where=where, include=["metadatas"])
-        kept = {str((meta or {}).get("source")) for meta in rows["metadatas"] or []}
-        knowledge.add([document for document in documents if document.source in kept], replace=True)
-    else:
+    seeding = knowledge.seeding_marker.exists()
+    if not seeding and metadata.get("starter_version") == version:
         return knowledge
-    with contextlib.suppress(Exception):  # a read-only store still opens; the notes are brought up to date next time
-        knowledge.collection.modify(metadata={**metadata, "starter_version": version})
-    knowledge.seeding_marker.unlink(missing_ok=True)
+    try:
+        if seeding:
+            knowledge.add(documents)  # upserts: chunks a killed seeding already stored are not embedded again
+        else:
+            _refresh(knowledge, documents, metadata)
+        sources = json.dumps([document.source for document in documents])
+        knowledge.collection.modify(metadata={**metadata, "starter_version": version, "starter_sources": sources})
+        knowledge.seeding_marker.unlink(missing_ok=True)
+    except Exception as error:  # Chroma raises sqlite, Rust-binding and OS errors alike
+        what = "seeded" if seeding else "brought up to date"
+        err_console.print(
+            f"[warning]warning:[/] the starter pack could not be {what} in {escape(str(knowledge.path))} "
+            f"({escape(type(error).__name__)}: {escape(str(error))}); a later open retries",
+            soft_wrap=True,
+        )
     return knowledge
+
+
+def _refresh(knowledge: KnowledgeBase, documents: list[Document], metadata: dict[str, Any]) -> None:
+    """The current notes in place of an older release's: each note still present is updated, a note new in this
+    release is added, a note the release dropped is removed; a note the user removed stays removed."""
+    current = {document.source for document in documents}
+    try:
+        recorded = set(json.loads(str(metadata.get("starter_sources", "null"))) or [])
+    except ValueError:
+        recorded = set()
+    where: Any = {"source": {"$in": sorted(current | recorded)}}
+    rows = knowledge.collection.get(where=where, include=["metadatas"])
+    present = {str((meta or {}).get("source")) for meta in rows["metadatas"] or []}
+    if recorded:
+        wanted = [document for document in documents if document.source in present or document.source not in recorded]
+    else:  # a store seeded before the pack recorded its notes: the notes present are what was seeded
+        wanted = [document for document in documents if document.source in present]
+    dropped = present - current  # a note this release renamed or dropped
+    knowledge.add(wanted, replace=sorted({document.source for document in wanted} | dropped))

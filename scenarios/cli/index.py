@@ -18,12 +18,12 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from medcouncil.scenarios.retrieval.leaks import Leak, describe, find_leaks, record_leaks
-from medcouncil.scenarios.training.decontamination import local_eval_sets
+from medcouncil.scenarios.retrieval.leaks import Leak, describe, find_leaks, record_leaks, recorded_labels
+from medcouncil.scenarios.training.decontamination import EvalItem, local_eval_sets
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.tools.chunking import chunk_document
-from medcouncil.tools.corpora import read_documents
+from medcouncil.tools.chunking import Document, chunk_document
+from medcouncil.tools.corpora import corpus_files, read_documents
 from medcouncil.tools.knowledge import (
     DEFAULT_COLLECTION,
     TOP_K,
@@ -54,6 +54,27 @@ def _warn(message: str) -> None:
     err_console.print(f"[warning]warning:[/] {escape(message)}", markup=True, soft_wrap=True)
 
 
+def _read(
+    path: Path, evals: list[EvalItem], store: Path, collection: str
+) -> tuple[list[Document], list[Leak], set[str]]:
+    """A file's or folder's documents, leak-labelled; the leaks found; the files whose reading warned (read in part
+    or not at all: their chunks from an earlier add are kept)."""
+    documents: list[Document] = []
+    warned: set[str] = set()
+    for file in corpus_files(path, _warn) if path.is_dir() else [path]:
+
+        def warn(message: str, file: Path = file) -> None:
+            warned.add(str(file))
+            _warn(message)
+
+        documents += read_documents(file, warn)
+    if evals:
+        documents, found = find_leaks(documents, evals)
+        return documents, found, warned
+    # No check this time: the labels an earlier check recorded still guard.
+    return recorded_labels(store, collection, documents)[0], [], warned
+
+
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Files or folders (.txt .md .pdf .jsonl .json .csv).")],
     collection: CollectionOpt = DEFAULT_COLLECTION,
@@ -77,6 +98,7 @@ def add(
         _warn("no local benchmark files found: leak check skipped (give --data)")
     leaks: list[Leak] = []
     totals = [0, 0, 0, 0, 0]
+    kept_old: list[str] = []
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -86,7 +108,7 @@ def add(
     )
     with Progress(*columns, console=err_console) as progress:
         for path in (path.resolve() for path in paths if path not in missing):  # one source name per file
-            documents, found = find_leaks(list(read_documents(path, _warn)), evals)
+            documents, found, warned = _read(path, evals, knowledge.path, collection)
             leaks += found
             # Chunking is cheap next to embedding (0.1 s for 2.6 MB): counted first, the bar has a total and an ETA.
             task = progress.add_task(f"{path.name} chunks", total=sum(len(chunk_document(d)) for d in documents))
@@ -94,8 +116,10 @@ def add(
             def advance(chunks: int, task: TaskID = task) -> None:
                 progress.advance(task, chunks)
 
-            report = knowledge.add(documents, progress=advance, replace=True)
+            # A file read whole replaces what it gave before (a folder: its files); one read in part only adds.
+            report = knowledge.add(documents, progress=advance, replace=[str(path)], keep=warned)
             totals = [total + part for total, part in zip(totals, report.counts(), strict=True)]
+            kept_old += sorted(Path(source).name for source in report.kept_sources)
     changes = ((totals[3], "with new metadata (e.g. a leak label)"), (totals[4], "removed (no longer in their file)"))
     console.print(
         f"{totals[0]} documents → {totals[1]} chunks, {totals[2]} new"
@@ -103,6 +127,11 @@ def add(
         + "; "
         f"collection [bold]{collection}[/] holds {knowledge.count()} chunks ({knowledge.path})"
     )
+    if kept_old:
+        _warn(
+            f"{', '.join(kept_old)}: not read whole, so chunks from an earlier version of these files were kept "
+            "(fix the file and add it again to replace them)"
+        )
     if leaks:
         record = record_leaks(knowledge.path, collection, leaks)
         console.print(

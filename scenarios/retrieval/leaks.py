@@ -62,6 +62,29 @@ def find_leaks(documents: Sequence[Document], evals: Sequence[EvalItem]) -> tupl
     return labelled, leaks
 
 
+def recorded_labels(folder: Path, collection: str, documents: Sequence[Document]) -> tuple[list[Document], int]:
+    """The documents with the labels of the collection's leak record applied (a re-add without the leak check keeps
+    the guard on what an earlier check found), and how many were relabelled. An unreadable record changes nothing."""
+    path = folder / "leaks" / f"{collection}.jsonl"
+    labels: dict[tuple[str, str], str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    except OSError:
+        lines = []
+    for line in lines:
+        try:
+            leak = Leak.model_validate_json(line)
+        except ValueError:
+            continue
+        if leak.document_item:
+            labels[(leak.source, leak.document_item)] = leak.eval_id
+    labelled = [
+        dataclasses.replace(d, item_id=labels[(d.source, d.item_id)]) if (d.source, d.item_id) in labels else d
+        for d in documents
+    ]
+    return labelled, sum((d.source, d.item_id) in labels for d in documents)
+
+
 def record_leaks(folder: Path, collection: str, leaks: Sequence[Leak]) -> Path:
     """Adds ``leaks`` to the collection's record (once each: re-adding a corpus records nothing twice)."""
     path = folder / "leaks" / f"{collection}.jsonl"

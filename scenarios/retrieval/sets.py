@@ -109,22 +109,23 @@ def bioasq_set(root: Path | None = None) -> RetrievalSet:
             if not isinstance(question, dict):
                 raise ConfigError(f"{where}: not an object")
             body, snippet_list = question.get("body"), question.get("snippets") or []
-            if not isinstance(question.get("id"), str) or not question["id"].strip():
+            if not isinstance(question.get("id"), str | int) or not str(question["id"]).strip():
                 raise ConfigError(f"{where}: no 'id'")
+            question_id = str(question["id"]).strip()
             if not isinstance(body, str) or not isinstance(snippet_list, list):
-                raise ConfigError(f"{where} ({question['id']}): 'body' must be text and 'snippets' a list")
+                raise ConfigError(f"{where} ({question_id}): 'body' must be text and 'snippets' a list")
             keys = set()
             for snippet in snippet_list:
                 text = snippet.get("text") if isinstance(snippet, dict) else None
                 if not isinstance(text, str):
-                    raise ConfigError(f"{where} ({question['id']}): a snippet without a 'text'")
+                    raise ConfigError(f"{where} ({question_id}): a snippet without a 'text'")
                 text = " ".join(text.split())
                 if text:
                     key = "snippet-" + hashlib.sha256(text.encode()).hexdigest()[:16]
                     snippets[key] = text
                     keys.add(key)
             if keys and body.strip():
-                queries.append(LabelledQuery(question["id"], body.strip(), frozenset(keys), "en"))
+                queries.append(LabelledQuery(question_id, body.strip(), frozenset(keys), "en"))
     if not queries:
         raise ConfigError(f"{folder}: no BioASQ question with a body and gold snippets")
     documents = [Document(text=text, source="bioasq", item_id=key, language="en") for key, text in snippets.items()]

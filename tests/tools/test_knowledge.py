@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from medcouncil.tools import starter_pack
 from medcouncil.tools.chunking import Document
 from medcouncil.tools.embeddings import BertEmbedder
 from medcouncil.tools.knowledge import (
@@ -164,17 +166,36 @@ def test_a_readded_document_gets_its_new_metadata_without_being_embedded_again(k
 def test_replacing_a_source_drops_the_chunks_its_old_text_made(knowledge: KnowledgeBase) -> None:
     knowledge.add(NOTES)
     edited = Document(text="Gout: hyperuricaemia; treat flares with NSAIDs.", source="gout.txt", title="Gout")
-    report = knowledge.add([edited], replace=True)
+    report = knowledge.add([edited], replace=["gout.txt"])
     assert report.new == 1 and report.removed >= 1
     assert knowledge.stats()["sources"]["gout.txt"] == 1
     assert "colchicine" not in " ".join(c.text.lower() for c in knowledge.rank("colchicine", "lexical"))
-    assert knowledge.add(NOTES[1:]).removed == 0  # without replace, other sources stay as they are
+    old_text = Document(text=NOTES[1].text, source="asthma.txt", title="Asthma")
+    knowledge.add([Document(text="Asthma: inhaled corticosteroids.", source="asthma.txt")])  # no replace: adds
+    assert knowledge.stats()["sources"]["asthma.txt"] == 2
+    folder = [Document(text=f"Note {n} on croup.", source=f"/notes/{n}.md") for n in range(3)]
+    knowledge.add([*folder, old_text], replace=["/notes", "asthma.txt"])
+    report = knowledge.add(folder[:1], replace=["/notes/"], keep={"/notes/2.md"})  # 1.md deleted, 2.md read in part
+    assert report.removed == 1 and report.kept_sources == {"/notes/2.md"}
+    assert {s for s in knowledge.stats()["sources"] if s.startswith("/notes")} == {"/notes/0.md", "/notes/2.md"}
+    assert knowledge.stats()["sources"]["asthma.txt"] == 1
     keep = {knowledge.rank("wheeze salbutamol", "lexical")[0].id}
     chunks = knowledge.count()
     assert knowledge.prune(keep) == chunks - 1 and knowledge.collection.get(include=[])["ids"] == sorted(keep)
 
 
-def test_an_older_starter_pack_is_brought_up_to_date(tmp_path: Path, embedder: BertEmbedder) -> None:
+def test_a_metadata_key_the_document_no_longer_has_is_removed(knowledge: KnowledgeBase) -> None:
+    tagged = Document(text=NOTES[0].text, source="gout.txt", title="Gout", extra={"korean_terms": "통풍"})
+    knowledge.add([tagged])
+    assert knowledge.rank("통풍", "lexical")
+    assert knowledge.add([NOTES[0]]).updated == 1
+    (meta,) = knowledge.collection.get(include=["metadatas"])["metadatas"] or []
+    assert "korean_terms" not in meta and knowledge.rank("통풍", "lexical") == []
+
+
+def test_an_older_starter_pack_is_brought_up_to_date(
+    tmp_path: Path, embedder: BertEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
     knowledge = open_knowledge(config, embedder)
     assert knowledge.remove("starter/asthma.md") > 0
@@ -192,6 +213,35 @@ def test_an_older_starter_pack_is_brought_up_to_date(tmp_path: Path, embedder: B
     assert "an older note" not in " ".join(c.text for c in reopened.rank("older note acute coronary", "lexical"))
     assert "starter/asthma.md" not in reopened.stats()["sources"]  # a note the user removed stays removed
     assert reopened.search("트로포닌 상승, 흉통", k=1)[0].source == "starter/acs.md"
+
+    # A release that adds a note and renames another: the new one arrives, the renamed one moves, removals hold.
+    documents = starter_documents()
+    renamed = [
+        dataclasses.replace(d, source="starter/stroke-tia.md") if d.source == "starter/stroke.md" else d
+        for d in documents
+    ]
+    added = Document(text="Croup: barking cough, stridor; dexamethasone.", source="starter/croup.md", title="Croup")
+    monkeypatch.setattr(starter_pack, "starter_documents", lambda: [*renamed, added])
+    newer = open_knowledge(config, embedder)
+    sources = newer.stats()["sources"]
+    assert "starter/croup.md" in sources and "starter/stroke-tia.md" in sources
+    assert "starter/stroke.md" not in sources and "starter/asthma.md" not in sources
+
+
+def test_a_store_that_cannot_be_written_still_opens(
+    tmp_path: Path, embedder: BertEmbedder, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = KnowledgeConfig(path=tmp_path / "store", collection=DEFAULT_COLLECTION)
+    open_knowledge(config, embedder)
+    monkeypatch.setattr(starter_pack, "starter_version", lambda documents: "a newer release")
+
+    def read_only(self: KnowledgeBase, *args: object, **kwargs: object) -> None:
+        raise PermissionError("attempt to write a readonly database")
+
+    monkeypatch.setattr(KnowledgeBase, "add", read_only)
+    knowledge = open_knowledge(config, embedder)
+    assert knowledge.count() > 0
+    assert "the starter pack could not be brought up to date" in capsys.readouterr().err
 
 
 def test_starter_pack_seeds_the_default_collection_once(tmp_path: Path, embedder: BertEmbedder) -> None:
@@ -286,6 +336,8 @@ def test_the_lexical_index_follows_the_collection(knowledge: KnowledgeBase, embe
     other.add(NOTES[:1])
     assert knowledge.rank("colchicine", "lexical")[0].metadata["source"] == "gout.txt"
     assert knowledge.search("colchicine", guard=SearchGuard(item_ids={""})) != []  # an empty id guards nothing
+    other.add([Document(text=NOTES[0].text, source="gout.txt", title="Gout", item_id="q-77")])  # relabelled there
+    assert knowledge.rank("colchicine", "lexical", guard=SearchGuard(item_ids={"q-77"})) == []  # seen here
 
 
 def test_a_guarded_item_with_many_chunks_does_not_crowd_out_the_lexical_ranking(knowledge: KnowledgeBase) -> None:

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
-from medcouncil.tools.lexical import LexicalIndex, fingerprint, lexical_text, tokenize
+import numpy as np
+import pytest
+
+from medcouncil.tools.lexical import (
+    TOKENIZER_VERSION,
+    LexicalIndex,
+    _sort_postings,
+    fingerprint,
+    lexical_text,
+    tokenize,
+)
 from medcouncil.tools.retrieval import fuse, relevance
 
 
@@ -50,6 +61,34 @@ def test_bm25_ranks_and_coverage() -> None:
     assert index.coverages([], [0]) == [0.0]
 
 
+def test_coverage_read_from_the_index_matches_the_token_sets(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    vocabulary = [f"term{n}" for n in range(40)]
+    documents = [rng.sample(vocabulary, rng.randint(1, 12)) for _ in range(300)]
+    index = LexicalIndex([str(n) for n in range(300)], [""] * 300, documents)
+    index.save(tmp_path / "lex", "x")
+    loaded = LexicalIndex.load(tmp_path / "lex", "x")
+    assert loaded is not None
+    assert loaded.item_chunks == index.item_chunks == {"": 300}
+    for _ in range(20):
+        query = [*rng.sample(vocabulary, 4), "absent"]
+        positions = rng.sample(range(300), 25)
+        total = sum(index.idf(token) for token in set(query))
+        expected = [sum(index.idf(t) for t in set(query) if t in documents[p]) / total for p in positions]
+        assert index.coverages(query, positions) == pytest.approx(expected)
+        assert loaded.coverages(query, positions) == pytest.approx(expected)
+
+
+def test_postings_out_of_order_are_sorted_with_their_scores() -> None:
+    scores = {
+        "indptr": np.array([0, 3, 5]),
+        "indices": np.array([2, 0, 1, 4, 3], dtype=np.int32),
+        "data": np.array([0.2, 0.0, 0.1, 0.4, 0.3]),
+    }
+    _sort_postings(scores)
+    assert scores["indices"].tolist() == [0, 1, 2, 3, 4] and scores["data"].tolist() == [0.0, 0.1, 0.2, 0.3, 0.4]
+
+
 def test_a_saved_index_is_used_only_for_the_same_chunks(tmp_path: Path) -> None:
     index = LexicalIndex(["a", "b"], ["", ""], [tokenize("gout"), tokenize("asthma")])
     index.save(tmp_path / "lex", fingerprint(["a", "b"]))
@@ -59,6 +98,7 @@ def test_a_saved_index_is_used_only_for_the_same_chunks(tmp_path: Path) -> None:
     (tmp_path / "lex" / "documents.json").write_text("{not json")
     assert LexicalIndex.load(tmp_path / "lex", fingerprint(["a", "b"])) is None  # unreadable: rebuilt by the caller
     assert LexicalIndex.load(tmp_path / "missing", "x") is None
+    assert fingerprint(["a"]).startswith(f"{TOKENIZER_VERSION}:")  # another tokeniser's saved index is rebuilt
 
 
 def test_lexical_text_carries_title_and_korean_terms() -> None:

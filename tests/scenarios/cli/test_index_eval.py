@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from medcouncil.tools.knowledge import KnowledgeBase, KnowledgeConfig
 from tests.conftest import SHARED
 
 
@@ -98,6 +99,18 @@ def test_eval_of_a_users_queries_against_a_collection(cli: list[str], tmp_path: 
     assert "3 documents → 3 chunks, 1 new, 1 removed (no longer in their file)" in readded.stdout
     assert "holds 3 chunks" in readded.stdout
 
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"text": "Croup: barking cough and stridor."}\n{"text": "Scarlet fever: sandpaper rash."}\n')
+    assert run(cli, tmp_path, "index", "add", str(rows), "--collection", "mine", "--no-leak-check").returncode == 0
+    rows.write_text('{"text": "Croup: barking cough and stridor."}\n{broken\n')  # read in part: nothing replaced
+    partly = run(cli, tmp_path, "index", "add", str(rows), "--collection", "mine", "--no-leak-check")
+    assert partly.returncode == 0 and "rows.jsonl:2: skipped, not JSON" in partly.stderr
+    assert "rows.jsonl: not read whole, so chunks from an earlier version" in partly.stderr
+    assert "holds 5 chunks" in partly.stdout
+    (notes / "asthma.md").unlink()  # a file deleted from a folder added again
+    again = run(cli, tmp_path, "index", "add", str(notes), "--collection", "mine", "--no-leak-check")
+    assert "1 removed (no longer in their file)" in again.stdout and "holds 4 chunks" in again.stdout
+
 
 @pytest.mark.skipif(not (SHARED / "data" / "raw" / "medmcqa_dev.jsonl").exists(), reason="shared data not present")
 def test_add_records_and_guards_what_would_leak(cli: list[str], tmp_path: Path) -> None:
@@ -116,6 +129,17 @@ def test_add_records_and_guards_what_would_leak(cli: list[str], tmp_path: Path) 
     assert leak["eval_source"] == "medmcqa" and leak["eval_id"] == leaking["id"] and leak["kind"] == "id"
     run(cli, tmp_path, *args)
     assert len(record.read_text().splitlines()) == 1  # re-adding records nothing twice
+
+    # A copy of a test question under another id leaks by its question; a re-add without the check keeps the label.
+    test_row = json.loads((SHARED / "data" / "mcqa" / "medmcqa.test.jsonl").open().readline())
+    copied = {**clean, "id": "mine-1", "question": test_row["question"], "exp": "An explanation copied elsewhere."}
+    corpus.write_text(json.dumps(leaking) + "\n" + json.dumps(clean) + "\n" + json.dumps(copied) + "\n")
+    assert "(medmcqa 2)" in run(cli, tmp_path, *args).stdout.replace("\n", " ")
+    unchecked = run(cli, tmp_path, *args[:-2], "--no-leak-check")
+    assert unchecked.returncode == 0, unchecked.stderr
+    store = KnowledgeBase(KnowledgeConfig(path=tmp_path / "store", collection="exp-kb"))
+    labels = store.collection.get(where={"document": test_row["realidx"]}, include=["documents"])["documents"] or []
+    assert labels == ["An explanation copied elsewhere."]  # still under the test item's id: the guard keeps it out
 
 
 def test_an_evaluation_store_follows_its_data(cli: list[str], tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from medcouncil.scenarios.retrieval.leaks import describe, find_leaks, record_leaks
+from medcouncil.scenarios.retrieval.leaks import describe, find_leaks, record_leaks, recorded_labels
 from medcouncil.scenarios.training.decontamination import EvalItem
 from medcouncil.tools.chunking import Document
 
@@ -39,3 +39,16 @@ def test_the_record_keeps_each_leak_once(tmp_path: Path) -> None:
     record_leaks(tmp_path, "kb", leaks + leaks)
     assert path == tmp_path / "leaks" / "kb.jsonl"
     assert [json.loads(line)["eval_id"] for line in path.read_text().splitlines()] == ["m-1"]
+
+
+def test_recorded_labels_keep_guarding_without_a_check(tmp_path: Path) -> None:
+    question = "Which vitamin deficiency causes scurvy?"
+    copied = Document(text="Copied.", source="mine.jsonl", item_id="x9", question=question)
+    _, leaks = find_leaks([copied], EVALS)
+    record_leaks(tmp_path, "kb", leaks)
+    other = Document(text="Other.", source="mine.jsonl", item_id="x10")
+    labelled, count = recorded_labels(tmp_path, "kb", [copied, other])
+    assert [d.item_id for d in labelled] == ["m-1", "x10"] and count == 1
+    (tmp_path / "leaks" / "kb.jsonl").write_text("{broken\n")
+    assert recorded_labels(tmp_path, "kb", [copied])[0] == [copied]  # an unreadable record changes nothing
+    assert recorded_labels(tmp_path, "none", [copied]) == ([copied], 0)
