@@ -61,7 +61,7 @@ def _fold(word: str) -> str:
     return word
 
 
-TOKENIZER_VERSION = "2"
+TOKENIZER_VERSION = "3"
 """Part of a saved index's fingerprint: an index saved by another tokeniser is rebuilt."""
 _GREEK = {"α": "alpha", "β": "beta", "γ": "gamma", "δ": "delta", "ε": "epsilon", "θ": "theta", "κ": "kappa"}
 _GREEK.update({"λ": "lambda", "μ": "mu", "σ": "sigma", "τ": "tau", "ω": "omega"})
