@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
+from medcouncil.agents.calls import act_after_reasoning, choose_after_reasoning, final_answer, reply_shape, stream_model
 from medcouncil.agents.protocol import (
     Answerer,
     ChatModel,
@@ -30,7 +31,7 @@ from medcouncil.agents.protocol import (
     TurnEvent,
     run_episode,
 )
-from medcouncil.agents.roles import choose_after_reasoning, final_answer, options_block, stream_model
+from medcouncil.agents.roles import options_block
 from medcouncil.serving.client import Choice
 from medcouncil.tools.untrusted import fence
 
@@ -67,6 +68,10 @@ class ChainOfThought:
         turn = Turn(agent=self.name, content="", kind="answer")
         async for chunk in _reason_and_choose(self.model, question, turn, self.max_tokens):
             yield TokenEvent(agent=self.name, text=chunk)
+        answer = turn.content
+        if not question.options and (shape := reply_shape(question.reply, self.model)):
+            answer = await act_after_reasoning(self.model, question.text, shape, turn)
+            yield TokenEvent(agent=self.name, text=f"\n\n{answer}")
         turn.latency_s = time.perf_counter() - started
         yield TurnEvent(turn=turn)
         choice = turn.choice
@@ -74,8 +79,8 @@ class ChainOfThought:
             question=question,
             answerer=self.name,
             case_en=question.text,
-            answer=turn.content,
-            answer_en=turn.content,
+            answer=answer,
+            answer_en=answer,
             letter=choice.letter if choice else None,
             probabilities=choice.probabilities if choice else None,
             turns=[turn],

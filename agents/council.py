@@ -21,6 +21,7 @@ from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, Use
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel, Field, field_validator
 
+from medcouncil.agents.calls import choose, final_answer, reply_shape, stream_model
 from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
 from medcouncil.agents.roles import (
     CRITIC,
@@ -35,9 +36,6 @@ from medcouncil.agents.roles import (
     RetrieverAgent,
     StateHolder,
     TranslatorAgent,
-    choose,
-    final_answer,
-    stream_model,
 )
 from medcouncil.tools.language import detect_language
 from medcouncil.tools.mcqa import format_mcqa
@@ -300,7 +298,8 @@ class SingleModel:
                     AssistantMessage(content=earlier.answer, source="single"),
                 ]
             messages.append(UserMessage(content=question.text, source="user"))
-            async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+            shape = reply_shape(question.reply, self.model)  # an episode step: its action line, where enforced
+            async for chunk in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
                 yield TokenEvent(agent="single", text=chunk)
         turn.latency_s = time.perf_counter() - started
         episode.turns = [turn]

@@ -140,12 +140,12 @@ def doctor_step(case: ClinicalCase, steps: list[Step], remaining: int) -> Questi
         remaining=remaining, objective=case.objective, opening=fence(case.opening), dialogue=dialogue(steps)
     )
     # The case's id guards the retriever as for a static item: its own material never comes back as evidence.
-    return Question(text=text, language="en", item_id=case.id)
+    return Question(text=text, language="en", item_id=case.id, reply="action")
 
 
 def commit_step(case: ClinicalCase, steps: list[Step]) -> Question:
     text = prompts.DOCTOR_COMMIT.format(objective=case.objective, opening=fence(case.opening), dialogue=dialogue(steps))
-    return Question(text=text, options=case.options, language="en", item_id=case.id)
+    return Question(text=text, options=case.options, language="en", item_id=case.id, reply="diagnosis")
 
 
 async def interview(

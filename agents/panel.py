@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
+from medcouncil.agents.calls import choose, choose_after_reasoning, final_answer, stream_model
 from medcouncil.agents.council import SPECIALTIES, Council
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.agents.roles import (
@@ -25,12 +26,8 @@ from medcouncil.agents.roles import (
     RetrieverAgent,
     StateHolder,
     TranslatorAgent,
-    choose,
-    choose_after_reasoning,
     evidence_block,
-    final_answer,
     options_block,
-    stream_model,
 )
 from medcouncil.serving.client import Choice
 from medcouncil.tools.mcqa import format_mcqa, option_lines

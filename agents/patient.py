@@ -21,10 +21,10 @@ from typing import Literal
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
+from medcouncil.agents.calls import stream_model, translate
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.agents.lookup import PATIENT_UNKNOWN, Reveal, patient_answer
 from medcouncil.agents.protocol import ChatModel, Turn
-from medcouncil.agents.roles import stream_model, translate
 from medcouncil.tools.untrusted import fence
 
 Language = Literal["en", "ko"]

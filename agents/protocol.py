@@ -25,6 +25,9 @@ class Question(BaseModel):
     item_id: str | None = None
     """Benchmark item id: the retriever's contamination guard excludes this item's own material."""
     language: Literal["auto", "ko", "en"] = "auto"
+    reply: Literal["free", "action", "diagnosis"] = "free"
+    """The form the answer must take: free text, or an episode doctor's action line (``action``: ASK/EXAM/TEST/
+    DIAGNOSIS, ``diagnosis``: DIAGNOSIS only), held to it by the engine where the model's client enforces shapes."""
 
     def guard(self) -> SearchGuard | None:
         if self.item_id is None:
@@ -120,6 +123,11 @@ class ChatModel(Protocol):
         ...
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice: ...
+
+    @property
+    def shapes(self) -> bool:
+        """Whether a ``shape`` given to :meth:`stream` is enforced by the engine."""
+        ...
 
 
 class Answerer(Protocol):

@@ -20,15 +20,23 @@ from autogen_agentchat.agents import BaseChatAgent
 from autogen_agentchat.base import Response
 from autogen_agentchat.messages import BaseAgentEvent, BaseChatMessage, ModelClientStreamingChunkEvent, TextMessage
 from autogen_core import CancellationToken
-from autogen_core.models import AssistantMessage, CreateResult, LLMMessage, RequestUsage, SystemMessage, UserMessage
+from autogen_core.models import AssistantMessage, LLMMessage, RequestUsage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
-from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore, unsupported_values
+from medcouncil.agents.calls import (
+    act_after_reasoning,
+    choose,
+    choose_after_reasoning,
+    reply_shape,
+    stream_model,
+    translate,
+)
+from medcouncil.agents.preserve import unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
-from medcouncil.tools.mcqa import format_mcqa, option_lines, option_listing
+from medcouncil.tools.mcqa import option_lines, option_listing
 from medcouncil.tools.search import KnowledgeSearch
 from medcouncil.tools.untrusted import fence, neutralise
 
@@ -225,77 +233,6 @@ class CouncilAgent(BaseChatAgent):
         pass
 
 
-async def stream_model(
-    model: ChatModel, messages: Sequence[LLMMessage], turn: Turn, **create_args: Any
-) -> AsyncIterator[str]:
-    """Stream a model's reply into ``turn``: text, usage, one model call, and only the time spent waiting on it."""
-    iterator = aiter(model.stream(messages, **create_args))
-    parts: list[str] = []
-    turn.model_calls += 1
-    while True:
-        started = time.perf_counter()
-        try:
-            item = await anext(iterator)
-        except StopAsyncIteration:
-            break
-        finally:
-            turn.model_time_s += time.perf_counter() - started
-        if isinstance(item, CreateResult):
-            turn.prompt_tokens += item.usage.prompt_tokens
-            turn.completion_tokens += item.usage.completion_tokens
-            if not parts and isinstance(item.content, str):
-                parts.append(item.content)
-        else:
-            parts.append(item)
-            yield item
-    turn.content = (turn.content + "".join(parts)).strip()
-
-
-async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequence[str], turn: Turn) -> Choice:
-    started = time.perf_counter()
-    try:
-        choice = await model.choose(messages, letters)
-    finally:
-        turn.model_time_s += time.perf_counter() - started
-    turn.model_calls += choice.calls
-    turn.prompt_tokens += choice.usage.prompt_tokens
-    turn.completion_tokens += choice.usage.completion_tokens
-    return choice
-
-
-def final_answer(letter: str | None, options: dict[str, str]) -> str:
-    """:data:`prompts.FINAL_ANSWER` for a chosen option letter (``none`` when the model chose none)."""
-    return prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
-
-
-async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> str:
-    """The constrained choice after ``turn``'s reasoning, with the one choice template (reasoning in its slot): sets
-    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming)."""
-    prompt = format_mcqa(case, options, reasoning=turn.content)
-    turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
-    line = final_answer(turn.choice.letter, options)
-    turn.content = f"{turn.content}\n\n{line}".strip()
-    return f"\n\n{line}"
-
-
-async def translate(
-    model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "", max_tokens: int = 512
-) -> str:
-    """``text`` into Korean (the Latin terms of ``terms_from`` and every value pass through unchanged) or into English
-    (every Latin-script span and value does), streamed into ``turn``; placeholders are restored before anything is
-    shown, and a value that could not be placed stays listed at the end."""
-    if to_korean:
-        masked, spans = protect(text, english_pattern(protected_terms(terms_from)))
-    else:
-        masked, spans = protect(text)
-    system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
-    messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-    async for _ in stream_model(model, messages, turn, max_tokens=max_tokens):
-        pass
-    turn.content, _missing = restore(turn.content, spans)
-    return turn.content
-
-
 class TranslatorAgent(CouncilAgent):
     """Korean → English for the council, and the final answer back; protected terms pass through unchanged."""
 
@@ -367,10 +304,14 @@ class DiagnosticianAgent(CouncilAgent):
         messages.append(UserMessage(content=task, source="user"))
         async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
             yield chunk
+        state.answer_en = turn.content
         if state.options:
             yield await choose_after_reasoning(self.model, state.case_en, state.options, turn)
             state.choice = turn.choice
-        state.answer_en = turn.content
+            state.answer_en = turn.content
+        elif shape := reply_shape(state.question.reply, self.model):
+            state.answer_en = await act_after_reasoning(self.model, state.case_en, shape, turn)
+            yield f"\n\n{state.answer_en}"
 
 
 class CriticAgent(CouncilAgent):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import os
 import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -42,12 +43,15 @@ from medcouncil.serving.common.paths import cache_dir
 from medcouncil.serving.common.yamlfile import parse_yaml, read_text
 from medcouncil.serving.dialects import (
     EndpointInfo,
+    Shape,
     choice_args,
     letter_logprobs,
     normalise,
     parse_choice_text,
+    shape_args,
     stream_reports_usage,
 )
+from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 
@@ -70,6 +74,15 @@ REJECTED_STATUS = (400, 413, 422)
 """HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
 
 
+def shapes_from_env() -> bool | None:
+    """``MEDCOUNCIL_SHAPES``: ``on`` (True), ``off`` (False), ``auto`` or unset (None)."""
+    value = os.environ.get("MEDCOUNCIL_SHAPES", "auto").strip().lower()
+    choices: dict[str, bool | None] = {"on": True, "off": False, "auto": None}
+    if value not in choices:
+        raise ConfigError(f"MEDCOUNCIL_SHAPES={value}: choose from on, off, auto")
+    return choices[value]
+
+
 class ClientSettings(BaseModel):
     """How model clients talk to an endpoint."""
 
@@ -82,6 +95,11 @@ class ClientSettings(BaseModel):
     normalize: bool = True
     """Normalise histories for chat templates that demand strict user/assistant alternation."""
     temperature: float = 0.0
+    shapes: bool | None = Field(default_factory=lambda: shapes_from_env())
+    """Hold replies that have a fixed form (an episode action line) to it by the engine's grammar or structured
+    output. None: on for the embedded Gemma 3 270M only (a base model that does not keep a format by itself); a
+    model the user serves is read as it writes unless this is set. Default from env ``MEDCOUNCIL_SHAPES``
+    (``on``, ``off``, ``auto``)."""
 
 
 class Choice(BaseModel):
@@ -262,8 +280,21 @@ class ModelClient:
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:
             raise self._failure(error) from error
 
-    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
-        """Streamed completion: text chunks, then the final CreateResult with usage."""
+    @property
+    def shapes(self) -> bool:
+        """Whether a ``shape`` given to :meth:`stream` is enforced (see :attr:`ClientSettings.shapes`)."""
+        if self.settings.shapes is not None:
+            return self.settings.shapes
+        return self.info.model == EMBEDDED_MODEL_NAME
+
+    async def stream(
+        self, messages: Sequence[LLMMessage], shape: Shape | None = None, **create_args: Any
+    ) -> AsyncIterator[str | CreateResult]:
+        """Streamed completion: text chunks, then the final CreateResult with usage. ``shape``: the form the reply
+        must take, enforced by the engine when :attr:`shapes` is on (else the reply is free)."""
+        if shape is not None and self.shapes:
+            body = {**create_args.get("extra_body", {}), **shape_args(self.info.dialect, shape).get("extra_body", {})}
+            create_args = {**create_args, "extra_body": body} if body else create_args
         self._check_engine()
         try:
             async for item in self.client.create_stream(messages, extra_create_args=create_args):

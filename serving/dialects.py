@@ -8,6 +8,9 @@ a set of option letters and in whether a stream reports token usage:
 * vLLM takes ``structured_outputs`` (``{"choice": [...]}``) and reports stream usage;
 * anything else (OpenAI, Ollama, SGLang, llama.cpp's C++ ``llama-server``) gets a ``json_schema``
   response format, the OpenAI way.
+
+A reply can also be held to a :class:`Shape` (a doctor's action line): a GBNF grammar on llama.cpp, a regular
+expression in ``structured_outputs`` on vLLM; other engines get no constraint (the reply is read as written).
 """
 
 from __future__ import annotations
@@ -59,6 +62,25 @@ def choice_args(dialect: Dialect, letters: Sequence[str], top_logprobs: int = 20
             "json_schema": {"name": "choice", "schema": schema, "strict": True},
         },
     }
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The form a reply must take, in the two languages engines accept: a regular expression (vLLM's structured
+    outputs) and the same language as a GBNF grammar (llama.cpp). Both must describe the same replies."""
+
+    name: str
+    regex: str
+    grammar: str
+
+
+def shape_args(dialect: Dialect, shape: Shape) -> dict[str, Any]:
+    """``extra_create_args`` that hold a reply to ``shape``; empty where the engine offers no such constraint."""
+    if dialect == "llamacpp":
+        return {"extra_body": {"grammar": shape.grammar}}
+    if dialect == "vllm":
+        return {"extra_body": {"structured_outputs": {"regex": shape.regex}}}
+    return {}
 
 
 def parse_choice_text(dialect: Dialect, text: str, letters: Sequence[str]) -> str | None:

@@ -12,22 +12,34 @@ from autogen_core.models import CreateResult, LLMMessage, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from medcouncil.serving.client import LOCAL_MODEL_INFO, Choice
+from medcouncil.serving.dialects import Shape
 
 
 class ReplayModel:
     """Scripted replies in order; records every history it was sent."""
 
-    def __init__(self, replies: Sequence[str], name: str = "replay") -> None:
+    def __init__(self, replies: Sequence[str], name: str = "replay", shapes: bool = False) -> None:
         self.client = ReplayChatCompletionClient(list(replies), model_info=LOCAL_MODEL_INFO)  # type: ignore[arg-type]
         self._name = name
+        self._shapes = shapes
         self.seen: list[list[LLMMessage]] = []
+        self.shapes_seen: list[str | None] = []
+        """The shape asked of each streamed reply (its name; None: free)."""
+
+    @property
+    def shapes(self) -> bool:
+        """As a client that enforces shapes (the scripted replies are taken to be in them)."""
+        return self._shapes
 
     @property
     def name(self) -> str:
         return self._name
 
-    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
+    async def stream(
+        self, messages: Sequence[LLMMessage], shape: Shape | None = None, **create_args: Any
+    ) -> AsyncIterator[str | CreateResult]:
         self.seen.append(list(messages))
+        self.shapes_seen.append(shape.name if shape is not None and self._shapes else None)
         async for item in self.client.create_stream(messages):
             yield item
 

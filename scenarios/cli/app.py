@@ -20,6 +20,7 @@ from medcouncil.scenarios.cli import finetune as finetune_cli
 from medcouncil.scenarios.cli import index as tools_cli
 from medcouncil.scenarios.cli import index_eval
 from medcouncil.scenarios.cli import replay as replay_cli
+from medcouncil.scenarios.cli import roles as roles_cli
 from medcouncil.scenarios.cli import serve as serve_cli
 from medcouncil.serving.common.console import err_console
 from medcouncil.serving.common.errors import MedcouncilError
@@ -79,6 +80,7 @@ app.command()(expected_errors(replay_cli.replay))
 app.command()(expected_errors(bench_cli.bench))
 app.command()(expected_errors(bench_cli.report))
 app.command()(expected_errors(compare_cli.compare))
+app.command()(expected_errors(roles_cli.roles))
 app.command()(expected_errors(finetune_cli.finetune))
 app.command()(expected_errors(distill_cli.distill))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):

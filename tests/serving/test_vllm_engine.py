@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.config import EngineConfig
+from medcouncil.serving.dialects import Shape
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.server import EngineServer, pid_alive
 from medcouncil.serving.training.config import FinetuneConfig
@@ -36,6 +38,9 @@ def vllm_importable(python: str) -> bool:
         return subprocess.run([python, "-c", probe], capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+YES_NO = Shape(name="yes-no", regex="(YES|NO): [a-z ]{1,20}", grammar='root ::= ("YES" | "NO") ": " [a-z ]{1,20}')
 
 
 @pytest.mark.skipif(
@@ -82,6 +87,9 @@ def test_vllm_serves_chat_constrained_choice_and_a_trained_adapter(tmp_path: Pat
                 chat = await client.chat([UserMessage(content="Name one symptom of asthma.", source="u")], max_tokens=8)
                 choice = await client.choose([UserMessage(content=question, source="u")], ["A", "B", "C", "D"])
                 tuned = await med.choose([UserMessage(content=question, source="u")], ["A", "B", "C", "D"])
+                ask = [UserMessage(content="Is the heart a muscle? Answer and say why.", source="u")]
+                shaped = [c async for c in client.stream(ask, shape=YES_NO, max_tokens=40) if isinstance(c, str)]
+                assert re.fullmatch(YES_NO.regex, "".join(shaped)), shaped  # held to the shape by vLLM
                 return chat, choice, tuned
             finally:
                 await client.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.bench.journal import Record
-from medcouncil.scenarios.bench.role_format import echoes, loops, measure, own_text
+from medcouncil.scenarios.role_format.measure import echoes, loops, measure_roles, own_text
 from medcouncil.serving.client import Choice
 
 OPTIONS = {"A": "Acute inferior myocardial infarction", "B": "Pneumonia"}
@@ -26,17 +26,18 @@ def record(diagnosis: str, review: str, verdict: str = "APPROVE") -> Record:
 
 def test_own_text_drops_what_medcouncil_appends() -> None:
     r = record("ST elevation inferiorly.\nFinal answer: A", "Sound: A fits.")
-    assert own_text(r, "diagnostician") == ["ST elevation inferiorly.\nFinal answer: A"]
-    assert own_text(r, "critic") == ["Sound: A fits."]
-    assert own_text(record("", ""), "diagnostician") == [""]
+    assert own_text(r.episode, "diagnostician") == ["ST elevation inferiorly.\nFinal answer: A"]
+    assert own_text(r.episode, "critic") == ["Sound: A fits."]
+    assert own_text(record("", "").episode, "diagnostician") == [""]
 
 
 def test_echo_format_and_empty_are_told_apart() -> None:
     assert echoes(f"Case:\n{CASE}", CASE) and echoes(CASE + " What is it?", CASE)
     assert not echoes("Inferior STEMI: ST elevation in II, III, aVF; reperfusion now.", CASE)
     assert loops("B is not the best option: B is. Ans. " * 3) and not loops("Inferior STEMI. Reperfuse now.")
-    rows = measure(
-        [
+    rows = measure_roles(
+        r.episode
+        for r in [
             record(
                 "Inferior STEMI from the ECG.\nFinal answer: A. Acute inferior myocardial infarction", "Sound: fits."
             ),

@@ -1,0 +1,111 @@
+"""Model calls the roles and the baselines share: a streamed reply accounted in its turn, the constrained choice and
+the action after a reasoning, translation with protected values."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
+
+from medcouncil.agents import prompts
+from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore
+from medcouncil.agents.protocol import ChatModel, Turn
+from medcouncil.serving.client import Choice
+from medcouncil.serving.dialects import Shape
+from medcouncil.tools.mcqa import format_mcqa
+from medcouncil.tools.untrusted import neutralise
+
+
+async def stream_model(
+    model: ChatModel, messages: Sequence[LLMMessage], turn: Turn, **create_args: Any
+) -> AsyncIterator[str]:
+    """Stream a model's reply into ``turn``: text, usage, one model call, and only the time spent waiting on it."""
+    iterator = aiter(model.stream(messages, **create_args))
+    parts: list[str] = []
+    turn.model_calls += 1
+    while True:
+        started = time.perf_counter()
+        try:
+            item = await anext(iterator)
+        except StopAsyncIteration:
+            break
+        finally:
+            turn.model_time_s += time.perf_counter() - started
+        if isinstance(item, CreateResult):
+            turn.prompt_tokens += item.usage.prompt_tokens
+            turn.completion_tokens += item.usage.completion_tokens
+            if not parts and isinstance(item.content, str):
+                parts.append(item.content)
+        else:
+            parts.append(item)
+            yield item
+    turn.content = (turn.content + "".join(parts)).strip()
+
+
+async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequence[str], turn: Turn) -> Choice:
+    started = time.perf_counter()
+    try:
+        choice = await model.choose(messages, letters)
+    finally:
+        turn.model_time_s += time.perf_counter() - started
+    turn.model_calls += choice.calls
+    turn.prompt_tokens += choice.usage.prompt_tokens
+    turn.completion_tokens += choice.usage.completion_tokens
+    return choice
+
+
+def final_answer(letter: str | None, options: dict[str, str]) -> str:
+    """:data:`prompts.FINAL_ANSWER` for a chosen option letter (``none`` when the model chose none)."""
+    return prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
+
+
+async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> str:
+    """The constrained choice after ``turn``'s reasoning, with the one choice template (reasoning in its slot): sets
+    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming)."""
+    prompt = format_mcqa(case, options, reasoning=turn.content)
+    turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
+    line = final_answer(turn.choice.letter, options)
+    turn.content = f"{turn.content}\n\n{line}".strip()
+    return f"\n\n{line}"
+
+
+REPLY_SHAPES = {"action": prompts.DOCTOR_ACTION_SHAPE, "diagnosis": prompts.DOCTOR_DIAGNOSIS_SHAPE}
+"""The enforced form of each kind of :attr:`Question.reply` that has one."""
+
+
+def reply_shape(question_reply: str, model: ChatModel) -> Shape | None:
+    """The shape a reply is held to: one for an action or diagnosis step when the model's client enforces shapes."""
+    return REPLY_SHAPES.get(question_reply) if model.shapes else None
+
+
+async def act_after_reasoning(model: ChatModel, task: str, shape: Shape, turn: Turn) -> str:
+    """The action line ``turn``'s reasoning leads to, generated in ``shape`` (:data:`prompts.DOCTOR_ACT`) and appended
+    to ``turn.content`` (the transcript keeps both); returns the line, which is the step's answer."""
+    reasoning = turn.content
+    prompt = prompts.DOCTOR_ACT.format(task=task, reasoning=neutralise(reasoning) or prompts.NOTHING_YET)
+    turn.content = ""
+    async for _ in stream_model(model, [UserMessage(content=prompt, source="user")], turn, shape=shape, max_tokens=64):
+        pass
+    line = turn.content
+    turn.content = f"{reasoning}\n\n{line}".strip()
+    return line
+
+
+async def translate(
+    model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "", max_tokens: int = 512
+) -> str:
+    """``text`` into Korean (the Latin terms of ``terms_from`` and every value pass through unchanged) or into English
+    (every Latin-script span and value does), streamed into ``turn``; placeholders are restored before anything is
+    shown, and a value that could not be placed stays listed at the end."""
+    if to_korean:
+        masked, spans = protect(text, english_pattern(protected_terms(terms_from)))
+    else:
+        masked, spans = protect(text)
+    system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
+    messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
+    async for _ in stream_model(model, messages, turn, max_tokens=max_tokens):
+        pass
+    turn.content, _missing = restore(turn.content, spans)
+    return turn.content

@@ -1,0 +1,126 @@
+"""The role-format report of a run folder (a benchmark or an episode run), per mode: ``medcouncil roles RUN...``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import BaseModel
+from rich.table import Table
+
+from medcouncil.scenarios.bench.journal import SAMPLES, read_records
+from medcouncil.scenarios.episodes.harness import read_episode_records
+from medcouncil.scenarios.episodes.run import read_episode_manifest
+from medcouncil.scenarios.role_format.measure import (
+    Actions,
+    RoleFormat,
+    Verdicts,
+    measure_actions,
+    measure_roles,
+    measure_verdicts,
+)
+from medcouncil.serving.common.errors import ConfigError
+
+
+class ModeRoles(BaseModel):
+    """One mode of one run."""
+
+    run: str
+    mode: str
+    items: int
+    roles: list[RoleFormat]
+    verdicts: Verdicts
+    actions: Actions | None = None
+    """Episode runs only."""
+
+
+def run_roles(directory: Path) -> list[ModeRoles]:
+    """Every mode of the run in ``directory``, measured.
+
+    Raises:
+        ConfigError: ``directory`` holds no run (one line, naming it).
+    """
+    if not directory.is_dir():
+        raise ConfigError(f"{directory}: no such run folder")
+    rows: list[ModeRoles] = []
+    if read_episode_manifest(directory) is not None:  # else a benchmark run
+        records = [r for r in read_episode_records(directory) if r.interview is not None]
+        for mode in sorted({r.mode for r in records}):
+            mine = [r for r in records if r.mode == mode]
+            interviews = [r.interview for r in mine if r.interview is not None]
+            steps = [(step, r.correct) for r in mine for step in (r.interview.doctor_episodes if r.interview else [])]
+            rows.append(
+                ModeRoles(
+                    run=directory.name,
+                    mode=mode,
+                    items=len(mine),
+                    roles=measure_roles(step for step, _ in steps),
+                    verdicts=measure_verdicts(steps),
+                    actions=measure_actions(interviews),
+                )
+            )
+        return rows
+    if not (directory / SAMPLES).is_file():
+        raise ConfigError(f"{directory}: not a run folder (no {SAMPLES})")
+    samples = read_records(directory)
+    for mode in sorted({r.mode for r in samples}):
+        answered = [r for r in samples if r.mode == mode]
+        rows.append(
+            ModeRoles(
+                run=directory.name,
+                mode=mode,
+                items=len(answered),
+                roles=measure_roles(r.episode for r in answered),
+                verdicts=measure_verdicts((r.episode, r.correct) for r in answered),
+            )
+        )
+    return rows
+
+
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def roles_table(rows: Sequence[ModeRoles]) -> Table:
+    table = Table(title="Role formats", title_justify="left")
+    for column in ("run", "mode", "role", "turns", "echo", "format", "loops", "empty", "over", "words"):
+        table.add_column(column, justify="left" if column in ("run", "mode", "role") else "right")
+    for row in rows:
+        for role in row.roles:
+            if role.turns:
+                shares = (role.echo, role.format, role.loops, role.empty, role.over_length)
+                cells = [_share(v) for v in shares]
+                table.add_row(row.run, row.mode, role.role, str(role.turns), *cells, f"{role.median_words:.0f}")
+    return table
+
+
+def verdicts_table(rows: Sequence[ModeRoles]) -> Table:
+    table = Table(title="Critic verdicts (last verdict of each item against the answer)", title_justify="left")
+    columns = ("run", "mode", "verdicts", "APPROVE", "items", "agreement", "correct | APPROVE", "APPROVE | correct")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("run", "mode") else "right")
+    for row in rows:
+        v = row.verdicts
+        if v.turns:
+            table.add_row(
+                row.run,
+                row.mode,
+                str(v.turns),
+                _share(v.approve),
+                str(v.items),
+                _share(v.agreement),
+                _share(v.approve_precision),
+                _share(v.approve_recall),
+            )
+    return table
+
+
+def actions_table(rows: Sequence[ModeRoles]) -> Table:
+    table = Table(title="Episode actions", title_justify="left")
+    for column in ("run", "mode", "episodes", "doctor steps", "valid", "gathers before diagnosing", "actions"):
+        table.add_column(column, justify="left" if column in ("run", "mode") else "right")
+    for row in rows:
+        if (a := row.actions) is not None:
+            cells = (str(a.episodes), str(a.steps), _share(a.valid), _share(a.gathers_first), f"{a.mean_actions:.1f}")
+            table.add_row(row.run, row.mode, *cells)
+    return table

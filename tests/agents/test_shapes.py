@@ -1,0 +1,86 @@
+"""Replies with a fixed form (an episode doctor's action line) are held to it where the client enforces shapes, and
+left free where it does not (a model the user serves)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from medcouncil.agents import prompts
+from medcouncil.agents.baselines import ChainOfThought
+from medcouncil.agents.cases import ClinicalCase, Finding
+from medcouncil.agents.council import Council, SingleModel
+from medcouncil.agents.interview import doctor_step, interview
+from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
+from medcouncil.agents.protocol import Question, run_episode
+from medcouncil.serving.replay import ReplayModel
+from medcouncil.tools.chunking import Document
+from medcouncil.tools.search import InMemoryKnowledge
+
+CASE = ClinicalCase(
+    id="c1",
+    objective="Diagnose the weakness.",
+    opening="35-year-old woman, double vision",
+    patient=(Finding(name="Social history", result="Smokes a pack a day."),),
+    exam=(Finding(name="Vital signs / Blood pressure", result="125/80 mmHg"),),
+    tests=(),
+    diagnosis="Myasthenia gravis",
+)
+STEP = doctor_step(CASE, [], remaining=6)
+KNOWLEDGE = InMemoryKnowledge([Document(text="Myasthenia gravis: fatigable ptosis and diplopia.", source="mg.md")])
+
+
+def test_the_action_shape_accepts_actions_and_refuses_placeholders() -> None:
+    action = re.compile(prompts.DOCTOR_ACTION_SHAPE.regex)
+    assert action.fullmatch("ASK: Does the weakness get worse in the evening?")
+    assert action.fullmatch("DIAGNOSIS: Myasthenia gravis")
+    for echo in ("ASK: <a question for the patient>", "Case: a woman", "ASK:  spaced", "TEST: [1]", "ASK: x" * 40):
+        assert not action.fullmatch(echo), echo
+    diagnosis = re.compile(prompts.DOCTOR_DIAGNOSIS_SHAPE.regex)
+    assert diagnosis.fullmatch("DIAGNOSIS: Myasthenia gravis") and not diagnosis.fullmatch("ASK: Any fever?")
+    assert '"ASK" | "EXAM" | "TEST" | "DIAGNOSIS"' in prompts.DOCTOR_ACTION_SHAPE.grammar
+
+
+def test_the_single_model_step_is_asked_in_the_action_shape_only_where_enforced() -> None:
+    assert STEP.reply == "action"
+    enforced = ReplayModel(["ASK: Is it worse in the evening?"], shapes=True)
+    episode = asyncio.run(run_episode(SingleModel(enforced), STEP))
+    assert enforced.shapes_seen == ["doctor-action"] and episode.answer == "ASK: Is it worse in the evening?"
+    free = ReplayModel(["ASK: Is it worse in the evening?"])
+    asyncio.run(run_episode(SingleModel(free), STEP))
+    assert free.shapes_seen == [None]  # a model the user serves: no constraint
+    plain = ReplayModel(["Asthma."], shapes=True)
+    asyncio.run(run_episode(SingleModel(plain), Question(text="Wheeze at night?")))
+    assert plain.shapes_seen == [None]  # an ordinary question is free text
+
+
+def test_the_council_and_cot_reason_freely_then_act_in_shape() -> None:
+    reasoning = "Case: 35-year-old woman, double vision. ASK: <a question for the patient>"  # an echo, then the act
+    model = ReplayModel([reasoning, "TEST: acetylcholine receptor antibodies", "Sound.", "A"], shapes=True)
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), STEP))
+    assert model.shapes_seen[:2] == [None, "doctor-action"]
+    assert episode.answer_en == "TEST: acetylcholine receptor antibodies"
+    diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
+    assert diagnostician.content.startswith("Case:") and diagnostician.content.endswith("antibodies")
+    assert diagnostician.model_calls == 2
+    act_prompt = str(model.seen[1][0].content)
+    assert act_prompt.endswith("Your action line:") and "double vision" in act_prompt  # the task and reasoning
+    cot_model = ReplayModel(["I would check fatigability.", "EXAM: ice pack test"], shapes=True)
+    cot = asyncio.run(run_episode(ChainOfThought(cot_model), STEP))
+    assert cot.answer == "EXAM: ice pack test" and cot_model.shapes_seen == [None, "doctor-action"]
+    free = ReplayModel(["I would check fatigability. EXAM: ice pack test"])
+    assert asyncio.run(run_episode(ChainOfThought(free), STEP)).answer.startswith("I would")  # no extra call
+
+
+def test_an_episode_on_enforced_shapes_has_only_valid_actions() -> None:
+    async def patient(case: ClinicalCase, text: str) -> Reveal:
+        return patient_answer(case, text)
+
+    async def measure(case: ClinicalCase, text: str) -> Reveal:
+        return measurement_result(case, text)
+
+    replies = ["ASK: Do you smoke?", "EXAM: blood pressure", "DIAGNOSIS: Myasthenia gravis"]
+    model = ReplayModel(replies, shapes=True)
+    record = asyncio.run(interview(SingleModel(model), CASE, patient, measure, budget=6))
+    assert record.count("invalid") == 0 and record.count("ask") == 1 and record.count("exam") == 1
+    assert record.diagnosis == "Myasthenia gravis" and model.shapes_seen == ["doctor-action"] * 3

@@ -1,0 +1,97 @@
+"""The role-format report over run folders: critic verdicts against correctness, episode actions, the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from medcouncil.agents.interview import Interview, Step
+from medcouncil.agents.protocol import Episode, Question, Turn
+from medcouncil.scenarios.bench.journal import Journal, Record
+from medcouncil.scenarios.role_format.measure import measure_actions, measure_roles, measure_verdicts
+from medcouncil.scenarios.role_format.report import run_roles
+from medcouncil.serving.common.errors import ConfigError
+
+OPTIONS = {"A": "Inferior myocardial infarction", "B": "Pneumonia"}
+
+
+def council(verdicts: list[str], answer: str = "Inferior STEMI.\nFinal answer: A") -> Episode:
+    turns = [Turn(agent="diagnostician", content=answer)]
+    turns += [Turn(agent="critic", kind="verdict", verdict=v, content=f"{v}: Sound: A fits.") for v in verdicts]
+    question = Question(text="Chest pain, ST elevation.", options=OPTIONS)
+    return Episode(question=question, answerer="council", turns=turns)
+
+
+def test_verdicts_are_counted_and_set_against_correctness() -> None:
+    verdicts = measure_verdicts(
+        [
+            (council(["APPROVE"]), True),
+            (council(["REVISE", "APPROVE"]), False),
+            (council(["REVISE", "REVISE"]), False),
+            (council([]), True),  # no critic (single mode): not counted
+        ]
+    )
+    assert verdicts.turns == 5 and verdicts.approve == pytest.approx(2 / 5) and verdicts.items == 3
+    assert verdicts.agreement == pytest.approx(2 / 3)
+    assert verdicts.approve_precision == pytest.approx(1 / 2) and verdicts.approve_recall == 1.0
+    assert measure_verdicts([(council(["REVISE"]), False)]).approve_precision is None
+
+
+def test_episode_actions_valid_and_gathering_first() -> None:
+    asks = Interview(
+        case_id="a",
+        steps=[
+            Step(by="doctor", kind="invalid", text="Case: a woman"),
+            Step(by="doctor", kind="ask", text="Any fever?"),
+            Step(by="patient", kind="reply", text="No."),
+            Step(by="doctor", kind="diagnosis", text="Myasthenia gravis"),
+        ],
+    )
+    guesses = Interview(case_id="b", steps=[Step(by="doctor", kind="diagnosis", text="Stroke")])
+    actions = measure_actions([asks, guesses])
+    assert actions.episodes == 2 and actions.steps == 4 and actions.valid == 0.75
+    assert actions.gathers_first == 0.5 and actions.mean_actions == 0.5
+
+
+def test_an_episode_steps_format_is_an_action_line() -> None:
+    step = Question(text="You are the doctor... Reply with exactly one line", reply="action")
+
+    def said(text: str) -> Episode:
+        return Episode(question=step, answerer="council", turns=[Turn(agent="diagnostician", content=text)])
+
+    acted, echoed = said("ASK: Any fever?"), said("ASK: <a question for the patient>")
+    (diagnostician, _) = measure_roles([acted, echoed])
+    assert diagnostician.turns == 2 and diagnostician.format == 0.5
+    long = council(["APPROVE"], answer="Chest pain " * 120 + "\nFinal answer: A")
+    assert measure_roles([long])[0].over_length == 1.0
+
+
+def test_the_roles_command_reads_a_benchmark_run(cli: list[str], tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "run")
+    for number, (verdict, correct) in enumerate([("APPROVE", True), ("REVISE", False), ("APPROVE", False)]):
+        record = Record(
+            sample_id=str(number),
+            mode="council",
+            gold="A",
+            letter="A" if correct else "B",
+            correct=correct,
+            episode=council([verdict]),
+        )
+        journal.append(record)
+    journal.close()
+    (row,) = run_roles(tmp_path / "run")
+    assert row.mode == "council" and row.items == 3 and row.verdicts.agreement == pytest.approx(2 / 3)
+    out = tmp_path / "roles.json"
+    done = subprocess.run(
+        [*cli, "roles", str(tmp_path / "run"), "--json", str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Role formats" in done.stdout and "Critic verdicts" in done.stdout and "67%" in done.stdout
+    assert json.loads(out.read_text())[0]["verdicts"]["items"] == 3
+    missing = subprocess.run([*cli, "roles", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "no such run folder" in missing.stderr
+    with pytest.raises(ConfigError, match="not a run folder"):
+        run_roles(tmp_path)
