@@ -215,6 +215,48 @@ DOCTOR_DIAGNOSIS_SHAPE = Shape(
 )
 """The form of the doctor's committing step (a free-text diagnosis)."""
 
+_LINE_REGEX = r"[^\n<\[ ][^\n]{4,100}"
+_LINE_GRAMMAR = "line ::= [^\\n<[ ] [^\\n]{4,100}"
+DIFFERENTIAL_LINES = 3
+"""Ranked diagnoses in the diagnostician's enforced shape (:func:`diagnostician_shape`)."""
+
+
+def _one_of(letters: list[str]) -> tuple[str, str]:
+    """A letter among ``letters`` as a regex group and as a GBNF alternation."""
+    return "(" + "|".join(letters) + ")", " | ".join(f'"{letter}"' for letter in letters)
+
+
+def diagnostician_shape(letters: list[str] | None) -> Shape:
+    """The diagnostician's form where it is enforced: a ranked differential of :data:`DIFFERENTIAL_LINES` numbered
+    lines (none a ``<placeholder>`` or a citation alone, each at most ~100 characters), then its own
+    ``Final answer:`` line (an option letter on a multiple-choice item)."""
+    regex = "".join(rf"{n}\. {_LINE_REGEX}\n" for n in range(1, DIFFERENTIAL_LINES + 1)) + "Final answer: "
+    grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in range(1, DIFFERENTIAL_LINES + 1))
+    grammar += ' "\\nFinal answer: " final\n' + _LINE_GRAMMAR + "\n"
+    if letters:
+        group, alternation = _one_of(letters)
+        return Shape("diagnostician", regex + group, grammar + "final ::= " + alternation)
+    return Shape("diagnostician", regex + _LINE_REGEX, grammar + "final ::= line")
+
+
+def critic_shape(letters: list[str] | None) -> Shape:
+    """The critic's form where it is enforced: on a multiple-choice item :data:`CRITIC_APPROVE` or
+    :data:`CRITIC_REVISE` with one reason; otherwise ``Sound:`` or ``Problems:`` and one line."""
+    if not letters:
+        return Shape(
+            "critic", rf"(Sound|Problems): {_LINE_REGEX}", 'root ::= ("Sound" | "Problems") ": " line\n' + _LINE_GRAMMAR
+        )
+    group, alternation = _one_of(letters)
+    approve = rf"Sound: {group} fits the case better than the other options\."
+    revise = rf"{group} is not the best option: {group} is\."
+    grammar = (
+        'root ::= ("Sound: " letter " fits the case better than the other options."'
+        ' | letter " is not the best option: " letter " is.") " Because " line\n'
+        "letter ::= " + alternation + "\n" + _LINE_GRAMMAR
+    )
+    return Shape("critic", rf"({approve}|{revise}) Because {_LINE_REGEX}", grammar)
+
+
 DOCTOR_ACT = """{task}
 
 Your reasoning:

@@ -302,7 +302,9 @@ class DiagnosticianAgent(CouncilAgent):
             case=fence(state.case_en), options=state.options_block(), evidence=evidence, feedback=feedback
         )
         messages.append(UserMessage(content=task, source="user"))
-        async for chunk in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+        # A base model that does not keep a format by itself is held to the differential's (ClientSettings.shapes).
+        shape = prompts.diagnostician_shape(list(state.options or {}) or None) if self.model.shapes else None
+        async for chunk in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             yield chunk
         state.answer_en = turn.content
         if state.options:
@@ -335,7 +337,8 @@ class CriticAgent(CouncilAgent):
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),
         ]
-        async for _ in stream_model(self.model, messages, turn, max_tokens=self.max_tokens):
+        shape = prompts.critic_shape(list(state.options or {}) or None) if self.model.shapes else None
+        async for _ in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
         unsupported = unsupported_values(state.answer_en, state.known_text())

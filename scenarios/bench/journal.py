@@ -42,9 +42,20 @@ class ServedBy(BaseModel):
     council: dict[str, object] = Field(default_factory=dict)
     model: str = ""
     endpoint: str = ""
+    shapes: bool | None = None
+    """Whether replies with a fixed form were held to it by the engine (``ClientSettings.shapes``); None: a run
+    from before shapes existed."""
 
-    def bind(self, model: str, endpoint: str, council: dict[str, object], directory: Path) -> None:
-        """Record what answers the run in ``directory``; a resume against another model or council is refused."""
+    def bind(
+        self, model: str, endpoint: str, council: dict[str, object], directory: Path, shapes: bool | None = None
+    ) -> None:
+        """Record what answers the run in ``directory``; a resume against another model, council or shape setting
+        is refused."""
+        if self.shapes is not None and shapes is not None and self.shapes != shapes:
+            raise ConfigError(
+                f"{directory} was run with reply shapes {'on' if self.shapes else 'off'}: resume it with "
+                f"MEDCOUNCIL_SHAPES={'on' if self.shapes else 'off'}"
+            )
         if self.model and self.model != model:
             raise ConfigError(
                 f"{directory} was run with model {self.model!r}, not {model!r}: resume it against the same model"
@@ -54,6 +65,7 @@ class ServedBy(BaseModel):
                 f"{directory} was run with another council configuration: resume it with the same --council file"
             )
         self.model, self.endpoint, self.council = model, endpoint, council
+        self.shapes = shapes if shapes is not None else self.shapes
 
 
 class RunConfig(ServedBy):

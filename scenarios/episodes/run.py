@@ -140,7 +140,8 @@ async def _play(
         answerers = await stack.enter_async_context(
             open_answerers(answering.source, ClientSettings(cache=answering.cache), council=answering.council)
         )
-        config.bind(answerers.model.name, answerers.model.info.base_url, answerers.config.model_dump(), directory)
+        model = answerers.model
+        config.bind(model.name, model.info.base_url, answerers.config.model_dump(), directory, model.shapes)
         judge_model: ChatModel | None = None
         if judge is not None:
             judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=answering.cache)))

@@ -54,11 +54,11 @@ def test_the_single_model_step_is_asked_in_the_action_shape_only_where_enforced(
     assert plain.shapes_seen == [None]  # an ordinary question is free text
 
 
-def test_the_council_and_cot_reason_freely_then_act_in_shape() -> None:
+def test_the_council_reasons_in_its_shapes_then_acts_and_cot_acts_after_free_reasoning() -> None:
     reasoning = "Case: 35-year-old woman, double vision. ASK: <a question for the patient>"  # an echo, then the act
     model = ReplayModel([reasoning, "TEST: acetylcholine receptor antibodies", "Sound.", "A"], shapes=True)
     episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), STEP))
-    assert model.shapes_seen[:2] == [None, "doctor-action"]
+    assert model.shapes_seen == ["diagnostician", "doctor-action", "critic"]  # each role in its shape
     assert episode.answer_en == "TEST: acetylcholine receptor antibodies"
     diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
     assert diagnostician.content.startswith("Case:") and diagnostician.content.endswith("antibodies")
@@ -84,3 +84,20 @@ def test_an_episode_on_enforced_shapes_has_only_valid_actions() -> None:
     record = asyncio.run(interview(SingleModel(model), CASE, patient, measure, budget=6))
     assert record.count("invalid") == 0 and record.count("ask") == 1 and record.count("exam") == 1
     assert record.diagnosis == "Myasthenia gravis" and model.shapes_seen == ["doctor-action"] * 3
+
+
+def test_the_differential_and_review_shapes_accept_the_trained_formats_and_refuse_echoes() -> None:
+    differential = re.compile(prompts.diagnostician_shape(["A", "B", "C"]).regex)
+    assert differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: A")
+    assert not differential.fullmatch("1. Inferior STEMI\n2. x\n3. Pericarditis\nFinal answer: A")  # too short
+    assert not differential.fullmatch("Case:\nA 58-year-old man\nFinal answer: A")
+    assert not differential.fullmatch("1. <diagnosis>\n2. Aortic dissection\n3. Pericarditis\nFinal answer: A")
+    assert not differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: E")
+    free = re.compile(prompts.diagnostician_shape(None).regex)
+    assert free.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: Inferior STEMI")
+    review = re.compile(prompts.critic_shape(["A", "B"]).regex)
+    approve = prompts.CRITIC_APPROVE.format(answer="A", because=" Because ST rises in II, III, aVF.")
+    revise = prompts.CRITIC_REVISE.format(answer="B", better="A", because=" Because ST rises in II, III, aVF.")
+    assert review.fullmatch(approve) and review.fullmatch(revise)
+    assert not review.fullmatch("Problems found: none")
+    assert re.fullmatch(prompts.critic_shape(None).regex, "Problems: the dose is not in the evidence.")

@@ -18,7 +18,7 @@ from medcouncil.scenarios.bench.journal import Journal, RunConfig, read_errors, 
 from medcouncil.scenarios.bench.modes import SC_K
 from medcouncil.scenarios.cli.bench import bench
 from medcouncil.scenarios.datasets.samples import Sample
-from medcouncil.serving.common.errors import EndpointUnreachableError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.tools.chunking import Document
 from medcouncil.tools.search import InMemoryKnowledge
@@ -177,7 +177,6 @@ def test_the_sc_default_is_one_constant_for_the_command_and_the_run_log() -> Non
 
 def test_a_resume_must_use_the_model_and_council_it_was_run_with(tmp_path: Path) -> None:
     from medcouncil.scenarios.episodes.harness import EpisodeConfig
-    from medcouncil.serving.common.errors import ConfigError
 
     for config in (RunConfig(modes=["single"]), EpisodeConfig(modes=["single"])):
         config.bind("gemma", "http://127.0.0.1:1/v1", {"rounds": 1}, tmp_path)
@@ -188,3 +187,15 @@ def test_a_resume_must_use_the_model_and_council_it_was_run_with(tmp_path: Path)
             config.bind("other", "http://127.0.0.1:2/v1", {"rounds": 1}, tmp_path)
         with pytest.raises(ConfigError, match="was run with another council configuration: resume it with the same"):
             config.bind("gemma", "http://127.0.0.1:2/v1", {"rounds": 2}, tmp_path)
+
+
+def test_a_resume_with_other_reply_shapes_is_refused(tmp_path: Path) -> None:
+    config = RunConfig(modes=["single"])
+    config.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=True)
+    config.bind("gemma-3-270m", "http://127.0.0.1:8001/v1", {}, tmp_path, shapes=True)  # another port: fine
+    with pytest.raises(ConfigError, match="was run with reply shapes on: resume it with MEDCOUNCIL_SHAPES=on"):
+        config.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=False)
+    older = RunConfig(modes=["single"])  # a run from before shapes: resumable either way
+    older.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path)
+    older.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=False)
+    assert older.shapes is False
