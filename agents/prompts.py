@@ -199,15 +199,16 @@ DOCTOR_ACTION = re.compile(
 )
 """Reads the doctor's action line; the first one counts."""
 
-_ACTION_TEXT_REGEX = r"[^\n<\[ ][^\n]{1,150}"
-_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ] [^\\n]{1,150}"
+_ACTION_TEXT_REGEX = r"[^\n<\[ ⟪⟫][^\n⟪⟫]{1,100}"
+_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{1,100}"
 DOCTOR_ACTION_SHAPE = Shape(
     name="doctor-action",
     regex=r"(ASK|EXAM|TEST|DIAGNOSIS): " + _ACTION_TEXT_REGEX,
     grammar='root ::= kind ": " text\nkind ::= "ASK" | "EXAM" | "TEST" | "DIAGNOSIS"\n' + _ACTION_TEXT_GRAMMAR,
 )
 """The form of a doctor's step, enforced by the engine where it can (:attr:`ClientSettings.shapes`): one action
-line whose text is not a ``<placeholder>`` of the prompt, at most ~150 characters."""
+line whose text is not a ``<placeholder>`` of the prompt nor holds the ⟪ ⟫ that quote the case's data (an echo of
+it), at most ~100 characters."""
 DOCTOR_DIAGNOSIS_SHAPE = Shape(
     name="doctor-diagnosis",
     regex=r"DIAGNOSIS: " + _ACTION_TEXT_REGEX,
@@ -215,8 +216,8 @@ DOCTOR_DIAGNOSIS_SHAPE = Shape(
 )
 """The form of the doctor's committing step (a free-text diagnosis)."""
 
-_LINE_REGEX = r"[^\n<\[ ][^\n]{4,100}"
-_LINE_GRAMMAR = "line ::= [^\\n<[ ] [^\\n]{4,100}"
+_LINE_REGEX = r"[^\n<\[ ⟪⟫][^\n⟪⟫]{4,100}"
+_LINE_GRAMMAR = "line ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{4,100}"
 DIFFERENTIAL_LINES = 3
 """Ranked diagnoses in the diagnostician's enforced shape (:func:`diagnostician_shape`)."""
 

@@ -34,7 +34,8 @@ def test_the_action_shape_accepts_actions_and_refuses_placeholders() -> None:
     action = re.compile(prompts.DOCTOR_ACTION_SHAPE.regex)
     assert action.fullmatch("ASK: Does the weakness get worse in the evening?")
     assert action.fullmatch("DIAGNOSIS: Myasthenia gravis")
-    for echo in ("ASK: <a question for the patient>", "Case: a woman", "ASK:  spaced", "TEST: [1]", "ASK: x" * 40):
+    echoes = ("ASK: <a question for the patient>", "Case: a woman", "ASK:  spaced", "TEST: [1]", "ASK: x" * 40)
+    for echo in (*echoes, "ASK: ⟪35-year-old woman, double vision⟫"):  # the fenced case given back
         assert not action.fullmatch(echo), echo
     diagnosis = re.compile(prompts.DOCTOR_DIAGNOSIS_SHAPE.regex)
     assert diagnosis.fullmatch("DIAGNOSIS: Myasthenia gravis") and not diagnosis.fullmatch("ASK: Any fever?")
