@@ -227,35 +227,55 @@ def _one_of(letters: list[str]) -> tuple[str, str]:
     return "(" + "|".join(letters) + ")", " | ".join(f'"{letter}"' for letter in letters)
 
 
-def diagnostician_shape(letters: list[str] | None) -> Shape:
+_LINE_START = "[A-Za-z]"
+"""A differential line starts with a word: not a number (the base model counts "1. 2. 3. …" when it may)."""
+
+
+def diagnostician_shape(options: bool) -> Shape:
     """The diagnostician's form where it is enforced: a ranked differential of :data:`DIFFERENTIAL_LINES` numbered
-    lines (none a ``<placeholder>`` or a citation alone, each at most ~100 characters), then its own
-    ``Final answer:`` line (an option letter on a multiple-choice item)."""
-    regex = "".join(rf"{n}\. {_LINE_REGEX}\n" for n in range(1, DIFFERENTIAL_LINES + 1)) + "Final answer: "
-    grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in range(1, DIFFERENTIAL_LINES + 1))
-    grammar += ' "\\nFinal answer: " final\n' + _LINE_GRAMMAR + "\n"
-    if letters:
-        group, alternation = _one_of(letters)
-        return Shape("diagnostician", regex + group, grammar + "final ::= " + alternation)
-    return Shape("diagnostician", regex + _LINE_REGEX, grammar + "final ::= line")
+    lines, each starting with a word, at most ~100 characters, none holding a ``<placeholder>`` or the ⟪ ⟫ of the
+    case's data. Without options its own ``Final answer:`` line follows; with options the final answer is the
+    constrained choice that follows (one decision, with its probabilities)."""
+    numbers = range(1, DIFFERENTIAL_LINES + 1)
+    regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫]{{4,100}}" for n in numbers)
+    grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in numbers)
+    grammar += "\nline ::= [A-Za-z] [^\\n⟪⟫]{4,100}"
+    if options:
+        return Shape("diagnostician", regex, grammar)
+    return Shape(
+        "diagnostician",
+        regex + rf"\nFinal answer: {_LINE_REGEX}",
+        grammar.replace("\nline ::=", ' "\\nFinal answer: " final\nfinal ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{4,100}\nline ::=', 1),
+    )
 
 
-def critic_shape(letters: list[str] | None) -> Shape:
-    """The critic's form where it is enforced: on a multiple-choice item :data:`CRITIC_APPROVE` or
-    :data:`CRITIC_REVISE` with one reason; otherwise ``Sound:`` or ``Problems:`` and one line."""
-    if not letters:
+def critic_shape(letters: list[str] | None, chosen: str | None = None) -> Shape:
+    """The critic's form where it is enforced. On a multiple-choice item whose chosen letter is known, the formats of
+    the role-shaped training data: :data:`CRITIC_APPROVE` (``Sound: X fits …``) or :data:`CRITIC_REVISE` (``X is not
+    the best option: Y is.``, Y another letter), with one reason; the verdict is what the review says
+    (:func:`review_verdict`). Otherwise ``Sound:`` or ``Problems:`` and one line."""
+    if not letters or chosen not in letters:
         return Shape(
             "critic", rf"(Sound|Problems): {_LINE_REGEX}", 'root ::= ("Sound" | "Problems") ": " line\n' + _LINE_GRAMMAR
         )
-    group, alternation = _one_of(letters)
-    approve = rf"Sound: {group} fits the case better than the other options\."
-    revise = rf"{group} is not the best option: {group} is\."
+    group, alternation = _one_of([letter for letter in letters if letter != chosen])
+    approve = rf"Sound: {chosen} fits the case better than the other options\."
+    revise = rf"{chosen} is not the best option: {group} is\."
     grammar = (
-        'root ::= ("Sound: " letter " fits the case better than the other options."'
-        ' | letter " is not the best option: " letter " is.") " Because " line\n'
-        "letter ::= " + alternation + "\n" + _LINE_GRAMMAR
+        f'root ::= ("Sound: {chosen} fits the case better than the other options."'
+        f' | "{chosen} is not the best option: " other " is.") " Because " line\n'
+        "other ::= " + alternation + "\n" + _LINE_GRAMMAR
     )
     return Shape("critic", rf"({approve}|{revise}) Because {_LINE_REGEX}", grammar)
+
+
+def review_verdict(review: str) -> str | None:
+    """APPROVE or REVISE as a review in the critic's enforced shape states it; None for a review in no such shape."""
+    if re.match(r"(Sound): ", review):
+        return "APPROVE"
+    if re.match(r"(Problems: |[A-Z] is not the best option: )", review):
+        return "REVISE"
+    return None
 
 
 DOCTOR_ACT = """{task}

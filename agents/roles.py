@@ -303,7 +303,7 @@ class DiagnosticianAgent(CouncilAgent):
         )
         messages.append(UserMessage(content=task, source="user"))
         # A base model that does not keep a format by itself is held to the differential's (ClientSettings.shapes).
-        shape = prompts.diagnostician_shape(list(state.options or {}) or None) if self.model.shapes else None
+        shape = prompts.diagnostician_shape(bool(state.options)) if self.model.shapes else None
         async for chunk in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             yield chunk
         state.answer_en = turn.content
@@ -337,16 +337,20 @@ class CriticAgent(CouncilAgent):
             SystemMessage(content=prompts.CRITIC_SYSTEM),
             UserMessage(content=task, source="user"),
         ]
-        shape = prompts.critic_shape(list(state.options or {}) or None) if self.model.shapes else None
+        chosen = state.choice.letter if state.choice else None
+        shape = prompts.critic_shape(list(state.options or {}) or None, chosen) if self.model.shapes else None
         async for _ in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
         unsupported = unsupported_values(state.answer_en, state.known_text())
         verdict: Literal["APPROVE", "REVISE"]
+        stated = prompts.review_verdict(review) if shape is not None else None
         if unsupported:
             verdict = "REVISE"
             note = "Values found in neither the case, the options, the evidence nor the conversation: "
             review = f"{review}\n{note}{', '.join(unsupported)}".strip()
+        elif stated is not None:  # a review in the enforced shape says its verdict
+            verdict = "APPROVE" if stated == "APPROVE" else "REVISE"
         else:
             verdict_prompt = prompts.CRITIC_VERDICT.format(review=review)
             choice = await choose(self.model, [UserMessage(content=verdict_prompt, source="user")], ["A", "R"], turn)

@@ -7,7 +7,8 @@ choice or the verdict), per role:
   in the case and options, or it repeats the task's own headings: "Case:", "Evidence:", "Options:");
 - ``format``: the share of turns in the role's format. On a multiple-choice item the diagnostician's reasoning ends
   in its own ``Final answer:`` line naming an option, and the critic's review says the answer is sound or names the
-  better option (:data:`prompts.CRITIC_APPROVE` / :data:`prompts.CRITIC_REVISE`); in an episode step the
+  better option (:data:`prompts.CRITIC_APPROVE` / :data:`prompts.CRITIC_REVISE`); the diagnostician's enforced
+  shape (a numbered differential, the constrained choice after it) counts as its format; in an episode step the
   diagnostician's text holds an action line (ASK/EXAM/TEST/DIAGNOSIS, not a ``<placeholder>`` of the prompt);
 - ``loops``: the share of turns that repeat themselves (one word 6-gram three times or more): a role's format
   filled with a degenerate loop is not an answer;
@@ -37,6 +38,7 @@ HEADINGS = re.compile(r"^(Case|Evidence|Options|Differential diagnosis and final
 _APPROVED = re.compile(r"^\s*Sound:", re.IGNORECASE)
 _REVISED = re.compile(r"is not the best option", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
+_DIFFERENTIAL = re.compile(r"1\. \w.*\n2\. \w.*\n3\. \w")
 N = 6
 ROLES = ("diagnostician", "critic")
 OVER_LENGTH_WORDS = {"diagnostician": 190, "critic": 120}
@@ -123,7 +125,9 @@ def in_format(role: str, text: str, episode: Episode) -> bool:
         return role != "diagnostician" or parse_action(text)[0] != "invalid"
     if role == "diagnostician":
         found = list(prompts.FINAL_ANSWER_PATTERN.finditer(text))
-        return bool(found) and found[-1].group("answer")[:1] in options
+        if found and found[-1].group("answer")[:1] in options:
+            return True
+        return bool(options) and bool(_DIFFERENTIAL.match(text))  # the enforced shape: the choice follows it
     return bool(_APPROVED.search(text) or _REVISED.search(text))
 
 

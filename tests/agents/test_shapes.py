@@ -88,17 +88,41 @@ def test_an_episode_on_enforced_shapes_has_only_valid_actions() -> None:
 
 
 def test_the_differential_and_review_shapes_accept_the_trained_formats_and_refuse_echoes() -> None:
-    differential = re.compile(prompts.diagnostician_shape(["A", "B", "C"]).regex)
-    assert differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: A")
-    assert not differential.fullmatch("1. Inferior STEMI\n2. x\n3. Pericarditis\nFinal answer: A")  # too short
-    assert not differential.fullmatch("Case:\nA 58-year-old man\nFinal answer: A")
-    assert not differential.fullmatch("1. <diagnosis>\n2. Aortic dissection\n3. Pericarditis\nFinal answer: A")
-    assert not differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: E")
-    free = re.compile(prompts.diagnostician_shape(None).regex)
+    differential = re.compile(prompts.diagnostician_shape(options=True).regex)
+    assert differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis")  # the choice follows
+    assert not differential.fullmatch("1. Inferior STEMI\n2. x\n3. Pericarditis")  # too short
+    assert not differential.fullmatch("1. 2. 3. 4. 5. 6.\n2. Aortic dissection\n3. Pericarditis")  # counting
+    assert not differential.fullmatch("1. ⟪A 58-year-old man⟫\n2. Aortic dissection\n3. Pericarditis")  # the case
+    free = re.compile(prompts.diagnostician_shape(options=False).regex)
     assert free.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: Inferior STEMI")
-    review = re.compile(prompts.critic_shape(["A", "B"]).regex)
+    review = re.compile(prompts.critic_shape(["A", "B", "C"], chosen="A").regex)
     approve = prompts.CRITIC_APPROVE.format(answer="A", because=" Because ST rises in II, III, aVF.")
-    revise = prompts.CRITIC_REVISE.format(answer="B", better="A", because=" Because ST rises in II, III, aVF.")
+    revise = prompts.CRITIC_REVISE.format(answer="A", better="C", because=" Because ST rises in II, III, aVF.")
     assert review.fullmatch(approve) and review.fullmatch(revise)
+    assert not review.fullmatch("A is not the best option: A is. Because it is.")  # the better option is another
     assert not review.fullmatch("Problems found: none")
+    assert prompts.review_verdict(approve) == "APPROVE" and prompts.review_verdict(revise) == "REVISE"
+    assert prompts.review_verdict("Problems: the dose is not in the evidence.") == "REVISE"
+    assert prompts.review_verdict("It looks fine.") is None
     assert re.fullmatch(prompts.critic_shape(None).regex, "Problems: the dose is not in the evidence.")
+
+
+def test_a_shaped_review_decides_the_verdict_without_another_call() -> None:
+    options = {"A": "Inferior STEMI", "B": "Pneumonia", "C": "Pericarditis"}
+    question = Question(text="Crushing chest pain, ST elevation in II, III, aVF.", options=options)
+    revise = "A is not the best option: C is. Because the pain is pleuritic."
+    # diagnostician, its choice, the critic's review (REVISE), diagnostician again, choice, review (APPROVE)
+    replies = [
+        "1. Inferior STEMI\n2. Pericarditis\n3. Pneumonia",
+        "A",
+        revise,
+        "1. Pericarditis\n2. Inferior STEMI\n3. Pneumonia",
+        "C",
+        "Sound: C fits the case better than the other options. Because of the rub.",
+    ]
+    model = ReplayModel(replies, shapes=True)
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), question))
+    verdicts = [turn.verdict for turn in episode.turns if turn.agent == "critic"]
+    assert verdicts == ["REVISE", "APPROVE"] and episode.letter == "C"
+    critics = [turn for turn in episode.turns if turn.agent == "critic"]
+    assert all(turn.model_calls == 1 for turn in critics)  # the review only: no verdict call

@@ -65,6 +65,8 @@ def test_an_episode_steps_format_is_an_action_line() -> None:
     acted, echoed = said("ASK: Any fever?"), said("ASK: <a question for the patient>")
     (diagnostician, _) = measure_roles([acted, echoed])
     assert diagnostician.turns == 2 and diagnostician.format == 0.5
+    shaped = council(["APPROVE"], answer="1. Inferior STEMI\n2. Pericarditis\n3. Aortic dissection")
+    assert measure_roles([shaped])[0].format == 1.0  # the enforced differential, the constrained choice after it
     long = council(["APPROVE"], answer="Chest pain " * 120 + "\nFinal answer: A")
     assert measure_roles([long])[0].over_length == 1.0
 
