@@ -254,7 +254,7 @@ def critic_shape(letters: list[str] | None, chosen: str | None = None) -> Shape:
     the role-shaped training data: :data:`CRITIC_APPROVE` (``Sound: X fits …``) or :data:`CRITIC_REVISE` (``X is not
     the best option: Y is.``, Y another letter), with one reason; the verdict is what the review says
     (:func:`review_verdict`). Otherwise ``Sound:`` or ``Problems:`` and one line."""
-    if not letters or chosen not in letters:
+    if not letters or chosen not in letters or len(letters) < 2:
         return Shape(
             "critic", rf"(Sound|Problems): {_LINE_REGEX}", 'root ::= ("Sound" | "Problems") ": " line\n' + _LINE_GRAMMAR
         )

@@ -302,8 +302,10 @@ class DiagnosticianAgent(CouncilAgent):
             case=fence(state.case_en), options=state.options_block(), evidence=evidence, feedback=feedback
         )
         messages.append(UserMessage(content=task, source="user"))
-        # A base model that does not keep a format by itself is held to the differential's (ClientSettings.shapes).
-        shape = prompts.diagnostician_shape(bool(state.options)) if self.model.shapes else None
+        # A base model that does not keep a format by itself is held to the differential's (ClientSettings.shapes);
+        # a follow-up turn of a conversation is answered freely (the differential fits a case, not every question).
+        shaped = self.model.shapes and not state.history
+        shape = prompts.diagnostician_shape(bool(state.options)) if shaped else None
         async for chunk in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             yield chunk
         state.answer_en = turn.content
@@ -338,7 +340,9 @@ class CriticAgent(CouncilAgent):
             UserMessage(content=task, source="user"),
         ]
         chosen = state.choice.letter if state.choice else None
-        shape = prompts.critic_shape(list(state.options or {}) or None, chosen) if self.model.shapes else None
+        # An item whose choice came back empty is reviewed freely (a shaped "Sound:" would approve no answer).
+        shaped = self.model.shapes and not state.history and (not state.options or chosen is not None)
+        shape = prompts.critic_shape(list(state.options or {}) or None, chosen) if shaped else None
         async for _ in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content

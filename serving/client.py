@@ -283,6 +283,8 @@ class ModelClient:
     @property
     def shapes(self) -> bool:
         """Whether a ``shape`` given to :meth:`stream` is enforced (see :attr:`ClientSettings.shapes`)."""
+        if self.info.dialect == "openai":
+            return False  # no grammar or structured output to enforce one with: the reply is read as written
         if self.settings.shapes is not None:
             return self.settings.shapes
         return self.info.model == EMBEDDED_MODEL_NAME

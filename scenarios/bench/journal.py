@@ -43,18 +43,19 @@ class ServedBy(BaseModel):
     model: str = ""
     endpoint: str = ""
     shapes: bool | None = None
-    """Whether replies with a fixed form were held to it by the engine (``ClientSettings.shapes``); None: a run
-    from before shapes existed."""
+    """Whether replies with a fixed form were held to it by the engine (``ClientSettings.shapes``) for the run's
+    model; None: not bound yet, or a run from before shapes existed (which was answered without them)."""
 
     def bind(
         self, model: str, endpoint: str, council: dict[str, object], directory: Path, shapes: bool | None = None
     ) -> None:
         """Record what answers the run in ``directory``; a resume against another model, council or shape setting
         is refused."""
-        if self.shapes is not None and shapes is not None and self.shapes != shapes:
+        recorded = self.shapes if self.shapes is not None or not self.model else False  # older runs: unshaped
+        if recorded is not None and shapes is not None and recorded != shapes:
             raise ConfigError(
-                f"{directory} was run with reply shapes {'on' if self.shapes else 'off'}: resume it with "
-                f"MEDCOUNCIL_SHAPES={'on' if self.shapes else 'off'}"
+                f"{directory} was run with reply shapes {'on' if recorded else 'off'}: resume it with "
+                f"MEDCOUNCIL_SHAPES={'on' if recorded else 'off'}"
             )
         if self.model and self.model != model:
             raise ConfigError(

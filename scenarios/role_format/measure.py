@@ -38,6 +38,7 @@ HEADINGS = re.compile(r"^(Case|Evidence|Options|Differential diagnosis and final
 _APPROVED = re.compile(r"^\s*Sound:", re.IGNORECASE)
 _REVISED = re.compile(r"is not the best option", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
+_PROBLEMS = re.compile(r"\s*Problems:", re.IGNORECASE)
 _DIFFERENTIAL = re.compile(r"1\. \w.*\n2\. \w.*\n3\. \w")
 N = 6
 ROLES = ("diagnostician", "critic")
@@ -119,20 +120,23 @@ def own_text(episode: Episode, agent: str) -> list[str]:
     return texts
 
 
-def in_format(role: str, text: str, episode: Episode) -> bool:
+def in_format(role: str, text: str, episode: Episode, step: bool = False) -> bool:
+    """Whether ``text`` is in ``role``'s format (see the module's docstring); ``step``: a turn of an episode's doctor
+    step (runs from before ``Question.reply`` existed say so through the run's kind)."""
     options = episode.question.options or {}
-    if episode.question.reply != "free":  # an episode step: the diagnostician's text leads to an action
-        return role != "diagnostician" or parse_action(text)[0] != "invalid"
-    if role == "diagnostician":
-        found = list(prompts.FINAL_ANSWER_PATTERN.finditer(text))
-        if found and found[-1].group("answer")[:1] in options:
-            return True
-        return bool(options) and bool(_DIFFERENTIAL.match(text))  # the enforced shape: the choice follows it
-    return bool(_APPROVED.search(text) or _REVISED.search(text))
+    if role == "critic":
+        return bool(_APPROVED.search(text) or _REVISED.search(text) or _PROBLEMS.match(text))
+    if (step or episode.question.reply != "free") and not options:  # leads to an action line
+        return parse_action(text)[0] != "invalid"
+    found = list(prompts.FINAL_ANSWER_PATTERN.finditer(text))
+    if found and found[-1].group("answer")[:1] in options:
+        return True
+    return bool(options) and bool(_DIFFERENTIAL.match(text))  # the enforced shape: the choice follows it
 
 
-def measure_roles(episodes: Iterable[Episode]) -> list[RoleFormat]:
-    """Role formats over council episodes (those without the role's turns count nothing)."""
+def measure_roles(episodes: Iterable[Episode], steps: bool = False) -> list[RoleFormat]:
+    """Role formats over council episodes (those without the role's turns count nothing); ``steps``: the episodes
+    are an interview's doctor steps."""
     episodes = list(episodes)
     rows = []
     for role in ROLES:
@@ -146,7 +150,7 @@ def measure_roles(episodes: Iterable[Episode]) -> list[RoleFormat]:
                 words.append(len(text.split()))
                 counts["empty"] += not text
                 counts["echo"] += bool(text) and echoes(text, prompt)
-                counts["format"] += bool(text) and in_format(role, text, episode)
+                counts["format"] += bool(text) and in_format(role, text, episode, steps)
                 counts["loops"] += loops(text)
                 counts["over_length"] += len(text.split()) > OVER_LENGTH_WORDS[role]
         n = len(words)

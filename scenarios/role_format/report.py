@@ -48,14 +48,22 @@ def run_roles(directory: Path) -> list[ModeRoles]:
         for mode in sorted({r.mode for r in records}):
             mine = [r for r in records if r.mode == mode]
             interviews = [r.interview for r in mine if r.interview is not None]
-            steps = [(step, r.correct) for r in mine for step in (r.interview.doctor_episodes if r.interview else [])]
+            steps = [step for record in interviews for step in record.doctor_episodes]
+            every = measure_verdicts((step, False) for step in steps)  # the distribution over every step
+            # Correctness belongs to the encounter: only the committing step's verdict is set against it.
+            final = measure_verdicts(
+                (r.interview.doctor_episodes[-1], r.correct)
+                for r in mine
+                if r.interview and r.interview.doctor_episodes
+            )
+            verdicts = final.model_copy(update={"turns": every.turns, "approve": every.approve})
             rows.append(
                 ModeRoles(
                     run=directory.name,
                     mode=mode,
                     items=len(mine),
-                    roles=measure_roles(step for step, _ in steps),
-                    verdicts=measure_verdicts(steps),
+                    roles=measure_roles(steps, steps=True),
+                    verdicts=verdicts,
                     actions=measure_actions(interviews),
                 )
             )

@@ -9,7 +9,7 @@ import re
 from medcouncil.agents import prompts
 from medcouncil.agents.baselines import ChainOfThought
 from medcouncil.agents.cases import ClinicalCase, Finding
-from medcouncil.agents.council import Council, SingleModel
+from medcouncil.agents.council import Council, CouncilConfig, SingleModel
 from medcouncil.agents.interview import doctor_step, interview
 from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.agents.protocol import Question, run_episode
@@ -126,3 +126,29 @@ def test_a_shaped_review_decides_the_verdict_without_another_call() -> None:
     assert verdicts == ["REVISE", "APPROVE"] and episode.letter == "C"
     critics = [turn for turn in episode.turns if turn.agent == "critic"]
     assert all(turn.model_calls == 1 for turn in critics)  # the review only: no verdict call
+
+
+def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    shapes = [
+        prompts.DOCTOR_ACTION_SHAPE,
+        prompts.DOCTOR_DIAGNOSIS_SHAPE,
+        prompts.diagnostician_shape(options=True),
+        prompts.diagnostician_shape(options=False),
+        prompts.critic_shape(["A", "B", "C", "D", "E"], chosen="C"),
+        prompts.critic_shape(["A"], chosen="A"),  # no other letter to name: the generic review
+        prompts.critic_shape(None),
+    ]
+    for shape in shapes:
+        assert LlamaGrammar.from_string(shape.grammar, verbose=False) is not None, shape.name
+        re.compile(shape.regex)
+    assert prompts.critic_shape(["A"], chosen="A").regex.startswith("(Sound|Problems)")
+
+
+def test_an_item_whose_choice_came_back_empty_is_reviewed_freely() -> None:
+    options = {"A": "Inferior STEMI", "B": "Pneumonia"}
+    model = ReplayModel(["1. Inferior STEMI\n2. Pneumonia\n3. Pericarditis", "", "It is unclear.", "R"], shapes=True)
+    council = Council(model, KNOWLEDGE, CouncilConfig(max_revisions=0))
+    asyncio.run(run_episode(council, Question(text="Chest pain?", options=options)))
+    assert model.shapes_seen[0] == "diagnostician" and model.shapes_seen[1:] == [None]  # no letter: a free review

@@ -6,7 +6,7 @@ import pytest
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, shapes_from_env
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.serving.dialects import EndpointInfo, Shape, shape_args
+from medcouncil.serving.dialects import Dialect, EndpointInfo, Shape, shape_args
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
 SHAPE = Shape(name="yes-no", regex="(YES|NO): [a-z ]{1,20}", grammar='root ::= ("YES" | "NO") ": " [a-z ]{1,20}')
@@ -19,13 +19,15 @@ def test_each_engine_gets_the_shape_in_its_own_dialect() -> None:
 
 
 def test_shapes_are_on_for_the_embedded_model_only_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    def client(model: str, **settings: object) -> ModelClient:
-        info = EndpointInfo(base_url="http://127.0.0.1:9/v1", model=model, dialect="llamacpp")
+    def client(model: str, dialect: Dialect = "llamacpp", **settings: object) -> ModelClient:
+        info = EndpointInfo(base_url="http://127.0.0.1:9/v1", model=model, dialect=dialect)
         config = ClientSettings(cache=False, **settings)  # type: ignore[arg-type]
         return ModelClient(endpoint_component(info, config), info, config)
 
     assert client(EMBEDDED_MODEL_NAME).shapes and not client("medgemma-27b").shapes
     assert client("medgemma-27b", shapes=True).shapes and not client(EMBEDDED_MODEL_NAME, shapes=False).shapes
+    assert client(EMBEDDED_MODEL_NAME, "vllm").shapes
+    assert not client(EMBEDDED_MODEL_NAME, "openai", shapes=True).shapes  # nothing there to enforce one with
     monkeypatch.setenv("MEDCOUNCIL_SHAPES", "on")
     assert shapes_from_env() is True and client("medgemma-27b").shapes
     monkeypatch.setenv("MEDCOUNCIL_SHAPES", "off")

@@ -195,7 +195,8 @@ def test_a_resume_with_other_reply_shapes_is_refused(tmp_path: Path) -> None:
     config.bind("gemma-3-270m", "http://127.0.0.1:8001/v1", {}, tmp_path, shapes=True)  # another port: fine
     with pytest.raises(ConfigError, match="was run with reply shapes on: resume it with MEDCOUNCIL_SHAPES=on"):
         config.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=False)
-    older = RunConfig(modes=["single"])  # a run from before shapes: resumable either way
-    older.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path)
+    older = RunConfig(modes=["single"], model="gemma-3-270m")  # bound before shapes existed: answered without
+    with pytest.raises(ConfigError, match="reply shapes off: resume it with MEDCOUNCIL_SHAPES=off"):
+        older.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=True)
     older.bind("gemma-3-270m", "http://127.0.0.1:8000/v1", {}, tmp_path, shapes=False)
     assert older.shapes is False

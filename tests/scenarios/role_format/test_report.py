@@ -63,6 +63,12 @@ def test_an_episode_steps_format_is_an_action_line() -> None:
         return Episode(question=step, answerer="council", turns=[Turn(agent="diagnostician", content=text)])
 
     acted, echoed = said("ASK: Any fever?"), said("ASK: <a question for the patient>")
+    older = Episode(
+        question=Question(text="You are the doctor..."),
+        answerer="council",
+        turns=[Turn(agent="diagnostician", content="ASK: Any fever?")],
+    )  # a run from before Question.reply
+    assert measure_roles([older], steps=True)[0].format == 1.0 and measure_roles([older])[0].format == 0.0
     (diagnostician, _) = measure_roles([acted, echoed])
     assert diagnostician.turns == 2 and diagnostician.format == 0.5
     shaped = council(["APPROVE"], answer="1. Inferior STEMI\n2. Pericarditis\n3. Aortic dissection")
