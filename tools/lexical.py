@@ -110,12 +110,9 @@ class LexicalIndex:
 
         self.ids = list(ids)
         self.item_ids = list(item_ids)
-        self.position = {chunk_id: index for index, chunk_id in enumerate(self.ids)}
-        self.item_chunks = Counter(self.item_ids)
-        """Chunks per benchmark item id (how far a guarded search must over-fetch)."""
-        self._bm25 = bm25s.BM25(k1=K1, b=B)
-        self._bm25.index([list(t) or [""] for t in tokens] or [[""]], show_progress=False)
-        _sort_postings(self._bm25.scores)
+        bm25 = bm25s.BM25(k1=K1, b=B)
+        bm25.index([list(t) or [""] for t in tokens] or [[""]], show_progress=False)
+        self._attach(bm25)
         frequency: dict[str, int] = {}
         for document in tokens:
             for token in set(document):
@@ -211,11 +208,16 @@ class LexicalIndex:
                 return None
         except Exception:
             return None
-        index.position = {chunk_id: number for number, chunk_id in enumerate(index.ids)}
-        index.item_chunks = Counter(index.item_ids)
-        _sort_postings(bm25.scores)
-        index._bm25 = bm25
+        index._attach(bm25)
         return index
+
+    def _attach(self, bm25: Any) -> None:
+        """Takes ``bm25`` (built or loaded) and derives what searches need from ``ids`` and ``item_ids``."""
+        _sort_postings(bm25.scores)
+        self._bm25 = bm25
+        self.position = {chunk_id: number for number, chunk_id in enumerate(self.ids)}
+        self.item_chunks = Counter(self.item_ids)
+        """Chunks per benchmark item id (how far a guarded search must over-fetch)."""
 
 
 def _sort_postings(scores: dict[str, Any]) -> None:
