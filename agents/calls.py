@@ -105,7 +105,9 @@ async def translate(
         masked, spans = protect(text)
     system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
     messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-    async for _ in stream_model(model, messages, turn, max_tokens=max_tokens):
+    # Where shapes are enforced, every placeholder is placed once and in order (a base model drops and repeats them).
+    shape = prompts.translation_shape(len(spans), to_korean) if model.shapes else None
+    async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=max_tokens):
         pass
     turn.content, _missing = restore(turn.content, spans)
     return turn.content

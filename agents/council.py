@@ -93,6 +93,9 @@ class CouncilConfig(BaseModel):
     roles: list[str] = Field(default_factory=lambda: list(ROLES))
     max_revisions: int = Field(default=1, ge=0)
     """Critic-requested revision rounds at most."""
+    approve_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """The critic held to its shape approves when its probability of A (approve) reaches this; None: the value
+    calibrated for the served model, else 0.5 (``agents/verdict.py``)."""
     max_tokens: dict[str, int] = Field(default_factory=lambda: {DIAGNOSTICIAN: 256, CRITIC: 160, TRANSLATOR: 512})
 
     @field_validator("roles")
@@ -150,7 +153,7 @@ class Council:
             return RetrieverAgent(self.holder, knowledge)
         if role == DIAGNOSTICIAN:
             return DiagnosticianAgent(self.holder, models[role], limit)
-        return CriticAgent(self.holder, models[role], limit)
+        return CriticAgent(self.holder, models[role], limit, self.config.approve_threshold)
 
     def _team(self, state: CouncilState) -> SelectorGroupChat:
         def select(messages: Sequence[BaseAgentEvent | BaseChatMessage]) -> str | None:

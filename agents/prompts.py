@@ -57,16 +57,17 @@ against each of the others and name a better one if there is. List the problems 
     + DATA_RULE
 )
 
-CRITIC_TASK = """Case:
+CRITIC_CASE = """Case:
 {case}
 {options}
 Evidence:
 {evidence}
 
 Diagnostician's answer:
-{answer}
+{answer}"""
+"""What the critic reviews: the case, its options and evidence, and the answer."""
 
-Problems found:"""
+CRITIC_TASK = CRITIC_CASE + "\n\nProblems found:"
 
 CRITIC_VERDICT = """{review}
 
@@ -193,22 +194,27 @@ Commit to your final diagnosis now: reply with one line, DIAGNOSIS: <your final 
 """The last doctor step: the budget is spent (or the doctor committed); on a case with options, the options follow
 and the answer is a constrained choice."""
 
+SHAPE_PENALTY = 0.5
+"""The frequency penalty of the role shapes (:attr:`Shape.frequency_penalty`): measured on the 40 MedMCQA items of
+the verdict calibration, the embedded model repeated one differential line three times on 6 of them without it and
+on none with 0.5."""
+
 NOTHING_YET = "(nothing yet)"
 DOCTOR_ACTION = re.compile(
     r"^[\s*#>_-]*(?P<kind>ASK|EXAM|TEST|DIAGNOSIS)[*_\s]*[:：][*_\s]*(?P<text>.+?)\s*$", re.IGNORECASE | re.MULTILINE
 )
 """Reads the doctor's action line; the first one counts."""
 
-_ACTION_TEXT_REGEX = r"[^\n<\[ ⟪⟫][^\n⟪⟫]{1,100}"
-_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{1,100}"
+_ACTION_TEXT_REGEX = r"[^\n<\[ ⟪⟫‹›［］][^\n⟪⟫‹›［］]{1,100}"
+_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ⟪⟫‹›［］] [^\\n⟪⟫‹›［］]{1,100}"
 DOCTOR_ACTION_SHAPE = Shape(
     name="doctor-action",
     regex=r"(ASK|EXAM|TEST|DIAGNOSIS): " + _ACTION_TEXT_REGEX,
     grammar='root ::= kind ": " text\nkind ::= "ASK" | "EXAM" | "TEST" | "DIAGNOSIS"\n' + _ACTION_TEXT_GRAMMAR,
 )
 """The form of a doctor's step, enforced by the engine where it can (:attr:`ClientSettings.shapes`): one action
-line whose text is not a ``<placeholder>`` of the prompt nor holds the ⟪ ⟫ that quote the case's data (an echo of
-it), at most ~100 characters."""
+line whose text is not a ``<placeholder>`` of the prompt nor holds the ⟪ ⟫ that quote the case's data (or the
+‹‹ ›› and ［ ］ they and brackets become when quoted text is neutralised: an echo of it), at most ~100 characters."""
 DOCTOR_DIAGNOSIS_SHAPE = Shape(
     name="doctor-diagnosis",
     regex=r"DIAGNOSIS: " + _ACTION_TEXT_REGEX,
@@ -216,8 +222,8 @@ DOCTOR_DIAGNOSIS_SHAPE = Shape(
 )
 """The form of the doctor's committing step (a free-text diagnosis)."""
 
-_LINE_REGEX = r"[^\n<\[ ⟪⟫][^\n⟪⟫]{4,100}"
-_LINE_GRAMMAR = "line ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{4,100}"
+_LINE_REGEX = r"[^\n<\[ ⟪⟫‹›［］][^\n⟪⟫‹›［］]{4,100}"
+_LINE_GRAMMAR = "line ::= [^\\n<[ ⟪⟫‹›［］] [^\\n⟪⟫‹›［］]{4,100}"
 DIFFERENTIAL_LINES = 3
 """Ranked diagnoses in the diagnostician's enforced shape (:func:`diagnostician_shape`)."""
 
@@ -237,36 +243,67 @@ def diagnostician_shape(options: bool) -> Shape:
     case's data. Without options its own ``Final answer:`` line follows; with options the final answer is the
     constrained choice that follows (one decision, with its probabilities)."""
     numbers = range(1, DIFFERENTIAL_LINES + 1)
-    regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫]{{4,100}}" for n in numbers)
+    regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫‹›［］]{{4,100}}" for n in numbers)
     grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in numbers)
-    grammar += "\nline ::= [A-Za-z] [^\\n⟪⟫]{4,100}"
+    grammar += "\nline ::= [A-Za-z] [^\\n⟪⟫‹›［］]{4,100}"
     if options:
-        return Shape("diagnostician", regex, grammar)
+        return Shape("diagnostician", regex, grammar, SHAPE_PENALTY)
     return Shape(
         "diagnostician",
         regex + rf"\nFinal answer: {_LINE_REGEX}",
-        grammar.replace("\nline ::=", ' "\\nFinal answer: " final\nfinal ::= [^\\n<[ ⟪⟫] [^\\n⟪⟫]{4,100}\nline ::=', 1),
+        grammar.replace(
+            "\nline ::=", ' "\\nFinal answer: " final\nfinal ::= [^\\n<[ ⟪⟫‹›［］] [^\\n⟪⟫‹›［］]{4,100}\nline ::=', 1
+        ),
+        SHAPE_PENALTY,
     )
 
 
-def critic_shape(letters: list[str] | None, chosen: str | None = None) -> Shape:
+def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: str | None = None) -> Shape:
     """The critic's form where it is enforced. On a multiple-choice item whose chosen letter is known, the formats of
     the role-shaped training data: :data:`CRITIC_APPROVE` (``Sound: X fits …``) or :data:`CRITIC_REVISE` (``X is not
-    the best option: Y is.``, Y another letter), with one reason; the verdict is what the review says
-    (:func:`review_verdict`). Otherwise ``Sound:`` or ``Problems:`` and one line."""
+    the best option: Y is.``, Y another letter), with one reason; ``verdict`` (APPROVE or REVISE, decided before the
+    review) leaves only its form, else the review's form states the verdict (:func:`review_verdict`). Otherwise
+    ``Sound:`` or ``Problems:`` and one line (only the verdict's one when ``verdict`` is given)."""
     if not letters or chosen not in letters or len(letters) < 2:
+        heads = {"APPROVE": ["Sound"], "REVISE": ["Problems"]}.get(verdict or "", ["Sound", "Problems"])
         return Shape(
-            "critic", rf"(Sound|Problems): {_LINE_REGEX}", 'root ::= ("Sound" | "Problems") ": " line\n' + _LINE_GRAMMAR
+            "critic",
+            rf"({'|'.join(heads)}): {_LINE_REGEX}",
+            "root ::= (" + " | ".join(f'"{head}"' for head in heads) + ') ": " line\n' + _LINE_GRAMMAR,
+            SHAPE_PENALTY,
         )
     group, alternation = _one_of([letter for letter in letters if letter != chosen])
-    approve = rf"Sound: {chosen} fits the case better than the other options\."
-    revise = rf"{chosen} is not the best option: {group} is\."
-    grammar = (
-        f'root ::= ("Sound: {chosen} fits the case better than the other options."'
-        f' | "{chosen} is not the best option: " other " is.") " Because " line\n'
-        "other ::= " + alternation + "\n" + _LINE_GRAMMAR
-    )
-    return Shape("critic", rf"({approve}|{revise}) Because {_LINE_REGEX}", grammar)
+    forms = {
+        "APPROVE": (
+            rf"Sound: {chosen} fits the case better than the other options\.",
+            f'"Sound: {chosen} fits the case better than the other options."',
+        ),
+        "REVISE": (
+            rf"{chosen} is not the best option: {group} is\.",
+            f'"{chosen} is not the best option: " other " is."',
+        ),
+    }
+    kept = [forms[verdict]] if verdict in forms else list(forms.values())
+    regex = "(" + "|".join(form[0] for form in kept) + rf") Because {_LINE_REGEX}"
+    grammar = "root ::= (" + " | ".join(form[1] for form in kept) + ') " Because " line\n'
+    grammar += "other ::= " + alternation + "\n" + _LINE_GRAMMAR
+    return Shape("critic", regex, grammar, SHAPE_PENALTY)
+
+
+_HANGUL = "\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3"
+"""Hangul jamo, compatibility jamo and syllables, as a character-class range (the same in a regex and in GBNF)."""
+
+
+def translation_shape(placeholders: int, to_korean: bool) -> Shape:
+    """The translator's form where it is enforced: every placeholder ``⟦1⟧ … ⟦n⟧`` of the masked text exactly once
+    and in order (the only placement :func:`restore_spans` trusts), no other ``⟦ ⟧`` and no ⟪ ⟫ or their
+    lookalikes; into English, no Hangul (an echo of the source). Its length is the call's token budget."""
+    banned = "⟦⟧⟪⟫‹›" + ("" if to_korean else _HANGUL)
+    regex_segment = f"[^{banned}]*"
+    regex = regex_segment + "".join(f"⟦{n}⟧{regex_segment}" for n in range(1, placeholders + 1))
+    grammar = "root ::= seg" + "".join(f' "⟦{n}⟧" seg' for n in range(1, placeholders + 1))
+    grammar += f"\nseg ::= [^{banned}]*"
+    return Shape("translator", regex, grammar)
 
 
 def review_verdict(review: str) -> str | None:

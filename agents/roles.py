@@ -33,6 +33,7 @@ from medcouncil.agents.calls import (
 )
 from medcouncil.agents.preserve import unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
+from medcouncil.agents.verdict import approve_probability, approve_threshold
 from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
@@ -319,46 +320,58 @@ class DiagnosticianAgent(CouncilAgent):
 
 
 class CriticAgent(CouncilAgent):
-    """APPROVE or REVISE with reasons; doses and values absent from the case and evidence force a revision."""
+    """APPROVE or REVISE with reasons; doses and values absent from the case and evidence force a revision.
 
-    def __init__(self, holder: StateHolder, model: ChatModel, max_tokens: int = 160) -> None:
+    Held to its shape (:attr:`ChatModel.shapes`), the critic decides first and then writes the review in the
+    decided form: the verdict is the constrained choice between A (approve) and R (revise), APPROVE when the
+    probability of A reaches ``approve_threshold`` (:func:`approve_threshold`). Otherwise it reviews freely and
+    the choice is made over its review."""
+
+    def __init__(
+        self, holder: StateHolder, model: ChatModel, max_tokens: int = 160, approve_threshold: float | None = None
+    ) -> None:
         super().__init__(CRITIC, "Checks the answer against the case and evidence.", holder)
         self.model = model
         self.max_tokens = max_tokens
+        self.threshold = approve_threshold
+
+    async def _decide(self, prompt: str, turn: Turn) -> Literal["APPROVE", "REVISE"]:
+        """The verdict as a constrained choice (recorded in ``turn.choice``), APPROVE at the threshold or above."""
+        turn.choice = await choose(self.model, [UserMessage(content=prompt, source="user")], ["A", "R"], turn)
+        threshold = approve_threshold(self.model.name, self.threshold) if self.model.shapes else 0.5
+        return "APPROVE" if approve_probability(turn.choice) >= threshold else "REVISE"
 
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
         turn.kind = "verdict"
         evidence = evidence_block(state.evidence)
-        task = prompts.CRITIC_TASK.format(
+        case = prompts.CRITIC_CASE.format(
             case=fence(state.case_en),
             options=state.options_block(),
             evidence=evidence,
             answer=neutralise(state.answer_en),
         )
-        messages: list[LLMMessage] = [
-            SystemMessage(content=prompts.CRITIC_SYSTEM),
-            UserMessage(content=task, source="user"),
-        ]
         chosen = state.choice.letter if state.choice else None
+        unsupported = unsupported_values(state.answer_en, state.known_text())
         # An item whose choice came back empty is reviewed freely (a shaped "Sound:" would approve no answer).
         shaped = self.model.shapes and not state.history and (not state.options or chosen is not None)
-        shape = prompts.critic_shape(list(state.options or {}) or None, chosen) if shaped else None
+        verdict: Literal["APPROVE", "REVISE"] | None = None
+        shape = None
+        if shaped:
+            verdict = "REVISE" if unsupported else await self._decide(prompts.CRITIC_VERDICT.format(review=case), turn)
+            shape = prompts.critic_shape(list(state.options or {}) or None, chosen, verdict)
+        messages: list[LLMMessage] = [
+            SystemMessage(content=prompts.CRITIC_SYSTEM),
+            UserMessage(content=f"{case}\n\nProblems found:", source="user"),
+        ]
         async for _ in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends
         review = turn.content
-        unsupported = unsupported_values(state.answer_en, state.known_text())
-        verdict: Literal["APPROVE", "REVISE"]
-        stated = prompts.review_verdict(review) if shape is not None else None
         if unsupported:
             verdict = "REVISE"
             note = "Values found in neither the case, the options, the evidence nor the conversation: "
             review = f"{review}\n{note}{', '.join(unsupported)}".strip()
-        elif stated is not None:  # a review in the enforced shape says its verdict
-            verdict = "APPROVE" if stated == "APPROVE" else "REVISE"
-        else:
-            verdict_prompt = prompts.CRITIC_VERDICT.format(review=review)
-            choice = await choose(self.model, [UserMessage(content=verdict_prompt, source="user")], ["A", "R"], turn)
-            verdict = "REVISE" if choice.letter == "R" else "APPROVE"
+        elif verdict is None:
+            verdict = await self._decide(prompts.CRITIC_VERDICT.format(review=review), turn)
         state.verdict = verdict
         state.critique = review
         turn.verdict = verdict

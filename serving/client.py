@@ -46,10 +46,12 @@ from medcouncil.serving.dialects import (
     Shape,
     choice_args,
     letter_logprobs,
+    lone_space_bias,
     normalise,
     parse_choice_text,
     shape_args,
     stream_reports_usage,
+    tokenize_request,
 )
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
@@ -249,6 +251,7 @@ class ModelClient:
             self._choice_cache = diskcache.Cache(str(self.cache_path))
             client = ChatCompletionCache(client, DiskCacheStore[Any](self._choice_cache))
         self.client = client
+        self._space_bias: dict[str, int] | None = None
 
     @property
     def name(self) -> str:
@@ -297,12 +300,37 @@ class ModelClient:
         if shape is not None and self.shapes:
             body = {**create_args.get("extra_body", {}), **shape_args(self.info.dialect, shape).get("extra_body", {})}
             create_args = {**create_args, "extra_body": body} if body else create_args
+            if shape.frequency_penalty and "frequency_penalty" not in create_args:
+                create_args = {**create_args, "frequency_penalty": shape.frequency_penalty}
+            if bias := await self._shape_bias():
+                create_args = {**create_args, "logit_bias": {**create_args.get("logit_bias", {}), **bias}}
         self._check_engine()
         try:
             async for item in self.client.create_stream(messages, extra_create_args=create_args):
                 yield item
         except (openai.OpenAIError, httpx.HTTPError, ValueError) as error:  # httpx: a stream cut mid-answer
             raise self._failure(error) from error
+
+    async def _shape_bias(self) -> dict[str, int]:
+        """The lone-space ban of shaped replies (:func:`lone_space_bias`), asked of the engine's tokenizer once;
+        empty (and the reply merely shaped) when the engine has none or does not answer."""
+        if self._space_bias is None:
+            self._space_bias = {}
+            headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
+            try:
+                async with httpx.AsyncClient(timeout=self.settings.timeout, headers=headers) as http:
+                    found = []
+                    for text in ("", " "):
+                        request = tokenize_request(self.info.dialect, self.info.base_url, self.info.model, text)
+                        if request is None:
+                            return self._space_bias
+                        response = await http.post(request[0], json=request[1])
+                        response.raise_for_status()
+                        found.append([int(token) for token in response.json()["tokens"]])
+                self._space_bias = lone_space_bias(found[0], found[1])
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass
+        return self._space_bias
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:
         """The answer constrained to ``letters``, with per-letter probabilities where the engine gives them.

@@ -11,6 +11,7 @@ a set of option letters and in whether a stream reports token usage:
 
 A reply can also be held to a :class:`Shape` (a doctor's action line): a GBNF grammar on llama.cpp, a regular
 expression in ``structured_outputs`` on vLLM; other engines get no constraint (the reply is read as written).
+A shaped reply also bans the lone-space token (:func:`lone_space_bias`), found by each engine's tokenizer endpoint.
 """
 
 from __future__ import annotations
@@ -72,6 +73,9 @@ class Shape:
     name: str
     regex: str
     grammar: str
+    frequency_penalty: float = 0.0
+    """Sent with the shaped request (an OpenAI sampling field both engines honour): a base model held to a form
+    of several lines fills them with one line repeated unless repetition costs it something."""
 
 
 def shape_args(dialect: Dialect, shape: Shape) -> dict[str, Any]:
@@ -81,6 +85,26 @@ def shape_args(dialect: Dialect, shape: Shape) -> dict[str, Any]:
     if dialect == "vllm":
         return {"extra_body": {"structured_outputs": {"regex": shape.regex}}}
     return {}
+
+
+def tokenize_request(dialect: Dialect, base_url: str, model: str, text: str) -> tuple[str, dict[str, Any]] | None:
+    """The URL and body that ask the engine to tokenize ``text`` (llama-cpp-python: ``/extras/tokenize``; vLLM:
+    ``/tokenize``, both beside ``/v1``); None where the engine offers no tokenizer."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    if dialect == "llamacpp":
+        return f"{root}/extras/tokenize", {"input": text, "model": model}
+    if dialect == "vllm":
+        return f"{root}/tokenize", {"prompt": text, "model": model, "add_special_tokens": False}
+    return None
+
+
+def lone_space_bias(empty: Sequence[int], space: Sequence[int]) -> dict[str, int]:
+    """The ``logit_bias`` that bans the tokenizer's lone-space token, from the tokens of ``""`` and of ``" "`` (the
+    special tokens an engine adds are the common prefix). Under a grammar whose text starts after a space, a base
+    model that picks a lone space is left with word fragments ("1. icle"); banned, it writes the word with its
+    own leading space (" Pneumonia"). Empty when ``" "`` is not one token of its own."""
+    rest = list(space[len(empty) :]) if list(space[: len(empty)]) == list(empty) else list(space)
+    return {str(rest[0]): -100} if len(rest) == 1 else {}
 
 
 def parse_choice_text(dialect: Dialect, text: str, letters: Sequence[str]) -> str | None:

@@ -5,6 +5,7 @@ It wraps AutoGen's ``ReplayChatCompletionClient`` and answers ``choose`` with th
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -16,7 +17,8 @@ from medcouncil.serving.dialects import Shape
 
 
 class ReplayModel:
-    """Scripted replies in order; records every history it was sent."""
+    """Scripted replies in order; records every history it was sent. A reply ``X=p`` to :meth:`choose` gives letter
+    X the probability p (the others share the rest)."""
 
     def __init__(self, replies: Sequence[str], name: str = "replay", shapes: bool = False) -> None:
         self.client = ReplayChatCompletionClient(list(replies), model_info=LOCAL_MODEL_INFO)  # type: ignore[arg-type]
@@ -52,5 +54,11 @@ class ReplayModel:
         text = str(result.content).strip()
         letter = text if text in letters else None
         probabilities = {key: float(key == letter) for key in letters} if letter else None
+        if (graded := re.fullmatch(r"(\w+)=([0-9.]+)", text)) and graded.group(1) in letters:
+            # "A=0.7": the letter's probability, the rest shared by the others; the more probable letter is chosen
+            mass = float(graded.group(2))
+            others = (1.0 - mass) / max(len(letters) - 1, 1)
+            probabilities = {key: mass if key == graded.group(1) else others for key in letters}
+            letter = max(probabilities, key=lambda key: probabilities[key])
         usage = RequestUsage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=1)
         return Choice(letter=letter, probabilities=probabilities, raw=text, usage=usage)

@@ -33,6 +33,7 @@ from pydantic import BaseModel
 from medcouncil.agents import prompts
 from medcouncil.agents.interview import Interview, parse_action
 from medcouncil.agents.protocol import Episode
+from medcouncil.agents.verdict import approve_probability
 
 HEADINGS = re.compile(r"^(Case|Evidence|Options|Differential diagnosis and final answer):", re.MULTILINE)
 _APPROVED = re.compile(r"^\s*Sound:", re.IGNORECASE)
@@ -70,6 +71,9 @@ class Verdicts(BaseModel):
     """Of the items approved, the share answered correctly (None: none approved)."""
     approve_recall: float | None = None
     """Of the items answered correctly, the share approved (None: none correct)."""
+    approve_median: float | None = None
+    """The median probability of A (approve) of each item's first verdict choice: the threshold that calibrates
+    the model's verdicts (``agents/verdict.py``; None: no choice recorded, e.g. a run before it was)."""
 
 
 class Actions(BaseModel):
@@ -163,8 +167,12 @@ def measure_verdicts(items: Iterable[tuple[Episode, bool]]) -> Verdicts:
     """The critic's verdicts over ``(episode, answered correctly)`` pairs."""
     every = approved = 0
     pairs: list[tuple[bool, bool]] = []
+    first: list[float] = []
     for episode, correct in items:
         verdicts = [turn.verdict for turn in episode.turns if turn.agent == "critic" and turn.verdict]
+        chosen = [t.choice for t in episode.turns if t.agent == "critic" and t.choice is not None]
+        if chosen:
+            first.append(approve_probability(chosen[0]))
         every += len(verdicts)
         approved += verdicts.count("APPROVE")
         if verdicts:
@@ -179,6 +187,7 @@ def measure_verdicts(items: Iterable[tuple[Episode, bool]]) -> Verdicts:
         agreement=agree / len(pairs) if pairs else 0.0,
         approve_precision=sum(yes) / len(yes) if yes else None,
         approve_recall=sum(right) / len(right) if right else None,
+        approve_median=statistics.median(first) if first else None,
     )
 
 

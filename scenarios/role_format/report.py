@@ -56,7 +56,9 @@ def run_roles(directory: Path) -> list[ModeRoles]:
                 for r in mine
                 if r.interview and r.interview.doctor_episodes
             )
-            verdicts = final.model_copy(update={"turns": every.turns, "approve": every.approve})
+            verdicts = final.model_copy(
+                update={"turns": every.turns, "approve": every.approve, "approve_median": every.approve_median}
+            )
             rows.append(
                 ModeRoles(
                     run=directory.name,
@@ -104,7 +106,17 @@ def roles_table(rows: Sequence[ModeRoles]) -> Table:
 
 def verdicts_table(rows: Sequence[ModeRoles]) -> Table:
     table = Table(title="Critic verdicts (last verdict of each item against the answer)", title_justify="left")
-    columns = ("run", "mode", "verdicts", "APPROVE", "items", "agreement", "correct | APPROVE", "APPROVE | correct")
+    columns = (
+        "run",
+        "mode",
+        "verdicts",
+        "APPROVE",
+        "items",
+        "agreement",
+        "correct | APPROVE",
+        "APPROVE | correct",
+        "P(A) median",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in ("run", "mode") else "right")
     for row in rows:
@@ -119,6 +131,7 @@ def verdicts_table(rows: Sequence[ModeRoles]) -> Table:
                 _share(v.agreement),
                 _share(v.approve_precision),
                 _share(v.approve_recall),
+                "–" if v.approve_median is None else f"{v.approve_median:.3f}",
             )
     return table
 

@@ -57,7 +57,7 @@ def test_the_single_model_step_is_asked_in_the_action_shape_only_where_enforced(
 
 def test_the_council_reasons_in_its_shapes_then_acts_and_cot_acts_after_free_reasoning() -> None:
     reasoning = "Case: 35-year-old woman, double vision. ASK: <a question for the patient>"  # an echo, then the act
-    model = ReplayModel([reasoning, "TEST: acetylcholine receptor antibodies", "Sound.", "A"], shapes=True)
+    model = ReplayModel([reasoning, "TEST: acetylcholine receptor antibodies", "A", "Sound: it fits."], shapes=True)
     episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), STEP))
     assert model.shapes_seen == ["diagnostician", "doctor-action", "critic"]  # each role in its shape
     assert episode.answer_en == "TEST: acetylcholine receptor antibodies"
@@ -107,25 +107,65 @@ def test_the_differential_and_review_shapes_accept_the_trained_formats_and_refus
     assert re.fullmatch(prompts.critic_shape(None).regex, "Problems: the dose is not in the evidence.")
 
 
-def test_a_shaped_review_decides_the_verdict_without_another_call() -> None:
+def test_the_shaped_critic_decides_at_its_threshold_then_reviews_in_the_decided_form() -> None:
     options = {"A": "Inferior STEMI", "B": "Pneumonia", "C": "Pericarditis"}
     question = Question(text="Crushing chest pain, ST elevation in II, III, aVF.", options=options)
     revise = "A is not the best option: C is. Because the pain is pleuritic."
-    # diagnostician, its choice, the critic's review (REVISE), diagnostician again, choice, review (APPROVE)
+    # diagnostician, its choice, the critic's decision (P(A) 0.6 < 0.7: REVISE) and review; again, P(A) 0.8: APPROVE
     replies = [
         "1. Inferior STEMI\n2. Pericarditis\n3. Pneumonia",
         "A",
+        "A=0.6",
         revise,
         "1. Pericarditis\n2. Inferior STEMI\n3. Pneumonia",
         "C",
+        "A=0.8",
         "Sound: C fits the case better than the other options. Because of the rub.",
     ]
     model = ReplayModel(replies, shapes=True)
-    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), question))
-    verdicts = [turn.verdict for turn in episode.turns if turn.agent == "critic"]
-    assert verdicts == ["REVISE", "APPROVE"] and episode.letter == "C"
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE, CouncilConfig(approve_threshold=0.7)), question))
     critics = [turn for turn in episode.turns if turn.agent == "critic"]
-    assert all(turn.model_calls == 1 for turn in critics)  # the review only: no verdict call
+    assert [turn.verdict for turn in critics] == ["REVISE", "APPROVE"] and episode.letter == "C"
+    assert [turn.choice.probabilities["A"] for turn in critics if turn.choice] == [0.6, 0.8]  # recorded
+    assert "Verdict letter:" in str(model.seen[2][-1].content)  # decided before the review is written
+    assert model.shapes_seen == ["diagnostician", "critic", "diagnostician", "critic"]
+    # the decided verdict leaves only its form of review
+    only_revise = re.compile(prompts.critic_shape(list(options), "A", "REVISE").regex)
+    assert only_revise.fullmatch(revise) and not only_revise.fullmatch(critics[1].content.removeprefix("APPROVE: "))
+    only_sound = re.compile(prompts.critic_shape(None, None, "APPROVE").regex)
+    assert only_sound.fullmatch("Sound: no dose is given.") and not only_sound.fullmatch("Problems: no dose.")
+    # the same probabilities at the default threshold (0.5) approve twice; a free critic decides over its review
+    model = ReplayModel([*replies[:2], "It holds.", "A=0.6"])  # reviews, then decides over its review
+    free = asyncio.run(run_episode(Council(model, KNOWLEDGE, CouncilConfig(approve_threshold=0.7)), question))
+    assert [turn.verdict for turn in free.turns if turn.agent == "critic"] == ["APPROVE"]  # 0.5: shapes are off
+
+
+def test_the_verdict_threshold_is_the_configured_then_the_calibrated_one() -> None:
+    from medcouncil.agents.verdict import APPROVE_THRESHOLDS, approve_probability, approve_threshold
+    from medcouncil.serving.client import Choice
+    from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
+
+    assert approve_threshold(EMBEDDED_MODEL_NAME) == APPROVE_THRESHOLDS[EMBEDDED_MODEL_NAME] != 0.5
+    assert approve_threshold(EMBEDDED_MODEL_NAME, 0.3) == 0.3 and approve_threshold("medgemma-27b") == 0.5
+    assert approve_probability(Choice(letter="R", probabilities={"A": 0.4, "R": 0.6}, raw="R")) == 0.4
+    assert approve_probability(Choice(letter="A", probabilities=None, raw="A")) == 1.0
+
+
+def test_the_translation_shape_places_every_placeholder_once_in_order() -> None:
+    into_english = re.compile(prompts.translation_shape(2, to_korean=False).regex)
+    assert into_english.fullmatch("A man of ⟦1⟧ has chest pain;\nST rises in ⟦2⟧.")
+    for bad in ("A man of ⟦1⟧.", "⟦2⟧ then ⟦1⟧", "⟦1⟧ ⟦1⟧ ⟦2⟧", "⟦1⟧ ⟦2⟧ ⟦3⟧", "남성 ⟦1⟧ ⟦2⟧", "⟪⟦1⟧⟫ ⟦2⟧"):
+        assert not into_english.fullmatch(bad), bad
+    into_korean = re.compile(prompts.translation_shape(1, to_korean=True).regex)
+    assert into_korean.fullmatch("흉통 ⟦1⟧") and not into_korean.fullmatch("흉통")
+    masked = "⟦1⟧세 남성, ⟦2⟧"
+    model = ReplayModel(["A ⟦1⟧-year-old man, ⟦2⟧"], shapes=True)
+    from medcouncil.agents.calls import translate
+    from medcouncil.agents.protocol import Turn
+
+    turn = Turn(agent="translator", content="")
+    assert asyncio.run(translate(model, "58세 남성, ECG", turn, to_korean=False)) == "A 58-year-old man, ECG"
+    assert model.shapes_seen == ["translator"] and masked in str(model.seen[0][-1].content)
 
 
 def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
@@ -139,6 +179,10 @@ def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
         prompts.critic_shape(["A", "B", "C", "D", "E"], chosen="C"),
         prompts.critic_shape(["A"], chosen="A"),  # no other letter to name: the generic review
         prompts.critic_shape(None),
+        prompts.critic_shape(["A", "B"], chosen="A", verdict="REVISE"),
+        prompts.critic_shape(None, verdict="APPROVE"),
+        prompts.translation_shape(3, to_korean=False),
+        prompts.translation_shape(0, to_korean=True),
     ]
     for shape in shapes:
         assert LlamaGrammar.from_string(shape.grammar, verbose=False) is not None, shape.name

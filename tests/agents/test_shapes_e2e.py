@@ -57,3 +57,29 @@ def test_every_step_of_the_embedded_model_is_an_action(embedded_server: ServerSt
         shape = prompts.DOCTOR_ACTION_SHAPE if reply == "action" else prompts.DOCTOR_DIAGNOSIS_SHAPE
         assert re.fullmatch(shape.regex, answer), answer
         assert parse_action(answer)[0] != "invalid"
+
+
+def test_the_embedded_translator_places_every_value_and_no_word_starts_with_a_lone_space(
+    embedded_server: ServerState,
+) -> None:
+    from medcouncil.agents.calls import translate
+    from medcouncil.agents.preserve import NOT_PLACED, protect
+    from medcouncil.agents.protocol import Turn
+
+    info: EndpointInfo = describe_endpoint(embedded_server.base_url)
+    settings = ClientSettings(cache=False)
+    text = "58세 남성이 흉통을 호소합니다. ECG에서 ST elevation, troponin 2.3 ng/mL입니다."
+
+    async def run() -> tuple[dict[str, int], str]:
+        client = ModelClient(endpoint_component(info, settings), info, settings)
+        try:
+            bias = await client._shape_bias()
+            return bias, await translate(client, text, Turn(agent="translator", content=""), to_korean=False)
+        finally:
+            await client.close()
+
+    bias, english = asyncio.run(run())
+    assert len(bias) == 1 and next(iter(bias.values())) == -100  # the tokenizer's lone space, banned
+    assert NOT_PLACED.split(":")[0].strip() not in english  # nothing left unplaced
+    for value in protect(text)[1]:
+        assert value in english, (value, english)

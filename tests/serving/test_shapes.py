@@ -35,3 +35,27 @@ def test_shapes_are_on_for_the_embedded_model_only_unless_set(monkeypatch: pytes
     monkeypatch.setenv("MEDCOUNCIL_SHAPES", "sometimes")
     with pytest.raises(ConfigError, match="MEDCOUNCIL_SHAPES=sometimes: choose from on, off, auto"):
         shapes_from_env()
+
+
+def test_the_lone_space_token_is_found_beside_the_engines_special_tokens() -> None:
+    from medcouncil.serving.dialects import lone_space_bias, tokenize_request
+
+    assert lone_space_bias([2], [2, 236743]) == {"236743": -100}  # llama.cpp adds <bos> to both
+    assert lone_space_bias([], [220]) == {"220": -100}  # vLLM without special tokens
+    assert lone_space_bias([2], [2, 10, 11]) == {}  # " " is not one token of its own: nothing banned
+    assert tokenize_request("llamacpp", "http://127.0.0.1:8/v1", "m", " ") == (
+        "http://127.0.0.1:8/extras/tokenize",
+        {"input": " ", "model": "m"},
+    )
+    assert tokenize_request("vllm", "http://h:8/v1/", "m", " ")[0] == "http://h:8/tokenize"  # type: ignore[index]
+    assert tokenize_request("openai", "https://api.example/v1", "m", " ") is None
+
+
+def test_an_engine_without_a_tokenizer_leaves_the_reply_merely_shaped() -> None:
+    import asyncio
+
+    info = EndpointInfo(base_url="http://127.0.0.1:9/v1", model=EMBEDDED_MODEL_NAME, dialect="llamacpp")
+    config = ClientSettings(cache=False, timeout=2)
+    client = ModelClient(endpoint_component(info, config), info, config)
+    assert asyncio.run(client._shape_bias()) == {}  # nothing listens on port 9: no ban, and asked only once
+    assert client._space_bias == {}

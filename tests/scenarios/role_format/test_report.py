@@ -13,6 +13,7 @@ from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.bench.journal import Journal, Record
 from medcouncil.scenarios.role_format.measure import measure_actions, measure_roles, measure_verdicts
 from medcouncil.scenarios.role_format.report import run_roles
+from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import ConfigError
 
 OPTIONS = {"A": "Inferior myocardial infarction", "B": "Pneumonia"}
@@ -38,6 +39,19 @@ def test_verdicts_are_counted_and_set_against_correctness() -> None:
     assert verdicts.agreement == pytest.approx(2 / 3)
     assert verdicts.approve_precision == pytest.approx(1 / 2) and verdicts.approve_recall == 1.0
     assert measure_verdicts([(council(["REVISE"]), False)]).approve_precision is None
+
+
+def test_the_calibrating_median_is_of_each_items_first_verdict_choice() -> None:
+    def chosen(*p_approve: float) -> Episode:
+        episode = council(["REVISE"] * len(p_approve))
+        critics = [turn for turn in episode.turns if turn.agent == "critic"]
+        for turn, p in zip(critics, p_approve, strict=True):
+            turn.choice = Choice(letter="A" if p >= 0.5 else "R", probabilities={"A": p, "R": 1 - p})
+        return episode
+
+    items = [(chosen(0.9, 0.1), False), (chosen(0.7), False), (chosen(0.2), True), (council(["APPROVE"]), True)]
+    assert measure_verdicts(items).approve_median == pytest.approx(0.7)  # 0.9, 0.7, 0.2: the first of each
+    assert measure_verdicts([(council(["APPROVE"]), True)]).approve_median is None  # no choice recorded
 
 
 def test_episode_actions_valid_and_gathering_first() -> None:
