@@ -169,7 +169,9 @@ class EngineConfig(BaseModel):
             "hf_tokenizer_config_path": str(tokenizer_config),
         }
         models = [model] + [{**model, "model_alias": name, "lora_path": str(path)} for name, path in lora_files.items()]
-        server: dict[str, Any] = {"host": HOST, "port": port, "models": models}
+        # A request arriving while another streams must wait its turn: llama-cpp-python's default cuts the running
+        # stream short, silently, and the cut reply would pass for the model's whole answer (and be cached).
+        server: dict[str, Any] = {"host": HOST, "port": port, "models": models, "interrupt_requests": False}
         if self.api_key:
             server["api_key"] = self.api_key
         # One config file (mode 0600) instead of flags: the key never appears in the process list.

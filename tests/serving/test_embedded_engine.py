@@ -72,6 +72,23 @@ def test_streaming_yields_chunks_then_usage(embedded_info: EndpointInfo) -> None
     assert final.usage.prompt_tokens > 5
 
 
+def test_two_streams_at_once_both_run_to_their_end(embedded_info: EndpointInfo) -> None:
+    """A request arriving while another streams waits its turn: neither reply is cut short (llama-cpp-python's
+    default interrupts the running stream, which then ends early as if the model had finished)."""
+
+    async def two(client: ModelClient) -> list[int]:
+        async def one(topic: str) -> int:
+            ask = UserMessage(content=f"Write about {topic}.", source="user")
+            items = [item async for item in client.stream([ask], max_tokens=24, temperature=0)]
+            final = items[-1]
+            assert isinstance(final, CreateResult)
+            return final.usage.completion_tokens
+
+        return list(await asyncio.gather(one("the heart"), one("the lungs")))
+
+    assert run(embedded_info, two, cache=False) == [24, 24]
+
+
 def test_choose_is_constrained_with_letter_probabilities(embedded_info: EndpointInfo) -> None:
     question: list[LLMMessage] = [
         UserMessage(content="Which organ pumps blood?\nA. Heart\nB. Liver\nC. Kidney\nD. Lung\nAnswer:", source="user")
