@@ -10,7 +10,7 @@ from typing import Any
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
-from medcouncil.agents.preserve import english_pattern, protect, protected_terms, restore
+from medcouncil.agents.preserve import english_pattern, placed_text, protect, protected_terms, restore, untranslated
 from medcouncil.agents.protocol import ChatModel, Turn
 from medcouncil.serving.client import Choice
 from medcouncil.serving.dialects import Shape
@@ -98,7 +98,9 @@ async def translate(
 ) -> str:
     """``text`` into Korean (the Latin terms of ``terms_from`` and every value pass through unchanged) or into English
     (every Latin-script span and value does), streamed into ``turn``; placeholders are restored before anything is
-    shown, and a value that could not be placed stays listed at the end."""
+    shown, and a value that could not be placed stays listed at the end. A reply that is no translation
+    (:func:`untranslated`: empty, the prompt given back, still Korean, most values dropped) is not passed on: ``text``
+    itself is returned, and the turn says why (:data:`prompts.UNTRANSLATED`)."""
     if to_korean:
         masked, spans = protect(text, english_pattern(protected_terms(terms_from)))
     else:
@@ -109,5 +111,11 @@ async def translate(
     shape = prompts.translation_shape(len(spans), to_korean) if model.shapes else None
     async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=max_tokens):
         pass
-    turn.content, _missing = restore(turn.content, spans)
-    return turn.content
+    translated, flagged = restore(turn.content, spans)
+    reason = untranslated(placed_text(translated), f"{system}\n{masked}", spans, flagged, to_korean)
+    if reason is None:
+        turn.content = translated
+        return translated
+    # No translation is better than a wrong one: the council reads the source, every value in place, and says so.
+    turn.content = prompts.UNTRANSLATED.format(reason=reason, attempt=neutralise(translated)[:300])
+    return text

@@ -100,6 +100,43 @@ def placed_text(text: str) -> str:
     return _NOT_PLACED_TAIL.sub("", text)
 
 
+_WORD = re.compile(r"\w+")
+
+
+def word_grams(text: str, n: int = 6) -> set[tuple[str, ...]]:
+    """The word n-grams of ``text`` (case-folded)."""
+    words = _WORD.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def mostly_copied(text: str, source: str, n: int = 6) -> bool:
+    """At least half of ``text``'s word n-grams occur in ``source``: the source given back, not new text."""
+    own = word_grams(text, n)
+    return bool(own) and len(own & word_grams(source, n)) >= len(own) / 2
+
+
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+_LETTER = re.compile(r"[A-Za-z\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
+
+
+def untranslated(output: str, prompt: str, spans: list[str], flagged: list[str], to_korean: bool) -> str | None:
+    """Why ``output`` (restored, its list of values not placed removed) is not a translation of the masked text in
+    ``prompt`` (the instructions and that text), or None when it may be one: empty; mostly the prompt given back;
+    into English, still mostly Hangul; or more than half of two or more protected values lost (neither placed nor
+    written out)."""
+    if not output.strip():
+        return "the model gave no text"
+    if mostly_copied(output, prompt):
+        return "the model gave its instructions or the text back"
+    letters = _LETTER.findall(output)
+    if not to_korean and letters and len(_HANGUL.findall(output)) > len(letters) / 2:
+        return "the model's English is mostly Korean"
+    lost = [value for value in flagged if value not in output]  # written out instead of its placeholder: not lost
+    if len(spans) >= 2 and len(lost) > len(spans) / 2:
+        return f"the model dropped {len(lost)} of {len(spans)} protected values"
+    return None
+
+
 def protected_terms(text: str) -> list[str]:
     return FROM_KOREAN.findall(text)
 

@@ -17,6 +17,10 @@ Copy every placeholder (a number between ⟦ and ⟧) exactly once, as it is: th
 units and lab values.
 Reply with the translation only."""
 
+UNTRANSLATED = """Not translated ({reason}): the original text is passed on unchanged.
+The model wrote: {attempt}"""
+"""The translator's turn when its reply is no translation (``agents/preserve.untranslated``)."""
+
 DIAGNOSTICIAN_SYSTEM = (
     """You are the diagnostician of a clinical council.
 Reason over the case and the numbered evidence. Give a ranked differential diagnosis (most likely first), citing

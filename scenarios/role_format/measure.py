@@ -32,6 +32,7 @@ from pydantic import BaseModel
 
 from medcouncil.agents import prompts
 from medcouncil.agents.interview import Interview, parse_action
+from medcouncil.agents.preserve import mostly_copied
 from medcouncil.agents.protocol import Episode
 from medcouncil.agents.verdict import approve_probability
 
@@ -88,11 +89,6 @@ class Actions(BaseModel):
     mean_actions: float = 0.0
 
 
-def _grams(text: str) -> set[tuple[str, ...]]:
-    words = _WORD.findall(text.lower())
-    return {tuple(words[i : i + N]) for i in range(len(words) - N + 1)}
-
-
 def loops(text: str) -> bool:
     """The text repeats itself: some word 6-gram occurs three times or more."""
     words = _WORD.findall(text.lower())
@@ -102,10 +98,7 @@ def loops(text: str) -> bool:
 
 def echoes(text: str, prompt: str) -> bool:
     """Mostly the prompt given back: at least half the 6-grams are the prompt's, or the task's headings reappear."""
-    own = _grams(text)
-    if HEADINGS.search(text):
-        return True
-    return bool(own) and len(own & _grams(prompt)) >= len(own) / 2
+    return bool(HEADINGS.search(text)) or mostly_copied(text, prompt, N)
 
 
 def own_text(episode: Episode, agent: str) -> list[str]:

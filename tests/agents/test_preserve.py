@@ -10,6 +10,7 @@ from medcouncil.agents.preserve import (
     restore,
     restore_spans,
     unsupported_values,
+    untranslated,
 )
 
 KOREAN = "환자는 FEV1 62%, salbutamol 100 mcg 흡입 후 호전, HbA1c 7.2%, K 3.1 mmol/L이다."
@@ -68,3 +69,37 @@ def test_unsupported_values() -> None:
         "500 mg"
     ]
     assert unsupported_values("No doses here.", "") == []
+
+
+def test_a_reply_that_is_no_translation_is_told_apart() -> None:
+    masked, spans = protect("58세 남성, ECG에서 ST elevation, troponin 2.3 ng/mL")
+    prompt = f"Translate the following Korean clinical text into English.\n{masked}"
+    good = "A 58-year-old man; ECG shows ST elevation, troponin 2.3 ng/mL"
+    assert untranslated(good, prompt, spans, [], to_korean=False) is None
+    assert untranslated(good, prompt, spans, ["ECG", "ST"], to_korean=False) is None  # written out: not lost
+    assert "no text" in str(untranslated("  ", prompt, spans, [], False))
+    echo = "Translate the following Korean clinical text into English.\n10. 11. 12."  # what the 270M writes
+    assert "back" in str(untranslated(echo, prompt, spans, [], False))
+    assert "Korean" in str(untranslated("58세 남성, 흉통과 식은땀 ECG", prompt, spans, [], False))
+    assert untranslated("58세 남성, 흉통과 식은땀 ECG", prompt, spans, [], to_korean=True) is None  # Korean wanted
+    dropped = "A man with chest pain."
+    assert "dropped 5 of 6" in str(untranslated(dropped, prompt, spans, spans[1:], False))
+
+
+def test_the_council_reads_the_source_when_the_translation_fails() -> None:
+    import asyncio
+
+    from medcouncil.agents.calls import translate
+    from medcouncil.agents.protocol import Turn
+    from medcouncil.serving.replay import ReplayModel
+
+    source = "58세 남성, ECG에서 ST elevation"
+    echo = "Translate the following Korean clinical text into English for a team of doctors. Copy every placeholder"
+    turn = Turn(agent="translator", content="")
+    assert asyncio.run(translate(ReplayModel([echo]), source, turn, to_korean=False)) == source
+    assert turn.content.startswith("Not translated (the model gave its instructions or the text back)")
+    fine = Turn(agent="translator", content="")
+    reply = "A ⟦1⟧-year-old man; ⟦2⟧ shows ⟦3⟧ ⟦4⟧"
+    assert (
+        asyncio.run(translate(ReplayModel([reply]), source, fine, False)) == "A 58-year-old man; ECG shows ST elevation"
+    )
