@@ -93,6 +93,16 @@ async def act_after_reasoning(model: ChatModel, task: str, shape: Shape, turn: T
     return line
 
 
+def untranslated_turn(turn: Turn) -> bool:
+    """Whether a translator's turn passed its source on untranslated (:data:`prompts.UNTRANSLATED`)."""
+    return turn.content.startswith(prompts.UNTRANSLATED.split("(")[0])
+
+
+TRANSLATION_SLACK_TOKENS = 48
+"""A translation's token budget is at most the source's length in characters plus this: no language needs more
+tokens than characters, and a model that gives its prompt back stops there rather than at the role's limit."""
+
+
 async def translate(
     model: ChatModel, text: str, turn: Turn, to_korean: bool, terms_from: str = "", max_tokens: int = 512
 ) -> str:
@@ -109,7 +119,8 @@ async def translate(
     messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
     # Where shapes are enforced, every placeholder is placed once and in order (a base model drops and repeats them).
     shape = prompts.translation_shape(len(spans), to_korean) if model.shapes else None
-    async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=max_tokens):
+    budget = min(max_tokens, len(masked) + TRANSLATION_SLACK_TOKENS)
+    async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=budget):
         pass
     translated, flagged = restore(turn.content, spans)
     reason = untranslated(placed_text(translated), f"{system}\n{masked}", spans, flagged, to_korean)

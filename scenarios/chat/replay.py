@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medcouncil.agents.calls import untranslated_turn
 from medcouncil.agents.preserve import placed_text
 from medcouncil.agents.protocol import Episode
 from medcouncil.serving.common.yamlfile import load_yaml
@@ -34,6 +35,8 @@ class Expect(BaseModel):
     mentions: list[str] = Field(default_factory=list)
     chooses: str | None = None
     translator_ran: bool | None = None
+    translated: bool | None = None
+    """Every translator turn of the turn gave a translation (none passed its source on untranslated)."""
     min_sources: int | None = Field(default=None, ge=0)
     keeps_terms: list[str] = Field(default_factory=list)
 
@@ -88,6 +91,9 @@ def check_turn(number: int, expect: Expect, episode: Episode) -> list[CheckResul
     if expect.translator_ran is not None:
         ran = any(turn.agent == "translator" for turn in episode.turns)
         add(f"translator {'ran' if expect.translator_ran else 'skipped'}", ran == expect.translator_ran, f"ran={ran}")
+    if expect.translated is not None:
+        failed = [t.content.split("\n")[0] for t in episode.turns if t.agent == "translator" and untranslated_turn(t)]
+        add(f"{'' if expect.translated else 'not '}translated", (not failed) == expect.translated, "; ".join(failed))
     if expect.min_sources is not None:
         cited = len(episode.sources)
         add(f"at least {expect.min_sources} sources", cited >= expect.min_sources, f"{cited} cited")

@@ -57,5 +57,9 @@ def test_checks_pass_and_fail() -> None:
     assert all(result.passed for result in check_turn(1, expect, episode))
     failing = Expect(mentions=["gout"], chooses="C", translator_ran=False, min_sources=2, keeps_terms=["HbA1c"])
     assert not any(result.passed for result in check_turn(1, failing, episode))
+    untranslated = Turn(agent="translator", content="Not translated (the model gave no text): the original …")
+    failed = episode.model_copy(update={"turns": [untranslated]})
+    assert [r.passed for r in check_turn(1, Expect(translated=True), failed)] == [False]
+    assert [r.passed for r in check_turn(1, Expect(translated=True), episode)] == [True]
     errored = episode.model_copy(update={"error": "diagnostician: endpoint unreachable"})
     assert [r.check for r in check_turn(1, Expect(), errored) if not r.passed] == ["no error"]

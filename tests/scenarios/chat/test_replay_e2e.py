@@ -37,8 +37,8 @@ def test_replay_a_shipped_scenario(cli: list[str], embedded_server: ServerState,
 def test_korean_checks_fail_honestly_on_the_echoing_base_model(
     cli: list[str], embedded_server: ServerState, tmp_path: Path
 ) -> None:
-    """The base Gemma 270M echoes the translation prompt: its values are not placed in a translation, and the
-    scenario's keeps_terms checks say so (they used to pass on the list of values appended to any output)."""
+    """The base Gemma 270M echoes the translation prompt: its reply is no translation, so the council reads the
+    Korean source (every value in place) and the scenario's ``translated`` check fails, saying why."""
     result = subprocess.run(
         [
             *cli,
@@ -54,7 +54,8 @@ def test_korean_checks_fail_honestly_on_the_echoing_base_model(
         timeout=600,
         env={**os.environ, "COLUMNS": "160"},
     )
-    assert result.returncode == 1 and "checks failed" in result.stdout, result.stdout[-3000:]
+    assert result.returncode == 1 and "1 of 10 checks failed" in result.stdout, result.stdout[-3000:]
+    assert "Not translated (" in result.stdout
     (jsonl,) = tmp_path.glob("*.jsonl")
     episode = json.loads(jsonl.read_text().splitlines()[0])
     for value in ("58", "30", "ECG", "aVF", "2.3 ng/mL"):  # nothing lost: every value reaches the council
