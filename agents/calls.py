@@ -61,12 +61,16 @@ def final_answer(letter: str | None, options: dict[str, str]) -> str:
     return prompts.FINAL_ANSWER.format(answer=f"{letter}. {options[letter]}" if letter else "none")
 
 
-async def choose_after_reasoning(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> str:
+async def choose_after_reasoning(
+    model: ChatModel, case: str, options: dict[str, str], turn: Turn, by_text: bool = False
+) -> str:
     """The constrained choice after ``turn``'s reasoning, with the one choice template (reasoning in its slot): sets
-    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming)."""
+    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming).
+    ``by_text``: the line names the chosen option's text only (a choice among the reasoning's own diagnoses)."""
     prompt = format_mcqa(case, options, reasoning=turn.content)
     turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
-    line = final_answer(turn.choice.letter, options)
+    letter = turn.choice.letter
+    line = prompts.FINAL_ANSWER.format(answer=options[letter]) if by_text and letter else final_answer(letter, options)
     turn.content = f"{turn.content}\n\n{line}".strip()
     return f"\n\n{line}"
 

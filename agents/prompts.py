@@ -241,25 +241,20 @@ _LINE_START = "[A-Za-z]"
 """A differential line starts with a word: not a number (the base model counts "1. 2. 3. …" when it may)."""
 
 
-def diagnostician_shape(options: bool) -> Shape:
+DIFFERENTIAL_LINE = re.compile(r"^(\d)\. (.+?)\s*$", re.MULTILINE)
+"""Reads the numbered lines of the diagnostician's shaped differential back: (number, diagnosis)."""
+
+
+def diagnostician_shape() -> Shape:
     """The diagnostician's form where it is enforced: a ranked differential of :data:`DIFFERENTIAL_LINES` numbered
     lines, each starting with a word, at most ~100 characters, none holding a ``<placeholder>`` or the ⟪ ⟫ of the
-    case's data. Without options its own ``Final answer:`` line follows; with options the final answer is the
-    constrained choice that follows (one decision, with its probabilities)."""
+    case's data. The final answer is the constrained choice that follows (one decision, with its probabilities):
+    among the options on a multiple-choice item, among these lines on a free question."""
     numbers = range(1, DIFFERENTIAL_LINES + 1)
     regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫‹›［］]{{4,100}}" for n in numbers)
     grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in numbers)
     grammar += "\nline ::= [A-Za-z] [^\\n⟪⟫‹›［］]{4,100}"
-    if options:
-        return Shape("diagnostician", regex, grammar, SHAPE_PENALTY)
-    return Shape(
-        "diagnostician",
-        regex + rf"\nFinal answer: {_LINE_REGEX}",
-        grammar.replace(
-            "\nline ::=", ' "\\nFinal answer: " final\nfinal ::= [^\\n<[ ⟪⟫‹›［］] [^\\n⟪⟫‹›［］]{4,100}\nline ::=', 1
-        ),
-        SHAPE_PENALTY,
-    )
+    return Shape("diagnostician", regex, grammar, SHAPE_PENALTY)
 
 
 def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: str | None = None) -> Shape:

@@ -306,11 +306,16 @@ class DiagnosticianAgent(CouncilAgent):
         # A base model that does not keep a format by itself is held to the differential's (ClientSettings.shapes);
         # a follow-up turn of a conversation is answered freely (the differential fits a case, not every question).
         shaped = self.model.shapes and not state.history
-        shape = prompts.diagnostician_shape(bool(state.options)) if shaped else None
+        shape = prompts.diagnostician_shape() if shaped else None  # the choice of an answer follows
         async for chunk in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             yield chunk
         state.answer_en = turn.content
-        if state.options:
+        ranked = dict(prompts.DIFFERENTIAL_LINE.findall(turn.content)) if shape is not None else {}
+        if not state.options and state.question.reply == "free" and len(ranked) > 1:
+            # The shaped final answer is one of its own diagnoses, chosen as an option is (not a free line)
+            yield await choose_after_reasoning(self.model, state.case_en, ranked, turn, by_text=True)
+            state.answer_en = turn.content
+        elif state.options:
             yield await choose_after_reasoning(self.model, state.case_en, state.options, turn)
             state.choice = turn.choice
             state.answer_en = turn.content

@@ -43,7 +43,12 @@ class ReplayModel:
         self.seen.append(list(messages))
         self.shapes_seen.append(shape.name if shape is not None and self._shapes else None)
         async for item in self.client.create_stream(messages):
-            yield item
+            if isinstance(item, CreateResult) and isinstance(item.content, str):
+                # AutoGen's replay splits a reply on whitespace and loses its line breaks: stream it as written
+                for chunk in re.findall(r"\s*\S+\s*", item.content):
+                    yield chunk
+            if isinstance(item, CreateResult):
+                yield item
 
     async def chat(self, messages: Sequence[LLMMessage], **create_args: Any) -> CreateResult:
         self.seen.append(list(messages))

@@ -126,9 +126,9 @@ def in_format(role: str, text: str, episode: Episode, step: bool = False) -> boo
     if (step or episode.question.reply != "free") and not options:  # leads to an action line
         return parse_action(text)[0] != "invalid"
     found = list(prompts.FINAL_ANSWER_PATTERN.finditer(text))
-    if found and found[-1].group("answer")[:1] in options:
+    if found and (found[-1].group("answer")[:1] in options or (not options and found[-1].group("answer").strip())):
         return True
-    return bool(options) and bool(_DIFFERENTIAL.match(text))  # the enforced shape: the choice follows it
+    return bool(_DIFFERENTIAL.match(text))  # the enforced shape: the choice (among options or its lines) follows
 
 
 def measure_roles(episodes: Iterable[Episode], steps: bool = False) -> list[RoleFormat]:

@@ -88,13 +88,11 @@ def test_an_episode_on_enforced_shapes_has_only_valid_actions() -> None:
 
 
 def test_the_differential_and_review_shapes_accept_the_trained_formats_and_refuse_echoes() -> None:
-    differential = re.compile(prompts.diagnostician_shape(options=True).regex)
+    differential = re.compile(prompts.diagnostician_shape().regex)
     assert differential.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis")  # the choice follows
     assert not differential.fullmatch("1. Inferior STEMI\n2. x\n3. Pericarditis")  # too short
     assert not differential.fullmatch("1. 2. 3. 4. 5. 6.\n2. Aortic dissection\n3. Pericarditis")  # counting
     assert not differential.fullmatch("1. ⟪A 58-year-old man⟫\n2. Aortic dissection\n3. Pericarditis")  # the case
-    free = re.compile(prompts.diagnostician_shape(options=False).regex)
-    assert free.fullmatch("1. Inferior STEMI\n2. Aortic dissection\n3. Pericarditis\nFinal answer: Inferior STEMI")
     review = re.compile(prompts.critic_shape(["A", "B", "C"], chosen="A").regex)
     approve = prompts.CRITIC_APPROVE.format(answer="A", because=" Because ST rises in II, III, aVF.")
     revise = prompts.CRITIC_REVISE.format(answer="A", better="C", because=" Because ST rises in II, III, aVF.")
@@ -168,14 +166,28 @@ def test_the_translation_shape_places_every_placeholder_once_in_order() -> None:
     assert model.shapes_seen == ["translator"] and masked in str(model.seen[0][-1].content)
 
 
+def test_a_free_question_s_final_answer_is_chosen_among_its_own_differential() -> None:
+    differential = "1. Pericarditis\n2. Inferior STEMI\n3. Aortic dissection"
+    model = ReplayModel([differential, "2", "A=0.9", "Sound: the ST elevation fits."], shapes=True)
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))
+    diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
+    assert diagnostician.content == f"{differential}\n\nFinal answer: Inferior STEMI"
+    assert diagnostician.choice is not None and diagnostician.choice.letter == "2" and episode.letter is None
+    choice_prompt = str(model.seen[1][-1].content)
+    assert "1. Pericarditis" in choice_prompt and "3. Aortic dissection" in choice_prompt  # the lines as options
+    assert episode.answer.endswith("Final answer: Inferior STEMI")
+    free = ReplayModel(["Inferior STEMI.\nFinal answer: Inferior STEMI", "It holds.", "A"])
+    asyncio.run(run_episode(Council(free, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))
+    assert len(free.seen) == 3  # unshaped: no choice among lines
+
+
 def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
     from llama_cpp.llama_grammar import LlamaGrammar
 
     shapes = [
         prompts.DOCTOR_ACTION_SHAPE,
         prompts.DOCTOR_DIAGNOSIS_SHAPE,
-        prompts.diagnostician_shape(options=True),
-        prompts.diagnostician_shape(options=False),
+        prompts.diagnostician_shape(),
         prompts.critic_shape(["A", "B", "C", "D", "E"], chosen="C"),
         prompts.critic_shape(["A"], chosen="A"),  # no other letter to name: the generic review
         prompts.critic_shape(None),
