@@ -121,8 +121,9 @@ async def translate(
         masked, spans = protect(text)
     system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
     messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-    # Where shapes are enforced, every placeholder is placed once and in order (a base model drops and repeats them).
-    shape = prompts.translation_shape(len(spans), to_korean) if model.shapes else None
+    # No shape: one forcing the placeholders into source order would place values where Korean word order puts
+    # others (silently, as restore_spans trusts in-order placeholders); the fallback below catches a non-translation.
+    shape = None
     budget = min(max_tokens, len(masked) + TRANSLATION_SLACK_TOKENS)
     async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=budget):
         pass
