@@ -121,11 +121,10 @@ async def translate(
         masked, spans = protect(text)
     system = prompts.TRANSLATE_TO_KOREAN if to_korean else prompts.TRANSLATE_TO_ENGLISH
     messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
-    # No shape: one forcing the placeholders into source order would place values where Korean word order puts
-    # others (silently, as restore_spans trusts in-order placeholders); the fallback below catches a non-translation.
-    shape = None
+    # Never shaped: a shape forcing the placeholders into source order would place values where Korean word order
+    # puts others (silently, as restore_spans trusts in-order placeholders); the fallback below catches an echo.
     budget = min(max_tokens, len(masked) + TRANSLATION_SLACK_TOKENS)
-    async for _ in stream_model(model, messages, turn, shape=shape, max_tokens=budget):
+    async for _ in stream_model(model, messages, turn, max_tokens=budget):
         pass
     translated, flagged = restore(turn.content, spans)
     reason = untranslated(placed_text(translated), f"{system}\n{masked}", spans, flagged, to_korean)

@@ -71,7 +71,10 @@ Diagnostician's answer:
 {answer}"""
 """What the critic reviews: the case, its options and evidence, and the answer."""
 
-CRITIC_TASK = CRITIC_CASE + "\n\nProblems found:"
+CRITIC_ASK = "\n\nProblems found:"
+"""What the critic is asked after :data:`CRITIC_CASE`."""
+
+CRITIC_TASK = CRITIC_CASE + CRITIC_ASK
 
 CRITIC_VERDICT = """{review}
 
@@ -261,7 +264,7 @@ def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: 
     """The critic's form where it is enforced. On a multiple-choice item whose chosen letter is known, the formats of
     the role-shaped training data: :data:`CRITIC_APPROVE` (``Sound: X fits …``) or :data:`CRITIC_REVISE` (``X is not
     the best option: Y is.``, Y another letter), with one reason; ``verdict`` (APPROVE or REVISE, decided before the
-    review) leaves only its form, else the review's form states the verdict (:func:`review_verdict`). Otherwise
+    review) leaves only its form. Otherwise
     ``Sound:`` or ``Problems:`` and one line (only the verdict's one when ``verdict`` is given)."""
     if not letters or chosen not in letters or len(letters) < 2:
         heads = {"APPROVE": ["Sound"], "REVISE": ["Problems"]}.get(verdict or "", ["Sound", "Problems"])
@@ -287,31 +290,6 @@ def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: 
     grammar = "root ::= (" + " | ".join(form[1] for form in kept) + ') " Because " line\n'
     grammar += "other ::= " + alternation + "\n" + _LINE_GRAMMAR
     return Shape("critic", regex, grammar, SHAPE_PENALTY)
-
-
-_HANGUL = "\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3"
-"""Hangul jamo, compatibility jamo and syllables, as a character-class range (the same in a regex and in GBNF)."""
-
-
-def translation_shape(placeholders: int, to_korean: bool) -> Shape:
-    """The translator's form where it is enforced: every placeholder ``⟦1⟧ … ⟦n⟧`` of the masked text exactly once
-    and in order (the only placement :func:`restore_spans` trusts), no other ``⟦ ⟧`` and no ⟪ ⟫ or their
-    lookalikes; into English, no Hangul (an echo of the source). Its length is the call's token budget."""
-    banned = "⟦⟧⟪⟫‹›" + ("" if to_korean else _HANGUL)
-    regex_segment = f"[^{banned}]*"
-    regex = regex_segment + "".join(f"⟦{n}⟧{regex_segment}" for n in range(1, placeholders + 1))
-    grammar = "root ::= seg" + "".join(f' "⟦{n}⟧" seg' for n in range(1, placeholders + 1))
-    grammar += f"\nseg ::= [^{banned}]*"
-    return Shape("translator", regex, grammar)
-
-
-def review_verdict(review: str) -> str | None:
-    """APPROVE or REVISE as a review in the critic's enforced shape states it; None for a review in no such shape."""
-    if re.match(r"(Sound): ", review):
-        return "APPROVE"
-    if re.match(r"(Problems: |[A-Z] is not the best option: )", review):
-        return "REVISE"
-    return None
 
 
 DOCTOR_ACT = """{task}

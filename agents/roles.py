@@ -366,7 +366,7 @@ class CriticAgent(CouncilAgent):
             shape = prompts.critic_shape(list(state.options or {}) or None, chosen, verdict)
         messages: list[LLMMessage] = [
             SystemMessage(content=prompts.CRITIC_SYSTEM),
-            UserMessage(content=f"{case}\n\nProblems found:", source="user"),
+            UserMessage(content=case + prompts.CRITIC_ASK, source="user"),
         ]
         async for _ in stream_model(self.model, messages, turn, shape=shape, max_tokens=self.max_tokens):
             pass  # the review is shown with its verdict, when the turn ends

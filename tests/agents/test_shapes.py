@@ -99,9 +99,6 @@ def test_the_differential_and_review_shapes_accept_the_trained_formats_and_refus
     assert review.fullmatch(approve) and review.fullmatch(revise)
     assert not review.fullmatch("A is not the best option: A is. Because it is.")  # the better option is another
     assert not review.fullmatch("Problems found: none")
-    assert prompts.review_verdict(approve) == "APPROVE" and prompts.review_verdict(revise) == "REVISE"
-    assert prompts.review_verdict("Problems: the dose is not in the evidence.") == "REVISE"
-    assert prompts.review_verdict("It looks fine.") is None
     assert re.fullmatch(prompts.critic_shape(None).regex, "Problems: the dose is not in the evidence.")
 
 
@@ -149,13 +146,7 @@ def test_the_verdict_threshold_is_the_configured_then_the_calibrated_one() -> No
     assert approve_probability(Choice(letter="A", probabilities=None, raw="A")) == 1.0
 
 
-def test_the_translation_shape_places_every_placeholder_once_in_order() -> None:
-    into_english = re.compile(prompts.translation_shape(2, to_korean=False).regex)
-    assert into_english.fullmatch("A man of ⟦1⟧ has chest pain;\nST rises in ⟦2⟧.")
-    for bad in ("A man of ⟦1⟧.", "⟦2⟧ then ⟦1⟧", "⟦1⟧ ⟦1⟧ ⟦2⟧", "⟦1⟧ ⟦2⟧ ⟦3⟧", "남성 ⟦1⟧ ⟦2⟧", "⟪⟦1⟧⟫ ⟦2⟧"):
-        assert not into_english.fullmatch(bad), bad
-    into_korean = re.compile(prompts.translation_shape(1, to_korean=True).regex)
-    assert into_korean.fullmatch("흉통 ⟦1⟧") and not into_korean.fullmatch("흉통")
+def test_the_translator_is_never_shaped() -> None:
     masked = "⟦1⟧세 남성, ⟦2⟧"
     model = ReplayModel(["A ⟦1⟧-year-old man, ⟦2⟧"], shapes=True)
     from medcouncil.agents.calls import translate
@@ -193,8 +184,6 @@ def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
         prompts.critic_shape(None),
         prompts.critic_shape(["A", "B"], chosen="A", verdict="REVISE"),
         prompts.critic_shape(None, verdict="APPROVE"),
-        prompts.translation_shape(3, to_korean=False),
-        prompts.translation_shape(0, to_korean=True),
     ]
     for shape in shapes:
         assert LlamaGrammar.from_string(shape.grammar, verbose=False) is not None, shape.name
