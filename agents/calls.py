@@ -10,7 +10,14 @@ from typing import Any
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
-from medcouncil.agents.preserve import english_pattern, placed_text, protect, protected_terms, restore, untranslated
+from medcouncil.agents.preserve import (
+    english_pattern,
+    placed_text,
+    protect,
+    protected_terms,
+    restore_spans,
+    untranslated,
+)
 from medcouncil.agents.protocol import ChatModel, Turn
 from medcouncil.serving.client import Choice
 from medcouncil.serving.dialects import Shape
@@ -103,8 +110,9 @@ def untranslated_turn(turn: Turn) -> bool:
 
 
 TRANSLATION_SLACK_TOKENS = 48
-"""A translation's token budget is at most the source's length in characters plus this: no language needs more
-tokens than characters, and a model that gives its prompt back stops there rather than at the role's limit."""
+"""Held to its shapes (a base model, :attr:`ChatModel.shapes`), a translation's token budget is at most the source's
+length in characters plus this: no language needs more tokens than characters, and a model that gives its prompt
+back stops there rather than at the role's limit. A model the user serves keeps the role's limit."""
 
 
 async def translate(
@@ -123,11 +131,12 @@ async def translate(
     messages: list[LLMMessage] = [SystemMessage(content=system), UserMessage(content=masked, source="user")]
     # Never shaped: a shape forcing the placeholders into source order would place values where Korean word order
     # puts others (silently, as restore_spans trusts in-order placeholders); the fallback below catches an echo.
-    budget = min(max_tokens, len(masked) + TRANSLATION_SLACK_TOKENS)
+    budget = min(max_tokens, len(masked) + TRANSLATION_SLACK_TOKENS) if model.shapes else max_tokens
     async for _ in stream_model(model, messages, turn, max_tokens=budget):
         pass
-    translated, flagged = restore(turn.content, spans)
-    reason = untranslated(placed_text(translated), f"{system}\n{masked}", spans, flagged, to_korean)
+    restored = restore_spans(turn.content, spans)
+    translated = restored.text
+    reason = untranslated(placed_text(translated), f"{system}\n{masked}", spans, restored.missing, to_korean)
     if reason is None:
         turn.content = translated
         return translated

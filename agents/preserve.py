@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _NUMBER = r"\d+(?:[.,]\d+)*\s*(?:%|[µμ]?[a-zA-Z]+(?:/[a-zA-Z0-9]+)*)?"  # 5 mg, 7.2 mmol/L, 62%, 24
 _LATIN = r"[A-Za-z][A-Za-z0-9\-+/.]*[A-Za-z0-9+]|[A-Za-z]"  # salbutamol, FEV1, HbA1c, IV, option letters
@@ -53,6 +53,8 @@ class Restoration:
     """Span indices (1-based) put back in place, in text order: strictly increasing."""
     flagged: list[str]
     """Values not put back in place (dropped, repeated or out of order): appended under :data:`NOT_PLACED`."""
+    missing: list[str] = field(default_factory=list)
+    """Values whose placeholder the reply never wrote (a reordered or repeated one was written: not missing)."""
 
 
 def restore_spans(translated: str, spans: list[str]) -> Restoration:
@@ -83,7 +85,10 @@ def restore_spans(translated: str, spans: list[str]) -> Restoration:
     flagged = [span for index, span in enumerate(spans, 1) if index not in in_order]
     if flagged:
         text = (text + NOT_PLACED.format("; ".join(dict.fromkeys(flagged)))).strip()
-    return Restoration(text=text, placed=[i for i, _ in found if i in in_order], flagged=flagged)
+    seen = set(counts)
+    missing = [span for index, span in enumerate(spans, 1) if index not in seen]
+    placed = [i for i, _ in found if i in in_order]
+    return Restoration(text=text, placed=placed, flagged=flagged, missing=missing)
 
 
 def restore(translated: str, spans: list[str]) -> tuple[str, list[str]]:
@@ -119,11 +124,17 @@ _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 _LETTER = re.compile(r"[A-Za-z\u1100-\u11ff\u3130-\u318f\uac00-\ud7a3]")
 
 
-def untranslated(output: str, prompt: str, spans: list[str], flagged: list[str], to_korean: bool) -> str | None:
+def written_out(value: str, text: str) -> bool:
+    """``value`` occurs in ``text`` as a whole (not inside a longer word or number: "II" is not in "III")."""
+    return re.search(rf"(?<!\w){re.escape(value)}(?!\w)", text) is not None
+
+
+def untranslated(output: str, prompt: str, spans: list[str], missing: list[str], to_korean: bool) -> str | None:
     """Why ``output`` (restored, its list of values not placed removed) is not a translation of the masked text in
     ``prompt`` (the instructions and that text), or None when it may be one: empty; mostly the prompt given back;
-    into English, still mostly Hangul; or more than half of two or more protected values lost (neither placed nor
-    written out)."""
+    into English, still mostly Hangul; or more than half of two or more protected values lost: ``missing`` (their
+    placeholder never written, :attr:`Restoration.missing`; one written out of order is not lost) and not written
+    out as a whole either."""
     if not output.strip():
         return "the model gave no text"
     if mostly_copied(output, prompt):
@@ -131,7 +142,7 @@ def untranslated(output: str, prompt: str, spans: list[str], flagged: list[str],
     letters = _LETTER.findall(output)
     if not to_korean and letters and len(_HANGUL.findall(output)) > len(letters) / 2:
         return "the model's English is mostly Korean"
-    lost = [value for value in flagged if value not in output]  # written out instead of its placeholder: not lost
+    lost = [value for value in missing if not written_out(value, output)]
     if len(spans) >= 2 and len(lost) > len(spans) / 2:
         return f"the model dropped {len(lost)} of {len(spans)} protected values"
     return None

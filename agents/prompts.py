@@ -212,20 +212,23 @@ DOCTOR_ACTION = re.compile(
 )
 """Reads the doctor's action line; the first one counts."""
 
-_ACTION_TEXT_REGEX = r"[^\n<\[ ⟪⟫‹›［］][^\n⟪⟫‹›［］]{1,100}"
-_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ⟪⟫‹›［］] [^\\n⟪⟫‹›［］]{1,100}"
+_ACTION_TEXT_REGEX = r"[^\n<\[ ⟪⟫‹›［］][^\n<⟪⟫‹›［］]{1,100}"
+_ACTION_TEXT_GRAMMAR = "text ::= [^\\n<[ ⟪⟫‹›［］] [^\\n<⟪⟫‹›［］]{1,100}"
 DOCTOR_ACTION_SHAPE = Shape(
     name="doctor-action",
     regex=r"(ASK|EXAM|TEST|DIAGNOSIS): " + _ACTION_TEXT_REGEX,
     grammar='root ::= kind ": " text\nkind ::= "ASK" | "EXAM" | "TEST" | "DIAGNOSIS"\n' + _ACTION_TEXT_GRAMMAR,
+    ban_lone_space=True,
 )
 """The form of a doctor's step, enforced by the engine where it can (:attr:`ClientSettings.shapes`): one action
-line whose text is not a ``<placeholder>`` of the prompt nor holds the ⟪ ⟫ that quote the case's data (or the
-‹‹ ›› and ［ ］ they and brackets become when quoted text is neutralised: an echo of it), at most ~100 characters."""
+line whose text holds no ``<placeholder>`` of the prompt (no ``<`` at all) nor the ⟪ ⟫ that quote the case's data
+(or the ‹‹ ›› and ［ ］ they and brackets become when quoted text is neutralised: an echo of it), at most ~100
+characters."""
 DOCTOR_DIAGNOSIS_SHAPE = Shape(
     name="doctor-diagnosis",
     regex=r"DIAGNOSIS: " + _ACTION_TEXT_REGEX,
     grammar='root ::= "DIAGNOSIS: " text\n' + _ACTION_TEXT_GRAMMAR,
+    ban_lone_space=True,
 )
 """The form of the doctor's committing step (a free-text diagnosis)."""
 
@@ -257,7 +260,7 @@ def diagnostician_shape() -> Shape:
     regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫‹›［］]{{4,100}}" for n in numbers)
     grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in numbers)
     grammar += "\nline ::= [A-Za-z] [^\\n⟪⟫‹›［］]{4,100}"
-    return Shape("diagnostician", regex, grammar, SHAPE_PENALTY)
+    return Shape("diagnostician", regex, grammar, SHAPE_PENALTY, ban_lone_space=True)
 
 
 def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: str | None = None) -> Shape:
@@ -273,6 +276,7 @@ def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: 
             rf"({'|'.join(heads)}): {_LINE_REGEX}",
             "root ::= (" + " | ".join(f'"{head}"' for head in heads) + ') ": " line\n' + _LINE_GRAMMAR,
             SHAPE_PENALTY,
+            ban_lone_space=True,
         )
     group, alternation = _one_of([letter for letter in letters if letter != chosen])
     forms = {
@@ -289,7 +293,7 @@ def critic_shape(letters: list[str] | None, chosen: str | None = None, verdict: 
     regex = "(" + "|".join(form[0] for form in kept) + rf") Because {_LINE_REGEX}"
     grammar = "root ::= (" + " | ".join(form[1] for form in kept) + ') " Because " line\n'
     grammar += "other ::= " + alternation + "\n" + _LINE_GRAMMAR
-    return Shape("critic", regex, grammar, SHAPE_PENALTY)
+    return Shape("critic", regex, grammar, SHAPE_PENALTY, ban_lone_space=True)
 
 
 DOCTOR_ACT = """{task}

@@ -33,7 +33,7 @@ from medcouncil.agents.calls import (
 )
 from medcouncil.agents.preserve import unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
-from medcouncil.agents.verdict import approve_probability, approve_threshold
+from medcouncil.agents.verdict import ReviewKind, approve_probability, approve_threshold
 from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
 from medcouncil.tools.knowledge import Evidence
@@ -340,10 +340,11 @@ class CriticAgent(CouncilAgent):
         self.max_tokens = max_tokens
         self.threshold = approve_threshold
 
-    async def _decide(self, prompt: str, turn: Turn) -> Literal["APPROVE", "REVISE"]:
-        """The verdict as a constrained choice (recorded in ``turn.choice``), APPROVE at the threshold or above."""
+    async def _decide(self, prompt: str, turn: Turn, kind: ReviewKind | None) -> Literal["APPROVE", "REVISE"]:
+        """The verdict as a constrained choice (recorded in ``turn.choice``), APPROVE at the threshold or above:
+        the calibrated one for a shaped review of ``kind``, 0.5 for a review decided over its own text (None)."""
         turn.choice = await choose(self.model, [UserMessage(content=prompt, source="user")], ["A", "R"], turn)
-        threshold = approve_threshold(self.model.name, self.threshold) if self.model.shapes else 0.5
+        threshold = approve_threshold(self.model.name, kind, self.threshold) if kind else 0.5
         return "APPROVE" if approve_probability(turn.choice) >= threshold else "REVISE"
 
     async def act(self, state: CouncilState, turn: Turn) -> AsyncIterator[str]:
@@ -362,7 +363,9 @@ class CriticAgent(CouncilAgent):
         verdict: Literal["APPROVE", "REVISE"] | None = None
         shape = None
         if shaped:
-            verdict = "REVISE" if unsupported else await self._decide(prompts.CRITIC_VERDICT.format(review=case), turn)
+            kind: ReviewKind = "answer" if state.question.reply == "free" else "step"
+            prompt = prompts.CRITIC_VERDICT.format(review=case)
+            verdict = "REVISE" if unsupported else await self._decide(prompt, turn, kind)
             shape = prompts.critic_shape(list(state.options or {}) or None, chosen, verdict)
         messages: list[LLMMessage] = [
             SystemMessage(content=prompts.CRITIC_SYSTEM),
@@ -376,7 +379,7 @@ class CriticAgent(CouncilAgent):
             note = "Values found in neither the case, the options, the evidence nor the conversation: "
             review = f"{review}\n{note}{', '.join(unsupported)}".strip()
         elif verdict is None:
-            verdict = await self._decide(prompts.CRITIC_VERDICT.format(review=review), turn)
+            verdict = await self._decide(prompts.CRITIC_VERDICT.format(review=review), turn, None)
         state.verdict = verdict
         state.critique = review
         turn.verdict = verdict

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import json
@@ -73,6 +74,8 @@ LOST_CONNECTION_WAIT_S = 3.0
 before calling the endpoint merely unreachable."""
 
 REJECTED_STATUS = (400, 413, 422)
+NO_TOKENIZER_STATUS = (404, 405, 501)
+"""Answers of an engine that has no tokenizer endpoint (shaped replies then go without the lone-space ban)."""
 """HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
 
 
@@ -176,6 +179,11 @@ def load_component(path: Path) -> ComponentModel:
     return component.model_copy(update={"config": config})
 
 
+CACHE_VERSION = 2
+"""Raised when replies stored before may be wrong. 2: the embedded llama.cpp server cut a running stream when
+another request arrived (its ``interrupt_requests`` default), and the truncated reply was stored as whole."""
+
+
 def cache_namespace(info: EndpointInfo, settings: ClientSettings) -> str:
     """One cache store per model as served and per sampling setting: AutoGen's cache keys hold the messages and
     request arguments only, not the model, the endpoint or the client's own temperature.
@@ -184,7 +192,9 @@ def cache_namespace(info: EndpointInfo, settings: ClientSettings) -> str:
     embedded model's cache survives a new port; any other endpoint by its full URL (host and port) and dialect.
     """
     where = info.weights or f"{info.dialect}|{info.base_url or 'api'}"
-    material = f"{where}|{info.model}|temperature={settings.temperature}|normalize={settings.normalize}"
+    material = (
+        f"v{CACHE_VERSION}|{where}|{info.model}|temperature={settings.temperature}|normalize={settings.normalize}"
+    )
     host = urlparse(info.base_url).hostname if info.base_url else "api"
     slug = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{host}-{info.model}")[:80]
     return f"{slug}-{hashlib.sha256(material.encode()).hexdigest()[:12]}"
@@ -252,6 +262,10 @@ class ModelClient:
             client = ChatCompletionCache(client, DiskCacheStore[Any](self._choice_cache))
         self.client = client
         self._space_bias: dict[str, int] | None = None
+        self._space_lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+        self.tokenizer_probes = 0
+        """How many times the engine's tokenizer was asked for the lone-space token (once per client)."""
 
     @property
     def name(self) -> str:
@@ -302,7 +316,7 @@ class ModelClient:
             create_args = {**create_args, "extra_body": body} if body else create_args
             if shape.frequency_penalty and "frequency_penalty" not in create_args:
                 create_args = {**create_args, "frequency_penalty": shape.frequency_penalty}
-            if bias := await self._shape_bias():
+            if shape.ban_lone_space and (bias := await self._shape_bias()):
                 create_args = {**create_args, "logit_bias": {**create_args.get("logit_bias", {}), **bias}}
         self._check_engine()
         try:
@@ -312,25 +326,39 @@ class ModelClient:
             raise self._failure(error) from error
 
     async def _shape_bias(self) -> dict[str, int]:
-        """The lone-space ban of shaped replies (:func:`lone_space_bias`), asked of the engine's tokenizer once;
-        empty (and the reply merely shaped) when the engine has none or does not answer."""
-        if self._space_bias is None:
-            self._space_bias = {}
-            headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
-            try:
-                async with httpx.AsyncClient(timeout=self.settings.timeout, headers=headers) as http:
-                    found = []
-                    for text in ("", " "):
-                        request = tokenize_request(self.info.dialect, self.info.base_url, self.info.model, text)
-                        if request is None:
-                            return self._space_bias
-                        response = await http.post(request[0], json=request[1])
-                        response.raise_for_status()
-                        found.append([int(token) for token in response.json()["tokens"]])
-                self._space_bias = lone_space_bias(found[0], found[1])
-            except (httpx.HTTPError, ValueError, KeyError, TypeError):
-                pass
-        return self._space_bias
+        """The lone-space ban of shaped replies (:func:`lone_space_bias`), asked of the engine's tokenizer once per
+        client, under a lock (concurrent first requests wait for the one answer, so every shaped request of a run
+        carries the same arguments and cache key). An engine without a tokenizer (no endpoint, HTTP 404/405/501, an
+        answer without tokens) gives no ban, for good; an engine that cannot be reached fails the request as any
+        request fails, and is asked again next time."""
+        loop = asyncio.get_running_loop()
+        if self._space_lock is None or self._lock_loop is not loop:  # a lock belongs to one event loop
+            self._space_lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._space_lock:
+            if self._space_bias is None:
+                self._space_bias = await self._probe_space_bias()
+            return self._space_bias
+
+    async def _probe_space_bias(self) -> dict[str, int]:
+        self.tokenizer_probes += 1
+        headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
+        found: list[list[int]] = []
+        try:
+            async with httpx.AsyncClient(timeout=self.settings.timeout, headers=headers) as http:
+                for text in ("", " "):
+                    request = tokenize_request(self.info.dialect, self.info.base_url, self.info.model, text)
+                    if request is None:
+                        return {}
+                    response = await http.post(request[0], json=request[1])
+                    if response.status_code in NO_TOKENIZER_STATUS:
+                        return {}
+                    response.raise_for_status()
+                    found.append([int(token) for token in response.json()["tokens"]])
+        except (ValueError, KeyError, TypeError):  # an answer that holds no token list: no tokenizer to ask
+            return {}
+        except httpx.HTTPError as error:
+            raise self._failure(error) from error
+        return lone_space_bias(found[0], found[1])
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:
         """The answer constrained to ``letters``, with per-letter probabilities where the engine gives them.

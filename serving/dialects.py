@@ -76,6 +76,10 @@ class Shape:
     frequency_penalty: float = 0.0
     """Sent with the shaped request (an OpenAI sampling field both engines honour): a base model held to a form
     of several lines fills them with one line repeated unless repetition costs it something."""
+    ban_lone_space: bool = False
+    """Ban the lone-space token (:func:`lone_space_bias`) for the whole reply: for a form whose fixed text ends in a
+    space before free text. The price: nothing in the reply can have a space before a token that only follows a
+    lone space (Gemma's digits: "about80/min")."""
 
 
 def shape_args(dialect: Dialect, shape: Shape) -> dict[str, Any]:

@@ -27,6 +27,8 @@ class ReplayModel:
         self.seen: list[list[LLMMessage]] = []
         self.shapes_seen: list[str | None] = []
         """The shape asked of each streamed reply (its name; None: free)."""
+        self.args_seen: list[dict[str, Any]] = []
+        """The request fields (max_tokens, ...) of each streamed reply."""
 
     @property
     def shapes(self) -> bool:
@@ -42,6 +44,7 @@ class ReplayModel:
     ) -> AsyncIterator[str | CreateResult]:
         self.seen.append(list(messages))
         self.shapes_seen.append(shape.name if shape is not None and self._shapes else None)
+        self.args_seen.append(dict(create_args))
         async for item in self.client.create_stream(messages):
             if isinstance(item, CreateResult) and isinstance(item.content, str):
                 # AutoGen's replay splits a reply on whitespace and loses its line breaks: stream it as written

@@ -11,6 +11,7 @@ from medcouncil.agents.preserve import (
     restore_spans,
     unsupported_values,
     untranslated,
+    written_out,
 )
 
 KOREAN = "환자는 FEV1 62%, salbutamol 100 mcg 흡입 후 호전, HbA1c 7.2%, K 3.1 mmol/L이다."
@@ -84,6 +85,20 @@ def test_a_reply_that_is_no_translation_is_told_apart() -> None:
     assert untranslated("58세 남성, 흉통과 식은땀 ECG", prompt, spans, [], to_korean=True) is None  # Korean wanted
     dropped = "A man with chest pain."
     assert "dropped 5 of 6" in str(untranslated(dropped, prompt, spans, spans[1:], False))
+
+
+def test_a_value_written_out_of_order_or_as_part_of_another_is_told_apart() -> None:
+    spans = ["II", "III", "aVF"]
+    prompt = "Translate the following Korean clinical text into English.\n유도 ⟦1⟧, ⟦2⟧, ⟦3⟧에서 ST 상승"
+    # Korean word order: the model wrote every placeholder, two of them swapped. Not lost: a translation.
+    swapped = restore_spans("ST elevation in leads ⟦2⟧, ⟦1⟧ and ⟦3⟧", spans)
+    assert swapped.flagged == ["II", "III"] and swapped.missing == []
+    assert untranslated(placed_text(swapped.text), prompt, spans, swapped.missing, False) is None
+    # Two placeholders never written: "II" is not found inside "III", so two of three values are lost.
+    dropped = restore_spans("ST elevation in lead III", spans)
+    assert dropped.missing == spans
+    assert "dropped 2 of 3" in str(untranslated(placed_text(dropped.text), prompt, spans, dropped.missing, False))
+    assert written_out("II", "leads II and III") and not written_out("II", "lead III")
 
 
 def test_the_council_reads_the_source_when_the_translation_fails() -> None:

@@ -34,7 +34,14 @@ def test_the_action_shape_accepts_actions_and_refuses_placeholders() -> None:
     action = re.compile(prompts.DOCTOR_ACTION_SHAPE.regex)
     assert action.fullmatch("ASK: Does the weakness get worse in the evening?")
     assert action.fullmatch("DIAGNOSIS: Myasthenia gravis")
-    echoes = ("ASK: <a question for the patient>", "Case: a woman", "ASK:  spaced", "TEST: [1]", "ASK: x" * 40)
+    echoes = (
+        "ASK: <a question for the patient>",
+        "ASK: Do you have <a symptom>?",
+        "Case: a woman",
+        "ASK:  spaced",
+        "TEST: [1]",
+        "ASK: x" * 40,
+    )
     for echo in (*echoes, "ASK: ⟪35-year-old woman, double vision⟫"):  # the fenced case given back
         assert not action.fullmatch(echo), echo
     diagnosis = re.compile(prompts.DOCTOR_DIAGNOSIS_SHAPE.regex)
@@ -140,21 +147,53 @@ def test_the_verdict_threshold_is_the_configured_then_the_calibrated_one() -> No
     from medcouncil.serving.client import Choice
     from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
-    assert approve_threshold(EMBEDDED_MODEL_NAME) == APPROVE_THRESHOLDS[EMBEDDED_MODEL_NAME] != 0.5
-    assert approve_threshold(EMBEDDED_MODEL_NAME, 0.3) == 0.3 and approve_threshold("medgemma-27b") == 0.5
+    calibrated = APPROVE_THRESHOLDS[(EMBEDDED_MODEL_NAME, "answer")]
+    assert approve_threshold(EMBEDDED_MODEL_NAME, "answer") == calibrated != 0.5
+    assert approve_threshold(EMBEDDED_MODEL_NAME, "step") == APPROVE_THRESHOLDS[(EMBEDDED_MODEL_NAME, "step")]
+    assert approve_threshold(EMBEDDED_MODEL_NAME, "step") not in (calibrated, 0.5)
+    assert approve_threshold(EMBEDDED_MODEL_NAME, "answer", 0.3) == 0.3
+    assert approve_threshold("medgemma-27b", "answer") == 0.5
     assert approve_probability(Choice(letter="R", probabilities={"A": 0.4, "R": 0.6}, raw="R")) == 0.4
     assert approve_probability(Choice(letter="A", probabilities=None, raw="A")) == 1.0
+    assert approve_probability(Choice(letter=None, probabilities=None, raw="")) == 0.0  # no decision: REVISE
+
+
+def test_the_calibrated_threshold_is_the_review_kind_s_and_only_for_a_shaped_review(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from medcouncil.agents.verdict import APPROVE_THRESHOLDS
+
+    monkeypatch.setitem(APPROVE_THRESHOLDS, ("replay", "answer"), 0.9)
+    monkeypatch.setitem(APPROVE_THRESHOLDS, ("replay", "step"), 0.7)
+    differential = "1. Pericarditis\n2. Inferior STEMI\n3. Aortic dissection"
+    # an episode step: P(A) 0.8 reaches the step threshold (0.7), not the answer one (0.9)
+    step = Question(text="Crushing chest pain, ST up in II.", reply="action")
+    model = ReplayModel([differential, "ASK: Any fever?", "A=0.8", "Sound: asking first fits."], shapes=True)
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), step))
+    assert [turn.verdict for turn in episode.turns if turn.agent == "critic"] == ["APPROVE"]
+    # a free question is an answer: the same 0.8 is under its threshold
+    replies = [differential, "2", "A=0.8", "Problems: no rub.", differential, "2", "A=0.95", "Sound: x."]
+    model = ReplayModel(replies, shapes=True)
+    episode = asyncio.run(run_episode(Council(model, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))
+    assert next(turn.verdict for turn in episode.turns if turn.agent == "critic") == "REVISE"  # 0.8 < 0.9
+    # a review written freely (the model's shapes off) is decided over its text at 0.5, calibration or not
+    free = ReplayModel(["Inferior STEMI.\nFinal answer: Inferior STEMI", "It holds.", "A=0.6"])
+    episode = asyncio.run(run_episode(Council(free, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))
+    assert [turn.verdict for turn in episode.turns if turn.agent == "critic"] == ["APPROVE"]
 
 
 def test_the_translator_is_never_shaped() -> None:
     masked = "⟦1⟧세 남성, ⟦2⟧"
     model = ReplayModel(["A ⟦1⟧-year-old man, ⟦2⟧"], shapes=True)
-    from medcouncil.agents.calls import translate
+    from medcouncil.agents.calls import TRANSLATION_SLACK_TOKENS, translate
     from medcouncil.agents.protocol import Turn
 
     turn = Turn(agent="translator", content="")
     assert asyncio.run(translate(model, "58세 남성, ECG", turn, to_korean=False)) == "A 58-year-old man, ECG"
     assert model.shapes_seen == [None] and masked in str(model.seen[0][-1].content)  # never order-forced
+    # a base model held to its shapes gets the source's length plus the slack; a model the user serves, its limit
+    assert model.args_seen[0]["max_tokens"] == len(masked) + TRANSLATION_SLACK_TOKENS
+    served = ReplayModel(["A ⟦1⟧-year-old man, ⟦2⟧"])
+    asyncio.run(translate(served, "58세 남성, ECG", Turn(agent="translator", content=""), to_korean=False))
+    assert served.args_seen[0]["max_tokens"] == 512
 
 
 def test_a_free_question_s_final_answer_is_chosen_among_its_own_differential() -> None:
@@ -197,3 +236,9 @@ def test_an_item_whose_choice_came_back_empty_is_reviewed_freely() -> None:
     council = Council(model, KNOWLEDGE, CouncilConfig(max_revisions=0))
     asyncio.run(run_episode(council, Question(text="Chest pain?", options=options)))
     assert model.shapes_seen[0] == "diagnostician" and model.shapes_seen[1:] == [None]  # no letter: a free review
+
+
+def test_the_role_shapes_carry_the_measured_penalty_and_the_ban() -> None:
+    for shape in (prompts.diagnostician_shape(), prompts.critic_shape(None), prompts.critic_shape(["A", "B"], "A")):
+        assert shape.frequency_penalty == prompts.SHAPE_PENALTY == 0.5 and shape.ban_lone_space
+    assert prompts.DOCTOR_ACTION_SHAPE.ban_lone_space and prompts.DOCTOR_DIAGNOSIS_SHAPE.ban_lone_space

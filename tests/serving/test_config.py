@@ -39,6 +39,7 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert rendered["chat_template"] == GEMMA_TEMPLATE.read_text()
     assert rendered["eos_token"] == "<end_of_turn>"
     assert "api_key" not in settings
+    assert settings["interrupt_requests"] is False  # a second request waits: it does not cut a running stream
     default = server_config(EngineConfig().command(8124, gguf, tmp_path))
     assert default["models"][0]["n_threads"] == os.cpu_count()  # type: ignore[index]
     with pytest.raises(ConfigError, match="pairs"):

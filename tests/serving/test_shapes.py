@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
+from typing import Any
+
 import pytest
+from autogen_core.models import UserMessage
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, shapes_from_env
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 from medcouncil.serving.dialects import Dialect, EndpointInfo, Shape, shape_args
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
+
+from ..conftest import QuietHandler, serving
 
 SHAPE = Shape(name="yes-no", regex="(YES|NO): [a-z ]{1,20}", grammar='root ::= ("YES" | "NO") ": " [a-z ]{1,20}')
 
@@ -51,11 +61,100 @@ def test_the_lone_space_token_is_found_beside_the_engines_special_tokens() -> No
     assert tokenize_request("openai", "https://api.example/v1", "m", " ") is None
 
 
-def test_an_engine_without_a_tokenizer_leaves_the_reply_merely_shaped() -> None:
-    import asyncio
+class Engine(ThreadingHTTPServer):
+    """A llama.cpp-like endpoint: a tokenizer, and a streamed completion that records each request's body."""
 
+    tokenizer_status = 200
+    tokenize_calls = 0
+    bodies: list[dict[str, Any]]
+
+
+class EngineHandler(QuietHandler):
+    server: Engine
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path == "/extras/tokenize":
+            self.server.tokenize_calls += 1
+            time.sleep(0.05)  # slow enough that concurrent first requests overlap the probe
+            tokens = [2] + ([236743] if body["input"] == " " else [])
+            self.reply(self.server.tokenizer_status, {"tokens": tokens})
+            return
+        self.server.bodies.append(body)
+        chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m"}
+        events = [
+            {**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "YES: fine"}}]},
+            {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**chunk, "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}},
+        ]
+        payload = "".join(f"data: {json.dumps(event)}\n\n" for event in events) + "data: [DONE]\n\n"
+        self.reply(200, payload.encode(), {"Content-Type": "text/event-stream"})
+
+
+@pytest.fixture
+def engine() -> Iterator[Engine]:
+    server = Engine(("127.0.0.1", 0), EngineHandler)
+    server.bodies = []
+    with serving(server) as running:
+        yield running
+
+
+def shaped_client(engine: Engine) -> ModelClient:
+    info = EndpointInfo(
+        base_url=f"http://127.0.0.1:{engine.server_port}/v1", model=EMBEDDED_MODEL_NAME, dialect="llamacpp"
+    )
+    config = ClientSettings(cache=False, timeout=5, max_retries=0)
+    return ModelClient(endpoint_component(info, config), info, config)
+
+
+async def reply(client: ModelClient, shape: Shape | None) -> str:
+    return "".join([item async for item in client.stream([UserMessage(content="hi", source="user")], shape)][:-1])
+
+
+def test_a_shaped_request_carries_its_grammar_penalty_and_ban_asked_of_the_tokenizer_once(engine: Engine) -> None:
+    banned = Shape("role", SHAPE.regex, SHAPE.grammar, frequency_penalty=0.5, ban_lone_space=True)
+
+    async def run() -> None:
+        client = shaped_client(engine)
+        try:
+            await asyncio.gather(*(reply(client, banned) for _ in range(3)))  # three at once: one probe
+            await reply(client, SHAPE)  # no penalty, no ban asked for
+            await reply(client, None)
+            assert client.tokenizer_probes == 1
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    assert engine.tokenize_calls == 2  # "" and " ", once
+    first, plain, free = engine.bodies[0], engine.bodies[3], engine.bodies[4]
+    assert all(body["logit_bias"] == {"236743": -100} for body in engine.bodies[:3])  # the first ones too
+    assert first["grammar"] == SHAPE.grammar and first["frequency_penalty"] == 0.5
+    assert plain["grammar"] == SHAPE.grammar and "logit_bias" not in plain and "frequency_penalty" not in plain
+    assert "grammar" not in free and "logit_bias" not in free
+
+
+def test_an_engine_without_a_tokenizer_leaves_the_reply_merely_shaped(engine: Engine) -> None:
+    engine.tokenizer_status = 404
+    banned = Shape("role", SHAPE.regex, SHAPE.grammar, ban_lone_space=True)
+
+    async def run() -> None:
+        client = shaped_client(engine)
+        try:
+            assert await reply(client, banned) == "YES: fine"
+            await reply(client, banned)
+        finally:
+            await client.close()
+
+    asyncio.run(run())
+    assert engine.tokenize_calls == 1  # no tokenizer is an answer: not asked again
+    assert all("logit_bias" not in body and body["grammar"] == SHAPE.grammar for body in engine.bodies)
+
+
+def test_a_tokenizer_that_cannot_be_reached_fails_the_request_and_is_asked_again() -> None:
     info = EndpointInfo(base_url="http://127.0.0.1:9/v1", model=EMBEDDED_MODEL_NAME, dialect="llamacpp")
     config = ClientSettings(cache=False, timeout=2)
     client = ModelClient(endpoint_component(info, config), info, config)
-    assert asyncio.run(client._shape_bias()) == {}  # nothing listens on port 9: no ban, and asked only once
-    assert client._space_bias == {}
+    for _ in range(2):
+        with pytest.raises(EndpointUnreachableError, match=r"127\.0\.0\.1:9"):
+            asyncio.run(client._shape_bias())
+    assert client.tokenizer_probes == 2 and client._space_bias is None  # a failure is not remembered
