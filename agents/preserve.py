@@ -91,12 +91,6 @@ def restore_spans(translated: str, spans: list[str]) -> Restoration:
     return Restoration(text=text, placed=placed, flagged=flagged, missing=missing)
 
 
-def restore(translated: str, spans: list[str]) -> tuple[str, list[str]]:
-    """:func:`restore_spans` as (text, flagged values)."""
-    result = restore_spans(translated, spans)
-    return result.text, result.flagged
-
-
 _NOT_PLACED_TAIL = re.compile(r"\s*" + re.escape(NOT_PLACED.strip()).replace(r"\{\}", r"[^\]]*") + r"\s*$")
 
 

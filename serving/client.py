@@ -74,9 +74,9 @@ LOST_CONNECTION_WAIT_S = 3.0
 before calling the endpoint merely unreachable."""
 
 REJECTED_STATUS = (400, 413, 422)
+"""HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
 NO_TOKENIZER_STATUS = (404, 405, 501)
 """Answers of an engine that has no tokenizer endpoint (shaped replies then go without the lone-space ban)."""
-"""HTTP statuses of a request the engine will never accept as it is (too long for the context, invalid)."""
 
 
 def shapes_from_env() -> bool | None:
@@ -341,15 +341,16 @@ class ModelClient:
 
     async def _probe_space_bias(self) -> dict[str, int]:
         self.tokenizer_probes += 1
+        info = self.info
+        requests = [r for t in ("", " ") if (r := tokenize_request(info.dialect, info.base_url, info.model, t))]
+        if len(requests) < 2:  # the engine offers no tokenizer
+            return {}
         headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
         found: list[list[int]] = []
         try:
             async with httpx.AsyncClient(timeout=self.settings.timeout, headers=headers) as http:
-                for text in ("", " "):
-                    request = tokenize_request(self.info.dialect, self.info.base_url, self.info.model, text)
-                    if request is None:
-                        return {}
-                    response = await http.post(request[0], json=request[1])
+                for url, body in requests:
+                    response = await http.post(url, json=body)
                     if response.status_code in NO_TOKENIZER_STATUS:
                         return {}
                     response.raise_for_status()

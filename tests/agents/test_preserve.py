@@ -7,7 +7,6 @@ from medcouncil.agents.preserve import (
     placed_text,
     protect,
     protected_terms,
-    restore,
     restore_spans,
     unsupported_values,
     untranslated,
@@ -34,7 +33,8 @@ def test_korean_text_masks_every_latin_term_number_and_unit() -> None:
 )
 def test_restore_never_loses_or_alters_a_term(translation: str) -> None:
     _, spans = protect(KOREAN)
-    text, missing = restore(translation, spans)
+    result = restore_spans(translation, spans)
+    text, missing = result.text, result.flagged
     for span in spans:
         assert span in text
     assert "⟦" not in text
