@@ -16,6 +16,7 @@ from medcouncil.scenarios.cli import chat as chat_cli
 from medcouncil.scenarios.cli import compare as compare_cli
 from medcouncil.scenarios.cli import data as data_cli
 from medcouncil.scenarios.cli import distill as distill_cli
+from medcouncil.scenarios.cli import federate as federate_cli
 from medcouncil.scenarios.cli import finetune as finetune_cli
 from medcouncil.scenarios.cli import index as tools_cli
 from medcouncil.scenarios.cli import index_eval
@@ -83,6 +84,7 @@ app.command()(expected_errors(compare_cli.compare))
 app.command()(expected_errors(roles_cli.roles))
 app.command()(expected_errors(finetune_cli.finetune))
 app.command()(expected_errors(distill_cli.distill))
+app.command()(expected_errors(federate_cli.federate))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 tools_cli.index_app.command("eval")(expected_errors(index_eval.eval_command))

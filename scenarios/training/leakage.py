@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -63,6 +64,9 @@ def _training_turns(card_path: Path) -> tuple[str, list[str]]:
     except (BadLine, OSError) as error:
         raise MedcouncilError(str(error) if isinstance(error, BadLine) else f"{card_path}: cannot read") from None
     config = card.get("config") if isinstance(card, dict) else None
+    federation = card.get("federation") if isinstance(card, dict) else None
+    if isinstance(federation, dict):
+        return _federated_turns(card_path, federation)
     if not isinstance(config, dict):
         raise MedcouncilError(f"{card_path}: not a medcouncil finetune run card (no config)")
     try:
@@ -71,6 +75,22 @@ def _training_turns(card_path: Path) -> tuple[str, list[str]]:
         raise MedcouncilError(f"{card_path}: its config is not a finetune configuration") from None
     examples, source = load_examples(settings)
     return source, [m.content for e in examples for m in e.messages if m.role == "user"]
+
+
+def _federated_turns(card_path: Path, federation: dict[str, Any]) -> tuple[str, list[str]]:
+    """The user turns of every client's training file a federated card names (the files must be on this machine:
+    a deployed SuperNode's data stays on its host, and the check says which it could not read)."""
+    from medcouncil.serving.training.data import read_chat_jsonl
+
+    clients = federation.get("clients") or []
+    paths = [Path(str(c.get("path", ""))) for c in clients if isinstance(c, dict)]
+    absent = [str(path) for path in paths if not path.is_file()]
+    if absent or not paths:
+        raise MedcouncilError(
+            f"{card_path}: federated clients' data not on this machine ({', '.join(absent[:3]) or 'none named'})"
+        )
+    turns = [m.content for path in paths for e in read_chat_jsonl(path) for m in e.messages if m.role == "user"]
+    return f"{len(paths)} federated clients ({', '.join(str(p) for p in paths)})", turns
 
 
 def check(card_dir: Path, samples: Sequence[Sample]) -> TrainingOverlap:

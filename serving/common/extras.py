@@ -2,7 +2,8 @@
 
 The main install (``pip install -e .``) chats, serves, benchmarks and indexes without PyTorch. Training needs
 ``.[train]`` (torch, transformers, peft, accelerate), Hugging Face dataset ids ``.[hf]``, the vLLM engine in the same
-environment ``.[vllm]``.
+environment ``.[vllm]``, federated fine-tuning on Flower ``.[federated]`` (and
+``.[federated-sim]`` for its Simulation Engine, which brings Ray).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "transformers", "peft", "accelerate"),
     "hf": ("datasets",),
     "vllm": ("vllm",),
+    "federated": ("torch", "transformers", "peft", "flwr"),
+    "federated-sim": ("torch", "transformers", "peft", "flwr", "ray"),
 }
 """Each extra of ``pyproject.toml`` and the modules it makes importable."""
 

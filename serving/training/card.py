@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import Tokenized
+from medcouncil.serving.training.federated.card import FederationCard, federation_html
 
 CARD = "run.json"
 REPORT = "report.html"
@@ -78,6 +79,8 @@ class RunCard(BaseModel):
     finished: bool = False
     resumed_from: list[str] = Field(default_factory=list)
     merged: str | None = None
+    federation: FederationCard | None = None
+    """A federated run's rounds, clients and bytes (``medcouncil federate``)."""
 
     @classmethod
     def new(
@@ -195,9 +198,13 @@ def report_html(card: RunCard) -> str:
     )
     return (
         f"<!doctype html><meta charset='utf-8'><title>medcouncil finetune</title><style>{style}</style>"
-        f"<h1>Fine-tuning run</h1><table>{table}</table><h2>Loss</h2>{loss_svg(card)}"
-        "<p>Blue: training loss per step (mean per labelled token). Orange: eval loss on the held-out "
-        "slice.</p>"
+        f"<h1>Fine-tuning run</h1><table>{table}</table>"
+        + (
+            federation_html(card.federation)
+            if card.federation is not None
+            else f"<h2>Loss</h2>{loss_svg(card)}<p>Blue: training loss per step (mean per labelled token). "
+            "Orange: eval loss on the held-out slice.</p>"
+        )
     )
 
 
