@@ -90,7 +90,7 @@ def federate(
     from medcouncil.serving.common.extras import require
 
     require("federated", "medcouncil federate")
-    from medcouncil.scenarios.training.federate import build_plan
+    from medcouncil.scenarios.training.federate import build_plan, remote_plan
     from medcouncil.serving.training.federated.config import PLAN, FederationPlan
     from medcouncil.serving.training.federated.server import saved_rounds
 
@@ -126,9 +126,12 @@ def federate(
         settings = settings_from(config, flags)
         if (settings.out / PLAN).exists() or (settings.out / "run.json").exists():
             raise ConfigError(f"{settings.out} already holds a run: continue it with --resume {settings.out}")
-        samples, source = load_samples(settings)
-        plan, report = build_plan(settings, samples, source, load_probe(settings))
-        print_partition(report)
+        if settings.federation.superlink and not settings.data:
+            plan = remote_plan(settings, load_probe(settings))
+        else:
+            samples, source = load_samples(settings)
+            plan, report = build_plan(settings, samples, source, load_probe(settings))
+            print_partition(report)
     card = run_plan(plan)
     print_rounds(card, plan.out)
 

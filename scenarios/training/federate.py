@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.training.examples import record_to_example
 from medcouncil.scenarios.training.partition import PartitionConfig, PartitionReport, partition, report
+from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.yamlfile import load_with_overrides
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import ChatExample, fingerprint
@@ -144,3 +145,32 @@ def build_plan(
     )
     plan.save()
     return plan, partition_report
+
+
+def remote_plan(config: FederateConfig, probe: Sequence[Sample]) -> FederationPlan:
+    """The plan of a run on a remote SuperLink whose SuperNodes bring their own data: no client files here; the
+    server's held-out set and probe are the probe dataset's items.
+
+    Raises:
+        ConfigError: no probe dataset (the server would have nothing to score the global adapter on).
+    """
+    if not probe:
+        raise ConfigError(
+            "--superlink with no --data: give --probe DATASET, the items the server scores the global adapter on"
+        )
+    out = config.out
+    (out / CLIENTS).mkdir(parents=True, exist_ok=True)
+    eval_path = out / CLIENTS / "held-out.jsonl"
+    _write_jsonl(eval_path, [_chat_row(record_to_example(sample)) for sample in probe])
+    probe_path = out / CLIENTS / "probe.jsonl"
+    _write_jsonl(probe_path, [item.model_dump_json() for item in probe_items(list(probe)[: config.probe_limit])])
+    plan = FederationPlan(
+        out=out.resolve(),
+        train=config.train.model_copy(update={"out": out.resolve(), "data": None}),
+        federation=config.federation,
+        eval_path=str(eval_path.resolve()),
+        probe_path=str(probe_path.resolve()),
+        data_source=f"the SuperNodes' own data (SuperLink {config.federation.superlink})",
+    )
+    plan.save()
+    return plan

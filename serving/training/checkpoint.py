@@ -84,6 +84,33 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def write_whole(folder: Path, name: str, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+    """``folder/name`` holding ``tensors`` (``TENSORS``) and ``state`` (``STATE``, synced), written under a hidden
+    temporary name and renamed into place once complete; a folder of that name is replaced.
+
+    Raises:
+        OSError: the write failed; the temporary folder is removed and ``folder/name`` is as it was.
+    """
+    target = folder / name
+    partial = folder / f".{name}.partial"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        torch.save(tensors, partial / TENSORS)
+        with (partial / STATE).open("w", encoding="utf-8") as handle:
+            json.dump(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return target
+
+
 def save(
     out: Path,
     step: int,
@@ -100,30 +127,15 @@ def save(
             finished checkpoint is left as it was.
     """
     folder = out / CHECKPOINTS
-    target = folder / f"step-{step:06d}"
-    partial = folder / f".step-{step:06d}.partial"
+    tensors = {
+        "model": trainable_state(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(),
+    }
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        torch.save(
-            {
-                "model": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "rng": rng_state(),
-            },
-            partial / TENSORS,
-        )
-        with (partial / STATE).open("w", encoding="utf-8") as handle:
-            json.dump({"step": step, **progress}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(partial, target)
+        target = write_whole(folder, f"step-{step:06d}", tensors, {"step": step, **progress})
     except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
         previous = latest(out)
         kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
         if error.errno in DISK_FULL:

@@ -40,18 +40,18 @@ class ProbeResult(BaseModel):
 
 
 def held_out_loss(loss_fn: Any, items: Sequence[Tokenized], pad_id: int, batch_size: int, device: Any) -> float:
-    """Mean loss per labelled token over ``items`` (``loss_fn``: :class:`model.LabelledLoss`)."""
+    """Mean loss per labelled token over ``items`` (``loss_fn``: :class:`model.LabelledLoss`), in eval mode; the
+    loss function is left in training mode."""
     from medcouncil.serving.training.train import collate
 
     total, count = 0.0, 0
-    was_training = loss_fn.training
     loss_fn.eval()
     with torch.no_grad():
         for start in range(0, len(items), batch_size):
             batch = collate(items[start : start + batch_size], pad_id)
             loss, n = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
             total, count = total + float(loss), count + int(n)
-    loss_fn.train(was_training)
+    loss_fn.train()
     return total / max(count, 1)
 
 

@@ -26,6 +26,7 @@ from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_card
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import IGNORE, ChatExample, Tokenized, fingerprint, split_eval, tokenize
+from medcouncil.serving.training.evaluate import held_out_loss
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, set_threads
 
 
@@ -130,15 +131,7 @@ class Trainer:
         return [tokenize(tokenizer, example, self.config.max_seq_len) for example in self.examples]
 
     def _eval_loss(self, loss_fn: LabelledLoss, items: Sequence[Tokenized], pad_id: int, device: Any) -> float:
-        total, count = 0.0, 0
-        loss_fn.eval()
-        with torch.no_grad():
-            for start in range(0, len(items), self.config.batch_size):
-                batch = collate(items[start : start + self.config.batch_size], pad_id)
-                loss, n = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
-                total, count = total + float(loss), count + int(n)
-        loss_fn.train()
-        return total / max(count, 1)
+        return held_out_loss(loss_fn, items, pad_id, self.config.batch_size, device)
 
     def run(self, resume: bool = False) -> RunCard:
         """Train, checkpointing as configured; write the adapter (or model), ``run.json`` and ``report.html``.

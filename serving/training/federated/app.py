@@ -73,7 +73,11 @@ def train_handler(message: Any, context: Any, data: ClientData) -> Any:
         }
     )
     content = RecordDict(
-        {"arrays": ArrayRecord(result.tensors), "metrics": metrics, "client": ConfigRecord({"name": data.name})}
+        {
+            "arrays": ArrayRecord(result.tensors),
+            "metrics": metrics,
+            "client": ConfigRecord({"name": data.name, "path": data.path, "fingerprint": trainer.fingerprint}),
+        }
     )
     return Message(content, reply_to=message)
 

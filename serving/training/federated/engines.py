@@ -12,6 +12,7 @@ and its own Flower home (``OUT/.flwr``, private to the user), so the user's ``~/
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -165,7 +166,8 @@ class Processes:
     """Child processes started in their own sessions, stopped together (their children too)."""
 
     def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs, self.started = env, logs, []  # type: ignore[var-annotated]
+        self.env, self.logs = env, logs
+        self.started: list[subprocess.Popen[bytes]] = []
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, argv: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
@@ -180,24 +182,16 @@ class Processes:
     def stop(self) -> None:
         for process in reversed(self.started):
             if process.poll() is None:
-                with _ignore_gone():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
         for process in self.started:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with _ignore_gone():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-
-
-class _ignore_gone:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, value: Any, traceback: Any) -> bool:
-        return kind is not None and issubclass(kind, ProcessLookupError)
 
 
 def _tool(name: str) -> str:
@@ -261,13 +255,14 @@ def deploy(plan: FederationPlan, log: Callable[[str], None] = print) -> RunCard:
         env["FLWR_HOME"] = str(_home(out, address, config.root_certificates))
         app = write_app(out)
         log(f"submitting the run to the SuperLink at {address}")
-        submit = subprocess.run(
-            [_tool("flwr"), "run", str(app), "medcouncil", "--run-config", f'plan="{out / PLAN}"', "--stream"],
-            env=env,
-            stdout=(out / LOGS / "flwr-run.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
+        with (out / LOGS / "flwr-run.log").open("wb") as run_log:
+            submit = subprocess.run(
+                [_tool("flwr"), "run", str(app), "medcouncil", "--run-config", f'plan="{out / PLAN}"', "--stream"],
+                env=env,
+                stdout=run_log,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
         if submit.returncode != 0:
             raise FederationError(f"flwr run exited with status {submit.returncode}: see {out / LOGS / 'flwr-run.log'}")
     finally:

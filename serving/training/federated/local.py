@@ -19,7 +19,7 @@ import torch
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.aggregate import proximal_term
 from medcouncil.serving.training.config import FinetuneConfig
-from medcouncil.serving.training.data import ChatExample, tokenize
+from medcouncil.serving.training.data import ChatExample, fingerprint, tokenize
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, set_threads
 from medcouncil.serving.training.train import collate, micro_batches
 
@@ -52,6 +52,7 @@ class LocalTrainer:
         self.model = load_model(base, config)
         self.loss_fn = LabelledLoss(self.model)
         self.examples = len(examples)
+        self.fingerprint = fingerprint(examples)
 
     def trainable(self) -> dict[str, torch.Tensor]:
         return checkpoint.trainable_state(self.model)

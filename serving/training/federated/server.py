@@ -11,8 +11,6 @@ clients finish stops the run with the reason instead of averaging one hospital's
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from medcouncil.serving.training.card import RunCard, write_card
 from medcouncil.serving.training.data import read_chat_jsonl
 from medcouncil.serving.training.evaluate import ProbeItem, held_out_loss, probe_accuracy, tokenize_all
 from medcouncil.serving.training.federated.card import ClientRound, FederationCard, GlobalEval, RoundLog
-from medcouncil.serving.training.federated.config import FederationConfig, FederationPlan
+from medcouncil.serving.training.federated.config import ClientData, FederationConfig, FederationPlan
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, resolve_base
 
 ROUNDS = "rounds"
@@ -92,6 +90,18 @@ def make_strategy(config: FederationConfig, clients: int) -> Any:
     return strategy
 
 
+def reply_data(reply: Any, examples: int) -> ClientData:
+    """What a client's reply says of its data: name, path on its host, fingerprint (never the data)."""
+    record = reply.content["client"]
+    return ClientData(
+        name=str(record["name"]),
+        path=str(record.get("path", "")),
+        source="its own data (deployed SuperNode)",
+        examples=examples,
+        fingerprint=str(record.get("fingerprint", "")),
+    )
+
+
 def client_name(reply: Any) -> str:
     """The name a client reply carries (its data's name), or its node id."""
     try:
@@ -108,21 +118,10 @@ def model_bytes(model: torch.nn.Module) -> int:
 def save_round(out: Path, server_round: int, tensors: dict[str, torch.Tensor], card: RunCard, keep: int) -> Path:
     """The global adapter after ``server_round`` and the card so far, written whole (temporary folder, rename)."""
     folder = out / ROUNDS
-    target = folder / f"round-{server_round:04d}"
-    partial = folder / f".round-{server_round:04d}.partial"
+    state = {"round": server_round, "card": card.model_dump(mode="json")}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
-        torch.save({"model": tensors}, partial / checkpoint.TENSORS)
-        with (partial / checkpoint.STATE).open("w", encoding="utf-8") as handle:
-            json.dump({"round": server_round, "card": card.model_dump(mode="json")}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(partial, target)
+        target = checkpoint.write_whole(folder, f"round-{server_round:04d}", {"model": tensors}, state)
     except OSError as error:
-        shutil.rmtree(partial, ignore_errors=True)
         raise MedcouncilError(
             f"cannot write the round {server_round} checkpoint to {folder} ({error.strerror or error}): the "
             "previous round's checkpoint is intact; free space and continue with --resume"
@@ -169,6 +168,8 @@ class FederatedServer:
 
     def __init__(self, plan: FederationPlan, log: Any = print) -> None:
         self.plan, self.config, self.log = plan, plan.federation, log
+        self._seen: list[ClientData] = []
+        """The clients that replied (a deployed SuperNode names its own data)."""
 
     def _evaluate(self, server_round: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> GlobalEval:
         model = state["model"]
@@ -266,6 +267,8 @@ class FederatedServer:
             tensors = aggregated
             log.eval = self._evaluate(server_round, tensors, state)
             fed.rounds.append(log)
+            known = {client.name for client in fed.clients}
+            fed.clients += [seen for seen in self._seen if seen.name not in known]
             card.wall_seconds += log.seconds
             card.tokens += sum(c.tokens for c in log.clients)
             card.train_seconds += max((c.seconds for c in log.clients if c.ok), default=0.0)
@@ -314,6 +317,7 @@ class FederatedServer:
                 clients.append(ClientRound(client=f"node {node}", node_id=node, ok=False, error=reason))
                 continue
             metrics = reply.content["metrics"]
+            self._seen.append(reply_data(reply, int(metrics["num-examples"])))
             clients.append(
                 ClientRound(
                     client=client_name(reply),

@@ -76,3 +76,19 @@ def test_the_leak_check_reads_every_federated_clients_data(tmp_path: Path) -> No
     Path(plan.clients[1].path).unlink()  # a deployed SuperNode's data is on its own host
     missing = check(tmp_path / "run", samples[:5])
     assert "federated clients' data not on this machine" in missing.note and "client-1.jsonl" in missing.note
+
+
+def test_a_remote_federation_plans_no_client_data_and_needs_a_probe(tmp_path: Path) -> None:
+    from medcouncil.scenarios.training.federate import remote_plan
+    from medcouncil.serving.common.errors import ConfigError
+    from medcouncil.serving.training.federated.config import FederationConfig
+
+    config = FederateConfig(
+        out=tmp_path / "run", federation=FederationConfig(engine="deployment", superlink="10.0.0.1:9093")
+    )
+    with pytest.raises(ConfigError, match="give --probe DATASET"):
+        remote_plan(config, [])
+    probe = medmcqa_by_subject(5)
+    plan = remote_plan(config, probe)
+    assert plan.clients == [] and FederationPlan.load(tmp_path / "run" / PLAN) == plan
+    assert len(read_chat_jsonl(Path(plan.eval_path or ""))) == 5 and "SuperLink 10.0.0.1:9093" in plan.data_source
