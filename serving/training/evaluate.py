@@ -59,16 +59,28 @@ def tokenize_all(tokenizer: Any, examples: Sequence[ChatExample], max_len: int) 
     return [tokenize(tokenizer, example, max_len) for example in examples]
 
 
-def _candidate_logprob(model: Any, prompt_ids: list[int], candidate_ids: list[int], device: Any) -> float:
-    ids = torch.tensor([prompt_ids + candidate_ids], device=device)
+def _logprobs(model: Any, ids: list[int], device: Any) -> torch.Tensor:
+    """Log-probabilities of the next token at every position of ``ids``."""
     with torch.no_grad():
-        logits = model(input_ids=ids, use_cache=False).logits[0].float()
+        logits = model(input_ids=torch.tensor([ids], device=device), use_cache=False).logits[0].float()
     softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    logprobs = torch.log_softmax(logits, dim=-1)
-    start = len(prompt_ids)
-    return float(sum(logprobs[start - 1 + k, token] for k, token in enumerate(candidate_ids)))
+    return torch.log_softmax(logits, dim=-1)
+
+
+def candidate_scores(model: Any, prompt_ids: list[int], candidates: Sequence[list[int]], device: Any) -> list[float]:
+    """Each candidate's summed log-probability after the prompt: one forward pass when every candidate is one token
+    (option letters), one per candidate otherwise."""
+    if all(len(tokens) == 1 for tokens in candidates):
+        last = _logprobs(model, prompt_ids, device)[-1]
+        return [float(last[tokens[0]]) for tokens in candidates]
+    scores = []
+    for tokens in candidates:
+        logprobs = _logprobs(model, prompt_ids + tokens, device)
+        start = len(prompt_ids)
+        scores.append(float(sum(logprobs[start - 1 + k, token] for k, token in enumerate(tokens))))
+    return scores
 
 
 def probe_accuracy(model: Any, tokenizer: Any, items: Sequence[ProbeItem], max_len: int, device: Any) -> ProbeResult:
@@ -81,10 +93,8 @@ def probe_accuracy(model: Any, tokenizer: Any, items: Sequence[ProbeItem], max_l
             [m.model_dump() for m in item.messages], tokenize=False, add_generation_prompt=True
         )
         prompt_ids = list(tokenizer(str(prompt), add_special_tokens=False)["input_ids"])[-max_len:]
-        scores = [
-            _candidate_logprob(model, prompt_ids, list(tokenizer(c, add_special_tokens=False)["input_ids"]), device)
-            for c in item.candidates
-        ]
+        candidates = [list(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in item.candidates]
+        scores = candidate_scores(model, prompt_ids, candidates, device)
         top = max(scores)
         weights = [math.exp(score - top) for score in scores]
         correct += int(scores.index(top) == item.gold)

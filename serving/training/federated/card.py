@@ -39,6 +39,8 @@ class GlobalEval(BaseModel):
     """Probe accuracy (most probable option, complete probabilities)."""
     gold_probability: float | None = None
     items: int = 0
+    seconds: float = 0.0
+    """What scoring the held-out set and the probe took."""
 
 
 class RoundLog(BaseModel):

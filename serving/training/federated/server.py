@@ -172,6 +172,7 @@ class FederatedServer:
         """The clients that replied (a deployed SuperNode names its own data)."""
 
     def _evaluate(self, server_round: int, tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> GlobalEval:
+        started = time.monotonic()
         model = state["model"]
         checkpoint.apply(model, {"model": tensors})
         result = GlobalEval(round=server_round)
@@ -188,6 +189,7 @@ class FederatedServer:
                 probe.mean_gold_probability,
                 probe.items,
             )
+        result.seconds = time.monotonic() - started
         return result
 
     def _setup(self, base: BaseModelInfo) -> dict[str, Any]:
