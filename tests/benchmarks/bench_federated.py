@@ -85,7 +85,7 @@ def _central(plan_dir: Path, base: dict[str, Any], out: Path) -> dict[str, Any]:
 
     tokenizer = load_tokenizer(info)
     model = PeftModel.from_pretrained(load_model(info, config.model_copy(update={"method": "full"})), str(out))
-    held = tokenize_all(tokenizer, read_chat_jsonl(Path(plan.eval_path or "")), config.max_seq_len)
+    held = tokenize_all(tokenizer, read_chat_jsonl(Path(plan.eval_path or ""))[: fed["eval_items"]], config.max_seq_len)
     loss = held_out_loss(LabelledLoss(model), held, int(tokenizer.pad_token_id), config.batch_size, torch.device("cpu"))
     lines = Path(plan.probe_path or "").read_text(encoding="utf-8").splitlines()
     probe = [ProbeItem.model_validate_json(line) for line in lines if line.strip()]
@@ -109,6 +109,7 @@ def main(
     max_seq_len: Annotated[int, typer.Option(help="Longest example in tokens.")] = 256,
     limit: Annotated[int, typer.Option(help="MedMCQA dev items before decontamination.")] = 1500,
     probe: Annotated[int, typer.Option(help="Held-out probe items scored each round.")] = 60,
+    eval_items: Annotated[int, typer.Option(help="Held-out items whose loss is scored each round.")] = 200,
     trials: Annotated[int, typer.Option(help="Interleaved trials of the three arms.")] = 2,
     bench_items: Annotated[int, typer.Option(help="MedMCQA test items for bench single+pride (0: skip).")] = 200,
     out: Annotated[Path, typer.Option(help="Where the runs go.")] = Path("runs/bench-federated"),
@@ -126,7 +127,7 @@ def main(
             "local_steps": local_steps,
             "min_clients": clients,
             "probe_items": probe,
-            "eval_items": 200,
+            "eval_items": eval_items,
             "mu": 0.01,
             "lr_schedule": "linear",
             "min_lr_ratio": 0.0,
