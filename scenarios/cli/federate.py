@@ -39,7 +39,7 @@ def print_partition(report: PartitionReport) -> None:
 
 
 def print_rounds(card: RunCard, out: Path) -> None:
-    from medcouncil.serving.training.federated.card import rounds_table
+    from medcouncil.serving.training.federated.card import privacy_line, rounds_table
 
     fed = card.federation
     if fed is None:
@@ -56,6 +56,8 @@ def print_rounds(card: RunCard, out: Path) -> None:
         f"[usage]adapter {fed.adapter_bytes / 1e6:.2f} MB · exchanged {exchanged / 1e6:.1f} MB · whole models "
         f"would have moved {fed.full_model_bytes / 1e6:.0f} MB ({fed.full_model_bytes / max(1, exchanged):.0f}x)[/]"
     )
+    if fed.dp_epsilon is not None:
+        console.print(f"[usage]{escape(privacy_line(fed).strip())}[/]")
     console.print(
         f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
         f"[bold]medcouncil serve --lora NAME={out}[/]"
@@ -77,6 +79,7 @@ def federate(
     superlink: Annotated[str | None, typer.Option(help="HOST:PORT of a running SuperLink (deployment).")] = None,
     dp_noise: Annotated[float | None, typer.Option(help="Central DP noise multiplier (with --dp-clip).")] = None,
     dp_clip: Annotated[float | None, typer.Option(help="Central DP clipping norm of each update.")] = None,
+    dp_delta: Annotated[float | None, typer.Option(help="δ at which the card reports central DP's ε (1e-5).")] = None,
     probe: Annotated[str | None, typer.Option(help="Dataset of the per-round MCQA probe (held-out items).")] = None,
     decontaminate: Annotated[bool | None, typer.Option(help="Drop items found in evaluation sets (on).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder (adapters/federated).")] = None,
@@ -121,6 +124,7 @@ def federate(
                 "superlink": superlink,
                 "dp_noise_multiplier": dp_noise,
                 "dp_clip_norm": dp_clip,
+                "dp_delta": dp_delta,
             },
         }
         settings = settings_from(config, flags)

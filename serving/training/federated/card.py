@@ -55,6 +55,8 @@ class RoundLog(BaseModel):
     """What the same round would have moved with whole models instead of adapters."""
     clients: list[ClientRound] = Field(default_factory=list)
     eval: GlobalEval | None = None
+    dp_noise: float | None = None
+    """Central DP: the noise multiplier of this round's release (σ x clients averaged / sample size)."""
 
 
 class FederationCard(BaseModel):
@@ -71,6 +73,9 @@ class FederationCard(BaseModel):
     initial: GlobalEval | None = None
     rounds: list[RoundLog] = Field(default_factory=list)
     status: str = "running"
+    dp_epsilon: float | None = None
+    """Central DP: the client-level ε spent by the rounds so far, at ``dp_delta`` (inf: no noise)."""
+    dp_delta: float | None = None
     """``running``, ``finished`` or ``failed: <reason>``."""
 
     @property
@@ -113,6 +118,18 @@ def rounds_table(card: FederationCard) -> list[list[str]]:
     return rows
 
 
+def privacy_line(card: FederationCard) -> str:
+    """`` Central DP: ε … at δ …`` for a run with central DP, else empty."""
+    if card.dp_epsilon is None:
+        return ""
+    settings = card.settings
+    return (
+        f" Central DP (noise multiplier {settings.get('dp_noise_multiplier')}, clip norm "
+        f"{settings.get('dp_clip_norm')}, equal weights): client-level ε {card.dp_epsilon:.3g} at δ "
+        f"{card.dp_delta:g} after {len(card.rounds)} rounds."
+    )
+
+
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -152,6 +169,7 @@ def federation_html(card: FederationCard) -> str:
         f"{len(card.clients)} clients ({html.escape(', '.join(f'{c.name}: {c.examples}' for c in card.clients))}"
         f"); status {html.escape(card.status)}. Sent {_mb(card.sent_bytes)} MB and received "
         f"{_mb(card.received_bytes)} MB in all: whole models would have moved {_mb(card.full_model_bytes)} MB "
-        f"({ratio:.0f}x).</p><table border='1' cellpadding='3'><tr>{head}</tr>{body}</table>"
+        f"({ratio:.0f}x).{html.escape(privacy_line(card))}</p>"
+        f"<table border='1' cellpadding='3'><tr>{head}</tr>{body}</table>"
         f"{_curve(loss, 420, 240, '#ff7f0e', 'held-out loss')}{_curve(accuracy, 420, 240, '#2ca02c', 'probe accuracy')}"
     )

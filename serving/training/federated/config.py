@@ -51,6 +51,9 @@ class FederationConfig(BaseModel):
     norm / sampled clients, added to the mean of the clipped updates. Set with ``dp_clip_norm``."""
     dp_clip_norm: float | None = Field(default=None, gt=0)
     """L2 norm each client's update (its adapter minus the global one) is clipped to, for central DP."""
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    """The δ at which the run card reports the client-level ε spent (exact for the composed Gaussian releases;
+    see ``federated/privacy.py``). Under central DP the clipped updates are averaged with equal weights."""
     secure_aggregation: bool = False
     """SecAgg+: not offered (Flower 1.42 implements it only for its legacy strategy API; see the README)."""
     engine: Engine = "simulation"

@@ -26,6 +26,7 @@ from medcouncil.serving.training.data import read_chat_jsonl
 from medcouncil.serving.training.evaluate import ProbeItem, held_out_loss, probe_accuracy, tokenize_all
 from medcouncil.serving.training.federated.card import ClientRound, FederationCard, GlobalEval, RoundLog
 from medcouncil.serving.training.federated.config import ClientData, FederationConfig, FederationPlan
+from medcouncil.serving.training.federated.privacy import epsilon, round_noise
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, resolve_base
 
 ROUNDS = "rounds"
@@ -52,7 +53,8 @@ def make_strategy(config: FederationConfig, clients: int) -> Any:
                 ClientUpdate(
                     client=client_name(reply),
                     tensors=reply.content["arrays"].to_torch_state_dict(),
-                    examples=int(reply.content["metrics"]["num-examples"]),
+                    # central DP: equal weights, so that one client moves the mean by at most clip norm / k
+                    examples=1 if config.dp else int(reply.content["metrics"]["num-examples"]),
                 )
                 for reply in valid
             ]
@@ -80,14 +82,31 @@ def make_strategy(config: FederationConfig, clients: int) -> Any:
         else MedcouncilFedAvg(**common)
     )
     if config.dp:
-        sampled = max(config.min_clients, int(clients * config.fraction))
         strategy = DifferentialPrivacyServerSideFixedClipping(
             strategy,
             noise_multiplier=float(config.dp_noise_multiplier or 0.0),
             clipping_norm=float(config.dp_clip_norm or 1.0),
-            num_sampled_clients=sampled,
+            num_sampled_clients=sample_size(config, clients),
         )
     return strategy
+
+
+def sample_size(config: FederationConfig, clients: int) -> int:
+    """Clients sampled per round: ``fraction`` of them, at least ``min_clients``."""
+    return max(config.min_clients, int(clients * config.fraction))
+
+
+def spend_privacy(fed: FederationCard, config: FederationConfig, population: int) -> None:
+    """Central DP: the last round's noise multiplier (σ x clients averaged / sample size) and the client-level ε
+    of all rounds so far at ``dp_delta``, into the card. Nothing without central DP."""
+    if not config.dp or not fed.rounds:
+        return
+    last = fed.rounds[-1]
+    last.dp_noise = round_noise(
+        float(config.dp_noise_multiplier or 0.0), last.finished, sample_size(config, population)
+    )
+    fed.dp_delta = config.dp_delta
+    fed.dp_epsilon = epsilon([r.dp_noise or 0.0 for r in fed.rounds], config.dp_delta)
 
 
 def reply_data(reply: Any, examples: int) -> ClientData:
@@ -254,7 +273,8 @@ class FederatedServer:
         if fed.initial is None:
             fed.initial = self._evaluate(0, tensors, state)
             self.log(f"round 0: {describe(fed.initial)}")
-        strategy = make_strategy(config, max(len(plan.clients), config.min_clients))
+        population = max(len(plan.clients), config.min_clients)
+        strategy = make_strategy(config, population)
         for server_round in range(start, config.rounds + 1):
             log, aggregated = self._round(grid, strategy, server_round, tensors, base, fed.model_bytes)
             if aggregated is None:
@@ -269,6 +289,7 @@ class FederatedServer:
             tensors = aggregated
             log.eval = self._evaluate(server_round, tensors, state)
             fed.rounds.append(log)
+            spend_privacy(fed, config, population)
             known = {client.name for client in fed.clients}
             fed.clients += [seen for seen in self._seen if seen.name not in known]
             card.wall_seconds += log.seconds
@@ -278,6 +299,7 @@ class FederatedServer:
             self.log(
                 f"round {server_round}/{config.rounds}: {log.finished}/{log.sampled} clients, "
                 f"{describe(log.eval)}, {log.seconds:.1f} s"
+                + (f", central DP ε {fed.dp_epsilon:.3g} at δ {fed.dp_delta:g}" if config.dp else "")
             )
         return self._finish(card, tensors, model)
 

@@ -15,12 +15,15 @@ from flwr.app import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, Re
 from flwr.supercore.task_identity import TaskIdentity
 
 from medcouncil.serving.training.config import FinetuneConfig
+from medcouncil.serving.training.federated.card import FederationCard
 from medcouncil.serving.training.federated.config import ClientData, FederationConfig, FederationPlan
+from medcouncil.serving.training.federated.privacy import epsilon
 from medcouncil.serving.training.federated.server import (
     DATA_ERROR,
     FederatedServer,
     FederationError,
     make_strategy,
+    spend_privacy,
 )
 from medcouncil.serving.training.model import BaseModelInfo
 
@@ -150,3 +153,35 @@ def test_central_dp_clips_each_update_to_the_norm(tmp_path: Path) -> None:
     _, aggregated = run_round(srv, ScriptedGrid(2, trained({1: ([30.0, 40.0], 1), 2: ([0.0, 2.0], 1)})))
     # updates from the global zeros: (30, 40) has norm 50 -> clipped to (0.6, 0.8); (0, 2) -> (0, 1); mean, no noise
     assert torch.allclose(aggregated["w"], torch.tensor([0.3, 0.9]), atol=1e-6)
+
+
+def test_central_dp_weighs_clients_equally_whatever_their_examples(tmp_path: Path) -> None:
+    srv = server(tmp_path, min_clients=2, dp_noise_multiplier=0.0, dp_clip_norm=100.0)
+    _, aggregated = run_round(srv, ScriptedGrid(2, trained({1: ([1.0, 2.0], 1), 2: ([3.0, 6.0], 3)})))
+    # no clipping at norm 100, no noise: the plain mean (2, 4), not the example-weighted (2.5, 5)
+    assert torch.allclose(aggregated["w"], torch.tensor([2.0, 4.0]), atol=1e-6)
+
+
+def test_central_dp_spends_epsilon_round_by_round(tmp_path: Path) -> None:
+    config = FederationConfig(min_clients=1, dp_noise_multiplier=2.0, dp_clip_norm=1.0, dp_delta=1e-6)
+    srv = server(tmp_path, min_clients=1, dp_noise_multiplier=2.0, dp_clip_norm=1.0, dp_delta=1e-6)
+    fed = FederationCard(
+        engine="simulation", strategy="fedavg", settings={}, clients=[], adapter_bytes=1, model_bytes=1
+    )
+    grid = ScriptedGrid(2, trained({1: ([1.0, 2.0], 1), 2: ([3.0, 6.0], 3)}))
+    fed.rounds.append(run_round(srv, grid)[0])
+    spend_privacy(fed, config, population=2)
+    assert fed.rounds[0].dp_noise == 2.0 and fed.dp_delta == 1e-6
+    assert fed.dp_epsilon == pytest.approx(epsilon([2.0], 1e-6))
+    # round 2: one of the two sampled clients fails; the mean of one carries half the noise per client
+    failing = ScriptedGrid(2, lambda m, n: trained({1: ([1.0, 2.0], 1)})(m, n) if n == 1 else None)
+    fed.rounds.append(run_round(srv, failing, server_round=2)[0])
+    spend_privacy(fed, config, population=2)
+    assert fed.rounds[1].dp_noise == 1.0
+    assert fed.dp_epsilon == pytest.approx(epsilon([2.0, 1.0], 1e-6))
+    without = FederationCard(
+        engine="simulation", strategy="fedavg", settings={}, clients=[], adapter_bytes=1, model_bytes=1
+    )
+    without.rounds.append(fed.rounds[0].model_copy(update={"dp_noise": None}))
+    spend_privacy(without, FederationConfig(), population=2)
+    assert without.dp_epsilon is None and without.rounds[0].dp_noise is None
