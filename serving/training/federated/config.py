@@ -40,10 +40,12 @@ class FederationConfig(BaseModel):
     min_clients: int = Field(default=2, ge=1)
     """Clients that must finish a round for it to count; fewer and the run stops, its last round checkpointed."""
     lr_schedule: Literal["constant", "linear", "cosine"] = "cosine"
-    """The client learning rate across rounds: from the training ``learning_rate`` in round 1 down to
-    ``learning_rate x min_lr_ratio`` in the last (constant within a round; a fresh AdamW per round)."""
+    """The client learning rate across the run, as ``finetune`` decays it across its steps: from the training
+    ``learning_rate`` at the start of round 1 to ``learning_rate x min_lr_ratio`` at the end of the last round,
+    each round taking the schedule's value at its middle (constant within a round; a fresh AdamW per round). So
+    the last round still trains when the schedule ends at 0, and the rounds' mean rate is the schedule's."""
     min_lr_ratio: float = Field(default=0.1, ge=0, le=1)
-    """The last round's learning rate as a share of the first's (``linear``, ``cosine``)."""
+    """Where the schedule ends, as a share of ``learning_rate`` (``linear``, ``cosine``)."""
     round_timeout: float = Field(default=3600, gt=0)
     """Seconds the server waits for a round's replies; a client still training then counts as failed."""
     dp_noise_multiplier: float | None = Field(default=None, ge=0)
@@ -91,10 +93,10 @@ class FederationConfig(BaseModel):
         return self.dp_noise_multiplier is not None
 
     def learning_rate(self, peak: float, server_round: int) -> float:
-        """The clients' learning rate in ``server_round`` (1-based)."""
-        if self.lr_schedule == "constant" or self.rounds == 1:
+        """The clients' learning rate in ``server_round`` (1-based): the schedule at the middle of the round."""
+        if self.lr_schedule == "constant":
             return peak
-        progress = (server_round - 1) / (self.rounds - 1)
+        progress = (server_round - 0.5) / self.rounds
         low = peak * self.min_lr_ratio
         if self.lr_schedule == "linear":
             return peak - (peak - low) * progress

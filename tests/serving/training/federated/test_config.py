@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 from pydantic import ValidationError
@@ -11,15 +12,17 @@ from medcouncil.serving.training.federated.config import FederationConfig, Feder
 
 
 def test_the_learning_rate_schedules_across_rounds() -> None:
+    # each round takes the schedule at its middle: round r of R at progress (r - 0.5) / R
     cosine = FederationConfig(rounds=5, lr_schedule="cosine", min_lr_ratio=0.1)
     rates = [cosine.learning_rate(1e-3, r) for r in range(1, 6)]
-    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
-    assert rates[2] == pytest.approx(0.55e-3)  # halfway: the mean of the two ends
-    assert all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[0] == pytest.approx(1e-4 + 0.9e-3 * 0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert rates[2] == pytest.approx(0.55e-3)  # the middle round: the mean of the two ends
+    assert all(a > b for a, b in itertools.pairwise(rates)) and rates[-1] > 1e-4
+    # linear down to 0 over 3 rounds, as finetune's per-step decay: 5/6, 3/6, 1/6; the last round still trains
     linear = FederationConfig(rounds=3, lr_schedule="linear", min_lr_ratio=0.0)
-    assert [linear.learning_rate(2.0, r) for r in (1, 2, 3)] == pytest.approx([2.0, 1.0, 0.0])
+    assert [linear.learning_rate(2.0, r) for r in (1, 2, 3)] == pytest.approx([5 / 3, 1.0, 1 / 3])
     assert FederationConfig(rounds=4, lr_schedule="constant").learning_rate(0.5, 4) == 0.5
-    assert FederationConfig(rounds=1).learning_rate(0.5, 1) == 0.5
+    assert FederationConfig(rounds=1, lr_schedule="linear", min_lr_ratio=0.0).learning_rate(0.5, 1) == 0.25
 
 
 @pytest.mark.parametrize(
