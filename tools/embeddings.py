@@ -10,6 +10,7 @@ built by one is searched by the other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -153,6 +154,43 @@ class OpenAIEmbedder:
                 data = sorted(response.json()["data"], key=lambda item: item["index"])
                 rows.extend(item["embedding"] for item in data)
         return _normalise(np.array(rows))
+
+
+class CachedEncoder:
+    """An embedder's vectors for a list of texts kept on disk (``cache_dir()/embeddings``), one file per model and
+    list: the evaluation sets that every decontamination encodes again are encoded once. A missing, unreadable or
+    mismatched file is encoded afresh; a cache that cannot be written (full disk, read-only) is skipped."""
+
+    def __init__(self, embedder: Embedder, folder: Path | None = None) -> None:
+        from medcouncil.serving.common.paths import cache_dir
+
+        self.embedder = embedder
+        self.folder = folder if folder is not None else cache_dir() / "embeddings"
+
+    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        import hashlib
+
+        digest = hashlib.sha256(self.embedder.name.encode())
+        for text in texts:
+            digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
+        path = self.folder / f"{digest.hexdigest()}.npy"
+        try:
+            cached: np.ndarray[Any, np.dtype[np.float32]] = np.load(path, allow_pickle=False)
+            if cached.ndim == 2 and cached.shape[0] == len(texts) and cached.dtype == np.float32:
+                return cached
+        except (OSError, ValueError, EOFError):
+            pass
+        vectors = self.embedder.encode(texts)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            with tmp.open("wb") as handle:
+                np.save(handle, np.asarray(vectors, dtype=np.float32), allow_pickle=False)
+            os.replace(tmp, path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        return vectors
 
 
 def build_embedder(config: EmbeddingConfig | None = None) -> Embedder:

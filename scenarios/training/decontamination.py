@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from medcouncil.scenarios.datasets.registry import DATASETS, data_dir, load_dataset, registered_files
 from medcouncil.scenarios.datasets.samples import Sample
-from medcouncil.tools.embeddings import Embedder
+from medcouncil.tools.embeddings import CachedEncoder, Embedder
 from medcouncil.tools.knowledge import NEAR_DUPLICATE
 
 NEAR_DUPLICATE_TRAINING = NEAR_DUPLICATE
@@ -100,9 +100,10 @@ def find_overlaps(
     train_vectors = embedder.encode([question for _, question in rest])
     best = np.full(len(rest), -1.0, dtype=np.float32)
     best_at = np.zeros(len(rest), dtype=np.int64)
+    encoder = CachedEncoder(embedder)  # the evaluation sets are the same run after run: encoded once
     for start in range(0, len(evals), BLOCK):
         block = evals[start : start + BLOCK]
-        scores = train_vectors @ embedder.encode([item.question for item in block]).T
+        scores = train_vectors @ encoder.encode([item.question for item in block]).T
         top = scores.argmax(axis=1)
         value = scores[np.arange(len(rest)), top]
         better = value > best

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
-from medcouncil.tools.embeddings import EmbeddingConfig, OpenAIEmbedder, build_embedder
+from medcouncil.tools.embeddings import CachedEncoder, EmbeddingConfig, OpenAIEmbedder, build_embedder
 
 from ..conftest import QuietHandler, serving
 
@@ -45,3 +46,35 @@ def test_unreachable_embeddings_endpoint() -> None:
         embedder.encode(["x"])
     with pytest.raises(ConfigError, match="need base_url and model"):
         build_embedder(EmbeddingConfig(kind="openai"))
+
+
+class Counting:
+    """An embedder that counts the texts it encodes (the cache's logic, no model)."""
+
+    def __init__(self, name: str = "counting") -> None:
+        self.name, self.encoded = name, 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+        self.encoded += len(texts)
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_cached_vectors_are_encoded_once_per_model_and_list(tmp_path: Path) -> None:
+    inner = Counting()
+    cache = CachedEncoder(inner, tmp_path / "embeddings")
+    first = cache.encode(["a", "bb"])
+    assert np.array_equal(cache.encode(["a", "bb"]), first) and inner.encoded == 2
+    cache.encode(["bb", "a"])  # another list: encoded
+    CachedEncoder(Counting("other model"), tmp_path / "embeddings").encode(["a", "bb"])
+    assert inner.encoded == 4 and len(list((tmp_path / "embeddings").glob("*.npy"))) == 3
+    for path in (tmp_path / "embeddings").glob("*.npy"):
+        path.write_bytes(b"not numpy")  # a damaged cache is encoded afresh
+    assert np.array_equal(cache.encode(["a", "bb"]), first) and inner.encoded == 6
+
+
+def test_a_cache_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder would be")
+    inner = Counting()
+    vectors = CachedEncoder(inner, blocked / "embeddings").encode(["a"])
+    assert vectors.shape == (1, 2) and inner.encoded == 1

@@ -109,6 +109,12 @@ def spend_privacy(fed: FederationCard, config: FederationConfig, population: int
     fed.dp_epsilon = epsilon([r.dp_noise or 0.0 for r in fed.rounds], config.dp_delta)
 
 
+def count_data(card: RunCard, clients: list[ClientData]) -> None:
+    """The card's data section from the clients' (planned, or named in their replies by remote SuperNodes)."""
+    card.data.fingerprint = hashlib.sha256("\n".join(c.fingerprint for c in clients).encode()).hexdigest()
+    card.data.examples = card.data.train = sum(c.examples for c in clients)
+
+
 def reply_data(reply: Any, examples: int) -> ClientData:
     """What a client's reply says of its data: name, path on its host, fingerprint (never the data)."""
     record = reply.content["client"]
@@ -236,9 +242,8 @@ class FederatedServer:
         from medcouncil.serving.training.aggregate import tensor_bytes
 
         plan = self.plan
-        combined = hashlib.sha256("\n".join(c.fingerprint for c in plan.clients).encode()).hexdigest()
-        card = RunCard.new(plan.train, base, plan.data_source, combined, [], 0, 0, plan.federation.rounds)
-        card.data.examples = card.data.train = sum(c.examples for c in plan.clients)
+        card = RunCard.new(plan.train, base, plan.data_source, "", [], 0, 0, plan.federation.rounds)
+        count_data(card, plan.clients)
         card.federation = FederationCard(
             engine=self.config.engine,
             strategy=self.config.strategy + (" + central DP" if self.config.dp else ""),
@@ -292,6 +297,7 @@ class FederatedServer:
             spend_privacy(fed, config, population)
             known = {client.name for client in fed.clients}
             fed.clients += [seen for seen in self._seen if seen.name not in known]
+            count_data(card, fed.clients)
             card.wall_seconds += log.seconds
             card.tokens += sum(c.tokens for c in log.clients)
             card.train_seconds += max((c.seconds for c in log.clients if c.ok), default=0.0)

@@ -185,3 +185,20 @@ def test_central_dp_spends_epsilon_round_by_round(tmp_path: Path) -> None:
     without.rounds.append(fed.rounds[0].model_copy(update={"dp_noise": None}))
     spend_privacy(without, FederationConfig(), population=2)
     assert without.dp_epsilon is None and without.rounds[0].dp_noise is None
+
+
+def test_the_cards_data_section_counts_the_clients_it_knows(tmp_path: Path) -> None:
+    from medcouncil.serving.training.card import RunCard
+    from medcouncil.serving.training.federated.server import count_data
+
+    card = RunCard.new(FinetuneConfig(), BASE, "remote", "", [], 0, 0, 1)
+    count_data(card, [])
+    empty = card.data.fingerprint
+    count_data(
+        card,
+        [
+            ClientData(name="seoul", path="s", examples=12, fingerprint="f1"),
+            ClientData(name="busan", path="b", examples=3),
+        ],
+    )
+    assert card.data.examples == card.data.train == 15 and card.data.fingerprint != empty
