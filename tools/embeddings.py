@@ -79,6 +79,14 @@ def model_folder(model: str | None) -> tuple[Path, str]:
     return path, path.name
 
 
+def folder_identity(folder: Path) -> str:
+    """The resolved folder and its files' names, sizes and modification times: what tells two models apart when
+    they share a folder name (a cache of their vectors is keyed by it)."""
+    files = sorted(path for path in folder.resolve().rglob("*") if path.is_file())
+    stats = [f"{path.relative_to(folder.resolve())}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files]
+    return "\n".join([str(folder.resolve()), *stats])
+
+
 class BertEmbedder:
     """A BERT-family sentence-transformers folder run by the built-in NumPy encoder (no PyTorch)."""
 
@@ -88,6 +96,7 @@ class BertEmbedder:
         folder, self._name = model_folder(model)
         self.batch_size = batch_size
         self._encoder = BertSentenceEncoder(folder)
+        self.identity = folder_identity(folder)
 
     @property
     def name(self) -> str:
@@ -116,6 +125,7 @@ class SentenceTransformerEmbedder:
         folder, self._name = model_folder(model)
         self.batch_size = batch_size
         self._model = SentenceTransformer(str(folder), device="cpu")
+        self.identity = folder_identity(folder)
 
     @property
     def name(self) -> str:
@@ -136,6 +146,7 @@ class OpenAIEmbedder:
         self.model = model
         self.batch_size = batch_size
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.identity = f"{self.url} {model}"
 
     @property
     def name(self) -> str:
@@ -156,10 +167,17 @@ class OpenAIEmbedder:
         return _normalise(np.array(rows))
 
 
+CACHE_FORMAT = 1
+"""Bumped when the cached files' layout or key changes: older files are then never read."""
+
+
 class CachedEncoder:
     """An embedder's vectors for a list of texts kept on disk (``cache_dir()/embeddings``), one file per model and
-    list: the evaluation sets that every decontamination encodes again are encoded once. A missing, unreadable or
-    mismatched file is encoded afresh; a cache that cannot be written (full disk, read-only) is skipped."""
+    list (decontamination asks for blocks of 2,048 evaluation questions): the evaluation sets that every
+    decontamination encodes again are encoded once. The key is the model's identity (class, name, and its folder's
+    resolved path and files' sizes and times, or its endpoint) and the texts, each length-prefixed. A missing,
+    unreadable or mismatched file is encoded afresh; a cache that cannot be written (full disk, read-only) is
+    skipped. Files of evaluation sets that changed are left behind: the folder can be deleted at any time."""
 
     def __init__(self, embedder: Embedder, folder: Path | None = None) -> None:
         from medcouncil.serving.common.paths import cache_dir
@@ -167,29 +185,40 @@ class CachedEncoder:
         self.embedder = embedder
         self.folder = folder if folder is not None else cache_dir() / "embeddings"
 
-    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    def key(self, texts: list[str]) -> str:
         import hashlib
 
-        digest = hashlib.sha256(self.embedder.name.encode())
+        identity = [CACHE_FORMAT, type(self.embedder).__qualname__, self.embedder.name]
+        identity.append(str(getattr(self.embedder, "identity", "")))
+        digest = hashlib.sha256(repr(identity).encode("utf-8", "surrogatepass"))
         for text in texts:
-            digest.update(b"\0" + text.encode("utf-8", "surrogatepass"))
-        path = self.folder / f"{digest.hexdigest()}.npy"
+            data = text.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little") + data)
+        return digest.hexdigest()
+
+    def encode(self, texts: list[str]) -> np.ndarray[Any, np.dtype[np.float32]]:
+        import tempfile
+
+        path = self.folder / f"{self.key(texts)}.npy"
         try:
             cached: np.ndarray[Any, np.dtype[np.float32]] = np.load(path, allow_pickle=False)
             if cached.ndim == 2 and cached.shape[0] == len(texts) and cached.dtype == np.float32:
                 return cached
         except (OSError, ValueError, EOFError):
             pass
-        vectors = self.embedder.encode(texts)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        vectors: np.ndarray[Any, np.dtype[np.float32]] = np.asarray(self.embedder.encode(texts), dtype=np.float32)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            with tmp.open("wb") as handle:
-                np.save(handle, np.asarray(vectors, dtype=np.float32), allow_pickle=False)
+            handle, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        except OSError:
+            return vectors
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.save(stream, vectors, allow_pickle=False)
             os.replace(tmp, path)
         except OSError:
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                os.unlink(tmp)
         return vectors
 
 

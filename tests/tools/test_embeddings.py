@@ -78,3 +78,11 @@ def test_a_cache_that_cannot_be_written_is_skipped(tmp_path: Path) -> None:
     inner = Counting()
     vectors = CachedEncoder(inner, blocked / "embeddings").encode(["a"])
     assert vectors.shape == (1, 2) and inner.encoded == 1
+
+
+def test_the_key_tells_texts_and_models_apart(tmp_path: Path) -> None:
+    cache = CachedEncoder(Counting(), tmp_path)
+    assert cache.key(["a\0b", "c"]) != cache.key(["a", "b\0c"])  # no separator makes two lists one
+    other = Counting()
+    other.identity = "/models/another/all-MiniLM-L6-v2"  # type: ignore[attr-defined]
+    assert CachedEncoder(other, tmp_path).key(["a"]) != cache.key(["a"])  # same name, another folder

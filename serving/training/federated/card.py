@@ -56,7 +56,7 @@ class RoundLog(BaseModel):
     clients: list[ClientRound] = Field(default_factory=list)
     eval: GlobalEval | None = None
     dp_noise: float | None = None
-    """Central DP: the noise multiplier of this round's release (σ x clients averaged / sample size)."""
+    """Central DP: the noise multiplier of this round's release (σ x fixed denominator / sample size)."""
 
 
 class FederationCard(BaseModel):
@@ -73,10 +73,10 @@ class FederationCard(BaseModel):
     initial: GlobalEval | None = None
     rounds: list[RoundLog] = Field(default_factory=list)
     status: str = "running"
+    """``running``, ``finished`` or ``failed: <reason>``."""
     dp_epsilon: float | None = None
     """Central DP: the client-level ε spent by the rounds so far, at ``dp_delta`` (inf: no noise)."""
     dp_delta: float | None = None
-    """``running``, ``finished`` or ``failed: <reason>``."""
 
     @property
     def sent_bytes(self) -> int:
@@ -125,7 +125,8 @@ def privacy_line(card: FederationCard) -> str:
     settings = card.settings
     return (
         f" Central DP (noise multiplier {settings.get('dp_noise_multiplier')}, clip norm "
-        f"{settings.get('dp_clip_norm')}, equal weights): client-level ε {card.dp_epsilon:.3g} at δ "
+        f"{settings.get('dp_clip_norm')}, fixed-denominator mean): client-level ε on the adapters "
+        f"{card.dp_epsilon:.3g} at δ "
         f"{card.dp_delta:g} after {len(card.rounds)} rounds."
     )
 

@@ -1,10 +1,11 @@
 """The privacy a central-DP federated run spent: client-level (ε, δ) of its composed Gaussian releases.
 
-Each round releases the mean of the sampled clients' clipped updates (L2 norm ≤ C, equal weights) plus Gaussian
-noise of standard deviation σ·C/n (Flower's server-side fixed clipping, n the configured sample size). Adding or
-removing one client moves that mean by at most C/k when k clients are averaged (the denominator held fixed, as in
-Flower's own accountant), so the round is a Gaussian mechanism of noise multiplier σ_t = σ·k/n: σ when every sampled
-client finishes, less when some drop out.
+Each round releases the sum of the clients' clipped updates (L2 norm ≤ C each) divided by a fixed denominator D,
+plus Gaussian noise of standard deviation σ·C/n (Flower's server-side fixed clipping, n the configured sample
+size): the fixed-denominator estimator of DP-FedAvg (McMahan et al., 2018), so adding or removing one client moves
+the release by at most C/D whoever finishes, and the round is a Gaussian mechanism of noise multiplier σ·D/n
+(σ itself when D = n, the usual case; D is larger only when more clients were sampled than configured). The
+adapters are what is protected: the losses, counts and scores a run card records are published without noise.
 
 A Gaussian mechanism of multiplier σ_t is exactly μ_t-GDP with μ_t = 1/σ_t, and T of them compose exactly to μ-GDP
 with μ = √Σμ_t² (Dong, Roth and Su, "Gaussian Differential Privacy", 2019; the exact (ε, δ) curve of a Gaussian is
@@ -72,6 +73,7 @@ def epsilon(noise_multipliers: Sequence[float], delta: float) -> float:
     return high
 
 
-def round_noise(noise_multiplier: float, aggregated: int, sample_size: int) -> float:
-    """The noise multiplier of one round's release: σ·k/n for k clients averaged, n the configured sample size."""
-    return noise_multiplier * aggregated / max(1, sample_size)
+def round_noise(noise_multiplier: float, denominator: int, sample_size: int) -> float:
+    """The noise multiplier of one round's release: σ·D/n for the fixed denominator D and the configured sample
+    size n (the noise's standard deviation is σ·C/n, one client's reach C/D)."""
+    return noise_multiplier * denominator / max(1, sample_size)

@@ -45,6 +45,9 @@ def make_strategy(config: FederationConfig, clients: int) -> Any:
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAvg, FedProx
 
     class ExampleWeighted:
+        fixed: tuple[dict[str, torch.Tensor], int] | None = None
+        """Central DP: the round's global adapter and the fixed denominator D (set by the server each round)."""
+
         def aggregate_train(self, server_round: int, replies: Any) -> tuple[Any, Any]:
             valid, _ = self._check_and_log_replies(replies, is_train=True)  # type: ignore[attr-defined]
             if not valid:
@@ -53,11 +56,18 @@ def make_strategy(config: FederationConfig, clients: int) -> Any:
                 ClientUpdate(
                     client=client_name(reply),
                     tensors=reply.content["arrays"].to_torch_state_dict(),
-                    # central DP: equal weights, so that one client moves the mean by at most clip norm / k
                     examples=1 if config.dp else int(reply.content["metrics"]["num-examples"]),
                 )
                 for reply in valid
             ]
+            if config.dp:
+                # the fixed-denominator mean of DP-FedAvg: global + Σ clipped updates / D, whoever finished, so
+                # adding or removing one client moves it by at most clip norm / D
+                if self.fixed is None:
+                    raise FederationError("central DP: the round's global adapter was not set before aggregation")
+                start, denominator = self.fixed
+                if denominator > len(updates):
+                    updates.append(ClientUpdate("global", start, denominator - len(updates)))
             metrics = self.train_metrics_aggr_fn(  # type: ignore[attr-defined]
                 [reply.content for reply in valid],
                 self.weighted_by_key,  # type: ignore[attr-defined]
@@ -96,17 +106,14 @@ def sample_size(config: FederationConfig, clients: int) -> int:
     return max(config.min_clients, int(clients * config.fraction))
 
 
-def spend_privacy(fed: FederationCard, config: FederationConfig, population: int) -> None:
-    """Central DP: the last round's noise multiplier (σ x clients averaged / sample size) and the client-level ε
-    of all rounds so far at ``dp_delta``, into the card. Nothing without central DP."""
+def spend_privacy(fed: FederationCard, config: FederationConfig) -> None:
+    """Central DP: the client-level ε of all rounds so far at ``dp_delta``, into the card (a round recorded
+    without its noise multiplier counts as σ). Nothing without central DP."""
     if not config.dp or not fed.rounds:
         return
-    last = fed.rounds[-1]
-    last.dp_noise = round_noise(
-        float(config.dp_noise_multiplier or 0.0), last.finished, sample_size(config, population)
-    )
+    sigma = float(config.dp_noise_multiplier or 0.0)
     fed.dp_delta = config.dp_delta
-    fed.dp_epsilon = epsilon([r.dp_noise or 0.0 for r in fed.rounds], config.dp_delta)
+    fed.dp_epsilon = epsilon([sigma if r.dp_noise is None else r.dp_noise for r in fed.rounds], config.dp_delta)
 
 
 def count_data(card: RunCard, clients: list[ClientData]) -> None:
@@ -278,8 +285,7 @@ class FederatedServer:
         if fed.initial is None:
             fed.initial = self._evaluate(0, tensors, state)
             self.log(f"round 0: {describe(fed.initial)}")
-        population = max(len(plan.clients), config.min_clients)
-        strategy = make_strategy(config, population)
+        strategy = make_strategy(config, max(len(plan.clients), config.min_clients))
         for server_round in range(start, config.rounds + 1):
             log, aggregated = self._round(grid, strategy, server_round, tensors, base, fed.model_bytes)
             if aggregated is None:
@@ -294,7 +300,7 @@ class FederatedServer:
             tensors = aggregated
             log.eval = self._evaluate(server_round, tensors, state)
             fed.rounds.append(log)
-            spend_privacy(fed, config, population)
+            spend_privacy(fed, config)
             known = {client.name for client in fed.clients}
             fed.clients += [seen for seen in self._seen if seen.name not in known]
             count_data(card, fed.clients)
@@ -372,9 +378,17 @@ class FederatedServer:
             if node not in answered
         ]
         finished = [c for c in clients if c.ok]
-        aggregated = None
+        aggregated, noise = None, None
+        if config.dp:
+            sample = int(strategy.num_sampled_clients)
+            denominator = max(sample, len(messages))
+            strategy.strategy.fixed = (tensors, denominator)
+            noise = round_noise(float(config.dp_noise_multiplier or 0.0), denominator, sample)
         if len(finished) >= config.min_clients:
-            arrays, _ = strategy.aggregate_train(server_round, replies)
+            # only the replies that carry an adapter: Flower's DP wrapper gives up on a round with an error reply
+            arrays, _ = strategy.aggregate_train(server_round, [r for r in replies if not r.has_error()])
+            if arrays is None:
+                raise FederationError(f"round {server_round}: the strategy aggregated nothing from {len(finished)}")
             state = arrays.to_torch_state_dict()
             aggregated = {name: value.to(tensors[name].dtype) for name, value in state.items()}
         log = RoundLog(
@@ -387,6 +401,7 @@ class FederatedServer:
             received_bytes=sum(c.received_bytes for c in clients),
             full_model_bytes=full_bytes * (len(messages) + len(finished)),
             clients=clients,
+            dp_noise=noise,
         )
         return log, aggregated
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medcouncil.scenarios.datasets.registry import load_dataset
@@ -67,3 +68,28 @@ def test_shared_medmcqa_dev_overlaps_the_test_file(tmp_path: Path) -> None:
     by_set = summarise(overlaps)["by_eval_set"]
     assert len(train) == 4183 and by_set["medmcqa"] == 2816
     assert len(clean) == 4183 - len(overlaps)
+
+
+class Counting:
+    """An embedder that counts the texts it encodes."""
+
+    name = "counting"
+
+    def __init__(self) -> None:
+        self.encoded = 0
+
+    def encode(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+        self.encoded += len(texts)
+        return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
+
+
+def test_decontamination_encodes_the_evaluation_sets_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medcouncil.scenarios.training.decontamination import EvalItem, find_overlaps
+
+    monkeypatch.setenv("MEDCOUNCIL_HOME", str(tmp_path))
+    evals = [EvalItem(source="set", id=str(i), question="q" * (i + 1)) for i in range(5)]
+    inner = Counting()
+    find_overlaps([("t1", "other question")], evals, inner)
+    assert inner.encoded == 1 + 5
+    find_overlaps([("t2", "another one")], evals, inner)
+    assert inner.encoded == 6 + 1  # only the training question

@@ -42,6 +42,6 @@ def test_degenerate_cases() -> None:
         epsilon([1.0], 0.0)
 
 
-def test_a_round_with_fewer_clients_has_less_noise_per_client() -> None:
-    assert round_noise(2.0, aggregated=3, sample_size=3) == 2.0
-    assert round_noise(2.0, aggregated=2, sample_size=4) == 1.0
+def test_a_round_over_more_clients_than_configured_has_more_noise_per_client() -> None:
+    assert round_noise(2.0, denominator=3, sample_size=3) == 2.0
+    assert round_noise(2.0, denominator=4, sample_size=2) == 4.0

@@ -170,21 +170,38 @@ def test_central_dp_spends_epsilon_round_by_round(tmp_path: Path) -> None:
     )
     grid = ScriptedGrid(2, trained({1: ([1.0, 2.0], 1), 2: ([3.0, 6.0], 3)}))
     fed.rounds.append(run_round(srv, grid)[0])
-    spend_privacy(fed, config, population=2)
+    spend_privacy(fed, config)
     assert fed.rounds[0].dp_noise == 2.0 and fed.dp_delta == 1e-6
     assert fed.dp_epsilon == pytest.approx(epsilon([2.0], 1e-6))
-    # round 2: one of the two sampled clients fails; the mean of one carries half the noise per client
+    # round 2: one of the two sampled clients is silent; the denominator stays 2, so does the noise multiplier
     failing = ScriptedGrid(2, lambda m, n: trained({1: ([1.0, 2.0], 1)})(m, n) if n == 1 else None)
     fed.rounds.append(run_round(srv, failing, server_round=2)[0])
-    spend_privacy(fed, config, population=2)
-    assert fed.rounds[1].dp_noise == 1.0
-    assert fed.dp_epsilon == pytest.approx(epsilon([2.0, 1.0], 1e-6))
+    spend_privacy(fed, config)
+    assert fed.rounds[1].dp_noise == 2.0
+    assert fed.dp_epsilon == pytest.approx(epsilon([2.0, 2.0], 1e-6)) and fed.dp_epsilon > epsilon([2.0], 1e-6)
+    fed.rounds.append(fed.rounds[0].model_copy(update={"dp_noise": None}))  # a round recorded without it: σ
+    spend_privacy(fed, config)
+    assert fed.dp_epsilon == pytest.approx(epsilon([2.0] * 3, 1e-6))
     without = FederationCard(
         engine="simulation", strategy="fedavg", settings={}, clients=[], adapter_bytes=1, model_bytes=1
     )
     without.rounds.append(fed.rounds[0].model_copy(update={"dp_noise": None}))
-    spend_privacy(without, FederationConfig(), population=2)
+    spend_privacy(without, FederationConfig())
     assert without.dp_epsilon is None and without.rounds[0].dp_noise is None
+
+
+def test_central_dp_divides_by_the_sample_size_whoever_finishes(tmp_path: Path) -> None:
+    def reply(message: Message, node: int) -> Message:
+        if node == 2:
+            return Message(Error(code=1, reason="ClientApp raised: RuntimeError('node lost power')"), reply_to=message)
+        return trained({1: ([1.0, 2.0], 5)})(message, node)
+
+    srv = server(tmp_path, min_clients=1, dp_noise_multiplier=0.0, dp_clip_norm=100.0)
+    log, aggregated = run_round(srv, ScriptedGrid(2, reply))
+    # an error reply does not stop the round; the one update (1, 2) from the global zeros is divided by 2, not 1:
+    # one hospital, present or not, moves the release by at most clip norm / 2
+    assert log.finished == 1 and log.dp_noise == 0.0
+    assert torch.allclose(aggregated["w"], torch.tensor([0.5, 1.0]), atol=1e-6)
 
 
 def test_the_cards_data_section_counts_the_clients_it_knows(tmp_path: Path) -> None:
