@@ -27,7 +27,7 @@ from typing import Any
 from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 from medcouncil.serving.training.card import RunCard
 from medcouncil.serving.training.federated.config import PLAN, FederationPlan
-from medcouncil.serving.training.federated.server import FederationError
+from medcouncil.serving.training.federated.strategy import FederationError
 
 APP = "flower-app"
 HOME = ".flwr"

@@ -153,7 +153,7 @@ def test_deployment_engine_superlink_and_two_supernodes_on_loopback(tmp_path: Pa
 def test_an_empty_partition_and_a_malformed_client_file_are_one_line_errors(tmp_path: Path) -> None:
     from medcouncil.serving.common.errors import ConfigError
     from medcouncil.serving.training.federated import engines
-    from medcouncil.serving.training.federated.server import FederationError
+    from medcouncil.serving.training.federated.strategy import FederationError
 
     samples, _ = load_dataset(str(DEV))
     with pytest.raises(ConfigError, match=r"left client 1, 2 with no item"):

@@ -18,13 +18,8 @@ from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.federated.card import FederationCard
 from medcouncil.serving.training.federated.config import ClientData, FederationConfig, FederationPlan
 from medcouncil.serving.training.federated.privacy import epsilon
-from medcouncil.serving.training.federated.server import (
-    DATA_ERROR,
-    FederatedServer,
-    FederationError,
-    make_strategy,
-    spend_privacy,
-)
+from medcouncil.serving.training.federated.server import DATA_ERROR, FederatedServer
+from medcouncil.serving.training.federated.strategy import FederationError, make_strategy, spend_privacy
 from medcouncil.serving.training.model import BaseModelInfo
 
 BASE = BaseModelInfo("tiny", "folder", "/nowhere", "/nowhere", "digest-1")
