@@ -327,3 +327,29 @@ Your facts:
     + DATA_RULE
 )
 """The model patient (``--patient model``, ``agents/patient.py``): it sees the patient's own account only."""
+
+ARENA_JUDGE = (
+    """Two answers to the same clinical question are compared. The question, the reference answer and both answers
+are quoted between ⟪ and ⟫.
+"""
+    + DATA_RULE
+    + """
+
+Question: {question}
+Reference answer: {reference}
+
+Answer A: {a}
+
+Answer B: {b}
+
+Which answer is better: correct (it agrees with the reference, when there is one), complete for the question, and
+clear? Reply A, B, or T for a tie:"""
+)
+"""The arena's judge model (``agents/arena_judge.py``): a constrained choice among A, B and T, asked in both orders."""
+
+ARENA_NO_REFERENCE = "(none given: judge on medical correctness)"
+
+ARENA_CASE_TASK = """{case}
+
+What is the most likely diagnosis? Give the diagnosis and the reasoning that supports it."""
+"""An arena item made from a patient case: the whole case at once, asking for a diagnosis with its reasoning."""

@@ -98,6 +98,9 @@ class Mode:
     """Its ``--debias`` name, when it is a debiasing of the single model."""
     note: Callable[[float], str] | None = None
     """Text beside the mode in a report's overview, given the run's gate threshold."""
+    free_text: bool = False
+    """Whether it writes a free-text answer of its own to a question without options (an arena contestant); the
+    debiasings fall back to the single model there, and self-consistency votes on letters."""
 
 
 def _cot(setting: Setting) -> Answerer:
@@ -135,6 +138,7 @@ MODES: dict[str, Mode] = {
             "#1f77b4",
             lambda s: s.single,
             doctor=lambda s: Doctor(s.asker, s.asker, s.single),
+            free_text=True,
         ),
         Mode(
             "council",
@@ -143,6 +147,7 @@ MODES: dict[str, Mode] = {
             lambda s: s.council,
             compared_with=("single", "cot", "sc"),
             doctor=lambda s: Doctor(s.council, s.council, s.council),
+            free_text=True,
         ),
         Mode(
             "gated",
@@ -153,6 +158,7 @@ MODES: dict[str, Mode] = {
             parameters=("threshold",),
             doctor=lambda s: Doctor(s.asker, s.gated, s.gated),
             note=lambda t: f"gate: top probability < {t}",
+            free_text=True,
         ),
         Mode(
             "cot",
@@ -160,6 +166,7 @@ MODES: dict[str, Mode] = {
             "#9467bd",
             _cot,
             compared_with=("single",),
+            free_text=True,
         ),
         Mode(
             "sc",
@@ -192,6 +199,7 @@ MODES: dict[str, Mode] = {
             "#8c564b",
             lambda s: s.new_council("panel"),
             compared_with=("council", "cot"),
+            free_text=True,
         ),
     )
 }
@@ -206,6 +214,11 @@ def comparisons() -> list[tuple[str, str]]:
 def episode_modes() -> list[str]:
     """The modes that play patient episodes."""
     return [name for name, mode in MODES.items() if mode.doctor is not None]
+
+
+def free_text_modes() -> list[str]:
+    """The modes that answer open-ended questions in their own words (arena contestants)."""
+    return [name for name, mode in MODES.items() if mode.free_text]
 
 
 def debias_modes() -> dict[str, str]:

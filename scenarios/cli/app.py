@@ -11,6 +11,7 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from medcouncil.scenarios.cli import arena as arena_cli
 from medcouncil.scenarios.cli import bench as bench_cli
 from medcouncil.scenarios.cli import chat as chat_cli
 from medcouncil.scenarios.cli import compare as compare_cli
@@ -85,6 +86,7 @@ app.command()(expected_errors(roles_cli.roles))
 app.command()(expected_errors(finetune_cli.finetune))
 app.command()(expected_errors(distill_cli.distill))
 app.command()(expected_errors(federate_cli.federate))
+app.command()(expected_errors(arena_cli.arena))
 for _command in (tools_cli.add, tools_cli.stats, tools_cli.query, tools_cli.remove):
     tools_cli.index_app.command()(expected_errors(_command))
 tools_cli.index_app.command("eval")(expected_errors(index_eval.eval_command))

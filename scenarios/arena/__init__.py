@@ -1,0 +1,1 @@
+"""Arena: pairwise judged battles between answerers, and the ratings drawn from them."""
