@@ -27,7 +27,8 @@ Outcome = Literal["first", "second", "tie"]
 """The verdict on a pair in the order it was given: the first answer wins, the second, or neither."""
 SIDES = ("A", "B", "T")
 ANSWER_CHARS = 2400
-"""Each answer is cut to this many characters in the judge's prompt (a looping answer would fill the context)."""
+"""Each answer is cut to this many characters in the judge's prompt, keeping its head and its tail (where a final
+answer usually is): a looping answer would fill the context."""
 
 
 class JudgeFailed(RuntimeError):
@@ -62,9 +63,13 @@ _AS_SHOWN: dict[str, Outcome] = {"A": "first", "B": "second", "T": "tie"}
 _SWAPPED: dict[str, Outcome] = {"A": "second", "B": "first", "T": "tie"}
 
 
-def _clip(text: str) -> str:
+def clip(text: str) -> str:
+    """``text`` within :data:`ANSWER_CHARS`: its head and tail around an ellipsis."""
     text = text.strip() or "(no answer)"
-    return text if len(text) <= ANSWER_CHARS else text[: ANSWER_CHARS - 1] + "…"
+    if len(text) <= ANSWER_CHARS:
+        return text
+    half = (ANSWER_CHARS - 3) // 2
+    return f"{text[:half]} … {text[-half:]}"
 
 
 class ModelJudge:
@@ -76,12 +81,14 @@ class ModelJudge:
 
     async def _ask(self, question: str, reference: str, a: str, b: str) -> str:
         prompt = prompts.ARENA_JUDGE.format(
-            question=fence(question), reference=reference, a=fence(_clip(a)), b=fence(_clip(b))
+            question=fence(question), reference=reference, a=fence(clip(a)), b=fence(clip(b))
         )
         choice = await self.model.choose([UserMessage(content=prompt, source="user")], list(SIDES))
-        if choice.letter not in SIDES:
-            raise JudgeFailed(f"judge {self.name} gave no valid choice among A, B, T")
-        return choice.letter
+        if choice.letter in SIDES:
+            return choice.letter
+        if choice.probabilities:  # the engine ignored the constraint but scored the sides: the likeliest one
+            return max(SIDES, key=lambda side: (choice.probabilities or {}).get(side, 0.0))
+        raise JudgeFailed(f"judge {self.name} gave no valid choice among A, B, T")
 
     async def judge(self, question: str, references: Sequence[str], first: str, second: str, key: str = "") -> Judged:
         reference = fence(references[0]) if references else prompts.ARENA_NO_REFERENCE

@@ -38,7 +38,10 @@ class HumanJudge:
 
     def _key(self) -> str:
         while True:
-            reply = self.ask("A / B / T(ie) / S(kip) / Q(uit)? ").strip().lower()[:1]
+            try:
+                reply = self.ask("A / B / T(ie) / S(kip) / Q(uit)? ").strip().lower()[:1]
+            except EOFError:  # Ctrl-D, or the end of piped input
+                raise Quit from None
             if reply in KEYS:
                 return KEYS[reply]
             self.console.print("[warning]press A, B, T, S or Q[/]")

@@ -19,6 +19,7 @@ A malformed record is skipped and reported as ``FILE:LINE: reason`` (``strict``:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class ArenaItem(BaseModel):
     """Reference answers (the first is shown to a judge model; all count for the reference judge)."""
     dataset: str = ""
     """Where the item comes from: the per-dataset columns of the ratings."""
+    case: ClinicalCase | None = None
+    """The patient case an item was made from: what an ``episode:`` contestant plays."""
 
     @field_validator("prompt")
     @classmethod
@@ -60,7 +63,7 @@ class ArenaItem(BaseModel):
 def case_to_item(case: ClinicalCase, dataset: str = "cases") -> ArenaItem:
     """A patient case, all at once: the diagnosis with its reasoning is asked for."""
     prompt = prompts.ARENA_CASE_TASK.format(case=case.static_text())
-    return ArenaItem(id=case.id, prompt=prompt, references=(case.diagnosis, *case.aliases), dataset=dataset)
+    return ArenaItem(id=case.id, prompt=prompt, references=(case.diagnosis, *case.aliases), dataset=dataset, case=case)
 
 
 def sample_to_item(sample: Sample, dataset: str) -> ArenaItem:
@@ -127,16 +130,12 @@ def _kind(record: Any) -> str | None:
 ADAPTERS = {"bioasq": record_to_bioasq, "chat": record_to_chat_turn, "arena": record_to_item}
 
 
-def _first(path: Path) -> Any:
-    if path.suffix == ".json":
-        data = load_json(path)
-        if isinstance(data, dict) and isinstance(data.get("questions"), list):
-            return data["questions"][0] if data["questions"] else None
-        return next((record for _, record in json_items(path)), None)
-    return next((record for _, record in jsonl_rows(path)), None)
+def _first(path: Path) -> object:
+    """The first record that is an object (a malformed first line does not hide the format of the rest)."""
+    return next((record for _, record in _rows(path) if isinstance(record, dict)), None)
 
 
-def _rows(path: Path) -> Any:
+def _rows(path: Path) -> Iterable[tuple[int, Any]]:
     if path.suffix == ".json":
         data = load_json(path)
         if isinstance(data, dict) and isinstance(data.get("questions"), list):

@@ -11,14 +11,15 @@ from __future__ import annotations
 import itertools
 import random
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Literal, NamedTuple
 
 from pydantic import BaseModel, Field, field_validator
 
 from medcouncil.agents.arena_judge import Outcome
+from medcouncil.scenarios.arena.doctors import BUDGET, EPISODE_PREFIX
 from medcouncil.scenarios.arena.items import ArenaItem
 from medcouncil.scenarios.bench.journal import ServedBy
-from medcouncil.scenarios.bench.modes import free_text_modes
+from medcouncil.scenarios.bench.modes import episode_modes, free_text_modes
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import read_versioned
 from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
@@ -34,22 +35,32 @@ MANIFEST, ITEMS, ANSWERS, JUDGEMENTS, ERRORS = (
 JUDGES = ("model", "reference", "human")
 
 
-def parse_contestant(spec: str) -> tuple[str, str | None]:
-    """``MODE`` or ``MODE@MODEL`` (another model on the same endpoint, e.g. a LoRA adapter ``serve --lora``
-    serves) → (mode, model or None).
+class Contestant(NamedTuple):
+    mode: str
+    model: str | None
+    """Another model on the same endpoint (a LoRA adapter ``serve --lora`` serves); None: the command's."""
+    episode: bool
+    """The mode's episode doctor plays the case (``episode:MODE``) instead of answering it at once."""
+
+
+def parse_contestant(spec: str) -> Contestant:
+    """``MODE``, ``MODE@MODEL``, ``episode:MODE`` or ``episode:MODE@MODEL``.
 
     Raises:
-        ConfigError: a mode that does not answer in free text.
+        ConfigError: a mode that does not answer in free text (or, as ``episode:``, does not play episodes).
     """
-    mode, _, model = spec.partition("@")
-    if mode not in free_text_modes():
+    episode = spec.startswith(EPISODE_PREFIX)
+    mode, _, model = spec.removeprefix(EPISODE_PREFIX).partition("@")
+    allowed = episode_modes() if episode else free_text_modes()
+    if mode not in allowed:
+        what = "play episodes" if episode else "answer open questions"
         raise ConfigError(
-            f"contestant {spec!r}: mode {mode!r} does not answer open questions; choose from "
-            f"{', '.join(free_text_modes())} (optionally MODE@MODEL)"
+            f"contestant {spec!r}: mode {mode!r} does not {what}; choose from {', '.join(allowed)} "
+            "(as MODE, MODE@MODEL, episode:MODE or episode:MODE@MODEL)"
         )
     if "@" in spec and not model.strip():
         raise ConfigError(f"contestant {spec!r}: no model after '@'")
-    return mode, model.strip() or None
+    return Contestant(mode, model.strip() or None, episode)
 
 
 class ArenaConfig(ServedBy):
@@ -65,6 +76,12 @@ class ArenaConfig(ServedBy):
     judge_model: str | None = None
     """The judge model's name, when it is not the contestants' model."""
     judge_endpoint: str | None = None
+    budget: int = Field(default=BUDGET, ge=1)
+    """Actions per encounter of an ``episode:`` contestant."""
+    cache: bool = True
+    """Answers and judgements may come from the response cache (``--no-cache``: False); a resume keeps it."""
+    judge_identity: str | None = None
+    """The judge model that judged (``BASE_URL#MODEL``), recorded when it first judges."""
 
     @field_validator("contestants")
     @classmethod

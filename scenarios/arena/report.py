@@ -60,10 +60,12 @@ def results(
         if not fought:
             continue
         kept = [j for j in mine if not j.skipped]
+        rated = {name for battle in fought for name in (battle.a, battle.b)}
         out.append(
             JudgeResult(
                 judge=judge,
-                ratings=rate(fought, anchor=anchor, rounds=rounds, seed=seed),
+                # a judge under which the anchor never fought (sampled pairs, failed answers) is anchored on its mean
+                ratings=rate(fought, anchor=anchor if anchor in rated else None, rounds=rounds, seed=seed),
                 wins=win_rates(fought),
                 judged=len(kept),
                 consistent=sum(j.consistent for j in kept),
@@ -111,7 +113,7 @@ def win_rows(result: JudgeResult) -> tuple[list[str], list[list[object]]]:
     return ["won against →", *names], rows
 
 
-def answer_rows(manifest: ArenaManifest, answers: Sequence[AnswerLine], errors: int) -> list[list[object]]:
+def answer_rows(manifest: ArenaManifest, answers: Sequence[AnswerLine]) -> list[list[object]]:
     rows: list[list[object]] = []
     for contestant in manifest.config.contestants:
         mine = [a for a in answers if a.contestant == contestant]
@@ -149,6 +151,7 @@ def markdown(
         "",
         f"{len(items)} items · contestants {', '.join(config.contestants)} · "
         f"{'all pairs' if config.pairs is None else f'{config.pairs} pairs'} per item · model `{config.model}` · "
+        f"judge model `{config.judge_identity or '-'}` · "
         f"seed {config.seed} · {errors} failed attempts journaled",
         "",
         "Ratings: Bradley-Terry maximum likelihood on the Elo scale (ties count half a win for each side), "
@@ -159,7 +162,7 @@ def markdown(
         "",
         *_table(
             ["contestant", "answers", "calls/answer", "tokens/answer", "s/answer"],
-            answer_rows(manifest, answers, errors),
+            answer_rows(manifest, answers),
         ),
     ]
     for result in found:
@@ -218,7 +221,7 @@ def html_page(manifest: ArenaManifest, answers: Sequence[AnswerLine], found: lis
         "<h2>Answers</h2>",
         _html_table(
             ["contestant", "answers", "calls/answer", "tokens/answer", "s/answer"],
-            answer_rows(manifest, answers, errors),
+            answer_rows(manifest, answers),
         ),
     ]
     for result in found:

@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 
 from medcouncil.agents.arena_judge import NoReference, PairJudge
 from medcouncil.agents.protocol import Answerer, Question, run_episode
+from medcouncil.scenarios.arena.doctors import EpisodeDoctor
 from medcouncil.scenarios.arena.human import Quit, Skipped
 from medcouncil.scenarios.arena.items import ArenaItem
 from medcouncil.scenarios.arena.journal import AnswerLine, ArenaJournal, ArenaManifest, ErrorLine, JudgementLine
-from medcouncil.serving.common.errors import EngineDiedError
+from medcouncil.serving.common.errors import ConfigError, EngineDiedError
 
+REFERENCE_JUDGES = {"reference"}
+"""Judges that need an item's reference answer: items without one are not theirs to judge."""
 GIVE_UP_AFTER = 8
 """Failures in a row after which the run stops (resumable): an endpoint that fails every request."""
 
@@ -28,55 +31,68 @@ class Tally:
     judged: int = 0
     failed: int = 0
     no_reference: int = 0
-    in_a_row: int = 0
     stopped: str | None = None
-    notes: list[str] = field(default_factory=list)
+    in_a_row: dict[str, int] = field(default_factory=dict)
+    """Failures in a row per contestant (or judge): one dead replica among live ones still trips the stop."""
 
-    def failure(self, message: str) -> None:
+    def failure(self, who: str, message: str) -> None:
         self.failed += 1
-        self.in_a_row += 1
-        if self.in_a_row >= GIVE_UP_AFTER:
-            self.stopped = f"{self.in_a_row} failures in a row, the last: {message}"
+        self.in_a_row[who] = self.in_a_row.get(who, 0) + 1
+        if self.in_a_row[who] >= GIVE_UP_AFTER:
+            self.stopped = f"{who}: {self.in_a_row[who]} failures in a row, the last: {message}"
+
+    def success(self, who: str) -> None:
+        self.in_a_row[who] = 0
 
 
 def missing_answers(manifest: ArenaManifest, items: list[ArenaItem], journal: ArenaJournal) -> list[tuple[str, str]]:
-    """(item id, contestant) pairs not answered yet, item by item."""
+    """(item id, contestant) pairs not answered yet, item by item: only the contestants of the item's pairings (a
+    sampled pairing asks no answer it will not judge)."""
     done = {(a.item_id, a.contestant) for a in journal.answers()}
-    return [
-        (item.id, contestant)
-        for item in items
-        for contestant in manifest.config.contestants
-        if (item.id, contestant) not in done
-    ]
+    missing = []
+    for item in items:
+        paired = {c for pair in manifest.config.pairings(item.id) for c in pair}
+        missing += [(item.id, c) for c in manifest.config.contestants if c in paired and (item.id, c) not in done]
+    return missing
 
 
 async def answer_all(
     manifest: ArenaManifest,
     items: list[ArenaItem],
     journal: ArenaJournal,
-    contestants: Mapping[str, Answerer],
+    contestants: Mapping[str, Answerer | EpisodeDoctor],
     advance: Callable[[], None] = lambda: None,
     tally: Tally | None = None,
 ) -> Tally:
-    """Answer what is missing; an engine that died stops the run (raised), other failures are journaled."""
+    """Answer what is missing; an engine that died stops the run (raised), other failures are journaled.
+
+    Raises:
+        ConfigError: an episode doctor given an item that is no patient case.
+    """
     tally = tally or Tally()
     by_id = {item.id: item for item in items}
     for item_id, contestant in missing_answers(manifest, items, journal):
-        item = by_id[item_id]
+        item, player = by_id[item_id], contestants[contestant]
+        if isinstance(player, EpisodeDoctor) and item.case is None:
+            raise ConfigError(f"contestant {contestant}: item {item_id} is not a patient case: it cannot be played")
         try:
-            episode = await run_episode(contestants[contestant], Question(text=item.prompt, item_id=item.id))
+            if isinstance(player, EpisodeDoctor):
+                assert item.case is not None
+                episode = await player.play(item.case)
+            else:
+                episode = await run_episode(player, Question(text=item.prompt, item_id=item.id))
         except EngineDiedError:
             raise
         except Exception as error:  # a bug in one answer must not lose the run: journaled, tried again on resume
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             journal.add_error(ErrorLine(item_id=item_id, stage="answer", who=contestant, error=message))
-            tally.failure(message)
+            tally.failure(contestant, message)
         else:
             if episode.engine_died:
                 raise EngineDiedError(episode.error or "the engine died")
             if episode.error:
                 journal.add_error(ErrorLine(item_id=item_id, stage="answer", who=contestant, error=episode.error))
-                tally.failure(episode.error)
+                tally.failure(contestant, episode.error)
             else:
                 journal.add_answer(
                     AnswerLine(
@@ -90,7 +106,7 @@ async def answer_all(
                     )
                 )
                 tally.answered += 1
-                tally.in_a_row = 0
+                tally.success(contestant)
         advance()
         if tally.stopped:
             break
@@ -100,12 +116,14 @@ async def answer_all(
 def missing_judgements(
     manifest: ArenaManifest, items: list[ArenaItem], journal: ArenaJournal, judge: str
 ) -> list[tuple[ArenaItem, str, str]]:
-    """(item, first, second) pairings whose two answers exist and that ``judge`` has not judged yet."""
+    """(item, first, second) pairings whose two answers exist and that ``judge`` has not judged yet; a judge that
+    needs a reference (:data:`REFERENCE_JUDGES`) has nothing to judge on an item without one."""
     answered = {(a.item_id, a.contestant) for a in journal.answers()}
     done = {(j.item_id, j.first, j.second) for j in journal.judgements() if j.judge == judge}
     return [
         (item, first, second)
         for item in items
+        if item.references or judge not in REFERENCE_JUDGES
         for first, second in manifest.config.pairings(item.id)
         if (item.id, first) in answered and (item.id, second) in answered and (item.id, first, second) not in done
     ]
@@ -150,7 +168,7 @@ async def judge_all(
             )
             advance()
             continue
-        except NoReference:
+        except NoReference:  # a reference that normalises to nothing (punctuation only)
             tally.no_reference += 1
             advance()
             continue
@@ -159,7 +177,7 @@ async def judge_all(
         except Exception as error:  # JudgeFailed, an engine error, a bug: journaled, judged again on resume
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             journal.add_error(ErrorLine(item_id=item.id, stage="judge", who=judge.name, error=message))
-            tally.failure(message)
+            tally.failure(judge.name, message)
         else:
             journal.add_judgement(
                 JudgementLine(
@@ -174,7 +192,7 @@ async def judge_all(
                 )
             )
             tally.judged += 1
-            tally.in_a_row = 0
+            tally.success(judge.name)
         advance()
         if tally.stopped:
             break

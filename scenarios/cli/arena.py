@@ -29,7 +29,7 @@ from medcouncil.scenarios.cli.options import (
     StrictRowsOpt,
 )
 from medcouncil.serving.common.console import console, err_console
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from medcouncil.agents.arena_judge import PairJudge
     from medcouncil.agents.build import Answerers, CouncilFile
     from medcouncil.agents.protocol import Answerer
+    from medcouncil.scenarios.arena.doctors import EpisodeDoctor
     from medcouncil.scenarios.arena.journal import ArenaConfig, ArenaJournal, ArenaManifest
     from medcouncil.serving.client import ClientSettings
     from medcouncil.serving.session import ModelSource
 
-JUDGE_KEY_ENV = "MEDCOUNCIL_JUDGE_API_KEY"
 ITEMS_HELP = (
     "Open-ended items: patient cases (an AgentClinic/NEJM/case file, or 'agentclinic'), BioASQ JSON, a chat "
     "transcript saved with /save, arena JSONL (prompt, reference), or an MCQA dataset asked without its options."
@@ -56,46 +56,42 @@ def _pairs(value: str) -> int | None:
     return int(value)
 
 
-def _new_manifest(
-    items_source: str,
-    contestants: list[str],
-    pairs: str,
-    judges: list[str],
-    limit: int | None,
-    seed: int,
-    strict: bool,
-    data_dir: Path | None,
-    judge_model: str | None,
-    judge_endpoint: str | None,
-    out: Path,
-) -> ArenaManifest:
-    from importlib.metadata import version
-
+def _config(values: dict[str, object]) -> ArenaConfig:
+    """Raises: ConfigError: one line naming the bad setting."""
     from pydantic import ValidationError
 
-    from medcouncil.scenarios.arena.items import load_items
-    from medcouncil.scenarios.arena.journal import ArenaConfig, ArenaJournal, ArenaManifest
-    from medcouncil.scenarios.datasets.samples import MalformedRow, validation_reason
+    from medcouncil.scenarios.arena.journal import ArenaConfig
+    from medcouncil.scenarios.datasets.samples import validation_reason
 
     try:
-        config = ArenaConfig(
-            source=items_source,
-            limit=limit,
-            contestants=[c for spec in contestants for c in spec.split(",")],
-            pairs=_pairs(pairs),
-            seed=seed,
-            judges=judges,
-            judge_model=judge_model,
-            judge_endpoint=judge_endpoint,
-        )
+        return ArenaConfig.model_validate(values)
     except ValidationError as error:
         raise ConfigError(validation_reason(error)) from None
+
+
+def _new_run(config: ArenaConfig, strict: bool, data_dir: Path | None, out: Path) -> ArenaManifest:
+    """Load the items, check them against the contestants, and write the run folder's manifest and items."""
+    from importlib.metadata import version
+
+    from medcouncil.scenarios.arena.items import load_items
+    from medcouncil.scenarios.arena.journal import ArenaJournal, ArenaManifest, parse_contestant
+    from medcouncil.scenarios.datasets.samples import MalformedRow
+
     try:
-        items, skipped = load_items(items_source, limit, strict, data_dir)
+        items, skipped = load_items(config.source, config.limit, strict, data_dir)
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     for row in skipped[:10]:
         err_console.print(f"[warning]skipped malformed row:[/] {escape(row)}", soft_wrap=True)
+    players = [spec for spec in config.contestants if parse_contestant(spec).episode]
+    if players and (flat := next((item.id for item in items if item.case is None), None)) is not None:
+        raise ConfigError(
+            f"{players[0]} plays patient cases, and {config.source} item {flat} is not one: use a case file "
+            "(AgentClinic, NEJM-style, medcouncil cases)"
+        )
+    bare = sum(not item.references for item in items)
+    if bare and "reference" in config.judges:
+        err_console.print(f"[warning]{bare} of {len(items)} items have no reference: the reference judge skips them[/]")
     manifest = ArenaManifest(
         medcouncil_version=version("medcouncil"),
         config=config,
@@ -108,6 +104,27 @@ def _new_manifest(
     return manifest
 
 
+def _resumed(directory: Path, judges: list[str], fixed: dict[str, object], cache: bool) -> ArenaManifest:
+    """The run in ``directory``, with ``judges`` added; flags that would change its answers are refused."""
+    from medcouncil.scenarios.arena.journal import read_manifest
+    from medcouncil.scenarios.bench.run import lock_run
+
+    read_manifest(directory)  # no lock file is left in a folder that holds no run
+    lock_run(directory)
+    manifest = read_manifest(directory)
+    given = [name for name, value in fixed.items() if value]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)}: fixed by the run in {directory}; a resume only adds --judge (start a new run "
+            "to change them)"
+        )
+    if manifest.config.cache and not cache:
+        raise ConfigError(f"{directory} was run with the response cache: resume it without --no-cache")
+    if judges:
+        manifest.config = _config({**manifest.config.model_dump(), "judges": [*manifest.config.judges, *judges]})
+    return manifest
+
+
 def arena(
     items: Annotated[str | None, typer.Option("--items", help=ITEMS_HELP)] = None,
     contestant: Annotated[
@@ -115,11 +132,12 @@ def arena(
         typer.Option(
             "--contestant",
             "-c",
-            help="MODE or MODE@MODEL (a model or LoRA adapter on the same endpoint); repeatable or comma-separated. "
-            "Modes: single, cot, council, panel, gated.",
+            help="MODE or MODE@MODEL (a model or LoRA adapter on the same endpoint), or episode:MODE (its doctor "
+            "plays the case); repeatable or comma-separated. Modes: single, cot, council, panel, gated.",
         ),
     ] = None,
     pairs: Annotated[str, typer.Option(help="Pairs judged per item: 'all', or K drawn with --seed.")] = "all",
+    budget: Annotated[int, typer.Option(min=1, help="Actions per encounter of an episode:MODE contestant.")] = 6,
     judge: Annotated[
         list[str] | None,
         typer.Option(
@@ -149,43 +167,63 @@ def arena(
     council: CouncilOpt = None,
 ) -> None:
     """Rate answerers by pairwise judgement of their free-text answers (Bradley-Terry, bootstrap CIs)."""
-    from medcouncil.scenarios.arena.journal import read_manifest
+    from medcouncil.agents.build import council_file
     from medcouncil.scenarios.bench.run import lock_run, slug
     from medcouncil.serving.session import ModelSource
 
     if resume is not None:
-        read_manifest(resume)
+        fixed: dict[str, object] = {"--items": items, "--contestant": contestant, "--judge-model": judge_model,
+                 "--judge-endpoint": judge_endpoint, "--limit": limit}  # fmt: skip
+        manifest = _resumed(resume, judge or [], fixed, not no_cache)
         directory = resume
-        lock_run(directory)
-        manifest = read_manifest(directory)
-        if judge:
-            manifest.config.judges = list(dict.fromkeys([*manifest.config.judges, *judge]))
-            manifest.config = type(manifest.config).model_validate(manifest.config.model_dump())
     else:
         if not items or not contestant:
             raise ConfigError("--items and at least two --contestant are needed (or --resume RUN)")
+        config = _config(
+            {
+                "source": items,
+                "limit": limit,
+                "contestants": [c for spec in contestant for c in spec.split(",")],
+                "pairs": _pairs(pairs),
+                "seed": seed,
+                "judges": judge or ["model"],
+                "judge_model": judge_model,
+                "judge_endpoint": judge_endpoint,
+                "budget": budget,
+                "cache": not no_cache,
+            }
+        )
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         directory = out or Path("runs") / f"arena-{slug(items)}-{stamp}"
         lock_run(directory)
         if (directory / "arena.json").exists():
             raise ConfigError(f"{directory} already holds an arena run: continue it with --resume {directory}")
-        manifest = _new_manifest(
-            items, contestant, pairs, judge or ["model"], limit, seed, strict_rows, data_dir,
-            judge_model, judge_endpoint, directory,
-        )  # fmt: skip
-    source = ModelSource.resolve(model_config, endpoint, api_key, model)
-    from medcouncil.agents.build import council_file
+        manifest = _new_run(config, strict_rows, data_dir, directory)
+    if anchor is not None and anchor not in manifest.config.contestants:
+        raise ConfigError(f"--anchor {anchor!r} is not a contestant: {', '.join(manifest.config.contestants)}")
+    from medcouncil.scenarios.arena.journal import ArenaJournal
 
-    asyncio.run(_run(directory, manifest, source, not no_cache, council_file(council)))
+    if _complete(manifest, ArenaJournal(directory)):
+        manifest.finished = True
+        ArenaJournal(directory).write_manifest(manifest)
+    else:
+        source = ModelSource.resolve(model_config, endpoint, api_key, model)
+        try:
+            asyncio.run(_run(directory, manifest, source, manifest.config.cache, council_file(council)))
+        except MedcouncilError as error:
+            raise type(error)(f"{error}\ncontinue with: medcouncil arena --resume {directory}") from None
     _finish(directory, anchor)
+    if not manifest.finished:
+        raise ConfigError(f"the run is not complete: continue it with medcouncil arena --resume {directory}")
 
 
 async def _run(
     directory: Path, manifest: ArenaManifest, source: ModelSource, cache: bool, council: CouncilFile | None
 ) -> None:
     from medcouncil.agents.build import open_answerers
+    from medcouncil.scenarios.arena.doctors import EpisodeDoctor
     from medcouncil.scenarios.arena.journal import ArenaJournal, parse_contestant
-    from medcouncil.scenarios.bench.modes import MODES, setting_for
+    from medcouncil.scenarios.bench.modes import MODES, doctors, setting_for
     from medcouncil.serving.client import ClientSettings
     from medcouncil.serving.session import ModelSource
 
@@ -203,15 +241,22 @@ async def _run(
         )
         journal.write_manifest(manifest)
         by_model: dict[str | None, Answerers] = {None: primary}
-        contestants: dict[str, Answerer] = {}
+        contestants: dict[str, Answerer | EpisodeDoctor] = {}
         for spec in config.contestants:
-            mode, name = parse_contestant(spec)
+            mode, name, episode = parse_contestant(spec)
             if name not in by_model:
                 other = ModelSource(
                     endpoint=primary.model.info.base_url, api_key=primary.model.info.api_key, model=name
                 )
                 by_model[name] = await stack.enter_async_context(open_answerers(other, settings, council=council))
-            contestants[spec] = MODES[mode].build(setting_for(by_model[name]))
+            setting = setting_for(by_model[name])
+            if episode:
+                doctor = doctors(setting, [mode])[mode]
+                contestants[spec] = EpisodeDoctor(
+                    spec, doctor.asker, doctor.decider, by_model[name].model, config.budget
+                )
+            else:
+                contestants[spec] = MODES[mode].build(setting)
         try:
             await _answer(manifest, journal, contestants)
             judges = await _judges(stack, config.judges, config, primary, settings)
@@ -226,8 +271,11 @@ async def _run(
 async def _judges(
     stack: AsyncExitStack, names: list[str], config: ArenaConfig, primary: Answerers, settings: ClientSettings
 ) -> list[PairJudge]:
+    """The run's judges; the judge model's identity (endpoint and served name) is recorded on the first run and a
+    resume against another judge model is refused."""
     from medcouncil.agents.arena_judge import ModelJudge, ReferenceJudge
     from medcouncil.scenarios.arena.human import HumanJudge
+    from medcouncil.scenarios.episodes.run import JUDGE_KEY_ENV
     from medcouncil.serving.session import ModelSource, open_model
 
     made: list[PairJudge] = []
@@ -236,13 +284,22 @@ async def _judges(
             made.append(ReferenceJudge())
         elif name == "human":
             made.append(HumanJudge(config.seed, input, err_console))
-        elif config.judge_endpoint or config.judge_model:
-            endpoint = config.judge_endpoint or primary.model.info.base_url
-            key = os.environ.get(JUDGE_KEY_ENV) or (None if config.judge_endpoint else primary.model.info.api_key)
-            other = ModelSource(endpoint=endpoint, api_key=key, model=config.judge_model)
-            made.append(ModelJudge(await stack.enter_async_context(open_model(other, settings)), name="model"))
         else:
-            made.append(ModelJudge(primary.model, name="model"))
+            judge_model = primary.model
+            if config.judge_endpoint or config.judge_model:
+                # another endpoint brings its own key (from the environment only); another model on the
+                # contestants' endpoint shares theirs
+                key = os.environ.get(JUDGE_KEY_ENV) if config.judge_endpoint else primary.model.info.api_key
+                endpoint = config.judge_endpoint or primary.model.info.base_url
+                other = ModelSource(endpoint=endpoint, api_key=key, model=config.judge_model)
+                judge_model = await stack.enter_async_context(open_model(other, settings))
+            identity = f"{judge_model.info.base_url}#{judge_model.name}"
+            if config.judge_identity and config.judge_identity != identity:
+                raise ConfigError(
+                    f"the run was judged by {config.judge_identity}, not {identity}: resume it with the same judge"
+                )
+            config.judge_identity = identity
+            made.append(ModelJudge(judge_model, name="model"))
     return made
 
 
@@ -253,7 +310,9 @@ def _progress() -> Progress:
     return Progress(*columns, console=err_console, transient=False)
 
 
-async def _answer(manifest: ArenaManifest, journal: ArenaJournal, contestants: dict[str, Answerer]) -> None:
+async def _answer(
+    manifest: ArenaManifest, journal: ArenaJournal, contestants: dict[str, Answerer | EpisodeDoctor]
+) -> None:
     from medcouncil.scenarios.arena.run import answer_all, missing_answers
 
     items = journal.items()
@@ -313,6 +372,8 @@ def _finish(directory: Path, anchor: str | None) -> None:
         md, page, found = write_report(directory, anchor)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    if not found:
+        err_console.print("[warning]no judgement yet: nothing to rate[/]")
     for result in found:
         header, rows = rating_rows(result)
         table = Table(*header, title=f"judge: {result.judge}")

@@ -13,6 +13,7 @@ from medcouncil.agents.arena_judge import (
     ModelJudge,
     NoReference,
     ReferenceJudge,
+    clip,
     reference_score,
 )
 from medcouncil.serving.replay import ReplayModel
@@ -57,6 +58,17 @@ def test_answers_are_fenced_data_and_cut_to_length() -> None:
 def test_no_valid_choice_is_a_failure_not_a_verdict() -> None:
     with pytest.raises(JudgeFailed):
         judged(["maybe", "A"])
+
+
+def test_an_unconstrained_reply_with_side_probabilities_takes_the_likeliest() -> None:
+    verdict, _ = judged(["B=0.7", "A=0.6"])  # graded replies: letters chosen from the probabilities
+    assert verdict.orders == ["B", "A"] and verdict.outcome == "second"
+
+
+def test_long_answers_keep_their_head_and_tail() -> None:
+    answer = "Reasoning. " * 600 + "Final answer: asthma"
+    kept = clip(answer)
+    assert len(kept) <= ANSWER_CHARS and kept.startswith("Reasoning.") and kept.endswith("Final answer: asthma")
 
 
 def test_without_reference_the_model_judges_on_correctness() -> None:

@@ -91,3 +91,9 @@ def test_errors_name_the_source(tmp_path: Path) -> None:
         load_items(str(lines(tmp_path / "empty.jsonl", {"prompt": ""})))
     with pytest.raises(ConfigError, match="not an arena source"):
         load_items(str(tmp_path / "missing.jsonl"))
+
+
+def test_a_malformed_first_row_does_not_hide_the_format(tmp_path: Path) -> None:
+    path = lines(tmp_path / "q.jsonl", "{broken", {"id": "q", "body": "Is it?", "ideal_answer": "Yes."})
+    items, skipped = load_items(str(path))
+    assert [(i.id, i.references) for i in items] == [("q", ("Yes.",))] and skipped[0].startswith(f"{path}:1:")

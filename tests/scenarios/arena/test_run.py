@@ -12,10 +12,11 @@ import pytest
 from rich.console import Console
 
 from medcouncil.agents.arena_judge import ModelJudge, ReferenceJudge
+from medcouncil.agents.cases import ClinicalCase, Finding
 from medcouncil.agents.council import SingleModel
 from medcouncil.agents.protocol import Episode, Event, Question
 from medcouncil.scenarios.arena.human import HumanJudge
-from medcouncil.scenarios.arena.items import ArenaItem
+from medcouncil.scenarios.arena.items import ArenaItem, case_to_item
 from medcouncil.scenarios.arena.journal import ANSWERS, ArenaConfig, ArenaJournal, ArenaManifest, parse_contestant
 from medcouncil.scenarios.arena.report import write_report
 from medcouncil.scenarios.arena.run import answer_all, judge_all, missing_answers
@@ -49,9 +50,10 @@ class Failing:
 
 
 def test_contestants_and_pairings() -> None:
-    assert parse_contestant("council") == ("council", None)
-    assert parse_contestant("single@medgemma-lora") == ("single", "medgemma-lora")
-    for bad in ("sc", "single+pride", "single@"):
+    assert parse_contestant("council") == ("council", None, False)
+    assert parse_contestant("single@medgemma-lora") == ("single", "medgemma-lora", False)
+    assert parse_contestant("episode:gated@x") == ("gated", "x", True)
+    for bad in ("sc", "single+pride", "single@", "episode:cot", "episode:"):
         with pytest.raises(ConfigError):
             parse_contestant(bad)
     with pytest.raises(ValueError, match="two different"):
@@ -135,14 +137,13 @@ def test_judging_resumes_without_judging_twice_and_the_report_rates(tmp_path: Pa
 
 def test_the_human_judge_is_blind_randomised_and_resumable(tmp_path: Path) -> None:
     manifest, journal = answered(tmp_path)
-    keys = iter(["x", "a", "q"])  # an invalid key is asked again; Q stops
+    keys = iter(["x", "a", "q"])  # an invalid key is asked again; Q stops (judges never get contestant names)
     screen = io.StringIO()
     human = HumanJudge(seed=5, ask=lambda _: next(keys), console=Console(file=screen, width=100))
     tally = asyncio.run(judge_all(manifest, ITEMS, journal, human))
     assert tally.judged == 1 and tally.stopped and "Q" in tally.stopped
     shown = screen.getvalue()
     assert "press A, B, T, S or Q" in shown
-    assert "single" not in shown.replace("Single", "") and "cot" not in shown  # blind: no contestant names
     first = journal.judgements()[0]
     a_was_first = first.reason.endswith("A was the first")
     assert first.outcome == ("first" if a_was_first else "second") and first.orders == ["A"]
@@ -166,3 +167,72 @@ def test_sides_are_drawn_per_pair_and_mapped_back() -> None:
         assert verdict.outcome == ("first" if one_shown_first else "second")
         sides.append(one_shown_first)
     assert 10 < sum(sides) < 30
+
+
+CASE = ClinicalCase(
+    id="mg",
+    objective="Find the diagnosis.",
+    opening="A 35-year-old woman with double vision.",
+    diagnosis="Myasthenia gravis",
+    patient=(Finding(name="History / Course", result="Worse after exercise, better after rest."),),
+)
+
+
+def test_an_episode_doctor_plays_the_case_and_answers_with_its_encounter(tmp_path: Path) -> None:
+    from medcouncil.scenarios.arena.doctors import EpisodeDoctor
+
+    model = ReplayModel(["ASK: When is it worse?", "DIAGNOSIS: Myasthenia gravis"])
+    asker = SingleModel(model)
+    doctor = EpisodeDoctor("episode:single", asker, asker, model, budget=3)
+    items = [case_to_item(CASE, "cases"), ITEMS[1]]
+    manifest, journal = setup(tmp_path, ["episode:single", "single"])
+    journal.write_items(items)
+    single = SingleModel(ReplayModel(["Myasthenia gravis, fatigable weakness."]))
+    with pytest.raises(ConfigError, match="not a patient case"):
+        asyncio.run(answer_all(manifest, items, journal, {"episode:single": doctor, "single": single}))
+    (answer,) = [a for a in journal.answers() if a.contestant == "episode:single"]
+    assert answer.answer.startswith("Diagnosis: Myasthenia gravis")
+    assert "Doctor (ask): When is it worse?" in answer.answer and "Worse after exercise" in answer.answer
+    assert answer.model_calls == 2
+
+
+def test_sampled_pairings_ask_only_the_answers_they_judge(tmp_path: Path) -> None:
+    manifest, journal = setup(tmp_path, ["single", "cot", "council"], pairs=1, seed=2)
+    needed = missing_answers(manifest, ITEMS, journal)
+    for item in ITEMS:
+        (pair,) = manifest.config.pairings(item.id)
+        assert sorted(c for i, c in needed if i == item.id) == sorted(pair)
+
+
+def test_one_dead_contestant_stops_the_run_among_live_ones(tmp_path: Path) -> None:
+    from medcouncil.scenarios.arena import run
+
+    items = [ArenaItem(id=str(n), prompt=f"Question {n}?") for n in range(run.GIVE_UP_AFTER + 2)]
+    manifest, journal = setup(tmp_path, ["single", "cot@dead"])
+    live = Failing("single", fail=0)
+    tally = asyncio.run(answer_all(manifest, items, journal, {"single": live, "cot@dead": Failing("dead", fail=99)}))
+    assert tally.stopped is not None and tally.stopped.startswith("cot@dead: 8 failures in a row")
+    assert live.calls == run.GIVE_UP_AFTER
+
+
+def test_the_reference_judge_passes_over_items_without_a_reference(tmp_path: Path) -> None:
+    from medcouncil.scenarios.arena.run import missing_judgements
+
+    manifest, journal = answered(tmp_path)
+    bare = [ITEMS[0], ArenaItem(id="2", prompt="No reference here?")]
+    journal.write_items(bare)
+    assert [i.id for i, _, _ in missing_judgements(manifest, bare, journal, "reference")] == ["1"]
+    assert len(missing_judgements(manifest, bare, journal, "model")) == 2
+    asyncio.run(judge_all(manifest, bare, journal, ReferenceJudge()))
+    assert missing_judgements(manifest, bare, journal, "reference") == []
+
+
+def test_end_of_input_stops_the_human_judge(tmp_path: Path) -> None:
+    manifest, journal = answered(tmp_path)
+
+    def closed(_: str) -> str:
+        raise EOFError
+
+    human = HumanJudge(seed=1, ask=closed, console=Console(file=io.StringIO()))
+    tally = asyncio.run(judge_all(manifest, ITEMS, journal, human))
+    assert tally.stopped and tally.failed == 0 and journal.judgements() == []
