@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -42,10 +42,13 @@ def _saved_config(out: Path) -> FinetuneConfig:
 def print_card(card: RunCard, out: Path) -> None:
     first, last = card.steps[0].loss, card.steps[-1].loss
     evals = f" · eval loss {card.evals[0].loss:.4f} → {card.evals[-1].loss:.4f}" if card.evals else ""
-    console.print(
-        f"Trained {card.method} on {card.data.train} examples, {len(card.steps)} steps: loss {first:.4f} → "
-        f"{last:.4f}{evals}"
+    dpo = card.config.get("objective") == "dpo"
+    what = (
+        f"{card.method} by DPO (β {card.config.get('beta')}) on {card.data.train} pairs"
+        if dpo
+        else (f"{card.method} on {card.data.train} examples")
     )
+    console.print(f"Trained {what}, {len(card.steps)} steps: loss {first:.4f} → {last:.4f}{evals}")
     console.print(
         f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
         f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]"
@@ -56,6 +59,36 @@ def print_card(card: RunCard, out: Path) -> None:
     )
 
 
+def _examples(settings: FinetuneConfig, decontaminate: bool) -> tuple[list[Any], str]:
+    """SFT examples, or DPO pairs, decontaminated unless told not to (a resume must be given the same choice: the
+    run card's data fingerprint refuses other pairs)."""
+    if settings.objective != "dpo":
+        from medcouncil.scenarios.training.examples import load_examples
+
+        return load_examples(settings)
+    from medcouncil.scenarios.training.decontamination import local_eval_sets
+    from medcouncil.scenarios.training.preferences import decontaminate_pairs, load_preferences
+    from medcouncil.tools.embeddings import build_embedder
+
+    run = Path(settings.data).expanduser() if settings.data else None
+    if run is not None and (run / "arena.json").is_file():
+        from medcouncil.scenarios.arena.pairs import arena_pairs
+
+        pairs, source = arena_pairs(run), str(run.resolve())
+        pairs = pairs[: settings.limit] if settings.limit else pairs
+    else:
+        pairs, source = load_preferences(settings)
+    if decontaminate:
+        with err_console.status(f"Checking {len(pairs)} preference prompts against the local evaluation sets…"):
+            pairs, dropped = decontaminate_pairs(pairs, local_eval_sets(settings.data_dir), build_embedder())
+        if dropped:
+            err_console.print(f"[warning]{dropped} pairs dropped: their prompt is in an evaluation set[/]")
+        if not pairs:
+            raise ConfigError(f"{source}: every preference pair overlaps an evaluation set")
+        source = f"{source} (decontaminated: {dropped} pairs dropped)"
+    return pairs, source
+
+
 def finetune(
     data: Annotated[
         str | None,
@@ -63,7 +96,14 @@ def finetune(
     ] = None,
     base: Annotated[str | None, typer.Option(help="HF folder or id, or GGUF (default: the embedded Gemma).")] = None,
     out: Annotated[Path | None, typer.Option(help="Output folder (default: adapters/finetune).")] = None,
-    method: Annotated[str | None, typer.Option(help="lora (default), qlora (CUDA) or full.")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="lora (default), qlora (CUDA), full, or dpo (LoRA on preference pairs or an arena run)."),
+    ] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO's beta (0.1).")] = None,
+    decontaminate: Annotated[
+        bool, typer.Option(help="DPO: drop pairs whose prompt is in a local evaluation set.")
+    ] = True,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (32).")] = None,
     lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0.05).")] = None,
@@ -109,7 +149,9 @@ def finetune(
             data=data,
             base=base,
             out=out,
-            method=method,
+            method=None if method == "dpo" else method,
+            objective="dpo" if method == "dpo" else None,
+            beta=beta,
             lora_r=lora_r,
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
@@ -136,9 +178,7 @@ def finetune(
             raise ConfigError(
                 f"{settings.out} already holds a run: continue it with --resume {settings.out}, or choose another --out"
             )
-    from medcouncil.scenarios.training.examples import load_examples
-
-    examples, source = load_examples(settings)
+    examples, source = _examples(settings, decontaminate)
     checkpoint.prepare_out(settings.out)
     err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
     info = resolve_base(settings.base)
@@ -157,7 +197,12 @@ def finetune(
         speed = log.tokens / log.seconds if log.seconds else 0.0
         progress.update(task, total=total, completed=log.step, loss=f"{log.loss:.4f}", speed=f"{speed:.0f}")
 
-    trainer = Trainer(settings, examples, info, source, on_step=on_step)
+    trainer_class = Trainer
+    if settings.objective == "dpo":
+        from medcouncil.serving.training.preference import PreferenceTrainer
+
+        trainer_class = PreferenceTrainer
+    trainer = trainer_class(settings, examples, info, source, on_step=on_step)
     with progress:
         card = trainer.run(resume=resume is not None)
     print_card(card, settings.out)

@@ -176,7 +176,8 @@ def report_html(card: RunCard) -> str:
         ),
         (
             "method",
-            f"{card.method}, {card.total_steps} steps, lr {card.config['learning_rate']}, batch "
+            f"{card.method}{' by DPO' if card.config.get('objective') == 'dpo' else ''}, {card.total_steps} steps, "
+            f"lr {card.config['learning_rate']}, batch "
             f"{card.config['batch_size']} x accumulation {card.config['grad_accum']}",
         ),
         (

@@ -81,6 +81,11 @@ class FinetuneConfig(BaseModel):
     """Also write the merged HF model to ``OUT/merged`` (LoRA)."""
     threads: int | None = Field(default=None, ge=1)
     """torch CPU threads; None: every core."""
+    objective: Literal["sft", "dpo"] = "sft"
+    """``sft``: next-token loss on the answers; ``dpo``: direct preference optimisation on chosen/rejected pairs
+    (``finetune --method dpo``; LoRA only: the reference is the base with the adapter off)."""
+    beta: float = Field(default=0.1, gt=0)
+    """DPO's β (how far the tuned model may move from the reference)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights' compute type; float32 on CPU (bf16 matmuls are slow on most CPUs), bfloat16 on recent GPUs."""
 
@@ -88,6 +93,8 @@ class FinetuneConfig(BaseModel):
     def _consistent(self) -> FinetuneConfig:
         if not self.target_modules and self.method != "full":
             raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj)")
+        if self.objective == "dpo" and self.method == "full":
+            raise ValueError("objective dpo needs a LoRA method: its reference is the base with the adapter off")
         return self
 
     @classmethod
@@ -97,7 +104,18 @@ class FinetuneConfig(BaseModel):
 
     def training_fields(self) -> dict[str, Any]:
         """The fields that decide the weights (a resumed run must match them)."""
+        # SFT runs keep the fields they had before DPO existed, so that their checkpoints still resume
+        preference = set() if self.objective != "sft" else {"objective", "beta"}
         return self.model_dump(
             mode="json",
-            exclude={"out", "merge", "threads", "eval_every", "save_every", "keep_checkpoints", "data_dir"},
+            exclude={
+                "out",
+                "merge",
+                "threads",
+                "eval_every",
+                "save_every",
+                "keep_checkpoints",
+                "data_dir",
+                *preference,
+            },
         )

@@ -25,7 +25,7 @@ from medcouncil.serving.common.errors import MedcouncilError
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_card
 from medcouncil.serving.training.config import FinetuneConfig
-from medcouncil.serving.training.data import IGNORE, ChatExample, Tokenized, fingerprint, split_eval, tokenize
+from medcouncil.serving.training.data import IGNORE, Tokenized, fingerprint, split_eval, tokenize
 from medcouncil.serving.training.evaluate import held_out_loss
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, set_threads
 
@@ -39,6 +39,8 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
+    pairs: int = 0
+    """Preference pairs in the batch (its rows: every chosen answer, then every rejected one); 0: plain SFT rows."""
 
     @property
     def tokens(self) -> int:
@@ -47,6 +49,11 @@ class Batch:
     @property
     def labelled(self) -> int:
         return int((self.labels[:, 1:] != IGNORE).sum())
+
+    @property
+    def units(self) -> int:
+        """What a step's loss is averaged over: labelled tokens (SFT) or pairs (preferences)."""
+        return self.pairs or self.labelled
 
 
 def collate(items: Sequence[Tokenized], pad_id: int) -> Batch:
@@ -99,9 +106,9 @@ def peak_rss_mb() -> float:
 
 def _accumulate(accelerator: Any, loss_fn: Any, batches: list[Batch], device: Any) -> tuple[float, int]:
     """One optimizer step's gradients: this process's share of the step's micro-batches, each loss scaled by the
-    labelled tokens of the whole step (every process's), so that the update is the mean over those tokens. Returns
-    the step's mean loss (this process's share) and its labelled tokens."""
-    step_labelled = max(1, sum(b.labelled for b in batches))
+    units (labelled tokens, or preference pairs) of the whole step (every process's), so that the update is the
+    mean over them. Returns the step's mean loss (this process's share) and its units."""
+    step_labelled = max(1, sum(b.units for b in batches))
     mine = batches[accelerator.process_index :: accelerator.num_processes]
     step_loss = 0.0
     for index, batch in enumerate(mine):
@@ -119,7 +126,7 @@ class Trainer:
     def __init__(
         self,
         config: FinetuneConfig,
-        examples: Sequence[ChatExample],
+        examples: Sequence[Any],
         base: BaseModelInfo,
         data_source: str,
         on_step: Callable[[StepLog, int], None] | None = None,
@@ -127,10 +134,25 @@ class Trainer:
         self.config, self.examples, self.base, self.on_step = config, examples, base, on_step
         self.data_source = data_source
 
-    def _tokenized(self, tokenizer: Any) -> list[Tokenized]:
+    # What an objective changes (``preference.PreferenceTrainer`` overrides them): the unit of data, its batches,
+    # the loss module, the held-out loss and the data's identity.
+    def _tokenized(self, tokenizer: Any) -> list[Any]:
         return [tokenize(tokenizer, example, self.config.max_seq_len) for example in self.examples]
 
-    def _eval_loss(self, loss_fn: LabelledLoss, items: Sequence[Tokenized], pad_id: int, device: Any) -> float:
+    def _flat(self, units: Sequence[Any]) -> list[Tokenized]:
+        """Every tokenized sequence of ``units`` (the run card's length statistics)."""
+        return list(units)
+
+    def _collate(self, units: Sequence[Any], pad_id: int) -> Batch:
+        return collate(units, pad_id)
+
+    def _loss(self, model: torch.nn.Module) -> torch.nn.Module:
+        return LabelledLoss(model)
+
+    def _fingerprint(self) -> str:
+        return fingerprint(self.examples)
+
+    def _eval_loss(self, loss_fn: Any, items: Sequence[Any], pad_id: int, device: Any) -> float:
         return held_out_loss(loss_fn, items, pad_id, self.config.batch_size, device)
 
     def run(self, resume: bool = False) -> RunCard:
@@ -159,15 +181,15 @@ class Trainer:
             config,
             self.base,
             self.data_source,
-            fingerprint(self.examples),
-            tokenized,
+            self._fingerprint(),
+            self._flat(tokenized),
             len(train_idx),
             len(eval_idx),
             total_steps,
         )
 
         model = load_model(self.base, config)
-        loss_fn = LabelledLoss(model)
+        loss_fn = self._loss(model)
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
@@ -185,15 +207,15 @@ class Trainer:
             for step in range(start, total_steps):
                 t0 = time.monotonic()
                 group = plan[step * per_step : (step + 1) * per_step]
-                batches = [collate([tokenized[i] for i in ids], pad_id) for ids in group]
-                step_loss, step_labelled = _accumulate(accelerator, loss_fn, batches, device)
+                batches = [self._collate([tokenized[i] for i in ids], pad_id) for ids in group]
+                step_loss, _ = _accumulate(accelerator, loss_fn, batches, device)
                 with deferred_interrupt():  # the update and its record happen together or not at all
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     train_time += time.monotonic() - t0
                     card.tokens += sum(b.tokens for b in batches)
-                    card.labelled_tokens += step_labelled
+                    card.labelled_tokens += sum(b.labelled for b in batches)
                     log = StepLog(
                         step=step + 1,
                         loss=step_loss,
