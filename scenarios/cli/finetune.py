@@ -42,12 +42,11 @@ def _saved_config(out: Path) -> FinetuneConfig:
 def print_card(card: RunCard, out: Path) -> None:
     first, last = card.steps[0].loss, card.steps[-1].loss
     evals = f" · eval loss {card.evals[0].loss:.4f} → {card.evals[-1].loss:.4f}" if card.evals else ""
-    dpo = card.config.get("objective") == "dpo"
-    what = (
-        f"{card.method} by DPO (β {card.config.get('beta')}) on {card.data.train} pairs"
-        if dpo
-        else (f"{card.method} on {card.data.train} examples")
-    )
+    objective = card.config.get("objective", "sft")
+    what = {
+        "dpo": f"{card.method} by DPO (β {card.config.get('beta')}) on {card.data.train} pairs",
+        "grpo": f"{card.method} by GRPO (groups of {card.config.get('group_size')}) on {card.data.train} prompts",
+    }.get(objective, f"{card.method} on {card.data.train} examples")
     console.print(f"Trained {what}, {len(card.steps)} steps: loss {first:.4f} → {last:.4f}{evals}")
     console.print(
         f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
@@ -62,10 +61,15 @@ def print_card(card: RunCard, out: Path) -> None:
 def _examples(settings: FinetuneConfig, decontaminate: bool) -> tuple[list[Any], str]:
     """SFT examples, or DPO pairs, decontaminated unless told not to (a resume must be given the same choice: the
     run card's data fingerprint refuses other pairs)."""
-    if settings.objective != "dpo":
+    if settings.objective == "sft":
         from medcouncil.scenarios.training.examples import load_examples
 
         return load_examples(settings)
+    if settings.objective == "grpo":
+        from medcouncil.scenarios.training.rewards import load_reward_examples
+
+        with err_console.status("Loading the items (and checking them against the local evaluation sets)…"):
+            return load_reward_examples(settings, decontaminate)
     from medcouncil.scenarios.training.decontamination import local_eval_sets
     from medcouncil.scenarios.training.preferences import decontaminate_pairs, load_preferences
     from medcouncil.tools.embeddings import build_embedder
@@ -98,11 +102,17 @@ def finetune(
     out: Annotated[Path | None, typer.Option(help="Output folder (default: adapters/finetune).")] = None,
     method: Annotated[
         str | None,
-        typer.Option(help="lora (default), qlora (CUDA), full, or dpo (LoRA on preference pairs or an arena run)."),
+        typer.Option(
+            help="lora (default), qlora (CUDA), full; dpo (LoRA on preference pairs or an arena run) or grpo (LoRA "
+            "with verifiable rewards on an MCQA dataset)."
+        ),
     ] = None,
     beta: Annotated[float | None, typer.Option(help="DPO's beta (0.1).")] = None,
+    group_size: Annotated[int | None, typer.Option(help="GRPO: completions per prompt (4).")] = None,
+    kl_weight: Annotated[float | None, typer.Option(help="GRPO: KL weight to the reference (0.04).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="GRPO: longest completion (96).")] = None,
     decontaminate: Annotated[
-        bool, typer.Option(help="DPO: drop pairs whose prompt is in a local evaluation set.")
+        bool, typer.Option(help="DPO, GRPO: drop pairs or items whose prompt is in a local evaluation set.")
     ] = True,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (32).")] = None,
@@ -149,9 +159,12 @@ def finetune(
             data=data,
             base=base,
             out=out,
-            method=None if method == "dpo" else method,
-            objective="dpo" if method == "dpo" else None,
+            method=None if method in ("dpo", "grpo") else method,
+            objective=method if method in ("dpo", "grpo") else None,
             beta=beta,
+            group_size=group_size,
+            kl_weight=kl_weight,
+            max_new_tokens=max_new_tokens,
             lora_r=lora_r,
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
@@ -197,12 +210,18 @@ def finetune(
         speed = log.tokens / log.seconds if log.seconds else 0.0
         progress.update(task, total=total, completed=log.step, loss=f"{log.loss:.4f}", speed=f"{speed:.0f}")
 
-    trainer_class = Trainer
+    trainer: Trainer
     if settings.objective == "dpo":
         from medcouncil.serving.training.preference import PreferenceTrainer
 
-        trainer_class = PreferenceTrainer
-    trainer = trainer_class(settings, examples, info, source, on_step=on_step)
+        trainer = PreferenceTrainer(settings, examples, info, source, on_step=on_step)
+    elif settings.objective == "grpo":
+        from medcouncil.scenarios.training.rewards import mcqa_reward
+        from medcouncil.serving.training.grpo import GroupTrainer
+
+        trainer = GroupTrainer(settings, examples, info, source, on_step=on_step, reward=mcqa_reward)
+    else:
+        trainer = Trainer(settings, examples, info, source, on_step=on_step)
     with progress:
         card = trainer.run(resume=resume is not None)
     print_card(card, settings.out)

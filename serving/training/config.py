@@ -81,11 +81,20 @@ class FinetuneConfig(BaseModel):
     """Also write the merged HF model to ``OUT/merged`` (LoRA)."""
     threads: int | None = Field(default=None, ge=1)
     """torch CPU threads; None: every core."""
-    objective: Literal["sft", "dpo"] = "sft"
+    objective: Literal["sft", "dpo", "grpo"] = "sft"
     """``sft``: next-token loss on the answers; ``dpo``: direct preference optimisation on chosen/rejected pairs
-    (``finetune --method dpo``; LoRA only: the reference is the base with the adapter off)."""
+    (``finetune --method dpo``); ``grpo``: group relative policy optimisation with verifiable rewards on MCQA
+    (``finetune --method grpo``). DPO and GRPO are LoRA only: their reference is the base with the adapter off."""
     beta: float = Field(default=0.1, gt=0)
     """DPO's β (how far the tuned model may move from the reference)."""
+    group_size: int = Field(default=4, ge=2)
+    """GRPO: completions sampled per prompt (the group its advantages are standardised in)."""
+    kl_weight: float = Field(default=0.04, ge=0)
+    """GRPO: weight of the KL penalty to the reference."""
+    max_new_tokens: int = Field(default=96, ge=1)
+    """GRPO: longest sampled completion."""
+    temperature: float = Field(default=1.0, gt=0)
+    """GRPO: sampling temperature."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights' compute type; float32 on CPU (bf16 matmuls are slow on most CPUs), bfloat16 on recent GPUs."""
 
@@ -93,8 +102,10 @@ class FinetuneConfig(BaseModel):
     def _consistent(self) -> FinetuneConfig:
         if not self.target_modules and self.method != "full":
             raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj)")
-        if self.objective == "dpo" and self.method == "full":
-            raise ValueError("objective dpo needs a LoRA method: its reference is the base with the adapter off")
+        if self.objective != "sft" and self.method == "full":
+            raise ValueError(
+                f"objective {self.objective} needs a LoRA method: its reference is the base with the adapter off"
+            )
         return self
 
     @classmethod
@@ -105,7 +116,8 @@ class FinetuneConfig(BaseModel):
     def training_fields(self) -> dict[str, Any]:
         """The fields that decide the weights (a resumed run must match them)."""
         # SFT runs keep the fields they had before DPO existed, so that their checkpoints still resume
-        preference = set() if self.objective != "sft" else {"objective", "beta"}
+        grpo = {"group_size", "kl_weight", "max_new_tokens", "temperature"}
+        preference = {"dpo": grpo, "grpo": {"beta"}}.get(self.objective, {"objective", "beta", *grpo})
         return self.model_dump(
             mode="json",
             exclude={

@@ -119,7 +119,7 @@ def preference_fingerprint(pairs: Sequence[PreferenceExample]) -> str:
 def collate_pairs(pairs: Sequence[tuple[Tokenized, Tokenized]], pad_id: int) -> Batch:
     """Every chosen sequence, then every rejected one, padded together."""
     rows = collate([p[0] for p in pairs] + [p[1] for p in pairs], pad_id)
-    return Batch(rows.input_ids, rows.attention_mask, rows.labels, pairs=len(pairs))
+    return Batch(rows.input_ids, rows.attention_mask, rows.labels, count=len(pairs))
 
 
 class PreferenceLoss(nn.Module):

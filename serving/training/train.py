@@ -39,8 +39,9 @@ class Batch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
     labels: torch.Tensor
-    pairs: int = 0
-    """Preference pairs in the batch (its rows: every chosen answer, then every rejected one); 0: plain SFT rows."""
+    count: int = 0
+    """The units of a loss that is not per token: preference pairs (the rows: every chosen answer, then every
+    rejected one) or sampled completions (GRPO); 0: plain SFT rows."""
 
     @property
     def tokens(self) -> int:
@@ -53,7 +54,7 @@ class Batch:
     @property
     def units(self) -> int:
         """What a step's loss is averaged over: labelled tokens (SFT) or pairs (preferences)."""
-        return self.pairs or self.labelled
+        return self.count or self.labelled
 
 
 def collate(items: Sequence[Tokenized], pad_id: int) -> Batch:
