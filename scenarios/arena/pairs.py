@@ -29,7 +29,9 @@ def arena_pairs(directory: Path) -> list[PreferenceExample]:
         winner, loser = (first, second) if judgement.outcome == "first" else (second, first)
         key = (judgement.item_id, *sorted((winner, loser)))
         chosen, rejected = answers.get((judgement.item_id, winner)), answers.get((judgement.item_id, loser))
-        if key in seen or chosen is None or rejected is None or chosen.strip() == rejected.strip():
+        if key in seen or not chosen or not rejected or not chosen.strip() or not rejected.strip():
+            continue
+        if chosen.strip() == rejected.strip():
             continue
         seen.add(key)
         pairs.append(

@@ -149,6 +149,14 @@ def finetune(
     from medcouncil.serving.training.model import resolve_base
     from medcouncil.serving.training.train import Trainer
 
+    objective = method if method in ("dpo", "grpo") else "sft"
+    foreign = {
+        "--beta": beta is not None and objective != "dpo",
+        "--group-size, --kl-weight, --max-new-tokens": objective != "grpo"
+        and any(v is not None for v in (group_size, kl_weight, max_new_tokens)),
+    }
+    if wrong := [flag for flag, given in foreign.items() if given]:
+        raise ConfigError(f"{', '.join(wrong)}: not an option of --method {method or 'lora'}")
     if resume is not None:
         settings = _saved_config(resume)
         if threads:

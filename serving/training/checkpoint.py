@@ -119,8 +119,10 @@ def save(
     scheduler: Any,
     progress: dict[str, Any],
     keep: int,
+    rng: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``.
+    """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``; ``rng``: the random state to
+    resume with (default: the current one).
 
     Raises:
         DiskFullError: no space (or a file size limit) while writing; the partial folder is removed and every
@@ -131,7 +133,7 @@ def save(
         "model": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng if rng is not None else rng_state(),
     }
     try:
         target = write_whole(folder, f"step-{step:06d}", tensors, {"step": step, **progress})

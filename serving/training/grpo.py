@@ -25,6 +25,9 @@ from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.training.data import IGNORE, ChatExample, Message, Tokenized, tokenize
 from medcouncil.serving.training.train import Batch, Trainer
 
+EVAL_PROMPTS = 16
+"""Held-out prompts the eval samples (a group each): the eval must not cost more than the training it checks."""
+
 
 class RewardExample(BaseModel):
     """A prompt whose completions can be scored: a multiple-choice item's gold letter and options."""
@@ -49,16 +52,24 @@ def prompt_ids(tokenizer: Any, example: RewardExample, max_len: int) -> list[int
     return tokenized.input_ids[:start][-max_len:]
 
 
-def token_logps(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Log-probability of each labelled token ([rows, positions]; 0 where unlabelled), logits at labels only."""
+def token_logps(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probability of each labelled token ([rows, positions]; 0 where unlabelled) under the distribution the
+    completions were sampled from (``temperature``), logits at labels only; positions count from each row's first
+    real token, as ``generate`` counts them under left padding."""
     wrapped: Any = model
     core: Any = wrapped.get_base_model()
-    hidden = core.get_decoder()(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = core.get_decoder()(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+    ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE
     logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()
     if softcap := getattr(core.config, "final_logit_softcapping", None):
         logits = torch.tanh(logits / softcap) * softcap
+    logits = logits / temperature
     picked = torch.log_softmax(logits, dim=-1).gather(1, targets[keep].unsqueeze(1)).squeeze(1)
     out = torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device)
     out[keep] = picked
@@ -149,9 +160,9 @@ class GroupLoss(nn.Module):
         mask = torch.cat([attention_mask.repeat_interleave(self.group_size, 0), keep.long()], dim=1)
         targets = torch.full_like(ids, IGNORE)
         targets[:, prompts.shape[1] :] = torch.where(keep, completions, torch.full_like(completions, IGNORE))
-        policy = token_logps(self.model, ids, mask, targets)
+        policy = token_logps(self.model, ids, mask, targets, self.temperature)
         with torch.no_grad(), self.model.disable_adapter():  # type: ignore[operator]
-            reference = token_logps(self.model, ids, mask, targets)
+            reference = token_logps(self.model, ids, mask, targets, self.temperature)
         counted = (targets[:, 1:] != IGNORE).float()
         delta = reference - policy
         per_token = -advantages.unsqueeze(1) * torch.exp(policy - policy.detach()) + self.kl_weight * (
@@ -212,7 +223,14 @@ class GroupTrainer(Trainer):
         return digest.hexdigest()
 
     def _eval_loss(self, loss_fn: Any, items: Sequence[Any], pad_id: int, device: Any) -> float:
-        """1 − the mean reward of completions sampled on the held-out prompts (not counted in the run's rewards)."""
+        """1 − the mean reward of completions sampled on (at most :data:`EVAL_PROMPTS` of) the held-out prompts,
+        on a random stream of their own: the eval never changes what training samples."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            rewards = self._held_out_rewards(items[:EVAL_PROMPTS], pad_id, device)
+        return 1.0 - sum(rewards) / max(len(rewards), 1)
+
+    def _held_out_rewards(self, items: Sequence[Any], pad_id: int, device: Any) -> list[float]:
         assert self.loss is not None
         rewards: list[float] = []
         for start in range(0, len(items), self.config.batch_size):
@@ -220,4 +238,4 @@ class GroupTrainer(Trainer):
             rewards += self.loss.rollout(
                 batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels, False
             )[2]
-        return 1.0 - sum(rewards) / max(len(rewards), 1)
+        return rewards

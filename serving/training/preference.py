@@ -77,7 +77,8 @@ def is_preference_jsonl(path: Path) -> bool:
     """Whether the file's first record has ``chosen`` and ``rejected``."""
     try:
         for _, record in iter_jsonl(path):
-            return isinstance(record, dict) and "chosen" in record and "rejected" in record
+            if isinstance(record, dict):  # the first object: a bad first line does not hide the format
+                return "chosen" in record and "rejected" in record
     except OSError:
         return False
     return False

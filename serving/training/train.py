@@ -204,6 +204,7 @@ class Trainer:
         started = time.monotonic()
         train_time = card.train_seconds
         step = start
+        resume_rng = checkpoint.rng_state()  # the random state the next step starts from (saved on Ctrl-C)
         try:
             for step in range(start, total_steps):
                 t0 = time.monotonic()
@@ -225,6 +226,7 @@ class Trainer:
                         seconds=round(train_time, 3),
                     )
                     card.steps.append(log)
+                    resume_rng = checkpoint.rng_state()  # before anything after the update draws (an eval)
                 card.train_seconds = train_time
                 if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
                     card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id, device)))
@@ -235,7 +237,8 @@ class Trainer:
         except KeyboardInterrupt:
             done = len(card.steps)
             if done > start or checkpoint.latest(out) is None:
-                self._save(done, model, optimizer, scheduler, card, accelerator)
+                # the state at the start of the first step not done: an interrupted step drew from it already
+                self._save(done, model, optimizer, scheduler, card, accelerator, resume_rng)
             raise TrainingInterrupted(
                 f"interrupted after step {done} of {total_steps}: checkpoint saved in "
                 f"{out / checkpoint.CHECKPOINTS}; continue with --resume"
@@ -288,6 +291,7 @@ class Trainer:
         scheduler: Any,
         card: RunCard,
         accelerator: Any,
+        rng: dict[str, Any] | None = None,
     ) -> None:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -299,6 +303,7 @@ class Trainer:
                 scheduler,
                 {"card": card.model_dump(mode="json")},
                 self.config.keep_checkpoints,
+                rng,
             )
 
     def _write_outputs(self, model: Any, tokenizer: Any, card: RunCard) -> None:

@@ -1,5 +1,6 @@
 """GRPO on the real embedded Gemma 3 270M: groups sampled and rewarded, the adapter moved only by reward
-differences within a group, and served by llama.cpp."""
+differences within a group, Ctrl-C in the middle of a step resumed to the same samples and weights, and the adapter
+served by llama.cpp."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import Message
 from medcouncil.serving.training.grpo import GroupTrainer, RewardExample
 from medcouncil.serving.training.model import BaseModelInfo, resolve_base
+from medcouncil.serving.training.train import TrainingInterrupted
 
 pytestmark = pytest.mark.integration
 EXAMPLES = [
@@ -56,6 +58,19 @@ def test_equal_rewards_leave_the_adapter_and_differing_ones_move_it(base: BaseMo
     moved.run()
     assert len(seen) == 4 and len(set(seen)) > 1
     assert any(value > 0.0 for value in lora_b(tmp_path / "moved"))
+
+    def interrupt_in_step_two(text: str, example: RewardExample) -> float:
+        if len(seen) == 6:  # step 2's rollout has sampled (and drawn from the RNG): Ctrl-C now
+            raise KeyboardInterrupt
+        return by_length(text, example)
+
+    with pytest.raises(TrainingInterrupted, match="after step 1 of 2"):
+        GroupTrainer(config(tmp_path / "split"), EXAMPLES, base, "facts", reward=interrupt_in_step_two).run()
+    GroupTrainer(config(tmp_path / "split"), EXAMPLES, base, "facts", reward=by_length).run(resume=True)
+    assert seen[4:6] == seen[0:2] and seen[6:] == seen[2:4]  # step 2 sampled again what the whole run sampled
+    a = load_file(str(tmp_path / "moved" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
     server = EngineServer(EngineConfig(lora={"grpo": tmp_path / "moved"}))
     state = server.start()
     try:
