@@ -48,11 +48,24 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
     if is_chat_jsonl(path):
         examples = read_chat_jsonl(path)
         return (examples[: config.limit] if config.limit else examples), str(path.resolve())
+    samples, source = dataset_samples(config)
+    if not samples:
+        raise ConfigError(f"{config.data}: no valid items")
+    chosen = samples[: config.limit] if config.limit else samples
+    return samples_to_examples(chosen), source
+
+
+def dataset_samples(config: FinetuneConfig) -> tuple[list[Sample], str]:
+    """The samples of ``config.data`` read as a dataset (every row valid, or a one-line error) and their source.
+
+    Raises:
+        ConfigError: unknown dataset, missing file, or a malformed row (``FILE:LINE``).
+    """
     from medcouncil.scenarios.datasets.generic import FieldMap
     from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import MalformedRow
-    from medcouncil.scenarios.training.examples import samples_to_examples
 
+    assert config.data is not None
     try:
         samples, info = load_dataset(
             config.data,
@@ -64,7 +77,4 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
         )
     except MalformedRow as error:
         raise ConfigError(f"malformed training row: {error}") from None
-    if not samples:
-        raise ConfigError(f"{config.data}: no valid items")
-    chosen = samples[: config.limit] if config.limit else samples
-    return samples_to_examples(chosen), info.source
+    return samples, info.source

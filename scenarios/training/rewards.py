@@ -48,25 +48,12 @@ def load_reward_examples(config: FinetuneConfig, decontaminate: bool) -> tuple[l
     Raises:
         ConfigError: no data, a malformed row, no valid item, or every item overlapping an evaluation set.
     """
-    from medcouncil.scenarios.datasets.generic import FieldMap
-    from medcouncil.scenarios.datasets.registry import load_dataset
-    from medcouncil.scenarios.datasets.samples import MalformedRow
+    from medcouncil.scenarios.training.examples import dataset_samples
 
     if config.data is None:
         raise ConfigError("--data is required: a multiple-choice dataset (GRPO rewards the gold letter)")
-    try:
-        samples, info = load_dataset(
-            config.data,
-            config.subset,
-            config.split,
-            FieldMap.parse(config.fields) if config.fields else None,
-            strict=True,
-            data_root=config.data_dir,
-        )
-    except MalformedRow as error:
-        raise ConfigError(f"malformed training row: {error}") from None
+    samples, source = dataset_samples(config)
     chosen: Sequence[Sample] = samples[: config.limit] if config.limit else samples
-    source = info.source
     if decontaminate:
         from medcouncil.scenarios.training.decontamination import decontaminate as drop
         from medcouncil.scenarios.training.decontamination import local_eval_sets
