@@ -211,7 +211,7 @@ def arena(
         try:
             asyncio.run(_run(directory, manifest, source, manifest.config.cache, council_file(council)))
         except MedcouncilError as error:
-            raise type(error)(f"{error}\ncontinue with: medcouncil arena --resume {directory}") from None
+            raise MedcouncilError(f"{error}\ncontinue with: medcouncil arena --resume {directory}") from None
     _finish(directory, anchor)
     if not manifest.finished:
         raise ConfigError(f"the run is not complete: continue it with medcouncil arena --resume {directory}")
