@@ -179,7 +179,7 @@ def tokenize(tokenizer: ChatTokenizer, example: ChatExample, max_len: int) -> To
     return Tokenized(ids, labels, truncated)
 
 
-def split_eval(examples: Sequence[ChatExample], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_eval(examples: Sequence[object], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices of the training and held-out examples (a seeded shuffle; at least one held out when fraction > 0)."""
     order = list(range(len(examples)))
     random.Random(seed).shuffle(order)

@@ -27,7 +27,7 @@ from torch import nn
 
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import BadLine, iter_jsonl
-from medcouncil.serving.training.data import IGNORE, ChatExample, Message, Tokenized, tokenize
+from medcouncil.serving.training.data import IGNORE, ChatExample, Message, Tokenized, split_eval, tokenize
 from medcouncil.serving.training.train import Batch, Trainer, collate
 
 DEFAULT_BETA = 0.1
@@ -182,6 +182,15 @@ class PreferenceTrainer(Trainer):
 
     def _fingerprint(self) -> str:
         return preference_fingerprint(self.examples)
+
+    def _split(self) -> tuple[list[int], list[int]]:
+        """Held out by prompt, not by pair: an arena run gives several pairs per question, and a question on both
+        sides would make the held-out loss a training loss."""
+        prompts = list(dict.fromkeys(pair.prompt for pair in self.examples))
+        _, held = split_eval(prompts, self.config.eval_fraction, self.config.seed)
+        held_prompts = {prompts[i] for i in held}
+        train = [n for n, pair in enumerate(self.examples) if pair.prompt not in held_prompts]
+        return train, [n for n, pair in enumerate(self.examples) if pair.prompt in held_prompts]
 
     def _eval_loss(self, loss_fn: Any, items: Sequence[Any], pad_id: int, device: Any) -> float:
         """Mean DPO loss per held-out pair."""

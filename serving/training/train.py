@@ -153,6 +153,10 @@ class Trainer:
     def _fingerprint(self) -> str:
         return fingerprint(self.examples)
 
+    def _split(self) -> tuple[list[int], list[int]]:
+        """Indices of the training and held-out units."""
+        return split_eval(self.examples, self.config.eval_fraction, self.config.seed)
+
     def _eval_loss(self, loss_fn: Any, items: Sequence[Any], pad_id: int, device: Any) -> float:
         return held_out_loss(loss_fn, items, pad_id, self.config.batch_size, device)
 
@@ -174,7 +178,7 @@ class Trainer:
         tokenizer = load_tokenizer(self.base)
         pad_id = int(tokenizer.pad_token_id)
         tokenized = self._tokenized(tokenizer)
-        train_idx, eval_idx = split_eval(self.examples, config.eval_fraction, config.seed)
+        train_idx, eval_idx = self._split()
         total_steps, _ = plan_steps(len(train_idx), config, accelerator.num_processes)
         per_step = config.grad_accum * accelerator.num_processes
         plan = micro_batches(train_idx, config, total_steps * per_step)
