@@ -59,8 +59,10 @@ class PairJudge(Protocol):
         ...
 
 
-_AS_SHOWN: dict[str, Outcome] = {"A": "first", "B": "second", "T": "tie"}
-_SWAPPED: dict[str, Outcome] = {"A": "second", "B": "first", "T": "tie"}
+AS_SHOWN: dict[str, Outcome] = {"A": "first", "B": "second", "T": "tie"}
+"""A side chosen → the outcome, when the first answer was shown as A."""
+SWAPPED: dict[str, Outcome] = {"A": "second", "B": "first", "T": "tie"}
+"""The same when the second answer was shown as A."""
 
 
 def clip(text: str) -> str:
@@ -94,7 +96,7 @@ class ModelJudge:
         reference = fence(references[0]) if references else prompts.ARENA_NO_REFERENCE
         shown_first = await self._ask(question, reference, first, second)
         shown_second = await self._ask(question, reference, second, first)
-        one, two = _AS_SHOWN[shown_first], _SWAPPED[shown_second]
+        one, two = AS_SHOWN[shown_first], SWAPPED[shown_second]
         consistent = one == two
         outcome: Outcome = one if consistent else "tie"
         reason = f"{shown_first} with the first answer as A, {shown_second} with it as B"

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from medcouncil.agents.arena_judge import Judged, Outcome
+from medcouncil.agents.arena_judge import AS_SHOWN, SWAPPED, Judged
 
 KEYS = {"a": "A", "b": "B", "t": "T", "s": "S", "q": "Q"}
 
@@ -60,9 +60,6 @@ class HumanJudge:
             raise Quit
         if key == "S":
             raise Skipped
-        as_shown: dict[str, Outcome] = {"A": "first", "B": "second", "T": "tie"}
-        outcome = as_shown[key]
-        if swapped and outcome != "tie":
-            outcome = "second" if outcome == "first" else "first"
+        outcome = (SWAPPED if swapped else AS_SHOWN)[key]
         side = "second" if swapped else "first"
         return Judged(outcome=outcome, orders=[key], consistent=True, reason=f"person chose {key}; A was the {side}")

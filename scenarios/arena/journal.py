@@ -22,7 +22,7 @@ from medcouncil.scenarios.bench.journal import ServedBy
 from medcouncil.scenarios.bench.modes import episode_modes, free_text_modes
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import read_versioned
-from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
+from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines, write_manifest
 
 SCHEMA_VERSION = 1
 MANIFEST, ITEMS, ANSWERS, JUDGEMENTS, ERRORS = (
@@ -169,10 +169,7 @@ class ArenaJournal:
         self._handles: dict[str, IO[str]] = {}
 
     def write_manifest(self, manifest: ArenaManifest) -> None:
-        manifest.touch()
-        temporary = self.directory / (MANIFEST + ".tmp")
-        temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        temporary.replace(self.directory / MANIFEST)
+        write_manifest(self.directory / MANIFEST, manifest)
 
     def write_items(self, items: list[ArenaItem]) -> None:
         text = "".join(item.model_dump_json() + "\n" for item in items)

@@ -20,7 +20,7 @@ from medcouncil.scenarios.datasets.registry import DatasetInfo
 from medcouncil.scenarios.training.leakage import TrainingOverlap
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import read_versioned
-from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
+from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines, write_manifest
 
 SCHEMA_VERSION = 1
 MANIFEST, SAMPLES, ERRORS = "run.json", "samples.jsonl", "errors.jsonl"
@@ -160,11 +160,7 @@ class Journal:
 
     def write_manifest(self, manifest: BaseModel) -> None:
         """Replace ``run.json`` atomically (any run manifest, its ``updated`` stamp renewed)."""
-        if isinstance(manifest, RunHeader):
-            manifest.touch()
-        temporary = self.manifest_path.with_suffix(".tmp")
-        temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
-        temporary.replace(self.manifest_path)
+        write_manifest(self.manifest_path, manifest)
 
     def append(self, record: BaseModel) -> None:
         if self._samples is None:

@@ -27,6 +27,16 @@ def append_line(handle: IO[str], line: str) -> None:
     os.fsync(handle.fileno())
 
 
+def write_manifest(path: Path, manifest: BaseModel) -> None:
+    """Replace a run's manifest at ``path`` atomically (a temporary file, then a rename); a :class:`RunHeader`'s
+    ``updated`` stamp is renewed."""
+    if isinstance(manifest, RunHeader):
+        manifest.touch()
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
+    temporary.replace(path)
+
+
 def drop_cut_line(path: Path) -> None:
     """A kill mid-write can leave a last line without its newline: cut it off before appending, so that it never
     becomes a broken line in the middle of the journal (its item runs again)."""

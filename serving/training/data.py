@@ -57,7 +57,8 @@ class ChatExample(BaseModel):
         return value
 
 
-def _first_error(error: ValidationError) -> str:
+def first_error(error: ValidationError) -> str:
+    """One line naming the invalid field and why."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
     return f"{field}: {first['msg']}" if field else str(first["msg"])
@@ -83,7 +84,7 @@ def read_chat_jsonl(path: Path) -> list[ChatExample]:
         try:
             examples.append(ChatExample.model_validate({"messages": record["messages"], "source": where}))
         except ValidationError as error:
-            raise ConfigError(f"{where}: {_first_error(error)}") from error
+            raise ConfigError(f"{where}: {first_error(error)}") from error
     if not examples:
         raise ConfigError(f"{path}: no training examples")
     return examples

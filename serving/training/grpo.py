@@ -23,6 +23,7 @@ from torch import nn
 
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.training.data import IGNORE, ChatExample, Message, Tokenized, tokenize
+from medcouncil.serving.training.model import token_logps
 from medcouncil.serving.training.train import Batch, Trainer
 
 EVAL_PROMPTS = 16
@@ -50,30 +51,6 @@ def prompt_ids(tokenizer: Any, example: RewardExample, max_len: int) -> list[int
     tokenized = tokenize(tokenizer, probe, max_len + 8)
     start = next(i for i, label in enumerate(tokenized.labels) if label != IGNORE)
     return tokenized.input_ids[:start][-max_len:]
-
-
-def token_logps(
-    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
-) -> torch.Tensor:
-    """Log-probability of each labelled token ([rows, positions]; 0 where unlabelled) under the distribution the
-    completions were sampled from (``temperature``), logits at labels only; positions count from each row's first
-    real token, as ``generate`` counts them under left padding."""
-    wrapped: Any = model
-    core: Any = wrapped.get_base_model()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    hidden = core.get_decoder()(
-        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
-    ).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    if softcap := getattr(core.config, "final_logit_softcapping", None):
-        logits = torch.tanh(logits / softcap) * softcap
-    logits = logits / temperature
-    picked = torch.log_softmax(logits, dim=-1).gather(1, targets[keep].unsqueeze(1)).squeeze(1)
-    out = torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device)
-    out[keep] = picked
-    return out
 
 
 class GroupLoss(nn.Module):
@@ -172,8 +149,9 @@ class GroupLoss(nn.Module):
         return per_sequence.sum(), torch.tensor(completions.shape[0])
 
 
-def collate_prompts(items: Sequence[tuple[int, list[int]]], pad_id: int) -> Batch:
-    """Left-padded prompts (generation continues at the right edge); ``labels[:, 0]``: each example's index."""
+def collate_prompts(items: Sequence[tuple[int, list[int]]], pad_id: int, group_size: int = 1) -> Batch:
+    """Left-padded prompts (generation continues at the right edge); ``labels[:, 0]``: each example's index; the
+    batch counts ``group_size`` completions per prompt."""
     width = max(len(ids) for _, ids in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
@@ -182,7 +160,7 @@ def collate_prompts(items: Sequence[tuple[int, list[int]]], pad_id: int) -> Batc
         ids[row, width - len(prompt) :] = torch.tensor(prompt)
         mask[row, width - len(prompt) :] = 1
         labels[row, 0] = index
-    return Batch(ids, mask, labels, count=len(items))
+    return Batch(ids, mask, labels, count=len(items) * group_size)
 
 
 class GroupTrainer(Trainer):
@@ -203,8 +181,7 @@ class GroupTrainer(Trainer):
         return [Tokenized(ids, [IGNORE] * len(ids), False) for _, ids in units]
 
     def _collate(self, units: Sequence[Any], pad_id: int) -> Batch:
-        batch = collate_prompts(units, pad_id)
-        return Batch(batch.input_ids, batch.attention_mask, batch.labels, count=batch.count * self.config.group_size)
+        return collate_prompts(units, pad_id, self.config.group_size)
 
     def _loss(self, model: nn.Module) -> nn.Module:
         config = self.config

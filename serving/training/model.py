@@ -182,6 +182,30 @@ class LabelledLoss(nn.Module):
         return loss, keep.sum()
 
 
+def token_logps(
+    model: nn.Module, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """Log-probability of each labelled token ([rows, positions]; 0 where unlabelled) of a PEFT-wrapped model at
+    ``temperature`` (GRPO's sampling temperature; 1 for DPO), logits at labels only; positions count from each
+    row's first real token, as ``generate`` counts them under left padding."""
+    wrapped: Any = model
+    core: Any = wrapped.get_base_model()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    hidden = core.get_decoder()(
+        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False
+    ).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = core.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    if softcap := getattr(core.config, "final_logit_softcapping", None):
+        logits = torch.tanh(logits / softcap) * softcap
+    logits = logits / temperature
+    picked = torch.log_softmax(logits, dim=-1).gather(1, targets[keep].unsqueeze(1)).squeeze(1)
+    out = torch.zeros(targets.shape, dtype=picked.dtype, device=picked.device)
+    out[keep] = picked
+    return out
+
+
 def full_logits_loss(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:

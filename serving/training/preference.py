@@ -27,7 +27,8 @@ from torch import nn
 
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import BadLine, iter_jsonl
-from medcouncil.serving.training.data import IGNORE, ChatExample, Message, Tokenized, split_eval, tokenize
+from medcouncil.serving.training.data import ChatExample, Message, Tokenized, first_error, split_eval, tokenize
+from medcouncil.serving.training.model import token_logps
 from medcouncil.serving.training.train import Batch, Trainer, collate
 
 DEFAULT_BETA = 0.1
@@ -98,9 +99,7 @@ def read_preferences(path: Path) -> list[PreferenceExample]:
         try:
             pairs.append(record_to_preference(record, where))
         except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"])
-            raise ConfigError(f"{where}: {field + ': ' if field else ''}{first['msg']}") from None
+            raise ConfigError(f"{where}: {first_error(error)}") from None
         except (KeyError, ValueError, TypeError) as error:
             reason = f"missing field {error}" if isinstance(error, KeyError) else str(error)
             raise ConfigError(f"{where}: {reason}") from None
@@ -131,26 +130,12 @@ class PreferenceLoss(nn.Module):
         if not hasattr(model, "disable_adapter"):
             raise ConfigError("DPO needs a LoRA adapter: its reference is the base with the adapter switched off")
         self.model, self.beta = model, beta
-        core: Any = model.get_base_model()  # type: ignore[operator]
-        self.decoder: nn.Module = core.get_decoder()
-        self.head: nn.Module = core.get_output_embeddings()
-        self.softcap: float | None = getattr(core.config, "final_logit_softcapping", None)
 
     def sequence_logps(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
     ) -> torch.Tensor:
         """Each row's summed log-probability of its labelled tokens (logits computed at those positions only)."""
-        hidden = self.decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        targets = labels[:, 1:]
-        keep = targets != IGNORE
-        logits = self.head(hidden[:, :-1][keep]).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        token_logps = torch.log_softmax(logits, dim=-1).gather(1, targets[keep].unsqueeze(1)).squeeze(1)
-        rows = keep.nonzero()[:, 0]
-        return torch.zeros(input_ids.shape[0], dtype=token_logps.dtype, device=token_logps.device).index_add(
-            0, rows, token_logps
-        )
+        return token_logps(self.model, input_ids, attention_mask, labels).sum(dim=1)
 
     def forward(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
