@@ -61,6 +61,13 @@ def distill(
     tries: Annotated[int, typer.Option(min=1, help="Replies asked per item at most (rejection sampling).")] = 4,
     temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature of every try.")] = 0.7,
     max_tokens: Annotated[int, typer.Option(min=16, help="Tokens per reply at most.")] = 512,
+    pairs: Annotated[
+        bool | None,
+        typer.Option(
+            "--pairs/--no-pairs",
+            help="Ask on after a gold reply until one misses (within --tries): preference pairs for DPO.",
+        ),
+    ] = None,
     concurrency: ConcurrencyOpt = 2,
     timeout: Annotated[float, typer.Option(min=1, help="Seconds per request.")] = 300.0,
     resume: Annotated[bool, typer.Option(help="Continue OUT with its own settings (only missing items).")] = False,
@@ -84,6 +91,9 @@ def distill(
                     f"{out} was distilled from {manifest.settings.teacher_model!r}, not "
                     f"{teacher_model!r}: start a new --out for another teacher"
                 )
+            if pairs is not None and pairs != manifest.settings.pairs:
+                said = "--pairs" if manifest.settings.pairs else "--no-pairs"
+                raise ConfigError(f"{out} was distilled with {said}: a resume keeps it (start a new --out)")
             data = manifest.dataset
             samples, info = load_dataset(
                 data.dataset,
@@ -108,7 +118,11 @@ def distill(
             samples = samples[:limit] if limit else samples
             info = info.model_copy(update={"rows": len(samples)})
             settings = DistillSettings(
-                teacher_model=teacher_model, tries=tries, temperature=temperature, max_tokens=max_tokens
+                teacher_model=teacher_model,
+                tries=tries,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                pairs=bool(pairs),
             )
             manifest = DistillManifest(
                 medcouncil_version=version("medcouncil"),
@@ -138,14 +152,22 @@ def distill(
     tried = manifest.settings.tries
     line = (
         f"{counts['kept']} rationales kept, {counts['rejected']} items rejected after {tried} tries, "
-        f"{counts['refused']} refused by the endpoint ({counts['replies']} replies)"
+        f"{counts['refused']} refused by the endpoint ({counts['replies']} replies); "
+        f"{counts.get('pairs', 0)} preference pairs (a reply reaching the gold option and one missing it)"
     )
-    console.print(line, markup=False)
+    console.print(line, markup=False, soft_wrap=True)
     console.print(
         f"wrote {out}; train on it with: medcouncil data build --dataset {manifest.dataset.source} "
         f"--rationales {out} --out …",
         markup=False,
+        soft_wrap=True,
     )
+    if counts.get("pairs"):
+        console.print(
+            f"prefer the gold rationales with: medcouncil finetune --method dpo --data {out}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concurrency: int, timeout: float) -> None:

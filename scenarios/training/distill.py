@@ -6,6 +6,11 @@ reply must end in :data:`prompts.FINAL_ANSWER`; a reply whose final answer is th
 before it, is kept. Otherwise the teacher is asked again, up to ``tries`` times, at ``temperature``. An item with
 no such reply is written too (``kept: false``, every answer tried), so a resumed run does not ask again.
 
+Every reply is journaled whole (schema 2), so a row with a reply that reaches the gold option and one that does
+not is a preference pair (:func:`distill_pairs`, read by ``finetune --method dpo --data OUT``). With
+``pairs`` set, the teacher is asked on after its first gold reply until one reply misses too (or ``tries`` run out),
+so that most items give a pair.
+
 The output JSONL is the run's journal: one line per finished item, appended and flushed at once (a ``kill -9``
 loses at most the items in flight), each line naming the teacher, its model and the prompt it was given. The
 settings that decide the rows live beside it in ``OUT.run.json``; a resume must match them.
@@ -18,6 +23,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
@@ -29,7 +35,11 @@ from medcouncil.scenarios.training.sft import diagnostician_task
 from medcouncil.serving.common.errors import ConfigError, RequestRejectedError
 from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
 
-SCHEMA_VERSION = 1
+if TYPE_CHECKING:
+    from medcouncil.serving.training.preference import PreferenceExample
+
+SCHEMA_VERSION = 2
+"""1: letters only; 2: every reply's text and the question (preference pairs)."""
 TEACHER_PROMPT = "diagnostician"
 """The name recorded for the teacher's prompt: the diagnostician's system prompt and task."""
 _LEADING_LETTER = re.compile(r"(?P<letter>[A-J])(?:[\s.):\]*_]|$)")
@@ -48,6 +58,8 @@ class DistillSettings(BaseModel):
     temperature: float = Field(default=0.7, ge=0)
     max_tokens: int = Field(default=512, ge=16)
     prompt: str = TEACHER_PROMPT
+    pairs: bool = False
+    """Ask on after a gold reply until one misses the gold option too (within ``tries``): a preference pair."""
 
 
 class DistillManifest(RunHeader):
@@ -75,6 +87,10 @@ class Distilled(BaseModel):
     gold: str
     answers: list[str | None] = []
     """The letter of every reply, in order (None: no readable final answer)."""
+    replies: list[str] = []
+    """Every reply's text, in the order of ``answers`` (schema 2; empty in older journals)."""
+    question: str = ""
+    """The item's question, the text decontamination checks (schema 2)."""
     reason: str
     teacher: str
     teacher_model: str
@@ -115,8 +131,10 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
     """
     messages = teacher_messages(sample)
     answers: list[str | None] = []
+    replies: list[str] = []
     used = [0, 0]
     letter, rationale, reason = None, "", ""
+    kept_at: int | None = None
     for _ in range(settings.tries):
         try:
             reply, prompt_tokens, completion_tokens = await teacher(messages, settings.temperature, settings.max_tokens)
@@ -124,12 +142,17 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
             reason = f"refused: {error}"
             break
         used = [used[0] + prompt_tokens, used[1] + completion_tokens]
-        letter, rationale = read_final(reply, sample.options)
-        answers.append(letter)
-        if letter == sample.answer and rationale:
-            reason = f"matched the gold letter at try {len(answers)}"
+        said, reasoning = read_final(reply, sample.options)
+        answers.append(said)
+        replies.append(reply)
+        if kept_at is None:
+            letter, rationale = said, reasoning
+            if said == sample.answer and reasoning:
+                kept_at = len(answers)
+                reason = f"matched the gold letter at try {kept_at}"
+        if kept_at is not None and (not settings.pairs or any(a != sample.answer for a in answers)):
             break
-    kept = reason.startswith("matched")
+    kept = kept_at is not None
     if not reason:
         reason = f"no reply of {len(answers)} reasoned to the gold letter {sample.answer}"
     return Distilled(
@@ -139,6 +162,8 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
         letter=letter,
         gold=sample.answer,
         answers=answers,
+        replies=replies,
+        question=sample.question,
         reason=reason,
         teacher=teacher_url,
         teacher_model=settings.teacher_model,
@@ -178,7 +203,55 @@ def tally(rows: Sequence[Distilled]) -> dict[str, int]:
         "rejected": sum(not r.kept and not r.reason.startswith("refused") for r in rows),
         "refused": sum(r.reason.startswith("refused") for r in rows),
         "replies": sum(len(r.answers) for r in rows),
+        "pairs": sum(pair_of(r) is not None for r in rows),
     }
+
+
+def pair_of(row: Distilled) -> tuple[str, str] | None:
+    """The row's (chosen, rejected) replies: the kept reply against the first that misses the gold option (a wrong
+    letter before an unreadable one); None without both or without the replies' text (a schema-1 journal)."""
+    if not row.kept or len(row.replies) != len(row.answers):
+        return None
+    chosen = next(
+        (text for text, said in zip(row.replies, row.answers, strict=True) if said == row.gold and text.strip()),
+        None,
+    )
+    missed = [(said is None, n) for n, said in enumerate(row.answers) if said != row.gold and row.replies[n].strip()]
+    if chosen is None or not missed:
+        return None
+    rejected = row.replies[min(missed)[1]]
+    return (chosen, rejected) if rejected.strip() != chosen.strip() else None
+
+
+def distill_pairs(path: Path) -> list[PreferenceExample]:
+    """Preference pairs from a distillation output, for ``finetune --method dpo``: the teacher's prompt (the
+    diagnostician's system prompt and task), a reply reasoning to the gold option as chosen and one that does not as
+    rejected; the question is what decontamination checks.
+
+    Raises:
+        ConfigError: not a distillation output, or no row with both kinds of reply (hint: ``distill --pairs``).
+    """
+    from medcouncil.serving.training.data import Message as TrainMessage
+    from medcouncil.serving.training.preference import PreferenceExample
+
+    rows = read_rows(path) if path.is_file() else []
+    if not rows:
+        raise ConfigError(f"{path}: no distilled rows in it (not an output of medcouncil distill?)")
+    pairs: list[PreferenceExample] = []
+    for row in rows:
+        if (pair := pair_of(row)) is None:
+            continue
+        prompt = tuple(TrainMessage(role=m["role"], content=m["content"]) for m in row.prompt)
+        source = f"{path}:{row.id}"
+        pairs.append(
+            PreferenceExample(prompt=prompt, chosen=pair[0], rejected=pair[1], source=source, question=row.question)
+        )
+    if not pairs:
+        raise ConfigError(
+            f"{path}: no item has both a reply reaching the gold option and one missing it "
+            "(distill with --pairs to ask on until one misses; journals before schema 2 keep no reply text)"
+        )
+    return pairs
 
 
 async def distil(

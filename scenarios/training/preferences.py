@@ -1,5 +1,6 @@
 """Preference pairs for ``finetune --method dpo``: from a pairs file (JSONL with ``prompt``, text or chat messages,
-``chosen`` and ``rejected``: TRL's names) or from an arena run (``scenarios/arena/pairs.py``); their prompts
+``chosen`` and ``rejected``: TRL's names), a ``distill`` output (a rationale reaching the gold option against one
+that does not: ``distill.distill_pairs``) or an arena run (``scenarios/arena/pairs.py``); their prompts
 decontaminated against the local evaluation sets as ``data build`` does. The command picks the source
 (``scenarios/cli/finetune.py``)."""
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.jsonl import iter_jsonl
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.preference import PreferenceExample, is_preference_jsonl, read_preferences
 
@@ -29,21 +31,39 @@ def load_preferences(config: FinetuneConfig) -> tuple[list[PreferenceExample], s
     path = Path(config.data).expanduser()
     if path.is_file() and is_preference_jsonl(path):
         pairs = read_preferences(path)
+    elif path.is_file() and is_distillation(path):
+        from medcouncil.scenarios.training.distill import distill_pairs
+
+        pairs = distill_pairs(path)
     else:
         raise ConfigError(
-            f"{config.data}: not preference pairs (JSONL with prompt, chosen, rejected) nor an arena run folder"
+            f"{config.data}: not preference pairs (JSONL with prompt, chosen, rejected), a distill output nor an "
+            "arena run folder"
         )
     return (pairs[: config.limit] if config.limit else pairs), str(path.resolve())
+
+
+def is_distillation(path: Path) -> bool:
+    """Whether ``path`` is a ``medcouncil distill`` output: its manifest beside it, or rows shaped as its rows."""
+    if path.with_suffix(".run.json").is_file():
+        return True
+    try:
+        for _, record in iter_jsonl(path):
+            if isinstance(record, dict):
+                return {"kept", "gold", "answers"} <= record.keys()
+    except OSError:
+        return False
+    return False
 
 
 def decontaminate_pairs(
     pairs: list[PreferenceExample], evals: Sequence[EvalItem], embedder: Embedder | None
 ) -> tuple[list[PreferenceExample], int]:
-    """The pairs whose prompt (its last user turn) overlaps no evaluation item (exact, or near under the embedder),
-    and how many were dropped."""
+    """The pairs whose question (else the prompt's last user turn) overlaps no evaluation item (exact, or near
+    under the embedder), and how many were dropped."""
     from medcouncil.scenarios.training.decontamination import find_overlaps
 
-    questions = [(str(n), pair.prompt[-1].content) for n, pair in enumerate(pairs)]
+    questions = [(str(n), pair.question or pair.prompt[-1].content) for n, pair in enumerate(pairs)]
     overlaps = find_overlaps(questions, evals, embedder)
     clean = [pair for n, pair in enumerate(pairs) if str(n) not in overlaps]
     return clean, len(pairs) - len(clean)

@@ -44,6 +44,8 @@ class PreferenceExample(BaseModel):
     chosen: str
     rejected: str
     source: str = ""
+    question: str = ""
+    """The text checked against the evaluation sets (empty: the prompt's last user turn)."""
 
     @model_validator(mode="after")
     def _two_answers(self) -> PreferenceExample:

@@ -196,7 +196,8 @@ def test_cli_distils_from_an_http_teacher_with_the_key_from_the_environment(
         env=env,
     )
     assert done.returncode == 0, done.stderr
-    assert "4 rationales kept, 0 items rejected" in done.stdout
+    assert "4 rationales kept, 0 items rejected" in done.stdout and "4 preference pairs" in done.stdout
+    assert f"finetune --method dpo --data {out}" in done.stdout  # each item's miss came before its gold reply
     rows = read_rows(out)
     assert {r.id for r in rows} == {"t0", "t1", "t2", "t3"} and all(r.answers == ["C", "A"] for r in rows)
     assert all(r.teacher_model == "big-teacher" and r.temperature == 0.9 for r in rows)
@@ -219,6 +220,8 @@ def test_cli_distils_from_an_http_teacher_with_the_key_from_the_environment(
     assert again.returncode == 1 and "already has rows: --resume" in again.stderr
     other = run_cli(cli, "distill", "--resume", "--teacher-model", "other", "--out", str(out))
     assert other.returncode == 1 and "was distilled from 'big-teacher'" in other.stderr
+    pairs = run_cli(cli, "distill", "--resume", "--pairs", "--out", str(out))
+    assert pairs.returncode == 1 and "was distilled with --no-pairs: a resume keeps it" in pairs.stderr
     wrong = run_cli(
         cli,
         "distill",
