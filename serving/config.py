@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from medcouncil.serving.common.errors import ConfigError, ModelPathError
 from medcouncil.serving.common.yamlfile import load_with_overrides
@@ -51,7 +51,30 @@ class EngineConfig(BaseModel):
     name at a time: switching between the base and an adapter reloads the model (~1 s for the embedded Gemma).
     vLLM serves every adapter at once. An adapter trained by ``medcouncil finetune`` on another base is refused."""
     max_lora_rank: int | None = None
-    """vLLM ``--max-lora-rank`` when adapters have a rank above vLLM's default."""
+    """vLLM ``--max-lora-rank`` when adapters have a rank above vLLM's default (one of vLLM's ranks: 1, 8, 16,
+    32, 64, 128, 256, 320, 512)."""
+    max_loras: int | None = Field(default=None, ge=1)
+    """vLLM ``--max-loras``: adapters in one batch at most (None: vLLM's 1)."""
+    max_cpu_loras: int | None = Field(default=None, ge=1)
+    """vLLM ``--max-cpu-loras``: adapters kept in CPU memory (at least ``max_loras``)."""
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    """vLLM ``--tensor-parallel-size``: GPUs each layer is split across (at most one node's GPUs, ideally all
+    of them; the model's attention heads must divide evenly)."""
+    pipeline_parallel_size: int = Field(default=1, ge=1)
+    """vLLM ``--pipeline-parallel-size``: stages the layers are cut into (usually one per node)."""
+    data_parallel_size: int = Field(default=1, ge=1)
+    """vLLM ``--data-parallel-size``: replicas of the whole (tensor x pipeline) engine behind one endpoint."""
+    nodes: int = Field(default=1, ge=1)
+    """Machines of the Ray cluster the engine spans (vLLM's multi-node serving runs on Ray; more than 1 needs
+    ``distributed_executor_backend: ray`` and a cluster started as ``serve --dry-run`` prints)."""
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    """GPUs on each node, to check the sizes against (None: this host's visible GPUs when serving; unchecked in a
+    dry run on a machine without GPUs)."""
+    distributed_executor_backend: Literal["mp", "ray"] | None = None
+    """vLLM ``--distributed-executor-backend``: ``mp`` (one node) or ``ray`` (needed across nodes); None lets vLLM
+    choose on one node."""
+    ray_port: int = Field(default=6379, ge=1, le=65535)
+    """The Ray head's port in the printed cluster commands."""
     api_key: str | None = None
     """Key the engine requires from clients (none by default: it listens on loopback only)."""
     threads: int | None = Field(default=None, ge=1)
@@ -84,6 +107,13 @@ class EngineConfig(BaseModel):
                 pairs[name] = path
             return pairs
         return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EngineConfig:
+        from medcouncil.serving.vllm_plan import check_sizes
+
+        check_sizes(self)
+        return self
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: Any) -> EngineConfig:
@@ -217,9 +247,15 @@ class EngineConfig(BaseModel):
         if self.lora:
             command += ["--enable-lora", "--lora-modules"]
             command += [f"{name}={path.expanduser()}" for name, path in self.lora.items()]
-            if self.max_lora_rank:
-                command += ["--max-lora-rank", str(self.max_lora_rank)]
-        return command + self.extra_args
+            for flag, value in (
+                ("--max-lora-rank", self.max_lora_rank),
+                ("--max-loras", self.max_loras),
+                ("--max-cpu-loras", self.max_cpu_loras),
+            ):
+                command += [flag, str(value)] if value else []
+        from medcouncil.serving.vllm_plan import size_args
+
+        return command + size_args(self) + self.extra_args
 
 
 def _looks_like_path(model: str) -> bool:

@@ -35,14 +35,22 @@ tokenizer.save_pretrained(out)
 DONE_MARKER = ".medcouncil-converted"
 
 
+def converted_path(gguf: Path) -> Path:
+    """Where :func:`converted_folder` puts (or has put) the HF folder for ``gguf``."""
+    return cache_dir() / "models" / f"{gguf.stem}-hf-{sha256_file(gguf)[:16]}"
+
+
+def is_converted(gguf: Path) -> bool:
+    return (converted_path(gguf) / DONE_MARKER).exists()
+
+
 def converted_folder(gguf: Path, python: str, timeout: float = 1800) -> Path:
     """The HF folder for ``gguf``, converted once into the cache (keyed by the file's sha256).
 
     Raises:
         ServerStartError: the conversion failed; the message names the interpreter and its last error line.
     """
-    digest = sha256_file(gguf)[:16]
-    out = cache_dir() / "models" / f"{gguf.stem}-hf-{digest}"
+    out = converted_path(gguf)
     if (out / DONE_MARKER).exists():
         return out
     out.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from medcouncil.serving.health import is_healthy
 from medcouncil.serving.lora_gguf import check_base, gguf_lora
 from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_identity
 from medcouncil.serving.supervise import EngineExit, read_exit
+from medcouncil.serving.vllm_plan import check_model
 
 LOG_TAIL_LINES = 12
 DEATH_TAIL_LINES = 6
@@ -298,6 +299,7 @@ class EngineServer:
                 model_path = converted_folder(gguf, config.python)
             if config.lora:
                 _check_vllm_adapters(config, gguf)
+            check_model(config, _local_model(config, model_path))
         logs = state_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

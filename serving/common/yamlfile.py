@@ -98,4 +98,5 @@ def load_with_overrides(model: type[M], path: Path | None, overrides: dict[str, 
         first = error.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or what
         source = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{source}{field}: {first['msg']}") from error
+        message = str(first["msg"]).removeprefix("Value error, ")  # a validator's own sentence, as written
+        raise ConfigError(f"{source}{field}: {message}") from error
