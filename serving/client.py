@@ -11,7 +11,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlparse
 
 import diskcache
@@ -55,6 +55,9 @@ from medcouncil.serving.dialects import (
     tokenize_request,
 )
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
+
+if TYPE_CHECKING:
+    from medcouncil.serving.pool import EndpointPool
 
 OPENAI_PROVIDER = "autogen_ext.models.openai.OpenAIChatCompletionClient"
 
@@ -234,22 +237,38 @@ class ModelClient:
     """A model behind the OpenAI API: the AutoGen client for agents, plus streamed chat and ``choose``."""
 
     def __init__(
-        self, component: ComponentModel, info: EndpointInfo, settings: ClientSettings, engine: EngineWatch | None = None
+        self,
+        component: ComponentModel,
+        info: EndpointInfo,
+        settings: ClientSettings,
+        engine: EngineWatch | None = None,
+        pool: EndpointPool | None = None,
     ) -> None:
         self.info = info
         self.settings = settings
         self.engine = engine
         """The engine process, when medcouncil started it: a lost connection is then checked against it."""
-        base = ChatCompletionClient.load_component(component)
+        self.pool = pool
+        """The replicas behind this client, when it has several (``serving/pool.py``)."""
+        config = component.config
+        http_client = pool.client(config.get("timeout", settings.timeout)) if pool is not None else None
+        if http_client is not None:  # the same AutoGen client, with its requests routed over the replicas
+            from autogen_ext.models.openai import OpenAIChatCompletionClient
+
+            # http_client reaches AsyncOpenAI (AutoGen passes its init arguments on), though the typed config omits it.
+            make = cast(Any, OpenAIChatCompletionClient)
+            base: ChatCompletionClient = make(**config, http_client=http_client)
+        else:
+            base = ChatCompletionClient.load_component(component)
         client: ChatCompletionClient = LocalEngineClient(
             base, normalize=settings.normalize, fill_stream_usage=not stream_reports_usage(info.dialect)
         )
-        config = component.config
         self._openai = openai.AsyncOpenAI(
             base_url=info.base_url or None,
             api_key=info.api_key or config.get("api_key") or "not-needed",
             timeout=config.get("timeout", settings.timeout),
             max_retries=config.get("max_retries", settings.max_retries),
+            http_client=http_client,
         )
         self.cache_path: Path | None = None
         self._choice_cache: diskcache.Cache | None = None
@@ -280,6 +299,9 @@ class ModelClient:
         if isinstance(error, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
             if self.engine is not None and (died := self.engine.failure(wait=LOST_CONNECTION_WAIT_S)) is not None:
                 return EngineDiedError(died)
+            if self.pool is not None:
+                reasons = "; ".join(f"{r.url}: {r.reason or 'no answer'}" for r in self.pool.replicas)
+                return EndpointUnreachableError(f"endpoint unreachable: no replica of the pool answers ({reasons})")
             return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
         if isinstance(error, openai.APIStatusError):
             if error.status_code in REJECTED_STATUS:
@@ -435,5 +457,7 @@ class ModelClient:
     async def close(self) -> None:
         await self.client.close()
         await self._openai.close()
+        if self.pool is not None:
+            await self.pool.aclose()
         if self._choice_cache is not None:
             self._choice_cache.close()

@@ -9,18 +9,20 @@ numbers from another model than the one asked for are worse than none.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from autogen_core import ComponentModel
 from pydantic import BaseModel
 
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
-from medcouncil.serving.common.errors import EndpointUnreachableError, EngineDiedError, MedcouncilError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError, EngineDiedError, MedcouncilError
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
+from medcouncil.serving.pool import EndpointPool, PoolEvent, check_replicas
 from medcouncil.serving.server import EngineServer, ServerState, engine_failure, read_death, read_state
 
 ENV_ENDPOINT = "MEDCOUNCIL_ENDPOINT"
@@ -36,21 +38,28 @@ class ModelSource(BaseModel):
     endpoint: str | None = None
     api_key: str | None = None
     model: str | None = None
+    replicas: list[str] = []
+    """Every replica's URL when the model is served by several (``endpoint`` is the first): a pool."""
 
     @classmethod
     def resolve(
         cls,
         model_config_path: Path | None = None,
-        endpoint: str | None = None,
+        endpoint: str | Sequence[str] | None = None,
         api_key: str | None = None,
         model: str | None = None,
     ) -> ModelSource:
+        """``endpoint``: one URL, or several (repeated ``--endpoint``, or comma-separated) for a pool of replicas."""
         config_env = os.environ.get(ENV_MODEL_CONFIG)
+        given = [endpoint] if isinstance(endpoint, str) else list(endpoint or [])
+        urls = [url.strip() for item in given or [os.environ.get(ENV_ENDPOINT) or ""] for url in item.split(",")]
+        urls = [url for url in urls if url]
         return cls(
             model_config_path=model_config_path or (Path(config_env) if config_env else None),
-            endpoint=endpoint or os.environ.get(ENV_ENDPOINT),
+            endpoint=urls[0] if urls else None,
             api_key=api_key or os.environ.get(ENV_API_KEY),
             model=model or os.environ.get(ENV_MODEL),
+            replicas=urls if len(urls) > 1 else [],
         )
 
 
@@ -105,10 +114,47 @@ def link_for(base_url: str) -> EngineLink | None:
     return link
 
 
-def _from_component_file(path: Path, settings: ClientSettings) -> ModelClient:
+def pooled_client(
+    urls: Sequence[str],
+    api_key: str | None,
+    model: str | None,
+    settings: ClientSettings,
+    notice: Callable[[str], None],
+    component: ComponentModel | None = None,
+) -> ModelClient:
+    """A client over several replicas of one model, after checking that they serve the same weights and adapters.
+
+    Raises:
+        ConfigError: a replica serves another model, other adapters or other weights (named).
+        EndpointUnreachableError: a replica does not answer.
+    """
+    first = describe_endpoint(urls[0], api_key, model)
+    check_replicas(urls, first.model, api_key)
+
+    def report(event: PoolEvent) -> None:
+        if event.event == "out":
+            notice(f"replica {event.replica} taken out ({event.reason}); its requests go to the other replicas")
+        else:
+            notice(f"replica {event.replica} rejoined the pool")
+
+    pool = EndpointPool(urls, api_key, on_event=report)
+    if component is None:
+        component = endpoint_component(first, settings)
+    return ModelClient(component, first, settings, engine=None, pool=pool)
+
+
+def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[[str], None]) -> ModelClient:
     component = load_component(path)
     config = component.config
     base_url = config.get("base_url")
+    if isinstance(base_url, list):  # a pool: base_url lists the replicas
+        urls = [str(url) for url in base_url]
+        if not urls:
+            raise ConfigError(f"{path}: config.base_url is an empty list")
+        component = component.model_copy(update={"config": {**config, "base_url": urls[0].rstrip("/")}})
+        if len(urls) > 1:
+            return pooled_client(urls, config.get("api_key"), config["model"], settings, notice, component)
+        base_url = urls[0]
     if base_url:
         info = describe_endpoint(base_url, config.get("api_key"), model=None)
         info = EndpointInfo(base_url=info.base_url, model=config["model"], dialect=info.dialect, api_key=info.api_key)
@@ -132,7 +178,9 @@ async def open_model(
     settings = settings or ClientSettings()
     server: EngineServer | None = None
     if source.model_config_path is not None:
-        client = _from_component_file(source.model_config_path, settings)
+        client = _from_component_file(source.model_config_path, settings, notice)
+    elif source.replicas:
+        client = pooled_client(source.replicas, source.api_key, source.model, settings, notice)
     else:
         if source.endpoint:
             info = describe_endpoint(source.endpoint, source.api_key, source.model)

@@ -20,7 +20,7 @@ from medcouncil.scenarios.cli.options import (
     ApiKeyOpt,
     CouncilOpt,
     DataDirOpt,
-    EndpointOpt,
+    EndpointsOpt,
     LimitOpt,
     ModelConfigOpt,
     ModelOpt,
@@ -159,7 +159,7 @@ def arena(
     resume: Annotated[
         Path | None, typer.Option(help="Continue a run folder: answer and judge only what is missing.")
     ] = None,
-    endpoint: EndpointOpt = None,
+    endpoint: EndpointsOpt = None,
     api_key: ApiKeyOpt = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,
@@ -245,8 +245,12 @@ async def _run(
         for spec in config.contestants:
             mode, name, episode = parse_contestant(spec)
             if name not in by_model:
+                pool = primary.model.pool
                 other = ModelSource(
-                    endpoint=primary.model.info.base_url, api_key=primary.model.info.api_key, model=name
+                    endpoint=primary.model.info.base_url,
+                    api_key=primary.model.info.api_key,
+                    model=name,
+                    replicas=[replica.url for replica in pool.replicas] if pool is not None else [],
                 )
                 by_model[name] = await stack.enter_async_context(open_answerers(other, settings, council=council))
             setting = setting_for(by_model[name])

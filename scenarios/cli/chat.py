@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from medcouncil.scenarios.cli.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
+from medcouncil.scenarios.cli.options import ApiKeyOpt, CouncilOpt, EndpointsOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.common.errors import MedcouncilError
 
 if TYPE_CHECKING:  # the council's modules load when a chat starts, not with every command
@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the council's modules load when a chat starts, not with eve
 def chat(
     single: Annotated[bool, typer.Option("--single", help="Start in single-model mode.")] = False,
     lang: Annotated[str, typer.Option("--lang", help="auto, ko or en.")] = "auto",
-    endpoint: EndpointOpt = None,
+    endpoint: EndpointsOpt = None,
     api_key: ApiKeyOpt = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,

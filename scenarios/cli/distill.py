@@ -49,7 +49,10 @@ def _read_manifest(out: Path) -> DistillManifest:
 
 def distill(
     out: Annotated[Path, typer.Option(help="The rationales JSONL (journal; its settings: OUT.run.json).")],
-    teacher: Annotated[str | None, typer.Option(help="The teacher's OpenAI-compatible base URL (…/v1).")] = None,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(help="The teacher's OpenAI-compatible base URL (…/v1); repeat it for replicas of the teacher."),
+    ] = None,
     teacher_model: Annotated[
         str | None, typer.Option(help="The teacher's model name, as the endpoint serves it.")
     ] = None,
@@ -106,7 +109,7 @@ def distill(
             if info.fingerprint != data.fingerprint:
                 raise ConfigError(f"{data.source}: the dataset changed since {out} was started: start a new --out")
             samples = samples[: data.rows]
-            manifest.teacher = teacher or manifest.teacher
+            manifest.teacher = ",".join(teacher) if teacher else manifest.teacher
         else:
             if out.exists() and out.stat().st_size:
                 raise ConfigError(f"{out} already has rows: --resume to continue it, or choose another --out")
@@ -129,7 +132,7 @@ def distill(
                 dataset=info,
                 fields=fields,
                 settings=settings,
-                teacher=teacher,
+                teacher=",".join(teacher),
             )
         path = _manifest_path(out)
         path.write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
@@ -176,16 +179,22 @@ async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concur
     from medcouncil.scenarios.training.distill import Distilled, distil, read_rows
     from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
     from medcouncil.serving.health import describe_endpoint
-    from medcouncil.serving.session import link_for
+    from medcouncil.serving.session import link_for, pooled_client
 
     settings = manifest.settings
-    info = describe_endpoint(manifest.teacher, os.environ.get(TEACHER_KEY_ENV), settings.teacher_model)
+    key = os.environ.get(TEACHER_KEY_ENV)
     # No response cache: every try must be a new sample from the teacher.
     client_settings = ClientSettings(cache=False, temperature=settings.temperature, timeout=timeout)
-    # A teacher that medcouncil started (serve --detach) is watched: its death is named, not "unreachable".
-    client = ModelClient(
-        endpoint_component(info, client_settings), info, client_settings, engine=link_for(info.base_url)
-    )
+    urls = [url.strip() for url in manifest.teacher.split(",") if url.strip()]
+    if len(urls) > 1:  # replicas of the teacher: checked to be the same model, then the least busy asked
+        client = pooled_client(urls, key, settings.teacher_model, client_settings, lambda line: err_console.print(
+            f"[warning]{escape(line)}[/]", soft_wrap=True))  # fmt: skip
+    else:
+        info = describe_endpoint(urls[0], key, settings.teacher_model)
+        # A teacher that medcouncil started (serve --detach) is watched: its death is named, not "unreachable".
+        client = ModelClient(
+            endpoint_component(info, client_settings), info, client_settings, engine=link_for(info.base_url)
+        )
 
     async def ask(messages: list[dict[str, str]], temperature: float, max_tokens: int) -> tuple[str, int, int]:
         from autogen_core.models import SystemMessage, UserMessage

@@ -23,6 +23,14 @@ import typer
 EndpointOpt = Annotated[
     str | None, typer.Option("--endpoint", help="OpenAI-compatible base URL (env MEDCOUNCIL_ENDPOINT).")
 ]
+EndpointsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--endpoint",
+        help="OpenAI-compatible base URL (env MEDCOUNCIL_ENDPOINT); repeat it (or comma-separate) for replicas of "
+        "one model: requests go to the least-busy healthy one.",
+    ),
+]
 ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env MEDCOUNCIL_API_KEY).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model name at the endpoint (env MEDCOUNCIL_MODEL).")]
 ModelConfigOpt = Annotated[

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from medcouncil.scenarios.cli.options import ApiKeyOpt, CouncilOpt, EndpointOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
+from medcouncil.scenarios.cli.options import ApiKeyOpt, CouncilOpt, EndpointsOpt, ModelConfigOpt, ModelOpt, NoCacheOpt
 from medcouncil.serving.common.console import console
 from medcouncil.serving.common.paths import data_dir
 
@@ -49,7 +49,7 @@ async def replay_scenario(
 def replay(
     scenario_path: Annotated[Path, typer.Argument(metavar="SCENARIO.yaml", help="The scenario to replay.")],
     out: Annotated[Path | None, typer.Option(help="Folder for the transcript (default: user data/replays).")] = None,
-    endpoint: EndpointOpt = None,
+    endpoint: EndpointsOpt = None,
     api_key: ApiKeyOpt = None,
     model: ModelOpt = None,
     model_config: ModelConfigOpt = None,

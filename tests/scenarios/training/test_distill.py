@@ -29,6 +29,7 @@ from medcouncil.scenarios.training.distill import (
     teacher_messages,
 )
 from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRejectedError
+from medcouncil.serving.pool import IDENTITY_PROMPT
 from medcouncil.serving.server import ServerState
 from tests.conftest import SHARED, QuietHandler, serving
 
@@ -124,6 +125,8 @@ class Teacher(QuietHandler):
     asked."""
 
     delay = 0.0
+    probes = 0
+    ports: ClassVar[list[int]] = []
     requests: ClassVar[list[dict[str, object]]] = []
     keys: ClassVar[list[str]] = []
 
@@ -132,7 +135,12 @@ class Teacher(QuietHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body["messages"][-1]["content"] == IDENTITY_PROMPT:  # a pool's identity probe: greedy, the same
+            Teacher.probes += 1
+            self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Heart"}}]})
+            return
         Teacher.requests.append(body)
+        Teacher.ports.append(self.server.server_address[1])
         Teacher.keys.append(self.headers.get("Authorization", ""))
         time.sleep(self.delay)
         case = str(body["messages"][-1]["content"])
@@ -153,7 +161,7 @@ class Teacher(QuietHandler):
 
 @pytest.fixture
 def teacher_url() -> Iterator[str]:
-    Teacher.requests, Teacher.keys, Teacher.delay = [], [], 0.0
+    Teacher.requests, Teacher.keys, Teacher.delay, Teacher.probes, Teacher.ports = [], [], 0.0, 0, []
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Teacher)) as server:
         yield f"http://127.0.0.1:{server.server_port}/v1"
 
@@ -372,7 +380,7 @@ def test_a_teacher_that_goes_away_stops_the_run_in_one_line_with_the_resume_hint
                 return
             super().do_POST()
 
-    Teacher.requests, Teacher.keys, Teacher.delay = [], [], 0.0
+    Teacher.requests, Teacher.keys, Teacher.delay, Teacher.probes, Teacher.ports = [], [], 0.0, 0, []
     out = tmp_path / "r.jsonl"
     with serving(ThreadingHTTPServer(("127.0.0.1", 0), Dying)) as server:
         url = f"http://127.0.0.1:{server.server_port}/v1"
@@ -397,3 +405,20 @@ def test_a_teacher_that_goes_away_stops_the_run_in_one_line_with_the_resume_hint
     assert "error:" in done.stderr and url in done.stderr
     assert f"continue with medcouncil distill --resume --out {out}" in " ".join(done.stderr.split())
     assert len(read_rows(out)) == 1  # the item finished before the teacher went away is kept
+
+
+def test_replicas_of_the_teacher_share_the_items(cli: list[str], teacher_url: str, tmp_path: Path) -> None:
+    teacher_port = int(teacher_url.rsplit(":", 1)[1].split("/")[0])
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Teacher)) as second:
+        other = f"http://127.0.0.1:{second.server_port}/v1"
+        out = tmp_path / "r.jsonl"
+        data = str(dataset_file(tmp_path, 4))
+        args = ["distill", "--teacher", teacher_url, "--teacher", other, "--teacher-model", "big-teacher"]
+        done = run_cli(cli, *args, "--dataset", data, "--tries", "2", "--out", str(out))
+        assert done.returncode == 0, done.stderr
+        assert "4 rationales kept" in done.stdout and len(read_rows(out)) == 4
+        manifest = json.loads(out.with_suffix(".run.json").read_text())
+        assert manifest["teacher"] == f"{teacher_url},{other}"
+        # One identity probe per replica (the scripted teacher has no logprobs: its greedy text is compared).
+        assert Teacher.probes == 2 and len(Teacher.requests) == 8
+        assert set(Teacher.ports) == {teacher_port, second.server_port}  # both replicas asked
