@@ -28,7 +28,7 @@ from medcouncil.agents.roles import RETRIEVER, ROLES
 from medcouncil.serving.client import ClientSettings, ModelClient
 from medcouncil.serving.common.console import err_console
 from medcouncil.serving.common.yamlfile import load_yaml
-from medcouncil.serving.session import ModelSource, open_model
+from medcouncil.serving.session import ModelSource, beside, open_model
 from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard
 from medcouncil.tools.search import KnowledgeSearch
 from medcouncil.tools.starter_pack import open_knowledge
@@ -119,9 +119,7 @@ async def open_answerers(
         per_role: dict[str, ChatModel] = dict.fromkeys(ROLES, model)
         for role, role_source in council.models.items():
             if role_source.endpoint is None and role_source.model_config_path is None:
-                role_source = role_source.model_copy(
-                    update={"endpoint": model.info.base_url, "api_key": role_source.api_key or model.info.api_key}
-                )
+                role_source = beside(model, role_source.model, role_source.api_key)
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
         yield Answerers(

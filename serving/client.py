@@ -296,12 +296,21 @@ class ModelClient:
             raise EngineDiedError(died)
 
     def _failure(self, error: Exception) -> MedcouncilError:
-        if isinstance(error, openai.APIConnectionError | openai.APITimeoutError | httpx.TransportError):
+        lost: tuple[type[BaseException], ...] = (
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            httpx.TransportError,
+        )
+        if self.pool is not None:
+            lost += (self.pool.http.TransportError,)
+        if isinstance(error, lost):
             if self.engine is not None and (died := self.engine.failure(wait=LOST_CONNECTION_WAIT_S)) is not None:
                 return EngineDiedError(died)
             if self.pool is not None:
-                reasons = "; ".join(f"{r.url}: {r.reason or 'no answer'}" for r in self.pool.replicas)
-                return EndpointUnreachableError(f"endpoint unreachable: no replica of the pool answers ({reasons})")
+                if not any(r.up for r in self.pool.replicas):
+                    reasons = "; ".join(f"{r.url}: {r.reason}" for r in self.pool.replicas)
+                    return EndpointUnreachableError(f"endpoint unreachable: no replica of the pool answers ({reasons})")
+                return EndpointUnreachableError(f"a replica of the pool failed mid-reply ({type(error).__name__})")
             return EndpointUnreachableError(f"endpoint unreachable: {self.info.base_url} ({type(error).__name__})")
         if isinstance(error, openai.APIStatusError):
             if error.status_code in REJECTED_STATUS:
@@ -369,18 +378,23 @@ class ModelClient:
             return {}
         headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
         found: list[list[int]] = []
+        # A pool's replicas answer it too (the first may be the one that is out).
+        client = self.pool.client(self.settings.timeout) if self.pool is not None else None
+        errors: tuple[type[BaseException], ...] = (httpx.HTTPError,)
+        if self.pool is not None:
+            errors += (self.pool.http.HTTPError,)
         try:
-            async with httpx.AsyncClient(timeout=self.settings.timeout, headers=headers) as http:
+            async with client or httpx.AsyncClient(timeout=self.settings.timeout) as http:
                 for url, body in requests:
-                    response = await http.post(url, json=body)
+                    response = await http.post(url, json=body, headers=headers)
                     if response.status_code in NO_TOKENIZER_STATUS:
                         return {}
                     response.raise_for_status()
                     found.append([int(token) for token in response.json()["tokens"]])
         except (ValueError, KeyError, TypeError):  # an answer that holds no token list: no tokenizer to ask
             return {}
-        except httpx.HTTPError as error:
-            raise self._failure(error) from error
+        except errors as error:
+            raise self._failure(cast(Exception, error)) from error
         return lone_space_bias(found[0], found[1])
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice:

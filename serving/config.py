@@ -247,6 +247,7 @@ class EngineConfig(BaseModel):
         if self.lora:
             command += ["--enable-lora", "--lora-modules"]
             command += [f"{name}={path.expanduser()}" for name, path in self.lora.items()]
+        if self.lora or "--enable-lora" in self.extra_args:  # the limits bound adapters loaded at run time too
             for flag, value in (
                 ("--max-lora-rank", self.max_lora_rank),
                 ("--max-loras", self.max_loras),

@@ -32,6 +32,9 @@ IDENTITY_TOLERANCE = 0.1
 """How far the top token's log-probability may differ between replicas of the same weights (kernels, batch sizes
 and GPUs change the last digits)."""
 PROBE_TIMEOUT = 5.0
+UNAVAILABLE_STATUS = frozenset({502, 503, 504})
+"""Answers that mean the replica cannot serve now (llama.cpp loading, a proxy whose engine is gone): retried on
+another replica."""
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds before a replica that is out is probed again, growing with each failed probe."""
 
@@ -87,6 +90,8 @@ class EndpointPool:
         self.events: list[PoolEvent] = []
         self.retried = 0
         self._picks = 0
+        self._probes: set[asyncio.Task[None]] = set()
+        self._stream_type: type | None = None
         """Requests sent again to another replica after theirs failed."""
         self.http = openai_http()
         self._inner: Any = self.http.AsyncHTTPTransport()
@@ -95,6 +100,11 @@ class EndpointPool:
     def base_url(self) -> str:
         """The URL the clients are built with; every request is re-addressed to the replica chosen for it."""
         return self.replicas[0].url
+
+    def tracked(self, stream: Any, replica: Replica) -> Any:
+        if self._stream_type is None:
+            self._stream_type = _tracked_stream_type(self.http)
+        return self._stream_type(stream, self, replica)
 
     def client(self, timeout: float) -> Any:
         """An async HTTP client (of :func:`openai_http`'s library) whose requests the pool routes."""
@@ -135,7 +145,9 @@ class EndpointPool:
         for replica in self.replicas:
             if not replica.up and not replica.probing and replica.retry_at <= now:
                 replica.probing = True
-                asyncio.get_running_loop().create_task(self._probe(replica))
+                task = asyncio.get_running_loop().create_task(self._probe(replica))
+                self._probes.add(task)
+                task.add_done_callback(self._probes.discard)
 
     async def _probe(self, replica: Replica) -> None:
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -143,9 +155,10 @@ class EndpointPool:
             async with self.http.AsyncClient(timeout=PROBE_TIMEOUT) as probe:
                 response = await probe.get(replica.url + "/models", headers=headers)
             healthy = response.status_code == 200 and bool(response.json().get("data"))
-        except (self.http.HTTPError, ValueError, AttributeError):
+        except Exception:
             healthy = False
-        replica.probing = False
+        finally:
+            replica.probing = False
         if healthy:
             replica.up, replica.reason = True, ""
             self._note(replica, "rejoined", "answers /models again")
@@ -168,6 +181,9 @@ class EndpointPool:
         return any(r.up for r in self.replicas)
 
     async def aclose(self) -> None:
+        for task in list(self._probes):
+            task.cancel()
+        self.on_event = None
         await self._inner.aclose()
 
 
@@ -216,15 +232,48 @@ class _PoolTransport:
             replica.in_flight += 1
             try:
                 response = await self.pool._inner.handle_async_request(routed)
-            except http.TransportError as error:
-                reason = f"{type(error).__name__}: {str(error)[:120]}".rstrip(": ")
-                self.pool.take_out(replica, reason)
+            except (http.NetworkError, http.TimeoutException, http.RemoteProtocolError) as error:
+                replica.in_flight -= 1
+                self.pool.take_out(replica, f"{type(error).__name__}: {str(error)[:120]}".rstrip(": "))
                 self.pool.retried += 1
                 continue
-            finally:
+            except BaseException:
                 replica.in_flight -= 1
+                raise
+            if response.status_code in UNAVAILABLE_STATUS:  # loading, overloaded, or a proxy without its engine
+                await response.aclose()
+                replica.in_flight -= 1
+                self.pool.take_out(replica, f"HTTP {response.status_code}")
+                self.pool.retried += 1
+                continue
             replica.served += 1
+            # The replica stays busy until the body is read (a streamed reply is read long after its headers).
+            response.stream = self.pool.tracked(response.stream, replica)
             return response
+
+
+def _tracked_stream_type(http: ModuleType) -> type:
+    """A byte stream of ``http``'s library that frees its replica when closed and takes it out when cut."""
+
+    class Tracked(http.AsyncByteStream):  # type: ignore[misc,name-defined]
+        def __init__(self, stream: Any, pool: EndpointPool, replica: Replica) -> None:
+            self.stream, self.pool, self.replica, self.done = stream, pool, replica, False
+
+        async def __aiter__(self) -> Any:
+            try:
+                async for chunk in self.stream:
+                    yield chunk
+            except (http.NetworkError, http.TimeoutException, http.RemoteProtocolError) as error:
+                self.pool.take_out(self.replica, f"{type(error).__name__} while replying")
+                raise
+
+        async def aclose(self) -> None:
+            if not self.done:
+                self.done = True
+                self.replica.in_flight -= 1
+            await self.stream.aclose()
+
+    return Tracked
 
 
 @dataclass(frozen=True)

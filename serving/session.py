@@ -63,6 +63,18 @@ class ModelSource(BaseModel):
         )
 
 
+def beside(client: ModelClient, model: str | None = None, api_key: str | None = None) -> ModelSource:
+    """Another model name on ``client``'s endpoint (an adapter, a council role's or a judge's model): the same
+    replicas when it has a pool, its key unless another is given."""
+    pool = client.pool
+    return ModelSource(
+        endpoint=client.info.base_url,
+        api_key=api_key or client.info.api_key,
+        model=model,
+        replicas=[replica.url for replica in pool.replicas] if pool is not None else [],
+    )
+
+
 class EngineLink:
     """The engine process behind a client, where medcouncil started it: why it died, and (for an engine this
     command started itself) one restart on the same port, so the client's URL stays valid."""

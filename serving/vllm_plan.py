@@ -55,17 +55,14 @@ def check_sizes(config: EngineConfig) -> None:
             f"{config.data_parallel_size} = {gpus(config)} GPUs, but {config.nodes} node(s) x "
             f"{config.gpus_per_node} GPUs have {config.nodes * config.gpus_per_node}"
         )
-    if config.nodes > 1 and gpus(config) < config.nodes:
-        raise ValueError(f"{config.nodes} nodes but the sizes use {gpus(config)} GPU(s): a node would sit idle")
-    if config.max_lora_rank is not None and config.max_lora_rank not in VLLM_LORA_RANKS:
+    idle = (config.nodes - 1) * (config.gpus_per_node or 1)
+    if config.nodes > 1 and gpus(config) <= idle:
+        raise ValueError(
+            f"{config.nodes} nodes but the sizes use {gpus(config)} GPU(s): {config.nodes - 1} node(s) would do"
+        )
+    if config.engine == "vllm" and config.max_lora_rank is not None and config.max_lora_rank not in VLLM_LORA_RANKS:
         ranks = ", ".join(map(str, VLLM_LORA_RANKS))
         raise ValueError(f"max_lora_rank {config.max_lora_rank}: vLLM accepts {ranks}")
-    if (
-        (config.max_loras or config.max_cpu_loras or config.max_lora_rank)
-        and not config.lora
-        and config.engine == "vllm"
-    ):
-        raise ValueError("max_loras, max_cpu_loras, max_lora_rank: no LoRA adapter is served (--lora NAME=DIR)")
     if config.max_cpu_loras is not None and config.max_cpu_loras < (config.max_loras or 1):
         raise ValueError(f"max_cpu_loras {config.max_cpu_loras} is below max_loras {config.max_loras or 1}")
 
@@ -112,8 +109,19 @@ def check_model(config: EngineConfig, folder: Path | None) -> None:
     if isinstance(layers, int) and layers < config.pipeline_parallel_size:
         raise ConfigError(f"{where}: {layers} layers cannot make {config.pipeline_parallel_size} pipeline stages")
     positions = model.get("max_position_embeddings")
-    if isinstance(positions, int) and config.max_model_len and config.max_model_len > positions:
-        raise ConfigError(f"{where}: max_model_len {config.max_model_len} is above the model's {positions}")
+    scaling = model.get("rope_scaling")
+    factor = float(scaling.get("factor", 1.0)) if isinstance(scaling, dict) else 1.0  # YaRN and kin stretch it
+    allowed = os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN") == "1"  # vLLM's own override, honoured
+    if (
+        isinstance(positions, int)
+        and config.max_model_len
+        and config.max_model_len > positions * factor
+        and not allowed
+    ):
+        raise ConfigError(
+            f"{where}: max_model_len {config.max_model_len} is above the model's {int(positions * factor)} "
+            "(VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 overrides, as for vLLM)"
+        )
 
 
 def size_args(config: EngineConfig) -> list[str]:

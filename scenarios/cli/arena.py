@@ -225,7 +225,7 @@ async def _run(
     from medcouncil.scenarios.arena.journal import ArenaJournal, parse_contestant
     from medcouncil.scenarios.bench.modes import MODES, doctors, setting_for
     from medcouncil.serving.client import ClientSettings
-    from medcouncil.serving.session import ModelSource
+    from medcouncil.serving.session import beside
 
     journal = ArenaJournal(directory)
     config = manifest.config
@@ -245,13 +245,7 @@ async def _run(
         for spec in config.contestants:
             mode, name, episode = parse_contestant(spec)
             if name not in by_model:
-                pool = primary.model.pool
-                other = ModelSource(
-                    endpoint=primary.model.info.base_url,
-                    api_key=primary.model.info.api_key,
-                    model=name,
-                    replicas=[replica.url for replica in pool.replicas] if pool is not None else [],
-                )
+                other = beside(primary.model, name)
                 by_model[name] = await stack.enter_async_context(open_answerers(other, settings, council=council))
             setting = setting_for(by_model[name])
             if episode:
@@ -280,7 +274,7 @@ async def _judges(
     from medcouncil.agents.arena_judge import ModelJudge, ReferenceJudge
     from medcouncil.scenarios.arena.human import HumanJudge
     from medcouncil.scenarios.episodes.run import JUDGE_KEY_ENV
-    from medcouncil.serving.session import ModelSource, open_model
+    from medcouncil.serving.session import ModelSource, beside, open_model
 
     made: list[PairJudge] = []
     for name in names:
@@ -293,9 +287,11 @@ async def _judges(
             if config.judge_endpoint or config.judge_model:
                 # another endpoint brings its own key (from the environment only); another model on the
                 # contestants' endpoint shares theirs
-                key = os.environ.get(JUDGE_KEY_ENV) if config.judge_endpoint else primary.model.info.api_key
-                endpoint = config.judge_endpoint or primary.model.info.base_url
-                other = ModelSource(endpoint=endpoint, api_key=key, model=config.judge_model)
+                if config.judge_endpoint:
+                    key = os.environ.get(JUDGE_KEY_ENV)
+                    other = ModelSource(endpoint=config.judge_endpoint, api_key=key, model=config.judge_model)
+                else:
+                    other = beside(primary.model, config.judge_model)
                 judge_model = await stack.enter_async_context(open_model(other, settings))
             identity = f"{judge_model.info.base_url}#{judge_model.name}"
             if config.judge_identity and config.judge_identity != identity:

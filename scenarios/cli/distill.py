@@ -82,13 +82,20 @@ def distill(
     """
     from medcouncil.scenarios.datasets.generic import FieldMap
     from medcouncil.scenarios.datasets.registry import load_dataset
-    from medcouncil.scenarios.training.distill import DistillManifest, DistillSettings, read_rows, tally
+    from medcouncil.scenarios.training.distill import (
+        SCHEMA_VERSION,
+        DistillManifest,
+        DistillSettings,
+        read_rows,
+        tally,
+    )
     from medcouncil.serving.common.locks import held
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with held(out.with_name(out.name + ".lock"), f"the distillation output {out}"):
         if resume:
             manifest = _read_manifest(out)
+            manifest.schema_version = SCHEMA_VERSION  # rows from now on are of this version (older ones still read)
             if teacher_model and teacher_model != manifest.settings.teacher_model:
                 raise ConfigError(
                     f"{out} was distilled from {manifest.settings.teacher_model!r}, not "

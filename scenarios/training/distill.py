@@ -91,6 +91,8 @@ class Distilled(BaseModel):
     """Every reply's text, in the order of ``answers`` (schema 2; empty in older journals)."""
     question: str = ""
     """The item's question, the text decontamination checks (schema 2)."""
+    kept_try: int | None = None
+    """Which reply (1-based) is the kept one (schema 2)."""
     reason: str
     teacher: str
     teacher_model: str
@@ -139,7 +141,8 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
         try:
             reply, prompt_tokens, completion_tokens = await teacher(messages, settings.temperature, settings.max_tokens)
         except RequestRejectedError as error:
-            reason = f"refused: {error}"
+            if kept_at is None:  # after a kept reply, a refusal only ends the search for a miss
+                reason = f"refused: {error}"
             break
         used = [used[0] + prompt_tokens, used[1] + completion_tokens]
         said, reasoning = read_final(reply, sample.options)
@@ -164,6 +167,7 @@ async def distil_one(sample: Sample, teacher: Teacher, settings: DistillSettings
         answers=answers,
         replies=replies,
         question=sample.question,
+        kept_try=kept_at,
         reason=reason,
         teacher=teacher_url,
         teacher_model=settings.teacher_model,
@@ -210,14 +214,11 @@ def tally(rows: Sequence[Distilled]) -> dict[str, int]:
 def pair_of(row: Distilled) -> tuple[str, str] | None:
     """The row's (chosen, rejected) replies: the kept reply against the first that misses the gold option (a wrong
     letter before an unreadable one); None without both or without the replies' text (a schema-1 journal)."""
-    if not row.kept or len(row.replies) != len(row.answers):
+    if not row.kept or not row.kept_try or len(row.replies) != len(row.answers):
         return None
-    chosen = next(
-        (text for text, said in zip(row.replies, row.answers, strict=True) if said == row.gold and text.strip()),
-        None,
-    )
+    chosen = row.replies[row.kept_try - 1]  # the reply that reasoned to the gold option, not a bare answer line
     missed = [(said is None, n) for n, said in enumerate(row.answers) if said != row.gold and row.replies[n].strip()]
-    if chosen is None or not missed:
+    if not chosen.strip() or not missed:
         return None
     rejected = row.replies[min(missed)[1]]
     return (chosen, rejected) if rejected.strip() != chosen.strip() else None

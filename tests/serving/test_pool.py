@@ -41,6 +41,9 @@ class Replica(QuietHandler):
         log: list[str] = settings["log"]  # type: ignore[assignment]
         log.append(str(body["messages"][-1]["content"]))
         time.sleep(float(settings.get("delay", 0.0)))  # type: ignore[arg-type]
+        if settings.get("status"):
+            self.reply(int(settings["status"]), {"error": "loading"})  # type: ignore[call-overload]
+            return
         token, logprob = settings.get("top", (" Heart", -0.5))  # type: ignore[misc]
         self.answer(
             {
@@ -229,3 +232,23 @@ def test_the_identity_check_names_the_odd_replica(fleet: Fleet) -> None:
         check_replicas(same, "other", None)
     with pytest.raises(ConfigError, match="the same endpoint is given twice"):
         EndpointPool([same[0], same[0] + "/"])
+
+
+def test_an_unavailable_replica_is_skipped_and_every_reply_frees_its_replica(fleet: Fleet) -> None:
+    urls = [fleet.start("loading", status=503), fleet.start("ready")]
+
+    async def run() -> EndpointPool:
+        pool = EndpointPool(urls)
+        async with pool.client(timeout=5) as http:
+            for n in range(3):
+                response = await http.post(urls[0] + "/chat/completions", json={"messages": [{"content": f"q{n}"}]})
+                assert response.json()["choices"][0]["message"]["content"] == "from ready"
+            async with http.stream("POST", urls[0] + "/chat/completions", json={"messages": [{"content": "s"}]}) as r:
+                assert pool.replicas[1].in_flight == 1  # busy while its reply is being read
+                await r.aread()
+        await pool.aclose()
+        return pool
+
+    pool = asyncio.run(run())
+    assert [(e.replica, e.event, e.reason) for e in pool.events] == [(urls[0], "out", "HTTP 503")]
+    assert [r.in_flight for r in pool.replicas] == [0, 0] and pool.replicas[1].served == 4

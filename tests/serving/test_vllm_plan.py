@@ -29,9 +29,9 @@ def load(**fields: object) -> EngineConfig:
          "nodes > 1 needs distributed_executor_backend ray"),
         ({"engine": "vllm", "tensor_parallel_size": 8, "pipeline_parallel_size": 2, "nodes": 2, "gpus_per_node": 4},
          "= 16 GPUs, but 2 node.s. x 4 GPUs have 8"),
-        ({"engine": "vllm", "nodes": 3, "tensor_parallel_size": 2}, "3 nodes but the sizes use 2 GPU.s.: a node"),
+        ({"engine": "vllm", "nodes": 3, "tensor_parallel_size": 2}, "3 nodes but the sizes use 2 GPU.s.: 2 node"),
+        ({"engine": "vllm", "nodes": 2, "tensor_parallel_size": 8, "gpus_per_node": 8}, "2 nodes but the sizes use 8"),
         ({"engine": "vllm", "lora": ["a=/x"], "max_lora_rank": 48}, "max_lora_rank 48: vLLM accepts 1, 8, 16"),
-        ({"engine": "vllm", "max_loras": 2}, "no LoRA adapter is served"),
         ({"engine": "vllm", "lora": ["a=/x"], "max_loras": 4, "max_cpu_loras": 2}, "max_cpu_loras 2 is below"),
         ({"engine": "vllm", "tensor_parallel_size": 0}, "tensor_parallel_size: Input should be greater than"),
     ],
@@ -62,6 +62,9 @@ def test_the_models_config_decides_heads_layers_and_context(tmp_path: Path) -> N
         check_model(load(engine="vllm", pipeline_parallel_size=64, gpus_per_node=64), model)
     with pytest.raises(ConfigError, match="max_model_len 200000 is above the model's 131072"):
         check_model(load(engine="vllm", max_model_len=200000), model)
+    text["rope_scaling"] = {"rope_type": "yarn", "factor": 2.0}  # a stretched context is the model's too
+    (model / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
+    check_model(load(engine="vllm", max_model_len=200000), model)
     check_model(load(engine="vllm", tensor_parallel_size=3, gpus_per_node=4), None)  # a hub id: nothing local
 
 
@@ -80,6 +83,9 @@ def test_size_flags_and_the_cluster_plan() -> None:
     assert steps[2].where.startswith("the head node") and steps[2].command == ["vllm", "serve"]
     replicas = load(engine="vllm", tensor_parallel_size=4, data_parallel_size=2, nodes=2, gpus_per_node=4)
     assert size_args(replicas)[-2:] == ["--data-parallel-backend", "ray"]
+    limits = load(engine="vllm", model="/m", max_loras=2, extra_args=["--enable-lora"])  # adapters loaded later
+    assert "--max-loras" in limits.command(8000, None, Path("."))
+    assert "--max-loras" not in load(engine="vllm", model="/m", max_loras=2).command(8000, None, Path("."))
     keyed = load(engine="vllm", api_key="s3cret")
     assert plan(keyed, ["x"])[0].environment == ["VLLM_API_KEY"] and "s3cret" not in plan(keyed, ["x"])[0].line()
 

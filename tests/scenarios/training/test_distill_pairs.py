@@ -22,7 +22,7 @@ from medcouncil.scenarios.training.distill import (
     teacher_messages,
 )
 from medcouncil.scenarios.training.preferences import decontaminate_pairs, load_preferences
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, RequestRejectedError
 from medcouncil.serving.training.config import FinetuneConfig
 from tests.scenarios.training.test_distill import sample, scripted
 
@@ -66,6 +66,23 @@ def test_the_rejected_reply_is_a_wrong_letter_before_an_unreadable_one() -> None
     assert not unkept.kept and pair_of(unkept) is None
     old = row.model_copy(update={"replies": []})  # a schema-1 row: letters only, no text to train on
     assert pair_of(old) is None
+    # A bare gold answer line before the kept reply is not the chosen one: the kept reply is.
+    said = ["Final answer: A", "Smoker.\nFinal answer: B", "Reversible.\nFinal answer: A"]
+    bare = asyncio.run(distil_one(sample(4), scripted({"Case 4": list(said)}), PAIRS, "u"))
+    assert bare.kept_try == 3 and pair_of(bare) == (said[2], said[1])
+
+
+def test_a_refusal_after_the_kept_reply_keeps_it() -> None:
+    calls = iter(["Reversible.\nFinal answer: A"])
+
+    async def then_refuses(messages: list[dict[str, str]], temperature: float, max_tokens: int) -> tuple[str, int, int]:
+        reply = next(calls, None)
+        if reply is None:
+            raise RequestRejectedError("http://t/v1 refused the request (HTTP 400): too long")
+        return reply, 1, 1
+
+    row = asyncio.run(distil_one(sample(1), then_refuses, PAIRS, "http://t/v1"))
+    assert row.kept and row.reason == "matched the gold letter at try 1" and tally([row])["refused"] == 0
 
 
 def journal(tmp_path: Path) -> Path:
