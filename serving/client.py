@@ -54,6 +54,7 @@ from medcouncil.serving.dialects import (
     stream_reports_usage,
     tokenize_request,
 )
+from medcouncil.serving.health import bearer
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
 if TYPE_CHECKING:
@@ -376,7 +377,7 @@ class ModelClient:
         requests = [r for t in ("", " ") if (r := tokenize_request(info.dialect, info.base_url, info.model, t))]
         if len(requests) < 2:  # the engine offers no tokenizer
             return {}
-        headers = {"Authorization": f"Bearer {self.info.api_key}"} if self.info.api_key else {}
+        headers = bearer(self.info.api_key)
         found: list[list[int]] = []
         # A pool's replicas answer it too (the first may be the one that is out).
         client = self.pool.client(self.settings.timeout) if self.pool is not None else None

@@ -28,6 +28,11 @@ HEALTH_ATTEMPTS = 3
 """Requests before an endpoint counts as down (0.5 s, then 1 s between them)."""
 
 
+def bearer(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization`` header for ``api_key`` (none without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
 def list_models(
     base_url: str, api_key: str | None = None, timeout: float = HEALTH_TIMEOUT, attempts: int = HEALTH_ATTEMPTS
 ) -> list[dict[str, Any]]:
@@ -37,7 +42,7 @@ def list_models(
         EndpointUnreachableError: no answer after the retries, or not an OpenAI-compatible model listing.
     """
     url = base_url.rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = bearer(api_key)
     for attempt in range(1, attempts + 1):
         try:
             response = httpx.get(url, headers=headers, timeout=timeout)

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
-from medcouncil.serving.health import list_models
+from medcouncil.serving.health import bearer, list_models
 
 IDENTITY_PROMPT = "Name one organ of the human body."
 """The identity probe's message: one greedy token of it, with its top log-probabilities, fingerprints the weights."""
@@ -89,10 +89,10 @@ class EndpointPool:
         self.on_event = on_event
         self.events: list[PoolEvent] = []
         self.retried = 0
+        """Requests sent again to another replica after theirs failed."""
         self._picks = 0
         self._probes: set[asyncio.Task[None]] = set()
         self._stream_type: type | None = None
-        """Requests sent again to another replica after theirs failed."""
         self.http = openai_http()
         self._inner: Any = self.http.AsyncHTTPTransport()
 
@@ -109,13 +109,6 @@ class EndpointPool:
     def client(self, timeout: float) -> Any:
         """An async HTTP client (of :func:`openai_http`'s library) whose requests the pool routes."""
         return self.http.AsyncClient(transport=_PoolTransport(self), timeout=timeout)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "replicas": {r.url: {"served": r.served, "up": r.up, "reason": r.reason} for r in self.replicas},
-            "retried": self.retried,
-            "events": [{"replica": e.replica, "event": e.event, "reason": e.reason} for e in self.events],
-        }
 
     def _note(self, replica: Replica, event: str, reason: str) -> None:
         record = PoolEvent(replica.url, event, reason)
@@ -150,7 +143,7 @@ class EndpointPool:
                 task.add_done_callback(self._probes.discard)
 
     async def _probe(self, replica: Replica) -> None:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        headers = bearer(self.api_key)
         try:
             async with self.http.AsyncClient(timeout=PROBE_TIMEOUT) as probe:
                 response = await probe.get(replica.url + "/models", headers=headers)
@@ -293,7 +286,7 @@ def identify(url: str, model: str, api_key: str | None) -> ReplicaIdentity:
     if model not in ids:
         raise EndpointUnreachableError(f"replica {url} does not serve {model!r} (it serves: {', '.join(sorted(ids))})")
     models = tuple(sorted((str(e.get("id")), str(e.get("root") or ""), str(e.get("parent") or "")) for e in listing))
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = bearer(api_key)
     body = {
         "model": model,
         "messages": [{"role": "user", "content": IDENTITY_PROMPT}],

@@ -172,7 +172,7 @@ def _dry_run(engine_config: EngineConfig) -> None:
     port = engine_config.port or 8000
     command = engine_config.command(port, model_path, Path("."))
     steps = plan(engine_config, command)
-    size = engine_config
+    size = engine_config  # shorter lines below
     console.print(
         f"# vLLM: tensor {size.tensor_parallel_size} x pipeline {size.pipeline_parallel_size} x data "
         f"{size.data_parallel_size} = {gpus(size)} GPU(s) on {size.nodes} node(s); endpoint http://127.0.0.1:{port}/v1",
