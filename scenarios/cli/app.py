@@ -62,6 +62,7 @@ def expected_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except MedcouncilError as error:
+            err_console.quiet = False  # a quiet process (a training rank other than 0) still reports its failure
             first, _, rest = str(error).partition("\n")
             err_console.print(f"[error]error:[/] {escape(first)}", soft_wrap=True)  # a message is text, not markup
             if rest:

@@ -52,6 +52,9 @@ def print_card(card: RunCard, out: Path) -> None:
         f"[usage]{card.tokens_per_second:.1f} tokens/s · {card.train_seconds:.0f} s training · "
         f"{card.wall_seconds:.0f} s wall · peak RSS {card.peak_rss_mb:.0f} MB[/]"
     )
+    if card.method == "full":
+        console.print(f"[notice]model (HF folder), run card and report in {escape(str(out))}[/]")
+        return
     console.print(
         f"[notice]adapter, run card and report in {escape(str(out))}[/] · serve it with "
         f"[bold]medcouncil serve --lora NAME={out}[/]"
@@ -122,7 +125,14 @@ def finetune(
     epochs: Annotated[float | None, typer.Option(help="Passes over the data (1).")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Examples per forward pass (4).")] = None,
-    grad_accum: Annotated[int | None, typer.Option(help="Gradient accumulation steps (1).")] = None,
+    grad_accum: Annotated[int | None, typer.Option(help="Micro-batches per step and process (1).")] = None,
+    global_batch: Annotated[
+        int | None,
+        typer.Option(help="Examples per step across every process (sets --grad-accum; any process count dividing it)."),
+    ] = None,
+    fsdp: Annotated[
+        bool | None, typer.Option("--fsdp", help="Shard weights and optimizer across processes (--method full).")
+    ] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (less memory).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="Longest example in tokens (512).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything drawn at random (0).")] = None,
@@ -135,6 +145,7 @@ def finetune(
     data_dir: DataDirOpt = None,
     merge: Annotated[bool | None, typer.Option("--merge", help="Also write the merged HF model (OUT/merged).")] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads (all cores).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="float32 (default; CPUs) or bfloat16 (recent GPUs).")] = None,
     config: Annotated[Path | None, typer.Option("--config", help="Finetune config YAML (flags override it).")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue the run in this folder (last checkpoint).")] = None,
 ) -> None:
@@ -146,6 +157,7 @@ def finetune(
     require("train", "medcouncil finetune")
     from medcouncil.serving.training import checkpoint
     from medcouncil.serving.training.card import StepLog
+    from medcouncil.serving.training.distributed import is_main_launch
     from medcouncil.serving.training.model import resolve_base
     from medcouncil.serving.training.train import Trainer
 
@@ -181,6 +193,8 @@ def finetune(
             max_steps=max_steps,
             batch_size=batch_size,
             grad_accum=grad_accum,
+            global_batch=global_batch,
+            fsdp=fsdp,
             gradient_checkpointing=gradient_checkpointing,
             max_seq_len=max_seq_len,
             seed=seed,
@@ -193,12 +207,16 @@ def finetune(
             data_dir=data_dir,
             merge=merge,
             threads=threads,
+            dtype=dtype,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
         )
         if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():
             raise ConfigError(
                 f"{settings.out} already holds a run: continue it with --resume {settings.out}, or choose another --out"
             )
+    main = is_main_launch()  # under torchrun / accelerate launch, rank 0 alone speaks and writes
+    if not main:
+        err_console.quiet = True
     examples, source = _examples(settings, decontaminate)
     checkpoint.prepare_out(settings.out)
     err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
@@ -211,6 +229,7 @@ def finetune(
         TextColumn("{task.fields[speed]} tok/s"),
         TimeRemainingColumn(),
         console=err_console,
+        disable=not main,
     )
     task = progress.add_task("steps", total=None, loss="-", speed="-")
 
@@ -232,4 +251,5 @@ def finetune(
         trainer = Trainer(settings, examples, info, source, on_step=on_step)
     with progress:
         card = trainer.run(resume=resume is not None)
-    print_card(card, settings.out)
+    if main:
+        print_card(card, settings.out)

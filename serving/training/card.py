@@ -69,6 +69,8 @@ class RunCard(BaseModel):
     config_fields: dict[str, Any]
     """The settings that decide the weights (a resume must match them)."""
     total_steps: int
+    processes: int = 1
+    """Processes that trained the last segment of the run (``torchrun`` / ``accelerate launch``)."""
     steps: list[StepLog] = Field(default_factory=list)
     evals: list[EvalLog] = Field(default_factory=list)
     tokens: int = 0
@@ -90,10 +92,12 @@ class RunCard(BaseModel):
         data_source: str,
         data_fingerprint: str,
         tokenized: Sequence[Tokenized],
-        train: int,
-        held_out: int,
+        split: tuple[int, int],
         total_steps: int,
+        processes: int = 1,
     ) -> RunCard:
+        """``split``: (training, held-out) examples."""
+        train, held_out = split
         lengths = [len(t.input_ids) for t in tokenized]
         return cls(
             medcouncil_version=version("medcouncil"),
@@ -110,8 +114,9 @@ class RunCard(BaseModel):
                 max_tokens=max(lengths, default=0),
             ),
             config=config.model_dump(mode="json"),
-            config_fields=config.training_fields(),
+            config_fields=config.training_fields(processes),
             total_steps=total_steps,
+            processes=processes,
         )
 
     def adopt(self, saved: RunCard, checkpoint: str) -> None:
@@ -178,7 +183,8 @@ def report_html(card: RunCard) -> str:
             "method",
             f"{card.method}{' by DPO' if card.config.get('objective') == 'dpo' else ''}, {card.total_steps} steps, "
             f"lr {card.config['learning_rate']}, batch "
-            f"{card.config['batch_size']} x accumulation {card.config['grad_accum']}",
+            f"{card.config['batch_size']} x {card.config_fields.get('grad_accum', card.config['grad_accum'])} "
+            f"micro-batches per step on {card.processes} process{'es' if card.processes > 1 else ''}",
         ),
         (
             "throughput",

@@ -22,6 +22,9 @@ from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
 TENSORS = "training.pt"
+OPTIMIZER_BY_NAME = "optimizer_by_name"
+"""A sharded run's optimizer state, gathered whole and keyed by parameter name (``optimizer``: a plain
+``state_dict``)."""
 DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -119,22 +122,24 @@ def save(
     scheduler: Any,
     progress: dict[str, Any],
     keep: int,
-    rng: dict[str, Any] | None = None,
+    given: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``; ``rng``: the random state to
-    resume with (default: the current one).
+    """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``. ``given`` replaces what would
+    be read from the objects: ``rng`` (the random state to resume with; default: the current one), or a sharded
+    model's gathered weights (``model``) and optimizer state (``OPTIMIZER_BY_NAME``).
 
     Raises:
         DiskFullError: no space (or a file size limit) while writing; the partial folder is removed and every
             finished checkpoint is left as it was.
     """
     folder = out / CHECKPOINTS
-    tensors = {
-        "model": trainable_state(model),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "rng": rng if rng is not None else rng_state(),
-    }
+    given = given or {}
+    tensors: dict[str, Any] = {"scheduler": scheduler.state_dict(), "rng": given.get("rng") or rng_state()}
+    tensors["model"] = given["model"] if "model" in given else trainable_state(model)
+    if OPTIMIZER_BY_NAME in given:
+        tensors[OPTIMIZER_BY_NAME] = given[OPTIMIZER_BY_NAME]
+    else:
+        tensors["optimizer"] = optimizer.state_dict()
     try:
         target = write_whole(folder, f"step-{step:06d}", tensors, {"step": step, **progress})
     except OSError as error:

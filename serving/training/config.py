@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.yamlfile import load_with_overrides
 
 Method = Literal["lora", "qlora", "full"]
@@ -62,7 +63,15 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(default=4, ge=1)
     """Examples per forward pass."""
     grad_accum: int = Field(default=1, ge=1)
-    """Forward passes per optimizer step (effective batch = batch_size x grad_accum x processes)."""
+    """Forward passes per optimizer step and process (global batch = batch_size x grad_accum x processes)."""
+    global_batch: int | None = Field(default=None, ge=1)
+    """Examples per optimizer step across every process; sets ``grad_accum`` to global_batch / (batch_size x
+    processes), so the same run (the same micro-batches, the same weights) is had on any number of processes that
+    divides it. None: ``grad_accum`` as given."""
+    fsdp: bool = False
+    """Shard the weights, gradients and optimizer states across the launched processes (PyTorch FSDP, per decoder
+    layer): full fine-tuning of a model that does not fit one device. ``--method full`` under ``torchrun`` or
+    ``accelerate launch``; without it, several processes train by DDP (a whole copy each)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more time."""
     max_seq_len: int = Field(default=512, ge=16)
@@ -100,6 +109,10 @@ class FinetuneConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> FinetuneConfig:
+        if self.global_batch is not None and self.grad_accum != 1:
+            raise ValueError("give global_batch or grad_accum, not both: global_batch sets grad_accum per process")
+        if self.global_batch is not None and self.global_batch % self.batch_size:
+            raise ValueError(f"global_batch {self.global_batch} is not a multiple of batch_size {self.batch_size}")
         if not self.target_modules and self.method != "full":
             raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj)")
         if self.objective != "sft" and self.method == "full":
@@ -113,12 +126,30 @@ class FinetuneConfig(BaseModel):
         """Defaults, then the YAML file, then the overrides that are set."""
         return load_with_overrides(cls, path, overrides, "finetune config")
 
-    def training_fields(self) -> dict[str, Any]:
-        """The fields that decide the weights (a resumed run must match them)."""
+    def accumulation(self, processes: int = 1) -> int:
+        """Micro-batches each process accumulates per optimizer step.
+
+        Raises:
+            ConfigError: ``global_batch`` is not a multiple of ``batch_size`` x ``processes``.
+        """
+        if self.global_batch is None:
+            return self.grad_accum
+        share = self.batch_size * processes
+        if self.global_batch % share:
+            raise ConfigError(
+                f"--global-batch {self.global_batch} is not a multiple of --batch-size {self.batch_size} x "
+                f"{processes} process{'es' if processes > 1 else ''} ({share}): choose a global batch, batch size "
+                f"and process count that divide evenly"
+            )
+        return self.global_batch // share
+
+    def training_fields(self, processes: int = 1) -> dict[str, Any]:
+        """The fields that decide the weights (a resumed run must match them). ``grad_accum`` is the micro-batches of
+        an optimizer step across every process, so that a run resumed on another number of processes matches."""
         # SFT runs keep the fields they had before DPO existed, so that their checkpoints still resume
         grpo = {"group_size", "kl_weight", "max_new_tokens", "temperature"}
         preference = {"dpo": grpo, "grpo": {"beta"}}.get(self.objective, {"objective", "beta", *grpo})
-        return self.model_dump(
+        fields = self.model_dump(
             mode="json",
             exclude={
                 "out",
@@ -128,6 +159,10 @@ class FinetuneConfig(BaseModel):
                 "save_every",
                 "keep_checkpoints",
                 "data_dir",
+                "global_batch",
+                "fsdp",
                 *preference,
             },
         )
+        fields["grad_accum"] = self.accumulation(processes) * processes
+        return fields

@@ -26,6 +26,18 @@ from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_card
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import IGNORE, Tokenized, fingerprint, split_eval, tokenize
+from medcouncil.serving.training.distributed import (
+    check_fsdp,
+    full_optimizer_state,
+    full_weights,
+    load_full_optimizer_state,
+    micro_seed,
+    my_share,
+    reduce_sum,
+    resumed_on,
+    set_gradient_sync,
+    shard,
+)
 from medcouncil.serving.training.evaluate import held_out_loss
 from medcouncil.serving.training.model import BaseModelInfo, LabelledLoss, load_model, load_tokenizer, set_threads
 
@@ -74,7 +86,7 @@ def collate(items: Sequence[Tokenized], pad_id: int) -> Batch:
 def plan_steps(train_size: int, config: FinetuneConfig, processes: int = 1) -> tuple[int, int]:
     """(optimizer steps, micro-batches per epoch) for the configured epochs or max steps."""
     per_epoch = math.ceil(train_size / config.batch_size)
-    per_step = config.grad_accum * processes
+    per_step = config.accumulation(processes) * processes
     if config.max_steps is not None:
         return config.max_steps, per_epoch
     return max(1, math.ceil(per_epoch * config.epochs / per_step)), per_epoch
@@ -105,20 +117,23 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _accumulate(accelerator: Any, loss_fn: Any, batches: list[Batch], device: Any) -> tuple[float, int]:
-    """One optimizer step's gradients: this process's share of the step's micro-batches, each loss scaled by the
-    units (labelled tokens, or preference pairs) of the whole step (every process's), so that the update is the
-    mean over them. Returns the step's mean loss (this process's share) and its units."""
-    step_labelled = max(1, sum(b.units for b in batches))
-    mine = batches[accelerator.process_index :: accelerator.num_processes]
-    step_loss = 0.0
-    for index, batch in enumerate(mine):
-        sync = index == len(mine) - 1
+def _accumulate(accelerator: Any, loss_fn: Any, batches: list[Batch], device: Any, seed: int, step: int) -> float:
+    """One optimizer step's gradients: this process's share of the step's micro-batches (``distributed``), each
+    loss scaled by the units (labelled tokens, or preference pairs) of the whole step, every process's, so that the
+    update is the mean over them. Each micro-batch draws its dropout (or samples) from its own seed. Returns the
+    step's mean loss (summed over the processes)."""
+    step_units = max(1, sum(b.units for b in batches))
+    mine = my_share(batches, accelerator.process_index, accelerator.num_processes)
+    share = 0.0
+    for n, (index, batch) in enumerate(mine):
+        sync = n == len(mine) - 1
+        torch.manual_seed(micro_seed(seed, step, index))
+        set_gradient_sync(loss_fn, sync)
         with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
             loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
-            accelerator.backward(loss_sum * accelerator.num_processes / step_labelled)
-        step_loss += float(loss_sum.detach()) / step_labelled
-    return step_loss, step_labelled
+            accelerator.backward(loss_sum * accelerator.num_processes / step_units)
+        share += float(loss_sum.detach()) / step_units
+    return reduce_sum(accelerator, share)
 
 
 class Trainer:
@@ -170,17 +185,21 @@ class Trainer:
         """
         from accelerate import Accelerator
 
+        set_threads(self.config.threads)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        processes = accelerator.num_processes
+        check_fsdp(self.config)
+        if resume:  # the checkpoint's micro-batches per step, shared by this launch's processes
+            self.config = resumed_on(self.config, processes)
         config, out = self.config, self.config.out
-        set_threads(config.threads)
         torch.manual_seed(config.seed)
         random.seed(config.seed)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
         tokenizer = load_tokenizer(self.base)
         pad_id = int(tokenizer.pad_token_id)
         tokenized = self._tokenized(tokenizer)
         train_idx, eval_idx = self._split()
-        total_steps, _ = plan_steps(len(train_idx), config, accelerator.num_processes)
-        per_step = config.grad_accum * accelerator.num_processes
+        total_steps, _ = plan_steps(len(train_idx), config, processes)
+        per_step = config.accumulation(processes) * processes
         plan = micro_batches(train_idx, config, total_steps * per_step)
         card = RunCard.new(
             config,
@@ -188,20 +207,11 @@ class Trainer:
             self.data_source,
             self._fingerprint(),
             self._flat(tokenized),
-            len(train_idx),
-            len(eval_idx),
+            (len(train_idx), len(eval_idx)),
             total_steps,
+            processes,
         )
-
-        model = load_model(self.base, config)
-        loss_fn = self._loss(model)
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
-        start = 0
-        if resume:
-            start = self._restore(model, optimizer, scheduler, card)
-        loss_fn, optimizer = accelerator.prepare(loss_fn, optimizer)
+        model, loss_fn, optimizer, scheduler, start = self._setup(accelerator, card, resume)
         loss_fn.train()
         device = accelerator.device
         eval_items = [tokenized[i] for i in eval_idx]
@@ -214,7 +224,7 @@ class Trainer:
                 t0 = time.monotonic()
                 group = plan[step * per_step : (step + 1) * per_step]
                 batches = [self._collate([tokenized[i] for i in ids], pad_id) for ids in group]
-                step_loss, _ = _accumulate(accelerator, loss_fn, batches, device)
+                step_loss = _accumulate(accelerator, loss_fn, batches, device, config.seed, step)
                 with deferred_interrupt():  # the update and its record happen together or not at all
                     optimizer.step()
                     scheduler.step()
@@ -234,7 +244,7 @@ class Trainer:
                 card.train_seconds = train_time
                 if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
                     card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id, device)))
-                if self.on_step is not None:
+                if self.on_step is not None and accelerator.is_main_process:
                     self.on_step(log, total_steps)
                 if (step + 1) % config.save_every == 0 and step + 1 < total_steps:
                     self._save(step + 1, model, optimizer, scheduler, card, accelerator)
@@ -251,6 +261,24 @@ class Trainer:
         self._finish(card, total_steps, model, optimizer, scheduler, accelerator, loss_fn, tokenizer)
         return card
 
+    def _setup(self, accelerator: Any, card: RunCard, resume: bool) -> tuple[torch.nn.Module, Any, Any, Any, int]:
+        """(model, loss module, optimizer, scheduler, first step): loaded, restored from the latest checkpoint on
+        ``resume``, sharded (FSDP) or wrapped (DDP) for the launched processes."""
+        config = self.config
+        model = load_model(self.base, config)
+        loss_fn = self._loss(model)
+        saved = self._restore(model, card) if resume else None  # whole weights, before they are sharded
+        sharded = config.fsdp and accelerator.num_processes > 1
+        if sharded:
+            shard(loss_fn, model, accelerator.device)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, card.total_steps))
+        start = 0 if saved is None else self._restore_optimizer(saved, model, optimizer, scheduler)
+        if not sharded:
+            loss_fn, optimizer = accelerator.prepare(loss_fn, optimizer)
+        return model, loss_fn, optimizer, scheduler, start
+
     def _finish(
         self,
         card: RunCard,
@@ -262,14 +290,19 @@ class Trainer:
         loss_fn: Any,
         tokenizer: Any,
     ) -> None:
-        """The finished run: its last checkpoint, then the adapter (or model), ``run.json`` and ``report.html``."""
+        """The finished run: its last checkpoint, then the adapter (or model), ``run.json`` and ``report.html``,
+        written by the main process (every process takes part in gathering sharded weights)."""
         card.peak_rss_mb = max(card.peak_rss_mb, peak_rss_mb())
         card.finished = True
+        self._save(total_steps, model, optimizer, scheduler, card, accelerator)
+        whole = full_weights(model, trainable_only=False) if self.config.fsdp else None
         if accelerator.is_main_process:
-            self._save(total_steps, model, optimizer, scheduler, card, accelerator)
-            self._write_outputs(accelerator.unwrap_model(loss_fn).model, tokenizer, card)
+            self._write_outputs(accelerator.unwrap_model(loss_fn).model, tokenizer, card, whole)
+        accelerator.wait_for_everyone()
 
-    def _restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, card: RunCard) -> int:
+    def _restore(self, model: torch.nn.Module, card: RunCard) -> tuple[dict[str, Any], int]:
+        """The latest checkpoint's weights copied into ``model`` (before it is sharded) and its history into
+        ``card``; returns (its tensors, its step) for :meth:`_restore_optimizer`."""
         path = checkpoint.latest(self.config.out)
         if path is None:
             raise MedcouncilError(f"--resume: no checkpoint in {self.config.out / checkpoint.CHECKPOINTS}")
@@ -281,23 +314,40 @@ class Trainer:
         if saved.data.fingerprint != card.data.fingerprint or saved.base.digest != card.base.digest:
             raise MedcouncilError(f"--resume: {path} was trained on other data or another base model")
         checkpoint.apply(model, tensors)
-        optimizer.load_state_dict(tensors["optimizer"])
+        card.adopt(saved, str(path))
+        return tensors, int(progress["step"])
+
+    def _restore_optimizer(
+        self, saved: tuple[dict[str, Any], int], model: torch.nn.Module, optimizer: Any, scheduler: Any
+    ) -> int:
+        tensors, step = saved
+        if checkpoint.OPTIMIZER_BY_NAME in tensors:  # written by a sharded run: keyed by parameter name
+            load_full_optimizer_state(model, optimizer, tensors[checkpoint.OPTIMIZER_BY_NAME])
+        else:
+            optimizer.load_state_dict(tensors["optimizer"])
         scheduler.load_state_dict(tensors["scheduler"])
         checkpoint.restore_rng(tensors["rng"])
-        card.adopt(saved, str(path))
-        return int(progress["step"])
+        return step
 
     def _save(
         self,
         step: int,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: Any,
         scheduler: Any,
         card: RunCard,
         accelerator: Any,
         rng: dict[str, Any] | None = None,
     ) -> None:
+        """Every process calls it: sharded weights and optimizer states are gathered whole, the main process
+        writes, the others wait for it."""
         accelerator.wait_for_everyone()
+        given: dict[str, Any] = {"rng": rng} if rng is not None else {}
+        if self.config.fsdp:
+            given |= {
+                "model": full_weights(model),
+                checkpoint.OPTIMIZER_BY_NAME: full_optimizer_state(model, optimizer),
+            }
         if accelerator.is_main_process:
             checkpoint.save(
                 self.config.out,
@@ -307,14 +357,16 @@ class Trainer:
                 scheduler,
                 {"card": card.model_dump(mode="json")},
                 self.config.keep_checkpoints,
-                rng,
+                given,
             )
+        accelerator.wait_for_everyone()
 
-    def _write_outputs(self, model: Any, tokenizer: Any, card: RunCard) -> None:
+    def _write_outputs(self, model: Any, tokenizer: Any, card: RunCard, whole: dict[str, Any] | None = None) -> None:
+        """``whole``: a sharded model's gathered weights (its own parameters are shards)."""
         out = self.config.out
         out.mkdir(parents=True, exist_ok=True)
         try:
-            model.save_pretrained(out)
+            model.save_pretrained(out, **({"state_dict": whole} if whole is not None else {}))
             if self.config.method == "full":
                 tokenizer.save_pretrained(out)
             if self.config.merge and self.config.method != "full":

@@ -69,7 +69,7 @@ class LocalTrainer:
         optimizer = torch.optim.AdamW(list(params.values()), lr=lr, weight_decay=config.weight_decay)
         torch.manual_seed(config.seed * 7919 + server_round)
         random.seed(config.seed * 7919 + server_round)
-        per_step = config.grad_accum
+        per_step = config.accumulation(1)
         done = (server_round - 1) * steps * per_step
         plan = micro_batches(range(len(self.tokenized)), config, done + steps * per_step)[done:]
         self.loss_fn.train()

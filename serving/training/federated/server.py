@@ -164,7 +164,7 @@ class FederatedServer:
         from medcouncil.serving.training.aggregate import tensor_bytes
 
         plan = self.plan
-        card = RunCard.new(plan.train, base, plan.data_source, "", [], 0, 0, plan.federation.rounds)
+        card = RunCard.new(plan.train, base, plan.data_source, "", [], (0, 0), plan.federation.rounds)
         count_data(card, plan.clients)
         card.federation = FederationCard(
             engine=self.config.engine,

@@ -1,0 +1,192 @@
+"""Training on several processes: the step's share, the global batch across world sizes, and real 2-process CPU
+runs (torchrun, gloo) against 1-process runs of the same global batch.
+
+Tolerance: per-step losses within 1e-4 and trained weights within 1e-5 (absolute). On this CPU they come out
+bit-identical: the micro-batches, their dropout seeds and the gradient scaling are the same; only the order of
+float sums in the all-reduce could differ.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.training import checkpoint
+from medcouncil.serving.training.config import FinetuneConfig
+from medcouncil.serving.training.distributed import check_fsdp, micro_seed, my_share, resumed_on
+from medcouncil.serving.training.train import micro_batches, plan_steps
+from tests.conftest import SHARED
+
+MEDQA = SHARED / "data" / "mcqa" / "medqa.test.jsonl"
+LOSS_TOLERANCE = 1e-4
+WEIGHT_TOLERANCE = 1e-5
+
+
+def test_a_step_is_shared_whole_and_disjoint() -> None:
+    batches = list(range(6))
+    shares = [my_share(batches, rank, 3) for rank in range(3)]
+    assert sorted(b for share in shares for _, b in share) == batches
+    assert shares[1] == [(1, 1), (4, 4)]  # the index in the step (its dropout seed) travels with the micro-batch
+    assert len({micro_seed(0, s, i) for s in range(50) for i in range(8)}) == 400
+    assert micro_seed(0, 1, 2) != micro_seed(1, 1, 2)
+
+
+def test_the_global_batch_decides_the_steps_whatever_the_processes() -> None:
+    one = FinetuneConfig(batch_size=2, grad_accum=2, epochs=1)
+    two = FinetuneConfig(batch_size=2, global_batch=4, epochs=1)
+    assert two.accumulation(2) == 1 and two.accumulation(1) == 2 and one.accumulation(2) == 2
+    assert one.training_fields(1) == two.training_fields(2)  # a checkpoint of one resumes as the other
+    assert one.training_fields(2)["grad_accum"] == 4  # grad_accum per process: twice the batch on 2 processes
+    assert plan_steps(20, one, 1) == plan_steps(20, two, 2) == (5, 10)
+    assert micro_batches(range(20), one, 4) == micro_batches(range(20), two, 4)
+    with pytest.raises(ConfigError, match=r"--global-batch 4 is not a multiple of --batch-size 2 x 3 processes"):
+        two.accumulation(3)
+    with pytest.raises(ValueError, match="not both"):
+        FinetuneConfig(grad_accum=2, global_batch=8)
+    with pytest.raises(ValueError, match="not a multiple of batch_size"):
+        FinetuneConfig(batch_size=4, global_batch=6)
+
+
+def _checkpoint_with(out: Path, micro: int) -> None:
+    checkpoint.write_whole(
+        out / checkpoint.CHECKPOINTS, "step-000002", {}, {"step": 2, "card": {"config_fields": {"grad_accum": micro}}}
+    )
+
+
+def test_a_resume_on_another_number_of_processes_keeps_the_step_or_is_refused(tmp_path: Path) -> None:
+    _checkpoint_with(tmp_path, 4)  # 4 micro-batches per step: 1 process x 4, 2 x 2 or 4 x 1
+    config = FinetuneConfig(out=tmp_path, batch_size=2, grad_accum=4)
+    assert resumed_on(config, 1) is config
+    on_two = resumed_on(config, 2)
+    assert on_two.accumulation(2) == 2 and on_two.training_fields(2) == config.training_fields(1)
+    assert resumed_on(config, 4).accumulation(4) == 1
+    with pytest.raises(ConfigError, match=r"takes 4 micro-batches of 2 examples; 3 processes .* launch 1, 2, 4"):
+        resumed_on(config, 3)
+    assert resumed_on(FinetuneConfig(out=tmp_path / "fresh"), 3).accumulation(3) == 1  # nothing to resume
+
+
+def test_fsdp_is_refused_where_it_does_not_shard() -> None:
+    for settings in ({"method": "lora"}, {"method": "full", "merge": True}):
+        with pytest.raises(ConfigError, match=r"--fsdp|--merge"):
+            check_fsdp(FinetuneConfig(fsdp=True, **settings))
+    check_fsdp(FinetuneConfig(fsdp=True, method="full"))
+
+
+def test_a_deepspeed_launch_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ConfigError, match=r"DeepSpeed launches are not supported .* use --fsdp"):
+        check_fsdp(FinetuneConfig())
+
+
+# --- real processes -------------------------------------------------------------------------------------------
+
+
+def _launch(processes: int, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``medcouncil finetune ARGS`` as a user runs it: alone, or under torchrun with ``processes`` CPU processes."""
+    module = ["-m", "medcouncil.scenarios.cli", "finetune", *args]
+    if processes == 1:
+        command = [sys.executable, *module]
+    else:
+        torchrun = str(Path(sys.executable).with_name("torchrun"))
+        command = [torchrun, "--standalone", f"--nproc-per-node={processes}", *module]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _finetune(out: Path, processes: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return _launch(processes, [*args, "--threads", "1", "--eval-every", "100", "--out", str(out)])
+
+
+def _curve(out: Path) -> tuple[list[float], list[float], int]:
+    card = json.loads((out / "run.json").read_text())
+    return [s["loss"] for s in card["steps"]], [e["loss"] for e in card["evals"]], card["processes"]
+
+
+def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert set(a) == set(b) and a
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= WEIGHT_TOLERANCE, f"weights differ by {worst}"
+
+
+def _assert_same_curve(one: Path, two: Path) -> None:
+    (loss_1, eval_1, n_1), (loss_2, eval_2, n_2) = _curve(one), _curve(two)
+    assert (n_1, n_2) == (1, 2) and len(loss_1) == len(loss_2) >= 2
+    assert max(abs(a - b) for a, b in zip(loss_1, loss_2, strict=True)) <= LOSS_TOLERANCE, (loss_1, loss_2)
+    assert max(abs(a - b) for a, b in zip(eval_1, eval_2, strict=True)) <= LOSS_TOLERANCE
+    assert loss_1[0] != loss_1[-1]  # it trained
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not MEDQA.exists(), reason=f"shared data not found at {MEDQA}")
+def test_two_processes_train_the_lora_of_one_and_resume_across_world_sizes(tmp_path: Path) -> None:
+    data = ["--data", str(MEDQA), "--limit", "16", "--max-steps", "3", "--batch-size", "2", "--max-seq-len", "128"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _finetune(one, 1, *data, "--grad-accum", "2", "--save-every", "2")  # dropout on (LoRA's 0.05)
+    done = _finetune(two, 2, *data, "--global-batch", "4")
+    _assert_same_curve(one, two)
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors"))
+    # rank 0 alone speaks and writes: one summary, one checkpoint, no partial folder
+    assert done.stdout.count("Trained lora on 15 examples") == 1, done.stdout
+    assert [p.name for p in (two / checkpoint.CHECKPOINTS).iterdir()] == ["step-000003"]
+
+    # the 1-process run's step-2 checkpoint, resumed by 2 processes: its 2 micro-batches per step shared 1 + 1
+    resumed = tmp_path / "resumed"
+    shutil.copytree(one / checkpoint.CHECKPOINTS / "step-000002", resumed / checkpoint.CHECKPOINTS / "step-000002")
+    _launch(2, ["--resume", str(resumed), "--threads", "1"])
+    card: dict[str, Any] = json.loads((resumed / "run.json").read_text())
+    assert card["processes"] == 2 and len(card["steps"]) == 3 and card["resumed_from"]
+    assert card["config_fields"]["grad_accum"] == 2  # the run's 2 micro-batches per step, kept
+    assert abs(card["steps"][-1]["loss"] - _curve(one)[0][-1]) <= LOSS_TOLERANCE
+    _assert_same_weights(load_file(one / "adapter_model.safetensors"), load_file(resumed / "adapter_model.safetensors"))
+
+
+def _tiny_gemma(folder: Path) -> Path:
+    """A 2-layer Gemma 3 of random weights with the embedded model's tokenizer: FSDP's sharding, gathering and
+    checkpoints on a full fine-tune in seconds (the 270M's full runs are the benchmark's)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from medcouncil.serving.training.model import resolve_base
+
+    base = resolve_base(None).folder
+    config = AutoConfig.from_pretrained(base)
+    config.num_hidden_layers, config.hidden_size, config.intermediate_size = 2, 64, 128
+    config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
+    config.layer_types = config.layer_types[:2]
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not MEDQA.exists(), reason=f"shared data not found at {MEDQA}")
+def test_fsdp_on_two_processes_trains_the_full_model_of_one(tmp_path: Path) -> None:
+    base = _tiny_gemma(tmp_path / "tiny")
+    args = ["--base", str(base), "--method", "full", "--data", str(MEDQA), "--limit", "12", "--max-steps", "3"]
+    args += ["--batch-size", "2", "--global-batch", "4", "--max-seq-len", "96", "--lr", "1e-3", "--save-every", "2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    _finetune(one, 1, *args)
+    done = _finetune(two, 2, *args, "--fsdp")
+    _assert_same_curve(one, two)
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
+    assert json.loads((two / "run.json").read_text())["config"]["fsdp"] is True
+    assert done.stdout.count("Trained full on") == 1
+
+    # the sharded run's step-2 checkpoint (gathered whole, keyed by name) resumes on one process
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two / checkpoint.CHECKPOINTS / "step-000002", resumed / checkpoint.CHECKPOINTS / "step-000002")
+    tensors, _ = checkpoint.load(resumed / checkpoint.CHECKPOINTS / "step-000002")
+    assert checkpoint.OPTIMIZER_BY_NAME in tensors and "optimizer" not in tensors
+    assert tensors["model"]["model.layers.0.mlp.up_proj.weight"].shape == (128, 64)  # whole, not a shard
+    _launch(1, ["--resume", str(resumed), "--threads", "1"])
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(resumed / "model.safetensors"))
