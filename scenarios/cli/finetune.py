@@ -133,6 +133,9 @@ def finetune(
     fsdp: Annotated[
         bool | None, typer.Option("--fsdp", help="Shard weights and optimizer across processes (--method full).")
     ] = None,
+    deepspeed: Annotated[
+        Path | None, typer.Option(help="Train under DeepSpeed ZeRO with this config (JSON/YAML: zero_optimization…).")
+    ] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (less memory).")] = None,
     max_seq_len: Annotated[int | None, typer.Option(help="Longest example in tokens (512).")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything drawn at random (0).")] = None,
@@ -195,6 +198,7 @@ def finetune(
             grad_accum=grad_accum,
             global_batch=global_batch,
             fsdp=fsdp,
+            deepspeed=deepspeed,
             gradient_checkpointing=gradient_checkpointing,
             max_seq_len=max_seq_len,
             seed=seed,

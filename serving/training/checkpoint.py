@@ -7,11 +7,15 @@ into place once complete; older checkpoints are removed only after a newer one i
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import random
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 CHECKPOINTS = "checkpoints"
 STATE = "state.json"
 TENSORS = "training.pt"
+ENGINE_FILES = "deepspeed"
+"""The key of ``save``'s ``given`` saying that DeepSpeed's files are in the partial folder (under this name)."""
 OPTIMIZER_BY_NAME = "optimizer_by_name"
 """A sharded run's optimizer state, gathered whole and keyed by parameter name (``optimizer``: a plain
 ``state_dict``)."""
@@ -87,9 +93,12 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_whole(folder: Path, name: str, tensors: dict[str, Any], state: dict[str, Any]) -> Path:
+def write_whole(
+    folder: Path, name: str, tensors: dict[str, Any], state: dict[str, Any], keep_partial: bool = False
+) -> Path:
     """``folder/name`` holding ``tensors`` (``TENSORS``) and ``state`` (``STATE``, synced), written under a hidden
-    temporary name and renamed into place once complete; a folder of that name is replaced.
+    temporary name and renamed into place once complete; a folder of that name is replaced. ``keep_partial``: the
+    temporary folder already holds files of other writers (:func:`partial_folder`), which go with it.
 
     Raises:
         OSError: the write failed; the temporary folder is removed and ``folder/name`` is as it was.
@@ -98,8 +107,9 @@ def write_whole(folder: Path, name: str, tensors: dict[str, Any], state: dict[st
     partial = folder / f".{name}.partial"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir()
+        if not keep_partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(exist_ok=keep_partial)
         torch.save(tensors, partial / TENSORS)
         with (partial / STATE).open("w", encoding="utf-8") as handle:
             json.dump(state, handle)
@@ -114,6 +124,17 @@ def write_whole(folder: Path, name: str, tensors: dict[str, Any], state: dict[st
     return target
 
 
+def partial_folder(out: Path, step: int, main: bool) -> Path:
+    """The temporary folder of ``step``'s checkpoint, emptied and made by the main process, into which an engine
+    writes its own files before :func:`save` completes and renames it (every process calls it; only ``main``
+    touches the disk; wait for it before writing)."""
+    partial = out / CHECKPOINTS / f".step-{step:06d}.partial"
+    if main:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    return partial
+
+
 def save(
     out: Path,
     step: int,
@@ -126,7 +147,8 @@ def save(
 ) -> Path:
     """Write the checkpoint of ``step`` atomically and prune to the newest ``keep``. ``given`` replaces what would
     be read from the objects: ``rng`` (the random state to resume with; default: the current one), or a sharded
-    model's gathered weights (``model``) and optimizer state (``OPTIMIZER_BY_NAME``).
+    model's gathered weights (``model``) and optimizer state (``OPTIMIZER_BY_NAME``); ``ENGINE_FILES`` true: an
+    engine (DeepSpeed) wrote its optimizer state into :func:`partial_folder` already.
 
     Raises:
         DiskFullError: no space (or a file size limit) while writing; the partial folder is removed and every
@@ -138,10 +160,11 @@ def save(
     tensors["model"] = given["model"] if "model" in given else trainable_state(model)
     if OPTIMIZER_BY_NAME in given:
         tensors[OPTIMIZER_BY_NAME] = given[OPTIMIZER_BY_NAME]
-    else:
+    elif not given.get(ENGINE_FILES):
         tensors["optimizer"] = optimizer.state_dict()
     try:
-        target = write_whole(folder, f"step-{step:06d}", tensors, {"step": step, **progress})
+        name = f"step-{step:06d}"
+        target = write_whole(folder, name, tensors, {"step": step, **progress}, bool(given.get(ENGINE_FILES)))
     except OSError as error:
         previous = latest(out)
         kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
@@ -188,3 +211,19 @@ def apply(model: torch.nn.Module, tensors: dict[str, Any]) -> None:
     with torch.no_grad():
         for name, value in saved.items():
             params[name].copy_(value)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: a checkpoint never sees half an update."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

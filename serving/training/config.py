@@ -72,6 +72,11 @@ class FinetuneConfig(BaseModel):
     """Shard the weights, gradients and optimizer states across the launched processes (PyTorch FSDP, per decoder
     layer): full fine-tuning of a model that does not fit one device. ``--method full`` under ``torchrun`` or
     ``accelerate launch``; without it, several processes train by DDP (a whole copy each)."""
+    deepspeed: Path | None = None
+    """A DeepSpeed config (JSON or YAML; ``zero_optimization`` stage 1-3, offload, ``bf16``…) to train under
+    DeepSpeed ZeRO instead of DDP or FSDP; its batch keys come from ``batch_size`` and the global batch, its optimizer
+    and schedule from these settings. Needs ``medcouncil[deepspeed]``; checkpoints resume on the same number of
+    processes."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, ~30% more time."""
     max_seq_len: int = Field(default=512, ge=16)
@@ -161,6 +166,7 @@ class FinetuneConfig(BaseModel):
                 "data_dir",
                 "global_batch",
                 "fsdp",
+                "deepspeed",
                 *preference,
             },
         )

@@ -99,12 +99,12 @@ def resumed_on(config: FinetuneConfig, processes: int) -> FinetuneConfig:
 
 
 def check_fsdp(config: FinetuneConfig) -> None:
-    """Raises ConfigError when ``--fsdp`` is asked for what it does not shard here, or the launch asks for
-    DeepSpeed, whose engine would take over the step's accumulation and scaling."""
+    """Raises ConfigError when ``--fsdp`` is asked for what it does not shard here, or accelerate's launch asks
+    for DeepSpeed (``--deepspeed`` is medcouncil's way: ``zero``)."""
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
         raise ConfigError(
-            "DeepSpeed launches are not supported by medcouncil's training loop yet: for ZeRO-3-style sharding of "
-            "weights, gradients and optimizer states use --fsdp (torchrun or accelerate launch without DeepSpeed)"
+            "accelerate's DeepSpeed launch would let DeepSpeed's engine take over the step: give medcouncil the "
+            "DeepSpeed config instead (finetune --deepspeed ds.json, under torchrun or a plain accelerate launch)"
         )
     if not config.fsdp:
         return

@@ -12,17 +12,16 @@ import contextlib
 import math
 import random
 import resource
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from medcouncil.serving.common.errors import MedcouncilError
-from medcouncil.serving.training import checkpoint
+from medcouncil.serving.training import checkpoint, zero
 from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_card
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import IGNORE, Tokenized, fingerprint, split_eval, tokenize
@@ -129,9 +128,11 @@ def _accumulate(accelerator: Any, loss_fn: Any, batches: list[Batch], device: An
         sync = n == len(mine) - 1
         torch.manual_seed(micro_seed(seed, step, index))
         set_gradient_sync(loss_fn, sync)
-        with accelerator.no_sync(loss_fn) if not sync else contextlib.nullcontext():
+        engine = zero.is_engine(loss_fn)  # DeepSpeed: backward only accumulates, its step reduces
+        with accelerator.no_sync(loss_fn) if not (sync or engine) else contextlib.nullcontext():
             loss_sum, _ = loss_fn(batch.input_ids.to(device), batch.attention_mask.to(device), batch.labels.to(device))
-            accelerator.backward(loss_sum * accelerator.num_processes / step_units)
+            scaled = loss_sum * accelerator.num_processes / step_units
+            loss_fn.backward(scaled, scale_wrt_gas=False) if engine else accelerator.backward(scaled)
         share += float(loss_sum.detach()) / step_units
     return reduce_sum(accelerator, share)
 
@@ -189,6 +190,7 @@ class Trainer:
         accelerator = Accelerator(cpu=not torch.cuda.is_available())
         processes = accelerator.num_processes
         check_fsdp(self.config)
+        zero.check(self.config)
         if resume:  # the checkpoint's micro-batches per step, shared by this launch's processes
             self.config = resumed_on(self.config, processes)
         config, out = self.config, self.config.out
@@ -225,7 +227,7 @@ class Trainer:
                 group = plan[step * per_step : (step + 1) * per_step]
                 batches = [self._collate([tokenized[i] for i in ids], pad_id) for ids in group]
                 step_loss = _accumulate(accelerator, loss_fn, batches, device, config.seed, step)
-                with deferred_interrupt():  # the update and its record happen together or not at all
+                with checkpoint.deferred_interrupt():  # the update and its record happen together or not at all
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
@@ -275,6 +277,11 @@ class Trainer:
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, card.total_steps))
         start = 0 if saved is None else self._restore_optimizer(saved, model, optimizer, scheduler)
+        if config.deepspeed is not None:
+            engine = zero.initialize(loss_fn, optimizer, zero.engine_config(config, accelerator.num_processes))
+            if saved is not None:  # every rank's optimizer shard, from DeepSpeed's files in the checkpoint
+                zero.load(engine, saved[2])
+            return model, engine, zero.EngineStep(engine), scheduler, start
         if not sharded:
             loss_fn, optimizer = accelerator.prepare(loss_fn, optimizer)
         return model, loss_fn, optimizer, scheduler, start
@@ -296,13 +303,15 @@ class Trainer:
         card.finished = True
         self._save(total_steps, model, optimizer, scheduler, card, accelerator)
         whole = full_weights(model, trainable_only=False) if self.config.fsdp else None
+        if zero.is_engine(loss_fn) and loss_fn.zero_optimization_partition_weights():
+            whole = zero.full_weights(loss_fn, model, trainable_only=False)
         if accelerator.is_main_process:
-            self._write_outputs(accelerator.unwrap_model(loss_fn).model, tokenizer, card, whole)
+            self._write_outputs(model, tokenizer, card, whole)
         accelerator.wait_for_everyone()
 
-    def _restore(self, model: torch.nn.Module, card: RunCard) -> tuple[dict[str, Any], int]:
+    def _restore(self, model: torch.nn.Module, card: RunCard) -> tuple[dict[str, Any], int, Path]:
         """The latest checkpoint's weights copied into ``model`` (before it is sharded) and its history into
-        ``card``; returns (its tensors, its step) for :meth:`_restore_optimizer`."""
+        ``card``; returns (its tensors, its step, its folder) for :meth:`_restore_optimizer`."""
         path = checkpoint.latest(self.config.out)
         if path is None:
             raise MedcouncilError(f"--resume: no checkpoint in {self.config.out / checkpoint.CHECKPOINTS}")
@@ -313,17 +322,22 @@ class Trainer:
             raise MedcouncilError(f"--resume: {path} was trained with other settings ({', '.join(changed)})")
         if saved.data.fingerprint != card.data.fingerprint or saved.base.digest != card.base.digest:
             raise MedcouncilError(f"--resume: {path} was trained on other data or another base model")
+        if self.config.deepspeed is not None and saved.processes != card.processes:
+            raise MedcouncilError(
+                f"--resume: {path} holds DeepSpeed's optimizer shards of {saved.processes} processes: resume it "
+                f"on {saved.processes}"
+            )
         checkpoint.apply(model, tensors)
         card.adopt(saved, str(path))
-        return tensors, int(progress["step"])
+        return tensors, int(progress["step"]), path
 
     def _restore_optimizer(
-        self, saved: tuple[dict[str, Any], int], model: torch.nn.Module, optimizer: Any, scheduler: Any
+        self, saved: tuple[dict[str, Any], int, Path], model: torch.nn.Module, optimizer: Any, scheduler: Any
     ) -> int:
-        tensors, step = saved
+        tensors, step, _ = saved
         if checkpoint.OPTIMIZER_BY_NAME in tensors:  # written by a sharded run: keyed by parameter name
             load_full_optimizer_state(model, optimizer, tensors[checkpoint.OPTIMIZER_BY_NAME])
-        else:
+        elif "optimizer" in tensors:  # (DeepSpeed's shards load into its engine)
             optimizer.load_state_dict(tensors["optimizer"])
         scheduler.load_state_dict(tensors["scheduler"])
         checkpoint.restore_rng(tensors["rng"])
@@ -343,7 +357,12 @@ class Trainer:
         writes, the others wait for it."""
         accelerator.wait_for_everyone()
         given: dict[str, Any] = {"rng": rng} if rng is not None else {}
-        if self.config.fsdp:
+        if isinstance(optimizer, zero.EngineStep):  # DeepSpeed writes every rank's shard into the partial folder
+            partial = checkpoint.partial_folder(self.config.out, step, accelerator.is_main_process)
+            accelerator.wait_for_everyone()
+            optimizer.engine.save_checkpoint(str(partial / zero.DEEPSPEED_DIR), tag=zero.TAG, save_latest=False)
+            given |= {"model": zero.full_weights(optimizer.engine, model), checkpoint.ENGINE_FILES: True}
+        elif self.config.fsdp:
             given |= {
                 "model": full_weights(model),
                 checkpoint.OPTIMIZER_BY_NAME: full_optimizer_state(model, optimizer),
@@ -380,19 +399,3 @@ class Trainer:
                 f"checkpoint is in {out / checkpoint.CHECKPOINTS}"
             ) from error
         write_card(out, card)
-
-
-@contextlib.contextmanager
-def deferred_interrupt() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block is done, then raise it: a checkpoint never sees half an update."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt

@@ -1,9 +1,10 @@
 """Training on several processes: the step's share, the global batch across world sizes, and real 2-process CPU
 runs (torchrun, gloo) against 1-process runs of the same global batch.
 
-Tolerance: per-step losses within 1e-4 and trained weights within 1e-5 (absolute). On this CPU they come out
-bit-identical: the micro-batches, their dropout seeds and the gradient scaling are the same; only the order of
-float sums in the all-reduce could differ.
+Tolerance: per-step losses within 1e-4 and trained weights within 1e-5 (absolute; 1e-4 for DeepSpeed, whose
+reduce-scatter sums in its own order: 1.3e-5 here). DDP and FSDP come out bit-identical on this CPU: the
+micro-batches, their dropout seeds and the gradient scaling are the same; only the order of float sums in the
+all-reduce could differ.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.conftest import SHARED
 MEDQA = SHARED / "data" / "mcqa" / "medqa.test.jsonl"
 LOSS_TOLERANCE = 1e-4
 WEIGHT_TOLERANCE = 1e-5
+DEEPSPEED_WEIGHT_TOLERANCE = 1e-4
 
 
 def test_a_step_is_shared_whole_and_disjoint() -> None:
@@ -83,8 +85,35 @@ def test_fsdp_is_refused_where_it_does_not_shard() -> None:
 
 def test_a_deepspeed_launch_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
-    with pytest.raises(ConfigError, match=r"DeepSpeed launches are not supported .* use --fsdp"):
+    with pytest.raises(ConfigError, match=r"DeepSpeed launch would .*\(finetune --deepspeed ds.json"):
         check_fsdp(FinetuneConfig())
+
+
+def test_a_deepspeed_file_gets_the_runs_batch_and_keeps_its_own_sharding(tmp_path: Path) -> None:
+    from medcouncil.serving.training import zero
+
+    path = tmp_path / "ds.yaml"
+    path.write_text("zero_optimization: {stage: 1, overlap_comm: true}\nbf16: {enabled: true}\n")
+    settings = zero.engine_config(FinetuneConfig(deepspeed=path, batch_size=2, global_batch=8), 2)
+    assert settings["train_micro_batch_size_per_gpu"] == 2 and settings["gradient_accumulation_steps"] == 2
+    assert settings["train_batch_size"] == 8 and settings["managed_gradient_accumulation"] is False
+    assert settings["bf16"] == {"enabled": True} and settings["gradient_clipping"] == 0.0
+    assert settings["zero_optimization"] == {"stage": 1, "overlap_comm": False}
+    for text, message in (
+        ('{"optimizer": {"type": "Adam"}}', "remove optimizer: medcouncil's flags set them"),
+        ('{"train_batch_size": 32}', "train_batch_size is 32, this run's is 8"),
+        ("[1, 2]", "expected a mapping"),
+        ("{oops", "not valid json"),
+    ):
+        bad = tmp_path / "bad.json"
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            zero.engine_config(FinetuneConfig(deepspeed=bad, batch_size=2, global_batch=8), 2)
+    with pytest.raises(ConfigError, match="cannot read it"):
+        zero.engine_config(FinetuneConfig(deepspeed=tmp_path / "none.json"), 1)
+    for settings_ in ({"fsdp": True, "method": "full"}, {"objective": "dpo"}, {"merge": True}):
+        with pytest.raises(ConfigError, match="--deepspeed"):
+            zero.check(FinetuneConfig(deepspeed=path, **settings_))
 
 
 # --- real processes -------------------------------------------------------------------------------------------
@@ -112,10 +141,12 @@ def _curve(out: Path) -> tuple[list[float], list[float], int]:
     return [s["loss"] for s in card["steps"]], [e["loss"] for e in card["evals"]], card["processes"]
 
 
-def _assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+def _assert_same_weights(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], tolerance: float = WEIGHT_TOLERANCE
+) -> None:
     assert set(a) == set(b) and a
     worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
-    assert worst <= WEIGHT_TOLERANCE, f"weights differ by {worst}"
+    assert worst <= tolerance, f"weights differ by {worst}"
 
 
 def _assert_same_curve(one: Path, two: Path) -> None:
@@ -168,25 +199,68 @@ def _tiny_gemma(folder: Path) -> Path:
     return folder
 
 
+TINY_ARGS = ["--method", "full", "--data", str(MEDQA), "--limit", "12", "--max-steps", "3", "--batch-size", "2"]
+TINY_ARGS += ["--global-batch", "4", "--max-seq-len", "96", "--lr", "1e-3", "--save-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(the tiny model, its full fine-tune on one process without sharding)."""
+    if not MEDQA.exists():
+        pytest.skip(f"shared data not found at {MEDQA}")
+    folder = tmp_path_factory.mktemp("tiny")
+    base = _tiny_gemma(folder / "model")
+    _finetune(folder / "one", 1, "--base", str(base), *TINY_ARGS)
+    return base, folder / "one"
+
+
+def _resume_step_2(run: Path, into: Path, processes: int) -> None:
+    shutil.copytree(run / checkpoint.CHECKPOINTS / "step-000002", into / checkpoint.CHECKPOINTS / "step-000002")
+    _launch(processes, ["--resume", str(into), "--threads", "1"])
+
+
 @pytest.mark.integration
-@pytest.mark.skipif(not MEDQA.exists(), reason=f"shared data not found at {MEDQA}")
-def test_fsdp_on_two_processes_trains_the_full_model_of_one(tmp_path: Path) -> None:
-    base = _tiny_gemma(tmp_path / "tiny")
-    args = ["--base", str(base), "--method", "full", "--data", str(MEDQA), "--limit", "12", "--max-steps", "3"]
-    args += ["--batch-size", "2", "--global-batch", "4", "--max-seq-len", "96", "--lr", "1e-3", "--save-every", "2"]
-    one, two = tmp_path / "one", tmp_path / "two"
-    _finetune(one, 1, *args)
-    done = _finetune(two, 2, *args, "--fsdp")
+def test_fsdp_on_two_processes_trains_the_full_model_of_one(tiny_reference: tuple[Path, Path], tmp_path: Path) -> None:
+    base, one = tiny_reference
+    two = tmp_path / "two"
+    done = _finetune(two, 2, "--base", str(base), *TINY_ARGS, "--fsdp")
     _assert_same_curve(one, two)
     _assert_same_weights(load_file(one / "model.safetensors"), load_file(two / "model.safetensors"))
     assert json.loads((two / "run.json").read_text())["config"]["fsdp"] is True
     assert done.stdout.count("Trained full on") == 1
-
     # the sharded run's step-2 checkpoint (gathered whole, keyed by name) resumes on one process
-    resumed = tmp_path / "resumed"
-    shutil.copytree(two / checkpoint.CHECKPOINTS / "step-000002", resumed / checkpoint.CHECKPOINTS / "step-000002")
-    tensors, _ = checkpoint.load(resumed / checkpoint.CHECKPOINTS / "step-000002")
+    tensors, _ = checkpoint.load(two / checkpoint.CHECKPOINTS / "step-000002")
     assert checkpoint.OPTIMIZER_BY_NAME in tensors and "optimizer" not in tensors
     assert tensors["model"]["model.layers.0.mlp.up_proj.weight"].shape == (128, 64)  # whole, not a shard
-    _launch(1, ["--resume", str(resumed), "--threads", "1"])
-    _assert_same_weights(load_file(one / "model.safetensors"), load_file(resumed / "model.safetensors"))
+    _resume_step_2(two, tmp_path / "resumed", 1)
+    _assert_same_weights(load_file(one / "model.safetensors"), load_file(tmp_path / "resumed" / "model.safetensors"))
+
+
+@pytest.mark.integration
+def test_deepspeed_zero3_on_two_processes_trains_the_full_model_of_one(
+    tiny_reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    base, one = tiny_reference
+    config = tmp_path / "ds.json"
+    config.write_text('{"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}')
+    two = tmp_path / "two"
+    _finetune(two, 2, "--base", str(base), *TINY_ARGS, "--deepspeed", str(config))
+    _assert_same_curve(one, two)
+    _assert_same_weights(  # ZeRO's reduce-scatter sums in its own order
+        load_file(one / "model.safetensors"), load_file(two / "model.safetensors"), DEEPSPEED_WEIGHT_TOLERANCE
+    )
+    step_2 = two / checkpoint.CHECKPOINTS / "step-000002"
+    assert sorted(p.name for p in step_2.iterdir()) == ["deepspeed", "state.json", "training.pt"]
+    # ZeRO's optimizer shards resume on the same number of processes; another is refused in one line
+    _resume_step_2(two, tmp_path / "resumed", 2)
+    resumed = load_file(tmp_path / "resumed" / "model.safetensors")
+    _assert_same_weights(load_file(one / "model.safetensors"), resumed, DEEPSPEED_WEIGHT_TOLERANCE)
+    shutil.copytree(step_2, tmp_path / "other" / checkpoint.CHECKPOINTS / "step-000002")
+    refused = subprocess.run(
+        [sys.executable, "-m", "medcouncil.scenarios.cli", "finetune", "--resume", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode == 1 and "optimizer shards of 2 processes: resume it on 2" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -1,0 +1,172 @@
+"""DeepSpeed ZeRO under medcouncil's training loop (``finetune --deepspeed ds.json``).
+
+The user's DeepSpeed file says how to shard and where to offload (``zero_optimization``: stage 1-3, offload of
+parameters or optimizer states, ``bf16``/``fp16``, ``gradient_clipping``…). The loop keeps what makes a run the same
+on any number of processes (``distributed``): its batch (the file's batch keys are set from ``--batch-size`` and the
+global batch, or refused when they disagree), its optimizer and schedule (a file's ``optimizer``/``scheduler`` is
+refused: the flags set them) and its accumulation. DeepSpeed runs with ``managed_gradient_accumulation`` off: each
+``backward`` only accumulates, the loop's one ``step`` per optimizer step reduces and updates.
+
+ZeRO shards the optimizer states by rank, so a checkpoint keeps DeepSpeed's own files beside the gathered weights
+and resumes on the same number of processes (another number is refused in one line).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.training import checkpoint
+from medcouncil.serving.training.config import FinetuneConfig
+
+DEEPSPEED_DIR = checkpoint.ENGINE_FILES
+"""A DeepSpeed run's checkpoint files (every rank's optimizer shard), inside medcouncil's checkpoint folder."""
+TAG = "state"
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A DeepSpeed config file (JSON, or YAML).
+
+    Raises:
+        ConfigError: missing, unreadable or not a mapping.
+    """
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"--deepspeed {path}: cannot read it ({error.strerror or error})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"--deepspeed {path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({error})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--deepspeed {path}: expected a mapping of DeepSpeed settings")
+    return data
+
+
+def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:
+    """The DeepSpeed settings of this run: the user's file with the loop's batch, accumulation and step.
+
+    Raises:
+        ConfigError: the file sets an optimizer or scheduler, or batch keys other than the run's.
+    """
+    assert config.deepspeed is not None
+    path = Path(config.deepspeed)
+    settings = read_config(path)
+    if owned := [key for key in ("optimizer", "scheduler") if key in settings]:
+        raise ConfigError(
+            f"--deepspeed {path}: remove {' and '.join(owned)}: medcouncil's flags set them (--lr, --warmup-steps, "
+            f"--weight-decay), the same with or without DeepSpeed"
+        )
+    accum = config.accumulation(processes)
+    batch = {
+        "train_micro_batch_size_per_gpu": config.batch_size,
+        "gradient_accumulation_steps": accum,
+        "train_batch_size": config.batch_size * accum * processes,
+    }
+    for key, value in batch.items():
+        given = settings.get(key, "auto")
+        if given != "auto" and given != value:
+            raise ConfigError(
+                f"--deepspeed {path}: {key} is {given}, this run's is {value} (--batch-size, --global-batch and "
+                f'the processes set it): remove it or write "auto"'
+            )
+    zero = dict(settings.get("zero_optimization") or {})
+    if int(zero.get("stage", 0)) < 2:  # DeepSpeed overlaps communication with an unmanaged step from stage 2 on
+        zero["overlap_comm"] = False
+    return {
+        "gradient_clipping": 0.0,  # DeepSpeed clips at 1.0 unless told; the loop does not clip
+        **settings,
+        **batch,
+        "zero_optimization": zero,
+        "managed_gradient_accumulation": False,
+        "steps_per_print": 2**31 - 1,
+        "wall_clock_breakdown": False,
+    }
+
+
+def check(config: FinetuneConfig) -> None:
+    """Raises ConfigError for what ``--deepspeed`` does not run here."""
+    if config.deepspeed is None:
+        return
+    if config.fsdp:
+        raise ConfigError("--deepspeed and --fsdp both shard the model: choose one")
+    if config.objective != "sft":
+        raise ConfigError(f"--deepspeed trains SFT (--method lora or full); {config.objective} runs without it")
+    if config.merge:
+        raise ConfigError("--merge with --deepspeed: merge the saved adapter afterwards (peft merge_and_unload)")
+
+
+def initialize(loss_fn: nn.Module, optimizer: torch.optim.Optimizer, settings: dict[str, Any]) -> Any:
+    """The DeepSpeed engine around ``loss_fn`` with the loop's ``optimizer`` (its schedule stays the loop's).
+
+    Raises:
+        ConfigError: deepspeed is not installed.
+    """
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    try:
+        import deepspeed
+    except ImportError as error:
+        raise ConfigError(
+            f"--deepspeed needs the deepspeed package ({error}): pip install 'medcouncil[deepspeed]'"
+        ) from None
+    engine, _, _, _ = deepspeed.initialize(model=loss_fn, optimizer=optimizer, config=settings)
+    return engine
+
+
+def is_engine(module: Any) -> bool:
+    return hasattr(module, "is_gradient_accumulation_boundary") and hasattr(module, "save_checkpoint")
+
+
+class EngineStep:
+    """The loop's optimizer calls on a DeepSpeed engine: ``step`` reduces the accumulated gradients and updates
+    (DeepSpeed zeroes them after), ``zero_grad`` has nothing left to do."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        del set_to_none
+
+
+def full_weights(engine: Any, model: nn.Module, trainable_only: bool = True) -> dict[str, torch.Tensor]:
+    """``model``'s weights whole on the main process's CPU (ZeRO-3 gathers them: every process calls this)."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad or not trainable_only}
+    if not trainable_only:
+        names |= {n for n, _ in model.named_buffers()}
+    if engine.zero_optimization_partition_weights():
+        state = engine._zero3_consolidated_16bit_state_dict() or {}
+        prefix = "model."  # the engine holds the loss module, whose ``model`` is the model
+        whole = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    else:
+        whole = {n: p.detach().cpu().clone() for n, p in model.state_dict(keep_vars=True).items()}
+    return {k: v.detach() for k, v in whole.items() if k in names}
+
+
+def load(engine: Any, folder: Path) -> None:
+    """Every rank's optimizer shard (and the weights) from a checkpoint ``folder`` that DeepSpeed wrote into.
+
+    Raises:
+        MedcouncilError: DeepSpeed's files are missing or do not load.
+    """
+    from medcouncil.serving.common.errors import MedcouncilError
+
+    files = folder / DEEPSPEED_DIR
+    if not files.is_dir():
+        raise MedcouncilError(f"--resume: {folder} holds no DeepSpeed state ({files}): it was not a DeepSpeed run")
+    loaded, _ = engine.load_checkpoint(
+        str(files), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=False, load_module_strict=False
+    )
+    if loaded is None:
+        raise MedcouncilError(f"--resume: DeepSpeed could not load {files}")
