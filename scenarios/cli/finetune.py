@@ -198,7 +198,7 @@ def finetune(
             grad_accum=grad_accum,
             global_batch=global_batch,
             fsdp=fsdp,
-            deepspeed=deepspeed,
+            deepspeed=deepspeed.expanduser().resolve() if deepspeed else None,  # read again on --resume
             gradient_checkpointing=gradient_checkpointing,
             max_seq_len=max_seq_len,
             seed=seed,

@@ -189,7 +189,7 @@ def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """
     try:
         progress = json.loads((path / STATE).read_text(encoding="utf-8"))
-        tensors = torch.load(path / TENSORS, map_location="cpu", weights_only=False)
+        tensors = torch.load(path / TENSORS, map_location="cpu", weights_only=False, mmap=True)  # read as needed
     except (OSError, ValueError, RuntimeError) as error:
         raise MedcouncilError(f"{path}: cannot read checkpoint ({error})") from error
     return tensors, progress

@@ -20,8 +20,11 @@ run resumed on another number of processes keeps, and FSDP sharding for full fin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -67,15 +70,17 @@ def reduce_sum(accelerator: Any, value: float) -> float:
     return float(total.item())
 
 
-def saved_micro_batches(out: Path) -> int | None:
-    """The micro-batches per optimizer step (every process's) of the run's latest checkpoint, None without one."""
+def saved_step(out: Path) -> tuple[int, int | None] | None:
+    """(micro-batches per optimizer step across every process, processes) of the run's latest checkpoint; the
+    processes are None for a checkpoint written before they were recorded; None without a checkpoint."""
     latest = checkpoint.latest(out)
     if latest is None:
         return None
     try:
         card = json.loads((latest / checkpoint.STATE).read_text(encoding="utf-8"))["card"]
-        return int(card["config_fields"]["grad_accum"])
-    except (OSError, ValueError, KeyError, TypeError):
+        processes = card.get("processes")
+        return int(card["config_fields"]["grad_accum"]), None if processes is None else int(processes)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -84,18 +89,69 @@ def resumed_on(config: FinetuneConfig, processes: int) -> FinetuneConfig:
     checkpoint, shared by the new number of processes.
 
     Raises:
-        ConfigError: the checkpoint's micro-batches per step cannot be shared evenly by ``processes``.
+        ConfigError: the checkpoint's micro-batches per step cannot be shared evenly by ``processes``; a DeepSpeed
+            run on another number of processes; a checkpoint that does not record its processes, on several.
     """
-    total = saved_micro_batches(config.out)
-    if total is None or config.accumulation(processes) * processes == total:
+    saved = saved_step(config.out)
+    if saved is None:
         return config
+    total, before = saved
+    where = f"--resume {config.out}"
+    if before is None and processes > 1:
+        raise ConfigError(
+            f"{where}: its checkpoint does not record how many processes wrote it (an older medcouncil): resume "
+            f"it on the number of processes it was trained on, without a launcher if that was one"
+        )
+    if config.deepspeed is not None and before not in (None, processes):
+        raise ConfigError(
+            f"{where}: it holds DeepSpeed's optimizer shards of {before} processes: resume it on {before}"
+        )
     if total % processes:
         fits = ", ".join(str(n) for n in range(1, total + 1) if total % n == 0)
         raise ConfigError(
-            f"--resume {config.out}: each step of this run takes {total} micro-batches of {config.batch_size} "
-            f"examples; {processes} processes cannot share them evenly: launch {fits} processes"
+            f"{where}: each step of this run takes {total} micro-batches of {config.batch_size} examples; "
+            f"{processes} processes cannot share them evenly: launch {fits} processes"
         )
+    mine = config.global_batch // config.batch_size if config.global_batch else config.grad_accum * processes
+    if mine == total:
+        return config
     return config.model_copy(update={"grad_accum": 1, "global_batch": total * config.batch_size})
+
+
+class StopRequest:
+    """Ctrl-C on several processes: SIGINT only raises a flag, and every process stops after the same step.
+
+    torchrun sends SIGINT to every worker. Were each to stop where the signal finds it, one could wait in a
+    checkpoint's barrier while another waits in a layer's all-gather (FSDP, ZeRO-3), and the run would hang until
+    torchrun's SIGKILL, with no checkpoint. So the flag is summed over the processes at the end of each step
+    (:meth:`agreed`), and all of them take the Ctrl-C path after that step together. One process keeps the
+    immediate Ctrl-C (the step in progress is discarded)."""
+
+    def __init__(self, processes: int) -> None:
+        self.active = processes > 1 and threading.current_thread() is threading.main_thread()
+        self.asked = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        if self.active:
+            self._previous = signal.signal(signal.SIGINT, self._ask)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _ask(self, signum: int, frame: Any) -> None:
+        del signum, frame
+        self.asked = True
+
+    def agreed(self, accelerator: Any) -> bool:
+        """Whether any process was asked to stop (every process calls it once per step)."""
+        return self.active and reduce_sum(accelerator, float(self.asked)) > 0
+
+    def guard(self) -> Any:
+        """What holds Ctrl-C during an update: the flag itself, or (one process) ``deferred_interrupt``."""
+        return contextlib.nullcontext() if self.active else checkpoint.deferred_interrupt()
 
 
 def check_fsdp(config: FinetuneConfig) -> None:

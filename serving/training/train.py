@@ -26,6 +26,7 @@ from medcouncil.serving.training.card import EvalLog, RunCard, StepLog, write_ca
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import IGNORE, Tokenized, fingerprint, split_eval, tokenize
 from medcouncil.serving.training.distributed import (
+    StopRequest,
     check_fsdp,
     full_optimizer_state,
     full_weights,
@@ -184,18 +185,9 @@ class Trainer:
             DiskFullError: a checkpoint could not be written; the previous one is intact.
             MedcouncilError: ``--resume`` with nothing to resume or with another configuration or data.
         """
-        from accelerate import Accelerator
-
-        set_threads(self.config.threads)
-        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        accelerator = self._accelerator(resume)
         processes = accelerator.num_processes
-        check_fsdp(self.config)
-        zero.check(self.config)
-        if resume:  # the checkpoint's micro-batches per step, shared by this launch's processes
-            self.config = resumed_on(self.config, processes)
         config, out = self.config, self.config.out
-        torch.manual_seed(config.seed)
-        random.seed(config.seed)
         tokenizer = load_tokenizer(self.base)
         pad_id = int(tokenizer.pad_token_id)
         tokenized = self._tokenized(tokenizer)
@@ -221,47 +213,67 @@ class Trainer:
         train_time = card.train_seconds
         step = start
         resume_rng = checkpoint.rng_state()  # the random state the next step starts from (saved on Ctrl-C)
-        try:
-            for step in range(start, total_steps):
-                t0 = time.monotonic()
-                group = plan[step * per_step : (step + 1) * per_step]
-                batches = [self._collate([tokenized[i] for i in ids], pad_id) for ids in group]
-                step_loss = _accumulate(accelerator, loss_fn, batches, device, config.seed, step)
-                with checkpoint.deferred_interrupt():  # the update and its record happen together or not at all
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    train_time += time.monotonic() - t0
-                    card.tokens += sum(b.tokens for b in batches)
-                    card.labelled_tokens += sum(b.labelled for b in batches)
-                    log = StepLog(
-                        step=step + 1,
-                        loss=step_loss,
-                        lr=float(scheduler.get_last_lr()[0]),
-                        tokens=card.tokens,
-                        seconds=round(train_time, 3),
-                    )
-                    card.steps.append(log)
-                    resume_rng = checkpoint.rng_state()  # before anything after the update draws (an eval)
-                card.train_seconds = train_time
-                if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
-                    card.evals.append(EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id, device)))
-                if self.on_step is not None and accelerator.is_main_process:
-                    self.on_step(log, total_steps)
-                if (step + 1) % config.save_every == 0 and step + 1 < total_steps:
-                    self._save(step + 1, model, optimizer, scheduler, card, accelerator)
-        except KeyboardInterrupt:
-            done = len(card.steps)
-            if done > start or checkpoint.latest(out) is None:
-                # the state at the start of the first step not done: an interrupted step drew from it already
-                self._save(done, model, optimizer, scheduler, card, accelerator, resume_rng)
-            raise TrainingInterrupted(
-                f"interrupted after step {done} of {total_steps}: checkpoint saved in "
-                f"{out / checkpoint.CHECKPOINTS}; continue with --resume"
-            ) from None
+        stop = StopRequest(accelerator.num_processes)
+        with stop:
+            try:
+                for step in range(start, total_steps):
+                    t0 = time.monotonic()
+                    group = plan[step * per_step : (step + 1) * per_step]
+                    batches = [self._collate([tokenized[i] for i in ids], pad_id) for ids in group]
+                    step_loss = _accumulate(accelerator, loss_fn, batches, device, config.seed, step)
+                    with stop.guard():  # the update and its record happen together or not at all
+                        optimizer.step()
+                        scheduler.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        train_time += time.monotonic() - t0
+                        card.tokens += sum(b.tokens for b in batches)
+                        card.labelled_tokens += sum(b.labelled for b in batches)
+                        log = StepLog(
+                            step=step + 1,
+                            loss=step_loss,
+                            lr=float(scheduler.get_last_lr()[0]),
+                            tokens=card.tokens,
+                            seconds=round(train_time, 3),
+                        )
+                        card.steps.append(log)
+                        resume_rng = checkpoint.rng_state()  # before anything after the update draws (an eval)
+                    card.train_seconds = train_time
+                    if eval_items and ((step + 1) % config.eval_every == 0 or step + 1 == total_steps):
+                        card.evals.append(
+                            EvalLog(step=step + 1, loss=self._eval_loss(loss_fn, eval_items, pad_id, device))
+                        )
+                    if self.on_step is not None and accelerator.is_main_process:
+                        self.on_step(log, total_steps)
+                    if (step + 1) % config.save_every == 0 and step + 1 < total_steps:
+                        self._save(step + 1, model, optimizer, scheduler, card, accelerator)
+                    if stop.agreed(accelerator):  # Ctrl-C on several processes: all stop after this step
+                        raise KeyboardInterrupt
+            except KeyboardInterrupt:
+                done = len(card.steps)
+                if done > start or checkpoint.latest(out) is None:
+                    # the state at the start of the first step not done: an interrupted step drew from it already
+                    self._save(done, model, optimizer, scheduler, card, accelerator, resume_rng)
+                raise TrainingInterrupted(
+                    f"interrupted after step {done} of {total_steps}: checkpoint saved in "
+                    f"{out / checkpoint.CHECKPOINTS}; continue with --resume"
+                ) from None
         card.wall_seconds += time.monotonic() - started
         self._finish(card, total_steps, model, optimizer, scheduler, accelerator, loss_fn, tokenizer)
         return card
+
+    def _accelerator(self, resume: bool) -> Any:
+        """This launch's processes (accelerate), the settings checked and, on ``resume``, fitted to them; seeded."""
+        from accelerate import Accelerator
+
+        set_threads(self.config.threads)
+        accelerator = Accelerator(cpu=not torch.cuda.is_available())
+        check_fsdp(self.config)
+        zero.check(self.config)
+        if resume:  # the checkpoint's micro-batches per step, shared by this launch's processes
+            self.config = resumed_on(self.config, accelerator.num_processes)
+        torch.manual_seed(self.config.seed)
+        random.seed(self.config.seed)
+        return accelerator
 
     def _setup(self, accelerator: Any, card: RunCard, resume: bool) -> tuple[torch.nn.Module, Any, Any, Any, int]:
         """(model, loss module, optimizer, scheduler, first step): loaded, restored from the latest checkpoint on
@@ -322,11 +334,6 @@ class Trainer:
             raise MedcouncilError(f"--resume: {path} was trained with other settings ({', '.join(changed)})")
         if saved.data.fingerprint != card.data.fingerprint or saved.base.digest != card.base.digest:
             raise MedcouncilError(f"--resume: {path} was trained on other data or another base model")
-        if self.config.deepspeed is not None and saved.processes != card.processes:
-            raise MedcouncilError(
-                f"--resume: {path} holds DeepSpeed's optimizer shards of {saved.processes} processes: resume it "
-                f"on {saved.processes}"
-            )
         checkpoint.apply(model, tensors)
         card.adopt(saved, str(path))
         return tensors, int(progress["step"]), path
@@ -358,9 +365,7 @@ class Trainer:
         accelerator.wait_for_everyone()
         given: dict[str, Any] = {"rng": rng} if rng is not None else {}
         if isinstance(optimizer, zero.EngineStep):  # DeepSpeed writes every rank's shard into the partial folder
-            partial = checkpoint.partial_folder(self.config.out, step, accelerator.is_main_process)
-            accelerator.wait_for_everyone()
-            optimizer.engine.save_checkpoint(str(partial / zero.DEEPSPEED_DIR), tag=zero.TAG, save_latest=False)
+            zero.save(optimizer.engine, self.config.out, step, accelerator)
             given |= {"model": zero.full_weights(optimizer.engine, model), checkpoint.ENGINE_FILES: True}
         elif self.config.fsdp:
             given |= {

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.config import FinetuneConfig
 
@@ -65,6 +66,11 @@ def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:
             f"--deepspeed {path}: remove {' and '.join(owned)}: medcouncil's flags set them (--lr, --warmup-steps, "
             f"--weight-decay), the same with or without DeepSpeed"
         )
+    if "checkpoint" in settings:
+        raise ConfigError(
+            f"--deepspeed {path}: remove checkpoint: medcouncil writes each checkpoint whole before it counts, "
+            f"which a decoupled or asynchronous writer would not finish"
+        )
     accum = config.accumulation(processes)
     batch = {
         "train_micro_batch_size_per_gpu": config.batch_size,
@@ -83,6 +89,7 @@ def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:
         zero["overlap_comm"] = False
     return {
         "gradient_clipping": 0.0,  # DeepSpeed clips at 1.0 unless told; the loop does not clip
+        "zero_force_ds_cpu_optimizer": False,  # offloaded states with the loop's AdamW (DeepSpeed's own is faster)
         **settings,
         **batch,
         "zero_optimization": zero,
@@ -118,8 +125,55 @@ def initialize(loss_fn: nn.Module, optimizer: torch.optim.Optimizer, settings: d
         raise ConfigError(
             f"--deepspeed needs the deepspeed package ({error}): pip install 'medcouncil[deepspeed]'"
         ) from None
-    engine, _, _, _ = deepspeed.initialize(model=loss_fn, optimizer=optimizer, config=settings)
+    from deepspeed.runtime.zero.utils import ZeRORuntimeException
+
+    _one_process_group()
+    try:
+        engine, _, _, _ = deepspeed.initialize(model=loss_fn, optimizer=optimizer, config=settings)
+    except (AssertionError, ValueError, RuntimeError, KeyError, TypeError, ZeRORuntimeException) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"DeepSpeed refused the configuration: {first}") from None
     return engine
+
+
+def _one_process_group() -> None:
+    """Without a launcher there is no process group, and DeepSpeed would look for MPI: one process of its own, on
+    a free loopback port."""
+    import socket
+
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("WORLD_SIZE", "1")
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
+
+
+def save(engine: Any, out: Path, step: int, accelerator: Any) -> None:
+    """Every rank's DeepSpeed files of ``step`` into the checkpoint's partial folder (every process calls it);
+    :func:`checkpoint.save` then completes the folder and renames it into place.
+
+    Raises:
+        DiskFullError: no space; the partial folder is removed and every finished checkpoint is intact.
+        MedcouncilError: another write error.
+    """
+    partial = checkpoint.partial_folder(out, step, accelerator.is_main_process)
+    accelerator.wait_for_everyone()
+    try:
+        engine.save_checkpoint(str(partial / DEEPSPEED_DIR), tag=TAG, save_latest=False)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        if error.errno in checkpoint.DISK_FULL:
+            raise checkpoint.DiskFullError(
+                f"disk full while DeepSpeed wrote checkpoint step {step} into {partial.parent}: every finished "
+                f"checkpoint is intact; free space and continue with --resume"
+            ) from None
+        raise MedcouncilError(f"DeepSpeed cannot write checkpoint step {step} ({error.strerror or error})") from None
 
 
 def is_engine(module: Any) -> bool:
@@ -160,13 +214,15 @@ def load(engine: Any, folder: Path) -> None:
     Raises:
         MedcouncilError: DeepSpeed's files are missing or do not load.
     """
-    from medcouncil.serving.common.errors import MedcouncilError
-
     files = folder / DEEPSPEED_DIR
     if not files.is_dir():
         raise MedcouncilError(f"--resume: {folder} holds no DeepSpeed state ({files}): it was not a DeepSpeed run")
-    loaded, _ = engine.load_checkpoint(
-        str(files), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=False, load_module_strict=False
-    )
+    try:
+        loaded, _ = engine.load_checkpoint(
+            str(files), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=False, load_module_strict=False
+        )
+    except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MedcouncilError(f"--resume: DeepSpeed could not load {files}: {first}") from None
     if loaded is None:
         raise MedcouncilError(f"--resume: DeepSpeed could not load {files}")

@@ -58,10 +58,25 @@ def test_the_global_batch_decides_the_steps_whatever_the_processes() -> None:
         FinetuneConfig(batch_size=4, global_batch=6)
 
 
-def _checkpoint_with(out: Path, micro: int) -> None:
-    checkpoint.write_whole(
-        out / checkpoint.CHECKPOINTS, "step-000002", {}, {"step": 2, "card": {"config_fields": {"grad_accum": micro}}}
-    )
+def _checkpoint_with(out: Path, micro: int, processes: int | None = 1) -> None:
+    card: dict[str, Any] = {"config_fields": {"grad_accum": micro}}
+    if processes is not None:
+        card["processes"] = processes
+    checkpoint.write_whole(out / checkpoint.CHECKPOINTS, "step-000002", {}, {"step": 2, "card": card})
+
+
+def test_a_resume_is_refused_where_the_step_cannot_be_kept(tmp_path: Path) -> None:
+    _checkpoint_with(tmp_path, 4, processes=None)  # written before the processes were recorded
+    with pytest.raises(ConfigError, match="does not record how many processes"):
+        resumed_on(FinetuneConfig(out=tmp_path, batch_size=2, grad_accum=4), 2)
+    assert resumed_on(FinetuneConfig(out=tmp_path, batch_size=2, grad_accum=4), 1).accumulation(1) == 4
+    _checkpoint_with(tmp_path, 4, processes=2)
+    deepspeed = FinetuneConfig(out=tmp_path, batch_size=2, global_batch=8, deepspeed=tmp_path / "ds.json")
+    with pytest.raises(ConfigError, match="DeepSpeed's optimizer shards of 2 processes: resume it on 2"):
+        resumed_on(deepspeed, 4)
+    by_global = FinetuneConfig(out=tmp_path, batch_size=2, global_batch=8)  # --global-batch runs name the counts too
+    with pytest.raises(ConfigError, match=r"3 processes cannot share them evenly: launch 1, 2, 4"):
+        resumed_on(by_global, 3)
 
 
 def test_a_resume_on_another_number_of_processes_keeps_the_step_or_is_refused(tmp_path: Path) -> None:
@@ -98,10 +113,12 @@ def test_a_deepspeed_file_gets_the_runs_batch_and_keeps_its_own_sharding(tmp_pat
     assert settings["train_micro_batch_size_per_gpu"] == 2 and settings["gradient_accumulation_steps"] == 2
     assert settings["train_batch_size"] == 8 and settings["managed_gradient_accumulation"] is False
     assert settings["bf16"] == {"enabled": True} and settings["gradient_clipping"] == 0.0
+    assert settings["zero_force_ds_cpu_optimizer"] is False  # offload with the loop's own AdamW
     assert settings["zero_optimization"] == {"stage": 1, "overlap_comm": False}
     for text, message in (
         ('{"optimizer": {"type": "Adam"}}', "remove optimizer: medcouncil's flags set them"),
         ('{"train_batch_size": 32}', "train_batch_size is 32, this run's is 8"),
+        ('{"checkpoint": {"writer": {"type": "decoupled"}}}', "remove checkpoint: medcouncil writes each"),
         ("[1, 2]", "expected a mapping"),
         ("{oops", "not valid json"),
     ):
@@ -242,7 +259,10 @@ def test_deepspeed_zero3_on_two_processes_trains_the_full_model_of_one(
 ) -> None:
     base, one = tiny_reference
     config = tmp_path / "ds.json"
-    config.write_text('{"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": "auto"}')
+    config.write_text(  # the README's example: stage 3, optimizer states offloaded to the CPU
+        '{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}, "overlap_comm": true}, '
+        '"train_micro_batch_size_per_gpu": "auto"}'
+    )
     two = tmp_path / "two"
     _finetune(two, 2, "--base", str(base), *TINY_ARGS, "--deepspeed", str(config))
     _assert_same_curve(one, two)
@@ -264,3 +284,39 @@ def test_deepspeed_zero3_on_two_processes_trains_the_full_model_of_one(
     )
     assert refused.returncode == 1 and "optimizer shards of 2 processes: resume it on 2" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.integration
+def test_ctrl_c_stops_every_process_after_the_same_step_with_a_checkpoint(
+    tiny_reference: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """torchrun passes SIGINT to every worker: under FSDP a rank that stopped where the signal found it would wait
+    in a barrier while another waits in a layer's all-gather. They agree on a step, save it and stop."""
+    import re
+    import signal
+    import time
+
+    base, _ = tiny_reference
+    out = tmp_path / "run"
+    args = ["--base", str(base), "--method", "full", "--data", str(MEDQA), "--limit", "64", "--max-steps", "500"]
+    args += ["--batch-size", "2", "--global-batch", "4", "--max-seq-len", "96", "--save-every", "2", "--fsdp"]
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    command = [torchrun, "--standalone", "--nproc-per-node=2", "-m", "medcouncil.scenarios.cli", "finetune"]
+    run = subprocess.Popen(
+        [*command, *args, "--threads", "1", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while checkpoint.latest(out) is None and time.monotonic() < deadline and run.poll() is None:
+        time.sleep(0.5)
+    assert run.poll() is None, "the run ended before it could be interrupted"
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=240)  # a hang would end here, in torchrun's SIGKILL or the timeout
+    stopped = {int(n) for n in re.findall(r"interrupted after step (\d+) of 500", stdout + stderr)}
+    assert len(stopped) == 1, stdout + stderr[-3000:]  # both ranks, the same step
+    latest = checkpoint.latest(out)
+    assert latest is not None and latest.name == f"step-{stopped.pop():06d}"
+    tensors, progress = checkpoint.load(latest)
+    assert checkpoint.OPTIMIZER_BY_NAME in tensors and len(progress["card"]["steps"]) == progress["step"]

@@ -222,7 +222,7 @@ def test_ctrl_c_during_an_update_waits_for_its_end() -> None:
     import os
     import signal
 
-    from medcouncil.serving.training.train import deferred_interrupt
+    from medcouncil.serving.training.checkpoint import deferred_interrupt
 
     done = []
     with pytest.raises(KeyboardInterrupt), deferred_interrupt():

@@ -203,7 +203,7 @@ def test_the_cards_data_section_counts_the_clients_it_knows(tmp_path: Path) -> N
     from medcouncil.serving.training.card import RunCard
     from medcouncil.serving.training.federated.server import count_data
 
-    card = RunCard.new(FinetuneConfig(), BASE, "remote", "", [], 0, 0, 1)
+    card = RunCard.new(FinetuneConfig(), BASE, "remote", "", [], (0, 0), 1)
     count_data(card, [])
     empty = card.data.fingerprint
     count_data(
