@@ -206,11 +206,18 @@ def full_weights(model: nn.Module, trainable_only: bool = True) -> dict[str, Any
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    # a tied weight (Gemma's head is its embedding) once, under its first name, as the model's own saving does
+    names = kept_names(model, trainable_only)
+    return {k: v for k, v in state.items() if k in names}
+
+
+def kept_names(model: nn.Module, trainable_only: bool) -> set[str]:
+    """The state keys a gathered copy of ``model`` keeps: its trainable parameters, or every parameter and
+    buffer; a tied weight (Gemma's head is its embedding) once, under its first name, as the model's own saving
+    does."""
     names = {n for n, p in model.named_parameters() if p.requires_grad or not trainable_only}
     if not trainable_only:
         names |= {n for n, _ in model.named_buffers()}
-    return {k: v for k, v in state.items() if k in names}
+    return names
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from torch import nn
 from medcouncil.serving.common.errors import ConfigError, MedcouncilError
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.config import FinetuneConfig
+from medcouncil.serving.training.distributed import kept_names
 
 DEEPSPEED_DIR = checkpoint.ENGINE_FILES
 """A DeepSpeed run's checkpoint files (every rank's optimizer shard), inside medcouncil's checkpoint folder."""
@@ -139,16 +140,18 @@ def initialize(loss_fn: nn.Module, optimizer: torch.optim.Optimizer, settings: d
 def _one_process_group() -> None:
     """Without a launcher there is no process group, and DeepSpeed would look for MPI: one process of its own, on
     a free loopback port."""
-    import socket
-
     import torch.distributed as dist
+
+    from medcouncil.serving.server import free_port
 
     if dist.is_initialized():
         return
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"), ("LOCAL_RANK", "0")):
+    for key, value in (
+        ("MASTER_ADDR", "127.0.0.1"),
+        ("MASTER_PORT", str(free_port())),
+        ("RANK", "0"),
+        ("LOCAL_RANK", "0"),
+    ):
         os.environ.setdefault(key, value)
     os.environ.setdefault("WORLD_SIZE", "1")
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo", rank=0, world_size=1)
@@ -196,9 +199,7 @@ class EngineStep:
 
 def full_weights(engine: Any, model: nn.Module, trainable_only: bool = True) -> dict[str, torch.Tensor]:
     """``model``'s weights whole on the main process's CPU (ZeRO-3 gathers them: every process calls this)."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad or not trainable_only}
-    if not trainable_only:
-        names |= {n for n, _ in model.named_buffers()}
+    names = kept_names(model, trainable_only)
     if engine.zero_optimization_partition_weights():
         state = engine._zero3_consolidated_16bit_state_dict() or {}
         prefix = "model."  # the engine holds the loss module, whose ``model`` is the model
