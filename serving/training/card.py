@@ -119,6 +119,12 @@ class RunCard(BaseModel):
             processes=processes,
         )
 
+    def changed_settings(self, saved: RunCard) -> list[str]:
+        """The weight-deciding settings in which ``saved`` (a checkpoint's card) differs from this run, by name."""
+        before = dict(saved.config_fields)
+        before.setdefault("deepspeed", self.config_fields.get("deepspeed"))  # older runs did not record it
+        return _changed(before, self.config_fields)
+
     def adopt(self, saved: RunCard, checkpoint: str) -> None:
         """Continue a resumed run's history from its checkpoint."""
         self.steps, self.evals = list(saved.steps), list(saved.evals)
@@ -221,3 +227,15 @@ def write_card(out: Path, card: RunCard) -> None:
         tmp = out / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out / name)
+
+
+def _changed(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """The settings that differ between a checkpoint's run and this one, a DeepSpeed file's by their own keys."""
+    changed: list[str] = []
+    for key in sorted(saved.keys() | now.keys()):
+        old, new = saved.get(key), now.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += _changed(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(prefix + key)
+    return changed

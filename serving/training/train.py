@@ -205,6 +205,8 @@ class Trainer:
             total_steps,
             processes,
         )
+        if config.deepspeed is not None:  # the file is read again on a resume: its edits must not pass unseen
+            card.config_fields["deepspeed"] = zero.weight_settings(config, processes)
         model, loss_fn, optimizer, scheduler, start = self._setup(accelerator, card, resume)
         loss_fn.train()
         device = accelerator.device
@@ -329,8 +331,7 @@ class Trainer:
             raise MedcouncilError(f"--resume: no checkpoint in {self.config.out / checkpoint.CHECKPOINTS}")
         tensors, progress = checkpoint.load(path)
         saved = RunCard.model_validate(progress["card"])
-        if saved.config_fields != card.config_fields:
-            changed = sorted(k for k in card.config_fields if saved.config_fields.get(k) != card.config_fields[k])
+        if changed := card.changed_settings(saved):
             raise MedcouncilError(f"--resume: {path} was trained with other settings ({', '.join(changed)})")
         if saved.data.fingerprint != card.data.fingerprint or saved.base.digest != card.base.digest:
             raise MedcouncilError(f"--resume: {path} was trained on other data or another base model")

@@ -100,6 +100,31 @@ def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:
     }
 
 
+WEIGHT_KEYS = (
+    "gradient_clipping",
+    "bf16",
+    "fp16",
+    "amp",
+    "communication_data_type",
+    "prescale_gradients",
+    "gradient_predivide_factor",
+)
+"""The DeepSpeed settings that change the weights a step gives (with ZeRO's stage, which its shards are saved by);
+offload, bucket sizes and logging do not."""
+
+
+def weight_settings(config: FinetuneConfig, processes: int) -> dict[str, Any]:
+    """What of this run's DeepSpeed settings a resumed run must keep: the file may be edited between segments.
+
+    Raises:
+        ConfigError: as :func:`engine_config`.
+    """
+    settings = engine_config(config, processes)
+    kept = {key: settings[key] for key in WEIGHT_KEYS if key in settings}
+    kept["zero_stage"] = int(settings["zero_optimization"].get("stage", 0))
+    return kept
+
+
 def check(config: FinetuneConfig) -> None:
     """Raises ConfigError for what ``--deepspeed`` does not run here."""
     if config.deepspeed is None:

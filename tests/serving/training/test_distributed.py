@@ -31,6 +31,7 @@ MEDQA = SHARED / "data" / "mcqa" / "medqa.test.jsonl"
 LOSS_TOLERANCE = 1e-4
 WEIGHT_TOLERANCE = 1e-5
 DEEPSPEED_WEIGHT_TOLERANCE = 1e-4
+RESUME = ["-m", "medcouncil.scenarios.cli", "finetune", "--resume"]
 
 
 def test_a_step_is_shared_whole_and_disjoint() -> None:
@@ -131,6 +132,34 @@ def test_a_deepspeed_file_gets_the_runs_batch_and_keeps_its_own_sharding(tmp_pat
     for settings_ in ({"fsdp": True, "method": "full"}, {"objective": "dpo"}, {"merge": True}):
         with pytest.raises(ConfigError, match="--deepspeed"):
             zero.check(FinetuneConfig(deepspeed=path, **settings_))
+
+
+def test_a_deepspeed_run_records_what_of_its_file_decides_the_weights(tmp_path: Path) -> None:
+    from medcouncil.serving.training import zero
+    from medcouncil.serving.training.card import RunCard
+
+    path = tmp_path / "ds.json"
+    path.write_text('{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}')
+    config = FinetuneConfig(deepspeed=path, batch_size=2, global_batch=4)
+    recorded = zero.weight_settings(config, 2)
+    assert recorded == {"gradient_clipping": 0.0, "zero_stage": 3}
+    path.write_text('{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}}')
+    assert zero.weight_settings(config, 2) == recorded  # where states live does not change a step
+    path.write_text('{"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0, "bf16": {"enabled": true}}')
+    edited = zero.weight_settings(config, 2)
+
+    def card(fields: dict[str, Any]) -> RunCard:
+        return RunCard.model_construct(config_fields=fields)
+
+    run = card({"lr": 1e-4, "deepspeed": edited})
+    assert run.changed_settings(card({"lr": 1e-4, "deepspeed": recorded})) == [
+        "deepspeed.bf16",
+        "deepspeed.gradient_clipping",
+        "deepspeed.zero_stage",
+    ]
+    assert run.changed_settings(card({"lr": 1e-4})) == []  # written before the settings were recorded
+    assert run.changed_settings(card({"lr": 2e-4, "deepspeed": edited})) == ["lr"]
+    assert card({"lr": 1e-4}).changed_settings(card({"lr": 1e-4})) == []
 
 
 # --- real processes -------------------------------------------------------------------------------------------
@@ -284,6 +313,15 @@ def test_deepspeed_zero3_on_two_processes_trains_the_full_model_of_one(
     )
     assert refused.returncode == 1 and "optimizer shards of 2 processes: resume it on 2" in refused.stderr
     assert "Traceback" not in refused.stderr
+    config.write_text(json.dumps({**json.loads(config.read_text()), "gradient_clipping": 1.0}))
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    edited = subprocess.run(  # the file is read again on a resume: an edit that changes the steps is refused
+        [torchrun, "--standalone", "--nproc-per-node=2", *RESUME, str(tmp_path / "other"), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert edited.returncode != 0 and "other settings (deepspeed.gradient_clipping)" in edited.stderr
 
 
 @pytest.mark.integration
