@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+from medcouncil.serving.server import free_port
 from medcouncil.serving.training.card import RunCard
 from medcouncil.serving.training.federated.config import PLAN, FederationPlan
 from medcouncil.serving.training.federated.strategy import FederationError
@@ -143,12 +144,6 @@ def _home(out: Path, address: str, root_certificates: str | None) -> Path:
     return home
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _wait_port(port: int, process: subprocess.Popen[bytes], what: str, log_file: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -219,7 +214,7 @@ def deploy(plan: FederationPlan, log: Callable[[str], None] = print) -> RunCard:
     try:
         address = config.superlink
         if address is None:
-            port = _free_port()
+            port = free_port()
             address = f"127.0.0.1:{port}"
             _home(out, address, None)
             link, link_log = processes.start(
@@ -237,7 +232,7 @@ def deploy(plan: FederationPlan, log: Callable[[str], None] = print) -> RunCard:
             )
             _wait_port(port, link, "flower-superlink", link_log)
             for index, client in enumerate(plan.clients):
-                node_port = _free_port()
+                node_port = free_port()
                 node, node_log = processes.start(
                     f"supernode-{index}",
                     [
