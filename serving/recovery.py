@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from medcouncil.serving.common.errors import first_line
 from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.server import ServerState, start_ticks, write_state
 from medcouncil.serving.supervise import read_exit
@@ -58,7 +59,7 @@ def recover(path: Path, error: Exception | None = None) -> ServerState | None:
 def _reason(error: Exception) -> str:
     if isinstance(error, ValidationError):
         return str(error.errors()[0]["msg"])[:100]
-    return (str(error).splitlines() or [type(error).__name__])[0][:100]
+    return first_line(error)[:100]
 
 
 def keep_aside(path: Path) -> Path:

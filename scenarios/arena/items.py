@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.samples import Sample, convert_rows, json_items, jsonl_rows
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import load_json
 
 
@@ -187,7 +187,7 @@ def _cases_or_dataset(
     except ConfigError as error:
         raise ConfigError(
             f"{source}: not an arena source (patient cases, BioASQ, a chat transcript, arena JSONL) nor a "
-            f"dataset ({str(error).splitlines()[0]})"
+            f"dataset ({first_line(error)})"
         ) from None
     dataset = info.dataset or source
     chosen = samples[:limit] if limit else samples

@@ -17,7 +17,7 @@ from medcouncil.scenarios.arena.doctors import EpisodeDoctor
 from medcouncil.scenarios.arena.human import Quit, Skipped
 from medcouncil.scenarios.arena.items import ArenaItem
 from medcouncil.scenarios.arena.journal import AnswerLine, ArenaJournal, ArenaManifest, ErrorLine, JudgementLine
-from medcouncil.serving.common.errors import ConfigError, EngineDiedError
+from medcouncil.serving.common.errors import ConfigError, EngineDiedError, first_line
 
 REFERENCE_JUDGES = {"reference"}
 """Judges that need an item's reference answer: items without one are not theirs to judge."""
@@ -46,7 +46,7 @@ class Tally:
 
 
 def _first_line(error: Exception) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
+    return first_line(error)
 
 
 def missing_answers(manifest: ArenaManifest, items: list[ArenaItem], journal: ArenaJournal) -> list[tuple[str, str]]:

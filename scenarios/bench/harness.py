@@ -16,7 +16,7 @@ from typing import TypeVar
 from medcouncil.agents.protocol import Answerer, Episode, Question, run_episode
 from medcouncil.scenarios.bench.journal import ErrorRecord, Journal, Record, read_records
 from medcouncil.scenarios.datasets.samples import LETTERS, Sample
-from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
+from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError, first_line
 
 R = TypeVar("R")
 U = TypeVar("U")
@@ -106,12 +106,12 @@ class Attempts:
                 outcome = await once(attempt)
             except EngineDiedError as failure:
                 # The engine is gone: no retry can succeed until it is back. Journaled, the run stops (resumable).
-                error = str(failure).splitlines()[0]
+                error = first_line(failure)
                 self.journal.append_error(ErrorRecord(sample_id=key, mode=mode, attempt=attempt, error=error))
                 self.aborted = self.aborted or error
                 return None
             except MedcouncilError as failure:
-                outcome = str(failure).splitlines()[0]
+                outcome = first_line(failure)
             except Exception as failure:  # a bug in one unit must not lose the run: journaled, retried, reported
                 outcome = f"{type(failure).__name__}: {failure}"
             if not isinstance(outcome, str):
@@ -206,7 +206,7 @@ class Harness:
             except RequestRejectedError as failure:
                 # Refused by the engine itself (too long for its context, ...): the same request would be refused
                 # again. Recorded once as a failed item with its reason, never left pending.
-                reason = str(failure).splitlines()[0]
+                reason = first_line(failure)
                 episode = Episode(question=item.question, answerer=mode, error=reason, rejected=True)
             if episode.engine_died:
                 raise EngineDiedError(episode.error or "the engine died")

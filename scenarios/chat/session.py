@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal
 from rich.markup import escape
 
 from medcouncil.serving.common.console import console
-from medcouncil.serving.common.errors import MedcouncilError
+from medcouncil.serving.common.errors import MedcouncilError, first_line
 
 if TYPE_CHECKING:  # the council's modules load when a chat starts, not with every command
     from medcouncil.agents.build import Answerers
@@ -94,7 +94,7 @@ class ChatSession:
         try:
             link.restart()
         except MedcouncilError as error:
-            console.print(f"[error]error:[/] {escape(str(error).splitlines()[0])}")
+            console.print(f"[error]error:[/] {escape(first_line(error))}")
             return False
         return True
 

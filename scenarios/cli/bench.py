@@ -45,7 +45,7 @@ from medcouncil.scenarios.cli.options import (
 )
 from medcouncil.scenarios.episodes.run import JUDGE_KEY_ENV
 from medcouncil.serving.common.console import console, err_console
-from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError, first_line
 
 if TYPE_CHECKING:
     from medcouncil.scenarios.bench.report import Run
@@ -199,7 +199,7 @@ def _requests(
                 chosen = selection.model_copy(update={"dataset": name, "subset": part, "fields": None})
                 requests.append(new_run(suite_dir / folder, chosen, config, label))
             except MedcouncilError as error:
-                note = f"not run: {str(error).splitlines()[0]}"
+                note = f"not run: {first_line(error)}"
                 err_console.print(f"[warning]{escape(label)}: {escape(note)}[/]", soft_wrap=True)
             entries.append({"label": label, "dir": folder, "note": note})
         suite_file = {"suite": suite, "modes": config["modes"], "runs": entries}

@@ -14,7 +14,7 @@ import typer
 
 from medcouncil.scenarios.cli.options import DataDirOpt, DatasetsOpt, FieldsOpt, LimitOpt, SeedOpt, SplitOpt, SubsetOpt
 from medcouncil.serving.common.console import console, err_console
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.training.data import ChatExample
 
 data_app = typer.Typer(
@@ -59,7 +59,7 @@ def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, o
         info = resolve_base(base)
         tokenizer = load_tokenizer(info)
     except (MedcouncilError, OSError, ValueError) as error:
-        return {"note": f"not counted: {str(error).splitlines()[0]}"}
+        return {"note": f"not counted: {first_line(error)}"}
     counts = [len(tokenize(tokenizer, example, 1 << 30).input_ids) for example in examples]
     roles: dict[str, list[int]] = {}
     for example, count in zip(examples, counts, strict=True):

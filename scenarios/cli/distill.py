@@ -24,7 +24,7 @@ from medcouncil.scenarios.cli.options import (
     SubsetOpt,
 )
 from medcouncil.serving.common.console import console, err_console
-from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError, first_line
 
 if TYPE_CHECKING:
     from medcouncil.scenarios.datasets.samples import Sample
@@ -147,7 +147,7 @@ def distill(
         try:
             asyncio.run(_run(manifest, samples, out, concurrency, timeout))
         except (KeyboardInterrupt, MedcouncilError) as error:
-            manifest.stopped = str(error).splitlines()[0] if isinstance(error, MedcouncilError) else "interrupted"
+            manifest.stopped = first_line(error) if isinstance(error, MedcouncilError) else "interrupted"
             err_console.print(
                 f"[warning]stopped:[/] finished rows are in {escape(str(out))}; continue with "
                 f"medcouncil distill --resume --out {escape(str(out))}",

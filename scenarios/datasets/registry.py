@@ -33,7 +33,7 @@ from medcouncil.scenarios.datasets.samples import (
     jsonl_rows,
     load_samples,
 )
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.health import hub_reachable
 
 ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
@@ -217,7 +217,7 @@ def _hf_rows(hf_id: str, config: str | None, split: str) -> Iterator[tuple[int, 
     try:
         data = datasets.load_dataset(hf_id, name=config, split=split)
     except Exception as error:  # offline, unknown id, unknown config: the library raises many types
-        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        first = first_line(error)
         if offline:
             first = "not in the local Hugging Face cache, and huggingface.co is unreachable"
         raise ConfigError(f"hf://{hf_id}: cannot load config {config}, split {split}: {first}") from None

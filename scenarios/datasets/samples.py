@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import (
     BadLine,
     for_command,
@@ -197,7 +197,7 @@ def row_reason(error: Exception, record: Any) -> str:
     if not isinstance(record, dict) and isinstance(error, (TypeError, AttributeError, KeyError)):
         return f"{json_type(record)}, not a record (an object of fields)"
     if isinstance(error, (ValueError, IndexError)):
-        return (str(error).splitlines() or [type(error).__name__])[0]
+        return first_line(error)
     return f"a field holds a value of the wrong kind ({type(error).__name__})"
 
 

@@ -33,7 +33,7 @@ from medcouncil.agents.judge import Verdict, judge
 from medcouncil.agents.protocol import Answerer, ChatModel, Episode, Question, run_episode
 from medcouncil.scenarios.bench.harness import Attempts, drain
 from medcouncil.scenarios.bench.journal import SAMPLES, Journal, Modes, ServedBy
-from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
+from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError, first_line
 from medcouncil.serving.common.runlog import RunHeader, now, read_lines
 from medcouncil.tools.embeddings import Embedder
 
@@ -287,7 +287,7 @@ class EpisodeHarness:
             try:
                 return self._finish(await play(case, mode, players, self.budget, self.judging))
             except RequestRejectedError as failure:  # the same request would be refused again: a failed case
-                reason = str(failure).splitlines()[0]
+                reason = first_line(failure)
                 verdict = Verdict(correct=False, method="none", reason=f"refused by the engine: {reason}")
                 return self._finish(
                     EpisodeRecord(

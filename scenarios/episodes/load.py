@@ -22,7 +22,7 @@ from medcouncil.scenarios.datasets.samples import MalformedRow, convert_rows, js
 from medcouncil.scenarios.episodes import sources
 from medcouncil.scenarios.episodes.sources import from_mcqa
 from medcouncil.scenarios.episodes.sources.base import CaseAdapter, CaseSource
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 
 
 def _sources() -> list[CaseSource]:
@@ -90,7 +90,7 @@ def _from_dataset(
     except ConfigError as error:
         raise ConfigError(
             f"{source}: neither an episode file (AgentClinic, NEJM-style, medcouncil cases) nor a "
-            f"dataset ({str(error).splitlines()[0]})"
+            f"dataset ({first_line(error)})"
         ) from None
     cases: list[ClinicalCase] = []
     skipped: list[MalformedRow] = []

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.training.decontamination import normalise_text
-from medcouncil.serving.common.errors import MedcouncilError
+from medcouncil.serving.common.errors import MedcouncilError, first_line
 from medcouncil.serving.common.jsonl import BadLine, read_json
 
 QUOTED = re.compile(r"⟪(.*?)⟫", re.DOTALL)
@@ -100,7 +100,7 @@ def check(card_dir: Path, samples: Sequence[Sample]) -> TrainingOverlap:
     try:
         source, turns = _training_turns(card_path)
     except MedcouncilError as error:
-        return result.model_copy(update={"note": str(error).splitlines()[0]})
+        return result.model_copy(update={"note": first_line(error)})
     quoted: set[str] = set()
     unquoted: list[str] = []
     for turn in turns:

@@ -40,3 +40,9 @@ class EngineDiedError(EndpointUnreachableError):
 class RequestRejectedError(MedcouncilError):
     """The engine refused the request itself (HTTP 400/413/422: a prompt longer than the context, ...): the same
     request will be refused again, so it is not retried."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): for a one-line error that
+    quotes a library's multi-line failure."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 
 BOM = b"\xef\xbb\xbf"
 
@@ -37,7 +37,7 @@ def parse_json(text: str | bytes) -> Any:
     except RecursionError:
         raise ValueError("not JSON (nested too deeply)") from None
     except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string conversion"
-        raise ValueError(f"not JSON ({str(error).splitlines()[0]})") from None
+        raise ValueError(f"not JSON ({first_line(error)})") from None
 
 
 def json_reason(error: ValueError) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcouncil.serving.common.errors import ConfigError, ModelPathError
+from medcouncil.serving.common.errors import ConfigError, ModelPathError, first_line
 from medcouncil.serving.health import hub_reachable
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME, embedded_gguf, folder_digest, sha256_file
 from medcouncil.serving.training.config import FinetuneConfig
@@ -66,8 +66,7 @@ def resolve_base(base: str | None) -> BaseModelInfo:
 
 
 def _load_error(info: BaseModelInfo, error: Exception) -> ConfigError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return ConfigError(f"cannot load base model {info.source}: {reason}")
+    return ConfigError(f"cannot load base model {info.source}: {first_line(error)}")
 
 
 def load_tokenizer(info: BaseModelInfo) -> Any:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medcouncil.serving.common.errors import ConfigError, MedcouncilError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError, first_line
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.distributed import kept_names
@@ -157,8 +157,7 @@ def initialize(loss_fn: nn.Module, optimizer: torch.optim.Optimizer, settings: d
     try:
         engine, _, _, _ = deepspeed.initialize(model=loss_fn, optimizer=optimizer, config=settings)
     except (AssertionError, ValueError, RuntimeError, KeyError, TypeError, ZeRORuntimeException) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ConfigError(f"DeepSpeed refused the configuration: {first}") from None
+        raise ConfigError(f"DeepSpeed refused the configuration: {first_line(error)}") from None
     return engine
 
 
@@ -248,7 +247,6 @@ def load(engine: Any, folder: Path) -> None:
             str(files), tag=TAG, load_optimizer_states=True, load_lr_scheduler_states=False, load_module_strict=False
         )
     except (OSError, RuntimeError, KeyError, ValueError, AssertionError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise MedcouncilError(f"--resume: DeepSpeed could not load {files}: {first}") from None
+        raise MedcouncilError(f"--resume: DeepSpeed could not load {files}: {first_line(error)}") from None
     if loaded is None:
         raise MedcouncilError(f"--resume: DeepSpeed could not load {files}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medcouncil.serving.common.errors import MedcouncilError
+from medcouncil.serving.common.errors import MedcouncilError, first_line
 from medcouncil.serving.training.federated.config import ClientData, FederationPlan
 from medcouncil.serving.training.federated.server import DATA_ERROR, FederatedServer
 
@@ -53,7 +53,7 @@ def train_handler(message: Any, context: Any, data: ClientData) -> Any:
     try:
         trainer = _trainer(data, str(config["train"]), str(config["base-digest"]))
     except MedcouncilError as error:
-        reason = f"client {data.name} ({data.path}): {str(error).splitlines()[0]}"
+        reason = f"client {data.name} ({data.path}): {first_line(error)}"
         return Message(Error(code=DATA_ERROR, reason=reason), reply_to=message)
     result = trainer.run_round(
         message.content["arrays"].to_torch_state_dict(),

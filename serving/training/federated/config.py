@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import BadLine, read_json
 from medcouncil.serving.training.config import FinetuneConfig
 
@@ -146,4 +146,4 @@ class FederationPlan(BaseModel):
         except (BadLine, OSError) as error:
             raise ConfigError(f"{path}: cannot read the federation plan ({error})") from None
         except ValueError as error:
-            raise ConfigError(f"{path}: not a federation plan ({str(error).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not a federation plan ({first_line(error)})") from None
