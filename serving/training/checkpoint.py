@@ -166,19 +166,22 @@ def save(
         name = f"step-{step:06d}"
         target = write_whole(folder, name, tensors, {"step": step, **progress}, bool(given.get(ENGINE_FILES)))
     except OSError as error:
-        previous = latest(out)
-        kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
-        if error.errno in DISK_FULL:
-            raise DiskFullError(
-                f"disk full while writing checkpoint step {step} to {folder}: {kept}; free space "
-                f"and continue with --resume"
-            ) from None
-        raise MedcouncilError(
-            f"cannot write checkpoint step {step} to {folder} ({error.strerror or error}): {kept}"
-        ) from error
+        raise write_failure(out, step, error) from None
     for old in checkpoint_dirs(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
+
+
+def write_failure(out: Path, step: int, error: OSError, part: str = "") -> MedcouncilError:
+    """The one-line error of a checkpoint write that failed (``part``: what of it, when an engine wrote it):
+    :class:`DiskFullError` when the disk or a quota is full; both name the last finished checkpoint, intact."""
+    folder = out / CHECKPOINTS
+    previous = latest(out)
+    kept = f"the last finished checkpoint ({previous}) is intact" if previous else "no earlier checkpoint"
+    what = f"checkpoint step {step}{f' ({part})' if part else ''} to {folder}"
+    if error.errno in DISK_FULL:
+        return DiskFullError(f"disk full while writing {what}: {kept}; free space and continue with --resume")
+    return MedcouncilError(f"cannot write {what} ({error.strerror or error}): {kept}")
 
 
 def load(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -195,12 +195,7 @@ def save(engine: Any, out: Path, step: int, accelerator: Any) -> None:
         engine.save_checkpoint(str(partial / DEEPSPEED_DIR), tag=TAG, save_latest=False)
     except OSError as error:
         shutil.rmtree(partial, ignore_errors=True)
-        if error.errno in checkpoint.DISK_FULL:
-            raise checkpoint.DiskFullError(
-                f"disk full while DeepSpeed wrote checkpoint step {step} into {partial.parent}: every finished "
-                f"checkpoint is intact; free space and continue with --resume"
-            ) from None
-        raise MedcouncilError(f"DeepSpeed cannot write checkpoint step {step} ({error.strerror or error})") from None
+        raise checkpoint.write_failure(out, step, error, "DeepSpeed's optimizer shards") from None
 
 
 def is_engine(module: Any) -> bool:

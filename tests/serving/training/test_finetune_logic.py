@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from medcouncil.serving.common.errors import ConfigError, ModelPathError
+from medcouncil.serving.common.errors import ConfigError, MedcouncilError, ModelPathError
 from medcouncil.serving.config import GEMMA_TEMPLATE
 from medcouncil.serving.lora_gguf import check_base, convert
 from medcouncil.serving.training import checkpoint
@@ -145,6 +145,31 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_finished_one(
         checkpoint.save(tmp_path, 10, model, optimizer, scheduler, {}, keep=1)
     assert checkpoint.latest(tmp_path) == first and (first / checkpoint.TENSORS).read_bytes() == before
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000005"]  # no partial folder left
+
+
+def test_disk_full_while_deepspeed_writes_its_shards_is_the_same_one_line_error(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from medcouncil.serving.training import zero
+
+    model, optimizer, scheduler = tiny_state()
+    first = checkpoint.save(tmp_path, 5, model, optimizer, scheduler, {}, keep=1)
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    engine = SimpleNamespace(save_checkpoint=full)
+    accelerator = SimpleNamespace(is_main_process=True, wait_for_everyone=lambda: None)
+    with pytest.raises(
+        checkpoint.DiskFullError, match=r"disk full while writing checkpoint step 10 \(DeepSpeed's .*step-0+5"
+    ):
+        zero.save(engine, tmp_path, 10, accelerator)
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [first.name]  # its partial folder is gone
+    engine.save_checkpoint = lambda *a, **k: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied"))
+    with pytest.raises(
+        MedcouncilError, match=r"^cannot write checkpoint step 10 \(DeepSpeed's optimizer shards\) .*Permission denied"
+    ):
+        zero.save(engine, tmp_path, 10, accelerator)
 
 
 def test_qlora_without_cuda_is_one_clear_error() -> None:
