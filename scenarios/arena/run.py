@@ -45,10 +45,6 @@ class Tally:
         self.in_a_row[who] = 0
 
 
-def _first_line(error: Exception) -> str:
-    return first_line(error)
-
-
 def missing_answers(manifest: ArenaManifest, items: list[ArenaItem], journal: ArenaJournal) -> list[tuple[str, str]]:
     """(item id, contestant) pairs not answered yet, item by item: only the contestants of the item's pairings (a
     sampled pairing asks no answer it will not judge)."""
@@ -88,7 +84,7 @@ async def answer_all(
         except EngineDiedError:
             raise
         except Exception as error:  # a bug in one answer must not lose the run: journaled, tried again on resume
-            message = _first_line(error)
+            message = first_line(error)
             journal.add_error(ErrorLine(item_id=item_id, stage="answer", who=contestant, error=message))
             tally.failure(contestant, message)
         else:
@@ -179,7 +175,7 @@ async def judge_all(
         except EngineDiedError:
             raise
         except Exception as error:  # JudgeFailed, an engine error, a bug: journaled, judged again on resume
-            message = _first_line(error)
+            message = first_line(error)
             journal.add_error(ErrorLine(item_id=item.id, stage="judge", who=judge.name, error=message))
             tally.failure(judge.name, message)
         else:

@@ -122,8 +122,10 @@ class RunCard(BaseModel):
     def changed_settings(self, saved: RunCard) -> list[str]:
         """The weight-deciding settings in which ``saved`` (a checkpoint's card) differs from this run, by name."""
         before = dict(saved.config_fields)
-        before.setdefault("deepspeed", self.config_fields.get("deepspeed"))  # older runs did not record it
-        return _changed(before, self.config_fields)
+        if saved.config.get("deepspeed") is not None:  # an older DeepSpeed run did not record its settings
+            before.setdefault("deepspeed", self.config_fields.get("deepspeed"))
+        keys = [*self.config_fields, "deepspeed"]  # a field retired since (data_dir) no longer decides anything
+        return _changed({k: before.get(k) for k in keys}, {k: self.config_fields.get(k) for k in keys})
 
     def adopt(self, saved: RunCard, checkpoint: str) -> None:
         """Continue a resumed run's history from its checkpoint."""

@@ -166,7 +166,7 @@ def save(
         name = f"step-{step:06d}"
         target = write_whole(folder, name, tensors, {"step": step, **progress}, bool(given.get(ENGINE_FILES)))
     except OSError as error:
-        raise write_failure(out, step, error) from None
+        raise write_failure(out, step, error) from error
     for old in checkpoint_dirs(out)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target

@@ -103,25 +103,41 @@ def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:
 WEIGHT_KEYS = (
     "gradient_clipping",
     "bf16",
+    "bfloat16",
     "fp16",
     "amp",
+    "torch_autocast",
+    "data_types",
     "communication_data_type",
     "prescale_gradients",
     "gradient_predivide_factor",
 )
-"""The DeepSpeed settings that change the weights a step gives (with ZeRO's stage, which its shards are saved by);
-offload, bucket sizes and logging do not."""
+"""The DeepSpeed settings that change the weights a step gives; offload, bucket sizes and logging do not."""
+ZERO_WEIGHT_KEYS = (
+    "stage",
+    "zero_quantized_gradients",
+    "zero_quantized_weights",
+    "zero_quantized_nontrainable_weights",
+    "zero_hpz_partition_size",
+)
+"""Of ``zero_optimization``: the stage (its shards are saved by it) and ZeRO++'s quantised communication."""
 
 
 def weight_settings(config: FinetuneConfig, processes: int) -> dict[str, Any]:
-    """What of this run's DeepSpeed settings a resumed run must keep: the file may be edited between segments.
+    """What of this run's DeepSpeed settings a resumed run must keep: the file may be edited between segments. A
+    precision section that is not enabled is left out (adding one switched off changes nothing).
 
     Raises:
         ConfigError: as :func:`engine_config`.
     """
     settings = engine_config(config, processes)
-    kept = {key: settings[key] for key in WEIGHT_KEYS if key in settings}
-    kept["zero_stage"] = int(settings["zero_optimization"].get("stage", 0))
+    kept = {
+        key: settings[key]
+        for key in WEIGHT_KEYS
+        if key in settings and not (isinstance(settings[key], dict) and not settings[key].get("enabled", True))
+    }
+    zero = settings["zero_optimization"]
+    kept["zero"] = {key: zero[key] for key in ZERO_WEIGHT_KEYS if key in zero} | {"stage": int(zero.get("stage", 0))}
     return kept
 
 

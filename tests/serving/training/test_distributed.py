@@ -142,24 +142,32 @@ def test_a_deepspeed_run_records_what_of_its_file_decides_the_weights(tmp_path: 
     path.write_text('{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}')
     config = FinetuneConfig(deepspeed=path, batch_size=2, global_batch=4)
     recorded = zero.weight_settings(config, 2)
-    assert recorded == {"gradient_clipping": 0.0, "zero_stage": 3}
-    path.write_text('{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}}')
-    assert zero.weight_settings(config, 2) == recorded  # where states live does not change a step
-    path.write_text('{"zero_optimization": {"stage": 2}, "gradient_clipping": 1.0, "bf16": {"enabled": true}}')
+    assert recorded == {"gradient_clipping": 0.0, "zero": {"stage": 3}}
+    path.write_text(  # where states live, and a precision section switched off, do not change a step
+        '{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}, "fp16": {"enabled": false}}'
+    )
+    assert zero.weight_settings(config, 2) == recorded
+    path.write_text(
+        '{"zero_optimization": {"stage": 2, "zero_quantized_gradients": true}, "gradient_clipping": 1.0, '
+        '"bf16": {"enabled": true}}'
+    )
     edited = zero.weight_settings(config, 2)
 
-    def card(fields: dict[str, Any]) -> RunCard:
-        return RunCard.model_construct(config_fields=fields)
+    def card(fields: dict[str, Any], deepspeed: bool = True) -> RunCard:
+        return RunCard.model_construct(config_fields=fields, config={"deepspeed": "ds.json" if deepspeed else None})
 
     run = card({"lr": 1e-4, "deepspeed": edited})
     assert run.changed_settings(card({"lr": 1e-4, "deepspeed": recorded})) == [
         "deepspeed.bf16",
         "deepspeed.gradient_clipping",
-        "deepspeed.zero_stage",
+        "deepspeed.zero.stage",
+        "deepspeed.zero.zero_quantized_gradients",
     ]
-    assert run.changed_settings(card({"lr": 1e-4})) == []  # written before the settings were recorded
+    assert run.changed_settings(card({"lr": 1e-4})) == []  # a DeepSpeed run written before the record
+    assert run.changed_settings(card({"lr": 1e-4}, deepspeed=False)) == ["deepspeed"]  # a run without DeepSpeed
     assert run.changed_settings(card({"lr": 2e-4, "deepspeed": edited})) == ["lr"]
-    assert card({"lr": 1e-4}).changed_settings(card({"lr": 1e-4})) == []
+    plain = card({"lr": 1e-4}, deepspeed=False)
+    assert plain.changed_settings(card({"lr": 1e-4, "data_dir": "x"}, deepspeed=False)) == []  # a retired field
 
 
 # --- real processes -------------------------------------------------------------------------------------------
