@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.serving.common.jsonl import iter_jsonl
+from medcouncil.serving.common.jsonl import first_object
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.preference import PreferenceExample, is_preference_jsonl, read_preferences
 
@@ -47,13 +47,8 @@ def is_distillation(path: Path) -> bool:
     """Whether ``path`` is a ``medcouncil distill`` output: its manifest beside it, or rows shaped as its rows."""
     if path.with_suffix(".run.json").is_file():
         return True
-    try:
-        for _, record in iter_jsonl(path):
-            if isinstance(record, dict):
-                return {"kept", "gold", "answers"} <= record.keys()
-    except OSError:
-        return False
-    return False
+    record = first_object(path)
+    return record is not None and {"kept", "gold", "answers"} <= record.keys()
 
 
 def decontaminate_pairs(

@@ -86,6 +86,18 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, Any | BadLine]]:
                 yield number, BadLine(path, number, json_reason(error))
 
 
+def first_object(path: Path) -> dict[str, Any] | None:
+    """The first JSON object of a JSONL file, to recognise its format (a bad line before it does not hide the
+    format: the reader reports it later); None when there is none or the file cannot be read."""
+    try:
+        for _, record in iter_jsonl(path):
+            if isinstance(record, dict):
+                return record
+    except OSError:
+        return None
+    return None
+
+
 def read_json(path: Path) -> Any:
     """A whole JSON file. Raises: BadLine (not UTF-8, not JSON with its line), OSError."""
     text = read_text(path)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.serving.common.jsonl import BadLine, iter_jsonl
+from medcouncil.serving.common.jsonl import BadLine, first_object, iter_jsonl
 
 IGNORE = -100
 """Label of a position that carries no loss (prompt tokens, padding)."""
@@ -91,15 +91,11 @@ def read_chat_jsonl(path: Path) -> list[ChatExample]:
 
 
 def is_chat_jsonl(path: Path) -> bool:
-    """True when the first record of a ``.jsonl`` file has a ``messages`` field."""
+    """True when the first object of a ``.jsonl`` file has a ``messages`` field."""
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    try:
-        for _, record in iter_jsonl(path):
-            return isinstance(record, dict) and "messages" in record
-    except OSError:
-        return False
-    return False
+    record = first_object(path)
+    return record is not None and "messages" in record
 
 
 def fingerprint(examples: Sequence[ChatExample]) -> str:

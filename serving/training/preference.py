@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from torch import nn
 
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.serving.common.jsonl import BadLine, iter_jsonl
+from medcouncil.serving.common.jsonl import BadLine, first_object, iter_jsonl
 from medcouncil.serving.training.data import ChatExample, Message, Tokenized, first_error, split_eval, tokenize
 from medcouncil.serving.training.model import token_logps
 from medcouncil.serving.training.train import Batch, Trainer, collate
@@ -77,14 +77,9 @@ def record_to_preference(record: Any, where: str) -> PreferenceExample:
 
 
 def is_preference_jsonl(path: Path) -> bool:
-    """Whether the file's first record has ``chosen`` and ``rejected``."""
-    try:
-        for _, record in iter_jsonl(path):
-            if isinstance(record, dict):  # the first object: a bad first line does not hide the format
-                return "chosen" in record and "rejected" in record
-    except OSError:
-        return False
-    return False
+    """Whether the file's first object has ``chosen`` and ``rejected``."""
+    record = first_object(path)
+    return record is not None and "chosen" in record and "rejected" in record
 
 
 def read_preferences(path: Path) -> list[PreferenceExample]:
