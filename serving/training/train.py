@@ -205,9 +205,10 @@ class Trainer:
             total_steps,
             processes,
         )
-        if config.deepspeed is not None:  # the file is read again on a resume: its edits must not pass unseen
-            card.config_fields["deepspeed"] = zero.weight_settings(config, processes)
-        model, loss_fn, optimizer, scheduler, start = self._setup(accelerator, card, resume)
+        deepspeed = None if config.deepspeed is None else zero.engine_config(config, processes)
+        if deepspeed is not None:  # the file is read again on a resume: its edits must not pass unseen
+            card.config_fields["deepspeed"] = zero.weight_settings(deepspeed)
+        model, loss_fn, optimizer, scheduler, start = self._setup(accelerator, card, resume, deepspeed)
         loss_fn.train()
         device = accelerator.device
         eval_items = [tokenized[i] for i in eval_idx]
@@ -277,9 +278,12 @@ class Trainer:
         random.seed(self.config.seed)
         return accelerator
 
-    def _setup(self, accelerator: Any, card: RunCard, resume: bool) -> tuple[torch.nn.Module, Any, Any, Any, int]:
+    def _setup(
+        self, accelerator: Any, card: RunCard, resume: bool, deepspeed: dict[str, Any] | None
+    ) -> tuple[torch.nn.Module, Any, Any, Any, int]:
         """(model, loss module, optimizer, scheduler, first step): loaded, restored from the latest checkpoint on
-        ``resume``, sharded (FSDP) or wrapped (DDP) for the launched processes."""
+        ``resume``, sharded (FSDP) or wrapped (DDP) for the launched processes, or handed to DeepSpeed with
+        ``deepspeed``, its settings (read once, by :func:`zero.engine_config`)."""
         config = self.config
         model = load_model(self.base, config)
         loss_fn = self._loss(model)
@@ -291,8 +295,8 @@ class Trainer:
         optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, card.total_steps))
         start = 0 if saved is None else self._restore_optimizer(saved, model, optimizer, scheduler)
-        if config.deepspeed is not None:
-            engine = zero.initialize(loss_fn, optimizer, zero.engine_config(config, accelerator.num_processes))
+        if deepspeed is not None:
+            engine = zero.initialize(loss_fn, optimizer, deepspeed)
             if saved is not None:  # every rank's optimizer shard, from DeepSpeed's files in the checkpoint
                 zero.load(engine, saved[2])
             return model, engine, zero.EngineStep(engine), scheduler, start

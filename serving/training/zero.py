@@ -123,14 +123,10 @@ ZERO_WEIGHT_KEYS = (
 """Of ``zero_optimization``: the stage (its shards are saved by it) and ZeRO++'s quantised communication."""
 
 
-def weight_settings(config: FinetuneConfig, processes: int) -> dict[str, Any]:
-    """What of this run's DeepSpeed settings a resumed run must keep: the file may be edited between segments. A
-    precision section that is not enabled is left out (adding one switched off changes nothing).
-
-    Raises:
-        ConfigError: as :func:`engine_config`.
-    """
-    settings = engine_config(config, processes)
+def weight_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What of a run's DeepSpeed settings (:func:`engine_config`) a resumed run must keep: the file may be edited
+    between segments. A precision section that is not enabled is left out (adding one switched off changes
+    nothing)."""
     kept = {
         key: settings[key]
         for key in WEIGHT_KEYS

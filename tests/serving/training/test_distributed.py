@@ -141,17 +141,17 @@ def test_a_deepspeed_run_records_what_of_its_file_decides_the_weights(tmp_path: 
     path = tmp_path / "ds.json"
     path.write_text('{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "cpu"}}}')
     config = FinetuneConfig(deepspeed=path, batch_size=2, global_batch=4)
-    recorded = zero.weight_settings(config, 2)
+    recorded = zero.weight_settings(zero.engine_config(config, 2))
     assert recorded == {"gradient_clipping": 0.0, "zero": {"stage": 3}}
     path.write_text(  # where states live, and a precision section switched off, do not change a step
         '{"zero_optimization": {"stage": 3, "offload_optimizer": {"device": "none"}}, "fp16": {"enabled": false}}'
     )
-    assert zero.weight_settings(config, 2) == recorded
+    assert zero.weight_settings(zero.engine_config(config, 2)) == recorded
     path.write_text(
         '{"zero_optimization": {"stage": 2, "zero_quantized_gradients": true}, "gradient_clipping": 1.0, '
         '"bf16": {"enabled": true}}'
     )
-    edited = zero.weight_settings(config, 2)
+    edited = zero.weight_settings(zero.engine_config(config, 2))
 
     def card(fields: dict[str, Any], deepspeed: bool = True) -> RunCard:
         return RunCard.model_construct(config_fields=fields, config={"deepspeed": "ds.json" if deepspeed else None})
