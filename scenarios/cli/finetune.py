@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from medcouncil.serving.training.card import RunCard
 
 
-def _saved_config(out: Path) -> FinetuneConfig:
+def _saved_config(out: Path, decontaminate: bool | None = None) -> FinetuneConfig:
+    """The settings of the run in ``out``, from its latest checkpoint. ``decontaminate``: the flag, where given;
+    a run that recorded the other choice is refused by name (a run from before the choice was recorded takes it)."""
     from pydantic import ValidationError
 
     from medcouncil.serving.common.jsonl import load_json
@@ -28,15 +30,20 @@ def _saved_config(out: Path) -> FinetuneConfig:
         raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
     path = latest / checkpoint.STATE
     try:
-        saved = load_json(path)["card"]["config"]
+        saved = dict(load_json(path)["card"]["config"])
+        if decontaminate is not None:
+            recorded = saved.setdefault("decontaminate", decontaminate)
+            if recorded != decontaminate:
+                flag = "--decontaminate" if recorded else "--no-decontaminate"
+                raise ConfigError(f"--resume {out}: the run was trained with {flag}; leave the flag out")
         return FinetuneConfig.model_validate({**saved, "out": out})
-    except (KeyError, TypeError):
-        raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
     except ValidationError as error:
         first = error.errors()[0]
         raise ConfigError(
             f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: {first['msg']})"
         ) from None
+    except (KeyError, TypeError, ValueError):  # ValueError: a "config" that is no mapping (a string)
+        raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
 
 
 def print_card(card: RunCard, out: Path) -> None:
@@ -61,9 +68,9 @@ def print_card(card: RunCard, out: Path) -> None:
     )
 
 
-def _examples(settings: FinetuneConfig, decontaminate: bool) -> tuple[list[Any], str]:
-    """SFT examples, or DPO pairs, decontaminated unless told not to (a resume must be given the same choice: the
-    run card's data fingerprint refuses other pairs)."""
+def _examples(settings: FinetuneConfig) -> tuple[list[Any], str]:
+    """SFT examples, or DPO pairs / GRPO items, decontaminated unless the settings say not to (a resume takes the
+    run's choice from its checkpoint)."""
     if settings.objective == "sft":
         from medcouncil.scenarios.training.examples import load_examples
 
@@ -72,7 +79,7 @@ def _examples(settings: FinetuneConfig, decontaminate: bool) -> tuple[list[Any],
         from medcouncil.scenarios.training.rewards import load_reward_examples
 
         with err_console.status("Loading the items (and checking them against the local evaluation sets)…"):
-            return load_reward_examples(settings, decontaminate)
+            return load_reward_examples(settings, settings.decontaminate)
     from medcouncil.scenarios.training.decontamination import local_eval_sets
     from medcouncil.scenarios.training.preferences import decontaminate_pairs, load_preferences
     from medcouncil.tools.embeddings import build_embedder
@@ -85,7 +92,7 @@ def _examples(settings: FinetuneConfig, decontaminate: bool) -> tuple[list[Any],
         pairs = pairs[: settings.limit] if settings.limit else pairs
     else:
         pairs, source = load_preferences(settings)
-    if decontaminate:
+    if settings.decontaminate:
         with err_console.status(f"Checking {len(pairs)} preference prompts against the local evaluation sets…"):
             pairs, dropped = decontaminate_pairs(pairs, local_eval_sets(settings.data_dir), build_embedder())
         if dropped:
@@ -115,8 +122,12 @@ def finetune(
     kl_weight: Annotated[float | None, typer.Option(help="GRPO: KL weight to the reference (0.04).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="GRPO: longest completion (96).")] = None,
     decontaminate: Annotated[
-        bool, typer.Option(help="DPO, GRPO: drop pairs or items whose prompt is in a local evaluation set.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            help="DPO, GRPO: drop pairs or items whose prompt is in a local evaluation set (on; a resume "
+            "keeps the run's choice)."
+        ),
+    ] = None,
     lora_r: Annotated[int | None, typer.Option(help="LoRA rank (16).")] = None,
     lora_alpha: Annotated[int | None, typer.Option(help="LoRA alpha (32).")] = None,
     lora_dropout: Annotated[float | None, typer.Option(help="LoRA dropout (0.05).")] = None,
@@ -173,7 +184,7 @@ def finetune(
     if wrong := [flag for flag, given in foreign.items() if given]:
         raise ConfigError(f"{', '.join(wrong)}: not an option of --method {method or 'lora'}")
     if resume is not None:
-        settings = _saved_config(resume)
+        settings = _saved_config(resume, decontaminate)
         if threads:
             settings = settings.model_copy(update={"threads": threads})
     else:
@@ -188,6 +199,7 @@ def finetune(
             group_size=group_size,
             kl_weight=kl_weight,
             max_new_tokens=max_new_tokens,
+            decontaminate=decontaminate,
             lora_r=lora_r,
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
@@ -221,7 +233,7 @@ def finetune(
     main = is_main_launch()  # under torchrun / accelerate launch, rank 0 alone speaks and writes
     if not main:
         err_console.quiet = True
-    examples, source = _examples(settings, decontaminate)
+    examples, source = _examples(settings)
     checkpoint.prepare_out(settings.out)
     err_console.print(f"[notice]{len(examples)} examples from {escape(str(source))}; loading the base model…[/]")
     info = resolve_base(settings.base)

@@ -109,6 +109,9 @@ class FinetuneConfig(BaseModel):
     """GRPO: longest sampled completion."""
     temperature: float = Field(default=1.0, gt=0)
     """GRPO: sampling temperature."""
+    decontaminate: bool = True
+    """DPO, GRPO: drop the pairs or items whose prompt is in a local evaluation set (as ``data build`` does). Kept
+    in the run card, so a resume decontaminates as the run did (the data fingerprint covers what it dropped)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
     """Weights' compute type; float32 on CPU (bf16 matmuls are slow on most CPUs), bfloat16 on recent GPUs."""
 
@@ -167,6 +170,7 @@ class FinetuneConfig(BaseModel):
                 "global_batch",
                 "fsdp",
                 "deepspeed",
+                "decontaminate",  # the data fingerprint covers what it dropped
                 *preference,
             },
         )

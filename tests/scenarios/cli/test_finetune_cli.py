@@ -48,10 +48,38 @@ def test_cli_refuses_a_file_as_out_before_loading_the_model(cli: list[str], tmp_
 def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_path: Path) -> None:
     step = tmp_path / "run" / CHECKPOINTS / "step-000001"
     step.mkdir(parents=True)
-    for content in (b"\xff", b"[]", b'{"card": {"config": {"lora_r": "many"}}}'):
+    for content in (b"\xff", b"[]", b'{"card": {"config": "x"}}', b'{"card": {"config": {"lora_r": "many"}}}'):
         (step / STATE).write_bytes(content)
         result = subprocess.run(
             [*cli, "finetune", "--resume", str(tmp_path / "run")], capture_output=True, text=True, timeout=300
         )
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr
+
+
+def _checkpoint(out: Path, config: dict[str, object]) -> None:
+    step = out / CHECKPOINTS / "step-000002"
+    step.mkdir(parents=True)
+    (step / STATE).write_text(json.dumps({"card": {"config": config}}))
+
+
+def test_a_resume_keeps_the_runs_decontamination_choice(tmp_path: Path) -> None:
+    from medcouncil.scenarios.cli.finetune import _saved_config
+
+    skipped, older = tmp_path / "skipped", tmp_path / "older"
+    _checkpoint(skipped, {"objective": "dpo", "data": "pairs.jsonl", "decontaminate": False})
+    assert _saved_config(skipped).decontaminate is False  # no flag on the resume: the run's choice
+    assert _saved_config(skipped, False).decontaminate is False
+    with pytest.raises(ConfigError, match=f"--resume {skipped}: the run was trained with --no-decontaminate"):
+        _saved_config(skipped, True)
+    _checkpoint(older, {"objective": "dpo", "data": "pairs.jsonl"})  # recorded before the choice was
+    assert _saved_config(older).decontaminate is True
+    assert _saved_config(older, False).decontaminate is False
+
+
+def test_the_choice_is_recorded_and_decides_no_weight_field() -> None:
+    from medcouncil.serving.training.config import FinetuneConfig
+
+    settings = FinetuneConfig.load(None, objective="dpo", decontaminate=False)
+    assert settings.model_dump(mode="json")["decontaminate"] is False  # the run card's config holds it
+    assert "decontaminate" not in settings.training_fields()  # older checkpoints, without it, still resume
