@@ -26,6 +26,18 @@ GEMMA_TEMPLATE = Path(__file__).with_name("templates") / "gemma.jinja"
 
 Engine = Literal["llamacpp", "vllm"]
 
+LAYOUT_KEYS = (
+    "tensor_parallel_size",
+    "pipeline_parallel_size",
+    "data_parallel_size",
+    "nodes",
+    "max_model_len",
+    "chat_template",
+    "threads",
+)
+"""The settings a running server is recorded with, that a ``serve`` reusing it must not contradict: how it is laid
+out on devices, its context length, its chat template (which changes every prompt) and llama.cpp's threads."""
+
 
 class EngineConfig(BaseModel):
     """How ``medcouncil serve`` starts an engine."""
@@ -119,6 +131,13 @@ class EngineConfig(BaseModel):
     def load(cls, path: Path | None = None, **overrides: Any) -> EngineConfig:
         """Defaults, then the YAML file, then the overrides that are not None."""
         return load_with_overrides(cls, path, overrides, "engine config")
+
+    def layout(self, asked_only: bool = False) -> dict[str, Any]:
+        """:data:`LAYOUT_KEYS` as started (None: the engine's default), or only those the flags or the config file
+        set (``asked_only``)."""
+        keys = [k for k in LAYOUT_KEYS if not asked_only or k in self.model_fields_set]
+        values = {key: getattr(self, key) for key in keys}
+        return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
 
     def display_name(self) -> str:
         """The ``model`` name clients use."""
@@ -262,3 +281,16 @@ class EngineConfig(BaseModel):
 def _looks_like_path(model: str) -> bool:
     """An HF hub id is ``org/name``; anything absolute, relative or home-based is a local path."""
     return model.startswith(("/", ".", "~")) or model.count("/") > 1
+
+
+def layout_clash(recorded: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+    """What a ``serve`` asks for (``EngineConfig.layout(asked_only=True)``) that the running server, started with
+    ``recorded``, does not have, as ``key running (asked value)``. A server recorded without a layout (started by an
+    older medcouncil, or found again after its state file was lost) contradicts nothing."""
+    if not recorded:
+        return []
+    return [
+        f"{key} {recorded.get(key) if recorded.get(key) is not None else 'default'} (asked {value})"
+        for key, value in asked.items()
+        if value is not None and recorded.get(key) != value
+    ]

@@ -11,6 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -62,6 +63,9 @@ class ServerState(BaseModel):
     """The engine itself; ``pid`` is its supervisor (``supervise.py``), which records how the engine ended."""
     status_path: Path | None = None
     """The supervisor's status file (:class:`EngineExit`)."""
+    layout: dict[str, Any] = {}
+    """:meth:`EngineConfig.layout` as started: a ``serve`` asking for another is refused, not handed this server.
+    Empty for an external endpoint and a state from before it was recorded."""
 
     @property
     def base_url(self) -> str:
@@ -338,6 +342,7 @@ class EngineServer:
             adapters={name: str(path.resolve()) for name, path in config.lora.items()},
             start_ticks=start_ticks(self.process.pid),
             status_path=status_path,
+            layout=config.layout(),
         )
         try:
             self._wait_healthy(self.state)

@@ -17,7 +17,7 @@ from medcouncil.scenarios.cli.options import ApiKeyOpt, EndpointOpt, ModelConfig
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError, MedcouncilError
 from medcouncil.serving.common.locks import release
-from medcouncil.serving.config import EngineConfig
+from medcouncil.serving.config import EngineConfig, layout_clash
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.server import (
     EngineServer,
@@ -206,6 +206,11 @@ def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
         raise ConfigError(
             f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
             "stop it first with `medcouncil serve --stop`"
+        )
+    if clash := layout_clash(running.layout, engine_config.layout(asked_only=True)):
+        raise ConfigError(
+            f"a {running.engine} server already runs at {running.base_url} with other settings: "
+            f"{', '.join(clash)}; use it without them, or stop it first with `medcouncil serve --stop`"
         )
     served = {str(m.get("id")) for m in list_models(running.base_url, running.api_key)}
     missing = sorted(set(engine_config.lora) - served)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from medcouncil.serving.common.errors import ConfigError, ModelPathError
-from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig
+from medcouncil.serving.config import GEMMA_TEMPLATE, HOST, EngineConfig, layout_clash
 
 
 def flag(command: list[str], name: str) -> str:
@@ -102,6 +102,26 @@ def test_yaml_file_then_flags_override(tmp_path: Path) -> None:
     assert config.max_model_len == 8192  # from the file
     assert config.port == 8002  # the flag wins
     assert config.display_name() == "medgemma-4b-it"
+
+
+def test_a_reused_server_must_not_contradict_what_serve_asks_for(tmp_path: Path) -> None:
+    running = EngineConfig(engine="vllm", tensor_parallel_size=2, max_model_len=8192).layout()
+    assert running["tensor_parallel_size"] == 2 and running["chat_template"] is None
+    plain = EngineConfig.load(None, engine="vllm", tensor_parallel_size=None)  # no layout flag: any server will do
+    assert plain.layout(asked_only=True) == {} and layout_clash(running, plain.layout(asked_only=True)) == []
+    path = tmp_path / "engine.yaml"
+    path.write_text("engine: vllm\ntensor_parallel_size: 2\n")  # the file asks what runs: no clash
+    assert layout_clash(running, EngineConfig.load(path).layout(asked_only=True)) == []
+    asked = EngineConfig.load(path, tensor_parallel_size=4, data_parallel_size=2, chat_template=tmp_path / "t.jinja")
+    assert layout_clash(running, asked.layout(asked_only=True)) == [
+        "tensor_parallel_size 2 (asked 4)",
+        "data_parallel_size 1 (asked 2)",
+        f"chat_template default (asked {tmp_path / 't.jinja'})",
+    ]
+    assert layout_clash(running, EngineConfig.load(None, threads=1).layout(asked_only=True)) == [
+        "threads default (asked 1)"
+    ]
+    assert layout_clash({}, asked.layout(asked_only=True)) == []  # recorded before layouts were: nothing to hold
 
 
 def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
