@@ -291,6 +291,11 @@ class ModelClient:
     def name(self) -> str:
         return self.info.model
 
+    @property
+    def endpoints(self) -> str:
+        """Where the model is served: its URL, or every replica's, comma-separated (as ``--endpoint`` takes them)."""
+        return ",".join(r.url for r in self.pool.replicas) if self.pool is not None else self.info.base_url
+
     def _check_engine(self) -> None:
         """Fail at once, naming how, when the engine medcouncil started is known to be gone."""
         if self.engine is not None and (died := self.engine.failure()) is not None:

@@ -42,6 +42,7 @@ class ServedBy(BaseModel):
     council: dict[str, object] = Field(default_factory=dict)
     model: str = ""
     endpoint: str = ""
+    """The model's URL, or every replica's, comma-separated, when a pool answered the run (as last bound)."""
     shapes: bool | None = None
     """Whether replies with a fixed form were held to it by the engine (``ClientSettings.shapes``) for the run's
     model; None: not bound yet, or a run from before shapes existed (which was answered without them)."""

@@ -243,7 +243,7 @@ async def open_and_run(requests: list[RunRequest], answering: Answering, model_c
         for request in requests:
             config = request.manifest.config
             model = answerers.model
-            config.bind(model.name, model.info.base_url, answerers.config.model_dump(), request.directory, model.shapes)
+            config.bind(model.name, model.endpoints, answerers.config.model_dump(), request.directory, model.shapes)
             card = model_card or (Path(answerers.model.info.adapter_dir) if answerers.model.info.adapter_dir else None)
             if card is not None:
                 from medcouncil.scenarios.training.leakage import check

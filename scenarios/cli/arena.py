@@ -234,7 +234,7 @@ async def _run(
         primary = await stack.enter_async_context(open_answerers(source, settings, council=council))
         config.bind(
             primary.model.name,
-            primary.model.info.base_url,
+            primary.model.endpoints,
             primary.config.model_dump(),
             directory,
             primary.model.shapes,

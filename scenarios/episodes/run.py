@@ -141,7 +141,7 @@ async def _play(
             open_answerers(answering.source, ClientSettings(cache=answering.cache), council=answering.council)
         )
         model = answerers.model
-        config.bind(model.name, model.info.base_url, answerers.config.model_dump(), directory, model.shapes)
+        config.bind(model.name, model.endpoints, answerers.config.model_dump(), directory, model.shapes)
         judge_model: ChatModel | None = None
         if judge is not None:
             judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=answering.cache)))

@@ -86,3 +86,5 @@ def test_a_replica_killed_mid_run_loses_no_item_and_changes_no_answer(
     done = subprocess.run(bench(cli, alone, replicas[0].base_url), capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert answers(alone) == answers(pooled)  # the same letters and probabilities with one replica or two
+    recorded = {run: json.loads((run / "run.json").read_text())["config"]["endpoint"] for run in (pooled, alone)}
+    assert recorded == {pooled: ",".join(r.base_url for r in replicas), alone: replicas[0].base_url}
