@@ -2,7 +2,9 @@
 
 A replica that refuses connections, drops one or stalls past the request's timeout is taken out, and the request in
 flight is sent again to another replica, so the caller sees one answer (and journals it once). A replica that is out
-is probed (``GET /models``) after a back-off, and rejoins when it answers. When every replica is out the request
+is probed (``GET /models``) after a back-off, and rejoins when it answers; one taken out again before it has
+answered a request (a stalled engine whose listing still answers) waits longer each time, up to 30 s, instead of
+costing a request its timeout every second. When every replica is out the request
 fails as one endpoint would (``EndpointUnreachableError`` through the client), naming each replica's reason.
 
 Before a run, :func:`check_replicas` asks every replica what it serves and for one greedy token with its top
@@ -36,7 +38,8 @@ UNAVAILABLE_STATUS = frozenset({502, 503, 504})
 """Answers that mean the replica cannot serve now (llama.cpp loading, a proxy whose engine is gone): retried on
 another replica."""
 BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds before a replica that is out is probed again, growing with each failed probe."""
+"""Seconds before a replica that is out is probed again, growing with each failed probe and with each time it was
+taken out since it last answered a request."""
 
 
 def openai_http() -> ModuleType:
@@ -58,6 +61,8 @@ class Replica:
     reason: str = ""
     """Why it is out (empty while up)."""
     failed_probes: int = 0
+    strikes: int = 0
+    """Times taken out since it last answered a request in full: where its back-off starts."""
     retry_at: float = 0.0
     probing: bool = False
 
@@ -119,7 +124,8 @@ class EndpointPool:
     def take_out(self, replica: Replica, reason: str) -> None:
         if replica.up:
             replica.up, replica.reason, replica.failed_probes = False, reason, 0
-            replica.retry_at = time.monotonic() + BACKOFF_S[0]
+            replica.strikes += 1
+            replica.retry_at = time.monotonic() + _backoff(replica)
             self._note(replica, "out", reason)
 
     def pick(self, tried: set[str]) -> Replica | None:
@@ -157,8 +163,7 @@ class EndpointPool:
             self._note(replica, "rejoined", "answers /models again")
         else:
             replica.failed_probes += 1
-            delay = BACKOFF_S[min(replica.failed_probes, len(BACKOFF_S) - 1)]
-            replica.retry_at = time.monotonic() + delay
+            replica.retry_at = time.monotonic() + _backoff(replica)
 
     async def wait_for_rejoin(self, seconds: float) -> bool:
         """Probe the replicas that are out until one is up, for ``seconds`` at most; whether one is."""
@@ -178,6 +183,11 @@ class EndpointPool:
             task.cancel()
         self.on_event = None
         await self._inner.aclose()
+
+
+def _backoff(replica: Replica) -> float:
+    """Seconds before the next probe of a replica that is out."""
+    return BACKOFF_S[min(max(replica.strikes - 1, 0) + replica.failed_probes, len(BACKOFF_S) - 1)]
 
 
 class _PoolTransport:
@@ -259,6 +269,7 @@ def _tracked_stream_type(http: ModuleType) -> type:
             except (http.NetworkError, http.TimeoutException, http.RemoteProtocolError) as error:
                 self.pool.take_out(self.replica, f"{type(error).__name__} while replying")
                 raise
+            self.replica.strikes = 0  # answered in full: the next time it is out, the back-off starts over
 
         async def aclose(self) -> None:
             if not self.done:

@@ -174,6 +174,31 @@ def test_a_stalled_replica_is_taken_out_after_the_timeout(fleet: Fleet) -> None:
     assert reply == "from fast" and pool.events[0].replica == urls[0] and "ReadTimeout" in pool.events[0].reason
 
 
+def test_a_replica_that_stalls_again_after_rejoining_waits_longer_each_time(fleet: Fleet) -> None:
+    urls = [fleet.start("stalled", delay=3.0), fleet.start("fast")]
+
+    async def run() -> list[float]:
+        pool = EndpointPool(urls)
+        stalled = pool.replicas[0]
+        waits = []
+        async with pool.client(timeout=1.0) as http:
+            for _ in range(3):  # its listing answers, so it rejoins; its next request stalls again
+                stalled.up, stalled.reason, stalled.picked = True, "", -1  # rejoined, and chosen first
+                response = await http.post(urls[0] + "/chat/completions", json={"messages": [{"content": "q"}]})
+                assert response.json()["choices"][0]["message"]["content"] == "from fast" and not stalled.up
+                waits.append(stalled.retry_at - time.monotonic())
+            fleet.stop("stalled")
+            fleet.start("stalled")  # answers at once now
+            stalled.up, stalled.picked = True, -1
+            await http.post(urls[0] + "/chat/completions", json={"messages": [{"content": "q"}]})
+            assert stalled.strikes == 0  # it answered: its next back-off starts at 1 s again
+        await pool.aclose()
+        return waits
+
+    waits = asyncio.run(run())
+    assert [round(w) for w in waits] == [1, 2, 5], waits  # not a stalled request every second
+
+
 def test_a_replica_rejoins_when_it_answers_again(fleet: Fleet) -> None:
     urls = [fleet.start("a"), fleet.start("b")]
     events: list[PoolEvent] = []
