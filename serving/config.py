@@ -34,9 +34,11 @@ LAYOUT_KEYS = (
     "max_model_len",
     "chat_template",
     "threads",
+    "replicas",
 )
 """The settings a running server is recorded with, that a ``serve`` reusing it must not contradict: how it is laid
-out on devices, its context length, its chat template (which changes every prompt) and llama.cpp's threads."""
+out on devices, its context length, its chat template (which changes every prompt), llama.cpp's threads and
+replicas."""
 
 
 class EngineConfig(BaseModel):
@@ -90,8 +92,13 @@ class EngineConfig(BaseModel):
     api_key: str | None = None
     """Key the engine requires from clients (none by default: it listens on loopback only)."""
     threads: int | None = Field(default=None, ge=1)
-    """CPU threads for llama.cpp; None uses every core (on the 2-core reference machine the server decodes 63.5
-    tok/s with 2 threads and 54.9 with 1: serving benchmark)."""
+    """CPU threads for llama.cpp (each replica's); None uses every core, shared out among ``replicas`` (on the 2-core
+    reference machine the server decodes 63.5 tok/s with 2 threads and 54.9 with 1: serving benchmark)."""
+    replicas: int = Field(default=1, ge=1)
+    """llama.cpp engines of the same model started side by side (``serve --replicas N``), on consecutive ports from
+    ``port``; every command then uses them as a pool (``serving/pool.py``). llama-cpp-python answers one request at
+    a time, so on a CPU host N engines of fewer threads answer more requests per second than one engine of every
+    thread. vLLM runs its replicas behind one endpoint: ``data_parallel_size``."""
     extra_buffers: bool = Field(default_factory=extra_buffers_default)
     """llama.cpp's extra weight buffer types (AMX tiles, repacked Q4/Q8 layouts). Off by default: llama.cpp's AMX
     path crashes the engine on some AMX CPUs (llama.cpp #20824); on a CPU without AMX turning them off cost nothing
@@ -125,6 +132,10 @@ class EngineConfig(BaseModel):
         from medcouncil.serving.vllm_plan import check_sizes
 
         check_sizes(self)
+        if self.replicas > 1 and self.engine != "llamacpp":
+            raise ValueError("vLLM serves replicas behind one endpoint: use --data-parallel-size, not --replicas")
+        if self.port is not None and self.port + self.replicas - 1 > 65535:
+            raise ValueError(f"{self.replicas} replicas from port {self.port} run past port 65535")
         return self
 
     @classmethod
@@ -150,8 +161,8 @@ class EngineConfig(BaseModel):
         return Path(self.model.rstrip("/")).name.removesuffix(".gguf")
 
     def resolved_threads(self) -> int:
-        """llama.cpp threads: the configured number, or every core."""
-        return self.threads or os.cpu_count() or 1
+        """llama.cpp threads (each replica's): the configured number, or every core shared out among the replicas."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.replicas)
 
     def check_paths(self) -> None:
         """Fail early, with the path, when a model, adapter or template file is missing.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -26,6 +27,7 @@ from medcouncil.serving.model_file import embedded_gguf, model_digest, weights_i
 from medcouncil.serving.supervise import EngineExit, read_exit
 from medcouncil.serving.vllm_plan import check_model
 
+log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 12
 DEATH_TAIL_LINES = 6
 """Log lines quoted when an engine dies."""
@@ -66,6 +68,13 @@ class ServerState(BaseModel):
     layout: dict[str, Any] = {}
     """:meth:`EngineConfig.layout` as started: a ``serve`` asking for another is refused, not handed this server.
     Empty for an external endpoint and a state from before it was recorded."""
+    replicas: list[ServerState] = []
+    """The further engines of ``serve --replicas N`` (this record is the first): clients use them all as a pool."""
+
+    @property
+    def engines(self) -> list[ServerState]:
+        """This engine and its replicas."""
+        return [self, *self.replicas]
 
     @property
     def base_url(self) -> str:
@@ -92,11 +101,23 @@ def read_state() -> ServerState | None:
         return recover(path)
     except (ValidationError, ValueError, OSError) as error:
         return recover(path, error)
-    if state.pid is not None and not is_recorded_process(state):
-        note_death(state)
+    if state.pid is None:
+        return state
+    live = [engine for engine in state.engines if is_recorded_process(engine)]
+    if len(live) == len(state.engines):
+        return state
+    reasons = {engine.base_url: note_death(engine) for engine in state.engines if engine not in live}
+    if not live:
         path.unlink(missing_ok=True)
         return None
-    return state
+    # A replica of `serve --replicas` is gone: the others still serve, recorded without it.
+    for url, reason in reasons.items():
+        said = reason.partition("\n")[0] if reason else "stopped"
+        log.warning("replica %s of the recorded server is gone (%s); %d still serve", url, said, len(live))
+    layout = {**state.layout, "replicas": len(live)} if state.layout else {}
+    kept = live[0].model_copy(update={"replicas": live[1:], "layout": layout})
+    write_state(kept)
+    return kept
 
 
 class DeadServer(BaseModel):
@@ -111,11 +132,12 @@ def death_path() -> Path:
     return state_dir() / "server.died.json"
 
 
-def note_death(state: ServerState) -> None:
-    """Keep the reason a recorded engine is gone, unless it was stopped on request."""
+def note_death(state: ServerState) -> str | None:
+    """Keep the reason a recorded engine is gone, unless it was stopped on request; the reason."""
     reason = engine_failure(state)
     if reason is not None:
         write_private(death_path(), DeadServer(state=state, reason=reason).model_dump_json(indent=2))
+    return reason
 
 
 def read_death() -> DeadServer | None:
@@ -383,6 +405,10 @@ class EngineServer:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=wait)  # a crashing engine: its supervisor exits right after it
         return engine_failure(self.state, self.process.poll())
+
+    def running(self) -> bool:
+        """The engine's process (its supervisor) still runs."""
+        return self.process is not None and self.process.poll() is None
 
     def restart(self) -> ServerState:
         """Start the same engine again on the same port (clients keep their URL).

@@ -133,14 +133,18 @@ def pooled_client(
     settings: ClientSettings,
     notice: Callable[[str], None],
     component: ComponentModel | None = None,
+    recorded: ServerState | None = None,
 ) -> ModelClient:
     """A client over several replicas of one model, after checking that they serve the same weights and adapters.
+    ``recorded``: the replicas' record by ``serve --replicas`` (its weights identity keys the caches).
 
     Raises:
         ConfigError: a replica serves another model, other adapters or other weights (named).
         EndpointUnreachableError: a replica does not answer.
     """
     first = describe_endpoint(urls[0], api_key, model)
+    if recorded is not None:
+        first = replace(first, weights=recorded.weights, adapter_dir=recorded.adapters.get(first.model, ""))
     check_replicas(urls, first.model, api_key)
 
     def report(event: PoolEvent) -> None:
@@ -189,15 +193,19 @@ async def open_model(
     """
     settings = settings or ClientSettings()
     server: EngineServer | None = None
+    recorded = read_state() if source.model_config_path is None and not source.endpoint else None
     if source.model_config_path is not None:
         client = _from_component_file(source.model_config_path, settings, notice)
     elif source.replicas:
         client = pooled_client(source.replicas, source.api_key, source.model, settings, notice)
+    elif recorded is not None and recorded.replicas:  # `serve --replicas N`: every replica, as a pool
+        urls = [engine.base_url for engine in recorded.engines]
+        client = pooled_client(urls, recorded.api_key, source.model, settings, notice, recorded=recorded)
     else:
         if source.endpoint:
             info = describe_endpoint(source.endpoint, source.api_key, source.model)
         else:
-            state = read_state()
+            state = recorded
             if state is not None:
                 # A recorded server is the user's choice: slow or down, it is an error, never a silent switch to
                 # another model.

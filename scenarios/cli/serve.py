@@ -19,6 +19,7 @@ from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableErr
 from medcouncil.serving.common.locks import release
 from medcouncil.serving.config import EngineConfig, layout_clash
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
+from medcouncil.serving.replicas import ReplicaSet
 from medcouncil.serving.server import (
     EngineServer,
     ServerState,
@@ -44,10 +45,11 @@ def notice(message: str) -> None:
 
 
 def _print_state(state: ServerState, heading: str) -> None:
-    url, name = escape(state.base_url), escape(state.served_model_name)
-    console.print(f"{heading} [endpoint]{url}[/]  model [bold]{name}[/] ({state.engine})")
-    if state.pid is not None:
-        console.print(f"[usage]pid {state.pid} · log {escape(str(state.log_path))}[/]")
+    url, name = escape(",".join(e.base_url for e in state.engines)), escape(state.served_model_name)
+    replicas = f", {len(state.engines)} replicas" if state.replicas else ""
+    console.print(f"{heading} [endpoint]{url}[/]  model [bold]{name}[/] ({state.engine}{replicas})", soft_wrap=True)
+    for engine in state.engines if state.pid is not None else []:
+        console.print(f"[usage]pid {engine.pid} · log {escape(str(engine.log_path))}[/]", soft_wrap=True)
 
 
 def serve(
@@ -68,7 +70,11 @@ def serve(
     max_model_len: Annotated[int | None, typer.Option(help="Context length.")] = None,
     served_model_name: Annotated[str | None, typer.Option(help="Model name clients use.")] = None,
     chat_template: Annotated[Path | None, typer.Option(help="Jinja chat template file.")] = None,
-    threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads (each replica's).")] = None,
+    replicas: Annotated[
+        int | None,
+        typer.Option(min=1, help="llama.cpp: engines of the model side by side, used as a pool (cores shared out)."),
+    ] = None,
     extra_buffers: Annotated[
         bool | None,
         typer.Option(
@@ -127,6 +133,7 @@ def serve(
         served_model_name=served_model_name,
         chat_template=chat_template,
         threads=threads,
+        replicas=replicas,
         extra_buffers=extra_buffers,
         gpu_memory_utilization=gpu_memory_utilization,
         tensor_parallel_size=tensor_parallel_size,
@@ -227,7 +234,11 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
         # Explicitly: a shell that starts us in the background leaves SIGINT ignored, and Python keeps it so.
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
-    server = EngineServer(engine_config, detached=detach)
+    server: EngineServer | ReplicaSet = (
+        ReplicaSet(engine_config, detached=detach)
+        if engine_config.replicas > 1
+        else EngineServer(engine_config, detach)
+    )
     started = time.monotonic()
     state = server.start()
     clear_death()
@@ -241,7 +252,7 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
             keep_running = True
             return
         console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
-        while server.process is not None and server.process.poll() is None:
+        while server.running():
             time.sleep(0.5)
         reason = server.failure() or f"the {state.engine} server exited (log: {state.log_path})"
         err_console.print(f"[error]error:[/] {escape(reason)}", soft_wrap=True)
@@ -268,9 +279,11 @@ def _status() -> None:
         else:
             console.print("No medcouncil server is running.")
         raise typer.Exit(1)
-    healthy = is_healthy(state.base_url, state.api_key)
-    _print_state(state, "Running:" if healthy else "Not answering:")
-    if not healthy:
+    silent = [e.base_url for e in state.engines if not is_healthy(e.base_url, e.api_key)]
+    _print_state(state, "Running:" if not silent else "Not answering:")
+    if silent:
+        if state.replicas:
+            err_console.print(f"[error]not answering:[/] {escape(', '.join(silent))}", soft_wrap=True)
         raise typer.Exit(1)
 
 
@@ -286,10 +299,11 @@ def _stop() -> None:
             f"Forgot the registered endpoint {state.base_url} (medcouncil did not start it: it keeps running)."
         )
         return
-    if is_recorded_process(state):
-        stop_pid(state.pid)
+    for engine in state.engines:
+        if engine.pid is not None and is_recorded_process(engine):
+            stop_pid(engine.pid)
     clear_state()
-    console.print(f"Stopped the server at {state.base_url}.")
+    console.print(f"Stopped the server at {', '.join(e.base_url for e in state.engines)}.")
 
 
 def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None:

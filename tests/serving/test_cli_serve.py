@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import pytest
 import yaml
 
 from medcouncil.serving.common.paths import state_dir
-from medcouncil.serving.server import ServerState, read_state, state_path
+from medcouncil.serving.server import EXIT_WAIT_S, ServerState, read_state, state_path
 
 pytestmark = pytest.mark.integration
 
@@ -88,6 +90,41 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: set[int], tmp_path:
     assert stopped.returncode == 0 and "Stopped" in stopped.stdout
     assert read_state() is None and set(engines_under_home()) == no_server
     assert medcouncil(cli, "serve", "--status").returncode == 1
+
+
+def test_replicas_serve_as_one_pool_and_a_dead_one_is_dropped(
+    cli: list[str], no_server: set[int], tmp_path: Path
+) -> None:
+    started = medcouncil(cli, "serve", "--detach", "--replicas", "2", "--threads", "1")
+    assert started.returncode == 0, started.stderr
+    state = read_state()
+    assert state is not None and len(state.engines) == 2 and state.layout["replicas"] == 2
+    urls = [engine.base_url for engine in state.engines]
+    assert f"{urls[0]},{urls[1]}" in started.stdout and "2 replicas" in started.stdout
+    assert set(engines_under_home()) - no_server == {engine.engine_pid for engine in state.engines}
+    status = medcouncil(cli, "serve", "--status")
+    assert status.returncode == 0 and "Running" in status.stdout and urls[1] in status.stdout
+
+    items = tmp_path / "items.jsonl"
+    question = {"question": "Which organ pumps blood?", "options": {"A": "Heart", "B": "Liver"}, "answer_idx": "A"}
+    items.write_text("".join(json.dumps({**question, "realidx": n}) + "\n" for n in range(2)))
+    run = tmp_path / "run"
+    bench = medcouncil(cli, "bench", "--dataset", str(items), "--mode", "single", "--no-cache", "--out", str(run))
+    assert bench.returncode == 0, bench.stderr
+    assert json.loads((run / "run.json").read_text())["config"]["endpoint"] == ",".join(urls)  # used as a pool
+
+    victim = state.replicas[0]
+    assert victim.engine_pid is not None
+    os.kill(victim.engine_pid, signal.SIGKILL)
+    time.sleep(EXIT_WAIT_S)
+    status = medcouncil(cli, "serve", "--status")
+    assert status.returncode == 0 and urls[1] not in status.stdout, status.stdout
+    assert f"replica {urls[1]} of the recorded server is gone" in status.stderr.replace("\n", " ")
+    answer = medcouncil(cli, "ask", "Which organ pumps blood?", "--options", "A=Heart;B=Liver")
+    assert answer.returncode == 0 and "starting the embedded" not in answer.stderr, answer.stderr
+
+    stopped = medcouncil(cli, "serve", "--stop")
+    assert stopped.returncode == 0 and read_state() is None and set(engines_under_home()) == no_server
 
 
 def test_a_corrupted_state_file_neither_orphans_nor_doubles_the_server(cli: list[str], no_server: set[int]) -> None:

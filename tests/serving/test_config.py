@@ -124,6 +124,17 @@ def test_a_reused_server_must_not_contradict_what_serve_asks_for(tmp_path: Path)
     assert layout_clash({}, asked.layout(asked_only=True)) == []  # recorded before layouts were: nothing to hold
 
 
+def test_replicas_share_out_the_cores_and_are_llamacpp_only() -> None:
+    assert EngineConfig(replicas=2, threads=3).resolved_threads() == 3  # threads given: each replica's
+    cores = os.cpu_count() or 1
+    assert EngineConfig(replicas=2).resolved_threads() == max(1, cores // 2)
+    assert EngineConfig(replicas=2).layout()["replicas"] == 2
+    with pytest.raises(ConfigError, match="vLLM serves replicas behind one endpoint: use --data-parallel-size"):
+        EngineConfig.load(None, engine="vllm", replicas=2)
+    with pytest.raises(ConfigError, match="3 replicas from port 65534 run past port 65535"):
+        EngineConfig.load(None, replicas=3, port=65534)
+
+
 def test_yaml_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "engine.yaml"
     path.write_text("engine: vllm\nmodel: [unclosed\n")

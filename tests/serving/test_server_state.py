@@ -116,6 +116,36 @@ def test_an_orphaned_engine_is_found_again_and_recorded(
         path.unlink()
 
 
+def test_a_gone_replica_is_dropped_from_the_record_and_named(caplog: pytest.LogCaptureFixture) -> None:
+    sleepers = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], start_new_session=True)
+        for _ in range(3)
+    ]
+    replicas = [make_state(p.pid).model_copy(update={"port": 8124 + n}) for n, p in enumerate(sleepers[1:])]
+    layout = {"replicas": 3, "threads": 1}
+    try:
+        write_state(make_state(sleepers[0].pid, replicas=replicas, layout=layout))
+        state = read_state()
+        assert state is not None and [e.port for e in state.engines] == [8123, 8124, 8125]
+        stop_pid(sleepers[1].pid, grace=2)
+        sleepers[1].wait()
+        with caplog.at_level(logging.WARNING):
+            state = read_state()
+        assert state is not None and [e.port for e in state.engines] == [8123, 8125]
+        assert state.layout == {"replicas": 2, "threads": 1}  # `serve --replicas 3` no longer reuses it as 3
+        assert "replica http://127.0.0.1:8124/v1 of the recorded server is gone" in caplog.text
+        assert "2 still serve" in caplog.text
+        stop_pid(sleepers[0].pid, grace=2)  # the first one gone: the next takes its place
+        sleepers[0].wait()
+        state = read_state()
+        assert state is not None and [e.port for e in state.engines] == [8125] and state.replicas == []
+    finally:
+        for sleeper in sleepers:
+            stop_pid(sleeper.pid, grace=2)
+            sleeper.wait()
+    assert read_state() is None
+
+
 def test_external_endpoint_state_has_no_pid() -> None:
     write_state(make_state(None, endpoint="http://127.0.0.1:9999/v1"))
     state = read_state()
