@@ -144,11 +144,15 @@ class EngineConfig(BaseModel):
         return load_with_overrides(cls, path, overrides, "engine config")
 
     def layout(self, asked_only: bool = False) -> dict[str, Any]:
-        """:data:`LAYOUT_KEYS` as started (None: the engine's default), or only those the flags or the config file
-        set (``asked_only``)."""
+        """:data:`LAYOUT_KEYS` as started (None: the engine's default; llama.cpp's threads as resolved), or only those
+        the flags or the config file set (``asked_only``). A template is compared by its resolved path."""
         keys = [k for k in LAYOUT_KEYS if not asked_only or k in self.model_fields_set]
         values = {key: getattr(self, key) for key in keys}
-        return {key: str(value) if isinstance(value, Path) else value for key, value in values.items()}
+        if "threads" in values and self.engine == "llamacpp":
+            values["threads"] = self.resolved_threads()
+        if isinstance(template := values.get("chat_template"), Path):
+            values["chat_template"] = str(template.expanduser().resolve())
+        return values
 
     def display_name(self) -> str:
         """The ``model`` name clients use."""
@@ -294,12 +298,14 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or model.count("/") > 1
 
 
-def layout_clash(recorded: dict[str, Any], asked: dict[str, Any]) -> list[str]:
+def layout_clash(recorded: dict[str, Any], asked: dict[str, Any], engines: int = 1) -> list[str]:
     """What a ``serve`` asks for (``EngineConfig.layout(asked_only=True)``) that the running server, started with
-    ``recorded``, does not have, as ``key running (asked value)``. A server recorded without a layout (started by an
-    older medcouncil, or found again after its state file was lost) contradicts nothing."""
+    ``recorded`` on ``engines`` engines, does not have, as ``key running (asked value)``. A server recorded without a
+    layout (started by an older medcouncil, or found again after its state file was lost) is held to its number of
+    engines alone."""
     if not recorded:
-        return []
+        wanted = asked.get("replicas")
+        return [f"replicas {engines} (asked {wanted})"] if wanted is not None and wanted != engines else []
     return [
         f"{key} {recorded.get(key) if recorded.get(key) is not None else 'default'} (asked {value})"
         for key, value in asked.items()

@@ -63,6 +63,8 @@ class Replica:
     failed_probes: int = 0
     strikes: int = 0
     """Times taken out since it last answered a request in full: where its back-off starts."""
+    rejoins: int = 0
+    """Times it rejoined: a request sent before the last rejoin neither takes it out again nor clears its strikes."""
     retry_at: float = 0.0
     probing: bool = False
 
@@ -106,10 +108,10 @@ class EndpointPool:
         """The URL the clients are built with; every request is re-addressed to the replica chosen for it."""
         return self.replicas[0].url
 
-    def tracked(self, stream: Any, replica: Replica) -> Any:
+    def tracked(self, stream: Any, replica: Replica, rejoins: int) -> Any:
         if self._stream_type is None:
             self._stream_type = _tracked_stream_type(self.http)
-        return self._stream_type(stream, self, replica)
+        return self._stream_type(stream, self, replica, rejoins)
 
     def client(self, timeout: float) -> Any:
         """An async HTTP client (of :func:`openai_http`'s library) whose requests the pool routes."""
@@ -121,8 +123,10 @@ class EndpointPool:
         if self.on_event is not None:
             self.on_event(record)
 
-    def take_out(self, replica: Replica, reason: str) -> None:
-        if replica.up:
+    def take_out(self, replica: Replica, reason: str, rejoins: int | None = None) -> None:
+        """Take ``replica`` out; ``rejoins``: its rejoin count when the failed request was sent (an older request's
+        failure is not held against it again)."""
+        if replica.up and (rejoins is None or rejoins == replica.rejoins):
             replica.up, replica.reason, replica.failed_probes = False, reason, 0
             replica.strikes += 1
             replica.retry_at = time.monotonic() + _backoff(replica)
@@ -160,6 +164,7 @@ class EndpointPool:
             replica.probing = False
         if healthy:
             replica.up, replica.reason = True, ""
+            replica.rejoins += 1
             self._note(replica, "rejoined", "answers /models again")
         else:
             replica.failed_probes += 1
@@ -233,11 +238,12 @@ class _PoolTransport:
                 extensions=request.extensions,
             )
             replica.in_flight += 1
+            rejoins = replica.rejoins
             try:
                 response = await self.pool._inner.handle_async_request(routed)
             except (http.NetworkError, http.TimeoutException, http.RemoteProtocolError) as error:
                 replica.in_flight -= 1
-                self.pool.take_out(replica, f"{type(error).__name__}: {str(error)[:120]}".rstrip(": "))
+                self.pool.take_out(replica, f"{type(error).__name__}: {str(error)[:120]}".rstrip(": "), rejoins)
                 self.pool.retried += 1
                 continue
             except BaseException:
@@ -246,12 +252,12 @@ class _PoolTransport:
             if response.status_code in UNAVAILABLE_STATUS:  # loading, overloaded, or a proxy without its engine
                 await response.aclose()
                 replica.in_flight -= 1
-                self.pool.take_out(replica, f"HTTP {response.status_code}")
+                self.pool.take_out(replica, f"HTTP {response.status_code}", rejoins)
                 self.pool.retried += 1
                 continue
             replica.served += 1
             # The replica stays busy until the body is read (a streamed reply is read long after its headers).
-            response.stream = self.pool.tracked(response.stream, replica)
+            response.stream = self.pool.tracked(response.stream, replica, rejoins)
             return response
 
 
@@ -259,17 +265,19 @@ def _tracked_stream_type(http: ModuleType) -> type:
     """A byte stream of ``http``'s library that frees its replica when closed and takes it out when cut."""
 
     class Tracked(http.AsyncByteStream):  # type: ignore[misc,name-defined]
-        def __init__(self, stream: Any, pool: EndpointPool, replica: Replica) -> None:
+        def __init__(self, stream: Any, pool: EndpointPool, replica: Replica, rejoins: int) -> None:
             self.stream, self.pool, self.replica, self.done = stream, pool, replica, False
+            self.rejoins = rejoins
 
         async def __aiter__(self) -> Any:
             try:
                 async for chunk in self.stream:
                     yield chunk
             except (http.NetworkError, http.TimeoutException, http.RemoteProtocolError) as error:
-                self.pool.take_out(self.replica, f"{type(error).__name__} while replying")
+                self.pool.take_out(self.replica, f"{type(error).__name__} while replying", self.rejoins)
                 raise
-            self.replica.strikes = 0  # answered in full: the next time it is out, the back-off starts over
+            if self.rejoins == self.replica.rejoins:  # answered in full since it last rejoined
+                self.replica.strikes = 0  # the next time it is out, its back-off starts over
 
         async def aclose(self) -> None:
             if not self.done:

@@ -43,12 +43,23 @@ def recover(path: Path, error: Exception | None = None) -> ServerState | None:
     if not found:
         return None
     state, *others = found
+    # Engines of the same model (the replicas of `serve --replicas`) are recorded again as one server.
+    replicas = [
+        o
+        for o in others
+        if (o.engine, o.model, o.served_model_name) == (state.engine, state.model, state.served_model_name)
+    ]
+    others = [o for o in others if o not in replicas]
+    state.replicas = sorted(replicas, key=lambda replica: replica.port)
     write_state(state)
     log.warning(
-        "the %s engine medcouncil started on port %d (pid %d) runs with no readable record: recorded it again",
+        "the %s engine medcouncil started on port %d (pid %d)%s runs with no readable record: recorded it again",
         state.engine,
         state.port,
         state.pid,
+        f" and its {len(replicas)} replica(s) on port(s) {', '.join(str(r.port) for r in state.replicas)}"
+        if replicas
+        else "",
     )
     if others:
         listed = ", ".join(f"pid {other.pid} on port {other.port}" for other in others)

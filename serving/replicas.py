@@ -2,15 +2,17 @@
 
 llama-cpp-python's server answers one request at a time. On a CPU host, N engines sharing out the cores answer N
 requests at once: on 2 cores, two 1-thread engines give 1.5x the council items per second of one (README, replica
-benchmark). They are started side by side on consecutive ports, recorded as one server (the first engine's record
-lists the others), and every command that finds the record uses them as a pool (``serving/pool.py``): least-busy
-routing, a dead replica taken out, its request answered by another.
+benchmark). They are started side by side (on consecutive ports from ``--port``, else on free ports), recorded as
+one server (the first engine's record lists the others), and every command that finds the record uses them as a
+pool (``serving/pool.py``): least-busy routing, a dead replica taken out, its request answered by another. A
+replica that dies is dropped from the record (``read_state``) while the others serve.
 """
 
 from __future__ import annotations
 
-from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.server import EngineServer, ServerState
+from medcouncil.serving.common.errors import MedcouncilError, PortInUseError
+from medcouncil.serving.config import HOST, EngineConfig
+from medcouncil.serving.server import EngineServer, ServerState, port_in_use
 
 
 class ReplicaSet:
@@ -41,10 +43,22 @@ class ReplicaSet:
         Raises:
             PortInUseError, ServerStartError, ...: as :meth:`EngineServer.start`, for the replica that failed.
         """
+        count = len(self.servers)
+        if self.config.port is not None:  # every port checked before the first engine loads
+            for index, server in enumerate(self.servers):
+                port = server.config.port
+                if port is not None and port_in_use(port):
+                    raise PortInUseError(
+                        f"port {port} on {HOST} (replica {index + 1} of {count}) is already in use; the replicas "
+                        f"take ports {self.config.port}-{self.config.port + count - 1}: choose another --port"
+                    )
         states: list[ServerState] = []
         try:
-            for server in self.servers:
-                states.append(server.start())
+            for index, server in enumerate(self.servers):
+                try:
+                    states.append(server.start())
+                except MedcouncilError as error:
+                    raise type(error)(f"replica {index + 1} of {count}: {error}") from error
         except BaseException:
             self.stop()
             raise
@@ -54,8 +68,12 @@ class ReplicaSet:
         return first
 
     def running(self) -> bool:
-        """Every replica's engine still runs."""
-        return all(server.running() for server in self.servers)
+        """Some replica's engine still runs."""
+        return any(server.running() for server in self.servers)
+
+    def lost(self) -> int:
+        """How many replicas' engines are gone."""
+        return sum(not server.running() for server in self.servers)
 
     def failure(self, wait: float = 0.0) -> str | None:
         """Why the first replica that is gone ended (see :meth:`EngineServer.failure`), or None while all run."""

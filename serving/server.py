@@ -106,17 +106,23 @@ def read_state() -> ServerState | None:
     live = [engine for engine in state.engines if is_recorded_process(engine)]
     if len(live) == len(state.engines):
         return state
-    reasons = {engine.base_url: note_death(engine) for engine in state.engines if engine not in live}
     if not live:
+        for engine in reversed(state.engines):  # the first one's death is the one kept, where it has one
+            note_death(engine)
         path.unlink(missing_ok=True)
         return None
     # A replica of `serve --replicas` is gone: the others still serve, recorded without it.
-    for url, reason in reasons.items():
-        said = reason.partition("\n")[0] if reason else "stopped"
-        log.warning("replica %s of the recorded server is gone (%s); %d still serve", url, said, len(live))
+    for engine in state.engines:
+        if engine not in live:
+            said = (engine_failure(engine) or "stopped").partition("\n")[0]
+            log.warning(
+                "replica %s of the recorded server is gone (%s); %d still serve", engine.base_url, said, len(live)
+            )
     layout = {**state.layout, "replicas": len(live)} if state.layout else {}
     kept = live[0].model_copy(update={"replicas": live[1:], "layout": layout})
-    write_state(kept)
+    with contextlib.suppress(OSError, ValueError):
+        if ServerState.model_validate_json(path.read_text(encoding="utf-8")) == state:  # not replaced meanwhile
+            write_state(kept)
     return kept
 
 

@@ -118,11 +118,13 @@ role's own model name) watches the same engine."""
 
 def link_for(base_url: str) -> EngineLink | None:
     """The engine behind ``base_url`` when medcouncil started it (in this process, or recorded by ``serve``)."""
-    link = _LINKS.get(base_url.rstrip("/"))
+    url = base_url.rstrip("/")
+    link = _LINKS.get(url)
     if link is None:
         state = read_state()
-        if state is not None and state.pid is not None and state.base_url.rstrip("/") == base_url.rstrip("/"):
-            link = _LINKS[state.base_url.rstrip("/")] = EngineLink(state)
+        for engine in state.engines if state is not None and state.pid is not None else []:
+            if engine.base_url.rstrip("/") == url:  # the recorded engine, or one of its replicas
+                link = _LINKS[url] = EngineLink(engine)
     return link
 
 
@@ -200,7 +202,13 @@ async def open_model(
         client = pooled_client(source.replicas, source.api_key, source.model, settings, notice)
     elif recorded is not None and recorded.replicas:  # `serve --replicas N`: every replica, as a pool
         urls = [engine.base_url for engine in recorded.engines]
-        client = pooled_client(urls, recorded.api_key, source.model, settings, notice, recorded=recorded)
+        try:
+            client = pooled_client(urls, recorded.api_key, source.model, settings, notice, recorded=recorded)
+        except EndpointUnreachableError as error:
+            raise EndpointUnreachableError(
+                f"a replica recorded by `medcouncil serve` does not answer: {error}; check them with "
+                "`medcouncil serve --status`, or stop them with `medcouncil serve --stop`"
+            ) from error
     else:
         if source.endpoint:
             info = describe_endpoint(source.endpoint, source.api_key, source.model)

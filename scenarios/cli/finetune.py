@@ -17,6 +17,12 @@ if TYPE_CHECKING:
     from medcouncil.serving.training.card import RunCard
 
 
+SFT_DECONTAMINATE = (
+    "--decontaminate, --no-decontaminate: options of --method dpo and grpo (SFT trains on the data as given; "
+    "`medcouncil data build` decontaminates it)"
+)
+
+
 def _saved_config(out: Path, decontaminate: bool | None = None) -> FinetuneConfig:
     """The settings of the run in ``out``, from its latest checkpoint. ``decontaminate``: the flag, where given;
     a run that recorded the other choice is refused by name (a run from before the choice was recorded takes it)."""
@@ -30,8 +36,12 @@ def _saved_config(out: Path, decontaminate: bool | None = None) -> FinetuneConfi
         raise ConfigError(f"--resume {out}: no finished checkpoint in {out / checkpoint.CHECKPOINTS}")
     path = latest / checkpoint.STATE
     try:
-        saved = dict(load_json(path)["card"]["config"])
+        saved = load_json(path)["card"]["config"]
+        if not isinstance(saved, dict):
+            raise TypeError("card.config is no mapping")
         if decontaminate is not None:
+            if saved.get("objective", "sft") == "sft":
+                raise ConfigError(SFT_DECONTAMINATE)
             recorded = saved.setdefault("decontaminate", decontaminate)
             if recorded != decontaminate:
                 flag = "--decontaminate" if recorded else "--no-decontaminate"
@@ -42,7 +52,7 @@ def _saved_config(out: Path, decontaminate: bool | None = None) -> FinetuneConfi
         raise ConfigError(
             f"{path}: run settings do not fit ({'.'.join(map(str, first['loc']))}: {first['msg']})"
         ) from None
-    except (KeyError, TypeError, ValueError):  # ValueError: a "config" that is no mapping (a string)
+    except (KeyError, TypeError):
         raise ConfigError(f"{path}: holds no run settings (card.config): not a finetune checkpoint") from None
 
 
@@ -226,6 +236,8 @@ def finetune(
             dtype=dtype,
             target_modules=[t.strip() for t in target_modules.split(",") if t.strip()] if target_modules else None,
         )
+        if decontaminate is not None and settings.objective == "sft":
+            raise ConfigError(SFT_DECONTAMINATE)
         if (settings.out / "run.json").exists() or (settings.out / "checkpoints").exists():
             raise ConfigError(
                 f"{settings.out} already holds a run: continue it with --resume {settings.out}, or choose another --out"

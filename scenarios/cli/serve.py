@@ -214,7 +214,7 @@ def _reuse(running: ServerState, engine_config: EngineConfig) -> None:
             f"a {running.engine} server for {running.served_model_name!r} already runs at {running.base_url}; "
             "stop it first with `medcouncil serve --stop`"
         )
-    if clash := layout_clash(running.layout, engine_config.layout(asked_only=True)):
+    if clash := layout_clash(running.layout, engine_config.layout(asked_only=True), len(running.engines)):
         raise ConfigError(
             f"a {running.engine} server already runs at {running.base_url} with other settings: "
             f"{', '.join(clash)}; use it without them, or stop it first with `medcouncil serve --stop`"
@@ -252,8 +252,12 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
             keep_running = True
             return
         console.print("[notice]Serving in the foreground; Ctrl-C stops it.[/]")
+        lost = 0
         while server.running():
             time.sleep(0.5)
+            if isinstance(server, ReplicaSet) and server.lost() > lost:  # the others serve on
+                lost = server.lost()
+                read_state()  # drops the gone replica from the record and names it
         reason = server.failure() or f"the {state.engine} server exited (log: {state.log_path})"
         err_console.print(f"[error]error:[/] {escape(reason)}", soft_wrap=True)
         raise typer.Exit(1)
@@ -303,7 +307,7 @@ def _stop() -> None:
         if engine.pid is not None and is_recorded_process(engine):
             stop_pid(engine.pid)
     clear_state()
-    console.print(f"Stopped the server at {', '.join(e.base_url for e in state.engines)}.")
+    console.print(f"Stopped the server at {','.join(e.base_url for e in state.engines)}.")
 
 
 def _register_endpoint(endpoint: str, api_key: str | None, detach: bool) -> None:

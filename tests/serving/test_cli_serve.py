@@ -74,12 +74,16 @@ def test_detach_status_reuse_stop(cli: list[str], no_server: set[int], tmp_path:
     assert set(engines_under_home()) - no_server == {state.engine_pid}
     with_adapter = medcouncil(cli, "serve", "--detach", "--lora", f"med={tmp_path}")
     assert with_adapter.returncode == 1 and "does not serve the adapters ['med']" in with_adapter.stderr
-    other_layout = medcouncil(cli, "serve", "--detach", "--threads", "1", "--max-model-len", "2048")
+    cores = os.cpu_count() or 1
+    other_layout = medcouncil(cli, "serve", "--detach", "--threads", str(cores + 1), "--max-model-len", "2048")
     assert_one_line_error(
         other_layout,
         rf"error: a llamacpp server already runs at {re.escape(url.group(0))} with other settings: "
-        r"max_model_len default \(asked 2048\), threads default \(asked 1\)",
+        rf"max_model_len default \(asked 2048\), threads {cores} \(asked {cores + 1}\)",
     )
+    assert medcouncil(cli, "serve", "--detach", "--threads", str(cores)).returncode == 0  # what it runs with
+    two = medcouncil(cli, "serve", "--detach", "--replicas", "2")
+    assert_one_line_error(two, r"with other settings: replicas 1 \(asked 2\)")
 
     answer = medcouncil(cli, "ask", "Which organ pumps blood?", "--options", "A=Heart;B=Liver;C=Kidney")
     assert answer.returncode == 0, answer.stderr

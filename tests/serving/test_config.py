@@ -122,6 +122,13 @@ def test_a_reused_server_must_not_contradict_what_serve_asks_for(tmp_path: Path)
         "threads default (asked 1)"
     ]
     assert layout_clash({}, asked.layout(asked_only=True)) == []  # recorded before layouts were: nothing to hold
+    two = EngineConfig.load(None, replicas=2).layout(asked_only=True)
+    assert layout_clash({}, two, engines=1) == ["replicas 1 (asked 2)"]  # ... but its number of engines
+    assert layout_clash({}, two, engines=2) == []
+    cores = os.cpu_count() or 1
+    started = EngineConfig(replicas=2).layout()  # llama.cpp records the threads it runs with
+    assert started["threads"] == max(1, cores // 2)
+    assert layout_clash(started, EngineConfig.load(None, threads=max(1, cores // 2)).layout(asked_only=True)) == []
 
 
 def test_replicas_share_out_the_cores_and_are_llamacpp_only() -> None:

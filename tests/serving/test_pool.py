@@ -277,3 +277,15 @@ def test_an_unavailable_replica_is_skipped_and_every_reply_frees_its_replica(fle
     pool = asyncio.run(run())
     assert [(e.replica, e.event, e.reason) for e in pool.events] == [(urls[0], "out", "HTTP 503")]
     assert [r.in_flight for r in pool.replicas] == [0, 0] and pool.replicas[1].served == 4
+
+
+def test_a_request_sent_before_a_rejoin_is_not_held_against_the_replica_again() -> None:
+    pool = EndpointPool(["http://127.0.0.1:9/v1", "http://127.0.0.1:10/v1"])
+    replica = pool.replicas[0]
+    pool.take_out(replica, "ReadTimeout", replica.rejoins)
+    assert not replica.up and replica.strikes == 1
+    replica.up, replica.rejoins = True, replica.rejoins + 1  # rejoined (as _probe does)
+    pool.take_out(replica, "ReadTimeout", 0)  # a request queued before: its timeout says nothing new
+    assert replica.up and replica.strikes == 1
+    pool.take_out(replica, "ReadTimeout", replica.rejoins)  # one sent since: out again, with a longer back-off
+    assert not replica.up and replica.strikes == 2

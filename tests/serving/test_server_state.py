@@ -18,6 +18,7 @@ import pytest
 from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.server import (
     ServerState,
+    clear_death,
     clear_state,
     free_port,
     log_tail,
@@ -71,29 +72,56 @@ def test_an_unreadable_state_file_is_kept_aside_with_a_warning(caplog: pytest.Lo
         path.unlink()
 
 
-@pytest.fixture
-def orphan(tmp_path: Path) -> Iterator[tuple[int, int]]:
+def start_orphan(folder: Path, alias: str = "gemma-test", stamp: str = "20261204T081500") -> tuple[int, int]:
     """A stand-in for a detached llama.cpp engine: its output in the state folder's logs, its settings in a config
-    file, its parent init (the shell that started it has exited). Yields (pid, port)."""
+    file, its parent init (the shell that started it has exited). Returns (pid, port)."""
     logs = state_dir() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    settings = tmp_path / f"llamacpp-{port}.json"
-    model = {"model": "/m.gguf", "model_alias": "gemma-test"}
+    settings = folder / f"llamacpp-{port}.json"
+    model = {"model": "/m.gguf", "model_alias": alias}
     settings.write_text(json.dumps({"port": port, "api_key": "k3y", "models": [model]}))
-    log = logs / f"llamacpp-{port}-20261204T081500.log"
+    log = logs / f"llamacpp-{port}-{stamp}.log"
     script = (
         f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(60)' --config_file "
         f"{shlex.quote(str(settings))} > {shlex.quote(str(log))} 2>&1 & echo $!"
     )
-    pid = int(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout)
+    return int(subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout), port
+
+
+def kill_orphan(pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)  # not a group leader: stop_pid's killpg would miss it
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def orphan(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    pid, port = start_orphan(tmp_path)
     try:
         yield pid, port
     finally:
-        os.kill(pid, signal.SIGKILL)  # not a group leader: stop_pid's killpg would miss it
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        kill_orphan(pid)
+        clear_state()
+
+
+def test_orphaned_replicas_are_recorded_again_as_one_server(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    started = [
+        start_orphan(tmp_path, "gemma-test", "20261204T081500"),
+        start_orphan(tmp_path, "gemma-test", "20261204T081503"),
+        start_orphan(tmp_path, "other-model", "20261204T081400"),
+    ]
+    try:
+        clear_state()
+        with caplog.at_level(logging.WARNING):
+            state = read_state()
+        assert state is not None and [e.pid for e in state.engines] == [started[1][0], started[0][0]]  # newest first
+        assert "and its 1 replica(s) on port(s)" in caplog.text
+        assert f"pid {started[2][0]} on port {started[2][1]}" in caplog.text  # another model: named, not pooled
+    finally:
+        for pid, _ in started:
+            kill_orphan(pid)
         clear_state()
 
 
@@ -144,6 +172,7 @@ def test_a_gone_replica_is_dropped_from_the_record_and_named(caplog: pytest.LogC
             stop_pid(sleeper.pid, grace=2)
             sleeper.wait()
     assert read_state() is None
+    clear_death()  # the stand-ins' deaths are no engine's: later tests start with none on record
 
 
 def test_external_endpoint_state_has_no_pid() -> None:

@@ -75,6 +75,10 @@ def test_a_resume_keeps_the_runs_decontamination_choice(tmp_path: Path) -> None:
     _checkpoint(older, {"objective": "dpo", "data": "pairs.jsonl"})  # recorded before the choice was
     assert _saved_config(older).decontaminate is True
     assert _saved_config(older, False).decontaminate is False
+    sft = tmp_path / "sft"
+    _checkpoint(sft, {"data": "chat.jsonl"})  # SFT: the flag is not an option, on a resume either
+    with pytest.raises(ConfigError, match="options of --method dpo and grpo"):
+        _saved_config(sft, False)
 
 
 def test_the_choice_is_recorded_and_decides_no_weight_field() -> None:
@@ -83,3 +87,16 @@ def test_the_choice_is_recorded_and_decides_no_weight_field() -> None:
     settings = FinetuneConfig.load(None, objective="dpo", decontaminate=False)
     assert settings.model_dump(mode="json")["decontaminate"] is False  # the run card's config holds it
     assert "decontaminate" not in settings.training_fields()  # older checkpoints, without it, still resume
+
+
+def test_sft_refuses_the_decontamination_flag(cli: list[str], tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text(json.dumps(ROW) + "\n")
+    result = subprocess.run(
+        [*cli, "finetune", "--data", str(data), "--no-decontaminate", "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "options of --method dpo and grpo" in result.stderr and not (tmp_path / "out").exists()
