@@ -96,9 +96,10 @@ class EngineConfig(BaseModel):
     reference machine the server decodes 63.5 tok/s with 2 threads and 54.9 with 1: serving benchmark)."""
     replicas: int = Field(default=1, ge=1)
     """llama.cpp engines of the same model started side by side (``serve --replicas N``), on consecutive ports from
-    ``port``; every command then uses them as a pool (``serving/pool.py``). llama-cpp-python answers one request at
-    a time, so on a CPU host N engines of fewer threads answer more requests per second than one engine of every
-    thread. vLLM runs its replicas behind one endpoint: ``data_parallel_size``."""
+    ``port`` (free ports without one); every command then uses them as a pool (``serving/pool.py``).
+    llama-cpp-python answers one request at a time, so on a CPU host N engines of fewer threads answer more
+    requests per second than one engine of every thread. vLLM runs its replicas behind one endpoint:
+    ``data_parallel_size``."""
     extra_buffers: bool = Field(default_factory=extra_buffers_default)
     """llama.cpp's extra weight buffer types (AMX tiles, repacked Q4/Q8 layouts). Off by default: llama.cpp's AMX
     path crashes the engine on some AMX CPUs (llama.cpp #20824); on a CPU without AMX turning them off cost nothing

@@ -64,7 +64,7 @@ class ReplicaSet:
             raise
         first, *others = states
         first.replicas = others
-        first.layout = self.config.layout()  # the set's own: its replica count and the threads as asked
+        first.layout = self.config.layout()  # the set's own: its replica count and each replica's threads
         return first
 
     def running(self) -> bool:

@@ -125,6 +125,7 @@ def link_for(base_url: str) -> EngineLink | None:
         for engine in state.engines if state is not None and state.pid is not None else []:
             if engine.base_url.rstrip("/") == url:  # the recorded engine, or one of its replicas
                 link = _LINKS[url] = EngineLink(engine)
+                break
     return link
 
 

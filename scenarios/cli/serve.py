@@ -255,8 +255,8 @@ def _start(engine_config: EngineConfig, detach: bool) -> None:
         lost = 0
         while server.running():
             time.sleep(0.5)
-            if isinstance(server, ReplicaSet) and server.lost() > lost:  # the others serve on
-                lost = server.lost()
+            if isinstance(server, ReplicaSet) and (gone := server.lost()) > lost:  # the others serve on
+                lost = gone
                 read_state()  # drops the gone replica from the record and names it
         reason = server.failure() or f"the {state.engine} server exited (log: {state.log_path})"
         err_console.print(f"[error]error:[/] {escape(reason)}", soft_wrap=True)
