@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from medcouncil.serving.common.errors import first_line
 from medcouncil.serving.common.paths import state_dir
-from medcouncil.serving.server import ServerState, start_ticks, write_state
+from medcouncil.serving.state import ServerState, start_ticks, write_state
 from medcouncil.serving.supervise import read_exit
 
 LOG_NAME = re.compile(r"^(?P<engine>llamacpp|vllm)-(?P<port>\d{1,5})-(?P<stamp>\d{8}T\d{6})\.log$")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from medcouncil.serving.common.errors import MedcouncilError, PortInUseError
 from medcouncil.serving.config import HOST, EngineConfig
-from medcouncil.serving.server import EngineServer, ServerState, port_in_use
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import ServerState, port_in_use
 
 
 class ReplicaSet:

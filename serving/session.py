@@ -23,7 +23,8 @@ from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.pool import EndpointPool, PoolEvent, check_replicas
-from medcouncil.serving.server import EngineServer, ServerState, engine_failure, read_death, read_state
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import ServerState, engine_failure, read_death, read_state
 
 ENV_ENDPOINT = "MEDCOUNCIL_ENDPOINT"
 ENV_API_KEY = "MEDCOUNCIL_API_KEY"

@@ -15,7 +15,8 @@ from typing import TypeVar
 import pytest
 
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.server import EngineServer, ServerState
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import ServerState
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 Server = TypeVar("Server", bound=HTTPServer)

@@ -20,8 +20,8 @@ from medcouncil.serving.common.locks import release
 from medcouncil.serving.config import EngineConfig, layout_clash
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
 from medcouncil.serving.replicas import ReplicaSet
-from medcouncil.serving.server import (
-    EngineServer,
+from medcouncil.serving.server import EngineServer, stop_pid
+from medcouncil.serving.state import (
     ServerState,
     clear_death,
     clear_state,
@@ -30,7 +30,6 @@ from medcouncil.serving.server import (
     read_death,
     read_state,
     server_lock_path,
-    stop_pid,
     write_state,
 )
 from medcouncil.tools.mcqa import format_mcqa, parse_options

@@ -178,7 +178,7 @@ def _one_process_group() -> None:
     a free loopback port."""
     import torch.distributed as dist
 
-    from medcouncil.serving.server import free_port
+    from medcouncil.serving.state import free_port
 
     if dist.is_initialized():
         return

@@ -9,7 +9,7 @@ import pytest
 from medcouncil.agents.patient import ModelPatient, Translator
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from tests.agents.test_interview import CASE
 from tests.agents.test_patient import KOREAN
 

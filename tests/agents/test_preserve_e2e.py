@@ -12,7 +12,7 @@ from medcouncil.agents.preserve import _PLACEHOLDER, protect, restore_spans
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 CASES = [

@@ -15,7 +15,7 @@ from medcouncil.agents.protocol import run_episode
 from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 CASES = [

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from medcouncil.tools.untrusted import CLOSE, OPEN
 
 from ..conftest import QuietHandler, serving

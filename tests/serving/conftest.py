@@ -4,7 +4,7 @@ import pytest
 
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 
 @pytest.fixture(scope="session")

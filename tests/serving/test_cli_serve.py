@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from medcouncil.serving.common.paths import state_dir
-from medcouncil.serving.server import EXIT_WAIT_S, ServerState, read_state, state_path
+from medcouncil.serving.state import EXIT_WAIT_S, ServerState, read_state, state_path
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMes
 
 from medcouncil.serving.client import ClientSettings, ModelClient, cache_namespace, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 T = TypeVar("T")

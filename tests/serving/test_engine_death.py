@@ -19,8 +19,9 @@ from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.errors import EngineDiedError
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.llama_engine import MARKER
-from medcouncil.serving.server import EngineServer, clear_state, read_state
+from medcouncil.serving.server import EngineServer
 from medcouncil.serving.session import EngineLink, ModelSource, open_model
+from medcouncil.serving.state import clear_state, read_state
 from medcouncil.serving.supervise import EngineExit, read_exit
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,8 @@ from medcouncil.serving.common.errors import EndpointUnreachableError
 from medcouncil.serving.common.locks import LockHeldError, acquire, release
 from medcouncil.serving.common.paths import state_dir
 from medcouncil.serving.health import is_healthy
-from medcouncil.serving.server import (
+from medcouncil.serving.session import ModelSource, open_model
+from medcouncil.serving.state import (
     ServerState,
     clear_state,
     free_port,
@@ -30,7 +31,6 @@ from medcouncil.serving.server import (
     state_path,
     write_state,
 )
-from medcouncil.serving.session import ModelSource, open_model
 
 from ..conftest import QuietHandler, serving
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from medcouncil.serving.common.paths import state_dir
-from medcouncil.serving.server import (
+from medcouncil.serving.server import stop_pid
+from medcouncil.serving.state import (
     ServerState,
     clear_death,
     clear_state,
@@ -26,7 +27,6 @@ from medcouncil.serving.server import (
     port_in_use,
     read_state,
     state_path,
-    stop_pid,
     write_state,
 )
 

@@ -20,7 +20,8 @@ from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_comp
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import Shape
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models
-from medcouncil.serving.server import EngineServer, pid_alive
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import pid_alive
 from medcouncil.serving.training.config import FinetuneConfig
 from medcouncil.serving.training.data import ChatExample, Message
 from medcouncil.serving.training.model import resolve_base

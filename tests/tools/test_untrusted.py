@@ -7,7 +7,7 @@ import pytest
 
 from medcouncil.agents import prompts
 from medcouncil.agents.roles import evidence_block, options_block
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.untrusted import CLOSE, DATA_RULE, OPEN, fence, neutralise

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.serving.common.errors import ConfigError, MedcouncilError
-from medcouncil.serving.server import free_port
+from medcouncil.serving.state import free_port
 from medcouncil.serving.training.card import RunCard
 from medcouncil.serving.training.federated.config import PLAN, FederationPlan
 from medcouncil.serving.training.federated.strategy import FederationError

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "COLUMNS": "200"}

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from tests.conftest import SHARED, QuietHandler
 
 pytestmark = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.server import read_state
+from medcouncil.serving.state import read_state
 from tests.conftest import SHARED
 
 pytestmark = [

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.server import EngineServer, ServerState
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import ServerState
 from tests.conftest import SHARED
 
 pytestmark = [

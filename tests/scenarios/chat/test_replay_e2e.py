@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"

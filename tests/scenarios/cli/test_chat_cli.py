@@ -12,7 +12,8 @@ import pexpect
 import pytest
 
 from medcouncil.serving.config import EngineConfig
-from medcouncil.serving.server import EngineServer, ServerState
+from medcouncil.serving.server import EngineServer
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 PROMPT = "you ›"
@@ -111,7 +112,7 @@ def _engine_of_this_chat(home: Path, after: float) -> int:
 def test_an_engine_that_dies_mid_turn_is_named_and_restarted_once(cli: list[str]) -> None:
     import signal
 
-    from medcouncil.serving.server import clear_death, clear_state
+    from medcouncil.serving.state import clear_death, clear_state
 
     clear_state()
     clear_death()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from tests.conftest import SHARED
 
 pytestmark = [

@@ -30,7 +30,7 @@ from medcouncil.scenarios.training.distill import (
 )
 from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRejectedError
 from medcouncil.serving.pool import IDENTITY_PROMPT
-from medcouncil.serving.server import ServerState
+from medcouncil.serving.state import ServerState
 from tests.conftest import SHARED, QuietHandler, serving
 
 OPTIONS = {"A": "Asthma", "B": "COPD", "C": "Pneumonia"}
