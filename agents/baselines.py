@@ -32,7 +32,7 @@ from medcouncil.agents.protocol import (
     run_episode,
 )
 from medcouncil.agents.roles import options_block
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 from medcouncil.tools.untrusted import fence
 
 SC_TEMPERATURE = 0.7

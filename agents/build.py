@@ -25,9 +25,10 @@ from rich.markup import escape
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
 from medcouncil.agents.protocol import ChatModel
 from medcouncil.agents.roles import RETRIEVER, ROLES
-from medcouncil.serving.client import ClientSettings, ModelClient
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.common.console import err_console
 from medcouncil.serving.common.yamlfile import load_yaml
+from medcouncil.serving.components import ClientSettings
 from medcouncil.serving.session import ModelSource, beside, open_model
 from medcouncil.tools.knowledge import Evidence, KnowledgeBase, KnowledgeConfig, SearchGuard
 from medcouncil.tools.search import KnowledgeSearch

@@ -19,7 +19,7 @@ from medcouncil.agents.preserve import (
     untranslated,
 )
 from medcouncil.agents.protocol import ChatModel, Turn
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 from medcouncil.serving.dialects import Shape
 from medcouncil.tools.mcqa import format_mcqa
 from medcouncil.tools.untrusted import neutralise

@@ -29,7 +29,7 @@ from medcouncil.agents.roles import (
     evidence_block,
     options_block,
 )
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 from medcouncil.tools.mcqa import format_mcqa, option_lines
 from medcouncil.tools.search import KnowledgeSearch
 from medcouncil.tools.untrusted import fence, neutralise

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 from autogen_core.models import LLMMessage
 from pydantic import BaseModel, Field
 
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 from medcouncil.tools.knowledge import Evidence, SearchGuard
 
 

@@ -34,8 +34,8 @@ from medcouncil.agents.calls import (
 from medcouncil.agents.preserve import unsupported_values
 from medcouncil.agents.protocol import ChatModel, Episode, Question, Turn
 from medcouncil.agents.verdict import ReviewKind, approve_probability, approve_threshold
-from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import EngineDiedError, MedcouncilError, RequestRejectedError
+from medcouncil.serving.components import Choice
 from medcouncil.tools.knowledge import Evidence
 from medcouncil.tools.mcqa import option_lines, option_listing
 from medcouncil.tools.search import KnowledgeSearch

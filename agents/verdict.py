@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 
 ReviewKind = Literal["answer", "step"]
 """What the critic reviews: an answer to a question (a chosen option of a multiple-choice item, or a free question's

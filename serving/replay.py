@@ -12,7 +12,7 @@ from typing import Any
 from autogen_core.models import CreateResult, LLMMessage, RequestUsage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
-from medcouncil.serving.client import LOCAL_MODEL_INFO, Choice
+from medcouncil.serving.components import LOCAL_MODEL_INFO, Choice
 from medcouncil.serving.dialects import Shape
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from autogen_core import ComponentModel
 from pydantic import BaseModel
 
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, load_component
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError, EngineDiedError, MedcouncilError
+from medcouncil.serving.components import ClientSettings, endpoint_component, load_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint

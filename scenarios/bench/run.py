@@ -235,7 +235,7 @@ def slug(text: str) -> str:
 async def open_and_run(requests: list[RunRequest], answering: Answering, model_card: Path | None = None) -> list[Run]:
     """Every request answered by one model (opened once), each checked for training-data overlap first."""
     from medcouncil.agents.build import open_answerers
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
 
     runs: list[Run] = []
     settings = ClientSettings(cache=answering.cache)

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from medcouncil.agents.protocol import Answerer
     from medcouncil.scenarios.arena.doctors import EpisodeDoctor
     from medcouncil.scenarios.arena.journal import ArenaConfig, ArenaJournal, ArenaManifest
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
 ITEMS_HELP = (
@@ -224,7 +224,7 @@ async def _run(
     from medcouncil.scenarios.arena.doctors import EpisodeDoctor
     from medcouncil.scenarios.arena.journal import ArenaJournal, parse_contestant
     from medcouncil.scenarios.bench.modes import MODES, doctors, setting_for
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import beside
 
     journal = ArenaJournal(directory)

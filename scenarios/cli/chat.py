@@ -45,7 +45,7 @@ def chat(
         chat_case(case, patient, budget, ModelSource.resolve(model_config, endpoint, api_key, model), no_cache)
         return
     from medcouncil.agents.build import council_file, open_answerers
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
     source = ModelSource.resolve(model_config, endpoint, api_key, model)

@@ -184,7 +184,8 @@ async def _run(manifest: DistillManifest, items: list[Sample], out: Path, concur
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from medcouncil.scenarios.training.distill import Distilled, distil, read_rows
-    from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+    from medcouncil.serving.client import ModelClient
+    from medcouncil.serving.components import ClientSettings, endpoint_component
     from medcouncil.serving.health import describe_endpoint
     from medcouncil.serving.session import link_for, pooled_client
 

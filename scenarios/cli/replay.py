@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the council's modules load when a replay starts, not with e
     from medcouncil.agents.build import CouncilFile
     from medcouncil.agents.protocol import Episode
     from medcouncil.scenarios.chat.replay import Scenario
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
 
@@ -60,7 +60,7 @@ def replay(
     from medcouncil.agents.build import council_file
     from medcouncil.scenarios.chat.replay import CheckResult, check_turn, load_scenario
     from medcouncil.scenarios.chat.transcript import write_transcript
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
     scenario = load_scenario(scenario_path)

@@ -35,7 +35,7 @@ from medcouncil.serving.state import (
 from medcouncil.tools.mcqa import format_mcqa, parse_options
 
 if TYPE_CHECKING:  # model clients (openai, autogen) load when `ask` runs, not with every command
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
 
@@ -352,7 +352,7 @@ def ask(
         choices = parse_options(options) if options else None
     except ValueError as error:
         raise ConfigError(f"--options: {error}") from error
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
     source = ModelSource.resolve(model_config, endpoint, api_key, model)

@@ -132,7 +132,7 @@ async def _play(
     from medcouncil.scenarios.bench.journal import Journal, read_errors
     from medcouncil.scenarios.episodes.harness import EpisodeHarness, Judging, expected, read_episode_records
     from medcouncil.scenarios.episodes.report import write_report
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import open_model
 
     config = manifest.config
@@ -329,7 +329,7 @@ def chat_case(
     from medcouncil.agents.judge import Verdict, judge
     from medcouncil.agents.patient import ModelPatient
     from medcouncil.scenarios.chat.case import CaseSession, play_case
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import open_model
     from medcouncil.tools.embeddings import build_embedder
 

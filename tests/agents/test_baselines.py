@@ -10,7 +10,7 @@ from autogen_core.models import RequestUsage
 
 from medcouncil.agents.baselines import ChainOfThought, SelfConsistency, vote
 from medcouncil.agents.protocol import Episode, Question, run_episode
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 from medcouncil.serving.replay import ReplayModel
 
 QUESTION = Question(

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from medcouncil.agents.patient import ModelPatient, Translator
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
+from medcouncil.serving.components import ClientSettings, endpoint_component
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.state import ServerState
 from tests.agents.test_interview import CASE

@@ -9,7 +9,8 @@ from autogen_core.models import SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import _PLACEHOLDER, protect, restore_spans
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
+from medcouncil.serving.components import ClientSettings, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.state import ServerState

@@ -144,7 +144,7 @@ def test_the_shaped_critic_decides_at_its_threshold_then_reviews_in_the_decided_
 
 def test_the_verdict_threshold_is_the_configured_then_the_calibrated_one() -> None:
     from medcouncil.agents.verdict import APPROVE_THRESHOLDS, approve_probability, approve_threshold
-    from medcouncil.serving.client import Choice
+    from medcouncil.serving.components import Choice
     from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 
     calibrated = APPROVE_THRESHOLDS[(EMBEDDED_MODEL_NAME, "answer")]

@@ -12,7 +12,8 @@ from medcouncil.agents.cases import ClinicalCase, Finding
 from medcouncil.agents.council import SingleModel
 from medcouncil.agents.interview import Step, commit_step, doctor_step, parse_action
 from medcouncil.agents.protocol import run_episode
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
+from medcouncil.serving.components import ClientSettings, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
 from medcouncil.serving.state import ServerState

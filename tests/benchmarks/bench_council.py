@@ -19,8 +19,8 @@ from rich.table import Table
 
 from medcouncil.agents.council import Council
 from medcouncil.agents.protocol import Episode, Question, run_episode
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.console import console
+from medcouncil.serving.components import ClientSettings
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.search import KnowledgeSearch

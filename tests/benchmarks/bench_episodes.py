@@ -27,8 +27,8 @@ from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.scenarios.bench.modes import Doctor, Setting, episode_modes
 from medcouncil.scenarios.bench.modes import doctors as build_doctors
 from medcouncil.scenarios.episodes.load import load_cases
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.console import console
+from medcouncil.serving.components import ClientSettings
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.serving.session import ModelSource, open_model
 from medcouncil.tools.starter_pack import open_knowledge

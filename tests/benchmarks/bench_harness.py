@@ -55,7 +55,7 @@ async def _run(items_n: int, council_n: int, reps: int, root: Path) -> None:
     from medcouncil.scenarios.bench.journal import Journal, Record, read_records
     from medcouncil.scenarios.bench.modes import build, setting_for
     from medcouncil.scenarios.datasets.registry import load_dataset
-    from medcouncil.serving.client import ClientSettings
+    from medcouncil.serving.components import ClientSettings
     from medcouncil.serving.session import ModelSource
 
     samples, _ = load_dataset(MEDQA)

@@ -10,7 +10,8 @@ from typing import TypeVar
 import pytest
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 
-from medcouncil.serving.client import ClientSettings, ModelClient, cache_namespace, endpoint_component
+from medcouncil.serving.client import ModelClient
+from medcouncil.serving.components import ClientSettings, cache_namespace, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.state import ServerState
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from autogen_core.models import UserMessage
 
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.errors import EngineDiedError
+from medcouncil.serving.components import ClientSettings
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.llama_engine import MARKER
 from medcouncil.serving.server import EngineServer

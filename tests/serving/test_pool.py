@@ -15,8 +15,8 @@ from http.server import ThreadingHTTPServer
 import pytest
 from autogen_core.models import UserMessage
 
-from medcouncil.serving.client import ClientSettings
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
+from medcouncil.serving.components import ClientSettings
 from medcouncil.serving.pool import EndpointPool, PoolEvent, check_replicas
 from medcouncil.serving.session import ModelSource, open_model, pooled_client
 from tests.conftest import QuietHandler

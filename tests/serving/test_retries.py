@@ -10,8 +10,9 @@ from http.server import ThreadingHTTPServer
 import pytest
 from autogen_core.models import UserMessage
 
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.common.errors import EndpointUnreachableError, MedcouncilError
+from medcouncil.serving.components import ClientSettings, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 
 from ..conftest import QuietHandler, serving

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from autogen_core.models import UserMessage
 
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component, shapes_from_env
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
+from medcouncil.serving.components import ClientSettings, endpoint_component, shapes_from_env
 from medcouncil.serving.dialects import Dialect, EndpointInfo, Shape, shape_args
 from medcouncil.serving.model_file import EMBEDDED_MODEL_NAME
 

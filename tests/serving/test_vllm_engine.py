@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from autogen_core.models import UserMessage
 
-from medcouncil.serving.client import ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
+from medcouncil.serving.components import ClientSettings, endpoint_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import Shape
 from medcouncil.serving.health import describe_endpoint, is_healthy, list_models

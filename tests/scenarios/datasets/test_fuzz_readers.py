@@ -15,8 +15,8 @@ import pytest
 from medcouncil.agents.build import CouncilFile
 from medcouncil.scenarios.datasets.generic import FieldMap
 from medcouncil.scenarios.datasets.registry import load_dataset
-from medcouncil.serving.client import load_component
 from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.components import load_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.training.data import read_chat_jsonl
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.bench.journal import Record
 from medcouncil.scenarios.role_format.measure import echoes, loops, measure_roles, own_text
-from medcouncil.serving.client import Choice
+from medcouncil.serving.components import Choice
 
 OPTIONS = {"A": "Acute inferior myocardial infarction", "B": "Pneumonia"}
 CASE = "A 58-year-old man has crushing central chest pain radiating to the left arm with sweating for 30 minutes."

@@ -13,8 +13,8 @@ from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.bench.journal import Journal, Record
 from medcouncil.scenarios.role_format.measure import measure_actions, measure_roles, measure_verdicts
 from medcouncil.scenarios.role_format.report import run_roles
-from medcouncil.serving.client import Choice
 from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.components import Choice
 
 OPTIONS = {"A": "Inferior myocardial infarction", "B": "Pneumonia"}
 

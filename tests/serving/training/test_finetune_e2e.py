@@ -14,8 +14,9 @@ import pytest
 from autogen_core.models import UserMessage
 from safetensors.torch import load_file
 
-from medcouncil.serving.client import Choice, ClientSettings, ModelClient, endpoint_component
+from medcouncil.serving.client import ModelClient
 from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.components import Choice, ClientSettings, endpoint_component
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.health import describe_endpoint, list_models
 from medcouncil.serving.server import EngineServer
