@@ -81,7 +81,11 @@ class ArenaConfig(ServedBy):
     cache: bool = True
     """Answers and judgements may come from the response cache (``--no-cache``: False); a resume keeps it."""
     judge_identity: str | None = None
-    """The judge model that judged (``BASE_URL#MODEL``), recorded when it first judges."""
+    """The judge model that judged (``URL#MODEL``, :func:`~medcouncil.scenarios.bench.journal.judged_by`), recorded
+    when it first judges."""
+    judge_weights: str = ""
+    """The judge's weights identity where medcouncil started its server (``EndpointInfo.weights``); empty otherwise
+    and in runs from before it was recorded."""
 
     @field_validator("contestants")
     @classmethod

@@ -70,6 +70,36 @@ class ServedBy(BaseModel):
         self.shapes = shapes if shapes is not None else self.shapes
 
 
+def judged_by(endpoints: str, name: str) -> str:
+    """A judge model as run logs record it: ``URL#MODEL``, with every replica's URL (comma-separated) for a pool."""
+    return f"{endpoints}#{name}"
+
+
+def check_judge(recorded: str, recorded_weights: str, identity: str, weights: str, directory: Path) -> None:
+    """Refuse a resume judged by another model than the run's (``recorded``: :func:`judged_by`, empty: no judge).
+
+    The same judge is the same served name with the same weights where both sides know them (a server medcouncil
+    started: restarted on another port, it is still the same judge), else with a URL in common (a pool that lost
+    or gained a replica still serves the model it served). Runs recorded before the weights keep the URL check.
+    """
+    if recorded == identity and (not recorded_weights or not weights or recorded_weights == weights):
+        return
+    where, _, name = recorded.rpartition("#")
+    now_where, _, now_name = identity.rpartition("#")
+    if recorded and identity and name == now_name:
+        if recorded_weights and weights:
+            if recorded_weights == weights:
+                return
+        elif set(where.split(",")) & set(now_where.split(",")):
+            return
+    said = {"": "no judge model"}
+    raise ConfigError(
+        f"{directory} was judged by {said.get(recorded, recorded)}, not {said.get(identity, identity)}"
+        + (" (other weights)" if recorded == identity else "")
+        + ": resume it with the same judge"
+    )
+
+
 class RunConfig(ServedBy):
     """What decides the answers: a resumed run must match it."""
 

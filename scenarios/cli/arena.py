@@ -257,7 +257,7 @@ async def _run(
                 contestants[spec] = MODES[mode].build(setting)
         try:
             await _answer(manifest, journal, contestants)
-            judges = await _judges(stack, config.judges, config, primary, settings)
+            judges = await _judges(stack, config.judges, config, primary, settings, directory)
             for pair_judge in judges:
                 await _judge(manifest, journal, pair_judge)
         finally:
@@ -267,12 +267,18 @@ async def _run(
 
 
 async def _judges(
-    stack: AsyncExitStack, names: list[str], config: ArenaConfig, primary: Answerers, settings: ClientSettings
+    stack: AsyncExitStack,
+    names: list[str],
+    config: ArenaConfig,
+    primary: Answerers,
+    settings: ClientSettings,
+    directory: Path,
 ) -> list[PairJudge]:
-    """The run's judges; the judge model's identity (endpoint and served name) is recorded on the first run and a
-    resume against another judge model is refused."""
+    """The run's judges; the judge model's identity (endpoints, served name, weights) is recorded on the first run
+    and a resume against another judge model is refused (:func:`check_judge`)."""
     from medcouncil.agents.arena_judge import ModelJudge, ReferenceJudge
     from medcouncil.scenarios.arena.human import HumanJudge
+    from medcouncil.scenarios.bench.journal import check_judge, judged_by
     from medcouncil.scenarios.episodes.run import JUDGE_KEY_ENV
     from medcouncil.serving.session import ModelSource, beside, open_model
 
@@ -293,12 +299,10 @@ async def _judges(
                 else:
                     other = beside(primary.model, config.judge_model)
                 judge_model = await stack.enter_async_context(open_model(other, settings))
-            identity = f"{judge_model.info.base_url}#{judge_model.name}"
-            if config.judge_identity and config.judge_identity != identity:
-                raise ConfigError(
-                    f"the run was judged by {config.judge_identity}, not {identity}: resume it with the same judge"
-                )
-            config.judge_identity = identity
+            identity, weights = judged_by(judge_model.endpoints, judge_model.name), judge_model.info.weights
+            if config.judge_identity:
+                check_judge(config.judge_identity, config.judge_weights, identity, weights, directory)
+            config.judge_identity, config.judge_weights = identity, weights
             made.append(ModelJudge(judge_model, name="model"))
     return made
 

@@ -56,7 +56,10 @@ class EpisodeConfig(ServedBy):
     limit: int | None = None
     threshold: float = 0.6
     judge_model: str = ""
-    """``URL#model`` of the optional judge model."""
+    """``URL#MODEL`` of the optional judge model (:func:`~medcouncil.scenarios.bench.journal.judged_by`); empty:
+    none. A resume must be judged by the same (:func:`~medcouncil.scenarios.bench.journal.check_judge`)."""
+    judge_weights: str = ""
+    """The judge's weights identity where medcouncil started its server; empty otherwise."""
     cache: bool = True
 
     def all_modes(self, cases: Sequence[ClinicalCase]) -> list[str]:

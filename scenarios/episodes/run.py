@@ -129,7 +129,7 @@ async def _play(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from medcouncil.agents.build import open_answerers
-    from medcouncil.scenarios.bench.journal import Journal, read_errors
+    from medcouncil.scenarios.bench.journal import Journal, check_judge, judged_by, read_errors
     from medcouncil.scenarios.episodes.harness import EpisodeHarness, Judging, expected, read_episode_records
     from medcouncil.scenarios.episodes.report import write_report
     from medcouncil.serving.components import ClientSettings
@@ -143,9 +143,14 @@ async def _play(
         model = answerers.model
         config.bind(model.name, model.endpoints, answerers.config.model_dump(), directory, model.shapes)
         judge_model: ChatModel | None = None
+        identity, weights = "", ""
         if judge is not None:
             judge_client = await stack.enter_async_context(open_model(judge, ClientSettings(cache=answering.cache)))
-            config.judge_model, judge_model = f"{judge_client.info.base_url}#{judge_client.name}", judge_client
+            identity, weights = judged_by(judge_client.endpoints, judge_client.name), judge_client.info.weights
+            judge_model = judge_client
+        if read_episode_records(directory):  # episodes judged already: a resume keeps their judge
+            check_judge(config.judge_model, config.judge_weights, identity, weights, directory)
+        config.judge_model, config.judge_weights = identity, weights
         from medcouncil.agents.build import LazyKnowledge
 
         knowledge = answerers.knowledge
@@ -265,6 +270,9 @@ def bench_episodes(request: EpisodeRequest, answering: Answering) -> int:
             skipped_rows=skipped,
         )
     judge = _judge_source(request.judge_endpoint, request.judge_model)
+    if judge is None and resume is not None and manifest.config.judge_model:  # a resume keeps the run's judge
+        where, _, name = manifest.config.judge_model.rpartition("#")
+        judge = _judge_source(where, name)
     try:
         summary, aborted = asyncio.run(_play(directory, manifest, cases, answering, judge))
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """``medcouncil arena`` as a user runs it, on the real embedded server: answers journaled, a kill -9 mid-run, a
-resume that answers nothing twice, both judges and the report."""
+resume that answers nothing twice, both judges, the report, and a resume held to its judge model."""
 
 from __future__ import annotations
 
@@ -74,3 +74,21 @@ def test_kill_9_then_resume_answers_once_and_rates_with_both_judges(
         [*cli, "arena", "--resume", str(out), *args], capture_output=True, text=True, timeout=300, env=ENV
     )
     assert again.returncode == 0 and lines(out / "judgements.jsonl") == judgements
+    # The judge is held by name and URLs: a pool that also had another replica is the same judge, a model served
+    # elsewhere (no URL in common, weights unknown) is not.
+    name = embedded_server.served_model_name
+    assert manifest["config"]["judge_identity"] == f"{embedded_server.base_url}#{name}"
+    for recorded, accepted in ((f"http://127.0.0.1:9/v1,{embedded_server.base_url}#{name}", True),
+                               (f"http://127.0.0.1:9/v1#{name}", False)):  # fmt: skip
+        manifest["config"]["judge_identity"], manifest["finished"] = recorded, False
+        (out / "arena.json").write_text(json.dumps(manifest))
+        last = by_judge["model"][-1]["item_id"]
+        unjudged = [
+            json.dumps(j) for j in lines(out / "judgements.jsonl") if (j["judge"], j["item_id"]) != ("model", last)
+        ]
+        (out / "judgements.jsonl").write_text("".join(line + "\n" for line in unjudged))  # a pair left to judge
+        judged = subprocess.run(
+            [*cli, "arena", "--resume", str(out), *args], capture_output=True, text=True, timeout=300, env=ENV
+        )
+        refusal = f"was judged by http://127.0.0.1:9/v1#{name}, not {embedded_server.base_url}#{name}"
+        assert (judged.returncode == 0) == accepted and (refusal in " ".join(judged.stderr.split())) != accepted

@@ -60,6 +60,15 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
     assert manifest["config"]["judge_model"].startswith(embedded_server.base_url)
     report = (tmp_path / "clinic" / "report.md").read_text(encoding="utf-8")
     assert "### 1: Myasthenia gravis" in report and "Doctor (" in report
+    # A resume keeps the run's judge without its flags, and refuses another.
+    kept = bench(cli, "--resume", str(tmp_path / "clinic"))
+    assert kept.returncode == 0, kept.stderr[-3000:]
+    recorded = manifest["config"]["judge_model"]
+    assert json.loads((tmp_path / "clinic" / "run.json").read_text())["config"]["judge_model"] == recorded
+    manifest["config"]["judge_model"] = "http://127.0.0.1:9/v1#" + recorded.rpartition("#")[2]
+    (tmp_path / "clinic" / "run.json").write_text(json.dumps(manifest))
+    other = bench(cli, "--resume", str(tmp_path / "clinic"), *judge)
+    assert other.returncode != 0 and "was judged by http://127.0.0.1:9/v1#" in " ".join(other.stderr.split())
 
     medqa = bench(cli, "--episodes", str(MEDQA), *common, "--out", str(tmp_path / "medqa"))
     assert medqa.returncode == 0, medqa.stdout[-3000:] + medqa.stderr[-3000:]
