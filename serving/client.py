@@ -1,4 +1,5 @@
-"""Model clients: AutoGen ChatCompletionClients built from component YAML, plus streamed chat and ``choose``."""
+"""Model clients: the AutoGen ChatCompletionClient of an endpoint or component (:mod:`.components`), plus
+streamed chat and ``choose``."""
 
 from __future__ import annotations
 

@@ -75,6 +75,12 @@ def judged_by(endpoints: str, name: str) -> str:
     return f"{endpoints}#{name}"
 
 
+def judge_parts(identity: str) -> tuple[str, str]:
+    """The URLs (comma-separated) and the served name of a :func:`judged_by` identity."""
+    urls, _, name = identity.rpartition("#")
+    return urls, name
+
+
 def check_judge(recorded: str, recorded_weights: str, identity: str, weights: str, directory: Path) -> None:
     """Refuse a resume judged by another model than the run's (``recorded``: :func:`judged_by`, empty: no judge).
 
@@ -84,13 +90,12 @@ def check_judge(recorded: str, recorded_weights: str, identity: str, weights: st
     """
     if recorded == identity and (not recorded_weights or not weights or recorded_weights == weights):
         return
-    where, _, name = recorded.rpartition("#")
-    now_where, _, now_name = identity.rpartition("#")
+    (urls, name), (now_urls, now_name) = judge_parts(recorded), judge_parts(identity)
     if recorded and identity and name == now_name:
         if recorded_weights and weights:
             if recorded_weights == weights:
                 return
-        elif set(where.split(",")) & set(now_where.split(",")):
+        elif set(urls.split(",")) & set(now_urls.split(",")):
             return
     said = {"": "no judge model"}
     raise ConfigError(

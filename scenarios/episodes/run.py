@@ -219,6 +219,7 @@ def bench_episodes(request: EpisodeRequest, answering: Answering) -> int:
     """Run (or resume) an episode benchmark; the number of case × mode pairs left unscored."""
     from datetime import UTC, datetime
 
+    from medcouncil.scenarios.bench.journal import judge_parts
     from medcouncil.scenarios.bench.modes import episode_modes
     from medcouncil.scenarios.bench.run import lock_run
     from medcouncil.scenarios.episodes.harness import EpisodeConfig, EpisodeManifest, fingerprint
@@ -271,8 +272,7 @@ def bench_episodes(request: EpisodeRequest, answering: Answering) -> int:
         )
     judge = _judge_source(request.judge_endpoint, request.judge_model)
     if judge is None and resume is not None and manifest.config.judge_model:  # a resume keeps the run's judge
-        where, _, name = manifest.config.judge_model.rpartition("#")
-        judge = _judge_source(where, name)
+        judge = _judge_source(*judge_parts(manifest.config.judge_model))
     try:
         summary, aborted = asyncio.run(_play(directory, manifest, cases, answering, judge))
     except KeyboardInterrupt:
