@@ -8,6 +8,10 @@ Run ``python -m tests.benchmarks.bench_serving`` (``--help`` for options). It pr
 * first-token latency of ``medcouncil ask`` against a running server and with auto-start;
 * the cost of keeping llama.cpp's extra weight buffer types off (the default, for AMX CPUs: ``llama_engine.py``):
   two servers, off and on, their trials interleaved (off, on, off, on, ...).
+* what computing the vocabulary logits of each decode's last token only saves (``apply_last_row_logits``), in
+  process: a prompt answered with one constrained-style token and its log-probabilities (the engine's work for a
+  letter answer), then the same request again with the prompt cached; every position's logits (llama-cpp-python's
+  own) and the last row's interleaved.
 
 Prefill is measured as time to the first streamed token over the prompt's tokens; decode as the tokens after the
 first over the time between first and last. Every trial uses a new prompt prefix, so no prefix cache helps.
@@ -61,7 +65,7 @@ def _timings(stream: Iterator[Any], prompt_tokens: int, t0: float) -> tuple[floa
 def in_process(gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_ctx: int) -> list[tuple[float, float]]:
     from medcouncil.serving.llama_engine import load_llama
 
-    # The server keeps every position's logits (llama-cpp-python needs them for logprobs): so does this side.
+    # Loaded as the server loads it: with logits_all (llama-cpp-python's condition for logprobs), last rows only.
     llm = load_llama(str(gguf), n_ctx=n_ctx, n_threads=threads, verbose=False, logits_all=True)
     bias = {llm.token_eos(): -1e9}
     results = []
@@ -81,6 +85,37 @@ def in_process(gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_
         results.append((prefill, decode))
     llm.close()
     return results
+
+
+def logits_rows_cost(gguf: Path, prompts: list[str], threads: int, n_ctx: int) -> dict[str, dict[str, float]]:
+    """Median prefill tok/s of a one-token answer with logprobs, and seconds of the same answer with the prompt
+    cached: llama-cpp-python's every-position logits ("all") against the last row's ("last"), trials interleaved."""
+    from medcouncil.serving.llama_engine import apply_last_row_logits, load_llama
+
+    llm = load_llama(str(gguf), n_ctx=n_ctx, n_threads=threads, verbose=False, logits_all=True)
+    runs: dict[str, list[tuple[float, float]]] = {"all": [], "last": []}
+    try:
+        for index, prompt in enumerate(prompts):
+            for name in runs:
+                apply_last_row_logits(name == "last")
+                llm.reset()  # type: ignore[no-untyped-call]
+                text = f"{name}. {prompt}\nAnswer:"
+                n_prompt = len(llm.tokenize(text.encode()))
+                seconds = []
+                for _ in range(2):  # the prompt evaluated, then cached
+                    t0 = time.perf_counter()
+                    llm.create_completion(text, max_tokens=1, logprobs=20, temperature=0.0)
+                    seconds.append(time.perf_counter() - t0)
+                if index:  # the first prompt warms up
+                    runs[name].append((n_prompt / seconds[0], seconds[1]))
+    finally:
+        apply_last_row_logits(True)
+        llm.close()
+    med = statistics.median
+    return {
+        key: {name: med(r[i] for r in runs[name]) for name in runs}
+        for i, key in enumerate(("prefill_tok_s", "cached_answer_s"))
+    }
 
 
 def _sse_tokens(response: httpx.Response) -> Iterator[None]:
@@ -199,6 +234,8 @@ def main(
     vocab = load_llama(str(gguf), n_ctx=n_ctx, vocab_only=True, verbose=False)
     prompt_tokens = [len(vocab.tokenize(p.encode())) for p in prompts]
     eos = vocab.token_eos()
+    console.print("[notice]every position's logits vs the last row's, interleaved…[/]")
+    rows = logits_rows_cost(gguf, prompts, threads, n_ctx)
     console.print("[notice]the same through the server's OpenAI API…[/]")
     server = EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx))
     state = server.start()
@@ -221,6 +258,7 @@ def main(
         "serve_to_healthy_s": med(healthy),
         "ask_first_token_s": {"running_server": med(warm), "autostart": med(cold)},
         "extra_buffers": buffers,
+        "logits_rows": rows,
         "threads": threads,
         "trials": trials,
     }
@@ -235,6 +273,20 @@ def main(
         table.add_row(
             f"{key.split('_')[0]} tok/s, extra buffers off (default) | on", f"{off:.1f}", f"{on:.1f}", f"{off / on:.2f}"
         )
+    all_rows, last_rows = rows["prefill_tok_s"]["all"], rows["prefill_tok_s"]["last"]
+    table.add_row(
+        "prefill tok/s, logits of every position | last row",
+        f"{all_rows:.1f}",
+        f"{last_rows:.1f}",
+        f"{last_rows / all_rows:.2f}",
+    )
+    all_rows, last_rows = rows["cached_answer_s"]["all"], rows["cached_answer_s"]["last"]
+    table.add_row(
+        "cached one-token answer s, every position | last row",
+        f"{all_rows:.2f}",
+        f"{last_rows:.2f}",
+        f"{all_rows / last_rows:.2f}",
+    )
     table.add_row("serve --detach → healthy", "", f"{figures['serve_to_healthy_s']:.2f} s", "")
     table.add_row("ask first token (server running)", "", f"{med(warm):.2f} s", "")
     table.add_row("ask first token (auto-start)", "", f"{med(cold):.2f} s", "")
