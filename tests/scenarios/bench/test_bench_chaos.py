@@ -15,7 +15,7 @@ import pytest
 from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
-ITEMS = 10
+ITEMS = 6
 MODES = ("single", "single+cyclic")
 
 

@@ -35,15 +35,15 @@ def journal(directory: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text().splitlines()]
 
 
-def test_single_and_council_on_five_medqa_items_then_a_cached_identical_rerun(
+def test_single_and_council_on_three_medqa_items_then_a_cached_identical_rerun(
     cli: list[str], embedded_server: ServerState, tmp_path: Path
 ) -> None:
-    args = ["--dataset", str(MEDQA), "--limit", "5", "--mode", "single,council", "--endpoint", embedded_server.base_url]
+    args = ["--dataset", str(MEDQA), "--limit", "3", "--mode", "single,council", "--endpoint", embedded_server.base_url]
     first = bench(cli, *args, "--out", str(tmp_path / "first"))
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     records = journal(tmp_path / "first")
     assert sorted((r["sample_id"], r["mode"]) for r in records) == sorted(
-        (str(n), mode) for n in range(5) for mode in ("single", "council")
+        (str(n), mode) for n in range(3) for mode in ("single", "council")
     )
     council = [r for r in records if r["mode"] == "council"]
     assert all(r["model_calls"] >= 2 and r["episode"]["turns"][0]["agent"] == "retriever" for r in council)
@@ -51,7 +51,7 @@ def test_single_and_council_on_five_medqa_items_then_a_cached_identical_rerun(
     manifest = json.loads((tmp_path / "first" / "run.json").read_text())
     assert manifest["finished"] and manifest["config"]["model"] == embedded_server.served_model_name
     report = (tmp_path / "first" / "report.md").read_text()
-    assert "| council | all | 5 |" in report and "| single | all | 5 |" in report and "council vs single" in report
+    assert "| council | all | 3 |" in report and "| single | all | 3 |" in report and "council vs single" in report
     assert "<svg" in (tmp_path / "first" / "report.html").read_text()
     assert "council vs single:" in first.stdout and "McNemar p" in first.stdout
 

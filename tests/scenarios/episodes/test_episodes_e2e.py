@@ -1,4 +1,4 @@
-"""``bench --episodes`` as a user runs it, on the real embedded server: 5 AgentClinic cases and 5 MedQA items made
+"""``bench --episodes`` as a user runs it, on the real embedded server: 3 AgentClinic cases and 3 MedQA items made
 into episodes (static vs interactive), a Korean case through the real translator, then a resume."""
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def records(directory: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
-def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcripts(
+def test_three_agentclinic_and_three_medqa_episodes_write_the_report_with_transcripts(
     cli: list[str], embedded_server: ServerState, tmp_path: Path
 ) -> None:
     common = [
         "--limit",
-        "5",
+        "3",
         "--mode",
         "single",
         "--budget",
@@ -49,7 +49,7 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
     clinic = bench(cli, "--episodes", "agentclinic", *common, *judge, "--out", str(tmp_path / "clinic"))
     assert clinic.returncode == 0, clinic.stdout[-3000:] + clinic.stderr[-3000:]
     played = records(tmp_path / "clinic")
-    assert sorted(r["case_id"] for r in played) == ["1", "2", "3", "4", "5"] and {r["mode"] for r in played} == {
+    assert sorted(r["case_id"] for r in played) == ["1", "2", "3"] and {r["mode"] for r in played} == {
         "single"
     }  # no static mode: AgentClinic cases have no options
     assert all(r["model_calls"] >= 2 and r["turns"] >= 1 for r in played)
@@ -73,16 +73,16 @@ def test_five_agentclinic_and_five_medqa_episodes_write_the_report_with_transcri
     medqa = bench(cli, "--episodes", str(MEDQA), *common, "--out", str(tmp_path / "medqa"))
     assert medqa.returncode == 0, medqa.stdout[-3000:] + medqa.stderr[-3000:]
     modes = sorted((r["case_id"], r["mode"]) for r in records(tmp_path / "medqa"))
-    assert modes == sorted((str(n), m) for n in range(5) for m in ("single", "static:single"))
+    assert modes == sorted((str(n), m) for n in range(3) for m in ("single", "static:single"))
     report = (tmp_path / "medqa" / "report.md").read_text(encoding="utf-8")
-    assert "## Static vs interactive (same items)" in report and "| static:single | single | 5 |" in report
+    assert "## Static vs interactive (same items)" in report and "| static:single | single | 3 |" in report
     assert "static vs interactive: static:single" in medqa.stdout
     # Every interactive record has a letter among the options or none: the options were a constrained choice.
     assert all(r["letter"] in (None, "A", "B", "C", "D") for r in records(tmp_path / "medqa"))
 
     # A finished run resumed does nothing more; the report is the same run's.
     again = bench(cli, "--resume", str(tmp_path / "medqa"))
-    assert again.returncode == 0 and len(records(tmp_path / "medqa")) == 10
+    assert again.returncode == 0 and len(records(tmp_path / "medqa")) == 6
 
 
 def test_a_korean_case_goes_through_the_real_translator(
