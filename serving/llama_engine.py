@@ -29,9 +29,11 @@ faulting thread's stack in the server log.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import inspect
 import os
 import sys
+import threading
 from typing import Any
 
 ENV_EXTRA_BUFFERS = "MEDCOUNCIL_EXTRA_BUFFERS"
@@ -71,63 +73,86 @@ ECHO_LOGPROBS_REFUSED = (
 
 
 class _RowsOnDemand:
-    """The log-softmax of a logits matrix, computed only for the rows sliced out of it."""
+    """The log-softmax of a logits matrix along its rows, computed only for the rows indexed out of it (any other
+    use computes the whole matrix, as llama-cpp-python's own function does)."""
 
     def __init__(self, logits: Any, original: Any) -> None:
         self.logits, self.original = logits, original
 
-    def __getitem__(self, rows: Any) -> Any:
-        return self.original(self.logits[rows], axis=-1)
+    def __getitem__(self, key: Any) -> Any:
+        rows, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(rows, (int, slice)):
+            picked = self.original(self.logits[rows], axis=-1)
+            return picked[(slice(None), *rest) if isinstance(rows, slice) else rest] if rest else picked
+        return self.original(self.logits, axis=-1)[key]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        whole = self.original(self.logits, axis=-1)
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __len__(self) -> int:
+        return len(self.logits)
+
+
+_PATCH_LOCK = threading.Lock()
 
 
 def apply_last_row_logits(on: bool = True) -> None:
     """Make ``llama_cpp.Llama`` compute and keep the logits of each decode's last token only (``on``), or restore
-    llama-cpp-python's own behaviour (every position's logits when the model has ``logits_all``)."""
+    llama-cpp-python's own behaviour (every position's logits when the model has ``logits_all``).
+
+    A model used with the patch on holds logits for the rows it read only: ``reset()`` it after restoring before
+    asking for rows it skipped. Models with embeddings on (every token is an output) and speculative decoding keep
+    llama-cpp-python's own evaluation.
+    """
     import numpy as np
     from llama_cpp import Llama
 
-    originals = getattr(Llama, "_medcouncil_originals", None)
-    if originals is None:
-        originals = (Llama.eval, Llama.logits_to_logprobs, Llama.create_completion)
-        Llama._medcouncil_originals = originals  # type: ignore[attr-defined]
-    full_eval, full_logprobs, create_completion = originals
-    if not on:
-        Llama.eval, Llama.create_completion = full_eval, create_completion  # type: ignore[method-assign]
-        Llama.logits_to_logprobs = staticmethod(full_logprobs)  # type: ignore[method-assign]
-        return
-
-    def eval_last_rows(self: Any, tokens: Any) -> None:
-        if self.draft_model is not None or not self._logits_all:  # speculative decoding reads every row
-            full_eval(self, tokens)
+    with _PATCH_LOCK:
+        originals = getattr(Llama, "_medcouncil_originals", None)
+        if originals is None:
+            originals = (Llama.eval, Llama.logits_to_logprobs, Llama.create_completion)
+            Llama._medcouncil_originals = originals  # type: ignore[attr-defined]
+        full_eval, full_logprobs, create_completion = originals
+        if not on:
+            Llama.eval, Llama.create_completion = full_eval, create_completion  # type: ignore[method-assign]
+            Llama.logits_to_logprobs = staticmethod(full_logprobs)  # type: ignore[method-assign]
             return
-        self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            first = self.n_tokens
-            self._batch.set_batch(batch=chunk, n_past=first, logits_all=False)  # logits of its last token only
-            self._ctx.decode(self._batch)
-            self.input_ids[first : first + len(chunk)] = chunk
-            last = np.ctypeslib.as_array(self._ctx.get_logits(), shape=(self._n_vocab,))
-            self.scores[first + len(chunk) - 1, :] = last
-            self.n_tokens += len(chunk)
-            self._requires_eval = False
+        signature = inspect.signature(create_completion)
 
-    def logprobs_of_read_rows(logits: Any, axis: int = -1) -> Any:
-        if np.ndim(logits) == 2 and axis in (-1, 1):
-            return _RowsOnDemand(logits, full_logprobs)
-        return full_logprobs(logits, axis=axis)
+        @functools.wraps(full_eval)
+        def eval_last_rows(self: Any, tokens: Any) -> None:
+            if self.draft_model is not None or not self._logits_all or self.context_params.embeddings:
+                full_eval(self, tokens)
+                return
+            self._ctx.kv_cache_seq_rm(-1, self.n_tokens, -1)
+            for start in range(0, len(tokens), self.n_batch):
+                chunk = tokens[start : start + self.n_batch]
+                first = self.n_tokens
+                self._batch.set_batch(batch=chunk, n_past=first, logits_all=False)  # logits of its last token only
+                self._ctx.decode(self._batch)
+                self.input_ids[first : first + len(chunk)] = chunk
+                last = np.ctypeslib.as_array(self._ctx.get_logits_ith(-1), shape=(self._n_vocab,))
+                self.scores[first + len(chunk) - 1, :] = last
+                self.n_tokens += len(chunk)
+                self._requires_eval = False
 
-    signature = inspect.signature(create_completion)
+        @functools.wraps(full_logprobs)
+        def logprobs_of_read_rows(logits: Any, axis: int = -1) -> Any:
+            if np.ndim(logits) == 2 and axis in (-1, 1):
+                return _RowsOnDemand(logits, full_logprobs)
+            return full_logprobs(logits, axis=axis)
 
-    def refuse_echo_logprobs(self: Any, *args: Any, **kwargs: Any) -> Any:
-        asked = signature.bind(self, *args, **kwargs).arguments
-        if asked.get("echo") and asked.get("logprobs") is not None:
-            raise ValueError(ECHO_LOGPROBS_REFUSED)
-        return create_completion(self, *args, **kwargs)
+        @functools.wraps(create_completion)
+        def refuse_echo_logprobs(self: Any, *args: Any, **kwargs: Any) -> Any:
+            asked = signature.bind(self, *args, **kwargs).arguments
+            if asked.get("echo") and asked.get("logprobs") is not None and not asked.get("stream"):
+                raise ValueError(ECHO_LOGPROBS_REFUSED)
+            return create_completion(self, *args, **kwargs)
 
-    Llama.eval = eval_last_rows  # type: ignore[method-assign]
-    Llama.logits_to_logprobs = staticmethod(logprobs_of_read_rows)  # type: ignore[method-assign]
-    Llama.create_completion = refuse_echo_logprobs  # type: ignore[method-assign]
+        Llama.eval = eval_last_rows  # type: ignore[method-assign]
+        Llama.logits_to_logprobs = staticmethod(logprobs_of_read_rows)  # type: ignore[method-assign]
+        Llama.create_completion = refuse_echo_logprobs  # type: ignore[method-assign]
 
 
 def load_llama(model_path: str, extra_buffers: bool | None = None, **kwargs: Any) -> Any:

@@ -1,5 +1,6 @@
 """llama.cpp's logits for the last row only (``apply_last_row_logits``), on the real GGUF in process: the same
-log-probabilities as every position's logits, from rows the decode actually computed, and echo refused."""
+replies and log-probabilities as every position's logits, from rows the decode actually computed, and echo with
+logprobs refused."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medcouncil.serving.llama_engine import ECHO_LOGPROBS_REFUSED, apply_last_row_logits, load_llama
+from medcouncil.serving.llama_engine import _RowsOnDemand, apply_last_row_logits, load_llama
 from medcouncil.serving.model_file import embedded_gguf
 
 pytestmark = pytest.mark.integration
@@ -18,43 +19,92 @@ PROMPT = (
     "The most likely diagnosis is A. inferior myocardial infarction B. pericarditis C. aortic dissection "
     "D. pulmonary embolism.\nAnswer:"
 )
+BATCH = 32
 
 
 @pytest.fixture(scope="module")
 def llm() -> Iterator[Any]:
-    model = load_llama(str(embedded_gguf()), n_ctx=512, n_batch=32, n_threads=2, logits_all=True, verbose=False)
+    model = load_llama(str(embedded_gguf()), n_ctx=512, n_batch=BATCH, n_threads=2, logits_all=True, verbose=False)
     yield model
     apply_last_row_logits(True)
     model.close()
 
 
-def answer(llm: Any, last_row: bool, max_tokens: int) -> tuple[dict[str, float], list[float], int]:
-    """Top log-probabilities of the first token, every token's log-probability, and the rows holding logits."""
+def requests(llm: Any, last_row: bool) -> tuple[list[object], int]:
+    """A server's kinds of request in a row, the engine state carried over (prefix reuse, a cached prompt, a
+    stream, a grammar), and the number of rows holding logits after the first."""
     apply_last_row_logits(last_row)
     llm.reset()
-    llm.scores[:] = 0.0
-    reply = llm.create_completion(PROMPT, max_tokens=max_tokens, logprobs=10, temperature=0.0)
-    logprobs = reply["choices"][0]["logprobs"]
+    llm.scores[:128] = 0.0  # more rows than the requests below fill
+    replies: list[object] = []
+
+    def keep(reply: dict[str, Any]) -> None:
+        choice = reply["choices"][0]
+        logprobs = choice["logprobs"]
+        replies.append((choice["text"], logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]))
+
+    keep(llm.create_completion(PROMPT, max_tokens=3, logprobs=10, temperature=0.0))
     rows = int(np.count_nonzero(np.abs(llm.scores[: llm.n_tokens]).sum(axis=1)))
-    return logprobs["top_logprobs"][0], [float(x) for x in logprobs["token_logprobs"]], rows
+    keep(llm.create_completion(PROMPT, max_tokens=1, logprobs=5, temperature=0.0))  # the prompt cached
+    keep(llm.create_completion(PROMPT + " A", max_tokens=2, logprobs=5, temperature=0.0))  # a prefix hit
+    streamed = llm.create_completion(PROMPT + " B", max_tokens=2, logprobs=3, temperature=0.0, stream=True)
+    replies.append([(c["choices"][0]["text"], c["choices"][0]["logprobs"]) for c in streamed])
+    chat = llm.create_chat_completion(
+        [{"role": "user", "content": PROMPT}], max_tokens=1, logprobs=True, top_logprobs=4, temperature=0.0
+    )
+    replies.append((chat["choices"][0]["message"]["content"], chat["choices"][0]["logprobs"]))
+    return replies, rows
 
 
-def test_the_last_rows_give_the_same_log_probabilities_as_every_position(llm: Any) -> None:
+def close(a: object, b: object) -> bool:
+    """Equal structures, floats to 1e-5."""
+    if isinstance(a, float | np.floating) and isinstance(b, float | np.floating):
+        return abs(float(a) - float(b)) <= 1e-5
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(close(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def test_the_last_rows_give_the_same_replies_and_log_probabilities_as_every_position(llm: Any) -> None:
     n_prompt = len(llm.tokenize(PROMPT.encode()))
-    assert n_prompt > 32  # the prompt spans several batches: each batch's last row is computed, only the end is read
-    every_top, every_tokens, every_rows = answer(llm, last_row=False, max_tokens=4)
-    top, tokens, rows = answer(llm, last_row=True, max_tokens=4)
-    assert every_rows == n_prompt + 3  # llama-cpp-python's own: a row for each prompt token and generated token
-    assert rows == -(-n_prompt // 32) + 3  # the last token of each prompt batch, then each generated token
-    assert list(top) == list(every_top)
-    assert np.allclose(list(top.values()), list(every_top.values()), atol=1e-5)
-    assert np.allclose(tokens, every_tokens, atol=1e-5)
+    assert BATCH < n_prompt < 120  # several batches: each batch's last row is computed, only the end is read
+    every, every_rows = requests(llm, last_row=False)
+    last, rows = requests(llm, last_row=True)
+    assert every_rows == n_prompt + 2  # llama-cpp-python's own: a row per prompt token and per generated token
+    assert rows == -(-n_prompt // BATCH) + 2  # the last token of each prompt batch, then each generated token
+    assert close(last, every), (last, every)
 
 
-def test_the_prompts_own_log_probabilities_are_refused_not_made_up(llm: Any) -> None:
+def test_echo_with_logprobs_is_refused_not_made_up_and_restoring_brings_it_back(llm: Any) -> None:
     apply_last_row_logits(True)
     with pytest.raises(ValueError, match="echo with logprobs"):
         llm.create_completion(PROMPT, max_tokens=1, logprobs=2, echo=True)
-    assert "is not served" in ECHO_LOGPROBS_REFUSED
-    echoed = llm.create_completion(PROMPT, max_tokens=1, echo=True)  # echo alone reads no logits
+    echoed = llm.create_completion(PROMPT, max_tokens=1, echo=True)  # echo alone reads no logits: still served
     assert echoed["choices"][0]["text"].startswith(PROMPT)
+    apply_last_row_logits(False)
+    llm.reset()
+    short = llm.create_completion("Chest pain", max_tokens=1, logprobs=2, echo=True)["choices"][0]["logprobs"]
+    assert short["token_logprobs"][0] is None and all(x < 0 for x in short["token_logprobs"][1:])
+
+
+def test_only_the_rows_read_are_computed_and_any_other_use_gets_the_whole_matrix() -> None:
+    logits = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+
+    def log_softmax(x: Any, axis: int = -1) -> Any:
+        shifted = x - x.max(axis=axis, keepdims=True)
+        return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+    asked: list[tuple[int, ...]] = []
+
+    def counted(x: Any, axis: int = -1) -> Any:
+        asked.append(np.shape(x))
+        return log_softmax(x, axis)
+
+    rows = _RowsOnDemand(logits, counted)
+    whole = log_softmax(logits)
+    assert np.allclose(rows[3:], whole[3:]) and asked == [(2, 7)]
+    assert np.allclose(rows[4], whole[4]) and np.allclose(rows[1, 2], whole[1, 2]) and asked[-1] == (7,)
+    assert np.allclose(rows[:, 2], whole[:, 2]) and asked[-1] == (5, 7)  # a column: every row
+    assert np.allclose(rows[[0, 2]], whole[[0, 2]]) and np.allclose(np.asarray(rows), whole) and len(rows) == 5
