@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from medcouncil.serving.llama_engine import _RowsOnDemand, apply_last_row_logits, load_llama
 from medcouncil.serving.model_file import embedded_gguf
@@ -45,7 +46,9 @@ def requests(llm: Any, last_row: bool) -> tuple[list[object], int]:
 
     keep(llm.create_completion(PROMPT, max_tokens=3, logprobs=10, temperature=0.0))
     rows = int(np.count_nonzero(np.abs(llm.scores[: llm.n_tokens]).sum(axis=1)))
-    keep(llm.create_completion(PROMPT, max_tokens=1, logprobs=5, temperature=0.0))  # the prompt cached
+    letters = LlamaGrammar.from_string('root ::= " A" | " B" | " C" | " D"', verbose=False)  # a constrained choice
+    keep(llm.create_completion(PROMPT, max_tokens=1, logprobs=5, temperature=0.0, grammar=letters))  # prompt cached
+    assert replies[-1][0] in (" A", " B", " C", " D")  # type: ignore[index]
     keep(llm.create_completion(PROMPT + " A", max_tokens=2, logprobs=5, temperature=0.0))  # a prefix hit
     streamed = llm.create_completion(PROMPT + " B", max_tokens=2, logprobs=3, temperature=0.0, stream=True)
     replies.append([(c["choices"][0]["text"], c["choices"][0]["logprobs"]) for c in streamed])
