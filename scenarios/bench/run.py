@@ -72,7 +72,7 @@ def lock_run(directory: Path) -> None:
 def new_run(directory: Path, selection: Selection, config: dict[str, object], label: str = "") -> RunRequest:
     """A new run of ``selection`` in ``directory`` (locked; refused when it already holds a run)."""
     from medcouncil.scenarios.bench.journal import Manifest, RunConfig
-    from medcouncil.scenarios.datasets.samples import MalformedRow
+    from medcouncil.scenarios.datasets.samples import MalformedRow, print_skipped
 
     selection.mapping()  # checked before the run folder is made
     lock_run(directory)
@@ -82,10 +82,7 @@ def new_run(directory: Path, selection: Selection, config: dict[str, object], la
         chosen, info = selection.load()
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
-    for row in info.skipped_rows[:10]:
-        err_console.print(f"[warning]skipped malformed row:[/] {escape(str(row))}", soft_wrap=True)
-    if info.skipped > 10:
-        err_console.print(f"[warning]… and {info.skipped - 10} more malformed rows skipped[/]")
+    print_skipped(info.skipped_rows, info.skipped)
     if info.renamed_ids:
         shown = ", ".join(info.renamed_ids[:5]) + (" …" if len(info.renamed_ids) > 5 else "")
         err_console.print(

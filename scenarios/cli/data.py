@@ -107,6 +107,7 @@ def build(
     """Write role-shaped SFT data in the council's own prompts, with evaluation items removed."""
     from medcouncil.scenarios.datasets.generic import FieldMap
     from medcouncil.scenarios.datasets.registry import load_dataset
+    from medcouncil.scenarios.datasets.samples import print_skipped
     from medcouncil.scenarios.training import decontamination as decon
     from medcouncil.scenarios.training.sft import Pair, parse_mix, read_bioasq, role_pools
     from medcouncil.scenarios.training.sft import mix as mix_pools
@@ -119,11 +120,15 @@ def build(
         raise ConfigError("give at least one source: --dataset, --bioasq or --parallel")
     samples = []
     sources: dict[str, int] = {}
+    skipped_rows: dict[str, int] = {}
     for name in dataset or []:
         loaded, info = load_dataset(name, subset, split, FieldMap.parse(fields) if fields else None, False, data_dir)
+        print_skipped(info.skipped_rows, info.skipped)
         loaded = loaded[:limit] if limit else loaded
         samples += loaded
         sources[info.source] = len(loaded)
+        if info.skipped:
+            skipped_rows[info.source] = info.skipped
     free = [item for path in bioasq or [] for item in read_bioasq(path)]
     for path in bioasq or []:
         sources[str(path)] = sum(1 for item in free if item.source == path.name)
@@ -165,6 +170,7 @@ def build(
         "per_role": counts,
         "pools": {role: len(pool) for role, pool in pools.items()},
         "sources": sources,
+        "malformed_rows_skipped": skipped_rows,
         "mix": {role: round(weight, 4) for role, weight in weights.items()},
         "seed": seed,
         "rationales": {

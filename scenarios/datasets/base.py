@@ -2,7 +2,8 @@
 
 An adapter module in ``scenarios/datasets/`` holds ``record_to_sample(record, index, ...) -> Sample`` and declares:
 
-* ``FORMAT``: a :class:`Format`, the record shape it reads, recognised from a file's first record (``matches``);
+* ``FORMAT``: a :class:`Format`, the record shape it reads, recognised from a file's first record (``matches``),
+  with what one record cannot tell settled from the first few hundred (``settle``);
 * ``DATASETS`` (optional): the :class:`Registered` names it serves, with their files under the data directory and
   their Hugging Face fallback.
 
@@ -53,6 +54,9 @@ class Format:
     """Formats are tried in increasing order: a shape that another would also accept comes first."""
     takes_subset: bool = False
     """The adapter takes the subset (a file or a Hugging Face config) as its ``subset`` argument."""
+    settle: Callable[[list[Any]], dict[str, Any]] | None = None
+    """(the file's first records, up to a few hundred) → adapter arguments one record cannot tell, such as whether
+    an answer index counts from 0 or 1; raises ValueError when the records contradict each other."""
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
+from medcouncil.scenarios.datasets.samples import (
+    Sample,
+    letter_at,
+    letter_options,
+    options_field,
+    text_of,
+    whole_number,
+)
 from medcouncil.serving.common.errors import ConfigError
 
 
@@ -90,19 +97,20 @@ def _answer(raw: Any, options: dict[str, str], form: str) -> str:
     if form == "index1":
         return letter_at(whole_number(raw, "answer") - 1)
     if form == "text":
-        letters = [letter for letter, text in options.items() if text.strip().lower() == str(raw).strip().lower()]
+        wanted = text_of(raw, "answer").strip().lower()
+        letters = [letter for letter, text in options.items() if text.strip().lower() == wanted]
         if not letters:
             raise ValueError(f"answer {raw!r} is none of the options")
         return letters[0]
-    return str(raw).strip().upper().rstrip(".)")
+    return text_of(raw, "answer").strip().upper().lstrip("(").rstrip(".)")
 
 
 def record_to_sample(record: dict[str, Any], index: int, fields: FieldMap) -> Sample:
     options = _options(record, fields)
     subset = str(record.get(fields.subset) or "") if fields.subset else ""
     return Sample(
-        id=str(record[fields.id]) if fields.id else str(index),
-        question=str(record[fields.question]).strip(),
+        id=str(record[fields.id]) if fields.id and record.get(fields.id) is not None else str(index),
+        question=text_of(record[fields.question], fields.question).strip(),
         options=options,
         answer=_answer(record[fields.answer], options, fields.answer_format),
         metadata={"dataset": "generic", **({"subset": subset} if subset else {})},
@@ -123,6 +131,8 @@ ANSWER_NAMES = (
     "key",
     "cop",
     "correct_option",
+    "answerkey",
+    "answer_key",
 )
 ID_NAMES = ("id", "qid", "question_id", "uid", "_id", "item_id")
 SUBSET_NAMES = ("subject", "subset", "category", "topic", "specialty")
@@ -152,24 +162,26 @@ def _numbered_options(record: dict[str, Any]) -> list[str]:
     return [name for _, name in numbered]
 
 
-def _answer_format(value: Any, options: dict[str, str], numbered_from: int | None) -> str | None:
+def _answer_formats(value: Any, options: dict[str, str]) -> set[str]:
+    """The answer formats one record's answer fits: a letter, a 0- or 1-based index, an option's text."""
     text = str(value).strip()
-    if re.fullmatch(r"[A-Ja-j][.)]?", text) and text[0].upper() in options:
-        return "letter"
+    if re.fullmatch(r"\(?[A-Ja-j][.)]?", text) and text.lstrip("(")[0].upper() in options:
+        return {"letter"}
     if re.fullmatch(r"\d+", text):
         number = int(text)
-        if number == 0:
-            return "index0"
-        if numbered_from == 1 and 1 <= number <= len(options):
-            return "index1"
-        return "index0" if number < len(options) else ("index1" if number == len(options) else None)
+        return {form for form, low in (("index0", 0), ("index1", 1)) if low <= number < low + len(options)}
     if any(option.strip().lower() == text.lower() for option in options.values()):
-        return "text"
-    return None
+        return {"text"}
+    return set()
 
 
-def guess(record: Any) -> FieldMap | None:
-    """A mapping for a record in no known format, from common field names; None when there is no clear one."""
+def guess(records: list[Any]) -> FieldMap | None:
+    """A mapping for records in no known format (a file's first ones), from common field names; None when there is
+    no clear one. The field names come from the first record; the answer format from all of them, so that a file of
+    indexes counting from 1 is not read as counting from 0 because its first answer happens to be below the last
+    option (one 0 makes it 0-based, one answer equal to the number of options 1-based; when nothing tells, numbered
+    ``opt1``.. fields mean 1-based, anything else 0-based)."""
+    record = records[0] if records else None
     if not isinstance(record, dict):
         return None
     keys = {str(k).lower(): str(k) for k in record}
@@ -179,7 +191,7 @@ def guess(record: Any) -> FieldMap | None:
     option_fields = _numbered_options({k: v for k, v in record.items() if k not in (question, answer)})
     if not option_fields:
         listed = _find(keys, OPTION_LIST_NAMES)
-        if listed is None or listed == answer or not isinstance(record[listed], list | dict):
+        if listed is None or listed == answer or not isinstance(record[listed], list | dict | str):
             return None
         option_fields = [listed]
     fields = FieldMap(
@@ -189,11 +201,18 @@ def guess(record: Any) -> FieldMap | None:
         id=_find(keys, ID_NAMES),
         subset=_find(keys, SUBSET_NAMES),
     )
-    try:
-        options = _options(record, fields)
-    except (ValueError, KeyError, TypeError):
+    forms: set[str] | None = None
+    for row in records:
+        try:
+            fits = _answer_formats(row[answer], _options(row, fields))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            fits = set()
+        if fits:  # a row that fits nothing is reported when it is read
+            forms = fits if forms is None else (forms & fits or forms)
+    if not forms:
         return None
-    first = option_fields[0]
-    numbered_from = 1 if first[-1:] == "1" else None
-    form = _answer_format(record[answer], options, numbered_from)
-    return fields.model_copy(update={"answer_format": form}) if form else None
+    if {"index0", "index1"} <= forms:
+        form = "index1" if option_fields[0][-1:] == "1" else "index0"
+    else:
+        form = sorted(forms)[0]
+    return fields.model_copy(update={"answer_format": form})

@@ -10,17 +10,17 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.scenarios.datasets.base import Format, Registered
-from medcouncil.scenarios.datasets.samples import Sample, options_field
+from medcouncil.scenarios.datasets.samples import Sample, options_field, record_id, text_of
 
 
 def record_to_sample(record: dict[str, Any], index: int) -> Sample:
     options = options_field(record["options"])  # some copies store the dict as its Python repr
     step = str(record.get("meta_info", ""))
     return Sample(
-        id=str(record.get("realidx", index)),
-        question=str(record["question"]).strip(),
+        id=record_id(record, index, "realidx", "id"),
+        question=text_of(record["question"], "question").strip(),
         options=options,
-        answer=str(record["answer_idx"]).strip(),
+        answer=text_of(record["answer_idx"], "answer_idx").strip().upper(),
         metadata={"dataset": "medqa", "subset": step} if step else {"dataset": "medqa"},
     )
 

@@ -11,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.scenarios.datasets.base import Format, Registered, file_subset
-from medcouncil.scenarios.datasets.samples import Sample, letter_at, letter_options, options_field, whole_number
+from medcouncil.scenarios.datasets.samples import (
+    Sample,
+    letter_at,
+    letter_options,
+    options_field,
+    record_id,
+    text_of,
+    whole_number,
+)
+
+HF_FIELDS = frozenset({"question", "subject", "choices", "answer"})
 
 SUBJECTS = (
     "anatomy",
@@ -36,24 +46,31 @@ def record_to_sample(record: dict[str, Any] | list[str], index: int, subject: st
         sample_id = f"{subject}-{index}"
     else:
         question, options = record["question"], options_field(record["options"])
-        answer, subject = str(record["answer_idx"]), str(record.get("subject", subject))
-        sample_id = str(record.get("realidx", index))
+        answer, subject = text_of(record["answer_idx"], "answer_idx").upper(), str(record.get("subject", subject))
+        sample_id = record_id(record, index, "realidx", "id")
     return Sample(
         id=sample_id,
-        question=str(question).strip(),
+        question=text_of(question, "question").strip(),
         options=options,
-        answer=str(answer).strip(),
+        answer=text_of(answer, "answer").strip().upper(),
         metadata={"dataset": "mmlu", **({"subset": subject} if subject else {})},
     )
 
 
 def matches(record: Any, path: Path) -> dict[str, Any] | None:
-    """A header-less CSV row (the subject from the file name), HF ``choices``, or unified rows with a subject."""
+    """A header-less CSV row (the subject from the file name), HF ``cais/mmlu`` rows (those fields only: a list of
+    texts in ``choices`` and a whole-number ``answer``), or unified rows with a subject. Other records with
+    ``choices`` (an id of their own, choices as an object, a text answer...) are left to the generic mapping."""
     if isinstance(record, list):
         return {"subject": file_subset(path)}
-    if isinstance(record, dict) and ("choices" in record or ("subject" in record and "options" in record)):
-        return {}
-    return None
+    if not isinstance(record, dict):
+        return None
+    if "choices" in record:
+        choices, answer = record.get("choices"), record.get("answer")
+        hf_shape = set(record) <= HF_FIELDS and isinstance(choices, list) and all(isinstance(c, str) for c in choices)
+        whole = isinstance(answer, int) and not isinstance(answer, bool)
+        return {} if hf_shape and whole else None
+    return {} if "subject" in record and "options" in record and "answer_idx" in record else None
 
 
 FORMAT = Format(record_to_sample, matches, order=30)

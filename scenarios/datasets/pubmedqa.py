@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.scenarios.datasets.base import Format, Registered
-from medcouncil.scenarios.datasets.samples import Sample
+from medcouncil.scenarios.datasets.samples import Sample, text_of
 
 OPTIONS = {"A": "yes", "B": "no", "C": "maybe"}
 LETTER = {text: letter for letter, text in OPTIONS.items()}
@@ -24,13 +24,26 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
     if "answer_idx" in record:  # unified: the question already carries the contexts
         return Sample(
             id=str(record.get("realidx", index)),
-            question=str(record["question"]).strip(),
+            question=text_of(record["question"], "question").strip(),
             options=OPTIONS,
-            answer=str(record["answer_idx"]),
+            answer=text_of(record["answer_idx"], "answer_idx").strip().upper(),
             metadata={"dataset": "pubmedqa", "explanation": str(record.get("answer_rationale") or "").strip()},
         )
-    contexts = [str(c) for c in record.get("CONTEXTS") or (record.get("context") or {}).get("contexts") or []]
+    section = record.get("context") or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"context: {type(section).__name__}, not an object with 'contexts'")
+    listed = record.get("CONTEXTS") or section.get("contexts") or []
+    if not isinstance(listed, list):
+        raise ValueError(f"contexts: {type(listed).__name__}, not a list of passages")
+    contexts = [str(c) for c in listed if c is not None and str(c).strip()]
     question = str(record.get("QUESTION") or record.get("question") or "").strip()
+    if not question:
+        raise ValueError("question: empty (neither QUESTION nor question holds text)")
+    if not contexts:
+        raise ValueError("contexts: empty (a PubMedQA item is answered from its abstract)")
+    decision = str(record["final_decision"]).strip().lower()
+    if decision not in LETTER:
+        raise ValueError(f"final_decision: {record['final_decision']!r} is not yes, no or maybe")
     conclusion = record.get("LONG_ANSWER") or record.get("long_answer") or ""
     # For training data (``medcouncil data build``) only: the contexts as numbered evidence beside the bare
     # question, the conclusion as the reasoning. A benchmark shows a model the question below and nothing else.
@@ -44,7 +57,7 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
         id=str(record.get("pubid", record.get("id", index))),
         question=TEMPLATE.format(context=" ".join(contexts), question=question),
         options=OPTIONS,
-        answer=LETTER[str(record["final_decision"]).strip().lower()],
+        answer=LETTER[decision],
         metadata=metadata,
     )
 

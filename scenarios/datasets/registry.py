@@ -12,55 +12,27 @@ says how), and this module finds them. Adding a dataset is adding its module.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from medcouncil.scenarios.datasets import generic
-from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, declaring_modules, file_subset
-from medcouncil.scenarios.datasets.samples import (
-    MalformedRow,
-    Sample,
-    convert_rows,
-    csv_rows,
-    json_items,
-    jsonl_rows,
-    load_samples,
-)
+from medcouncil.scenarios.datasets.base import Format, Registered
+from medcouncil.scenarios.datasets.files import DATA_FILES, SAMPLE_ROWS, load_path, sniff
+from medcouncil.scenarios.datasets.files import DATASETS as DATASETS  # re-exported: the registered names
+from medcouncil.scenarios.datasets.files import FORMATS as FORMATS  # re-exported: the recognised shapes
+from medcouncil.scenarios.datasets.files import discover as discover
+from medcouncil.scenarios.datasets.samples import MalformedRow, Sample, convert_rows
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.health import hub_reachable
 
 ENV_DATA_DIR = "MEDCOUNCIL_DATA_DIR"
-DATA_FILES = (".jsonl", ".json", ".csv")
 
 
-def _adapter_modules() -> list[ModuleType]:
-    """Every module of ``scenarios/datasets/`` that declares a ``FORMAT``, in the formats' order."""
-    from medcouncil.scenarios import datasets
-
-    found = declaring_modules(datasets, "FORMAT", Format)
-    return sorted(found, key=lambda module: (module.FORMAT.order, module.__name__))
-
-
-def discover() -> tuple[tuple[Format, ...], dict[str, Registered]]:
-    """The declared formats (in their order) and dataset names of every adapter module."""
-    modules = _adapter_modules()
-    names = {entry.name: entry for module in modules for entry in getattr(module, "DATASETS", ())}
-    return tuple(module.FORMAT for module in modules), names
-
-
-FORMATS, DATASETS = discover()
-"""Record shapes, tried in this order on a file's first record (then the generic mapping's guess); ``--dataset``
-names, as their modules declare them."""
 HF_IDS = {entry.hf_id.lower(): name for name, entry in DATASETS.items() if entry.hf_id}
-
-log = logging.getLogger(__name__)
 
 
 class DatasetInfo(BaseModel):
@@ -82,126 +54,17 @@ class DatasetInfo(BaseModel):
 
 
 def data_dir(explicit: Path | None = None) -> Path | None:
-    candidates = [explicit] if explicit else []
-    if os.environ.get(ENV_DATA_DIR):
-        candidates.append(Path(os.environ[ENV_DATA_DIR]))
-    candidates += [Path("data"), Path("../shared/data")]
-    return next((path for path in candidates if path is not None and path.is_dir()), None)
-
-
-def sniff(record: Any, path: Path) -> tuple[Format | None, dict[str, Any]]:
-    """The format of a record (None with ``fields``: the generic mapping guessed); ``path`` names the file in the
-    error and may give the subset."""
-    if isinstance(record, list) and record and all(isinstance(item, dict) for item in record):
-        raise ConfigError(
-            f"{path}: its first line is a JSON array of {len(record)} records, not one record: a "
-            "JSON Lines file holds one object per line; save the array as .json"
-        )
-    for shape in FORMATS:
-        args = shape.matches(record, path)
-        if args is not None:
-            return shape, args
-    if isinstance(record, dict):
-        guessed = generic.guess(record)
-        if guessed is not None:
-            log.warning(
-                "%s: no known format; read with the guessed mapping --fields %r (pass --fields to change it)",
-                path,
-                guessed.describe(),
-            )
-            return None, {"fields": guessed}
-    shown = sorted(map(str, record))[:8] if isinstance(record, dict) else type(record).__name__
-    raise ConfigError(
-        f"{path}: cannot tell the dataset format from its first record ({shown}); "
-        "pass --fields question=...;options=...;answer=..."
-    )
-
-
-def _first_record(path: Path) -> Any:
-    """The first readable record (the format is told from it); bad rows before it are left to the loader to report.
+    """``--data-dir``, else ``MEDCOUNCIL_DATA_DIR``, else ``./data`` or ``../shared/data`` when they exist.
 
     Raises:
-        ConfigError: the file is empty, unreadable, or none of its first records is readable (naming the first).
+        ConfigError: ``--data-dir`` or ``MEDCOUNCIL_DATA_DIR`` names no directory (never silently another one).
     """
-    if path.suffix == ".json":
-        return next((record for _, record in json_items(path)), None)
-    rows = csv_rows(path) if path.suffix == ".csv" else jsonl_rows(path)
-    first_bad: MalformedRow | None = None
-    for count, (_, record) in enumerate(rows):
-        if not isinstance(record, MalformedRow):
-            return record
-        first_bad = first_bad or record
-        if count >= SNIFF_ROWS:
-            break
-    if first_bad is not None:
-        hint = "; it looks like one JSON document: save it as .json" if _starts_a_document(path) else ""
-        raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from{hint}")
-    raise ConfigError(f"{path}: empty file (no records)")
-
-
-SNIFF_ROWS = 20
-
-
-def _starts_a_document(path: Path) -> bool:
-    """A JSON Lines file whose first line is only ``[`` or ``{``: a pretty-printed JSON document saved as .jsonl."""
-    if path.suffix == ".csv":
-        return False
-    with path.open("rb") as handle:
-        return handle.readline(64).strip().removeprefix(b"\xef\xbb\xbf") in (b"[", b"{")
-
-
-def _csv_header_guess(path: Path, header: list[str]) -> generic.FieldMap | None:
-    """A CSV whose first row names its columns (``qid,stem,opt1..opt4,correct``): the guessed mapping, printed."""
-    rows = csv_rows(path)
-    next(rows, None)
-    guessed = None
-    for _, row in itertools.islice(rows, 5):  # the first rows that make a clear mapping
-        if isinstance(row, list) and len(row) == len(header):
-            guessed = generic.guess(dict(zip(header, row, strict=True)))
-            if guessed is not None:
-                break
-    if guessed is not None:
-        log.warning(
-            "%s: read with the guessed mapping --fields %r (pass --fields to change it)", path, guessed.describe()
-        )
-    return guessed
-
-
-def _load_path(
-    path: Path, fields: generic.FieldMap | None, strict: bool, adapter: Adapter | None = None
-) -> tuple[list[Sample], list[MalformedRow]]:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix in DATA_FILES)
-        if not files:
-            raise ConfigError(f"{path}: no .jsonl, .json or .csv files")
-        samples, skipped = [], []
-        for file in files:
-            more, bad = _load_path(file, fields, strict)
-            subset = file_subset(file)
-            samples += [
-                s if s.metadata.get("subset") else s.model_copy(update={"metadata": {**s.metadata, "subset": subset}})
-                for s in more
-            ]
-            skipped += bad
-        return samples, skipped
-    if not path.is_file():
-        if path.exists():  # a FIFO, socket or device: reading it could block or never end
-            raise ConfigError(f"{path}: not a regular file (a pipe, socket or device): save the data to a file")
-        raise ConfigError(f"dataset not found: {path}")
-    if fields is not None:
-        return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=fields)
-    first = _first_record(path)
-    if first is None:
-        raise ConfigError(f"{path}: no items")
-    if path.suffix == ".csv" and adapter is None and isinstance(first, list):
-        header_guess = _csv_header_guess(path, first)
-        if header_guess is not None:
-            return load_samples(path, generic.record_to_sample, strict, csv_header=True, fields=header_guess)
-    shape, args = sniff(first, path)
-    sniffed = shape.adapter if shape is not None else generic.record_to_sample
-    if adapter is not None and adapter is not sniffed:
-        args = {}
-    return load_samples(path, adapter or sniffed, strict, **args)
+    for given, what in ((explicit, "--data-dir"), (os.environ.get(ENV_DATA_DIR), ENV_DATA_DIR)):
+        if given:
+            if not Path(given).expanduser().is_dir():
+                raise ConfigError(f"{what} {given}: no such directory")
+            return Path(given).expanduser()
+    return next((path for path in (Path("data"), Path("../shared/data")) if path.is_dir()), None)
 
 
 def _hf_rows(hf_id: str, config: str | None, split: str) -> Iterator[tuple[int, Any]]:
@@ -237,7 +100,7 @@ def _load_hf(
         if entry is not None:
             shape, args = entry.format, dict(entry.hf_args)
         else:
-            shape, args = sniff(rows[0][1] if rows else {}, Path(hf_id))
+            shape, args = sniff([row for _, row in rows[:SAMPLE_ROWS]], Path(hf_id))
         adapter = shape.adapter if shape is not None else generic.record_to_sample
         if shape is not None and shape.takes_subset:
             args["subset"] = subset or ""
@@ -265,6 +128,18 @@ def registered_files(entry: Registered, subset: str | None, root: Path | None) -
             return None
         found.append(match)
     return found or None
+
+
+def _missing_locally(entry: Registered, subset: str | None, root: Path | None) -> str:
+    """Which of a registered dataset's local files are missing, for the error when its HF fallback fails too."""
+    if root is None:
+        return f"{entry.name}: no data directory (--data-dir, {ENV_DATA_DIR}, ./data or ../shared/data)"
+    missing = []
+    for name in [subset] if subset else list(entry.subsets) or [""]:
+        candidates = [f.format(subset=name) for f in entry.files]
+        if not any((root / candidate).is_file() for candidate in candidates):
+            missing.append(" or ".join(candidates))
+    return f"{entry.name}: not found under {root}: {'; '.join(missing)}"
 
 
 def _fingerprint(samples: list[Sample]) -> str:
@@ -318,14 +193,17 @@ def load_dataset(
         if found:
             samples, skipped = [], []
             for file in found:
-                more, bad = _load_path(file, fields, strict, entry.adapter)
+                more, bad = load_path(file, fields, strict, entry.adapter)
                 samples += more
                 skipped += bad
             source = ", ".join(map(str, found))
             filter_subset = filter_subset and not any("{subset}" in f for f in entry.files)
         elif entry.hf_id:
             wanted: list[str | None] = [subset] if subset else [*entry.subsets] or [None]
-            samples, skipped = _load_hf(entry.hf_id, entry, wanted, split, strict)
+            try:
+                samples, skipped = _load_hf(entry.hf_id, entry, wanted, split, strict)
+            except ConfigError as error:
+                raise ConfigError(f"{_missing_locally(entry, subset, data_dir(data_root))}; {error}") from None
             source, filter_subset = f"hf://{entry.hf_id}", filter_subset and not entry.subsets
         else:
             where = data_dir(data_root)
@@ -333,8 +211,8 @@ def load_dataset(
                 f"{dataset}: {', '.join(entry.files)} not found under the data directory "
                 f"({where or 'none: set --data-dir or MEDCOUNCIL_DATA_DIR'})"
             )
-    elif path.exists() or path.suffix in DATA_FILES or dataset.startswith((".", "/", "~")):
-        samples, skipped = _load_path(path, fields, strict)
+    elif path.exists() or path.suffix.lower() in DATA_FILES or dataset.startswith((".", "/", "~")):
+        samples, skipped = load_path(path, fields, strict)
         source = str(path)
     elif "/" in dataset:
         name = HF_IDS.get(dataset.lower())

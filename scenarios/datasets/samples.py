@@ -5,8 +5,9 @@ from __future__ import annotations
 import ast
 import csv
 import io
+import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -66,8 +67,22 @@ class MalformedRow(ValueError):
     """A row that cannot become a sample; ``str()`` names the file and line."""
 
     def __init__(self, path: Path, line: int, reason: str) -> None:
-        super().__init__(f"{path}:{line}: {reason}")
+        super().__init__(f"{path}:{line}: {reason}" if line > 0 else f"{path}: {reason}")
         self.path, self.line, self.reason = path, line, reason
+        """``line`` 0: the row is named in ``reason`` (an item made from a dataset, by its id)."""
+
+
+def print_skipped(rows: Sequence[object], total: int | None = None, shown: int = 10) -> None:
+    """Warn on stderr of the malformed rows skipped (the first ``shown``, then how many more of ``total``)."""
+    from rich.markup import escape
+
+    from medcouncil.serving.common.console import err_console
+
+    total = len(rows) if total is None else total
+    for row in rows[:shown]:
+        err_console.print(f"[warning]skipped malformed row:[/] {escape(str(row))}", soft_wrap=True)
+    if total > shown:
+        err_console.print(f"[warning]… and {total - shown} more malformed rows skipped[/]")
 
 
 def validation_reason(error: ValidationError) -> str:
@@ -104,6 +119,12 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
         ConfigError: not UTF-8, not JSON (with its line), or neither a list nor an object.
     """
     data = load_json(path)
+    if isinstance(data, dict) and data and all(isinstance(value, list) for value in data.values()):
+        names = ", ".join(map(str, list(data)[:5]))
+        raise ConfigError(
+            f"{path}: an object of lists ({names}), not a list of items or an object of id -> item: save the list "
+            "to read (a split, the questions) as its own file"
+        )
     if isinstance(data, dict):
         items: Iterable[tuple[Any, Any]] = data.items()
     elif isinstance(data, list):
@@ -116,9 +137,17 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
 
 def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
     """(line number where the record starts, row) of a CSV file: dicts with a header, lists without. A record that
-    spans lines is named by its first line; a broken record (a NUL byte, an overlong field) comes back as a
+    spans lines is named by its first line; a broken record (an overlong field, a quote never closed) comes back as a
     MalformedRow and ends the file (the parser cannot find the next record reliably)."""
     text = read_text_utf8(path)
+    lines = text.count("\n") + (not text.endswith("\n"))
+    quotes_before: list[int] = []  # quotes_before[n]: the quote characters of lines 1..n
+
+    def quotes(first: int, last: int) -> int:
+        if not quotes_before:
+            quotes_before.extend(itertools.accumulate((piece.count('"') for piece in text.split("\n")), initial=0))
+        return quotes_before[min(last, len(quotes_before) - 1)] - quotes_before[first - 1]
+
     reader: Any = csv.DictReader(io.StringIO(text, newline="")) if header else csv.reader(io.StringIO(text, newline=""))
     start = 2 if header else 1
     while True:
@@ -127,38 +156,98 @@ def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
         except StopIteration:
             return
         except csv.Error as error:
-            yield start, MalformedRow(path, start, f"not CSV ({error})")
+            rest = text.count("\n") + (not text.endswith("\n")) - start + 1
+            unread = f"; the rest of the file ({rest} lines from here) is not read" if rest > 1 else ""
+            yield start, MalformedRow(path, start, f"not CSV ({error}){unread}")
+            return
+        if reader.line_num > start and reader.line_num >= lines and quotes(start, reader.line_num) % 2:
+            # A record spanning lines to the end of the file with an odd number of quotes: a quote never closed,
+            # which the lenient reader ran to the end, making every later row part of one field.
+            unread = reader.line_num - start
+            yield (
+                start,
+                MalformedRow(
+                    path,
+                    start,
+                    f"a quote opened in this record is never closed: the {unread} lines after it are not read",
+                ),
+            )
             return
         yield start, row
         start = reader.line_num + 1
 
 
-def letter_options(values: list[Any]) -> dict[str, str]:
-    """Non-empty values as options A, B, ... in order.
+def text_of(value: Any, name: str) -> str:
+    """A text field: strings as they are, numbers as written.
 
     Raises:
-        ValueError: more values than option letters.
+        ValueError: naming the field, when it is null (None, NaN) or a list or object, never turned into "None".
     """
-    kept = [str(v).strip() for v in values if v is not None and str(v).strip()]
+    if value is None or (isinstance(value, float) and value != value):
+        raise ValueError(f"{name}: null")
+    if isinstance(value, dict | list):
+        raise ValueError(f"{name}: {json_type(value)}, not text")
+    return str(value)
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+
+
+def letter_options(values: list[Any]) -> dict[str, str]:
+    """The values as options A, B, ... in order; blank values at the end are absent options (a four-option item in
+    a five-column format), a blank one before the last is an error: dropping it would move the later letters and
+    the answer with them.
+
+    Raises:
+        ValueError: more values than option letters; a blank option before the last one.
+    """
+    kept = list(values)
+    while kept and _blank(kept[-1]):
+        kept.pop()
     if len(kept) > len(LETTERS):
         raise ValueError(f"options: {len(kept)} given, at most {len(LETTERS)} (A-J) are supported")
-    return {LETTERS[i]: text for i, text in enumerate(kept)}
+    holes = [LETTERS[i] for i, value in enumerate(kept) if _blank(value)]
+    if holes:
+        raise ValueError(f"options: option {', '.join(holes)} is empty while a later one is not")
+    return {LETTERS[i]: text_of(value, f"option {LETTERS[i]}").strip() for i, value in enumerate(kept)}
 
 
 def options_field(value: Any, name: str = "options") -> dict[str, str]:
-    """A record's options field: an object of letter -> text (in letter order), a list (lettered A, B, ... in order),
+    """A record's options field: an object of letter -> text (in letter order; ``a``/`` A `` read as ``A``), a list
+    (lettered A, B, ... in order; ``{"key": "A", "value": ...}`` / ``{"label", "text"}`` entries read as such),
     or either of them written as text (JSON, or the Python repr some copies store).
 
     Raises:
-        ValueError: naming the field, when it holds anything else.
+        ValueError: naming the field, when it holds anything else, or an option that is null.
     """
     if isinstance(value, str):
         value = _structure(value, name)
+    if isinstance(value, list) and value and all(isinstance(entry, dict) for entry in value):
+        value = _keyed_entries(value, name)
+    if isinstance(value, dict) and set(value) == {"label", "text"} and isinstance(value["label"], list):
+        labels, texts = value["label"], value["text"]  # HF ARC-style {"label": [...], "text": [...]}
+        if not isinstance(texts, list) or len(labels) != len(texts):
+            raise ValueError(f"{name}: 'label' and 'text' lists of different lengths")
+        value = dict(zip(map(str, labels), texts, strict=True))
     if isinstance(value, dict):
-        return dict(sorted((str(key), str(text)) for key, text in value.items()))
+        keys = [str(key).strip() for key in value]
+        if all(len(key) == 1 and key.upper() in LETTERS for key in keys):
+            keys = [key.upper() for key in keys]
+        return dict(
+            sorted((key, text_of(text, f"option {key}")) for key, text in zip(keys, value.values(), strict=True))
+        )
     if isinstance(value, list):
         return letter_options(value)
     raise ValueError(f"{name}: {json_type(value)}, not a list or an object of options")
+
+
+def _keyed_entries(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """``[{"key": "A", "value": "..."}, ...]`` (and ``label``/``text``): letter -> text."""
+    for key_name, text_name in (("key", "value"), ("label", "text"), ("letter", "text")):
+        if all(set(entry) >= {key_name, text_name} for entry in entries):
+            return {str(entry[key_name]): entry[text_name] for entry in entries}
+    raise ValueError(f"{name}: a list of objects without key/value (or label/text) fields")
 
 
 def _structure(text: str, name: str) -> Any:
@@ -201,6 +290,15 @@ def row_reason(error: Exception, record: Any) -> str:
     return f"a field holds a value of the wrong kind ({type(error).__name__})"
 
 
+def record_id(record: dict[str, Any], index: int, *names: str) -> str:
+    """The record's own id (the first of ``names`` it holds, not blank), else its 0-based position."""
+    for name in names:
+        value = record.get(name)
+        if value is not None and str(value).strip():
+            return str(value).strip()
+    return str(index)
+
+
 def letter_at(index: int) -> str:
     """The option letter of a 0-based answer index.
 
@@ -220,9 +318,10 @@ def load_samples(
     Raises:
         MalformedRow: the first bad row, when ``strict``.
     """
-    if path.suffix == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         rows: Iterator[tuple[int, Any]] = csv_rows(path, header=csv_header)
-    elif path.suffix == ".json":
+    elif suffix == ".json":
         rows = json_items(path)
     else:
         rows = jsonl_rows(path)

@@ -11,6 +11,8 @@ multiple-choice dataset (``scenarios/datasets/registry.py``) and each item becom
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,13 @@ from pydantic import ValidationError
 
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.base import declaring_modules
-from medcouncil.scenarios.datasets.samples import MalformedRow, convert_rows, jsonl_rows, validation_reason
+from medcouncil.scenarios.datasets.samples import (
+    MalformedRow,
+    convert_rows,
+    json_items,
+    jsonl_rows,
+    validation_reason,
+)
 from medcouncil.scenarios.episodes import sources
 from medcouncil.scenarios.episodes.sources import from_mcqa
 from medcouncil.scenarios.episodes.sources.base import CaseAdapter, CaseSource
@@ -42,9 +50,26 @@ def adapter_for(record: Any) -> CaseAdapter | None:
     return next((source.adapter for source in SOURCES if source.matches(record)), None)
 
 
+FIRST_ROWS = 20
+"""Rows read for the first object a case file's format is told from (malformed lines before it are reported when
+the file is read)."""
+
+
+def _rows(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line or position, record) of a case file: a JSON file holds a list of cases (or id -> case), any other
+    (``.jsonl``, ``.txt``, no extension...) one case per line."""
+    return json_items(path) if path.suffix.lower() == ".json" else jsonl_rows(path)
+
+
 def _first_record(path: Path) -> Any:
-    for _, record in jsonl_rows(path):
-        return record
+    """The first object among the first rows, to tell the format from; None when there is none (or the file is
+    not JSON at all: then it may still be a dataset the bench reads)."""
+    try:
+        for _, record in itertools.islice(_rows(path), FIRST_ROWS):
+            if isinstance(record, dict):
+                return record
+    except ConfigError:
+        return None
     return None
 
 
@@ -68,7 +93,7 @@ def load_cases(
                 "MEDCOUNCIL_DATA_DIR, ./data or ../shared/data)"
             )
         path = root / NAMES[source]
-    adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix in (".jsonl", ".json", "") else None
+    adapter = adapter_for(_first_record(path)) if path.is_file() and path.suffix.lower() != ".csv" else None
     if adapter is None:
         return _from_dataset(source, limit, strict, data_root)
 
@@ -77,7 +102,7 @@ def load_cases(
             raise ValueError(f"expected an object, got {type(record).__name__}")
         return adapter(record, index)
 
-    return convert_rows(path, jsonl_rows(path), objects_only, strict, limit)
+    return convert_rows(path, _rows(path), objects_only, strict, limit)
 
 
 def _from_dataset(

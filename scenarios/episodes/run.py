@@ -33,7 +33,7 @@ JUDGE_KEY_ENV = "MEDCOUNCIL_JUDGE_API_KEY"
 
 
 def load(source: str, limit: int | None, strict: bool, data_root: Path | None) -> tuple[list[ClinicalCase], list[str]]:
-    from medcouncil.scenarios.datasets.samples import MalformedRow
+    from medcouncil.scenarios.datasets.samples import MalformedRow, print_skipped
     from medcouncil.scenarios.episodes.load import load_cases
 
     try:
@@ -41,10 +41,7 @@ def load(source: str, limit: int | None, strict: bool, data_root: Path | None) -
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     rows = [str(row) for row in skipped]
-    for row in rows[:10]:
-        err_console.print(f"[warning]skipped malformed row:[/] {escape(row)}", soft_wrap=True)
-    if len(rows) > 10:
-        err_console.print(f"[warning]… and {len(rows) - 10} more malformed rows skipped[/]")
+    print_skipped(rows)
     if not cases:
         raise ConfigError(f"{source}: no valid case")
     seen: set[str] = set()

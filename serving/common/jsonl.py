@@ -8,6 +8,7 @@ become reasons like any syntax error.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +18,16 @@ from pydantic import BaseModel, ValidationError
 from medcouncil.serving.common.errors import ConfigError, first_line
 
 BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+"""A ``\\uD800``-``\\uDFFF`` escape: paired it decodes to one character, alone it is not Unicode at all."""
+_NOT_TEXT = (
+    (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip)"),
+    (b"PK\x03\x04", "a ZIP archive (or an .xlsx workbook): extract it, or export the sheet as CSV"),
+    (b"PAR1", "a Parquet file: convert it to JSON Lines or CSV first"),
+    (b"\xff\xfe", "UTF-16 text: save the file as UTF-8"),
+    (b"\xfe\xff", "UTF-16 text: save the file as UTF-8"),
+)
+"""A file's first bytes → what it is, for the one-line error when it is not UTF-8 text."""
 
 
 class BadLine(ValueError):
@@ -31,13 +42,22 @@ def parse_json(text: str | bytes) -> Any:
     """``json.loads`` whose failures are all ValueErrors: JSONDecodeError (with its position) for syntax, a
     short reason for nesting too deep for the parser and integers too long to convert."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except json.JSONDecodeError:
         raise
     except RecursionError:
         raise ValueError("not JSON (nested too deeply)") from None
     except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string conversion"
         raise ValueError(f"not JSON ({first_line(error)})") from None
+    if _SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as error:
+            lone = error.object[error.start : error.end]
+            raise ValueError(
+                f"not valid Unicode (a lone surrogate escape \\u{ord(lone[0]):04x}, half of a character)"
+            ) from None
+    return value
 
 
 def json_reason(error: ValueError) -> str:
@@ -57,6 +77,9 @@ def decode(data: bytes, path: Path, first_line: int = 1) -> str:
     except UnicodeDecodeError as error:
         line = first_line + data.count(b"\n", 0, error.start)
         byte = data[error.start]
+        what = next((kind for magic, kind in _NOT_TEXT if first_line == 1 and data.startswith(magic)), None)
+        if what is not None:
+            raise BadLine(path, 1, f"not UTF-8 text: the file is {what}") from None
         raise BadLine(path, line, f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8") from None
 
 

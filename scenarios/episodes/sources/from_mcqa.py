@@ -16,7 +16,9 @@ from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.episodes.sources.facts import sort_sentences
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(\uac00-\ud7a3])")
+"""A sentence ends at ``.``, ``!`` or ``?`` before a capital, a digit, a quote or a Hangul syllable (Korean
+vignettes)."""
 
 
 def split_sentences(text: str) -> list[str]:

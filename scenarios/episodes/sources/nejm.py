@@ -11,7 +11,7 @@ from medcouncil.agents.cases import LETTERS, ClinicalCase
 from medcouncil.scenarios.episodes.sources.base import CaseSource
 from medcouncil.scenarios.episodes.sources.facts import sort_sentences
 
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\uac00-\ud7a3])")
 
 
 def is_nejm(record: dict[str, Any]) -> bool:
@@ -30,8 +30,8 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
     correct = [n for n, a in enumerate(answers) if a.get("correct") is True]
     if len(correct) != 1:
         raise ValueError(f"answers: {len(correct)} marked correct, exactly one is needed")
-    history = sentences(record.get("patient_info", ""))
-    exams = sentences(record.get("physical_exams", ""))
+    history = sentences(record.get("patient_info") or "")
+    exams = sentences(record.get("physical_exams") or "")
     options = {LETTERS[n]: str(a["text"]).strip() for n, a in enumerate(answers)}
     found = sort_sentences(history[1:] + exams)
     from_exam = set(exams)  # a sentence of the examination text that reads like history is still an exam finding
@@ -41,7 +41,7 @@ def record_to_case(record: dict[str, Any], index: int) -> ClinicalCase:
     ]
     return ClinicalCase(
         id=str(record.get("id", index + 1)),
-        objective=str(record.get("question", "")).strip(),
+        objective=str(record.get("question") or "").strip(),
         opening=history[0] if history else "",
         patient=tuple(told),
         exam=tuple(examined),

@@ -248,7 +248,9 @@ def test_reference_suite_writes_the_table_and_marks_missing_sets(
         "MedQA 5 options",
         "MedQA 4 options",
     ]
-    assert "not run: hf://sean0042/KorMedMCQA" in rows["KorMedMCQA nurse"]
+    # Neither the local file nor the Hugging Face dataset: the note names both.
+    assert "not run: kormedmcqa: not found under " in rows["KorMedMCQA nurse"]
+    assert "kormedmcqa/nurse.jsonl or kormedmcqa/nurse.csv; hf://sean0042/KorMedMCQA" in rows["KorMedMCQA nurse"]
     for label in ("KorMedMCQA doctor", "MedQA 5 options", "MedQA 4 options"):
         cells = rows[label].strip("| ").split(" | ")
         assert cells[3] == "2" and cells[1] != "–", rows[label]  # n = 2 items, an accuracy

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from medcouncil.scenarios import datasets
-from medcouncil.scenarios.datasets import registry
+from medcouncil.scenarios.datasets import files, registry
 from medcouncil.scenarios.episodes import load, sources
 
 ADAPTER = """
@@ -56,7 +56,7 @@ def test_a_new_adapter_module_is_found_by_name_and_by_shape(tmp_path: Path, monk
     monkeypatch.setattr(datasets, "__path__", [*datasets.__path__, str(extra)])
     formats, names = registry.discover()
     assert formats[0].adapter.__module__.endswith(".toyqa") and "toyqa" in names and "medqa" in names
-    monkeypatch.setattr(registry, "FORMATS", formats)
+    monkeypatch.setattr(files, "FORMATS", formats)  # the shapes a path is read by
     monkeypatch.setattr(registry, "DATASETS", names)
     rows = [{"n": 1, "ask": "Wheeze?", "pick": ["Asthma", "Gout"], "right": 0}]
     (tmp_path / "toy").mkdir()

@@ -135,3 +135,63 @@ def test_case_schema_refuses_inconsistent_cases() -> None:
             diagnosis="d",
             answer="A",
         )
+
+
+def _osce(diagnosis: object, actor: object = None) -> dict[str, object]:
+    patient = {"Demographics": "35-year-old female", "Symptoms": {"Primary_Symptom": "Double vision"}}
+    return {
+        "OSCE_Examination": {
+            "Objective_for_Doctor": "Diagnose the patient.",
+            "Patient_Actor": patient if actor is None else actor,
+            "Physical_Examination_Findings": {"Ptosis": "worse in the evening"},
+            "Test_Results": {"Acetylcholine_Receptor_Antibodies": "positive"},
+            "Correct_Diagnosis": diagnosis,
+        }
+    }
+
+
+def test_agentclinic_cases_from_a_json_array_and_a_file_whose_first_line_is_broken(tmp_path: Path) -> None:
+    cases = [_osce("Myasthenia gravis"), _osce(["Myasthenia gravis", "MG"])]
+    array = tmp_path / "cases.json"
+    array.write_text(json.dumps(cases, indent=2))
+    loaded, skipped = load_cases(str(array))
+    assert [(c.id, c.diagnosis, c.aliases) for c in loaded] == [
+        ("1", "Myasthenia gravis", ()),
+        ("2", "Myasthenia gravis", ("MG",)),  # a list: the first name, the others accepted aliases
+    ]
+    assert skipped == []
+    lines = tmp_path / "cases.txt"
+    bad_rows = [_osce(None), _osce("X", actor="a string"), _osce([])]
+    lines.write_text("{broken\n" + "".join(json.dumps(c) + "\n" for c in [*cases, *bad_rows]))
+    loaded, skipped = load_cases(str(lines))
+    assert [c.id for c in loaded] == ["2", "3"]
+    assert [str(row) for row in skipped] == [
+        f"{lines}:1: not JSON (Expecting property name enclosed in double quotes, column 2)",
+        f"{lines}:4: Correct_Diagnosis: null",
+        f"{lines}:5: Patient_Actor: str, not an object of the patient's facts",
+        f"{lines}:6: Correct_Diagnosis: an empty list",
+    ]
+
+
+def test_korean_items_become_cases_with_facts_to_ask_for(tmp_path: Path) -> None:
+    item = {
+        "question": "55세 남자가 가슴 통증으로 응급실에 왔다. 통증은 3일 전 시작되었다. 혈압은 90/60 mmHg이다. "
+        "가장 가능성이 높은 진단은?",
+        "A": "급성 심근경색",
+        "B": "폐색전증",
+        "answer": 1,
+    }
+    path = tmp_path / "doctor.jsonl"
+    path.write_text(json.dumps(item, ensure_ascii=False) + "\n", encoding="utf-8")
+    (case,), skipped = load_cases(str(path))
+    assert skipped == [] and case.language == "ko" and case.diagnosis == "급성 심근경색"
+    assert case.opening == "55세 남자가 가슴 통증으로 응급실에 왔다."
+    assert case.objective == "가장 가능성이 높은 진단은?"
+    facts = [f.result for f in (*case.patient, *case.exam, *case.tests)]
+    assert sorted(facts) == ["통증은 3일 전 시작되었다.", "혈압은 90/60 mmHg이다."]
+    one = tmp_path / "one.jsonl"  # nothing to ask for: the skipped item is named by its id, not a line 0
+    one.write_text(json.dumps({**item, "question": "가장 가능성이 높은 진단은?"}, ensure_ascii=False) + "\n")
+    cases, skipped = load_cases(str(one))
+    assert cases == [] and [str(row) for row in skipped] == [
+        f"{one}: item 0: patient, exam, tests: no fact at all to ask for"
+    ]

@@ -109,7 +109,9 @@ def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli
         },
     ]
     train = tmp_path / "train.jsonl"
-    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # A malformed row (an option left empty before the last) is skipped, said on stderr and counted on the card.
+    broken = {"id": "gap", "question": "Which bone?", "options": ["Femur", "", "Ulna"], "answer": "C"}
+    train.write_text("".join(json.dumps(r) + "\n" for r in [*rows, broken]))
     evals = tmp_path / "eval.jsonl"
     evals.write_text(
         json.dumps({"question": "Which organ pumps blood?", "options": ["Heart", "Lung"], "answer": "A"})
@@ -155,6 +157,8 @@ def test_build_drops_evaluation_items_and_writes_a_data_card(tmp_path: Path, cli
     dropped = {(d["train_id"], d["kind"]) for d in card["decontamination"]["dropped"]}
     assert dropped == {("copy", "exact"), ("near", "near")}
     assert card["per_role"] == {"diagnostician": 1, "single": 1} and card["sources"] == {str(train): 3}
+    assert card["malformed_rows_skipped"] == {str(train): 1}
+    assert f"skipped malformed row: {train}:4: options: option B is empty" in " ".join(result.stderr.split())
     sources = sorted(json.loads(line)["source"] for line in out.read_text().splitlines())
     assert sources == ["clean:diagnostician", "clean:single"]
     tokens = card["tokens"]  # counted with the embedded model's tokenizer and chat template, as finetune renders
