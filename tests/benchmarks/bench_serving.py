@@ -3,7 +3,7 @@
 Run ``python -m tests.benchmarks.bench_serving`` (``--help`` for options). It prints, in one run:
 
 * decode and prefill tokens/s of llama.cpp in-process vs the same model and settings through the server's OpenAI
-  API (``/v1/completions``, streamed), with their ratio (goal >= 0.9);
+  API (``/v1/completions``, streamed), their trials interleaved, with their ratio (goal >= 0.9);
 * the time from ``medcouncil serve --detach`` to a healthy endpoint;
 * first-token latency of ``medcouncil ask`` against a running server and with auto-start;
 * the cost of keeping llama.cpp's extra weight buffer types off (the default, for AMX CPUs: ``llama_engine.py``):
@@ -62,29 +62,56 @@ def _timings(stream: Iterator[Any], prompt_tokens: int, t0: float) -> tuple[floa
     return prefill, decode, len(stamps)
 
 
-def in_process(gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_ctx: int) -> list[tuple[float, float]]:
+def in_process_trial(llm: Any, prompt: str, max_tokens: int) -> tuple[float, float]:
+    """(prefill, decode) tok/s of one streamed completion in process, the prompt evaluated from scratch."""
+    llm.reset()
+    n_prompt = len(llm.tokenize(prompt.encode()))
+    t0 = time.perf_counter()
+    stream = llm.create_completion(
+        prompt,
+        max_tokens=max_tokens,
+        stream=True,
+        logit_bias={llm.token_eos(): -1e9},
+        **SAMPLING,
+        repeat_penalty=SERVER_REPEAT_PENALTY,
+    )
+    prefill, decode, _ = _timings(iter(stream), n_prompt, t0)
+    return prefill, decode
+
+
+def in_process_vs_server(
+    gguf: Path, prompts: list[str], max_tokens: int, threads: int, n_ctx: int
+) -> dict[str, list[tuple[float, float]]]:
+    """(prefill, decode) tok/s per trial of llama.cpp in process and of the same model through the server's OpenAI
+    API, trials interleaved (in process, server, server, in process, ...); the first prompt warms up both sides.
+
+    The in-process model is loaded as the server loads it: ``logits_all`` (llama-cpp-python's condition for
+    ``logprobs``) with last rows only."""
     from medcouncil.serving.llama_engine import load_llama
 
-    # Loaded as the server loads it: with logits_all (llama-cpp-python's condition for logprobs), last rows only.
     llm = load_llama(str(gguf), n_ctx=n_ctx, n_threads=threads, verbose=False, logits_all=True)
-    bias = {llm.token_eos(): -1e9}
-    results = []
-    for prompt in prompts:
-        llm.reset()  # type: ignore[no-untyped-call]
-        n_prompt = len(llm.tokenize(prompt.encode()))
-        t0 = time.perf_counter()
-        stream = llm.create_completion(
-            prompt,
-            max_tokens=max_tokens,
-            stream=True,
-            logit_bias=bias,
-            **SAMPLING,
-            repeat_penalty=SERVER_REPEAT_PENALTY,
-        )
-        prefill, decode, _ = _timings(iter(stream), n_prompt, t0)
-        results.append((prefill, decode))
-    llm.close()
-    return results
+    eos = llm.token_eos()
+    server = EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx))
+    runs: dict[str, list[tuple[float, float]]] = {"in_process": [], "server": []}
+    try:
+        state = server.start()
+        for index, prompt in enumerate(prompts):
+            n_prompt = len(llm.tokenize(prompt.encode()))
+            order = ("in_process", "server") if index % 2 == 0 else ("server", "in_process")
+            for side in order:
+                if side == "in_process":
+                    result = in_process_trial(llm, prompt, max_tokens)
+                else:
+                    # Each side sees each prompt once: no prefix cache helps either.
+                    [result] = through_server(
+                        state.base_url, state.served_model_name, [prompt], max_tokens, [n_prompt], eos
+                    )
+                if index:
+                    runs[side].append(result)
+    finally:
+        server.stop()
+        llm.close()
+    return runs
 
 
 def logits_rows_cost(gguf: Path, prompts: list[str], threads: int, n_ctx: int) -> dict[str, dict[str, float]]:
@@ -226,23 +253,16 @@ def main(
     gguf = embedded_gguf()
     n_ctx = 2048
     prompts = [_prompt(trial, prompt_repeats) for trial in range(trials + 1)]  # the first one warms up
-    console.print(f"[notice]in-process llama.cpp: {trials} trials, {decode_tokens} tokens each…[/]")
-    local = in_process(gguf, prompts, decode_tokens, threads, n_ctx)[1:]
-
     from medcouncil.serving.llama_engine import load_llama
 
     vocab = load_llama(str(gguf), n_ctx=n_ctx, vocab_only=True, verbose=False)
     prompt_tokens = [len(vocab.tokenize(p.encode())) for p in prompts]
     eos = vocab.token_eos()
+    console.print(f"[notice]llama.cpp in process vs the server's OpenAI API, interleaved: {trials} trials…[/]")
+    sides = in_process_vs_server(gguf, prompts, decode_tokens, threads, n_ctx)
+    local, remote = sides["in_process"], sides["server"]
     console.print("[notice]every position's logits vs the last row's, interleaved…[/]")
     rows = logits_rows_cost(gguf, prompts, threads, n_ctx)
-    console.print("[notice]the same through the server's OpenAI API…[/]")
-    server = EngineServer(EngineConfig(threads=threads, max_model_len=n_ctx))
-    state = server.start()
-    try:
-        remote = through_server(state.base_url, state.served_model_name, prompts, decode_tokens, prompt_tokens, eos)[1:]
-    finally:
-        server.stop()
     console.print("[notice]extra buffer types off vs on, interleaved…[/]")
     buffers = extra_buffers_cost(prompts, decode_tokens, prompt_tokens, eos, threads, n_ctx)
     console.print("[notice]serve → healthy, and ask's first token…[/]")
