@@ -74,7 +74,7 @@ def sniff(records: list[Any], path: Path) -> tuple[Format | None, dict[str, Any]
         if args is not None:
             return shape, _settled(shape, args, records, path)
     if isinstance(record, dict):
-        guessed = generic.guess(records)
+        guessed = _guess(records, path)
         if guessed is not None:
             log.warning(
                 "%s: no known format; read with the guessed mapping --fields %r (pass --fields to change it)",
@@ -87,6 +87,14 @@ def sniff(records: list[Any], path: Path) -> tuple[Format | None, dict[str, Any]
         f"{path}: cannot tell the dataset format from its first record ({shown}); "
         "pass --fields question=...;options=...;answer=..."
     )
+
+
+def _guess(records: list[Any], path: Path) -> generic.FieldMap | None:
+    """:func:`generic.guess`. Raises: ConfigError: naming the file, when its answers contradict each other."""
+    try:
+        return generic.guess(records)
+    except ValueError as error:
+        raise ConfigError(f"{path}: {first_line(error)}") from None
 
 
 def _settled(shape: Format, args: dict[str, Any], records: list[Any], path: Path) -> dict[str, Any]:
@@ -163,7 +171,7 @@ def _csv_with_header(
             return load_samples(path, shape.adapter, strict, csv_header=True, **_settled(shape, args, records, path))
     if adapter is not None:
         return None
-    guessed = generic.guess(records)
+    guessed = _guess(records, path)
     if guessed is None:
         return None
     log.warning("%s: read with the guessed mapping --fields %r (pass --fields to change it)", path, guessed.describe())

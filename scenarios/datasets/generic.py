@@ -109,7 +109,7 @@ def record_to_sample(record: dict[str, Any], index: int, fields: FieldMap) -> Sa
     options = _options(record, fields)
     subset = str(record.get(fields.subset) or "") if fields.subset else ""
     return Sample(
-        id=str(record[fields.id]) if fields.id and record.get(fields.id) is not None else str(index),
+        id=str(index) if fields.id is None or record[fields.id] is None else str(record[fields.id]),
         question=text_of(record[fields.question], fields.question).strip(),
         options=options,
         answer=_answer(record[fields.answer], options, fields.answer_format),
@@ -180,7 +180,11 @@ def guess(records: list[Any]) -> FieldMap | None:
     no clear one. The field names come from the first record; the answer format from all of them, so that a file of
     indexes counting from 1 is not read as counting from 0 because its first answer happens to be below the last
     option (one 0 makes it 0-based, one answer equal to the number of options 1-based; when nothing tells, numbered
-    ``opt1``.. fields mean 1-based, anything else 0-based)."""
+    ``opt1``.. fields or ARC's labels from "1" mean 1-based, anything else 0-based).
+
+    Raises:
+        ValueError: answers that fit no one form (a 0 and a 4 of four options; letters and texts).
+    """
     record = records[0] if records else None
     if not isinstance(record, dict):
         return None
@@ -207,12 +211,23 @@ def guess(records: list[Any]) -> FieldMap | None:
             fits = _answer_formats(row[answer], _options(row, fields))
         except (ValueError, KeyError, TypeError, AttributeError):
             fits = set()
-        if fits:  # a row that fits nothing is reported when it is read
-            forms = fits if forms is None else (forms & fits or forms)
+        if not fits:  # a row that fits nothing is reported when it is read
+            continue
+        if forms is not None and not forms & fits:
+            raise ValueError(
+                f"{answer}: the rows' answers fit no one form (a letter, an index from 0 or from 1, an option's text): "
+                f"pass --fields '{fields.describe()}' with the answer_format that holds (letter, index0, index1, text)"
+            )
+        forms = fits if forms is None else forms & fits
     if not forms:
         return None
     if {"index0", "index1"} <= forms:
-        form = "index1" if option_fields[0][-1:] == "1" else "index0"
+        form = "index1" if option_fields[0][-1:] == "1" or _labelled_from_one(record[option_fields[0]]) else "index0"
     else:
         form = sorted(forms)[0]
     return fields.model_copy(update={"answer_format": form})
+
+
+def _labelled_from_one(value: Any) -> bool:
+    """ARC's ``{"label": ["1", ...], "text": [...]}``: an answer key that names a label counts from 1."""
+    return isinstance(value, dict) and isinstance(value.get("label"), list) and value["label"][:1] == ["1"]

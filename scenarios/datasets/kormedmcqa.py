@@ -66,14 +66,22 @@ def matches(record: Any, path: Path) -> dict[str, Any] | None:
 
 
 def settle(records: list[Any]) -> dict[str, Any]:
-    """``answer_base``: 0 when an index answer of 0 occurs, else 1 (KorMedMCQA's 1-5)."""
+    """``answer_base``: 0 when an index answer of 0 occurs, else 1 (KorMedMCQA's 1-5).
+
+    Raises:
+        ValueError: a 0 and an answer naming an item's last option past the 0-based letters (5 of five options).
+    """
+    zero = top = False
     for record in records:
         try:
-            if whole_number(record.get("answer"), "answer") == 0:
-                return {"answer_base": 0}
+            number = whole_number(record.get("answer"), "answer")
+            given = len(letter_options([record.get(letter) for letter in LETTERS])) if number else 0
         except (ValueError, AttributeError):
-            continue
-    return {"answer_base": 1}
+            continue  # reported when the row is read
+        zero, top = zero or number == 0, top or (number > 0 and number == given)
+    if zero and top:
+        raise ValueError("answer holds 0 and an item's option count: it cannot count from 0 and from 1 at once")
+    return {"answer_base": 0 if zero else 1}
 
 
 FORMAT = Format(record_to_sample, matches, order=50, takes_subset=True, settle=settle)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ast
 import csv
 import io
-import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import (
     BadLine,
+    first_object,
     for_command,
     iter_jsonl,
     json_type,
@@ -60,6 +60,12 @@ class Sample(BaseModel):
         empty = [letter for letter, text in self.options.items() if not text.strip()]
         if empty:
             raise ValueError(f"options: option {', '.join(empty)} is empty")
+        for name, text in (("id", self.id), ("question", self.question), *self.options.items()):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                where = f"option {name}" if len(name) == 1 else name
+                raise ValueError(f"{where}: not valid Unicode (a lone surrogate, half of a character)") from None
         return self
 
 
@@ -113,12 +119,19 @@ def read_text_utf8(path: Path) -> str:
 
 
 def json_items(path: Path) -> Iterator[tuple[int, Any]]:
-    """The items of a JSON file: a list of records, or an object of id -> record.
+    """The items of a JSON file: a list of records, or an object of id -> record; JSON Lines saved as ``.json`` (one
+    object per line, several lines) are read as such.
 
     Raises:
         ConfigError: not UTF-8, not JSON (with its line), or neither a list nor an object.
     """
-    data = load_json(path)
+    try:
+        data = load_json(path)
+    except ConfigError as error:
+        if "Extra data" in str(error) and isinstance(first_object(path), dict):
+            yield from jsonl_rows(path)
+            return
+        raise
     if isinstance(data, dict) and data and all(isinstance(value, list) for value in data.values()):
         names = ", ".join(map(str, list(data)[:5]))
         raise ConfigError(
@@ -140,17 +153,21 @@ def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
     spans lines is named by its first line; a broken record (an overlong field, a quote never closed) comes back as a
     MalformedRow and ends the file (the parser cannot find the next record reliably)."""
     text = read_text_utf8(path)
-    lines = text.count("\n") + (not text.endswith("\n"))
-    quotes_before: list[int] = []  # quotes_before[n]: the quote characters of lines 1..n
+    consumed: list[str] = []  # the raw lines of the record being read
+    ended = False
 
-    def quotes(first: int, last: int) -> int:
-        if not quotes_before:
-            quotes_before.extend(itertools.accumulate((piece.count('"') for piece in text.split("\n")), initial=0))
-        return quotes_before[min(last, len(quotes_before) - 1)] - quotes_before[first - 1]
+    def lines() -> Iterator[str]:
+        nonlocal ended
+        for line in io.StringIO(text, newline=""):
+            consumed.append(line)
+            yield line
+        ended = True
 
-    reader: Any = csv.DictReader(io.StringIO(text, newline="")) if header else csv.reader(io.StringIO(text, newline=""))
+    source = lines()
+    reader: Any = csv.DictReader(source) if header else csv.reader(source)
     start = 2 if header else 1
     while True:
+        consumed.clear()
         try:
             row = next(reader)
         except StopIteration:
@@ -160,18 +177,12 @@ def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
             unread = f"; the rest of the file ({rest} lines from here) is not read" if rest > 1 else ""
             yield start, MalformedRow(path, start, f"not CSV ({error}){unread}")
             return
-        if reader.line_num > start and reader.line_num >= lines and quotes(start, reader.line_num) % 2:
-            # A record spanning lines to the end of the file with an odd number of quotes: a quote never closed,
-            # which the lenient reader ran to the end, making every later row part of one field.
-            unread = reader.line_num - start
-            yield (
-                start,
-                MalformedRow(
-                    path,
-                    start,
-                    f"a quote opened in this record is never closed: the {unread} lines after it are not read",
-                ),
-            )
+        if ended and len(consumed) > 1:
+            # A record reads past the file's last line only inside a quote never closed: the lenient reader makes
+            # every later row part of one field (a strict one would stop at "unexpected end of data").
+            after = len(consumed) - 1
+            reason = f"a quote opened in this record is never closed: the {after} lines after it are not read"
+            yield start, MalformedRow(path, start, reason)
             return
         yield start, row
         start = reader.line_num + 1
@@ -229,14 +240,18 @@ def options_field(value: Any, name: str = "options") -> dict[str, str]:
         labels, texts = value["label"], value["text"]  # HF ARC-style {"label": [...], "text": [...]}
         if not isinstance(texts, list) or len(labels) != len(texts):
             raise ValueError(f"{name}: 'label' and 'text' lists of different lengths")
-        value = dict(zip(map(str, labels), texts, strict=True))
+        names = [str(label).strip() for label in labels]
+        if names == [str(n) for n in range(1, len(names) + 1)]:  # ARC's "1".."4" labels are the letters A..D
+            names = list(LETTERS[: len(names)])
+        value = dict(zip(names, texts, strict=True))
     if isinstance(value, dict):
         keys = [str(key).strip() for key in value]
         if all(len(key) == 1 and key.upper() in LETTERS for key in keys):
             keys = [key.upper() for key in keys]
-        return dict(
-            sorted((key, text_of(text, f"option {key}")) for key, text in zip(keys, value.values(), strict=True))
-        )
+        pairs = sorted(zip(keys, value.values(), strict=True), key=lambda pair: pair[0])
+        while pairs and _blank(pairs[-1][1]):  # {"A".."E", "E": null}: a four-option item in a five-option export
+            pairs.pop()
+        return {key: text_of(text, f"option {key}") for key, text in pairs}
     if isinstance(value, list):
         return letter_options(value)
     raise ValueError(f"{name}: {json_type(value)}, not a list or an object of options")

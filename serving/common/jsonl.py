@@ -49,15 +49,27 @@ def parse_json(text: str | bytes) -> Any:
         raise ValueError("not JSON (nested too deeply)") from None
     except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string conversion"
         raise ValueError(f"not JSON ({first_line(error)})") from None
-    if _SURROGATE_ESCAPE.search(text if isinstance(text, str) else text.decode("utf-8", "replace")):
+    source = text if isinstance(text, str) else text.decode("utf-8", "replace")
+    if _SURROGATE_ESCAPE.search(source):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as error:
             lone = error.object[error.start : error.end]
-            raise ValueError(
-                f"not valid Unicode (a lone surrogate escape \\u{ord(lone[0]):04x}, half of a character)"
+            escape = f"\\u{ord(lone[0]):04x}"
+            at = source.lower().find(escape)
+            raise LoneSurrogate(
+                f"not valid Unicode (a lone surrogate escape {escape}, half of a character)",
+                source.count("\n", 0, max(at, 0)) + 1,
             ) from None
     return value
+
+
+class LoneSurrogate(ValueError):
+    """JSON whose ``\\uD800``-style escape is half of a character; ``line`` is where (1-based) in the text."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 def json_reason(error: ValueError) -> str:
@@ -72,14 +84,14 @@ def decode(data: bytes, path: Path, first_line: int = 1) -> str:
     Raises:
         BadLine: a byte that is not UTF-8, naming its line.
     """
+    what = next((kind for magic, kind in _NOT_TEXT if first_line == 1 and data.startswith(magic)), None)
+    if what is not None:  # a ZIP or Parquet file may even begin with bytes that decode
+        raise BadLine(path, 1, f"not UTF-8 text: the file is {what}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = first_line + data.count(b"\n", 0, error.start)
         byte = data[error.start]
-        what = next((kind for magic, kind in _NOT_TEXT if first_line == 1 and data.startswith(magic)), None)
-        if what is not None:
-            raise BadLine(path, 1, f"not UTF-8 text: the file is {what}") from None
         raise BadLine(path, line, f"not UTF-8 (byte 0x{byte:02x}); save the file as UTF-8") from None
 
 
@@ -128,6 +140,8 @@ def read_json(path: Path) -> Any:
         return parse_json(text)
     except json.JSONDecodeError as error:
         raise BadLine(path, error.lineno, json_reason(error)) from None
+    except LoneSurrogate as error:
+        raise BadLine(path, error.line, str(error)) from None
     except ValueError as error:
         raise BadLine(path, 1, str(error)) from None
 

@@ -118,7 +118,11 @@ def test_kormedmcqa_csv_with_its_header_loads_by_path_and_by_name(tmp_path: Path
     ("row", "reason"),
     [
         ({"question": None, "options": {"A": "x", "B": "y"}, "answer_idx": "A"}, "question: null"),
-        ({"question": "Q?", "options": {"A": "x", "B": None}, "answer_idx": "A"}, "option B: null"),
+        ({"question": "Q?", "options": {"A": "x", "B": None, "C": "z"}, "answer_idx": "A"}, "option B: null"),
+        (
+            {"question": "Q?", "options": '{"A": "x\\ud800", "B": "y"}', "answer_idx": "A"},
+            "option A: not valid Unicode",
+        ),
         ({"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": None}, "answer_idx: null"),
         ({"QUESTION": "", "CONTEXTS": [], "final_decision": "yes"}, "question: empty"),
         ({"QUESTION": "Q?", "CONTEXTS": ["c"], "final_decision": "unsure"}, "'unsure' is not yes, no or maybe"),
@@ -153,9 +157,18 @@ def test_a_csv_quote_never_closed_says_the_rest_is_not_read(tmp_path: Path) -> N
     assert info.skipped_rows == [
         f"{path}:2: a quote opened in this record is never closed: the 2 lines after it are not read"
     ]
-    fine = tmp_path / "fine_test.csv"  # a quoted field over two lines and an inch mark are not that
-    fine.write_text('Q1?,a,b,c,d,B\n"Q2 line one\nline two",a,b,c,d,C\nQ3 5" tall?,a,b,c,d,A\n')
-    assert [s.answer for s in load_dataset(str(fine))[0]] == ["B", "C", "A"]
+    # Not that: a quoted field over two lines ending the file beside an inch mark, or with no newline after it, a
+    # bare \r inside a quoted cell (as spreadsheets write), a file with \r line ends only.
+    fine = {
+        "inch_test.csv": ('Q1?,a,b,c,d,B\n"Q2 line one\nline two",5" ruler,b,c,d,C\n', "BC"),
+        "no_end_test.csv": ('Q1?,a,b,c,d,B\n"Q2 line one\nline two",a,b,c,d,C', "BC"),  # no newline at the end
+        "cell_test.csv": ('"Q1\rmore",a,b,c,d,B\nQ2?,a,b,c,d,A\n"Q3 line\nx",a,b,c,d,C\nQ4?,a,b,c,d,D\n', "BACD"),
+        "cr_test.csv": ('Q1?,a,b,c,d,B\rQ2?,a,b,c,d,A\r"Q3 line\rtwo",a,b,c,d,C\rQ4?,a,b,c,d,D\r', "BACD"),
+    }
+    for name, (text, answers) in fine.items():
+        (tmp_path / name).write_bytes(text.encode())
+        samples, info = load_dataset(str(tmp_path / name))
+        assert (info.skipped_rows, "".join(s.answer for s in samples)) == ([], answers), name
 
 
 @pytest.mark.parametrize(
@@ -166,6 +179,8 @@ def test_a_csv_quote_never_closed_says_the_rest_is_not_read(tmp_path: Path) -> N
         ("s.json", json.dumps({"train": [{"q": 1}], "test": [{"q": 2}]}).encode(), "an object of lists (train, test)"),
         ("h.csv", b"question,A,B,answer\n", "a header row (question, A, B, answer) and no items"),
         ("t.tsv", b"question\tA\tanswer\nQ?\tx\tA\n", "a .tsv is read as JSON Lines"),
+        ("z.jsonl", b"PK\x03\x04plain\n", "the file is a ZIP archive"),  # stored, not compressed: it decodes
+        ("sur.json", b'[{"question": "Q?",\n "options": ["a", "b"],\n "answer": "x\\ud800"}]', ":3: not valid Unicode"),
     ],
 )
 def test_files_of_another_kind_are_named_in_one_line(tmp_path: Path, name: str, content: bytes, message: str) -> None:
@@ -195,3 +210,64 @@ def test_the_answer_format_is_settled_by_every_row_not_the_first(tmp_path: Path)
     lower = [{"question": "Q?", "options": {"a": "x", " b": "y"}, "answer_idx": "b"}]
     (sample,), _ = load_dataset(str(_jsonl(tmp_path / "lower.jsonl", lower)))
     assert (sample.options, sample.answer) == ({"A": "x", "B": "y"}, "B")
+
+
+def test_contradicting_answers_are_refused_not_half_read(tmp_path: Path) -> None:
+    rows = [
+        {"id": f"r{n}", "question": "Q?", "choices": ["a", "b", "c", "d"], "answer": a} for n, a in enumerate([4, 0])
+    ]
+    with pytest.raises(ConfigError, match=r"g\.jsonl: answer: the rows' answers fit no one form"):
+        load_dataset(str(_jsonl(tmp_path / "g.jsonl", rows)))
+    korean = [{"question": "가슴 통증?", "A": "a", "B": "b", "C": "c", "answer": a} for a in (0, 3)]
+    with pytest.raises(ConfigError, match="cannot count from 0 and from 1 at once"):
+        load_dataset(str(_jsonl(tmp_path / "k.jsonl", korean)))
+    from_zero, _ = load_dataset(
+        str(_jsonl(tmp_path / "k0.jsonl", [{**row, "answer": a} for row, a in zip(korean, (0, 2), strict=True)]))
+    )
+    assert [s.answer for s in from_zero] == ["A", "C"]
+
+
+def test_other_option_shapes(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {
+            "id": "kv",
+            "question": "Q?",
+            "options": [{"key": "A", "value": "MI"}, {"key": "B", "value": "PE"}],
+            "answer_idx": "B",
+        },
+        {
+            "id": "tail",
+            "question": "Q?",
+            "options": {"A": "w", "B": "x", "C": "y", "D": "z", "E": None},
+            "answer_idx": "D",
+        },
+    ]
+    samples, info = load_dataset(str(_jsonl(tmp_path / "medqa_like.jsonl", rows)))
+    assert info.skipped == 0
+    assert [(s.id, list(s.options.values()), s.answer) for s in samples] == [
+        ("kv", ["MI", "PE"], "B"),
+        ("tail", ["w", "x", "y", "z"], "D"),  # a null fifth option at the end is no option
+    ]
+    arc = {
+        "id": "a1",
+        "question": "Q?",
+        "choices": {"text": ["w", "x", "y", "z"], "label": ["1", "2", "3", "4"]},
+        "answerKey": "3",
+    }
+    (item,), _ = load_dataset(str(_jsonl(tmp_path / "arc.jsonl", [arc])))
+    assert (item.options["C"], item.answer) == ("y", "C")
+
+
+def test_a_field_mapping_naming_a_missing_id_field_is_a_row_error(tmp_path: Path) -> None:
+    from medcouncil.scenarios.datasets.generic import FieldMap
+
+    row = {"question": "Q?", "A": "x", "B": "y", "answer": "B"}
+    path = _jsonl(tmp_path / "rows.jsonl", [row])
+    samples, info = load_dataset(str(path), fields=FieldMap.parse("question=question;options=A,B;answer=answer;id=zzz"))
+    assert samples == [] and info.skipped_rows == [f"{path}:1: missing field 'zzz'"]
+
+
+def test_json_lines_saved_as_json_are_read_as_lines(tmp_path: Path) -> None:
+    row = {"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}
+    path = _jsonl(tmp_path / "items.json", [row, {**row, "answer_idx": "A"}])
+    assert [s.answer for s in load_dataset(str(path))[0]] == ["B", "A"]

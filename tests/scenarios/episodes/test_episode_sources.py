@@ -160,6 +160,9 @@ def test_agentclinic_cases_from_a_json_array_and_a_file_whose_first_line_is_brok
         ("2", "Myasthenia gravis", ("MG",)),  # a list: the first name, the others accepted aliases
     ]
     assert skipped == []
+    saved_as_json = tmp_path / "lines.json"  # one case per line, though named .json
+    saved_as_json.write_text("".join(json.dumps(c) + "\n" for c in cases))
+    assert [c.id for c in load_cases(str(saved_as_json))[0]] == ["1", "2"]
     lines = tmp_path / "cases.txt"
     bad_rows = [_osce(None), _osce("X", actor="a string"), _osce([])]
     lines.write_text("{broken\n" + "".join(json.dumps(c) + "\n" for c in [*cases, *bad_rows]))
