@@ -35,18 +35,24 @@ from medcouncil.tools.search import KnowledgeSearch
 from medcouncil.tools.starter_pack import open_knowledge
 
 
+class RoleModel(ModelSource):
+    """A role's model in a council file: a misspelt key (``modle:``) is an error, not the command's model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class CouncilFile(CouncilConfig):
     """A council configuration file: :class:`CouncilConfig` plus a model per role."""
 
     model_config = ConfigDict(extra="forbid")
 
-    models: dict[str, ModelSource] = Field(default_factory=dict)
+    models: dict[str, RoleModel] = Field(default_factory=dict)
     """Role → model; a role without an entry uses the command's model. A source with only ``model`` names another
     model (a LoRA adapter) on the command's endpoint."""
 
     @field_validator("models")
     @classmethod
-    def _model_roles(cls, models: dict[str, ModelSource]) -> dict[str, ModelSource]:
+    def _model_roles(cls, models: dict[str, RoleModel]) -> dict[str, RoleModel]:
         wrong = set(models) - (set(ROLES) - {RETRIEVER})
         if wrong:
             raise ValueError(f"no model for {sorted(wrong)}: roles with a model are translator, diagnostician, critic")
@@ -118,9 +124,10 @@ async def open_answerers(
         stack.callback(base.wait)  # never leave a half-opened store behind
         model = await stack.enter_async_context(open_model(source, settings, notice=notice))
         per_role: dict[str, ChatModel] = dict.fromkeys(ROLES, model)
-        for role, role_source in council.models.items():
-            if role_source.endpoint is None and role_source.model_config_path is None:
-                role_source = beside(model, role_source.model, role_source.api_key)
+        for role, given in council.models.items():
+            role_source: ModelSource = given
+            if given.endpoint is None and given.model_config_path is None:
+                role_source = beside(model, given.model, given.api_key)
             per_role[role] = await stack.enter_async_context(open_model(role_source, settings, notice=notice))
         config = CouncilConfig.model_validate(council.model_dump(exclude={"models"}))
         yield Answerers(

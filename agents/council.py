@@ -19,7 +19,7 @@ from autogen_agentchat.teams import SelectorGroupChat
 from autogen_core import CancellationToken
 from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from medcouncil.agents.calls import choose, final_answer, reply_shape, stream_model
 from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
@@ -46,6 +46,8 @@ SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
 
 class PanelConfig(BaseModel):
     """The panel structure of :class:`~medcouncil.agents.council.CouncilConfig`."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in a council file is an error, not a default
 
     specialties: list[str] = Field(default_factory=lambda: ["internal medicine", "emergency medicine", "pharmacology"])
     """The panelists; ``["auto"]``: the model picks ``size`` of :data:`SPECIALTIES` for each case."""
@@ -106,7 +108,21 @@ class CouncilConfig(BaseModel):
             raise ValueError(f"unknown roles {sorted(unknown)}; choose from {list(ROLES)}")
         if DIAGNOSTICIAN not in roles:
             raise ValueError("the council needs a diagnostician")
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"a role is listed twice: {roles}")
         return roles
+
+    @field_validator("max_tokens")
+    @classmethod
+    def _budgets(cls, budgets: dict[str, int]) -> dict[str, int]:
+        unknown = set(budgets) - {DIAGNOSTICIAN, CRITIC, TRANSLATOR}
+        if unknown:
+            raise ValueError(
+                f"no token budget for {sorted(unknown)}: roles that write are {DIAGNOSTICIAN}, {CRITIC}, {TRANSLATOR}"
+            )
+        if low := {role: n for role, n in budgets.items() if n < 1}:
+            raise ValueError(f"a token budget must be at least 1: {low}")
+        return budgets
 
 
 def _language(question: Question) -> str:

@@ -168,6 +168,13 @@ def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[
     component = load_component(path)
     config = component.config
     base_url = config.get("base_url")
+    urls_given = base_url if isinstance(base_url, list) else [base_url]
+    if not all(isinstance(url, str) for url in urls_given if url is not None):
+        raise ConfigError(f"{path}: config.base_url must be a URL (text) or a list of them, got {base_url!r}")
+    if base_url and not config.get("api_key"):
+        # A keyless local server: never let the client fall back on OPENAI_API_KEY and send it to this URL.
+        config = {**config, "api_key": "not-needed"}
+        component = component.model_copy(update={"config": config})
     if isinstance(base_url, list):  # a pool: base_url lists the replicas
         urls = [str(url) for url in base_url]
         if not urls:

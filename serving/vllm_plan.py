@@ -29,6 +29,11 @@ HEAD_ADDRESS = "HEAD_IP"
 """Stands for the Ray head's address in printed cluster commands."""
 
 
+MANAGED_FLAGS = frozenset({"--host", "--port", "--api-key", "--model", "--served-model-name", "--uds"})
+"""vLLM flags medcouncil sets itself: given again in ``extra_args`` they would bind beyond 127.0.0.1, put a key in
+the process list or answer on a port medcouncil does not watch."""
+
+
 def gpus(config: EngineConfig) -> int:
     """GPUs the engine uses: tensor x pipeline x data parallel sizes."""
     return config.tensor_parallel_size * config.pipeline_parallel_size * config.data_parallel_size
@@ -63,6 +68,19 @@ def check_sizes(config: EngineConfig) -> None:
     if config.engine == "vllm" and config.max_lora_rank is not None and config.max_lora_rank not in VLLM_LORA_RANKS:
         ranks = ", ".join(map(str, VLLM_LORA_RANKS))
         raise ValueError(f"max_lora_rank {config.max_lora_rank}: vLLM accepts {ranks}")
+    limits = [name for name in ("max_lora_rank", "max_loras", "max_cpu_loras") if getattr(config, name) is not None]
+    if config.engine == "vllm" and limits and not config.lora and "--enable-lora" not in config.extra_args:
+        raise ValueError(
+            f"{', '.join(limits)}: LoRA limits without an adapter (give lora: NAME=PATH, or --enable-lora in "
+            "extra_args for adapters loaded at run time)"
+        )
+    if config.engine == "vllm" and (
+        managed := sorted(MANAGED_FLAGS & {arg.split("=", 1)[0] for arg in config.extra_args})
+    ):
+        raise ValueError(
+            f"extra_args {', '.join(managed)}: medcouncil sets these itself (127.0.0.1, its own port, the key "
+            "through the environment); use the config's own fields"
+        )
     if config.max_cpu_loras is not None and config.max_cpu_loras < (config.max_loras or 1):
         raise ValueError(f"max_cpu_loras {config.max_cpu_loras} is below max_loras {config.max_loras or 1}")
 

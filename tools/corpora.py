@@ -9,11 +9,12 @@ set (id → ``CONTEXTS``). Anything else: one document per file, or per row with
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from medcouncil.serving.common.errors import first_line
+from medcouncil.serving.common.jsonl import BadLine, iter_jsonl, read_json
 from medcouncil.tools.chunking import Document
 
 SUPPORTED = (".txt", ".md", ".jsonl", ".json", ".csv", ".pdf")
@@ -38,48 +39,48 @@ def _row_document(row: dict[str, Any], source: str) -> Document | None:
             text=text,
             source=source,
             title=topic,
-            item_id=str(row.get("id", "")),
+            item_id=str(row.get("id") or ""),
             extra={"corpus": "medmcqa"},
             question=str(row.get("question") or ""),
         )
     for name in TEXT_FIELDS:
         if isinstance(row.get(name), str) and row[name].strip():
-            item = row.get("item_id", row.get("id", ""))
-            return Document(text=row[name].strip(), source=source, title=str(row.get("title", "")), item_id=str(item))
+            item = next((row[key] for key in ("item_id", "id") if row.get(key) is not None), "")
+            title = str(row.get("title") or "")
+            return Document(text=row[name].strip(), source=source, title=title, item_id=str(item))
     return None
 
 
 def _jsonl(path: Path, warn: Warn) -> Iterator[Document]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                warn(f"{path}:{number}: skipped, not JSON ({error.msg})")
-                continue
-            document = _row_document(row, str(path)) if isinstance(row, dict) else None
-            if document is None:
-                warn(f"{path}:{number}: skipped, no text field ({', '.join(TEXT_FIELDS)})")
-                continue
-            yield document
+    for number, row in iter_jsonl(path):
+        if isinstance(row, BadLine):
+            warn(f"{path}:{number}: skipped, {row.reason}")
+            continue
+        document = _row_document(row, str(path)) if isinstance(row, dict) else None
+        if document is None:
+            warn(f"{path}:{number}: skipped, no text field ({', '.join(TEXT_FIELDS)})")
+            continue
+        yield document
 
 
 def _json(path: Path, warn: Warn) -> Iterator[Document]:
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json(path)
     source = str(path)
     if isinstance(data, dict) and isinstance(data.get("questions"), list):  # BioASQ
-        for question in data["questions"]:
-            for snippet in question.get("snippets") or []:
-                text = str(snippet.get("text", "")).strip()
+        for number, question in enumerate(data["questions"]):
+            snippets = question.get("snippets") if isinstance(question, dict) else None
+            if not isinstance(snippets, list) or not all(isinstance(snippet, dict) for snippet in snippets):
+                warn(f"{path}: question {number} skipped, not an object with a list of snippet objects")
+                continue
+            for snippet in snippets:
+                text = str(snippet.get("text") or "").strip()
                 if text:
-                    title = str(snippet.get("document", ""))
+                    title = str(snippet.get("document") or "")
                     yield Document(
                         text=text,
                         source=source,
                         title=title,
-                        item_id=str(question.get("id", "")),
+                        item_id=str(question.get("id") or ""),
                         extra={"corpus": "bioasq"},
                         question=str(question.get("body") or ""),
                     )
@@ -180,5 +181,7 @@ def read_documents(path: Path, warn: Warn) -> Iterator[Document]:
             yield from _pdf(path, warn)
         else:
             yield from _csv(path, warn)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, csv.Error) as error:
-        warn(f"{path}: skipped, unreadable ({type(error).__name__}: {error})")
+    except BadLine as error:  # the whole JSON file: not UTF-8, not JSON (its line), nested too deeply...
+        warn(f"{error}: skipped")
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError, RecursionError) as error:
+        warn(f"{path}: skipped, unreadable ({type(error).__name__}: {first_line(error)})")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import IO, Annotated
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from medcouncil.agents.protocol import Episode
 from medcouncil.scenarios.bench.modes import SC_K
@@ -161,6 +161,15 @@ class Record(BaseModel):
     wrong answer with no letter, not retried (retrying cannot help)."""
     finished: str = Field(default_factory=now)
     episode: Episode
+
+    @model_validator(mode="after")
+    def _scored_by_its_letter(self) -> Record:
+        # compare, report and the summary all read this row: it may not say "correct" of a letter that is not gold
+        if self.correct != (self.letter is not None and self.letter == self.gold):
+            raise ValueError(
+                f"correct is {self.correct} but letter {self.letter!r} and gold {self.gold!r} say otherwise"
+            )
+        return self
 
     @property
     def key(self) -> tuple[str, str]:

@@ -37,7 +37,9 @@ def _pairs(path: Path) -> list[object]:
             try:
                 pairs.append(Pair.model_validate(record))
             except ValidationError:
-                raise ConfigError(f"{path}:{number}: expected an object with 'ko' and 'en' texts") from None
+                raise ConfigError(
+                    f"{path}:{number}: expected an object with 'ko' and 'en' texts, neither blank"
+                ) from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
     return pairs

@@ -242,6 +242,10 @@ def finetune(
             raise ConfigError(
                 f"{settings.out} already holds a run: continue it with --resume {settings.out}, or choose another --out"
             )
+    if settings.deepspeed is not None:  # a bad file is one line now, not after the data is tokenized
+        from medcouncil.serving.training.zero import read_config
+
+        read_config(settings.deepspeed)
     main = is_main_launch()  # under torchrun / accelerate launch, rank 0 alone speaks and writes
     if not main:
         err_console.quiet = True

@@ -18,7 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.serving.common.errors import ConfigError
@@ -31,6 +31,8 @@ UNKNOWN = "(none)"
 
 class PartitionConfig(BaseModel):
     """How the training items are split across federated clients (``finetune --federated``; YAML accepted)."""
+
+    model_config = ConfigDict(extra="forbid")  # ``alfa:`` is an error, not alpha's default
 
     scheme: Scheme = "iid"
     clients: int = Field(default=3, ge=1)

@@ -12,11 +12,12 @@ so a tuned model sees at training time exactly what it sees at run time.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import PLACEHOLDER, protect
@@ -35,8 +36,8 @@ ROLES = ("diagnostician", "critic", "translator", "single")
 class Pair(BaseModel):
     """A Korean text and its English translation (a line of a ``--parallel`` JSONL file: ``{"ko": .., "en": ..}``)."""
 
-    ko: str
-    en: str
+    ko: str = Field(min_length=1, pattern=r"\S")
+    en: str = Field(min_length=1, pattern=r"\S")
 
 
 def _because(sample: Sample) -> str:
@@ -258,6 +259,8 @@ def parse_mix(text: str) -> dict[str, float]:
             weights[role.strip()] = float(value)
         except ValueError:
             raise ValueError(f"{part!r}: the weight is not a number") from None
+        if not math.isfinite(weights[role.strip()]):
+            raise ValueError(f"{part!r}: the weight is not a finite number")
         if weights[role.strip()] < 0:
             raise ValueError(f"{part!r}: a weight cannot be negative")
     total = sum(weights.values())

@@ -78,7 +78,7 @@ def read_lines(path: Path, kind: type[Line]) -> list[Line]:
     except FileNotFoundError:
         return []
     lines = raw.split(b"\n")
-    last = len(lines) - 1 if raw.endswith(b"\n") else len(lines)  # a complete file ends with an empty split
+    last = len(lines)  # the line after the last "\n": empty in a complete file, cut short by a kill otherwise
     parsed = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -88,7 +88,12 @@ def read_lines(path: Path, kind: type[Line]) -> list[Line]:
         except (ValidationError, UnicodeDecodeError) as error:
             if number < last:
                 reason = error.errors()[0]["msg"] if isinstance(error, ValidationError) else "not UTF-8"
-                log.warning("%s:%d: unreadable journal line skipped (%s): its item runs again", path, number, reason)
+                log.warning(
+                    "%s:%d: unreadable journal line skipped (%s): not counted; a resumed run answers it again",
+                    path,
+                    number,
+                    reason,
+                )
     return parsed
 
 

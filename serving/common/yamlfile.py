@@ -45,10 +45,27 @@ def read_text(path: Path, what: str) -> str:
         raise ConfigError(f"{path}: cannot read {what} ({error.strerror})") from error
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML's safe loader refusing a key given twice in one mapping (plain YAML keeps the last without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(path: Path, text: str) -> Any:
-    """Parsed YAML; a syntax error is a ConfigError naming ``FILE:LINE``."""
+    """Parsed YAML; a syntax error or a key given twice is a ConfigError naming ``FILE:LINE``."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader: plain data only
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     except yaml.YAMLError as error:

@@ -64,7 +64,14 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     folder = out / CHECKPOINTS
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE).is_file()]
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir()
+        and p.name.removeprefix("step-").isdigit()
+        and p.name.startswith("step-")
+        and (p / STATE).is_file()
+    ]  # a copy a user made beside them (``step-2-backup``) is not one
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 

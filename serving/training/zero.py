@@ -36,21 +36,41 @@ def read_config(path: Path) -> dict[str, Any]:
     """A DeepSpeed config file (JSON, or YAML).
 
     Raises:
-        ConfigError: missing, unreadable or not a mapping.
+        ConfigError: missing, unreadable, not UTF-8, not JSON / YAML, a key given twice, not a mapping, or a ZeRO
+            stage that is not 0-3.
     """
-    import yaml
+    from medcouncil.serving.common.jsonl import BadLine, read_text
+    from medcouncil.serving.common.yamlfile import parse_yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
+    except BadLine as error:
+        raise ConfigError(f"--deepspeed {error}") from None
     except OSError as error:
         raise ConfigError(f"--deepspeed {path}: cannot read it ({error.strerror or error})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"--deepspeed {path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({error})") from None
+    if path.suffix != ".json":
+        data = parse_yaml(path, text)  # a key given twice is an error there too
+    else:
+        try:
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except (ValueError, RecursionError) as error:
+            raise ConfigError(f"--deepspeed {path}: not valid json ({first_line(error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"--deepspeed {path}: expected a mapping of DeepSpeed settings")
+    zero = data.get("zero_optimization")
+    if zero is not None and not isinstance(zero, dict):
+        raise ConfigError(f"--deepspeed {path}: zero_optimization must be a mapping (stage: 0-3, ...), got {zero!r}")
+    stage = (zero or {}).get("stage", 0)
+    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage <= 3:
+        raise ConfigError(f"--deepspeed {path}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
     return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if twice := sorted({key for key in keys if keys.count(key) > 1}):
+        raise ValueError(f"key {twice[0]!r} given twice in one object")
+    return dict(pairs)
 
 
 def engine_config(config: FinetuneConfig, processes: int) -> dict[str, Any]:

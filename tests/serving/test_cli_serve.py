@@ -248,6 +248,24 @@ def test_ask_with_a_model_config_file(cli: list[str], tmp_path: Path, embedded_s
     assert "starting the embedded" not in result.stderr
     assert re.search(r"Answer: [AB]", result.stdout)
 
+    # No api_key (a keyless local server): answered, and never with OPENAI_API_KEY, which the server is not for.
+    del config["config"]["api_key"]
+    path.write_text(yaml.safe_dump(config))
+    env = {key: value for key, value in os.environ.items() if key != "OPENAI_API_KEY"}
+    keyless = subprocess.run(
+        [*cli, "ask", "Is aspirin an NSAID?", "--options", "A=Yes;B=No", "--model-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert keyless.returncode == 0 and re.search(r"Answer: [AB]", keyless.stdout), keyless.stderr[-2000:]
+
+    config["config"]["base_url"] = 8000
+    path.write_text(yaml.safe_dump(config))
+    numeric = medcouncil(cli, "ask", "hi", "--model-config", str(path))
+    assert_one_line_error(numeric, r"error: .*model_config\.yaml: config\.base_url must be a URL \(text\)")
+
     path.write_text("provider: autogen_ext.models.openai.OpenAIChatCompletionClient\nconfig: {model: [x\n")
     broken = medcouncil(cli, "ask", "hi", "--model-config", str(path))
     assert_one_line_error(broken, r"error: .*model_config\.yaml:\d+: invalid YAML")

@@ -34,6 +34,8 @@ def load(**fields: object) -> EngineConfig:
         ({"engine": "vllm", "lora": ["a=/x"], "max_lora_rank": 48}, "max_lora_rank 48: vLLM accepts 1, 8, 16"),
         ({"engine": "vllm", "lora": ["a=/x"], "max_loras": 4, "max_cpu_loras": 2}, "max_cpu_loras 2 is below"),
         ({"engine": "vllm", "tensor_parallel_size": 0}, "tensor_parallel_size: Input should be greater than"),
+        ({"engine": "vllm", "max_loras": 2, "max_lora_rank": 64}, "max_lora_rank, max_loras: LoRA limits without an"),
+        ({"engine": "vllm", "extra_args": ["--host", "0.0.0.0", "--api-key=k"]}, "extra_args --api-key, --host: medc"),
     ],
 )  # fmt: skip
 def test_impossible_combinations_are_refused_when_the_config_is_read(fields: dict[str, object], message: str) -> None:
@@ -85,7 +87,8 @@ def test_size_flags_and_the_cluster_plan() -> None:
     assert size_args(replicas)[-2:] == ["--data-parallel-backend", "ray"]
     limits = load(engine="vllm", model="/m", max_loras=2, extra_args=["--enable-lora"])  # adapters loaded later
     assert "--max-loras" in limits.command(8000, None, Path("."))
-    assert "--max-loras" not in load(engine="vllm", model="/m", max_loras=2).command(8000, None, Path("."))
+    with pytest.raises(ConfigError, match="max_loras: LoRA limits without an adapter"):  # as the README says
+        load(engine="vllm", model="/m", max_loras=2)
     keyed = load(engine="vllm", api_key="s3cret")
     assert plan(keyed, ["x"])[0].environment == ["VLLM_API_KEY"] and "s3cret" not in plan(keyed, ["x"])[0].line()
 

@@ -88,3 +88,31 @@ def test_unreadable_file_is_skipped_with_its_name(tmp_path: Path) -> None:
     documents, warnings = read(bad)
     assert documents == []
     assert warnings and warnings[0].startswith(f"{bad}: skipped, unreadable")
+
+
+def test_malformed_json_documents_are_warnings_naming_the_file_never_a_crash(tmp_path: Path) -> None:
+    cases = {
+        "bioasq_ints.json": json.dumps({"questions": [1, {"body": "q", "snippets": ["plain"]}]}),
+        "deep.json": "[" * 100_000 + "]" * 100_000,
+        "big.jsonl": '{"text": 1' + "0" * 5000 + "}\n" + json.dumps({"text": "kept", "title": None, "id": None}) + "\n",
+        "bom.json": "\ufeff" + json.dumps([{"text": "with a BOM"}]),
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    found: dict[str, tuple[list[Document], list[str]]] = {name: read(tmp_path / name) for name in cases}
+    assert found["bioasq_ints.json"] == (
+        [],
+        [
+            f"{tmp_path / 'bioasq_ints.json'}: question {n} skipped, not an object with a list of snippet objects"
+            for n in (0, 1)
+        ],
+    )
+    assert found["deep.json"][0] == [] and found["deep.json"][1] == [
+        f"{tmp_path / 'deep.json'}:1: not JSON (nested too deeply): skipped"
+    ]
+    (kept,), warned = found["big.jsonl"]
+    assert (kept.text, kept.title, kept.item_id) == ("kept", "", "")  # null title and id: empty, not "None"
+    assert len(warned) == 1 and warned[0].startswith(
+        f"{tmp_path / 'big.jsonl'}:1: skipped, not JSON (Exceeds the limit"
+    )
+    assert [d.text for d in found["bom.json"][0]] == ["with a BOM"]

@@ -94,3 +94,16 @@ def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Pa
     assert "med vs gemma-3-270m" in done.stdout and (tmp_path / "cmp" / "compare.md").exists()
     failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "at least two" in failed.stderr and "Traceback" not in failed.stderr
+
+
+def test_a_row_calling_a_wrong_letter_correct_is_read_by_nobody(tmp_path: Path) -> None:
+    """compare counted the row's own ``correct`` while the report scored the letter: such a row is malformed."""
+    from pydantic import ValidationError
+
+    question = Question(text="q0", options={k: k.lower() for k in "ABCD"}, item_id="q0")
+    episode = Episode(question=question, answerer="single", letter="B")
+    with pytest.raises(ValidationError, match="correct is True but letter 'B' and gold 'A' say otherwise"):
+        Record(sample_id="q0", mode="single", gold="A", letter="B", correct=True, episode=episode)
+    with pytest.raises(ValidationError, match="correct is True but letter None"):
+        Record(sample_id="q0", mode="single", gold="A", letter=None, correct=True, episode=episode)
+    assert Record(sample_id="q0", mode="single", gold="A", letter=None, correct=False, episode=episode).letter is None

@@ -87,6 +87,17 @@ def test_a_corrupt_middle_line_is_reported(tmp_path: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         assert sorted(r.sample_id for r in read_records(tmp_path)) == ["q1", "q3"]
     assert f"{path}:2: unreadable journal line" in caplog.text
+    caplog.clear()
+    whole = path.read_bytes().split(b"\n")  # a bad last line that ends in a newline was written whole: no kill cut it
+    path.write_bytes(b"\n".join([*whole[:2], b'{"sample_id": "q3", "mode": 7}', b""]))
+    with caplog.at_level(logging.WARNING):
+        assert sorted(r.sample_id for r in read_records(tmp_path)) == ["q1"]
+    assert f"{path}:3: unreadable journal line skipped" in caplog.text
+    caplog.clear()
+    path.write_bytes(b"\n".join([*whole[:2], b'{"sample_id": "q3", "mo']))  # cut short by a kill: quiet
+    with caplog.at_level(logging.WARNING):
+        read_records(tmp_path)
+    assert f"{path}:3:" not in caplog.text
 
 
 def test_duplicate_ids_are_renamed_so_every_item_is_answered_once(tmp_path: Path) -> None:

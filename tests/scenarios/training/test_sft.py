@@ -85,7 +85,7 @@ def test_mix_by_weight_is_seeded() -> None:
     again, _ = mix(pools, weights, 40, seed=5)
     assert counts == {"diagnostician": 30, "critic": 10}
     assert [e.source for e in first] == [e.source for e in again]
-    for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0"):
+    for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0", "critic=nan", "critic=inf"):
         with pytest.raises(ValueError):
             parse_mix(bad)
 
@@ -188,3 +188,12 @@ def test_pubmedqa_contexts_become_numbered_evidence_and_the_conclusion_the_reaso
     assert user.content.startswith("Case:\n⟪Does X help?⟫")  # the bare question: the contexts are not quoted twice
     assert "[1] (pubmedqa#7) ⟪First context.⟫\n[2] (pubmedqa#7) ⟪Second one.⟫" in user.content
     assert reply.content == "X did not help.\n\n" + prompts.FINAL_ANSWER.format(answer="B. no")
+
+
+def test_a_blank_side_of_a_parallel_pair_is_refused() -> None:
+    from pydantic import ValidationError
+
+    assert Pair(ko="흉통이 있다", en="Chest pain.").en == "Chest pain."
+    for ko, en in (("", ""), ("흉통이 있다", "   ")):
+        with pytest.raises(ValidationError):
+            Pair(ko=ko, en=en)

@@ -122,9 +122,15 @@ def test_a_deepspeed_file_gets_the_runs_batch_and_keeps_its_own_sharding(tmp_pat
         ('{"checkpoint": {"writer": {"type": "decoupled"}}}', "remove checkpoint: medcouncil writes each"),
         ("[1, 2]", "expected a mapping"),
         ("{oops", "not valid json"),
+        ('{"zero_optimization": "stage3"}', "zero_optimization must be a mapping"),
+        ('{"bf16": {"enabled": true}, "bf16": {"enabled": false}}', "key 'bf16' given twice"),
+        ('{"zero_optimization": {"stage": "three"}}', "zero_optimization.stage must be 0, 1, 2 or 3, got 'three'"),
+        ('{"zero_optimization": {"stage": 4}}', "zero_optimization.stage must be 0, 1, 2 or 3, got 4"),
+        ("[" * 100_000, r"not valid json \(.*\)"),
+        (b'{"bf16": "\xe9t\xe9"}', r"bad\.json:1: not UTF-8 \(byte 0xe9\)"),
     ):
         bad = tmp_path / "bad.json"
-        bad.write_text(text)
+        bad.write_bytes(text if isinstance(text, bytes) else text.encode())
         with pytest.raises(ConfigError, match=message):
             zero.engine_config(FinetuneConfig(deepspeed=bad, batch_size=2, global_batch=8), 2)
     with pytest.raises(ConfigError, match="cannot read it"):

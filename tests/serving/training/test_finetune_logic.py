@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def test_checkpoints_round_trip_and_prune(tmp_path: Path) -> None:
     model, optimizer, scheduler = tiny_state()
     for step in (1, 2, 3):
         checkpoint.save(tmp_path, step, model, optimizer, scheduler, {"note": step}, keep=2)
+    assert [p.name for p in checkpoint.checkpoint_dirs(tmp_path)] == ["step-000002", "step-000003"]
+    copy = tmp_path / "checkpoints" / "step-000002-backup"  # a copy a user made beside them is not a checkpoint
+    shutil.copytree(tmp_path / "checkpoints" / "step-000002", copy)
     assert [p.name for p in checkpoint.checkpoint_dirs(tmp_path)] == ["step-000002", "step-000003"]
     tensors, progress = checkpoint.load(tmp_path / "checkpoints" / "step-000003")
     assert progress == {"step": 3, "note": 3}
