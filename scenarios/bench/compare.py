@@ -62,6 +62,9 @@ def compare(directories: Sequence[Path], seed: int = 0) -> Comparison:
     """Raises: ConfigError: fewer than two runs, runs of different datasets, or no item or mode in common."""
     if len(directories) < 2:
         raise ConfigError("compare needs at least two run folders")
+    resolved = [Path(d).resolve() for d in directories]
+    if twice := sorted({str(d) for d in resolved if resolved.count(d) > 1}):
+        raise ConfigError(f"{twice[0]} is given twice: compare different runs (a run against itself tests nothing)")
     runs = [(directory, load_run(directory)) for directory in directories]
     datasets = {run.manifest.dataset.dataset for _, run in runs}
     sources = {Path(run.manifest.dataset.source).name for _, run in runs}

@@ -194,9 +194,7 @@ def finetune(
     if wrong := [flag for flag, given in foreign.items() if given]:
         raise ConfigError(f"{', '.join(wrong)}: not an option of --method {method or 'lora'}")
     if resume is not None:
-        settings = _saved_config(resume, decontaminate)
-        if threads:
-            settings = settings.model_copy(update={"threads": threads})
+        settings = _resumed(resume, decontaminate, threads)
     else:
         settings = FinetuneConfig.load(
             config,
@@ -285,3 +283,29 @@ def finetune(
         card = trainer.run(resume=resume is not None)
     if main:
         print_card(card, settings.out)
+
+
+def _resumed(resume: Path, decontaminate: bool | None, threads: int | None) -> FinetuneConfig:
+    """The saved run's settings (``--threads`` may change). Raises: ConfigError: other options given."""
+    if ignored := _given_besides(("resume", "threads", "decontaminate")):
+        raise ConfigError(
+            f"--resume continues {resume} with the settings it was started with: {', '.join(ignored)} cannot "
+            "change them (only --threads can); start a new run with another --out instead"
+        )
+    settings = _saved_config(resume, decontaminate)
+    return settings.model_copy(update={"threads": threads}) if threads else settings
+
+
+def _given_besides(allowed: tuple[str, ...]) -> list[str]:
+    """The options given on the command line (not left at their defaults) other than ``allowed``."""
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    if context is None:
+        return []
+    return [
+        param.opts[0]
+        for param in context.command.params
+        if param.name not in allowed and context.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -79,6 +80,8 @@ def test_refuses_what_cannot_be_compared(tmp_path: Path) -> None:
         compare([base, other])
     with pytest.raises(ConfigError, match="no such directory"):
         compare([base, tmp_path / "missing"])
+    with pytest.raises(ConfigError, match="is given twice: compare different runs"):
+        compare([base, tmp_path / "." / "a"])
 
 
 def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Path) -> None:
@@ -92,6 +95,15 @@ def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Pa
     )
     assert done.returncode == 0, done.stderr
     assert "med vs gemma-3-270m" in done.stdout and (tmp_path / "cmp" / "compare.md").exists()
+    partial = make_run(tmp_path / "partial", "med", right={"q0"}, items=["q0", "q1"])  # an unfinished run
+    done = subprocess.run(
+        [*cli, "compare", str(base), str(partial), "--out", str(tmp_path / "cmp2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert "compared on the 2 items every run answered; left out: gemma-3-270m 8, med 0" in done.stdout
     failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "at least two" in failed.stderr and "Traceback" not in failed.stderr
 

@@ -55,6 +55,14 @@ def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_pa
         )
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr
+    changed = subprocess.run(
+        [*cli, "finetune", "--resume", str(tmp_path / "run"), "--lr", "5", "--epochs", "9", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # settings a resume cannot change are refused, not silently dropped (--threads may change)
+    assert changed.returncode == 1 and changed.stderr.startswith(f"error: --resume continues {tmp_path / 'run'}")
+    assert "--learning-rate, --epochs cannot change them" in changed.stderr
 
 
 def _checkpoint(out: Path, config: dict[str, object]) -> None:
