@@ -164,6 +164,12 @@ def pooled_client(
     return ModelClient(component, first, settings, engine=None, pool=pool)
 
 
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
 def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[[str], None]) -> ModelClient:
     component = load_component(path)
     config = component.config
@@ -171,8 +177,9 @@ def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[
     urls_given = base_url if isinstance(base_url, list) else [base_url]
     if not all(isinstance(url, str) for url in urls_given if url is not None):
         raise ConfigError(f"{path}: config.base_url must be a URL (text) or a list of them, got {base_url!r}")
-    if base_url and not config.get("api_key"):
-        # A keyless local server: never let the client fall back on OPENAI_API_KEY and send it to this URL.
+    if base_url and not config.get("api_key") and all(_loopback(url) for url in urls_given if url):
+        # A keyless local server: never let the client fall back on OPENAI_API_KEY and send it to this machine's
+        # server (a hosted API keeps reading its key from the environment, as the OpenAI client does).
         config = {**config, "api_key": "not-needed"}
         component = component.model_copy(update={"config": config})
     if isinstance(base_url, list):  # a pool: base_url lists the replicas

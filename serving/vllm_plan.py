@@ -34,6 +34,19 @@ MANAGED_FLAGS = frozenset({"--host", "--port", "--api-key", "--model", "--served
 the process list or answer on a port medcouncil does not watch."""
 
 
+def managed_flags(args: list[str]) -> list[str]:
+    """The ``extra_args`` that would set what medcouncil manages, as vLLM's parser reads them: ``_`` for ``-``, an
+    unambiguous prefix (``--hos``), or ``--config`` (a file that may set any of them)."""
+    found = []
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name = arg.split("=", 1)[0].replace("_", "-")
+        if name == "--config" or any(flag.startswith(name) and len(name) > 3 for flag in MANAGED_FLAGS):
+            found.append(arg.split("=", 1)[0])
+    return sorted(set(found))
+
+
 def gpus(config: EngineConfig) -> int:
     """GPUs the engine uses: tensor x pipeline x data parallel sizes."""
     return config.tensor_parallel_size * config.pipeline_parallel_size * config.data_parallel_size
@@ -74,12 +87,10 @@ def check_sizes(config: EngineConfig) -> None:
             f"{', '.join(limits)}: LoRA limits without an adapter (give lora: NAME=PATH, or --enable-lora in "
             "extra_args for adapters loaded at run time)"
         )
-    if config.engine == "vllm" and (
-        managed := sorted(MANAGED_FLAGS & {arg.split("=", 1)[0] for arg in config.extra_args})
-    ):
+    if config.engine == "vllm" and (managed := managed_flags(config.extra_args)):
         raise ValueError(
             f"extra_args {', '.join(managed)}: medcouncil sets these itself (127.0.0.1, its own port, the key "
-            "through the environment); use the config's own fields"
+            "through the environment; --config could set any of them); use the config's own fields"
         )
     if config.max_cpu_loras is not None and config.max_cpu_loras < (config.max_loras or 1):
         raise ValueError(f"max_cpu_loras {config.max_cpu_loras} is below max_loras {config.max_loras or 1}")

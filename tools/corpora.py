@@ -39,7 +39,7 @@ def _row_document(row: dict[str, Any], source: str) -> Document | None:
             text=text,
             source=source,
             title=topic,
-            item_id=str(row.get("id") or ""),
+            item_id="" if row.get("id") is None else str(row["id"]),
             extra={"corpus": "medmcqa"},
             question=str(row.get("question") or ""),
         )
@@ -68,7 +68,7 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
     source = str(path)
     if isinstance(data, dict) and isinstance(data.get("questions"), list):  # BioASQ
         for number, question in enumerate(data["questions"]):
-            snippets = question.get("snippets") if isinstance(question, dict) else None
+            snippets = (question.get("snippets") or []) if isinstance(question, dict) else None
             if not isinstance(snippets, list) or not all(isinstance(snippet, dict) for snippet in snippets):
                 warn(f"{path}: question {number} skipped, not an object with a list of snippet objects")
                 continue
@@ -80,7 +80,7 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
                         text=text,
                         source=source,
                         title=title,
-                        item_id=str(question.get("id") or ""),
+                        item_id="" if question.get("id") is None else str(question["id"]),
                         extra={"corpus": "bioasq"},
                         question=str(question.get("body") or ""),
                     )

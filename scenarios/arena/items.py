@@ -136,7 +136,7 @@ def _first(path: Path) -> object:
 
 
 def _rows(path: Path) -> Iterable[tuple[int, Any]]:
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         data = load_json(path)
         if isinstance(data, dict) and isinstance(data.get("questions"), list):
             return enumerate(data["questions"], 1)
@@ -154,7 +154,7 @@ def load_items(
         MalformedRow: the first bad row, when ``strict``.
     """
     path = Path(source).expanduser()
-    kind = _kind(_first(path)) if path.is_file() and path.suffix in (".jsonl", ".json") else None
+    kind = _kind(_first(path)) if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json") else None
     name = path.stem if path.is_file() else source
     if kind is not None:
         items, bad = convert_rows(path, _rows(path), ADAPTERS[kind], strict, limit, dataset=name)

@@ -290,7 +290,7 @@ def _resumed(resume: Path, decontaminate: bool | None, threads: int | None) -> F
     if ignored := _given_besides(("resume", "threads", "decontaminate")):
         raise ConfigError(
             f"--resume continues {resume} with the settings it was started with: {', '.join(ignored)} cannot "
-            "change them (only --threads can); start a new run with another --out instead"
+            "change them (only --threads and --decontaminate can); start a new run with another --out instead"
         )
     settings = _saved_config(resume, decontaminate)
     return settings.model_copy(update={"threads": threads}) if threads else settings

@@ -91,8 +91,9 @@ def read_chat_jsonl(path: Path) -> list[ChatExample]:
 
 
 def is_chat_jsonl(path: Path) -> bool:
-    """True when the first object of a ``.jsonl`` file has a ``messages`` field."""
-    if path.suffix != ".jsonl" or not path.is_file():
+    """True when the first object of a JSON Lines file (``.jsonl``, ``.ndjson``, any case) has a ``messages``
+    field."""
+    if path.suffix.lower() not in (".jsonl", ".ndjson") or not path.is_file():
         return False
     record = first_object(path)
     return record is not None and "messages" in record

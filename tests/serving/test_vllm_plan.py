@@ -36,6 +36,8 @@ def load(**fields: object) -> EngineConfig:
         ({"engine": "vllm", "tensor_parallel_size": 0}, "tensor_parallel_size: Input should be greater than"),
         ({"engine": "vllm", "max_loras": 2, "max_lora_rank": 64}, "max_lora_rank, max_loras: LoRA limits without an"),
         ({"engine": "vllm", "extra_args": ["--host", "0.0.0.0", "--api-key=k"]}, "extra_args --api-key, --host: medc"),
+        ({"engine": "vllm", "extra_args": ["--api_key", "k", "--hos", "0.0.0.0"]}, "extra_args --api_key, --hos: med"),
+        ({"engine": "vllm", "extra_args": ["--config", "vllm.yaml"]}, "extra_args --config: medcouncil sets"),
     ],
 )  # fmt: skip
 def test_impossible_combinations_are_refused_when_the_config_is_read(fields: dict[str, object], message: str) -> None:

@@ -92,7 +92,8 @@ def test_unreadable_file_is_skipped_with_its_name(tmp_path: Path) -> None:
 
 def test_malformed_json_documents_are_warnings_naming_the_file_never_a_crash(tmp_path: Path) -> None:
     cases = {
-        "bioasq_ints.json": json.dumps({"questions": [1, {"body": "q", "snippets": ["plain"]}]}),
+        "bioasq_ints.json": json.dumps({"questions": [1, {"body": "q", "snippets": ["plain"]}, {"body": "none"}]}),
+        "bioasq_zero.json": json.dumps({"questions": [{"id": 0, "body": "q", "snippets": [{"text": "t"}]}]}),
         "deep.json": "[" * 100_000 + "]" * 100_000,
         "big.jsonl": '{"text": 1' + "0" * 5000 + "}\n" + json.dumps({"text": "kept", "title": None, "id": None}) + "\n",
         "bom.json": "\ufeff" + json.dumps([{"text": "with a BOM"}]),
@@ -107,6 +108,8 @@ def test_malformed_json_documents_are_warnings_naming_the_file_never_a_crash(tmp
             for n in (0, 1)
         ],
     )
+    (zero,), _ = found["bioasq_zero.json"]
+    assert zero.item_id == "0"  # an id of 0 is an id
     assert found["deep.json"][0] == [] and found["deep.json"][1] == [
         f"{tmp_path / 'deep.json'}:1: not JSON (nested too deeply): skipped"
     ]

@@ -25,3 +25,13 @@ def test_the_first_object_decides_the_format_past_a_bad_first_line(tmp_path: Pat
     empty.write_text("\n{broken\n", encoding="utf-8")
     assert first_object(empty) is None and first_object(tmp_path / "missing.jsonl") is None
     assert not is_chat_jsonl(empty) and not is_preference_jsonl(tmp_path / "missing.jsonl")
+
+
+def test_chat_files_are_recognised_whatever_the_case_of_their_json_lines_suffix(tmp_path: Path) -> None:
+    for name in ("chat.JSONL", "chat.ndjson"):
+        path = tmp_path / name
+        path.write_text('{"messages": [{"role": "user", "content": "q"}]}\n', encoding="utf-8")
+        assert is_chat_jsonl(path), name
+    other = tmp_path / "chat.txt"
+    other.write_text('{"messages": []}\n', encoding="utf-8")
+    assert not is_chat_jsonl(other)

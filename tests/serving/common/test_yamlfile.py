@@ -30,3 +30,5 @@ def test_merge_keys_lists_and_distinct_keys_still_load(tmp_path: Path) -> None:
         "1": "one",
         1: "number",
     }
+    nested = "c: &c {a: 1}\nserver:\n  <<: &b\n    <<: *c\n    a: 2\n  port: 2\nother: *b\n"  # an override
+    assert parse_yaml(tmp_path / "ok.yaml", nested)["other"] == {"a": 2}
