@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from medcouncil.scenarios.datasets.base import Format, Registered, file_subset
-from medcouncil.scenarios.datasets.samples import LETTERS, Sample, letter_at, letter_options, text_of, whole_number
+from medcouncil.scenarios.datasets.samples import (
+    LETTERS,
+    Sample,
+    letter_at,
+    letter_options,
+    record_id,
+    text_of,
+    whole_number,
+)
 
 HF_DATASET = "sean0042/KorMedMCQA"
 SUBSETS = ("doctor", "nurse", "pharm", "dentist")
@@ -32,11 +40,10 @@ def record_to_sample(record: dict[str, Any], index: int, subset: str = "", answe
     options = letter_options([record.get(letter) for letter in LETTERS])
     answer = _answer(record["answer"], answer_base)
     parts = [str(record.get(key, "")) for key in ("year", "period", "q_number")]
-    own_id = record.get("id")
     if any(parts):
         sample_id = "-".join([subset or str(record.get("subject", "")), *parts])
     else:
-        sample_id = str(own_id) if own_id is not None and str(own_id).strip() else str(index)
+        sample_id = record_id(record, index, "id")
     question = text_of(record["question"], "question").strip()
     korean = bool(HANGUL.search(question) or any(HANGUL.search(text) for text in options.values()))
     return Sample(
