@@ -286,13 +286,17 @@ def finetune(
 
 
 def _resumed(resume: Path, decontaminate: bool | None, threads: int | None) -> FinetuneConfig:
-    """The saved run's settings (``--threads`` may change). Raises: ConfigError: other options given."""
+    """The saved run's settings (``--threads`` may change).
+
+    Raises: ConfigError: no run to resume in ``resume`` (told first: it is what the user must fix first), or
+    other options given.
+    """
+    settings = _saved_config(resume, decontaminate)
     if ignored := _given_besides(("resume", "threads", "decontaminate")):
         raise ConfigError(
             f"--resume continues {resume} with the settings it was started with: {', '.join(ignored)} cannot "
             "change them (only --threads and --decontaminate can); start a new run with another --out instead"
         )
-    settings = _saved_config(resume, decontaminate)
     return settings.model_copy(update={"threads": threads}) if threads else settings
 
 

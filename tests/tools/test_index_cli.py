@@ -26,7 +26,7 @@ def test_add_query_stats_remove(cli: list[str], store: Path, tmp_path: Path) -> 
     (notes / "broken.json").write_text("{not json")
     added = medcouncil(cli, store, "index", "add", str(notes), str(tmp_path / "missing.txt"), "--collection", "notes")
     assert added.returncode == 1, added.stderr  # the rest is in, but a path given was not found
-    assert "broken.json: skipped, unreadable" in added.stderr
+    assert f"{notes / 'broken.json'}:1: not JSON" in added.stderr and "): skipped" in added.stderr
     assert "missing.txt: skipped, no such file" in added.stderr
     assert "1 documents → 1 chunks, 1 new" in added.stdout
     assert "notes chunks" in added.stderr and "1/1" in added.stderr and "/?" not in added.stderr  # a known total

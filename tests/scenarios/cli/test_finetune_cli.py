@@ -55,6 +55,7 @@ def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_pa
         )
         assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
         assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr
+    (step / STATE).write_text('{"card": {"config": {}}}')  # a readable run: what a resume cannot change is next
     changed = subprocess.run(
         [*cli, "finetune", "--resume", str(tmp_path / "run"), "--lr", "5", "--epochs", "9", "--threads", "1"],
         capture_output=True,
