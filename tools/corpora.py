@@ -9,6 +9,8 @@ set (id → ``CONTEXTS``). Anything else: one document per file, or per row with
 from __future__ import annotations
 
 import csv
+import itertools
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -107,15 +109,39 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
         yield document
 
 
+_HEADER_CELL = re.compile(r"\w[\w \-/()#.]{0,63}")
+
+
+def _looks_like_header(cells: list[str]) -> bool:
+    """Column names: every cell filled, short, and a name rather than a sentence (no sentence end inside it)."""
+    return bool(cells) and all(
+        _HEADER_CELL.fullmatch(cell.strip()) and not re.search(r"\w\.\s", cell.strip() + " ") for cell in cells
+    )
+
+
 def _csv(path: Path, warn: Warn) -> Iterator[Document]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        has_text_field = bool(set(reader.fieldnames or []) & set(TEXT_FIELDS))
-        for number, row in enumerate(reader, 2):
+    """One document per row: its text column, or, in a file without one, the whole row. A file without a text
+    column whose first row is not a header (a CSV of notes) keeps that row as a document, and the reading is told."""
+    with path.open(encoding="utf-8-sig", newline="") as handle:  # a spreadsheet's byte-order mark is no name
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        names = [cell.strip().lower() for cell in header]
+        has_text_field = bool(set(names) & set(TEXT_FIELDS))
+        first = 2
+        if not has_text_field:
+            if _looks_like_header(header):
+                warn(f"{path}: no text column ({', '.join(TEXT_FIELDS)}): each row is read whole, row 1 is its header")
+            else:
+                warn(f"{path}: no header row with a text column: each row is read whole, row 1 included")
+                first = 1
+        rows = itertools.chain([header] if first == 1 else [], reader)
+        for number, cells in enumerate(rows, first):
             if has_text_field:
-                document = _row_document(row, str(path))
+                document = _row_document(dict(zip(names, cells, strict=False)), str(path))
             else:  # no text column: the whole row is the text
-                text = " ".join(value for value in row.values() if isinstance(value, str) and value.strip())
+                text = " ".join(cell.strip() for cell in cells if cell.strip())
                 document = Document(text=text, source=str(path)) if text else None
             if document is None:
                 warn(f"{path}:{number}: skipped, empty text")

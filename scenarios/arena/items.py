@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
-from medcouncil.scenarios.datasets.samples import Sample, convert_rows, json_items, jsonl_rows
+from medcouncil.scenarios.datasets.samples import Sample, convert_rows, json_items, jsonl_rows, record_id
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import load_json
 
@@ -87,7 +87,7 @@ def record_to_bioasq(record: Any, index: int, dataset: str = "bioasq") -> ArenaI
         raise ValueError(f"expected an object, got {type(record).__name__}")
     references = _texts(record.get("ideal_answer")) + _texts(record.get("exact_answer"))
     return ArenaItem(
-        id=str(record.get("id", index)), prompt=record["body"], references=tuple(references), dataset=dataset
+        id=record_id(record, index, "id"), prompt=record["body"], references=tuple(references), dataset=dataset
     )
 
 
@@ -100,7 +100,7 @@ def record_to_item(record: Any, index: int, dataset: str = "arena") -> ArenaItem
         raise ValueError(f"prompt: expected text, got {type(prompt).__name__}")
     references = _texts(record.get("references")) + _texts(record.get("reference"))
     return ArenaItem(
-        id=str(record.get("id", index)),
+        id=record_id(record, index, "id"),
         prompt=prompt,
         references=tuple(references),
         dataset=str(record.get("dataset") or dataset),

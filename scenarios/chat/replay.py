@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medcouncil.agents.calls import untranslated_turn
 from medcouncil.agents.preserve import placed_text
@@ -47,6 +47,15 @@ class ScenarioTurn(BaseModel):
     user: str = Field(min_length=1)
     options: dict[str, str] | None = None
     expect: Expect = Field(default_factory=Expect)
+
+    @model_validator(mode="after")
+    def _choosable(self) -> ScenarioTurn:
+        """A ``chooses:`` check names one of the turn's options (told before the replay, not after it)."""
+        wanted = self.expect.chooses
+        if wanted is not None and wanted not in (self.options or {}):
+            given = f"its options are {', '.join(self.options)}" if self.options else "the turn has no options"
+            raise ValueError(f"expect.chooses: {wanted!r} can never be chosen: {given}")
+        return self
 
 
 class Scenario(BaseModel):

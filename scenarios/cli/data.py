@@ -8,7 +8,7 @@ import statistics
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,10 +17,15 @@ from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.training.data import ChatExample
 
+if TYPE_CHECKING:
+    from medcouncil.scenarios.training.sft import FreeText
+
 data_app = typer.Typer(
     help="Training data for the council: role-shaped SFT sets, decontaminated.", no_args_is_help=True
 )
 DEFAULT_MIX = "diagnostician=0.6,critic=0.3,single=0.1"
+TRANSLATOR_SHARE = 0.3
+"""The translator's weight added to the default mix when ``--parallel`` pairs are given."""
 
 
 def _pairs(path: Path) -> list[object]:
@@ -36,10 +41,12 @@ def _pairs(path: Path) -> list[object]:
                 raise ConfigError(str(record))
             try:
                 pairs.append(Pair.model_validate(record))
-            except ValidationError:
-                raise ConfigError(
-                    f"{path}:{number}: expected an object with 'ko' and 'en' texts, neither blank"
-                ) from None
+            except ValidationError as error:
+                first = error.errors()[0]
+                reason = "expected an object with 'ko' and 'en' texts, neither blank"
+                if first["type"] == "value_error":  # the pair's own check (swapped texts)
+                    reason = str(first["msg"]).removeprefix("Value error, ")
+                raise ConfigError(f"{path}:{number}: {reason}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
     return pairs
@@ -77,6 +84,42 @@ def _token_lengths(examples: list[ChatExample], base: str | None) -> dict[str, o
     }
 
 
+def _weights(mix: str, parallel: Path | None) -> dict[str, float]:
+    """The role weights of ``--mix``; with ``--parallel``, the default mix gives the translator its share.
+
+    Raises: ConfigError: a malformed mix, or one that leaves the pairs given unused.
+    """
+    from medcouncil.scenarios.training.sft import parse_mix
+
+    if parallel is not None and mix == DEFAULT_MIX:
+        mix += f",translator={TRANSLATOR_SHARE}"  # the pairs given are used; an explicit --mix says how much
+    try:
+        weights = parse_mix(mix)
+    except ValueError as error:
+        raise ConfigError(f"--mix: {error}") from None
+    if parallel is not None and not weights.get("translator"):
+        raise ConfigError(
+            f"--parallel {parallel}: --mix gives the translator no weight, so no pair would be used: add translator=W"
+        )
+    return weights
+
+
+def _bioasq(paths: list[Path], sources: dict[str, int], skipped_rows: dict[str, int]) -> list[FreeText]:
+    """The free-text questions of the BioASQ files; their counts (and questions skipped, warned) go on the card."""
+    from medcouncil.scenarios.datasets.samples import print_skipped
+    from medcouncil.scenarios.training.sft import read_bioasq
+
+    free: list[FreeText] = []
+    for path in paths:
+        questions, unused = read_bioasq(path)
+        print_skipped(unused)
+        free += questions
+        sources[str(path)] = len(questions)
+        if unused:
+            skipped_rows[str(path)] = len(unused)
+    return free
+
+
 def build(
     out: Annotated[Path, typer.Option(help="The chat JSONL to write (its data card: OUT.card.json).")],
     dataset: DatasetsOpt = None,
@@ -92,7 +135,12 @@ def build(
             help="A medcouncil distill output: its kept rationales become the diagnostician's reasoning (repeatable)."
         ),
     ] = None,
-    mix: Annotated[str, typer.Option(help="Role weights, e.g. diagnostician=0.6,critic=0.3,single=0.1.")] = DEFAULT_MIX,
+    mix: Annotated[
+        str,
+        typer.Option(
+            help="Role weights, e.g. diagnostician=0.6,critic=0.3,single=0.1 (translator=0.3 added with --parallel)."
+        ),
+    ] = DEFAULT_MIX,
     size: Annotated[int | None, typer.Option(min=1, help="Examples to write (default: one per item).")] = None,
     seed: SeedOpt = 0,
     decontaminate: Annotated[bool, typer.Option(help="Drop items found in evaluation sets.")] = True,
@@ -111,29 +159,23 @@ def build(
     from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import print_skipped
     from medcouncil.scenarios.training import decontamination as decon
-    from medcouncil.scenarios.training.sft import Pair, parse_mix, read_bioasq, role_pools
+    from medcouncil.scenarios.training.sft import Pair, role_pools
     from medcouncil.scenarios.training.sft import mix as mix_pools
 
-    try:
-        weights = parse_mix(mix)
-    except ValueError as error:
-        raise ConfigError(f"--mix: {error}") from None
     if not dataset and not bioasq and parallel is None:
         raise ConfigError("give at least one source: --dataset, --bioasq or --parallel")
-    samples = []
+    weights = _weights(mix, parallel)
     sources: dict[str, int] = {}
     skipped_rows: dict[str, int] = {}
+    samples = []
     for name in dataset or []:
         loaded, info = load_dataset(name, subset, split, FieldMap.parse(fields) if fields else None, False, data_dir)
         print_skipped(info.skipped_rows, info.skipped)
-        loaded = loaded[:limit] if limit else loaded
-        samples += loaded
-        sources[info.source] = len(loaded)
+        samples += loaded[:limit] if limit else loaded
+        sources[info.source] = len(loaded[:limit] if limit else loaded)
         if info.skipped:
             skipped_rows[info.source] = info.skipped
-    free = [item for path in bioasq or [] for item in read_bioasq(path)]
-    for path in bioasq or []:
-        sources[str(path)] = sum(1 for item in free if item.source == path.name)
+    free = _bioasq(bioasq or [], sources, skipped_rows)
     pairs = [p for p in _pairs(parallel) if isinstance(p, Pair)] if parallel else []
     overlaps: list[decon.Overlap] = []
     if decontaminate and (samples or free):
@@ -152,6 +194,12 @@ def build(
     taught: dict[str, str] = {}
     for path in rationales or []:
         taught.update(read_rationales(path))
+    used = sum(1 for s in samples if s.id in taught)
+    if unmatched := len(taught) - used:
+        err_console.print(
+            f"[warning]{unmatched} of {len(taught)} kept rationales match no item built (ids of another dataset, or "
+            "items dropped as evaluation items)[/]"
+        )
     pools = role_pools(samples, pairs, seed, free, taught)
     total = size or len(samples) + len(free) + len(pairs)
     examples, counts = mix_pools(pools, weights, total, seed)
@@ -178,7 +226,7 @@ def build(
         "rationales": {
             "files": [str(p) for p in rationales or []],
             "kept": len(taught),
-            "used": sum(1 for s in samples if s.id in taught),
+            "used": used,
         },
         "characters": {"min": min(lengths), "median": statistics.median(lengths), "max": max(lengths)},
         "tokens": tokens,

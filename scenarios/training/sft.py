@@ -17,17 +17,18 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import PLACEHOLDER, protect
 from medcouncil.agents.roles import evidence_block, options_block
-from medcouncil.scenarios.datasets.samples import Sample
+from medcouncil.scenarios.datasets.samples import Sample, record_id
 from medcouncil.scenarios.training.examples import record_to_example
 from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.common.jsonl import BadLine, read_json
 from medcouncil.serving.training.data import ChatExample, Message
 from medcouncil.tools.knowledge import Evidence
+from medcouncil.tools.language import detect_language, is_hangul
 from medcouncil.tools.untrusted import fence, neutralise
 
 ROLES = ("diagnostician", "critic", "translator", "single")
@@ -38,6 +39,12 @@ class Pair(BaseModel):
 
     ko: str = Field(min_length=1, pattern=r"\S")
     en: str = Field(min_length=1, pattern=r"\S")
+
+    @model_validator(mode="after")
+    def _not_swapped(self) -> Pair:
+        if detect_language(self.en) == "ko" and not any(is_hangul(char) for char in self.ko):
+            raise ValueError("'ko' holds no Korean and 'en' is Korean: the two look swapped")
+        return self
 
 
 def _because(sample: Sample) -> str:
@@ -164,8 +171,9 @@ class FreeText(BaseModel):
     source: str = ""
 
 
-def read_bioasq(path: Path) -> list[FreeText]:
-    """The questions of a BioASQ golden JSON file that have an ideal answer.
+def read_bioasq(path: Path) -> tuple[list[FreeText], list[str]]:
+    """The questions of a BioASQ golden JSON file that have an ideal answer, and the questions skipped
+    (``FILE: question N (ID): reason``: not an object, no body, no ideal answer, as in a test-phase file).
 
     Raises:
         ConfigError: unreadable, not JSON, or no ``questions`` list (naming the file).
@@ -177,25 +185,33 @@ def read_bioasq(path: Path) -> list[FreeText]:
     questions = data.get("questions") if isinstance(data, dict) else None
     if not isinstance(questions, list):
         raise ConfigError(f"{path}: not a BioASQ golden file (no 'questions' list)")
-    items = []
+    items: list[FreeText] = []
+    skipped: list[str] = []
     for number, question in enumerate(questions, 1):
-        if not isinstance(question, dict) or not question.get("body"):
+        if not isinstance(question, dict):
+            skipped.append(f"{path}: question {number}: not an object")
             continue
+        name = record_id(question, number, "id")
+        body = question.get("body")
         ideal = question.get("ideal_answer")
         answer = ideal[0] if isinstance(ideal, list) and ideal else ideal
+        if not isinstance(body, str) or not body.strip():
+            skipped.append(f"{path}: question {number} ({name}): no body")
+            continue
         if not isinstance(answer, str) or not answer.strip():
+            skipped.append(f"{path}: question {number} ({name}): no ideal answer")
             continue
         snippets = [str(s.get("text", "")) for s in question.get("snippets") or [] if isinstance(s, dict)]
         items.append(
             FreeText(
-                id=str(question.get("id", number)),
-                question=str(question["body"]).strip(),
+                id=name,
+                question=body.strip(),
                 answer=answer.strip(),
                 evidence=[s for s in snippets if s.strip()][:3],
                 source=path.name,
             )
         )
-    return items
+    return items, skipped
 
 
 def diagnostician_free(item: FreeText) -> ChatExample:
@@ -273,13 +289,15 @@ def mix(
     pools: dict[str, list[ChatExample]], weights: dict[str, float], size: int, seed: int
 ) -> tuple[list[ChatExample], dict[str, int]]:
     """``size`` examples drawn from the pools by weight (seeded, without replacement: a role whose pool is smaller
-    than its share gives all it has), shuffled; and the count per role."""
+    than its share gives all it has), shuffled; and the count per role. A role with no examples at all (no source
+    for it was given) is left out and the others' weights renormalised, so its share is not lost."""
     rng = random.Random(seed)
     chosen: list[ChatExample] = []
     counts: dict[str, int] = {}
+    present = sum(weight for role, weight in weights.items() if pools.get(role))
     for role, weight in weights.items():
         pool = pools.get(role, [])
-        count = min(len(pool), round(weight * size))
+        count = min(len(pool), round(weight / present * size)) if pool else 0
         chosen += rng.sample(pool, count)
         counts[role] = count
     rng.shuffle(chosen)

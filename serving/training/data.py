@@ -1,9 +1,10 @@
 """Training examples: chat-format JSONL in, token ids with labels on the assistant turns only out.
 
-An example is ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}``; any other keys are
-kept as metadata. The conversation is rendered with the tokenizer's chat template (medcouncil's Gemma template for
-models that carry none), so the model is trained on exactly the text the engine builds at run time. Each assistant
-turn is cut out of the rendering: the prompt before it carries no label, its content and end-of-turn marker do.
+An example is ``{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`` (or ShareGPT's
+``{"conversations": [{"from": "system"|"human"|"gpt", "value": "..."}, ...]}``); any other keys are kept as
+metadata. The conversation is rendered with the tokenizer's chat template (medcouncil's Gemma template for models
+that carry none), so the model is trained on exactly the text the engine builds at run time. Each assistant turn is
+cut out of the rendering: the prompt before it carries no label, its content and end-of-turn marker do.
 """
 
 from __future__ import annotations
@@ -54,7 +55,54 @@ class ChatExample(BaseModel):
     def _has_answer(cls, value: tuple[Message, ...]) -> tuple[Message, ...]:
         if not any(m.role == "assistant" and m.content.strip() for m in value):
             raise ValueError("no assistant turn with content: nothing to learn from")
+        if late := next((n for n, m in enumerate(value) if m.role == "system" and n > 0), None):
+            raise ValueError(
+                f"message {late + 1} is a system message: a system message only opens a conversation (chat "
+                "templates put it before the first user turn, so anywhere else it would not be trained as written)"
+            )
         return value
+
+
+SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+"""ShareGPT's ``from`` values and the roles they stand for."""
+
+
+def _turn_list(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(t, dict) and ({"role", "content"} <= t.keys() or {"from", "value"} <= t.keys()) for t in value
+        )
+    )
+
+
+def chat_field(record: dict[str, Any]) -> str | None:
+    """The field of ``record`` that holds a conversation (a list of ``{role, content}`` or ShareGPT
+    ``{from, value}`` objects): ``messages`` first; None when no field does."""
+    if "messages" in record:
+        return "messages"
+    return next((key for key, value in record.items() if _turn_list(value)), None)
+
+
+def _messages(record: dict[str, Any]) -> Any:
+    """The ``messages`` of a chat record; a ShareGPT ``conversations`` list is read as one (``from`` → role).
+
+    Raises:
+        ValueError: a ShareGPT turn's ``from`` is not one of :data:`SHAREGPT_ROLES`.
+    """
+    if "messages" in record or not _turn_list(record.get("conversations")):
+        return record["messages"]
+    messages = []
+    for number, turn in enumerate(record["conversations"], 1):
+        if "role" in turn:
+            messages.append(turn)
+            continue
+        role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
+        if role is None:
+            raise ValueError(f"conversations.{number}.from: {turn['from']!r} is not one of {', '.join(SHAREGPT_ROLES)}")
+        messages.append({"role": role, "content": turn["value"]})
+    return messages
 
 
 def first_error(error: ValidationError) -> str:
@@ -79,24 +127,30 @@ def read_chat_jsonl(path: Path) -> list[ChatExample]:
         where = f"{path}:{number}"
         if isinstance(record, BadLine):
             raise ConfigError(str(record))
-        if not isinstance(record, dict) or "messages" not in record:
-            raise ConfigError(f"{where}: expected an object with a 'messages' list")
+        field = chat_field(record) if isinstance(record, dict) else None
+        if field not in ("messages", "conversations"):
+            held = f" (its {field!r} looks like one: rename it 'messages')" if field else ""
+            raise ConfigError(f"{where}: expected an object with a 'messages' list{held}")
+        assert isinstance(record, dict)
         try:
-            examples.append(ChatExample.model_validate({"messages": record["messages"], "source": where}))
+            examples.append(ChatExample.model_validate({"messages": _messages(record), "source": where}))
         except ValidationError as error:
             raise ConfigError(f"{where}: {first_error(error)}") from error
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from error
     if not examples:
         raise ConfigError(f"{path}: no training examples")
     return examples
 
 
 def is_chat_jsonl(path: Path) -> bool:
-    """True when the first object of a JSON Lines file (``.jsonl``, ``.ndjson``, any case) has a ``messages``
-    field."""
+    """True when the first object of a JSON Lines file (``.jsonl``, ``.ndjson``, any case) holds a conversation:
+    a ``messages`` field, or any field with a list of turns (a ShareGPT ``conversations``; another name is then
+    refused by :func:`read_chat_jsonl` with the name to use, rather than read as a dataset it is not)."""
     if path.suffix.lower() not in (".jsonl", ".ndjson") or not path.is_file():
         return False
     record = first_object(path)
-    return record is not None and "messages" in record
+    return record is not None and chat_field(record) is not None
 
 
 def fingerprint(examples: Sequence[ChatExample]) -> str:

@@ -82,6 +82,27 @@ def test_text_markdown_csv_and_folders(tmp_path: Path) -> None:
     assert warnings[0].startswith(f"{tmp_path / 'c.docx'}: skipped, unsupported file type")
 
 
+def test_a_csv_without_a_text_column_keeps_every_row_and_says_how_it_was_read(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.csv"
+    notes.write_text("Gout,Urate crystals inflame the first MTP joint.\nAsthma,Wheeze and cough at night.\n")
+    documents, warnings = read(notes)  # no header: the first row is a note, not column names
+    assert [d.text for d in documents] == [
+        "Gout Urate crystals inflame the first MTP joint.",
+        "Asthma Wheeze and cough at night.",
+    ]
+    assert warnings == [f"{notes}: no header row with a text column: each row is read whole, row 1 included"]
+    named = tmp_path / "named.csv"
+    named.write_text("\ufeffDisease,Summary (short)\nGout,Urate crystals.\n,\n")
+    documents, warnings = read(named)  # a header of other names: read whole, its header left out
+    assert [d.text for d in documents] == ["Gout Urate crystals."]
+    assert warnings[0].endswith("each row is read whole, row 1 is its header")
+    assert warnings[1] == f"{named}:3: skipped, empty text"
+    upper = tmp_path / "upper.csv"
+    upper.write_text("\ufeffTitle,Text\nGout,Urate crystals.\n")
+    (document,), warnings = read(upper)  # a spreadsheet's capitalised names and byte-order mark
+    assert (document.title, document.text, warnings) == ("Gout", "Urate crystals.", [])
+
+
 def test_unreadable_file_is_skipped_with_its_name(tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe\xfa garbage")

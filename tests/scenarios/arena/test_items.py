@@ -84,6 +84,16 @@ def test_arena_jsonl_with_bad_rows_named_by_line(tmp_path: Path) -> None:
     assert "empty question" in skipped[1]
 
 
+def test_a_null_or_blank_id_is_no_id(tmp_path: Path) -> None:
+    path = lines(
+        tmp_path / "ids.jsonl", {"id": None, "prompt": "Define sepsis."}, {"id": " ", "prompt": "Define shock."}
+    )
+    items, _ = load_items(str(path))
+    assert [i.id for i in items] != ["None", " "] and len({i.id for i in items}) == 2  # their positions, not "None"
+    bioasq = lines(tmp_path / "b.jsonl", {"id": None, "body": "What is BRCA1?", "ideal_answer": "A gene."})
+    assert load_items(str(bioasq))[0][0].id != "None"
+
+
 def test_errors_name_the_source(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="twice"):
         load_items(str(lines(tmp_path / "dup.jsonl", {"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"})))

@@ -29,6 +29,11 @@ def test_at_least_four_shipped_scenarios_load() -> None:
         ),
         ("name: x\nturns:\n  - user: hi\n    expcet: {}\n", r"x\.yaml:4: turns\.0\.expcet: Extra inputs"),
         ("name: x\nturns: []\n", r"x\.yaml:2: turns: List should have at least 1 item"),
+        (
+            "name: x\nturns:\n  - user: hi\n    options: {A: a, B: b}\n    expect: {chooses: E}\n",
+            r"x\.yaml:3: turns\.0: .*'E' can never be chosen: its options are A, B",
+        ),
+        ("name: x\nturns:\n  - user: hi\n    expect: {chooses: A}\n", r"x\.yaml:3: .*the turn has no options"),
     ],
 )
 def test_malformed_scenarios_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:

@@ -177,7 +177,10 @@ def dataset_file(tmp_path: Path, n: int) -> Path:
 
 
 def run_cli(cli: list[str], *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120, env=env)
+    # data build counts tokens with the embedded model's tokenizer: the first use in a test session converts the
+    # GGUF into the session's fresh cache (80-100 s on 2 quiet cores, more beside other work)
+    timeout = 600 if args[:2] == ("data", "build") else 120
+    return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def test_cli_distils_from_an_http_teacher_with_the_key_from_the_environment(
@@ -319,6 +322,23 @@ def test_data_build_uses_the_kept_rationales(cli: list[str], tmp_path: Path) -> 
     assert replies_by_case["Case 2"] == "Final answer: A. Asthma"  # rejected: no rationale, the answer line only
     card = json.loads(built.with_suffix(".card.json").read_text())
     assert card["rationales"] == {"files": [str(out)], "kept": 2, "used": 2}
+    fewer = run_cli(
+        cli,
+        *(
+            "data",
+            "build",
+            "--dataset",
+            str(data),
+            "--limit",
+            "1",
+            "--rationales",
+            str(out),
+            "--mix",
+            "diagnostician=1",
+        ),
+        *("--no-decontaminate", "--base", str(tmp_path / "none.gguf"), "--out", str(tmp_path / "one.jsonl")),
+    )  # a rationale whose item is not built is told, not only counted on the card
+    assert fewer.returncode == 0 and "1 of 2 kept rationales match no item built" in fewer.stderr, fewer.stderr
     missing = run_cli(
         cli,
         "data",

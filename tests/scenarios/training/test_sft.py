@@ -85,6 +85,8 @@ def test_mix_by_weight_is_seeded() -> None:
     again, _ = mix(pools, weights, 40, seed=5)
     assert counts == {"diagnostician": 30, "critic": 10}
     assert [e.source for e in first] == [e.source for e in again]
+    _, counts = mix(pools, parse_mix("diagnostician=1,translator=1"), 40, seed=5)
+    assert counts == {"diagnostician": 40, "translator": 0}  # no pairs given: their share is not lost
     for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0", "critic=nan", "critic=inf"):
         with pytest.raises(ValueError):
             parse_mix(bad)
@@ -197,3 +199,36 @@ def test_a_blank_side_of_a_parallel_pair_is_refused() -> None:
     for ko, en in (("", ""), ("흉통이 있다", "   ")):
         with pytest.raises(ValidationError):
             Pair(ko=ko, en=en)
+
+
+def test_parallel_pairs_are_used_by_the_default_mix_and_checked(cli: list[str], tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"ko": "흉통이 있다", "en": "Chest pain."}, ensure_ascii=False) + "\n")
+    out = tmp_path / "ko.jsonl"
+    base = ["--base", str(tmp_path / "none.gguf")]  # no tokenizer: the token count is a note, the build is quick
+    made = subprocess.run(
+        [*cli, "data", "build", "--parallel", str(pairs), *base, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # the default mix takes the pairs given (it had no translator weight, and wrote nothing)
+    assert made.returncode == 0, made.stderr
+    assert json.loads(out.with_suffix(".card.json").read_text())["per_role"]["translator"] == 1
+    unused = subprocess.run(
+        [*cli, "data", "build", "--parallel", str(pairs), "--mix", "diagnostician=1", *base, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unused.returncode == 1 and "--mix gives the translator no weight, so no pair would be used" in unused.stderr
+    pairs.write_text(
+        pairs.read_text() + json.dumps({"ko": "Chest pain.", "en": "흉통이 있다"}, ensure_ascii=False) + "\n"
+    )
+    swapped = subprocess.run(
+        [*cli, "data", "build", "--parallel", str(pairs), *base, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert swapped.returncode == 1
+    assert swapped.stderr == f"error: {pairs}:2: 'ko' holds no Korean and 'en' is Korean: the two look swapped\n"

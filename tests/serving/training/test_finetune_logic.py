@@ -18,7 +18,15 @@ from medcouncil.serving.config import GEMMA_TEMPLATE
 from medcouncil.serving.lora_gguf import check_base, convert
 from medcouncil.serving.training import checkpoint
 from medcouncil.serving.training.config import FinetuneConfig
-from medcouncil.serving.training.data import IGNORE, ChatExample, read_chat_jsonl, segments, split_eval, tokenize
+from medcouncil.serving.training.data import (
+    IGNORE,
+    ChatExample,
+    is_chat_jsonl,
+    read_chat_jsonl,
+    segments,
+    split_eval,
+    tokenize,
+)
 from medcouncil.serving.training.model import BaseModelInfo, load_model
 from medcouncil.serving.training.train import micro_batches, plan_steps
 
@@ -72,6 +80,9 @@ def test_loss_only_on_assistant_turns() -> None:
     assert cut.truncated and len(cut.input_ids) == 20 and cut.labelled == len("A2<end_of_turn>")
 
 
+SYSTEM = {"role": "system", "content": "late"}
+
+
 def test_chat_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "train.jsonl"
     good = json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]})
@@ -80,6 +91,13 @@ def test_chat_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
         json.dumps({"text": "x"}): "train.jsonl:2: expected an object with a 'messages' list",
         json.dumps({"messages": [{"role": "doctor", "content": "x"}]}): "train.jsonl:2: messages.0.role",
         json.dumps({"messages": [{"role": "user", "content": "x"}]}): "train.jsonl:2: .*no assistant turn",
+        json.dumps({"message": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}): (
+            "train.jsonl:2: expected an object with a 'messages' list \\(its 'message' looks like one: rename it"
+        ),
+        json.dumps(
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, SYSTEM]}
+        ): "train.jsonl:2: .*message 3 is a system message: a system message only opens a conversation",
+        json.dumps({"conversations": [{"from": "bot", "value": "x"}]}): "train.jsonl:2: conversations.1.from: 'bot'",
     }
     for line, message in cases.items():
         path.write_text(good + "\n" + line + "\n")
@@ -87,6 +105,11 @@ def test_chat_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
             read_chat_jsonl(path)
     path.write_text(good + "\n\n" + good + "\n")
     assert [e.source for e in read_chat_jsonl(path)] == [f"{path}:1", f"{path}:3"]
+    turns = [{"from": "system", "value": "s"}, {"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
+    path.write_text(json.dumps({"conversations": turns}) + "\n")  # ShareGPT
+    assert is_chat_jsonl(path)
+    (sharegpt,) = read_chat_jsonl(path)
+    assert [(m.role, m.content) for m in sharegpt.messages] == [("system", "s"), ("user", "q"), ("assistant", "a")]
     with pytest.raises(ConfigError, match=r"missing\.jsonl: cannot read training data"):
         read_chat_jsonl(tmp_path / "missing.jsonl")
 
