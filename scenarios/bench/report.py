@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from medcouncil.scenarios.bench.journal import Manifest, Record, read_errors, read_manifest, read_records
+from medcouncil.scenarios.bench.journal import SAMPLES, Manifest, Record, read_errors, read_manifest, read_records
 from medcouncil.scenarios.bench.modes import MODES
 from medcouncil.scenarios.bench.summary import ALL, Summary, summarize
 from medcouncil.serving.common.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 SUITE = "suite.json"
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:70em;color:#222}
@@ -311,11 +314,25 @@ class Run:
 
 
 def load_run(directory: Path) -> Run:
-    """Raises: ConfigError: no such directory, or not a run."""
+    """The run in ``directory``; journal rows of items or modes its manifest does not hold are left out, warned.
+
+    Raises: ConfigError: no such directory, or not a run.
+    """
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no such directory")
     manifest = read_manifest(directory)
     records = read_records(directory)
+    ids, modes = set(manifest.sample_ids), set(manifest.config.modes)
+    if foreign := [r for r in records if r.sample_id not in ids or r.mode not in modes]:
+        log.warning(
+            "%s: %d journal rows name an item or mode this run does not hold (first: %s in mode %s): left out "
+            "(a journal copied from another run?)",
+            directory / SAMPLES,
+            len(foreign),
+            foreign[0].sample_id,
+            foreign[0].mode,
+        )
+        records = [r for r in records if r.sample_id in ids and r.mode in modes]
     return Run(manifest, records, summarize(manifest, records, read_errors(directory)))
 
 

@@ -191,9 +191,9 @@ def finetune(
         "--group-size, --kl-weight, --max-new-tokens": objective != "grpo"
         and any(v is not None for v in (group_size, kl_weight, max_new_tokens)),
     }
-    if wrong := [flag for flag, given in foreign.items() if given]:
+    if resume is None and (wrong := [flag for flag, given in foreign.items() if given]):
         raise ConfigError(f"{', '.join(wrong)}: not an option of --method {method or 'lora'}")
-    if resume is not None:
+    if resume is not None:  # the run's method is its own: every other option is refused by _resumed
         settings = _resumed(resume, decontaminate, threads)
     else:
         settings = FinetuneConfig.load(
@@ -309,7 +309,7 @@ def _given_besides(allowed: tuple[str, ...]) -> list[str]:
     if context is None:
         return []
     return [
-        param.opts[0]
+        "/".join(param.opts)  # every spelling: the user may have typed --lr for --learning-rate
         for param in context.command.params
         if param.name not in allowed and context.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from medcouncil.agents.protocol import Episode, Question
 from medcouncil.scenarios.bench.compare import compare, markdown, write
-from medcouncil.scenarios.bench.journal import Journal, Manifest, Record, RunConfig
+from medcouncil.scenarios.bench.journal import SAMPLES, Journal, Manifest, Record, RunConfig
 from medcouncil.scenarios.datasets.registry import DatasetInfo
 from medcouncil.serving.common.errors import ConfigError
 
@@ -69,6 +70,17 @@ def test_items_not_in_every_run_are_left_out_and_said(tmp_path: Path) -> None:
     result = compare([base, other])
     assert result.items == 3 and result.dropped == {"m (a)": 7, "m (b)": 0}
     assert "left out" in markdown(result)
+
+
+def test_journal_rows_of_another_run_are_left_out_and_told(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    base = make_run(tmp_path / "a", "m", right=set(GOLD))
+    other = make_run(tmp_path / "b", "m", right=set(GOLD), items=["q0", "q1", "q2"])
+    with (other / SAMPLES).open("a") as journal:  # rows copied in from a run of more items
+        journal.write((base / SAMPLES).read_text().splitlines()[5] + "\n")
+    with caplog.at_level(logging.WARNING):
+        result = compare([base, other])
+    assert result.items == 3
+    assert f"{other / SAMPLES}: 1 journal rows name an item or mode this run does not hold (first: q5" in caplog.text
 
 
 def test_refuses_what_cannot_be_compared(tmp_path: Path) -> None:

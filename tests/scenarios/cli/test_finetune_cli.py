@@ -57,13 +57,27 @@ def test_resume_of_a_corrupt_checkpoint_state_is_one_line(cli: list[str], tmp_pa
         assert result.stderr.startswith(f"error: {step / STATE}") and result.stderr.count("\n") == 1, result.stderr
     (step / STATE).write_text('{"card": {"config": {}}}')  # a readable run: what a resume cannot change is next
     changed = subprocess.run(
-        [*cli, "finetune", "--resume", str(tmp_path / "run"), "--lr", "5", "--epochs", "9", "--threads", "1"],
+        [
+            *cli,
+            "finetune",
+            "--resume",
+            str(tmp_path / "run"),
+            "--lr",
+            "5",
+            "--epochs",
+            "9",
+            "--threads",
+            "1",
+            "--beta",
+            "1",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
     )  # settings a resume cannot change are refused, not silently dropped (--threads may change)
     assert changed.returncode == 1 and changed.stderr.startswith(f"error: --resume continues {tmp_path / 'run'}")
-    assert "--learning-rate, --epochs cannot change them" in changed.stderr
+    assert "--learning-rate/--lr, --epochs cannot change them" in changed.stderr.replace("--beta, ", "")
+    assert "--beta" in changed.stderr  # a method's option is the run's to keep, not "not an option of --method lora"
 
 
 def _checkpoint(out: Path, config: dict[str, object]) -> None:
