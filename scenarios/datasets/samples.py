@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import (
     BadLine,
-    first_object,
     for_command,
     iter_jsonl,
     json_type,
@@ -118,6 +117,16 @@ def read_text_utf8(path: Path) -> str:
     return for_command(read_text, path)
 
 
+def _saved_json_lines(path: Path) -> bool:
+    """JSON Lines saved as ``.json``: the first line that holds anything is a whole JSON object on its own, and more
+    lines follow it (a pretty-printed list or object opens with a line that is not)."""
+    try:
+        lines = [line for line in read_text(path).split("\n") if line.strip()]
+        return len(lines) > 1 and isinstance(parse_json(lines[0]), dict)
+    except (ValueError, OSError, RecursionError, BadLine):
+        return False
+
+
 def json_items(path: Path) -> Iterator[tuple[int, Any]]:
     """The items of a JSON file: a list of records, or an object of id -> record; JSON Lines saved as ``.json`` (one
     object per line, several lines) are read as such.
@@ -127,8 +136,8 @@ def json_items(path: Path) -> Iterator[tuple[int, Any]]:
     """
     try:
         data = load_json(path)
-    except ConfigError as error:
-        if "Extra data" in str(error) and isinstance(first_object(path), dict):
+    except ConfigError:
+        if _saved_json_lines(path):
             yield from jsonl_rows(path)
             return
         raise
@@ -188,13 +197,18 @@ def csv_rows(path: Path, header: bool = False) -> Iterator[tuple[int, Any]]:
         start = reader.line_num + 1
 
 
+def _null(value: Any) -> bool:
+    """None, or the NaN a spreadsheet export writes for an empty cell."""
+    return value is None or (isinstance(value, float) and value != value)
+
+
 def text_of(value: Any, name: str) -> str:
     """A text field: strings as they are, numbers as written.
 
     Raises:
         ValueError: naming the field, when it is null (None, NaN) or a list or object, never turned into "None".
     """
-    if value is None or (isinstance(value, float) and value != value):
+    if _null(value):
         raise ValueError(f"{name}: null")
     if isinstance(value, dict | list):
         raise ValueError(f"{name}: {json_type(value)}, not text")
@@ -202,7 +216,7 @@ def text_of(value: Any, name: str) -> str:
 
 
 def _blank(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or not str(value).strip()
+    return _null(value) or not str(value).strip()
 
 
 def letter_options(values: list[Any]) -> dict[str, str]:

@@ -271,3 +271,7 @@ def test_json_lines_saved_as_json_are_read_as_lines(tmp_path: Path) -> None:
     row = {"question": "Q?", "options": {"A": "x", "B": "y"}, "answer_idx": "B"}
     path = _jsonl(tmp_path / "items.json", [row, {**row, "answer_idx": "A"}])
     assert [s.answer for s in load_dataset(str(path))[0]] == ["B", "A"]
+    broken = tmp_path / "pretty.json"  # a pretty-printed list with a slip: its line, not a reading as lines
+    broken.write_text(json.dumps([row, row], indent=1).replace('"B"\n', '"B",\n', 1))
+    with pytest.raises(ConfigError, match=r"pretty\.json:\d+: not JSON"):
+        load_dataset(str(broken))
