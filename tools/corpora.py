@@ -109,35 +109,47 @@ def _json(path: Path, warn: Warn) -> Iterator[Document]:
         yield document
 
 
-_HEADER_CELL = re.compile(r"\w[\w \-/()#.]{0,63}")
+_NUMBER = re.compile(r"[-+]?\d[\d,.]*%?")
 
 
-def _looks_like_header(cells: list[str]) -> bool:
-    """Column names: every cell filled, short, and a name rather than a sentence (no sentence end inside it)."""
-    return bool(cells) and all(
-        _HEADER_CELL.fullmatch(cell.strip()) and not re.search(r"\w\.\s", cell.strip() + " ") for cell in cells
+def _is_data_row(cells: list[str]) -> bool:
+    """A first row that cannot be column names: only numbers, a cell longer than a name, or a sentence (four words
+    or more ending in . ! ?). Anything else is taken for a header, as CSV files have one (and the reading is told)."""
+    filled = [cell.strip() for cell in cells if cell.strip()]
+    return bool(filled) and (
+        all(_NUMBER.fullmatch(cell) for cell in filled)
+        or any(len(cell) > 64 or (len(cell.split()) >= 4 and cell[-1] in ".!?") for cell in filled)
     )
 
 
 def _csv(path: Path, warn: Warn) -> Iterator[Document]:
-    """One document per row: its text column, or, in a file without one, the whole row. A file without a text
-    column whose first row is not a header (a CSV of notes) keeps that row as a document, and the reading is told."""
+    """One document per row: its text column, or, in a file without one, the whole row. Without a text column, the
+    first row is a header unless it is plainly data (:func:`_is_data_row`); either reading is told."""
     with path.open(encoding="utf-8-sig", newline="") as handle:  # a spreadsheet's byte-order mark is no name
         reader = csv.reader(handle)
-        header = next(reader, None)
-        if header is None:
+        first = 1
+        for header in reader:  # blank lines before the first row are not it
+            if any(cell.strip() for cell in header):
+                break
+            first += 1
+        else:
             return
         names = [cell.strip().lower() for cell in header]
         has_text_field = bool(set(names) & set(TEXT_FIELDS))
-        first = 2
-        if not has_text_field:
-            if _looks_like_header(header):
-                warn(f"{path}: no text column ({', '.join(TEXT_FIELDS)}): each row is read whole, row 1 is its header")
-            else:
-                warn(f"{path}: no header row with a text column: each row is read whole, row 1 included")
-                first = 1
-        rows = itertools.chain([header] if first == 1 else [], reader)
-        for number, cells in enumerate(rows, first):
+        kept: list[list[str]] = []
+        if not has_text_field and _is_data_row(header):
+            warn(f"{path}: no header row with a text column: each row is read whole, row {first} included")
+            kept = [header]
+        elif not has_text_field:
+            shown = ", ".join(cell.strip() for cell in header)[:80]
+            warn(
+                f"{path}: no text column ({', '.join(TEXT_FIELDS)}): each row is read whole, row {first} ({shown}) "
+                "taken for the header"
+            )
+        rows = itertools.chain(kept, reader)
+        for number, cells in enumerate(rows, first if kept else first + 1):
+            if not cells:  # a blank line
+                continue
             if has_text_field:
                 document = _row_document(dict(zip(names, cells, strict=False)), str(path))
             else:  # no text column: the whole row is the text

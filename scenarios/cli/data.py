@@ -112,7 +112,7 @@ def _bioasq(paths: list[Path], sources: dict[str, int], skipped_rows: dict[str, 
     free: list[FreeText] = []
     for path in paths:
         questions, unused = read_bioasq(path)
-        print_skipped(unused)
+        print_skipped(unused, what="BioASQ question")
         free += questions
         sources[str(path)] = len(questions)
         if unused:
@@ -194,7 +194,7 @@ def build(
     taught: dict[str, str] = {}
     for path in rationales or []:
         taught.update(read_rationales(path))
-    used = sum(1 for s in samples if s.id in taught)
+    used = len(taught.keys() & {s.id for s in samples})
     if unmatched := len(taught) - used:
         err_console.print(
             f"[warning]{unmatched} of {len(taught)} kept rationales match no item built (ids of another dataset, or "

@@ -309,7 +309,7 @@ def _given_besides(allowed: tuple[str, ...]) -> list[str]:
     if context is None:
         return []
     return [
-        "/".join(param.opts)  # every spelling: the user may have typed --lr for --learning-rate
+        "/".join([*param.opts, *param.secondary_opts])  # every spelling: --lr for --learning-rate, a --no- flag
         for param in context.command.params
         if param.name not in allowed and context.get_parameter_source(param.name or "") == ParameterSource.COMMANDLINE
     ]

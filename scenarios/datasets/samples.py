@@ -77,17 +77,20 @@ class MalformedRow(ValueError):
         """``line`` 0: the row is named in ``reason`` (an item made from a dataset, by its id)."""
 
 
-def print_skipped(rows: Sequence[object], total: int | None = None, shown: int = 10) -> None:
-    """Warn on stderr of the malformed rows skipped (the first ``shown``, then how many more of ``total``)."""
+def print_skipped(
+    rows: Sequence[object], total: int | None = None, shown: int = 10, what: str = "malformed row"
+) -> None:
+    """Warn on stderr of the malformed rows (or other ``what``) skipped: the first ``shown``, then how many more of
+    ``total``."""
     from rich.markup import escape
 
     from medcouncil.serving.common.console import err_console
 
     total = len(rows) if total is None else total
     for row in rows[:shown]:
-        err_console.print(f"[warning]skipped malformed row:[/] {escape(str(row))}", soft_wrap=True)
+        err_console.print(f"[warning]skipped {what}:[/] {escape(str(row))}", soft_wrap=True)
     if total > shown:
-        err_console.print(f"[warning]… and {total - shown} more malformed rows skipped[/]")
+        err_console.print(f"[warning]… and {total - shown} more {what}s skipped[/]")
 
 
 def validation_reason(error: ValidationError) -> str:
@@ -323,7 +326,7 @@ def record_id(record: dict[str, Any], index: int, *names: str) -> str:
     """The record's own id (the first of ``names`` it holds, not blank), else its 0-based position."""
     for name in names:
         value = record.get(name)
-        if value is not None and str(value).strip():
+        if not _null(value) and str(value).strip():
             return str(value).strip()
     return str(index)
 

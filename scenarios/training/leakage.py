@@ -73,6 +73,16 @@ def _training_turns(card_path: Path) -> tuple[str, list[str]]:
         settings = FinetuneConfig.model_validate(config)
     except ValidationError:
         raise MedcouncilError(f"{card_path}: its config is not a finetune configuration") from None
+    if settings.objective == "dpo":  # the prompts of its pairs
+        from medcouncil.scenarios.training.preferences import load_preferences
+
+        pairs, source = load_preferences(settings)
+        return source, [m.content for p in pairs for m in p.prompt if m.role == "user"] + [p.question for p in pairs]
+    if settings.objective == "grpo":  # the items it was rewarded on
+        from medcouncil.scenarios.training.examples import dataset_samples
+
+        samples, source = dataset_samples(settings)
+        return source, [sample.question for sample in samples]
     examples, source = load_examples(settings)
     return source, [m.content for e in examples for m in e.messages if m.role == "user"]
 

@@ -171,6 +171,12 @@ class FreeText(BaseModel):
     source: str = ""
 
 
+def _named(question: dict[str, object]) -> str:
+    """`` (ID)`` of a BioASQ question that has an id of its own, else nothing (its number says it all)."""
+    own = record_id(question, -1, "id")
+    return "" if own == "-1" else f" ({own})"
+
+
 def read_bioasq(path: Path) -> tuple[list[FreeText], list[str]]:
     """The questions of a BioASQ golden JSON file that have an ideal answer, and the questions skipped
     (``FILE: question N (ID): reason``: not an object, no body, no ideal answer, as in a test-phase file).
@@ -196,10 +202,10 @@ def read_bioasq(path: Path) -> tuple[list[FreeText], list[str]]:
         ideal = question.get("ideal_answer")
         answer = ideal[0] if isinstance(ideal, list) and ideal else ideal
         if not isinstance(body, str) or not body.strip():
-            skipped.append(f"{path}: question {number} ({name}): no body")
+            skipped.append(f"{path}: question {number}{_named(question)}: no body")
             continue
         if not isinstance(answer, str) or not answer.strip():
-            skipped.append(f"{path}: question {number} ({name}): no ideal answer")
+            skipped.append(f"{path}: question {number}{_named(question)}: no ideal answer")
             continue
         snippets = [str(s.get("text", "")) for s in question.get("snippets") or [] if isinstance(s, dict)]
         items.append(
@@ -295,6 +301,8 @@ def mix(
     chosen: list[ChatExample] = []
     counts: dict[str, int] = {}
     present = sum(weight for role, weight in weights.items() if pools.get(role))
+    if all(pools.get(role) for role, weight in weights.items() if weight > 0) or present <= 0:
+        present = 1.0  # every weighted role has examples (or none has): the weights as given, counts as they were
     for role, weight in weights.items():
         pool = pools.get(role, [])
         count = min(len(pool), round(weight / present * size)) if pool else 0

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from medcouncil.serving.common.errors import ConfigError
-from medcouncil.serving.common.jsonl import BadLine, first_object, iter_jsonl
+from medcouncil.serving.common.jsonl import BadLine, first_object, iter_jsonl, json_type
 
 IGNORE = -100
 """Label of a position that carries no loss (prompt tokens, padding)."""
@@ -80,8 +80,9 @@ def _turn_list(value: Any) -> bool:
 def chat_field(record: dict[str, Any]) -> str | None:
     """The field of ``record`` that holds a conversation (a list of ``{role, content}`` or ShareGPT
     ``{from, value}`` objects): ``messages`` first; None when no field does."""
-    if "messages" in record:
-        return "messages"
+    for key in ("messages", "conversations"):
+        if key in record:
+            return key
     return next((key for key, value in record.items() if _turn_list(value)), None)
 
 
@@ -89,10 +90,13 @@ def _messages(record: dict[str, Any]) -> Any:
     """The ``messages`` of a chat record; a ShareGPT ``conversations`` list is read as one (``from`` → role).
 
     Raises:
-        ValueError: a ShareGPT turn's ``from`` is not one of :data:`SHAREGPT_ROLES`.
+        ValueError: ``conversations`` is not a list of turns, a turn's ``from`` is not one of
+            :data:`SHAREGPT_ROLES` or its ``value`` is not text.
     """
-    if "messages" in record or not _turn_list(record.get("conversations")):
+    if "messages" in record:
         return record["messages"]
+    if not _turn_list(record["conversations"]):
+        raise ValueError("conversations: expected a list of {from, value} (or {role, content}) turns")
     messages = []
     for number, turn in enumerate(record["conversations"], 1):
         if "role" in turn:
@@ -101,6 +105,8 @@ def _messages(record: dict[str, Any]) -> Any:
         role = SHAREGPT_ROLES.get(str(turn["from"]).lower())
         if role is None:
             raise ValueError(f"conversations.{number}.from: {turn['from']!r} is not one of {', '.join(SHAREGPT_ROLES)}")
+        if not isinstance(turn["value"], str):
+            raise ValueError(f"conversations.{number}.value: expected text, got {json_type(turn['value'])}")
         messages.append({"role": role, "content": turn["value"]})
     return messages
 
@@ -109,7 +115,8 @@ def first_error(error: ValidationError) -> str:
     """One line naming the invalid field and why."""
     first = error.errors()[0]
     field = ".".join(str(part) for part in first["loc"])
-    return f"{field}: {first['msg']}" if field else str(first["msg"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"{field}: {message}" if field else message
 
 
 def read_chat_jsonl(path: Path) -> list[ChatExample]:

@@ -84,19 +84,29 @@ def test_text_markdown_csv_and_folders(tmp_path: Path) -> None:
 
 def test_a_csv_without_a_text_column_keeps_every_row_and_says_how_it_was_read(tmp_path: Path) -> None:
     notes = tmp_path / "notes.csv"
-    notes.write_text("Gout,Urate crystals inflame the first MTP joint.\nAsthma,Wheeze and cough at night.\n")
-    documents, warnings = read(notes)  # no header: the first row is a note, not column names
+    notes.write_text("\nGout,Urate crystals inflame the first MTP joint.\nAsthma,Wheeze and cough at night.\n\n")
+    documents, warnings = read(notes)  # no header: the first row is a note (a sentence), not column names
     assert [d.text for d in documents] == [
         "Gout Urate crystals inflame the first MTP joint.",
         "Asthma Wheeze and cough at night.",
     ]
-    assert warnings == [f"{notes}: no header row with a text column: each row is read whole, row 1 included"]
-    named = tmp_path / "named.csv"
-    named.write_text("\ufeffDisease,Summary (short)\nGout,Urate crystals.\n,\n")
-    documents, warnings = read(named)  # a header of other names: read whole, its header left out
-    assert [d.text for d in documents] == ["Gout Urate crystals."]
-    assert warnings[0].endswith("each row is read whole, row 1 is its header")
-    assert warnings[1] == f"{named}:3: skipped, empty text"
+    assert warnings == [f"{notes}: no header row with a text column: each row is read whole, row 2 included"]
+    numbers = tmp_path / "numbers.csv"
+    numbers.write_text("1,2.5,30%\n4,5,6\n")
+    assert [d.text for d in read(numbers)[0]] == ["1 2.5 30%", "4 5 6"]  # a header is never only numbers
+    for header in (
+        "No.,Question,Answer",
+        ",drug,use",
+        "drug,use,",
+        "Dose [mg],HbA1c %,Patient's complaint",
+        "질환,설명",
+    ):
+        named = tmp_path / "named.csv"
+        named.write_text(f"\ufeff{header}\n1,Gout,Urate crystals.\n,,\n")
+        documents, warnings = read(named)  # a header of other names: rows read whole, the header left out
+        assert [d.text for d in documents] == ["1 Gout Urate crystals."], header
+        assert "row 1 (" in warnings[0] and warnings[0].endswith("taken for the header"), warnings
+        assert warnings[1] == f"{named}:3: skipped, empty text"
     upper = tmp_path / "upper.csv"
     upper.write_text("\ufeffTitle,Text\nGout,Urate crystals.\n")
     (document,), warnings = read(upper)  # a spreadsheet's capitalised names and byte-order mark

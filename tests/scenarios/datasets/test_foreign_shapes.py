@@ -275,3 +275,11 @@ def test_json_lines_saved_as_json_are_read_as_lines(tmp_path: Path) -> None:
     broken.write_text(json.dumps([row, row], indent=1).replace('"B"\n', '"B",\n', 1))
     with pytest.raises(ConfigError, match=r"pretty\.json:\d+: not JSON"):
         load_dataset(str(broken))
+
+
+def test_an_id_that_is_null_nan_or_blank_is_no_id() -> None:
+    from medcouncil.scenarios.datasets.samples import record_id
+
+    for value in (None, float("nan"), " ", ""):
+        assert record_id({"id": value}, 7, "id") == "7", value
+    assert record_id({"id": 0, "qid": "q"}, 7, "id", "qid") == "0"  # 0 is an id

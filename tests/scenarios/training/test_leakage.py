@@ -26,10 +26,10 @@ def item(n: int, question: str | None = None) -> Sample:
     )
 
 
-def card_for(tmp_path: Path, data: Path) -> Path:
-    folder = tmp_path / "adapter"
+def card_for(tmp_path: Path, data: Path, objective: str = "sft") -> Path:
+    folder = tmp_path / f"adapter-{objective}"
     folder.mkdir(parents=True)
-    config = FinetuneConfig(data=str(data), out=folder).model_dump(mode="json")
+    config = FinetuneConfig(data=str(data), out=folder, objective=objective).model_dump(mode="json")
     (folder / "run.json").write_text(json.dumps({"config": config, "method": "lora"}))
     return folder
 
@@ -63,6 +63,19 @@ def test_a_dataset_named_by_the_card_is_read_as_finetune_reads_it(tmp_path: Path
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = check(card_for(tmp_path, data), [item(1, "Wheeze after exercise?"), item(2)])
     assert result.overlapping == 1 and result.ids == ["b1"]
+
+
+def test_dpo_and_grpo_runs_are_checked_on_their_prompts_and_items(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.jsonl"
+    pair = {"prompt": f"Case: {item(1).question}", "chosen": "Asthma.", "rejected": "COPD."}
+    pairs.write_text(json.dumps(pair) + "\n")
+    dpo = check(card_for(tmp_path, pairs, "dpo"), [item(1), item(2)])
+    assert (dpo.overlapping, dpo.ids, dpo.note) == (1, ["b1"], "")
+    rows = [{"id": "t2", "question": item(2).question, "options": OPTIONS, "answer": "A"}]
+    data = tmp_path / "mcqa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    grpo = check(card_for(tmp_path, data, "grpo"), [item(1), item(2)])
+    assert (grpo.overlapping, grpo.ids, grpo.note) == (1, ["b2"], "")
 
 
 def test_a_card_that_cannot_be_read_is_a_note_not_a_crash(tmp_path: Path) -> None:

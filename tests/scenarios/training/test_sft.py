@@ -87,6 +87,9 @@ def test_mix_by_weight_is_seeded() -> None:
     assert [e.source for e in first] == [e.source for e in again]
     _, counts = mix(pools, parse_mix("diagnostician=1,translator=1"), 40, seed=5)
     assert counts == {"diagnostician": 40, "translator": 0}  # no pairs given: their share is not lost
+    default = parse_mix("diagnostician=0.6,critic=0.3,single=0.1")  # sums to 1.0000000000000002
+    assert mix(pools, default, 5, seed=5)[1] == {"diagnostician": 3, "critic": 2, "single": 1}  # as before: no rescale
+    assert mix(role_pools([], [], seed=1), parse_mix("diagnostician=0,critic=1"), 4, seed=5)[0] == []  # no division
     for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0", "critic=nan", "critic=inf"):
         with pytest.raises(ValueError):
             parse_mix(bad)
@@ -232,3 +235,37 @@ def test_parallel_pairs_are_used_by_the_default_mix_and_checked(cli: list[str], 
     )
     assert swapped.returncode == 1
     assert swapped.stderr == f"error: {pairs}:2: 'ko' holds no Korean and 'en' is Korean: the two look swapped\n"
+
+
+def test_bioasq_questions_without_a_body_or_an_ideal_answer_are_named(tmp_path: Path) -> None:
+    from medcouncil.scenarios.training.sft import read_bioasq
+
+    path = tmp_path / "golden.json"
+    questions = [
+        {"id": "q1", "body": "What is BRCA1?", "ideal_answer": ["A tumour suppressor."], "snippets": [{"text": "s"}]},
+        {"body": "Is it?", "exact_answer": "yes"},  # a test-phase question: no ideal answer, no id
+        {"id": None, "body": " ", "ideal_answer": "x"},
+        "text",
+    ]
+    path.write_text(json.dumps({"questions": questions}))
+    items, skipped = read_bioasq(path)
+    assert [(i.id, i.question, i.answer, i.evidence) for i in items] == [
+        ("q1", "What is BRCA1?", "A tumour suppressor.", ["s"])
+    ]
+    assert skipped == [
+        f"{path}: question 2: no ideal answer",
+        f"{path}: question 3: no body",
+        f"{path}: question 4: not an object",
+    ]
+
+
+def test_preference_pairs_given_to_sft_are_sent_to_dpo(tmp_path: Path) -> None:
+    from medcouncil.scenarios.training.examples import load_examples
+    from medcouncil.serving.common.errors import ConfigError
+    from medcouncil.serving.training.config import FinetuneConfig
+
+    pairs = tmp_path / "pairs.jsonl"
+    turns = [{"role": "user", "content": "Scurvy?"}]  # TRL's conversational shape: a prompt of turns
+    pairs.write_text(json.dumps({"prompt": turns, "chosen": turns, "rejected": turns}) + "\n")
+    with pytest.raises(ConfigError, match=r"pairs\.jsonl: preference pairs \(chosen, rejected\), .*--method dpo"):
+        load_examples(FinetuneConfig(data=str(pairs), out=tmp_path / "out"))

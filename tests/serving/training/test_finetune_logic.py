@@ -96,8 +96,12 @@ def test_chat_jsonl_errors_name_file_and_line(tmp_path: Path) -> None:
         ),
         json.dumps(
             {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}, SYSTEM]}
-        ): "train.jsonl:2: .*message 3 is a system message: a system message only opens a conversation",
+        ): "train.jsonl:2: messages: message 3 is a system message: a system message only opens a conversation",
         json.dumps({"conversations": [{"from": "bot", "value": "x"}]}): "train.jsonl:2: conversations.1.from: 'bot'",
+        json.dumps({"conversations": [{"from": "human", "value": None}]}): (
+            "train.jsonl:2: conversations.1.value: expected text, got null"
+        ),
+        json.dumps({"conversations": "q"}): "train.jsonl:2: conversations: expected a list of",
     }
     for line, message in cases.items():
         path.write_text(good + "\n" + line + "\n")
