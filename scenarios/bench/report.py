@@ -321,9 +321,12 @@ def load_run(directory: Path) -> Run:
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no such directory")
     manifest = read_manifest(directory)
-    records = read_records(directory)
     ids, modes = set(manifest.sample_ids), set(manifest.config.modes)
-    if foreign := [r for r in records if r.sample_id not in ids or r.mode not in modes]:
+    held: list[Record] = []
+    foreign: list[Record] = []
+    for record in read_records(directory):
+        (held if record.sample_id in ids and record.mode in modes else foreign).append(record)
+    if foreign:
         log.warning(
             "%s: %d journal rows name an item or mode this run does not hold (first: %s in mode %s): left out "
             "(a journal copied from another run?)",
@@ -332,8 +335,7 @@ def load_run(directory: Path) -> Run:
             foreign[0].sample_id,
             foreign[0].mode,
         )
-        records = [r for r in records if r.sample_id in ids and r.mode in modes]
-    return Run(manifest, records, summarize(manifest, records, read_errors(directory)))
+    return Run(manifest, held, summarize(manifest, held, read_errors(directory)))
 
 
 def write_report(directory: Path, run: Run | None = None) -> tuple[Path, Path]:

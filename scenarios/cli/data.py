@@ -15,7 +15,7 @@ import typer
 from medcouncil.scenarios.cli.options import DataDirOpt, DatasetsOpt, FieldsOpt, LimitOpt, SeedOpt, SplitOpt, SubsetOpt
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError, first_line
-from medcouncil.serving.training.data import ChatExample
+from medcouncil.serving.training.data import ChatExample, first_error
 
 if TYPE_CHECKING:
     from medcouncil.scenarios.training.sft import FreeText
@@ -42,10 +42,9 @@ def _pairs(path: Path) -> list[object]:
             try:
                 pairs.append(Pair.model_validate(record))
             except ValidationError as error:
-                first = error.errors()[0]
                 reason = "expected an object with 'ko' and 'en' texts, neither blank"
-                if first["type"] == "value_error":  # the pair's own check (swapped texts)
-                    reason = str(first["msg"]).removeprefix("Value error, ")
+                if error.errors()[0]["type"] == "value_error":  # the pair's own check (swapped texts)
+                    reason = first_error(error)
                 raise ConfigError(f"{path}:{number}: {reason}") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror})") from None
@@ -171,8 +170,9 @@ def build(
     for name in dataset or []:
         loaded, info = load_dataset(name, subset, split, FieldMap.parse(fields) if fields else None, False, data_dir)
         print_skipped(info.skipped_rows, info.skipped)
-        samples += loaded[:limit] if limit else loaded
-        sources[info.source] = len(loaded[:limit] if limit else loaded)
+        loaded = loaded[:limit] if limit else loaded
+        samples += loaded
+        sources[info.source] = len(loaded)
         if info.skipped:
             skipped_rows[info.source] = info.skipped
     free = _bioasq(bioasq or [], sources, skipped_rows)

@@ -40,14 +40,13 @@ def load_examples(config: FinetuneConfig) -> tuple[list[ChatExample], str]:
     Raises:
         ConfigError: no data given; a malformed chat file (file:line) or dataset.
     """
-    from medcouncil.serving.common.jsonl import first_object
     from medcouncil.serving.training.data import is_chat_jsonl, read_chat_jsonl
+    from medcouncil.serving.training.preference import is_preference_jsonl
 
     if config.data is None:
         raise ConfigError("--data is required: a chat JSONL file ('messages') or a dataset medcouncil bench loads")
     path = Path(config.data).expanduser()
-    first = first_object(path) if path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file() else None
-    if first is not None and "chosen" in first and "rejected" in first:
+    if path.suffix.lower() in (".jsonl", ".ndjson") and path.is_file() and is_preference_jsonl(path):
         raise ConfigError(
             f"{path}: preference pairs (chosen, rejected), not chat examples: train them with --method dpo"
         )

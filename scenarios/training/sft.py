@@ -197,7 +197,6 @@ def read_bioasq(path: Path) -> tuple[list[FreeText], list[str]]:
         if not isinstance(question, dict):
             skipped.append(f"{path}: question {number}: not an object")
             continue
-        name = record_id(question, number, "id")
         body = question.get("body")
         ideal = question.get("ideal_answer")
         answer = ideal[0] if isinstance(ideal, list) and ideal else ideal
@@ -210,7 +209,7 @@ def read_bioasq(path: Path) -> tuple[list[FreeText], list[str]]:
         snippets = [str(s.get("text", "")) for s in question.get("snippets") or [] if isinstance(s, dict)]
         items.append(
             FreeText(
-                id=name,
+                id=record_id(question, number, "id"),
                 question=body.strip(),
                 answer=answer.strip(),
                 evidence=[s for s in snippets if s.strip()][:3],
@@ -301,11 +300,11 @@ def mix(
     chosen: list[ChatExample] = []
     counts: dict[str, int] = {}
     present = sum(weight for role, weight in weights.items() if pools.get(role))
-    if all(pools.get(role) for role, weight in weights.items() if weight > 0) or present <= 0:
-        present = 1.0  # every weighted role has examples (or none has): the weights as given, counts as they were
+    lost = any(weight > 0 and not pools.get(role) for role, weight in weights.items())
+    scale = 1 / present if lost and present > 0 else 1.0  # unscaled when nothing is lost: counts as they were
     for role, weight in weights.items():
         pool = pools.get(role, [])
-        count = min(len(pool), round(weight / present * size)) if pool else 0
+        count = min(len(pool), round(weight * scale * size))
         chosen += rng.sample(pool, count)
         counts[role] = count
     rng.shuffle(chosen)
