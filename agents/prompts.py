@@ -253,9 +253,9 @@ DIFFERENTIAL_LINE = re.compile(r"^(\d)\. (.+?)\s*$", re.MULTILINE)
 
 def diagnostician_shape() -> Shape:
     """The diagnostician's form where it is enforced: a ranked differential of :data:`DIFFERENTIAL_LINES` numbered
-    lines, each starting with a word, at most ~100 characters, none holding a ``<placeholder>`` or the ⟪ ⟫ of the
-    case's data. The final answer is the constrained choice that follows (one decision, with its probabilities):
-    among the options on a multiple-choice item, among these lines on a free question."""
+    lines, each starting with a letter (so never with a ``<placeholder>``), at most ~100 characters, none holding
+    the ⟪ ⟫ of the case's data. The final answer is the constrained choice that follows (one decision, with its
+    probabilities): among the options on a multiple-choice item, among these lines on a free question."""
     numbers = range(1, DIFFERENTIAL_LINES + 1)
     regex = r"\n".join(rf"{n}\. {_LINE_START}[^\n⟪⟫‹›［］]{{4,100}}" for n in numbers)
     grammar = "root ::= " + ' "\\n" '.join(f'"{n}. " line' for n in numbers)
