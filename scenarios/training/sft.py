@@ -301,10 +301,10 @@ def mix(
     counts: dict[str, int] = {}
     present = sum(weight for role, weight in weights.items() if pools.get(role))
     lost = any(weight > 0 and not pools.get(role) for role, weight in weights.items())
-    scale = 1 / present if lost and present > 0 else 1.0  # unscaled when nothing is lost: counts as they were
+    share = present if lost and present > 0 else 1.0  # the present roles' share; 1 when nothing is lost
     for role, weight in weights.items():
         pool = pools.get(role, [])
-        count = min(len(pool), round(weight * scale * size))
+        count = min(len(pool), round(weight / share * size))
         chosen += rng.sample(pool, count)
         counts[role] = count
     rng.shuffle(chosen)
