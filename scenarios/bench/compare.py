@@ -46,7 +46,7 @@ class Comparison(BaseModel):
     items: int
     """Items every run answered in at least one common mode."""
     dropped: dict[str, int]
-    """Per run: items it has that the others lack (left out)."""
+    """Per run: items of its list left out of the comparison (unanswered by it or by another run)."""
     rows: list[ModelRow]
     versus: list[Versus]
 
@@ -186,7 +186,7 @@ def markdown(comparison: Comparison) -> str:
     lines += [f"- **items compared**: {comparison.items} (reference: {comparison.labels[0]})"]
     if any(comparison.dropped.values()):
         lines += [
-            "- **left out** (not answered by every run): "
+            "- **left out** of each run's item list (unanswered by it or by another run): "
             + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())
         ]
     lines += ["", "## Accuracy per model (letters: how often each was predicted)", "", *_table(header, rows)]

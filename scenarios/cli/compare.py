@@ -33,7 +33,10 @@ def compare(
     console.print(table)
     if any(comparison.dropped.values()):  # unfinished runs, or other item lists: say what was left out
         left = ", ".join(f"{escape(label)} {count}" for label, count in comparison.dropped.items())
-        console.print(f"[warning]compared on the {comparison.items} items every run answered; left out: {left}[/]")
+        console.print(
+            f"[warning]compared on the {comparison.items} items every run answered; left out of each run's item "
+            f"list (unanswered by it or by another run): {left}[/]"
+        )
     for line in paired:
         console.print(
             f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
