@@ -39,6 +39,10 @@ class Versus(Paired):
     mode: str
 
 
+LEFT_OUT = "left out of each run's item list (unanswered by it or by another run)"
+"""How the CLI line and the Markdown report name :attr:`Comparison.dropped`."""
+
+
 class Comparison(BaseModel):
     labels: list[str]
     directories: list[str]
@@ -185,10 +189,7 @@ def markdown(comparison: Comparison) -> str:
     ]
     lines += [f"- **items compared**: {comparison.items} (reference: {comparison.labels[0]})"]
     if any(comparison.dropped.values()):
-        lines += [
-            "- **left out** of each run's item list (unanswered by it or by another run): "
-            + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())
-        ]
+        lines += [f"- **{LEFT_OUT}**: " + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())]
     lines += ["", "## Accuracy per model (letters: how often each was predicted)", "", *_table(header, rows)]
     lines += ["", "## Each model against the reference, same items (exact McNemar)", "", *_table(paired_header, paired)]
     return "\n".join(lines) + "\n"

@@ -20,8 +20,8 @@ def compare(
     """Compare models (one bench run each, e.g. base vs adapter) on the same items: CIs and McNemar per mode."""
     from rich.table import Table
 
+    from medcouncil.scenarios.bench.compare import LEFT_OUT, tables, write
     from medcouncil.scenarios.bench.compare import compare as compare_runs
-    from medcouncil.scenarios.bench.compare import tables, write
 
     comparison = compare_runs(runs, seed=seed)
     (header, rows), (_, paired) = tables(comparison)
@@ -33,10 +33,7 @@ def compare(
     console.print(table)
     if any(comparison.dropped.values()):  # unfinished runs, or other item lists: say what was left out
         left = ", ".join(f"{escape(label)} {count}" for label, count in comparison.dropped.items())
-        console.print(
-            f"[warning]compared on the {comparison.items} items every run answered; left out of each run's item "
-            f"list (unanswered by it or by another run): {left}[/]"
-        )
+        console.print(f"[warning]compared on the {comparison.items} items every run answered; {LEFT_OUT}: {left}[/]")
     for line in paired:
         console.print(
             f"{line[0]}: {line[1]}: {line[2]} items, {line[3]}% vs {line[4]}%, discordant {line[5]} vs "
