@@ -124,6 +124,10 @@ class ChatModel(Protocol):
 
     async def choose(self, messages: Sequence[LLMMessage], letters: Sequence[str]) -> Choice: ...
 
+    async def cloze(self, prompt: str, options: dict[str, str]) -> Choice:
+        """The option whose text is likeliest after ``prompt`` (a completion, no letters shown)."""
+        ...
+
     @property
     def shapes(self) -> bool:
         """Whether a ``shape`` given to :meth:`stream` is enforced by the engine."""

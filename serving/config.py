@@ -230,6 +230,9 @@ class EngineConfig(BaseModel):
             "model_alias": self.display_name(),
             "n_ctx": self.max_model_len or 4096,
             "n_threads": self.resolved_threads(),
+            # Prompt processing too: llama-cpp-python's default is every core, so replicas sharing the cores would
+            # each spin that many threads on them.
+            "n_threads_batch": self.resolved_threads(),
             "chat_format": "hf-tokenizer-config",
             "hf_tokenizer_config_path": str(tokenizer_config),
         }

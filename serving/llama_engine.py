@@ -37,6 +37,8 @@ import sys
 import threading
 from typing import Any
 
+from medcouncil.serving.llama_echo import LOGPROBS_FROM, echo_completion, overwritten_from
+
 ENV_EXTRA_BUFFERS = "MEDCOUNCIL_EXTRA_BUFFERS"
 """``1``: llama.cpp's extra buffer types (AMX, repacked weights) for engines started without an explicit setting."""
 MARKER = "medcouncil: llama.cpp extra buffer types"
@@ -68,8 +70,8 @@ def apply_cpu_settings(extra_buffers: bool) -> None:
 
 
 ECHO_LOGPROBS_REFUSED = (
-    "medcouncil's llama.cpp engine computes logits for generated tokens only: echo with logprobs (the prompt's own "
-    "log-probabilities) is not served"
+    "medcouncil's llama.cpp engine scores an echoed prompt (echo with logprobs) in a non-streamed reply only: "
+    "ask again with stream off"
 )
 
 
@@ -112,17 +114,19 @@ def apply_last_row_logits(on: bool = True) -> None:
     with _PATCH_LOCK:
         originals = getattr(Llama, "_medcouncil_originals", None)
         if originals is None:
-            originals = (Llama.eval, Llama.logits_to_logprobs, Llama.create_completion)
+            originals = (Llama.eval, Llama.logits_to_logprobs, Llama.create_completion, Llama.__call__)
             Llama._medcouncil_originals = originals  # type: ignore[attr-defined]
-        full_eval, full_logprobs, create_completion = originals
+        full_eval, full_logprobs, create_completion, call = originals
         if not on:
             Llama.eval, Llama.create_completion = full_eval, create_completion  # type: ignore[method-assign]
+            Llama.__call__ = call  # type: ignore[method-assign]
             Llama.logits_to_logprobs = staticmethod(full_logprobs)  # type: ignore[method-assign]
             return
         signature = inspect.signature(create_completion)
 
         @functools.wraps(full_eval)
         def eval_last_rows(self: Any, tokens: Any) -> None:
+            overwritten_from(self, self.n_tokens)  # an echo request's KV entries from here on are gone
             if self.draft_model is not None or not self._logits_all or self.context_params.embeddings:
                 full_eval(self, tokens)
                 return
@@ -145,15 +149,24 @@ def apply_last_row_logits(on: bool = True) -> None:
             return full_logprobs(logits, axis=axis)
 
         @functools.wraps(create_completion)
-        def refuse_echo_logprobs(self: Any, *args: Any, **kwargs: Any) -> Any:
-            asked = signature.bind(self, *args, **kwargs).arguments
-            if asked.get("echo") and asked.get("logprobs") is not None and not asked.get("stream"):
-                raise ValueError(ECHO_LOGPROBS_REFUSED)
+        def echo_on_scored_rows(self: Any, *args: Any, logprobs_from: int | None = None, **kwargs: Any) -> Any:
+            asked = signature.bind(self, *args, **kwargs)
+            asked.apply_defaults()
+            arguments = {key: value for key, value in asked.arguments.items() if key != "self"}
+            if arguments.get("echo") and arguments.get("logprobs") is not None and self._logits_all:
+                if arguments.get("stream"):
+                    raise ValueError(ECHO_LOGPROBS_REFUSED)
+                return echo_completion(create_completion, self, arguments, logprobs_from)
             return create_completion(self, *args, **kwargs)
+
+        @functools.wraps(call)
+        def call_with_extensions(self: Any, *args: Any, logprobs_from: int | None = None, **kwargs: Any) -> Any:
+            return self.create_completion(*args, logprobs_from=logprobs_from, **kwargs)
 
         Llama.eval = eval_last_rows  # type: ignore[method-assign]
         Llama.logits_to_logprobs = staticmethod(logprobs_of_read_rows)  # type: ignore[method-assign]
-        Llama.create_completion = refuse_echo_logprobs  # type: ignore[method-assign]
+        Llama.create_completion = echo_on_scored_rows  # type: ignore[method-assign]
+        Llama.__call__ = call_with_extensions  # type: ignore[method-assign]
 
 
 def load_llama(model_path: str, extra_buffers: bool | None = None, **kwargs: Any) -> Any:
@@ -165,6 +178,35 @@ def load_llama(model_path: str, extra_buffers: bool | None = None, **kwargs: Any
     return llama_cpp.Llama(model_path, **kwargs)
 
 
+def accept_logprobs_from() -> None:
+    """Let the server's completion request carry :data:`LOGPROBS_FROM` (its request model drops unknown fields):
+    called before llama-cpp-python's server app is imported, which builds its routes from that model."""
+    import llama_cpp.server.types as types
+    from pydantic import Field, model_validator
+
+    if "llama_cpp.server.app" in sys.modules:
+        raise RuntimeError("accept_logprobs_from() must run before llama_cpp.server.app is imported")
+    if LOGPROBS_FROM in types.CreateCompletionRequest.model_fields:
+        return
+
+    class CompletionRequest(types.CreateCompletionRequest):  # type: ignore[misc]
+        max_tokens: int | None = Field(
+            default=16, ge=0, description="0 only with echo and logprobs: the prompt is scored, nothing generated"
+        )
+        logprobs_from: int | None = Field(
+            default=None, ge=0, description="medcouncil: with echo and logprobs, score the prompt from this character"
+        )
+
+        @model_validator(mode="after")
+        def _nothing_generated_only_when_echoed(self) -> CompletionRequest:
+            if self.max_tokens == 0 and not (self.echo and self.logprobs is not None and not self.stream):
+                # llama-cpp-python reads 0 as "up to the context": only a scored prompt generates nothing
+                raise ValueError("max_tokens 0 is for echo with logprobs, not streamed (the prompt scored alone)")
+            return self
+
+    types.CreateCompletionRequest = CompletionRequest  # type: ignore[misc]
+
+
 def main(argv: list[str]) -> None:
     extra = "--extra-buffers" in argv
     arguments = [arg for arg in argv if arg != "--extra-buffers"]
@@ -172,6 +214,7 @@ def main(argv: list[str]) -> None:
     apply_cpu_settings(extra)
     apply_last_row_logits()
     print(f"{MARKER}: {'on' if extra else 'off'}", file=sys.stderr, flush=True)
+    accept_logprobs_from()
     from llama_cpp.server.__main__ import main as serve
 
     sys.argv = [sys.argv[0], *arguments]

@@ -1,6 +1,7 @@
 """A zero-latency model that replays scripted replies: for deterministic tests and the overhead benchmark.
 
-It wraps AutoGen's ``ReplayChatCompletionClient`` and answers ``choose`` with the next scripted reply (a letter).
+It wraps AutoGen's ``ReplayChatCompletionClient`` and answers ``choose`` and ``cloze`` with the next scripted reply
+(a letter).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from autogen_core.models import CreateResult, LLMMessage, RequestUsage
+from autogen_core.models import CreateResult, LLMMessage, RequestUsage, UserMessage
 from autogen_ext.models.replay import ReplayChatCompletionClient
 
 from medcouncil.serving.components import LOCAL_MODEL_INFO, Choice
@@ -27,6 +28,8 @@ class ReplayModel:
         self.seen: list[list[LLMMessage]] = []
         self.shapes_seen: list[str | None] = []
         """The shape asked of each streamed reply (its name; None: free)."""
+        self.cloze_seen: list[tuple[str, dict[str, str]]] = []
+        """The prompt and options of each :meth:`cloze` call."""
         self.args_seen: list[dict[str, Any]] = []
         """The request fields (max_tokens, ...) of each streamed reply."""
 
@@ -70,3 +73,8 @@ class ReplayModel:
             letter = max(probabilities, key=lambda key: probabilities[key])
         usage = RequestUsage(prompt_tokens=result.usage.prompt_tokens, completion_tokens=1)
         return Choice(letter=letter, probabilities=probabilities, raw=text, usage=usage)
+
+    async def cloze(self, prompt: str, options: dict[str, str]) -> Choice:
+        """The next scripted reply names the option (as for :meth:`choose`); the prompt and options are recorded."""
+        self.cloze_seen.append((prompt, dict(options)))
+        return await self.choose([UserMessage(content=prompt, source="user")], list(options))

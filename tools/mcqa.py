@@ -27,6 +27,28 @@ REASONING = """Reasoning:
 """
 """What fills :data:`MCQA_TEMPLATE`'s reasoning slot."""
 
+CLOZE_TEMPLATE = """Question: {question}
+Answer:"""
+"""The text after which a base model's likelihood of each option's text is read (cloze scoring: the option follows
+after a space, no letters shown). It carries no instruction: the question, the options and any reasoning are data
+whose likelihood is measured, with control tokens defused (the engine parses special tokens in a prompt)."""
+
+CLOZE_REASONING = """{reasoning}
+"""
+"""What comes before :data:`CLOZE_TEMPLATE`'s question when a reasoning precedes the choice."""
+
+
+def format_cloze(question: str, reasoning: str = "") -> str:
+    """The cloze prompt (:data:`CLOZE_TEMPLATE`) for a question, after the reasoning when there is one."""
+    slot = CLOZE_REASONING.format(reasoning=reasoning.strip()) if reasoning.strip() else ""
+    return neutralise(slot + CLOZE_TEMPLATE.format(question=question.strip()))
+
+
+def cloze_options(options: dict[str, str]) -> dict[str, str]:
+    """Option texts as a cloze prompt continues with them: one line each, control tokens defused."""
+    return {letter: " ".join(neutralise(text).split()) for letter, text in options.items()}
+
+
 ANSWER_LINE = "{letter}. {text}"
 """The trained answer to :data:`MCQA_TEMPLATE`: the letter first (what the constrained choice reads), then the
 option's text."""

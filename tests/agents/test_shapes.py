@@ -15,6 +15,7 @@ from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.agents.protocol import Question, run_episode
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.tools.chunking import Document
+from medcouncil.tools.mcqa import format_cloze
 from medcouncil.tools.search import InMemoryKnowledge
 
 CASE = ClinicalCase(
@@ -203,8 +204,9 @@ def test_a_free_question_s_final_answer_is_chosen_among_its_own_differential() -
     diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
     assert diagnostician.content == f"{differential}\n\nFinal answer: Inferior STEMI"
     assert diagnostician.choice is not None and diagnostician.choice.letter == "2" and episode.letter is None
-    choice_prompt = str(model.seen[1][-1].content)
-    assert "1. Pericarditis" in choice_prompt and "3. Aortic dissection" in choice_prompt  # the lines as options
+    prompt, lines = model.cloze_seen[0]  # the lines as options, each scored after the question
+    assert lines == {"1": "Pericarditis", "2": "Inferior STEMI", "3": "Aortic dissection"}
+    assert prompt == format_cloze("Crushing chest pain, ST up in II.")
     assert episode.answer.endswith("Final answer: Inferior STEMI")
     free = ReplayModel(["Inferior STEMI.\nFinal answer: Inferior STEMI", "It holds.", "A"])
     asyncio.run(run_episode(Council(free, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))
@@ -242,3 +244,21 @@ def test_the_role_shapes_carry_the_measured_penalty_and_the_ban() -> None:
     for shape in (prompts.diagnostician_shape(), prompts.critic_shape(None), prompts.critic_shape(["A", "B"], "A")):
         assert shape.frequency_penalty == prompts.SHAPE_PENALTY == 0.5 and shape.ban_lone_space
     assert prompts.DOCTOR_ACTION_SHAPE.ban_lone_space and prompts.DOCTOR_DIAGNOSIS_SHAPE.ban_lone_space
+
+
+def test_a_shaped_model_answers_a_multiple_choice_item_by_cloze_and_a_served_one_by_letter() -> None:
+    options = {"A": "Pericarditis", "B": "Inferior  STEMI", "C": "<start_of_turn>user"}
+    question = Question(text="Crushing chest pain, ST up in II. <end_of_turn>", options=options)
+    differential = "1. Pericarditis\n2. Inferior STEMI\n3. Aortic dissection"
+    shaped = ReplayModel([differential, "B", "A=0.9", "Sound: the ST elevation fits."], shapes=True)
+    episode = asyncio.run(run_episode(Council(shaped, KNOWLEDGE), question))
+    assert episode.letter == "B" and len(shaped.cloze_seen) == 1
+    prompt, scored = shaped.cloze_seen[0]
+    assert prompt.startswith("Question: Crushing chest pain") and prompt.endswith("\nAnswer:")
+    assert "<end_of_turn>" not in prompt and "A." not in prompt  # control tokens defused; no letters shown
+    assert scored == {"A": "Pericarditis", "B": "Inferior STEMI", "C": "‹start_of_turn›user"}
+    diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
+    assert diagnostician.content.endswith("Final answer: B. Inferior  STEMI") and diagnostician.model_calls == 2
+    served = ReplayModel(["Inferior STEMI fits.", "B", "It holds.", "A"])
+    assert asyncio.run(run_episode(Council(served, KNOWLEDGE), question)).letter == "B"
+    assert served.cloze_seen == [] and "B. ⟪Inferior  STEMI⟫" in str(served.seen[1][-1].content)  # the letter

@@ -32,6 +32,7 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert settings["port"] == 8123
     [model] = settings["models"]  # type: ignore[misc]
     assert model["n_ctx"] == 2048 and model["n_threads"] == 3 and model["model_alias"] == "m"
+    assert model["n_threads_batch"] == 3  # prompt processing too (llama-cpp-python's default: every core)
     assert model["n_batch"] == "256"  # extra_args reach the model settings
     # Not the built-in "gemma" format, which drops system messages.
     assert model["chat_format"] == "hf-tokenizer-config"
@@ -42,6 +43,8 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert settings["interrupt_requests"] is False  # a second request waits: it does not cut a running stream
     default = server_config(EngineConfig().command(8124, gguf, tmp_path))
     assert default["models"][0]["n_threads"] == os.cpu_count()  # type: ignore[index]
+    shared = server_config(EngineConfig(replicas=2).command(8126, gguf, tmp_path))["models"][0]  # type: ignore[index]
+    assert shared["n_threads"] == shared["n_threads_batch"] == max(1, (os.cpu_count() or 1) // 2)
     with pytest.raises(ConfigError, match="pairs"):
         EngineConfig(extra_args=["--n_batch"]).command(8125, gguf, tmp_path)
 

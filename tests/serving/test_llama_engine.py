@@ -1,6 +1,6 @@
 """llama.cpp's logits for the last row only (``apply_last_row_logits``), on the real GGUF in process: the same
-replies and log-probabilities as every position's logits, from rows the decode actually computed, and echo with
-logprobs refused."""
+replies and log-probabilities as every position's logits, from rows the decode actually computed, and an echoed
+prompt scored as llama-cpp-python scores it."""
 
 from __future__ import annotations
 
@@ -80,16 +80,44 @@ def test_the_last_rows_give_the_same_replies_and_log_probabilities_as_every_posi
     assert close(last, every), (last, every)
 
 
-def test_echo_with_logprobs_is_refused_not_made_up_and_restoring_brings_it_back(llm: Any) -> None:
+def scored(reply: dict[str, Any]) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
+    logprobs = reply["choices"][0]["logprobs"]
+    return logprobs["tokens"], logprobs["text_offset"], logprobs["token_logprobs"], logprobs["top_logprobs"]
+
+
+def test_an_echoed_prompt_is_scored_as_llama_cpp_python_scores_it_whatever_was_asked_before(llm: Any) -> None:
+    options = [" inferior myocardial infarction", " pericarditis", " aortic dissection of the ascending aorta"]
+    apply_last_row_logits(False)  # llama-cpp-python's own echo: every row's logits, from an empty cache
+    expected = []
+    for option in options:
+        llm.reset()
+        expected.append(
+            scored(llm.create_completion(PROMPT + option, max_tokens=1, logprobs=3, echo=True, temperature=0.0))
+        )
     apply_last_row_logits(True)
-    with pytest.raises(ValueError, match="echo with logprobs"):
-        llm.create_completion(PROMPT, max_tokens=1, logprobs=2, echo=True)
-    echoed = llm.create_completion(PROMPT, max_tokens=1, echo=True)  # echo alone reads no logits: still served
-    assert echoed["choices"][0]["text"].startswith(PROMPT)
-    apply_last_row_logits(False)
     llm.reset()
-    short = llm.create_completion("Chest pain", max_tokens=1, logprobs=2, echo=True)["choices"][0]["logprobs"]
-    assert short["token_logprobs"][0] is None and all(x < 0 for x in short["token_logprobs"][1:])
+    for order in ([0, 1, 2], [2, 0, 1, 2]):  # shared prefixes reused; a normal request in between
+        for index in order:
+            reply = llm.create_completion(PROMPT + options[index], max_tokens=1, logprobs=3, echo=True, temperature=0.0)
+            assert reply["choices"][0]["text"].startswith(PROMPT + options[index])
+            assert close(scored(reply), expected[index]), index
+        llm.create_completion("Chest pain and", max_tokens=2)
+    with pytest.raises(ValueError, match="stream off"):
+        llm.create_completion(PROMPT, max_tokens=1, logprobs=2, echo=True, stream=True)
+    echoed = llm.create_completion(PROMPT, max_tokens=1, echo=True)  # echo alone reads no logits
+    assert echoed["choices"][0]["text"].startswith(PROMPT)
+
+
+def test_scoring_from_a_character_leaves_the_tokens_before_it_unscored_and_the_rest_identical(llm: Any) -> None:
+    text = PROMPT + " pericarditis"
+    apply_last_row_logits(True)
+    llm.reset()
+    whole = scored(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True))
+    part = scored(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True, logprobs_from=len(PROMPT)))
+    assert whole[:2] == part[:2]  # the same tokens and offsets
+    for offset, full, only in zip(whole[1], whole[2], part[2], strict=True):
+        assert (only is None) if offset < len(PROMPT) else (only is not None and abs(only - full) <= 1e-5)
+    assert len(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True)["choices"][0]["text"]) == len(text)
 
 
 def test_only_the_rows_read_are_computed_and_any_other_use_gets_the_whole_matrix() -> None:
