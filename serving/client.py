@@ -247,7 +247,8 @@ class ModelClient:
     async def _probe_space_bias(self) -> dict[str, int]:
         self.tokenizer_probes += 1
         info = self.info
-        requests = [r for t in ("", " ") if (r := tokenize_request(info.dialect, info.base_url, info.model, t))]
+        base = self.pool.base_url if self.pool is not None else info.base_url  # a pool's: every replica's URLs
+        requests = [r for t in ("", " ") if (r := tokenize_request(info.dialect, base, info.model, t))]
         if len(requests) < 2:  # the engine offers no tokenizer
             return {}
         headers = bearer(self.info.api_key)

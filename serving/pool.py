@@ -213,9 +213,11 @@ class _PoolTransport:
     async def handle_async_request(self, request: Any) -> Any:
         http = self.pool.http
         body = await request.aread()
-        base = http.URL(self.pool.base_url)
+        base_path = http.URL(self.pool.base_url).raw_path.decode("ascii").rstrip("/")
         path = request.url.raw_path.decode("ascii")
-        suffix = path[len(base.raw_path.decode("ascii").rstrip("/")) :]
+        # Under the API root (/v1/...) a request goes to the same place under the replica's; beside it (an engine's
+        # tokenizer, /extras/tokenize or /tokenize) to the same path on the replica's host.
+        beside = not (path == base_path or path.startswith(base_path + "/"))
         tried: set[str] = set()
         rounds = 0
         while True:
@@ -230,9 +232,15 @@ class _PoolTransport:
                 continue
             tried.add(replica.url)
             headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "host"]
+            target = http.URL(replica.url)
+            target = (
+                target.copy_with(raw_path=path.encode("ascii"))
+                if beside
+                else http.URL(replica.url + path[len(base_path) :])
+            )
             routed = http.Request(
                 request.method,
-                http.URL(replica.url + suffix),
+                target,
                 headers=headers,
                 content=body,
                 extensions=request.extensions,

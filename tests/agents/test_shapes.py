@@ -15,7 +15,6 @@ from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.agents.protocol import Question, run_episode
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.tools.chunking import Document
-from medcouncil.tools.mcqa import format_cloze
 from medcouncil.tools.search import InMemoryKnowledge
 
 CASE = ClinicalCase(
@@ -204,9 +203,9 @@ def test_a_free_question_s_final_answer_is_chosen_among_its_own_differential() -
     diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
     assert diagnostician.content == f"{differential}\n\nFinal answer: Inferior STEMI"
     assert diagnostician.choice is not None and diagnostician.choice.letter == "2" and episode.letter is None
-    prompt, lines = model.cloze_seen[0]  # the lines as options, each scored after the question
-    assert lines == {"1": "Pericarditis", "2": "Inferior STEMI", "3": "Aortic dissection"}
-    assert prompt == format_cloze("Crushing chest pain, ST up in II.")
+    choice_prompt = str(model.seen[1][-1].content)
+    assert "1. ⟪Pericarditis⟫" in choice_prompt and "3. ⟪Aortic dissection⟫" in choice_prompt  # lines as options
+    assert model.cloze_seen == []  # by letter: the first line is the model's own ranking
     assert episode.answer.endswith("Final answer: Inferior STEMI")
     free = ReplayModel(["Inferior STEMI.\nFinal answer: Inferior STEMI", "It holds.", "A"])
     asyncio.run(run_episode(Council(free, KNOWLEDGE), Question(text="Crushing chest pain, ST up in II.")))

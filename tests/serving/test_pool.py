@@ -38,6 +38,10 @@ class Replica(QuietHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         settings = self.settings()
+        if self.path == "/tokenize":  # vLLM's tokenizer, beside /v1: the lone space is a token of its own
+            settings.setdefault("paths", []).append(self.path)  # type: ignore[attr-defined]
+            self.reply(200, {"tokens": [2, 236743] if body["prompt"] == " " else [2]})
+            return
         log: list[str] = settings["log"]  # type: ignore[assignment]
         log.append(str(body["messages"][-1]["content"]))
         time.sleep(float(settings.get("delay", 0.0)))  # type: ignore[arg-type]
@@ -289,3 +293,18 @@ def test_a_request_sent_before_a_rejoin_is_not_held_against_the_replica_again() 
     assert replica.up and replica.strikes == 1
     pool.take_out(replica, "ReadTimeout", replica.rejoins)  # one sent since: out again, with a longer back-off
     assert not replica.up and replica.strikes == 2
+
+
+def test_a_request_beside_the_api_root_reaches_the_replica_s_own_path(fleet: Fleet) -> None:
+    """The tokenizer (``/tokenize`` on vLLM, ``/extras/tokenize`` on llama-cpp-python) is beside ``/v1``: routed as
+    if under it, the lone-space ban of shaped replies was never found through a pool."""
+    urls = [fleet.start("a"), fleet.start("b")]
+
+    async def run() -> dict[str, int]:
+        settings = ClientSettings(cache=False, timeout=5, max_retries=0)
+        async with open_model(ModelSource.resolve(endpoint=",".join(urls)), settings, notice=lambda _: None) as client:
+            return await client._probe_space_bias()
+
+    assert asyncio.run(run()) == {"236743": -100}
+    paths = [path for server in fleet.servers.values() for path in server.settings.get("paths", [])]  # type: ignore[attr-defined]
+    assert paths == ["/tokenize", "/tokenize"]
