@@ -104,9 +104,9 @@ async def choose_after_reasoning(
 
 CLOZE_READS_REASONING = False
 """Whether the cloze prompt holds the reasoning before the question. Measured on the first 40 MMLU-medical items
-answered by the shaped council (Gemma 3 270M base, each item's recorded differential): the question alone 12/40
-right, the differential before the question 11/40, between question and answer 8/40, the letter choice 6/40; on
-274 items the question alone 35.4% against the letter's 20.1% (README, "Role shapes")."""
+answered by the shaped council (Gemma 3 270M base, each item's recorded differential, per character): the question
+alone 12/40 right, the differential before the question 11/40, between question and answer 8/40, the letter choice
+6/40; on 274 items the question alone 35.4% against the letter's 20.1% (README, "Role shapes")."""
 
 REPLY_SHAPES = {"action": prompts.DOCTOR_ACTION_SHAPE, "diagnosis": prompts.DOCTOR_DIAGNOSIS_SHAPE}
 """The enforced form of each kind of :attr:`Question.reply` that has one."""

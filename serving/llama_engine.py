@@ -15,12 +15,13 @@ Vocabulary logits only where a reply reads them. llama-cpp-python's server loads
 it needs to return ``logprobs`` at all: every prompt token then goes through the output layer (Gemma 3's is 262,144
 words wide, more than half of the 270M model's weights) and its row is copied into a ``n_ctx x vocabulary`` array,
 and a non-streamed reply with ``logprobs`` takes the log-softmax of every row of that array to read its last ones.
-Only the row before each generated token is ever read (medcouncil never asks for the prompt's own log-probabilities,
-``echo``). :func:`apply_last_row_logits` makes each decode ask llama.cpp for the logits of its last token only, keep
-that row, and compute log-probabilities for the rows read: the same replies, measured in the serving benchmark (2
-threads, AVX2, a 670-token prompt answered with one token and its logprobs) as 4.5x the prefill speed and a cached
-answer in 0.51 s instead of 1.19 s. ``echo`` with ``logprobs`` is refused in one line instead of answered from rows
-never computed.
+A reply reads the row before each generated token; the prompt's own log-probabilities (``echo``, cloze scoring) are
+computed on their own path (:mod:`medcouncil.serving.llama_echo`). :func:`apply_last_row_logits` makes each decode
+ask llama.cpp for the logits of its last token only, keep that row, and compute log-probabilities for the rows read:
+the same replies, measured in the serving benchmark (2 threads, AVX2, a 670-token prompt answered with one token and
+its logprobs) as 4.5x the prefill speed and a cached answer in 0.51 s instead of 1.19 s. ``echo`` with ``logprobs``
+goes to :func:`echo_completion` (a stream of it is refused in one line), and the server's completion request also
+takes ``logprobs_from`` (:func:`accept_logprobs_from`).
 
 ``python -m medcouncil.serving.llama_engine [--extra-buffers] --config_file FILE`` is the embedded server: the
 llama-cpp-python OpenAI server with these settings applied, and Python's fault handler on, so a crash leaves the

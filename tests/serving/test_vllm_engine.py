@@ -7,6 +7,7 @@ Runs when the interpreter in ``MEDCOUNCIL_VLLM_PYTHON`` (default: this one) can 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import subprocess
@@ -92,6 +93,12 @@ def test_vllm_serves_chat_constrained_choice_and_a_trained_adapter(tmp_path: Pat
                 ask = [UserMessage(content="Is the heart a muscle? Answer and say why.", source="u")]
                 shaped = [c async for c in client.stream(ask, shape=YES_NO, max_tokens=40) if isinstance(c, str)]
                 assert re.fullmatch(YES_NO.regex, "".join(shaped)), shaped  # held to the shape by vLLM
+                # Cloze: each option's tokens scored after the prompt (echo with logprobs, vLLM's own form)
+                cloze = await client.cloze("Question: Which organ pumps blood?\nAnswer:", {"A": "Liver", "B": "Heart"})
+                scored = json.loads(cloze.raw)
+                assert set(scored) == {"A", "B"} and all(total < 0 < count for total, count in scored.values())
+                per_token = {letter: total / count for letter, (total, count) in scored.items()}
+                assert cloze.letter == max(per_token, key=lambda x: per_token[x]) and cloze.calls == 2
                 return chat, choice, tuned
             finally:
                 await client.close()
