@@ -79,18 +79,16 @@ def final_answer(letter: str | None, options: dict[str, str]) -> str:
 
 
 async def choose_after_reasoning(
-    model: ChatModel, case: str, options: dict[str, str], turn: Turn, by_text: bool = False
+    model: ChatModel, case: str, options: dict[str, str], turn: Turn, by_text: bool = False, by_cloze: bool = False
 ) -> str:
     """The choice after ``turn``'s reasoning: the constrained letter with the one choice template (reasoning in its
-    slot), or, for a model held to its shapes answering given options, the option likeliest after
-    :data:`CLOZE_TEMPLATE`; sets ``turn.choice``,
-    appends the final answer line to ``turn.content`` and returns the line (for streaming).
+    slot), or with ``by_cloze`` the option likeliest after :data:`~medcouncil.tools.mcqa.CLOZE_TEMPLATE`; sets
+    ``turn.choice``, appends the final answer line to ``turn.content`` and returns the line (for streaming).
     ``by_text``: the line names the chosen option's text only (a choice among the reasoning's own diagnoses)."""
-    if model.shapes and not by_text:
-        # A base model held to its shapes answers a multiple-choice item by each option's likelihood after the
-        # question (cloze), not by a letter: its letter choice follows a position prior that carries no signal
-        # (README, "Role shapes"). Among its own diagnoses it keeps the letter: there the first is its own ranking,
-        # and cloze prefers a fluent sentence to a diagnosis (a STEMI answered "Pneumonia is an infectious ...").
+    if by_cloze:
+        # The shaped council's diagnostician on a multiple-choice item (DiagnosticianAgent): by each option's
+        # likelihood after the question (cloze), not by a letter, whose choice follows a position prior that carries
+        # no signal (README, "Why the shaped council answers by cloze").
         prompt = format_cloze(case, reasoning=turn.content if CLOZE_READS_REASONING else "")
         turn.choice = await choose_by_cloze(model, prompt, options, turn)
     else:

@@ -316,7 +316,10 @@ class DiagnosticianAgent(CouncilAgent):
             yield await choose_after_reasoning(self.model, state.case_en, ranked, turn, by_text=True)
             state.answer_en = turn.content
         elif state.options:
-            yield await choose_after_reasoning(self.model, state.case_en, state.options, turn)
+            # A shaped base model answers a multiple-choice item by cloze; an episode's commit (its question is the
+            # encounter's instructions and dialogue) and every model the user serves choose the letter.
+            cloze = self.model.shapes and state.question.reply == "free"
+            yield await choose_after_reasoning(self.model, state.case_en, state.options, turn, by_cloze=cloze)
             state.choice = turn.choice
             state.answer_en = turn.content
         elif shape := reply_shape(state.question.reply, self.model):

@@ -29,6 +29,7 @@ from autogen_core.models import (
 from openai.types.chat import ChatCompletionMessageParam
 
 from medcouncil.serving.adapter import LocalEngineClient, normalize_messages
+from medcouncil.serving.cloze import METHOD, score_options
 from medcouncil.serving.common.errors import (
     EndpointUnreachableError,
     EngineDiedError,
@@ -45,9 +46,6 @@ from medcouncil.serving.dialects import (
     EndpointInfo,
     Shape,
     choice_args,
-    cloze_args,
-    cloze_probabilities,
-    continuation_logprobs,
     letter_logprobs,
     lone_space_bias,
     normalise,
@@ -312,58 +310,22 @@ class ModelClient:
         return choice
 
     async def cloze(self, prompt: str, options: dict[str, str]) -> Choice:
-        """The option whose text the model finds likeliest after ``prompt`` (each scored as ``prompt + " " + text``,
-        its mean log-probability per token: :func:`cloze_probabilities`), with no letters shown, so no letter prior.
-        ``raw`` holds each option's summed log-probability and token count. The letter is None when the engine
-        gives no prompt log-probabilities for every option."""
+        """The option whose text the model finds likeliest after ``prompt`` (:func:`medcouncil.serving.cloze.
+        score_options`: each scored as ``prompt + " " + text``, by its mean log-probability per token), with no
+        letters shown, so no letter prior. ``raw`` holds each option's summed log-probability and token count.
+
+        Raises:
+            MedcouncilError: the engine gives no prompt log-probabilities (named), or as any request.
+        """
         self._check_engine()
-        args = cloze_args(self.info.dialect, len(prompt))
-        key = "cloze:" + hashlib.sha256(json.dumps([prompt, options, args], sort_keys=True).encode()).hexdigest()
+        key = "cloze:" + hashlib.sha256(json.dumps([METHOD, prompt, options], sort_keys=True).encode()).hexdigest()
         if self._choice_cache is not None and (hit := self._choice_cache.get(key)) is not None:
             return Choice.model_validate_json(hit).model_copy(update={"cached": True})
-        scores: dict[str, list[float]] = {}
-        usage = RequestUsage(prompt_tokens=0, completion_tokens=0)
-        for option, text in options.items() if args is not None else ():
-            values, used = await self._continuation(prompt, text.strip(), dict(args or {}))
-            usage = RequestUsage(
-                prompt_tokens=usage.prompt_tokens + used.prompt_tokens,
-                completion_tokens=usage.completion_tokens + used.completion_tokens,
-            )
-            if values is not None:
-                scores[option] = values
-        probabilities = cloze_probabilities(scores) if len(scores) == len(options) else None
-        letter = max(probabilities, key=lambda x: probabilities[x]) if probabilities else None
-        raw = json.dumps({key: [round(sum(values), 4), len(values)] for key, values in scores.items()})
-        calls = len(options) if args is not None else 0
-        choice = Choice(letter=letter, probabilities=probabilities, raw=raw, usage=usage, calls=calls)
-        if self._choice_cache is not None and letter is not None:
+        errors: tuple[type[BaseException], ...] = (openai.OpenAIError, httpx.HTTPError)
+        choice = await score_options(self._openai.completions, self.info, prompt, options, self._failure, errors)
+        if self._choice_cache is not None:
             self._choice_cache.set(key, choice.model_dump_json())
         return choice
-
-    async def _continuation(
-        self, prompt: str, text: str, args: dict[str, Any]
-    ) -> tuple[list[float] | None, RequestUsage]:
-        """The log-probabilities of the tokens of ``text`` after ``prompt`` and a space (None when the engine gave
-        none)."""
-        full = f"{prompt} {text}"
-        extra_body = args.pop("extra_body", None)
-        try:
-            response = await self._openai.completions.create(
-                model=self.info.model, prompt=full, extra_body=extra_body, **args
-            )
-        except (openai.OpenAIError, httpx.HTTPError) as error:
-            raise self._failure(error) from error
-        used = response.usage
-        counted = RequestUsage(
-            prompt_tokens=used.prompt_tokens if used else 0, completion_tokens=used.completion_tokens if used else 0
-        )
-        logprobs = response.choices[0].logprobs if response.choices else None
-        if logprobs is None:
-            return None, counted
-        values = continuation_logprobs(
-            logprobs.token_logprobs or [], logprobs.text_offset or [], len(prompt), len(full)
-        )
-        return values, counted
 
     async def _constrained(
         self, payload: list[ChatCompletionMessageParam], letters: Sequence[str]

@@ -95,28 +95,39 @@ def shape_args(dialect: Dialect, shape: Shape) -> dict[str, Any]:
     return {}
 
 
-def cloze_args(dialect: Dialect, scored_from: int) -> dict[str, Any] | None:
-    """Completions-API fields that return the log-probability of every token of the prompt from character
-    ``scored_from`` on (``echo`` with ``logprobs``); None where the engine gives no prompt log-probabilities."""
-    if dialect == "llamacpp":  # medcouncil's engine: no generation, and no output layer before scored_from
-        return {
-            "echo": True,
-            "logprobs": 1,
-            "max_tokens": 0,
-            "temperature": 0.0,
-            "extra_body": {"logprobs_from": scored_from},
-        }
-    if dialect == "vllm":  # vLLM: prompt log-probabilities come with echo (it generates at least one token)
-        return {"echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
+def cloze_args(dialect: Dialect, scored_from: int, own_engine: bool = False) -> dict[str, Any] | None:
+    """Completions-API fields that return the log-probability of every token of the prompt (``echo`` with
+    ``logprobs``); None where the engine gives no prompt log-probabilities. ``own_engine``: the endpoint is the
+    llama.cpp engine medcouncil started, which also takes the character from which to score (``scored_from``: no
+    output layer before it) and generates nothing when asked for 0 tokens (another llama-cpp-python server reads 0
+    as "up to the context", so one token is generated there)."""
+    base: dict[str, Any] = {"echo": True, "logprobs": 1, "max_tokens": 1, "temperature": 0.0}
+    if dialect == "llamacpp":  # llama-cpp-python ignores a field it does not know
+        return {**base, "max_tokens": 0 if own_engine else 1, "extra_body": {"logprobs_from": scored_from}}
+    if dialect == "vllm":
+        return base
     return None
 
 
 def continuation_logprobs(
-    token_logprobs: Sequence[float | None], text_offsets: Sequence[int], start: int, end: int
+    tokens: Sequence[str],
+    token_logprobs: Sequence[float | None],
+    text_offsets: Sequence[int],
+    generated: int,
+    start: int,
+    end: int,
 ) -> list[float] | None:
-    """The log-probabilities of the echoed tokens that start in ``[start, end)`` of the prompt (the continuation's
-    tokens); None when the engine gave none for one of them, or no token starts there."""
-    values = [value for value, offset in zip(token_logprobs, text_offsets, strict=False) if start <= offset < end]
+    """The log-probabilities of the echoed prompt tokens that start in ``[start, end)`` of the prompt (the
+    continuation's tokens, ``end`` the prompt's length); None when the engine gave none for one of them, or no token
+    starts there.
+
+    Offsets are taken from the prompt's end: an engine may count text the prompt does not hold before it (vLLM
+    renders a leading BOS as ``<bos>``, five characters). The last ``generated`` entries are the reply's."""
+    count = min(len(tokens), len(token_logprobs), len(text_offsets)) - generated
+    if count <= 0:
+        return None
+    shift = text_offsets[count - 1] + len(tokens[count - 1]) - end
+    values = [token_logprobs[i] for i in range(count) if start <= text_offsets[i] - shift < end]
     if not values or any(value is None or not math.isfinite(value) for value in values):
         return None
     return [float(value) for value in values if value is not None]

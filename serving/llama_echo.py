@@ -68,17 +68,25 @@ def score_prompt(llama: Any, tokens: list[int], k: int, first: int) -> list[tupl
     of ``scores`` as an evaluation of ``tokens`` would."""
     import numpy as np
 
+    if not tokens:
+        raise ValueError("echo with logprobs: the prompt has no tokens to score")
     if len(tokens) > llama.n_ctx():
         raise ValueError(f"Requested tokens ({len(tokens)}) exceed context window of {llama.n_ctx()}")
+    size = max(1, min(ECHO_CHUNK, llama.n_batch))  # the batch holds n_batch tokens
+    k = max(0, min(k, llama._n_vocab - 1))
     first = max(1, min(first, len(tokens)))
     in_cache = min(echoed_rows(llama), _common(llama.input_ids[: llama.n_tokens], tokens))
-    start = min(in_cache, first - 1, len(tokens) - 1) // ECHO_CHUNK * ECHO_CHUNK
-    llama._ctx.kv_cache_seq_rm(-1, start, -1)
+    start = min(in_cache, first - 1, len(tokens) - 1) // size * size
+    llama._requires_eval = True  # until the prompt's last row is decoded: nothing samples from an older one
+    llama._medcouncil_echoed_rows = 0
+    if not llama._ctx.kv_cache_seq_rm(-1, start, -1):  # a cache that cannot drop its tail: start afresh
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        start = 0
     llama.n_tokens = start
     vocab, batch = llama._n_vocab, llama._batch.batch
     found: list[tuple[float, list[tuple[int, float]]]] = []
-    for begin in range(start, len(tokens), ECHO_CHUNK):
-        chunk = tokens[begin : begin + ECHO_CHUNK]
+    for begin in range(start, len(tokens), size):
+        chunk = tokens[begin : begin + size]
         outputs = []
         batch.n_tokens = len(chunk)
         for i, token in enumerate(chunk):

@@ -154,7 +154,8 @@ def apply_last_row_logits(on: bool = True) -> None:
             asked = signature.bind(self, *args, **kwargs)
             asked.apply_defaults()
             arguments = {key: value for key, value in asked.arguments.items() if key != "self"}
-            if arguments.get("echo") and arguments.get("logprobs") is not None and self._logits_all:
+            scored = self._logits_all and not self.context_params.embeddings  # embeddings: every row is an output
+            if arguments.get("echo") and arguments.get("logprobs") is not None and scored:
                 if arguments.get("stream"):
                     raise ValueError(ECHO_LOGPROBS_REFUSED)
                 return echo_completion(create_completion, self, arguments, logprobs_from)
@@ -200,9 +201,14 @@ def accept_logprobs_from() -> None:
 
         @model_validator(mode="after")
         def _nothing_generated_only_when_echoed(self) -> CompletionRequest:
-            if self.max_tokens == 0 and not (self.echo and self.logprobs is not None and not self.stream):
+            scored = self.echo and self.logprobs is not None
+            if self.max_tokens == 0 and not (scored and not self.stream):
                 # llama-cpp-python reads 0 as "up to the context": only a scored prompt generates nothing
                 raise ValueError("max_tokens 0 is for echo with logprobs, not streamed (the prompt scored alone)")
+            if scored and self.stream:
+                raise ValueError("echo with logprobs is answered whole: ask with stream off")
+            if scored and self.prompt in ("", [], [""]):
+                raise ValueError("echo with logprobs needs a prompt to score")
             return self
 
     types.CreateCompletionRequest = CompletionRequest  # type: ignore[misc]

@@ -109,15 +109,30 @@ def test_an_echoed_prompt_is_scored_as_llama_cpp_python_scores_it_whatever_was_a
 
 
 def test_scoring_from_a_character_leaves_the_tokens_before_it_unscored_and_the_rest_identical(llm: Any) -> None:
-    text = PROMPT + " pericarditis"
+    options = [" pericarditis", " aortic dissection", " pericardial effusion with tamponade"]
     apply_last_row_logits(True)
     llm.reset()
-    whole = scored(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True))
-    part = scored(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True, logprobs_from=len(PROMPT)))
+    whole = scored(llm.create_completion(PROMPT + options[0], max_tokens=0, logprobs=1, echo=True))
+    alone = []
+    for option in options:  # each from an empty cache
+        llm.reset()
+        alone.append(
+            scored(
+                llm.create_completion(PROMPT + option, max_tokens=0, logprobs=1, echo=True, logprobs_from=len(PROMPT))
+            )
+        )
+    part = alone[0]
     assert whole[:2] == part[:2]  # the same tokens and offsets
     for offset, full, only in zip(whole[1], whole[2], part[2], strict=True):
         assert (only is None) if offset < len(PROMPT) else (only is not None and abs(only - full) <= 1e-5)
-    assert len(llm.create_completion(text, max_tokens=0, logprobs=1, echo=True)["choices"][0]["text"]) == len(text)
+    for order in ([2, 1, 0], [1, 1, 2]):  # the shared question's KV entries reused: the same numbers
+        for index in order:
+            again = llm.create_completion(
+                PROMPT + options[index], max_tokens=0, logprobs=1, echo=True, logprobs_from=len(PROMPT)
+            )
+            assert close(scored(again), alone[index]), index
+        llm.create_completion("Chest pain and", max_tokens=2)
+    assert llm.create_completion(PROMPT, max_tokens=0, logprobs=1, echo=True)["choices"][0]["text"] == PROMPT
 
 
 def test_only_the_rows_read_are_computed_and_any_other_use_gets_the_whole_matrix() -> None:
