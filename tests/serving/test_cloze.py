@@ -46,17 +46,8 @@ def test_a_continuation_is_the_tokens_that_start_inside_it_counted_from_the_prom
 
 def test_an_engine_without_prompt_log_probabilities_is_an_error_naming_it_not_an_answer() -> None:
     info = EndpointInfo(base_url="http://127.0.0.1:9/v1", model="m", dialect="openai")
-    settings = ClientSettings(cache=False)
-
-    async def go() -> object:
-        client = ModelClient(endpoint_component(info, settings), info, settings)
-        try:
-            return await client.cloze(PROMPT, OPTIONS)
-        finally:
-            await client.close()
-
     with pytest.raises(MedcouncilError, match=r"http://127.0.0.1:9/v1 cannot score options by cloze"):
-        asyncio.run(go())
+        run_client(info, PROMPT, OPTIONS)
 
 
 def test_options_are_ranked_by_log_probability_per_token_not_by_sum() -> None:
