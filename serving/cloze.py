@@ -42,14 +42,14 @@ async def score_options(
             f"{info.base_url} cannot score options by cloze (no prompt log-probabilities in its dialect): answer by "
             "letter (MEDCOUNCIL_SHAPES=off)"
         )
+    fields = dict(args)
+    extra_body = fields.pop("extra_body", None)
     scores: dict[str, list[float]] = {}
     prompt_tokens = completion_tokens = 0
     for option, text in options.items():
         full = f"{prompt} {text.strip()}"
-        extra = dict(args)
-        extra_body = extra.pop("extra_body", None)
         try:
-            response = await completions.create(model=info.model, prompt=full, extra_body=extra_body, **extra)
+            response = await completions.create(model=info.model, prompt=full, extra_body=extra_body, **fields)
         except errors as error:
             raise failure(error) from error  # type: ignore[arg-type]
         usage = response.usage

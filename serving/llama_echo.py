@@ -32,15 +32,6 @@ LOGPROBS_FROM = "logprobs_from"
 """The request field (llama.cpp dialect): the character offset of the prompt from which tokens are scored."""
 
 
-def _common(a: Any, b: list[int]) -> int:
-    count = 0
-    for x, y in zip(a, b, strict=False):
-        if int(x) != y:
-            break
-        count += 1
-    return count
-
-
 def prompt_tokens(llama: Any, prompt: str) -> list[int]:
     """The prompt's tokens as llama-cpp-python's completion reads them (BOS when the model adds one, special
     tokens parsed)."""
@@ -75,7 +66,7 @@ def score_prompt(llama: Any, tokens: list[int], k: int, first: int) -> list[tupl
     size = max(1, min(ECHO_CHUNK, llama.n_batch))  # the batch holds n_batch tokens
     k = max(0, min(k, llama._n_vocab - 1))
     first = max(1, min(first, len(tokens)))
-    in_cache = min(echoed_rows(llama), _common(llama.input_ids[: llama.n_tokens], tokens))
+    in_cache = min(echoed_rows(llama), int(llama.longest_token_prefix(llama.input_ids[: llama.n_tokens], tokens)))
     start = min(in_cache, first - 1, len(tokens) - 1) // size * size
     llama._requires_eval = True  # until the prompt's last row is decoded: nothing samples from an older one
     llama._medcouncil_echoed_rows = 0
