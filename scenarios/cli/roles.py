@@ -16,12 +16,18 @@ from medcouncil.serving.common.errors import ConfigError
 def roles(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Benchmark or episode run folders.")],
     out: Annotated[Path | None, typer.Option("--json", help="Also write the figures to this JSON file.")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit", min=1, help="Only each run's first N items (in its item order), e.g. 100 of a 300-item run."
+        ),
+    ] = None,
 ) -> None:
     """Role formats of runs: per role the share of echo, own format, loops, empty and over-length turns; the critic's
     verdicts and their agreement with correctness; in episodes, valid actions and information gathered first."""
     from medcouncil.scenarios.role_format.report import actions_table, roles_table, run_roles, verdicts_table
 
-    rows = [row for run in runs for row in run_roles(run)]
+    rows = [row for run in runs for row in run_roles(run, limit)]
     console.print(roles_table(rows))
     console.print(verdicts_table(rows))
     if any(row.actions is not None for row in rows):

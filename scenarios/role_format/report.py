@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 from rich.table import Table
 
-from medcouncil.scenarios.bench.journal import SAMPLES, read_records
+from medcouncil.scenarios.bench.journal import SAMPLES, read_manifest, read_records
 from medcouncil.scenarios.episodes.harness import read_episode_records
 from medcouncil.scenarios.episodes.run import read_episode_manifest
 from medcouncil.scenarios.role_format.measure import (
@@ -34,17 +34,22 @@ class ModeRoles(BaseModel):
     """Episode runs only."""
 
 
-def run_roles(directory: Path) -> list[ModeRoles]:
-    """Every mode of the run in ``directory``, measured.
+def run_roles(directory: Path, limit: int | None = None) -> list[ModeRoles]:
+    """Every mode of the run in ``directory``, measured; with ``limit``, on the run's first ``limit`` items only (in
+    the order of its manifest, the order ``bench --limit`` chose them: a longer run reports its first items alone).
 
     Raises:
         ConfigError: ``directory`` holds no run (one line, naming it).
     """
     if not directory.is_dir():
         raise ConfigError(f"{directory}: no such run folder")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {limit}")
     rows: list[ModeRoles] = []
-    if read_episode_manifest(directory) is not None:  # else a benchmark run
-        records = [r for r in read_episode_records(directory) if r.interview is not None]
+    episodes = read_episode_manifest(directory)
+    if episodes is not None:  # else a benchmark run
+        cases = set(episodes.case_ids[:limit])
+        records = [r for r in read_episode_records(directory) if r.interview is not None and r.case_id in cases]
         for mode in sorted({r.mode for r in records}):
             mine = [r for r in records if r.mode == mode]
             interviews = [r.interview for r in mine if r.interview is not None]
@@ -73,6 +78,9 @@ def run_roles(directory: Path) -> list[ModeRoles]:
     if not (directory / SAMPLES).is_file():
         raise ConfigError(f"{directory}: not a run folder (no {SAMPLES})")
     samples = read_records(directory)
+    if limit is not None:
+        chosen = set(read_manifest(directory).sample_ids[:limit])
+        samples = [r for r in samples if r.sample_id in chosen]
     for mode in sorted({r.mode for r in samples}):
         answered = [r for r in samples if r.mode == mode]
         rows.append(

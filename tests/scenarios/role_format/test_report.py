@@ -10,7 +10,8 @@ import pytest
 
 from medcouncil.agents.interview import Interview, Step
 from medcouncil.agents.protocol import Episode, Question, Turn
-from medcouncil.scenarios.bench.journal import Journal, Record
+from medcouncil.scenarios.bench.journal import Journal, Manifest, Record, RunConfig
+from medcouncil.scenarios.datasets.registry import DatasetInfo
 from medcouncil.scenarios.role_format.measure import measure_actions, measure_roles, measure_verdicts
 from medcouncil.scenarios.role_format.report import run_roles
 from medcouncil.serving.common.errors import ConfigError
@@ -117,3 +118,58 @@ def test_the_roles_command_reads_a_benchmark_run(cli: list[str], tmp_path: Path)
     assert missing.returncode == 1 and "no such run folder" in missing.stderr
     with pytest.raises(ConfigError, match="not a run folder"):
         run_roles(tmp_path)
+    with pytest.raises(ConfigError, match=r"no run\.json"):  # --limit needs the run's item order
+        run_roles(tmp_path / "run", limit=2)
+
+
+def test_limit_reports_the_runs_first_items_in_its_own_order(tmp_path: Path, cli: list[str]) -> None:
+    """A 300-item run reports its first 100 alone: the manifest's order, not the order the answers were journaled."""
+    journal = Journal(tmp_path / "run")
+    info = DatasetInfo(dataset="x", source="x.jsonl", fingerprint="f", rows=3, skipped=0)
+    journal.write_manifest(Manifest(dataset=info, config=RunConfig(modes=["council"]), sample_ids=["b", "a", "c"]))
+    for sample_id, verdict, correct in [("a", "APPROVE", False), ("c", "REVISE", False), ("b", "APPROVE", True)]:
+        letter = "A" if correct else "B"
+        episode = council([verdict])
+        journal.append(
+            Record(sample_id=sample_id, mode="council", gold="A", letter=letter, correct=correct, episode=episode)
+        )
+    journal.close()
+    assert run_roles(tmp_path / "run")[0].items == 3
+    (first,) = run_roles(tmp_path / "run", limit=1)
+    assert first.items == 1 and first.verdicts.agreement == 1.0  # "b": approved and correct
+    (two,) = run_roles(tmp_path / "run", limit=2)
+    assert two.items == 2 and two.verdicts.agreement == pytest.approx(1 / 2)
+    assert run_roles(tmp_path / "run", limit=10)[0].items == 3
+    with pytest.raises(ConfigError, match="at least 1"):
+        run_roles(tmp_path / "run", limit=0)
+    done = subprocess.run(
+        [*cli, "roles", str(tmp_path / "run"), "--limit", "1"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "100%" in done.stdout and "│     1 │" in done.stdout
+
+
+def test_limit_on_an_episode_run_keeps_its_first_cases(tmp_path: Path) -> None:
+    from medcouncil.agents.judge import Verdict
+    from medcouncil.scenarios.episodes.harness import EpisodeConfig, EpisodeManifest, EpisodeRecord
+
+    journal = Journal(tmp_path / "episodes")
+    manifest = EpisodeManifest(source="x", fingerprint="f", config=EpisodeConfig(modes=["single"]), case_ids=["2", "1"])
+    journal.write_manifest(manifest)
+    for case_id, first in [
+        ("1", Step(by="doctor", kind="diagnosis", text="Stroke")),
+        ("2", Step(by="doctor", kind="ask", text="Fever?")),
+    ]:
+        steps = [first, Step(by="doctor", kind="diagnosis", text="Stroke")]
+        interview = Interview(case_id=case_id, steps=steps, doctor_episodes=[council([])])
+        verdict = Verdict(correct=False, method="none", reason="")
+        journal.append(
+            EpisodeRecord(
+                case_id=case_id, mode="single", gold="MI", correct=False, verdict=verdict, interview=interview
+            )
+        )
+    journal.close()
+    (every,) = run_roles(tmp_path / "episodes")
+    assert every.items == 2 and every.actions is not None and every.actions.gathers_first == 0.5
+    (first,) = run_roles(tmp_path / "episodes", limit=1)
+    assert first.items == 1 and first.actions is not None and first.actions.gathers_first == 1.0  # case "2" asks
