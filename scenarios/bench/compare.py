@@ -62,10 +62,16 @@ def _labels(runs: Sequence[tuple[Path, Run]]) -> list[str]:
     return names
 
 
-def compare(directories: Sequence[Path], seed: int = 0) -> Comparison:
-    """Raises: ConfigError: fewer than two runs, runs of different datasets, or no item or mode in common."""
+def compare(directories: Sequence[Path], seed: int = 0, limit: int | None = None) -> Comparison:
+    """The runs on the items every one answered; with ``limit``, on the first run's first ``limit`` items only (its
+    manifest order: the first 100 of two 300-item runs).
+
+    Raises: ConfigError: fewer than two runs, runs of different datasets, or no item or mode in common.
+    """
     if len(directories) < 2:
         raise ConfigError("compare needs at least two run folders")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be at least 1, not {limit}")
     resolved = [Path(d).resolve() for d in directories]
     if twice := sorted({str(d) for d in resolved if resolved.count(d) > 1}):
         raise ConfigError(f"{twice[0]} is given twice: compare different runs (a run against itself tests nothing)")
@@ -79,11 +85,18 @@ def compare(directories: Sequence[Path], seed: int = 0) -> Comparison:
         raise ConfigError("the runs have no mode in common")
     labels = _labels(runs)
     answered = [{(rec.sample_id, rec.mode): rec for rec in run.records} for _, run in runs]
-    common = [i for i in runs[0][1].manifest.sample_ids if all(any((i, m) in a for m in modes) for a in answered)]
+    scope = runs[0][1].manifest.sample_ids[:limit]
+    common = [i for i in scope if all(any((i, m) in a for m in modes) for a in answered)]
     if not common:
         raise ConfigError("the runs share no answered item: were they run on the same dataset and options?")
     keep = set(common)
-    dropped = {label: len(set(run.manifest.sample_ids) - keep) for label, (_, run) in zip(labels, runs, strict=True)}
+    within = set(scope) if limit is not None else None  # items past the limit are not "left out"
+    dropped = {
+        label: len(
+            (set(run.manifest.sample_ids) & within if within is not None else set(run.manifest.sample_ids)) - keep
+        )
+        for label, (_, run) in zip(labels, runs, strict=True)
+    }
     rows: list[ModelRow] = []
     versus: list[Versus] = []
     for mode in modes:

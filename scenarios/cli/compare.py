@@ -16,6 +16,10 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Two or more finished bench run folders.")],
     out: Annotated[Path | None, typer.Option(help="Folder for compare.md/.html/.json (./runs/compare-TIME).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap CIs.")] = 0,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", min=1, help="Only the first run's first N items (its item order), e.g. 100 of 300."),
+    ] = None,
 ) -> None:
     """Compare models (one bench run each, e.g. base vs adapter) on the same items: CIs and McNemar per mode."""
     from rich.table import Table
@@ -23,7 +27,7 @@ def compare(
     from medcouncil.scenarios.bench.compare import LEFT_OUT, tables, write
     from medcouncil.scenarios.bench.compare import compare as compare_runs
 
-    comparison = compare_runs(runs, seed=seed)
+    comparison = compare_runs(runs, seed=seed, limit=limit)
     (header, rows), (_, paired) = tables(comparison)
     table = Table(title=f"{comparison.dataset} · {comparison.items} items")
     for name in header[:8]:

@@ -72,6 +72,20 @@ def test_items_not_in_every_run_are_left_out_and_said(tmp_path: Path) -> None:
     assert "left out" in markdown(result)
 
 
+def test_limit_compares_the_first_runs_first_items(tmp_path: Path) -> None:
+    base = make_run(tmp_path / "base", "gemma-3-270m", right={"q0", "q4", "q8"})
+    tuned = make_run(tmp_path / "tuned", "med", right={"q0", "q1", "q2", "q3", "q5", "q6", "q7", "q9"})
+    result = compare([base, tuned], limit=4)  # q0-q3: base right on q0, tuned on all four
+    assert result.items == 4 and result.dropped == {"gemma-3-270m": 0, "med": 0}
+    assert {r.label: r.accuracy for r in result.rows} == {"gemma-3-270m": 0.25, "med": 1.0}
+    assert (result.versus[0].only_first, result.versus[0].only_second) == (3, 0)
+    short = make_run(tmp_path / "short", "short", right=set(), items=["q1", "q2"])
+    partial = compare([base, short], limit=4)  # q0 and q3 unanswered by the short run: left out and said
+    assert partial.items == 2 and partial.dropped == {"gemma-3-270m": 2, "short": 0}
+    with pytest.raises(ConfigError, match="at least 1"):
+        compare([base, tuned], limit=0)
+
+
 def test_journal_rows_of_another_run_are_left_out_and_told(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     base = make_run(tmp_path / "a", "m", right=set(GOLD))
     other = make_run(tmp_path / "b", "m", right=set(GOLD), items=["q0", "q1", "q2"])
@@ -117,6 +131,14 @@ def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Pa
     )
     told = "compared on the 2 items every run answered; left out of each run's item list (unanswered by it or by "
     assert told + "another run): gemma-3-270m 8, med 0" in done.stdout
+    first = subprocess.run(
+        [*cli, "compare", str(base), str(tuned), "--limit", "1", "--out", str(tmp_path / "cmp3")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert first.returncode == 0, first.stderr
+    assert "1 items, 100.0% vs 100.0%" in first.stdout and "left out" not in first.stdout
     failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "at least two" in failed.stderr and "Traceback" not in failed.stderr
 
