@@ -90,11 +90,9 @@ def compare(directories: Sequence[Path], seed: int = 0, limit: int | None = None
     if not common:
         raise ConfigError("the runs share no answered item: were they run on the same dataset and options?")
     keep = set(common)
-    within = set(scope) if limit is not None else None  # items past the limit are not "left out"
+    within = set(scope)  # with a limit, items past it are not "left out"
     dropped = {
-        label: len(
-            (set(run.manifest.sample_ids) & within if within is not None else set(run.manifest.sample_ids)) - keep
-        )
+        label: len({i for i in run.manifest.sample_ids if limit is None or i in within} - keep)
         for label, (_, run) in zip(labels, runs, strict=True)
     }
     rows: list[ModelRow] = []
