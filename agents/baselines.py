@@ -289,3 +289,39 @@ class PriDe:
             turns=turns,
             wall_time_s=time.perf_counter() - started,
         )
+
+
+class SingleCloze:
+    """The single model by cloze: each option's text scored as the continuation of the question
+    (:data:`~medcouncil.tools.mcqa.CLOZE_TEMPLATE`, no letters shown, so no position prior), the likeliest per token
+    chosen: how the shaped council answers a multiple-choice item, without the council (its answer does not read
+    the reasoning: README, "Why the shaped council answers by cloze"). One scoring call per option. A question
+    without options goes to the single model. The engine must return prompt log-probabilities (medcouncil's own
+    llama.cpp engine, llama-cpp-python, vLLM); another fails with an error naming it."""
+
+    def __init__(self, inner: Answerer, model: ChatModel, name: str = "single+cloze") -> None:
+        self.inner, self.model, self.name = inner, model, name
+
+    async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        if not question.options:
+            async for event in self.inner.stream(question, history):
+                yield event
+            return
+        turn = Turn(agent=self.name, content="", kind="answer")
+        line = await choose_after_reasoning(self.model, question.text, question.options, turn, by_cloze=True)
+        yield TokenEvent(agent=self.name, text=line.strip())
+        turn.latency_s = time.perf_counter() - started
+        yield TurnEvent(turn=turn)
+        choice = turn.choice
+        yield Episode(
+            question=question,
+            answerer=self.name,
+            case_en=question.text,
+            answer=turn.content,
+            answer_en=turn.content,
+            letter=choice.letter if choice else None,
+            probabilities=choice.probabilities if choice else None,
+            turns=[turn],
+            wall_time_s=time.perf_counter() - started,
+        )

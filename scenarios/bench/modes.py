@@ -121,6 +121,12 @@ def _cyclic(setting: Setting) -> Answerer:
     return CyclicDebias(setting.single)
 
 
+def _cloze(setting: Setting) -> Answerer:
+    from medcouncil.agents.baselines import SingleCloze
+
+    return SingleCloze(setting.single, setting.model)
+
+
 def _pride(setting: Setting) -> Answerer:
     from medcouncil.agents.baselines import PriDe
 
@@ -145,7 +151,7 @@ MODES: dict[str, Mode] = {
             "translate, retrieve, diagnose, critique, revise, then the constrained choice",
             "#d62728",
             lambda s: s.council,
-            compared_with=("single", "cot", "sc"),
+            compared_with=("single", "cot", "sc", "single+cloze"),
             doctor=lambda s: Doctor(s.council, s.council, s.council),
             free_text=True,
         ),
@@ -192,6 +198,14 @@ MODES: dict[str, Mode] = {
             compared_with=("single",),
             parameters=("prior",),
             debias="pride",
+        ),
+        Mode(
+            "single+cloze",
+            "the single model by cloze: each option's text scored after the question, no letters shown",
+            "#e377c2",
+            _cloze,
+            compared_with=("single",),
+            debias="cloze",
         ),
         Mode(
             "panel",

@@ -140,3 +140,19 @@ def test_pride_estimates_the_position_prior_and_divides_it_out() -> None:
     calls = model.calls
     asyncio.run(run_episode(debiased, next(q for q in questions[5:] if q.item_id not in estimator.ids)))
     assert model.calls == calls + 1  # the prior is estimated once; later items cost one call
+
+
+def test_single_cloze_scores_the_option_texts_after_the_question_without_letters() -> None:
+    from medcouncil.agents.baselines import SingleCloze
+    from medcouncil.agents.council import SingleModel
+
+    model = ReplayModel(["B", "Gout, most likely."])
+    cloze = SingleCloze(SingleModel(model), model)
+    episode = asyncio.run(run_episode(cloze, QUESTION))
+    assert episode.letter == "B" and episode.answerer == "single+cloze" and episode.answer == "Final answer: B. Gout"
+    ((prompt, scored),) = model.cloze_seen
+    assert prompt == "Question: Hot swollen first MTP joint after drinking. Diagnosis?\nAnswer:"
+    assert scored == QUESTION.options  # each option's own text, no letter in the prompt
+    assert set(episode.probabilities or {}) == {"A", "B", "C"} and episode.model_calls == 1
+    free = asyncio.run(run_episode(cloze, Question(text="Hot swollen first MTP joint. Diagnosis?")))
+    assert free.answer == "Gout, most likely." and model.cloze_seen == [(prompt, scored)]  # the single model's

@@ -1,5 +1,6 @@
 """Every mode of ``medcouncil bench`` on the real embedded server: a MedQA item through single, cot, sc, council,
-gated, panel and both debiased singles; a Korean fixture item through the council and the panel."""
+gated, panel and the debiased singles (cyclic, PriDe, cloze); a Korean fixture item through the council and the
+panel."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def test_every_mode_answers_with_complete_probabilities(
         "--mode",
         ",".join(MODES),
         "--debias",
-        "cyclic,pride",
+        "cyclic,pride,cloze",
         "--sc-k",
         "2",
         "--endpoint",
@@ -51,7 +52,7 @@ def test_every_mode_answers_with_complete_probabilities(
         str(tmp_path / "run"),
     )
     by_mode = {str(r["mode"]): r for r in records}
-    assert set(by_mode) == {*MODES, "single+cyclic", "single+pride"}
+    assert set(by_mode) == {*MODES, "single+cyclic", "single+pride", "single+cloze"}
     for mode, record in by_mode.items():
         probabilities = record["probabilities"]
         assert record["letter"] in {"A", "B", "C", "D"}, mode
@@ -60,12 +61,14 @@ def test_every_mode_answers_with_complete_probabilities(
     assert min(by_mode["single"]["probabilities"].values()) > 0  # type: ignore[union-attr]
     calls = {mode: int(record["model_calls"]) for mode, record in by_mode.items()}  # type: ignore[call-overload]
     assert calls["cot"] >= 2 and calls["sc"] >= 4  # a reasoning and a choice; k = 2 of them
+    assert calls["single+cloze"] == 4  # one scoring call per option, through the engine's echo path
     rotations = {turn["agent"] for turn in by_mode["single+cyclic"]["episode"]["turns"]}  # type: ignore[index]
     assert rotations == {f"single@rotation{r}" for r in range(4)}
     panel = [turn["agent"] for turn in by_mode["panel"]["episode"]["turns"]]  # type: ignore[index]
     assert panel[0] == "retriever" and {"panelist_1", "panelist_2", "panelist_3"} <= set(panel)
     report = (tmp_path / "run" / "report.md").read_text()
-    for pair in ("council vs cot", "council vs sc", "panel vs council", "single+pride vs single"):
+    pairs = ("council vs cot", "council vs sc", "panel vs council", "single+pride vs single", "single+cloze vs single")
+    for pair in (*pairs, "council vs single+cloze"):
         assert pair in report
 
 
