@@ -156,11 +156,11 @@ def test_limit_on_an_episode_run_keeps_its_first_cases(tmp_path: Path) -> None:
     journal = Journal(tmp_path / "episodes")
     manifest = EpisodeManifest(source="x", fingerprint="f", config=EpisodeConfig(modes=["single"]), case_ids=["2", "1"])
     journal.write_manifest(manifest)
-    for case_id, first in [
+    for case_id, opening in [
         ("1", Step(by="doctor", kind="diagnosis", text="Stroke")),
         ("2", Step(by="doctor", kind="ask", text="Fever?")),
     ]:
-        steps = [first, Step(by="doctor", kind="diagnosis", text="Stroke")]
+        steps = [opening, Step(by="doctor", kind="diagnosis", text="Stroke")]
         interview = Interview(case_id=case_id, steps=steps, doctor_episodes=[council([])])
         verdict = Verdict(correct=False, method="none", reason="")
         journal.append(
