@@ -21,6 +21,9 @@ METHOD = "cloze-per-token-v1"
 """What a cached cloze answer was computed with: part of its cache key, so a change of method is never served an old
 answer."""
 
+BY_LETTER = "answer by letter (MEDCOUNCIL_SHAPES=off for the shaped council; without --debias cloze)"
+"""What an engine that cannot score by cloze leaves: the letter choice."""
+
 
 async def score_options(
     completions: AsyncCompletions,
@@ -39,8 +42,7 @@ async def score_options(
     args = cloze_args(info.dialect, len(prompt), own_engine=bool(info.weights))
     if args is None:
         raise MedcouncilError(
-            f"{info.base_url} cannot score options by cloze (no prompt log-probabilities in its dialect): answer by "
-            "letter (MEDCOUNCIL_SHAPES=off)"
+            f"{info.base_url} cannot score options by cloze (no prompt log-probabilities in its dialect): {BY_LETTER}"
         )
     fields = dict(args)
     extra_body = fields.pop("extra_body", None)
@@ -70,7 +72,7 @@ async def score_options(
         if values is None:
             raise MedcouncilError(
                 f"{info.base_url} gave no log-probabilities for the tokens of option {option} after the prompt "
-                "(echo with logprobs): it cannot score options by cloze; answer by letter (MEDCOUNCIL_SHAPES=off)"
+                f"(echo with logprobs): it cannot score options by cloze; {BY_LETTER}"
             )
         scores[option] = values
     probabilities = cloze_probabilities(scores)

@@ -50,7 +50,10 @@ class Comparison(BaseModel):
     items: int
     """Items every run answered in at least one common mode."""
     dropped: dict[str, int]
-    """Per run: items of its list left out of the comparison (unanswered by it or by another run)."""
+    """Per run: items of its list left out of the comparison (unanswered by it or by another run); with a limit,
+    of those among the reference's first ``limit`` items."""
+    limit: int | None = None
+    """Only the reference run's first ``limit`` items were compared (``compare --limit``)."""
     rows: list[ModelRow]
     versus: list[Versus]
 
@@ -142,6 +145,7 @@ def compare(directories: Sequence[Path], seed: int = 0, limit: int | None = None
         dataset=runs[0][1].manifest.dataset.dataset,
         items=len(common),
         dropped=dropped,
+        limit=limit,
         rows=rows,
         versus=versus,
     )
@@ -191,6 +195,13 @@ def tables(comparison: Comparison) -> tuple[tuple[list[str], list[list[object]]]
     return (header, rows), (paired_header, paired)
 
 
+def scope(comparison: Comparison) -> str:
+    """What a limited comparison covers, said beside its item count ("" without a limit)."""
+    if comparison.limit is None:
+        return ""
+    return f", within the reference's first {comparison.limit} items (--limit)"
+
+
 def markdown(comparison: Comparison) -> str:
     (header, rows), (paired_header, paired) = tables(comparison)
     lines = [f"# medcouncil comparison: {comparison.dataset}", ""]
@@ -198,7 +209,7 @@ def markdown(comparison: Comparison) -> str:
         f"- **{label}**: {directory}"
         for label, directory in zip(comparison.labels, comparison.directories, strict=True)
     ]
-    lines += [f"- **items compared**: {comparison.items} (reference: {comparison.labels[0]})"]
+    lines += [f"- **items compared**: {comparison.items} (reference: {comparison.labels[0]}){scope(comparison)}"]
     if any(comparison.dropped.values()):
         lines += [f"- **{LEFT_OUT}**: " + ", ".join(f"{k} {v}" for k, v in comparison.dropped.items())]
     lines += ["", "## Accuracy per model (letters: how often each was predicted)", "", *_table(header, rows)]
@@ -215,7 +226,8 @@ def html_page(comparison: Comparison) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>comparison</title><style>{STYLE}</style>"
         f"</head><body><h1>Comparison: {html.escape(comparison.dataset)}</h1><ul>{runs}</ul>"
-        f"<p>{comparison.items} items compared; reference {html.escape(comparison.labels[0])}.</p>"
+        f"<p>{comparison.items} items compared; reference {html.escape(comparison.labels[0])}"
+        f"{html.escape(scope(comparison))}.</p>"
         f"<h2>Accuracy per model</h2>{_html_table(header, rows)}"
         f"<h2>Against the reference (exact McNemar)</h2>{_html_table(paired_header, paired)}"
         "</body></html>"

@@ -93,7 +93,8 @@ class Mode:
     doctor: Callable[[Setting], Doctor] | None = None
     """How it plays patient episodes; None: it does not."""
     parameters: tuple[str, ...] = ()
-    """The run settings its answers depend on (``threshold``, ``sc_k``, ``prior``)."""
+    """What its answers depend on: run settings (``threshold``, ``sc_k``, ``prior``) and engine capabilities
+    (``cloze``: prompt log-probabilities, checked before the run)."""
     debias: str | None = None
     """Its ``--debias`` name, when it is a debiasing of the single model."""
     note: Callable[[float], str] | None = None
@@ -205,6 +206,7 @@ MODES: dict[str, Mode] = {
             "#e377c2",
             _cloze,
             compared_with=("single",),
+            parameters=("cloze",),
             debias="cloze",
         ),
         Mode(

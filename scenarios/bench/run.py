@@ -13,10 +13,11 @@ from rich.markup import escape
 
 from medcouncil.scenarios.bench.modes import build, needs, setting_for
 from medcouncil.serving.common.console import console, err_console
-from medcouncil.serving.common.errors import ConfigError
+from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError, MedcouncilError, first_line
 
 if TYPE_CHECKING:
     from medcouncil.agents.build import Answerers, CouncilFile
+    from medcouncil.agents.protocol import ChatModel
     from medcouncil.scenarios.bench.journal import Manifest
     from medcouncil.scenarios.bench.report import Run
     from medcouncil.scenarios.datasets.registry import Selection
@@ -123,6 +124,21 @@ def resumed_run(directory: Path, data_root: Path | None) -> RunRequest:
     return RunRequest(directory, manifest, [by_id[i] for i in manifest.sample_ids])
 
 
+CLOZE_PROBE = ("Question: What colour is a clear daytime sky?\nAnswer:", {"A": "blue", "B": "green"})
+"""Scored once before a run with a cloze mode: an engine that cannot score options says so before any item, not as
+an error on every item."""
+
+
+async def check_cloze(model: ChatModel) -> None:
+    """Raises: ConfigError: the engine cannot score options by cloze (its reason, naming it)."""
+    try:
+        await model.cloze(*CLOZE_PROBE)
+    except EndpointUnreachableError:
+        raise  # said as it is: the server is not there
+    except MedcouncilError as error:
+        raise ConfigError(f"--debias cloze: {first_line(error)}") from error
+
+
 async def execute(request: RunRequest, answerers: Answerers, answering: Answering) -> Run:
     """Run what is missing from the journal, with a progress bar; the manifest and report are written at the end."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -144,6 +160,9 @@ async def execute(request: RunRequest, answerers: Answerers, answering: Answerin
         from medcouncil.agents.council import SingleModel
 
         estimator = PriorEstimator(SingleModel(answerers.model), [item.question for item in items], seed=config.seed)
+
+    if needs(config.modes, "cloze"):
+        await check_cloze(answerers.model)
 
     def per_worker() -> dict[str, Answerer]:
         return build(setting_for(answerers, config.threshold, config.sc_k, estimator), config.modes)

@@ -24,12 +24,12 @@ def compare(
     """Compare models (one bench run each, e.g. base vs adapter) on the same items: CIs and McNemar per mode."""
     from rich.table import Table
 
-    from medcouncil.scenarios.bench.compare import LEFT_OUT, tables, write
+    from medcouncil.scenarios.bench.compare import LEFT_OUT, scope, tables, write
     from medcouncil.scenarios.bench.compare import compare as compare_runs
 
     comparison = compare_runs(runs, seed=seed, limit=limit)
     (header, rows), (_, paired) = tables(comparison)
-    table = Table(title=f"{comparison.dataset} · {comparison.items} items")
+    table = Table(title=f"{comparison.dataset} · {comparison.items} items{scope(comparison)}")
     for name in header[:8]:
         table.add_column(name, overflow="fold")  # a long model name wraps instead of being cut short
     for row in rows:

@@ -49,7 +49,11 @@ def run_roles(directory: Path, limit: int | None = None) -> list[ModeRoles]:
     episodes = read_episode_manifest(directory)
     if episodes is not None:  # else a benchmark run
         cases = set(episodes.case_ids[:limit])
-        records = [r for r in read_episode_records(directory) if r.interview is not None and r.case_id in cases]
+        records = [
+            r
+            for r in read_episode_records(directory)
+            if r.interview is not None and (limit is None or r.case_id in cases)
+        ]
         for mode in sorted({r.mode for r in records}):
             mine = [r for r in records if r.mode == mode]
             interviews = [r.interview for r in mine if r.interview is not None]

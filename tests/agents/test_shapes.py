@@ -261,3 +261,18 @@ def test_a_shaped_model_answers_a_multiple_choice_item_by_cloze_and_a_served_one
     served = ReplayModel(["Inferior STEMI fits.", "B", "It holds.", "A"])
     assert asyncio.run(run_episode(Council(served, KNOWLEDGE), question)).letter == "B"
     assert served.cloze_seen == [] and "B. ⟪Inferior  STEMI⟫" in str(served.seen[1][-1].content)  # the letter
+
+
+def test_the_shaped_council_and_single_cloze_score_the_same_prompt_and_options() -> None:
+    """On an English item with one model the shaped council's answer is ``single+cloze``'s (README: the cloze does
+    not read the reasoning), so the pair of modes checks that."""
+    from medcouncil.agents.baselines import SingleCloze
+
+    options = {"A": "Inferior STEMI", "B": "Pericarditis", "C": "Aortic dissection"}
+    question = Question(text="Crushing chest pain, ST up in II, III and aVF. Diagnosis?", options=options)
+    differential = "1. Inferior STEMI\n2. Pericarditis\n3. Aortic dissection"
+    council = ReplayModel([differential, "A", "A=0.9", "Sound: fits."], shapes=True)
+    alone = ReplayModel(["A"], shapes=True)
+    asyncio.run(run_episode(Council(council, KNOWLEDGE), question))
+    asyncio.run(run_episode(SingleCloze(SingleModel(alone), alone), question))
+    assert council.cloze_seen and council.cloze_seen == alone.cloze_seen

@@ -79,6 +79,8 @@ def test_limit_compares_the_first_runs_first_items(tmp_path: Path) -> None:
     assert result.items == 4 and result.dropped == {"gemma-3-270m": 0, "med": 0}
     assert {r.label: r.accuracy for r in result.rows} == {"gemma-3-270m": 0.25, "med": 1.0}
     assert (result.versus[0].only_first, result.versus[0].only_second) == (3, 0)
+    assert "within the reference's first 4 items" in markdown(result)  # a limited report says so
+    assert "within the reference's first" not in markdown(compare([base, tuned]))
     short = make_run(tmp_path / "short", "short", right=set(), items=["q1", "q2"])
     partial = compare([base, short], limit=4)  # q0 and q3 unanswered by the short run: left out and said
     assert partial.items == 2 and partial.dropped == {"gemma-3-270m": 2, "short": 0}
@@ -139,6 +141,7 @@ def test_cli_prints_the_table_and_writes_the_report(cli: list[str], tmp_path: Pa
     )
     assert first.returncode == 0, first.stderr
     assert "1 items, 100.0% vs 100.0%" in first.stdout and "left out" not in first.stdout
+    assert "first 1 items (--limit)" in " ".join(first.stdout.split())
     failed = subprocess.run([*cli, "compare", str(base)], capture_output=True, text=True, timeout=120)
     assert failed.returncode == 1 and "at least two" in failed.stderr and "Traceback" not in failed.stderr
 
