@@ -54,6 +54,22 @@ async def _reason_and_choose(
         yield await choose_after_reasoning(model, question.text, question.options, turn)
 
 
+def _one_turn(name: str, question: Question, answer: str, turn: Turn, started: float) -> Episode:
+    """The episode of an answerer of one turn, its choice (if any) in ``turn.choice``."""
+    choice = turn.choice
+    return Episode(
+        question=question,
+        answerer=name,
+        case_en=question.text,
+        answer=answer,
+        answer_en=answer,
+        letter=choice.letter if choice else None,
+        probabilities=choice.probabilities if choice else None,
+        turns=[turn],
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
 class ChainOfThought:
     """The single model reasoning first (one reasoning, one constrained choice)."""
 
@@ -74,18 +90,7 @@ class ChainOfThought:
             yield TokenEvent(agent=self.name, text=f"\n\n{answer}")
         turn.latency_s = time.perf_counter() - started
         yield TurnEvent(turn=turn)
-        choice = turn.choice
-        yield Episode(
-            question=question,
-            answerer=self.name,
-            case_en=question.text,
-            answer=answer,
-            answer_en=answer,
-            letter=choice.letter if choice else None,
-            probabilities=choice.probabilities if choice else None,
-            turns=[turn],
-            wall_time_s=time.perf_counter() - started,
-        )
+        yield _one_turn(self.name, question, answer, turn, started)
 
 
 def vote(choices: Sequence[Choice]) -> tuple[str | None, dict[str, float] | None]:
@@ -313,15 +318,4 @@ class SingleCloze:
         yield TokenEvent(agent=self.name, text=line.strip())
         turn.latency_s = time.perf_counter() - started
         yield TurnEvent(turn=turn)
-        choice = turn.choice
-        yield Episode(
-            question=question,
-            answerer=self.name,
-            case_en=question.text,
-            answer=turn.content,
-            answer_en=turn.content,
-            letter=choice.letter if choice else None,
-            probabilities=choice.probabilities if choice else None,
-            turns=[turn],
-            wall_time_s=time.perf_counter() - started,
-        )
+        yield _one_turn(self.name, question, turn.content, turn, started)
