@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
-from autogen_core.models import RequestUsage
+from autogen_core.models import CreateResult, LLMMessage, RequestUsage
 
 from medcouncil.agents.baselines import ChainOfThought, SelfConsistency, vote
 from medcouncil.agents.protocol import Episode, Question, run_episode
 from medcouncil.serving.components import Choice
+from medcouncil.serving.dialects import Shape
 from medcouncil.serving.replay import ReplayModel
 
 QUESTION = Question(
@@ -26,9 +28,11 @@ class Sampling(ReplayModel):
         super().__init__(replies)
         self.args: list[dict[str, Any]] = []
 
-    def stream(self, messages: Any, **create_args: Any) -> Any:
+    def stream(
+        self, messages: Sequence[LLMMessage], shape: Shape | None = None, **create_args: Any
+    ) -> AsyncIterator[str | CreateResult]:
         self.args.append(create_args)
-        return super().stream(messages, **create_args)
+        return super().stream(messages, shape, **create_args)
 
 
 def run(answerer: ChainOfThought | SelfConsistency) -> Episode:

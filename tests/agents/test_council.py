@@ -13,6 +13,7 @@ from autogen_core.models import CreateResult, LLMMessage
 from medcouncil.agents import prompts
 from medcouncil.agents.council import Council, CouncilConfig, SingleModel
 from medcouncil.agents.protocol import Episode, Question, TokenEvent, TurnEvent, run_episode
+from medcouncil.serving.dialects import Shape
 from medcouncil.serving.replay import ReplayModel
 from medcouncil.tools.chunking import Document
 from medcouncil.tools.search import InMemoryKnowledge
@@ -161,7 +162,9 @@ def test_a_failed_model_call_ends_the_episode_with_an_error() -> None:
 class Stalls(ReplayModel):
     """A model whose streamed reply never ends (a slow engine): the turn is cancelled while it is in flight."""
 
-    async def stream(self, messages: Sequence[LLMMessage], **create_args: Any) -> AsyncIterator[str | CreateResult]:
+    async def stream(
+        self, messages: Sequence[LLMMessage], shape: Shape | None = None, **create_args: Any
+    ) -> AsyncIterator[str | CreateResult]:
         self.seen.append(list(messages))
         yield "Thinking"
         await asyncio.Event().wait()

@@ -4,6 +4,7 @@ answer, the last verdict is kept, values from the options or the conversation ar
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from medcouncil.agents.council import Council
 from medcouncil.agents.protocol import Episode, Question, run_episode
@@ -21,7 +22,7 @@ def run(council: Council, question: Question, history: tuple[Episode, ...] = ())
     return asyncio.run(run_episode(council, question, history))
 
 
-def text_of(messages: list[object]) -> str:
+def text_of(messages: Sequence[object]) -> str:
     return "\n".join(str(getattr(m, "content", "")) for m in messages)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from autogen_core.models import SystemMessage, UserMessage
+from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
 from medcouncil.agents.preserve import _PLACEHOLDER, protect, restore_spans
@@ -28,7 +28,10 @@ def _translate(info: EndpointInfo, masked: str) -> str:
     async def go() -> str:
         client = ModelClient(endpoint_component(info, settings), info, settings)
         try:
-            messages = [SystemMessage(content=prompts.TRANSLATE_TO_ENGLISH), UserMessage(content=masked, source="user")]
+            messages: list[LLMMessage] = [
+                SystemMessage(content=prompts.TRANSLATE_TO_ENGLISH),
+                UserMessage(content=masked, source="user"),
+            ]
             result = await client.chat(messages, max_tokens=512)
             return str(result.content)
         finally:

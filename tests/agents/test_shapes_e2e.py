@@ -45,7 +45,7 @@ def test_every_step_of_the_embedded_model_is_an_action(embedded_server: ServerSt
         client = ModelClient(endpoint_component(info, settings), info, settings)
         try:
             assert client.shapes  # the embedded model: on by default
-            answers = []
+            answers: list[tuple[str, str]] = []
             for case in CASES:
                 said = [Step(by="doctor", kind="ask", text="Where?"), Step(by="patient", kind="reply", text="Here.")]
                 for question in (doctor_step(case, [], 6), doctor_step(case, said, 5), commit_step(case, said)):

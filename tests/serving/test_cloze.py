@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from typing import Any
 
 import openai
 import pytest
@@ -72,7 +73,7 @@ def run_client(info: EndpointInfo, prompt: str, options: dict[str, str], cache: 
     return asyncio.run(go())
 
 
-def echo(info: EndpointInfo, text: str, **extra_body: object) -> dict[str, list[object]]:
+def echo(info: EndpointInfo, text: str, **extra_body: object) -> dict[str, list[Any]]:
     client = openai.OpenAI(base_url=info.base_url, api_key="not-needed")
     try:
         response = client.completions.create(
@@ -80,7 +81,9 @@ def echo(info: EndpointInfo, text: str, **extra_body: object) -> dict[str, list[
         )
     finally:
         client.close()
-    return json.loads(response.choices[0].logprobs.model_dump_json())  # type: ignore[union-attr]
+    assert response.choices[0].logprobs is not None
+    logprobs: dict[str, list[Any]] = json.loads(response.choices[0].logprobs.model_dump_json())
+    return logprobs
 
 
 @pytest.mark.integration
@@ -112,9 +115,9 @@ def test_cloze_picks_the_likeliest_text_per_token_with_no_letters_shown(embedded
     for letter, text in OPTIONS.items():  # each score is the option's own tokens after the prompt
         logprobs = echo(embedded_info, f"{PROMPT} {text}")
         values = continuation_logprobs(
-            logprobs["tokens"],  # type: ignore[arg-type]
-            logprobs["token_logprobs"],  # type: ignore[arg-type]
-            logprobs["text_offset"],  # type: ignore[arg-type]
+            logprobs["tokens"],
+            logprobs["token_logprobs"],
+            logprobs["text_offset"],
             0,
             len(PROMPT),
             len(f"{PROMPT} {text}"),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,10 +15,11 @@ def flag(command: list[str], name: str) -> str:
     return command[command.index(name) + 1]
 
 
-def server_config(command: list[str]) -> dict[str, object]:
+def server_config(command: list[str]) -> dict[str, Any]:
     path = Path(flag(command, "--config_file"))
     assert path.stat().st_mode & 0o077 == 0, "the server config may hold the API key: owner-only"
-    return json.loads(path.read_text())  # type: ignore[no-any-return]
+    settings: dict[str, Any] = json.loads(path.read_text())
+    return settings
 
 
 def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> None:
@@ -30,7 +32,7 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     settings = server_config(command)
     assert settings["host"] == HOST == "127.0.0.1"
     assert settings["port"] == 8123
-    [model] = settings["models"]  # type: ignore[misc]
+    [model] = settings["models"]
     assert model["n_ctx"] == 2048 and model["n_threads"] == 3 and model["model_alias"] == "m"
     assert model["n_threads_batch"] == 3  # prompt processing too (llama-cpp-python's default: every core)
     assert model["n_batch"] == "256"  # extra_args reach the model settings
@@ -42,8 +44,8 @@ def test_llamacpp_command_binds_loopback_with_gemma_template(tmp_path: Path) -> 
     assert "api_key" not in settings
     assert settings["interrupt_requests"] is False  # a second request waits: it does not cut a running stream
     default = server_config(EngineConfig().command(8124, gguf, tmp_path))
-    assert default["models"][0]["n_threads"] == os.cpu_count()  # type: ignore[index]
-    shared = server_config(EngineConfig(replicas=2).command(8126, gguf, tmp_path))["models"][0]  # type: ignore[index]
+    assert default["models"][0]["n_threads"] == os.cpu_count()
+    shared = server_config(EngineConfig(replicas=2).command(8126, gguf, tmp_path))["models"][0]
     assert shared["n_threads"] == shared["n_threads_batch"] == max(1, (os.cpu_count() or 1) // 2)
     with pytest.raises(ConfigError, match="pairs"):
         EngineConfig(extra_args=["--n_batch"]).command(8125, gguf, tmp_path)
@@ -58,7 +60,7 @@ def test_llamacpp_serves_each_adapter_as_a_model_name_and_keeps_the_key_off_argv
     assert not any("s3cret" in part for part in command)
     settings = server_config(command)
     assert settings["api_key"] == "s3cret"
-    base, adapter = settings["models"]  # type: ignore[misc]
+    base, adapter = settings["models"]
     assert base["model_alias"] == "m" and "lora_path" not in base
     assert adapter["model_alias"] == "med" and adapter["lora_path"] == str(lora) and adapter["model"] == str(gguf)
 
@@ -68,16 +70,18 @@ def test_vllm_command_has_prefix_caching_lora_and_template(tmp_path: Path) -> No
     model.mkdir()
     adapter = tmp_path / "ko-adapter"
     adapter.mkdir()
-    config = EngineConfig(
-        engine="vllm",
-        model=str(model),
-        lora=[f"ko={adapter}"],
-        max_model_len=4096,
-        served_model_name="medgemma-ko",
-        chat_template=GEMMA_TEMPLATE,
-        api_key="secret",
-        python="/opt/vllm/bin/python",
-        gpu_memory_utilization=0.3,
+    config = EngineConfig.model_validate(  # adapters as the CLI gives them: NAME=PATH
+        {
+            "engine": "vllm",
+            "model": str(model),
+            "lora": [f"ko={adapter}"],
+            "max_model_len": 4096,
+            "served_model_name": "medgemma-ko",
+            "chat_template": GEMMA_TEMPLATE,
+            "api_key": "secret",
+            "python": "/opt/vllm/bin/python",
+            "gpu_memory_utilization": 0.3,
+        }
     )
     config.check_paths()
     converted = tmp_path / "converted-hf"
@@ -166,9 +170,9 @@ def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
     with pytest.raises(ModelPathError, match=r"model path not found: \./missing-folder"):
         EngineConfig(engine="vllm", model="./missing-folder").check_paths()
     with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
-        EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora=["ko=/nope/adapter"]).check_paths()
+        EngineConfig(engine="vllm", model="google/medgemma-4b-it", lora={"ko": Path("/nope/adapter")}).check_paths()
     with pytest.raises(ModelPathError, match="LoRA adapter 'ko' not found"):
-        EngineConfig(lora=["ko=/nope/adapter"]).check_paths()
+        EngineConfig(lora={"ko": Path("/nope/adapter")}).check_paths()
     EngineConfig(engine="vllm").check_paths()  # the embedded GGUF, converted at start-up
     with pytest.raises(ModelPathError, match=r"model path not found: /nope/x\.gguf"):
         EngineConfig(engine="vllm", model="/nope/x.gguf").check_paths()
@@ -178,4 +182,4 @@ def test_missing_paths_are_reported_before_launch(tmp_path: Path) -> None:
 
 def test_lora_must_be_name_equals_path() -> None:
     with pytest.raises(ValueError, match="NAME=PATH"):
-        EngineConfig(engine="vllm", model="m/x", lora=["just-a-path"])
+        EngineConfig.model_validate({"engine": "vllm", "model": "m/x", "lora": ["just-a-path"]})

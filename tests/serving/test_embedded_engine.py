@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from autogen_core.models import CreateResult, LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.serving.client import ModelClient
-from medcouncil.serving.components import ClientSettings, cache_namespace, endpoint_component
+from medcouncil.serving.components import Choice, ClientSettings, cache_namespace, endpoint_component
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.state import ServerState
 
@@ -119,7 +120,7 @@ def test_every_option_gets_the_models_own_probability_on_real_items(embedded_inf
         pytest.skip(f"shared data not found at {path}")
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()[:8]]
 
-    async def body(client: ModelClient) -> list[tuple[object, ...]]:
+    async def body(client: ModelClient) -> list[tuple[Choice, dict[str, float], str, float]]:
         out = []
         for row in rows:
             messages: list[LLMMessage] = [
@@ -137,13 +138,13 @@ def test_every_option_gets_the_models_own_probability_on_real_items(embedded_inf
     results = run(embedded_info, body, cache=False)
     completed = 0
     for choice, in_top, letter, forced in results:
-        probs = choice.probabilities  # type: ignore[attr-defined]
+        probs = choice.probabilities
         assert probs is not None and set(probs) == set("ABCDE") and min(probs.values()) > 0, probs
         assert sum(probs.values()) == pytest.approx(1.0)
-        assert choice.letter == max(probs, key=probs.__getitem__)  # type: ignore[attr-defined]
+        assert choice.letter == max(probs, key=probs.__getitem__)
         assert forced == pytest.approx(in_top[letter], abs=1e-4)  # forced or among the top: the same number
         completed += len(in_top) < 5
-        assert choice.calls == 1 + (5 - len(in_top))  # type: ignore[attr-defined]
+        assert choice.calls == 1 + (5 - len(in_top))
     assert completed > 0, "no item had a letter outside the top alternatives: the completion was not exercised"
 
 
@@ -156,7 +157,7 @@ def test_choose_with_two_letters_never_leaves_them(embedded_info: EndpointInfo) 
 def test_disk_cache_replays_identical_calls(embedded_info: EndpointInfo) -> None:
     question: list[LLMMessage] = [UserMessage(content="Options: A. Heart B. Liver. Answer:", source="user")]
 
-    async def twice(client: ModelClient) -> tuple[object, ...]:
+    async def twice(client: ModelClient) -> tuple[CreateResult, CreateResult, Choice, Choice, Path | None]:
         first = await client.chat([QUESTION], max_tokens=8)
         second = await client.chat([QUESTION], max_tokens=8)
         first_choice = await client.choose(question, ["A", "B"])
@@ -166,7 +167,7 @@ def test_disk_cache_replays_identical_calls(embedded_info: EndpointInfo) -> None
     first, second, c1, c2, path = run(embedded_info, twice, cache=True)
     assert isinstance(first, CreateResult) and isinstance(second, CreateResult)
     assert second.cached and second.content == first.content
-    assert c2.cached and c2.letter == c1.letter and c2.probabilities == c1.probabilities  # type: ignore[attr-defined]
+    assert c2.cached and c2.letter == c1.letter and c2.probabilities == c1.probabilities
     assert path is not None and path.name == cache_namespace(embedded_info, ClientSettings())
 
     uncached = run(embedded_info, lambda c: c.chat([QUESTION], max_tokens=8), cache=False)

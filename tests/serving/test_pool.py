@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from typing import Any
 
 import pytest
 from autogen_core.models import UserMessage
@@ -27,8 +28,9 @@ class Replica(QuietHandler):
 
     server: ThreadingHTTPServer
 
-    def settings(self) -> dict[str, object]:
-        return getattr(self.server, "settings", {})
+    def settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = getattr(self.server, "settings", {})
+        return settings
 
     def do_GET(self) -> None:
         models = [{"id": "m", "owned_by": "vllm", "root": "/models/m"}]
@@ -39,16 +41,16 @@ class Replica(QuietHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         settings = self.settings()
         if self.path == "/tokenize":  # vLLM's tokenizer, beside /v1: the lone space is a token of its own
-            settings.setdefault("paths", []).append(self.path)  # type: ignore[attr-defined]
+            settings.setdefault("paths", []).append(self.path)
             self.reply(200, {"tokens": [2, 236743] if body["prompt"] == " " else [2]})
             return
-        log: list[str] = settings["log"]  # type: ignore[assignment]
+        log: list[str] = settings["log"]
         log.append(str(body["messages"][-1]["content"]))
-        time.sleep(float(settings.get("delay", 0.0)))  # type: ignore[arg-type]
+        time.sleep(float(settings.get("delay", 0.0)))
         if settings.get("status"):
-            self.reply(int(settings["status"]), {"error": "loading"})  # type: ignore[call-overload]
+            self.reply(int(settings["status"]), {"error": "loading"})
             return
-        token, logprob = settings.get("top", (" Heart", -0.5))  # type: ignore[misc]
+        token, logprob = settings.get("top", (" Heart", -0.5))
         self.answer(
             {
                 "id": "x",

@@ -57,7 +57,7 @@ def test_the_models_config_decides_heads_layers_and_context(tmp_path: Path) -> N
     model = tmp_path / "medgemma"
     model.mkdir()
     # A multimodal config nests the language model's numbers (Gemma 3 4B and up, MedGemma).
-    text = {"num_attention_heads": 32, "num_hidden_layers": 62, "max_position_embeddings": 131072}
+    text: dict[str, object] = {"num_attention_heads": 32, "num_hidden_layers": 62, "max_position_embeddings": 131072}
     (model / "config.json").write_text(json.dumps({"model_type": "gemma3", "text_config": text}))
     check_model(load(engine="vllm", tensor_parallel_size=8, pipeline_parallel_size=2, gpus_per_node=16), model)
     with pytest.raises(ConfigError, match=r"config\.json: 32 attention heads do not split over .* 3"):

@@ -54,7 +54,7 @@ class Counting:
     def __init__(self, name: str = "counting") -> None:
         self.name, self.encoded = name, 0
 
-    def encode(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+    def encode(self, texts: list[str]) -> np.ndarray:
         self.encoded += len(texts)
         return np.array([[float(len(t)), 1.0] for t in texts], dtype=np.float32)
 

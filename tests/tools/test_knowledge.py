@@ -143,7 +143,7 @@ def test_a_store_refuses_vectors_of_another_model(tmp_path: Path, embedder: Bert
     class Other:
         name = "other-model"
 
-        def encode(self, texts: list[str]) -> np.ndarray:  # type: ignore[type-arg]
+        def encode(self, texts: list[str]) -> np.ndarray:
             return np.ones((len(texts), 384), dtype=np.float32)
 
     with pytest.raises(KnowledgeStoreError, match="built with embeddings 'all-MiniLM-L6-v2', not 'other-model'"):

@@ -14,7 +14,7 @@ from rich.console import Console
 from medcouncil.agents.arena_judge import ModelJudge, ReferenceJudge
 from medcouncil.agents.cases import ClinicalCase, Finding
 from medcouncil.agents.council import SingleModel
-from medcouncil.agents.protocol import Episode, Event, Question
+from medcouncil.agents.protocol import Answerer, Episode, Event, Question
 from medcouncil.scenarios.arena.human import HumanJudge
 from medcouncil.scenarios.arena.items import ArenaItem, case_to_item
 from medcouncil.scenarios.arena.journal import ANSWERS, ArenaConfig, ArenaJournal, ArenaManifest, parse_contestant
@@ -70,7 +70,7 @@ def test_answers_are_journaled_once_and_failures_retried_on_resume(tmp_path: Pat
     manifest, journal = setup(tmp_path, ["single", "cot@flaky"])
     single = SingleModel(ReplayModel(["Asthma, because of reversible wheeze.", "An MI: ST elevation."]))
     flaky = Failing("flaky", fail=1)
-    contestants = {"single": single, "cot@flaky": flaky}
+    contestants: dict[str, Answerer] = {"single": single, "cot@flaky": flaky}
     tally = asyncio.run(answer_all(manifest, ITEMS, journal, contestants))
     assert (tally.answered, tally.failed) == (3, 1)
     assert [(e.item_id, e.who, e.error) for e in journal.errors()] == [("1", "cot@flaky", "endpoint timed out")]

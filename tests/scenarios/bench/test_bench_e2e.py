@@ -12,6 +12,7 @@ import threading
 import time
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,7 +32,7 @@ def bench(cli: list[str], *args: str, timeout: float = 900) -> subprocess.Comple
     return subprocess.run([*cli, "bench", *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def journal(directory: Path) -> list[dict[str, object]]:
+def journal(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text().splitlines()]
 
 

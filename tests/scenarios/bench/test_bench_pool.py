@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,14 +38,14 @@ def replicas() -> Iterator[list[ServerState]]:
             server.stop()
 
 
-def samples(run: Path) -> list[dict[str, object]]:
+def samples(run: Path) -> list[dict[str, Any]]:
     path = run / "samples.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")] if path.exists() else []
 
 
 def answers(run: Path) -> dict[str, tuple[object, object]]:
     return {
-        str(r["sample_id"]): (r["letter"], {k: round(float(v), 4) for k, v in dict(r["probabilities"]).items()})  # type: ignore[call-overload]
+        str(r["sample_id"]): (r["letter"], {k: round(float(v), 4) for k, v in dict(r["probabilities"]).items()})
         for r in samples(run)
     }
 

@@ -38,7 +38,7 @@ def setting(with_prior: bool = True) -> Setting:
     roles = dict.fromkeys(ROLES, model)
     return Setting(
         model,
-        lambda structure: make_council(roles, knowledge, CouncilConfig(), structure),  # type: ignore[arg-type]
+        lambda structure: make_council(roles, knowledge, CouncilConfig(), structure),
         estimator=prior,
     )
 

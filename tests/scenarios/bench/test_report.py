@@ -16,7 +16,7 @@ from medcouncil.serving.common.errors import ConfigError
 from medcouncil.tools.knowledge import Evidence
 
 GOLD = {"q1": "A", "q2": "B", "q3": "C", "q4": "A"}
-PREDICTED = {  # mode → item → letter; q4 council is an error
+PREDICTED: dict[str, dict[str, str | None]] = {  # mode → item → letter; q4 council is an error
     "single": {"q1": "A", "q2": "A", "q3": None, "q4": "B"},
     "council": {"q1": "A", "q2": "B", "q3": "C"},
     "gated": {"q1": "A", "q2": "B", "q3": "C", "q4": "B"},

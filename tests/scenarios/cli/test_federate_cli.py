@@ -30,7 +30,11 @@ def test_flags_override_the_yaml_inside_their_sections(tmp_path: Path) -> None:
         "data: [medqa]\npartition: {scheme: subject, clients: 4}\nfederation: {rounds: 5, strategy: fedprox}\n"
         "train: {lora_r: 8}\n"
     )
-    flags = {"top": {"limit": 30}, "partition": {"clients": 2}, "federation": {"rounds": None, "mu": 0.1}}
+    flags: dict[str, dict[str, object]] = {
+        "top": {"limit": 30},
+        "partition": {"clients": 2},
+        "federation": {"rounds": None, "mu": 0.1},
+    }
     settings = settings_from(config, flags)
     assert (settings.limit, settings.partition.scheme, settings.partition.clients) == (30, "subject", 2)
     assert (settings.federation.rounds, settings.federation.strategy, settings.federation.mu) == (5, "fedprox", 0.1)

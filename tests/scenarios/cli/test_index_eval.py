@@ -99,11 +99,11 @@ def test_eval_of_a_users_queries_against_a_collection(cli: list[str], tmp_path: 
     assert "3 documents → 3 chunks, 1 new, 1 removed (no longer in their file)" in readded.stdout
     assert "holds 3 chunks" in readded.stdout
 
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text('{"text": "Croup: barking cough and stridor."}\n{"text": "Scarlet fever: sandpaper rash."}\n')
-    assert run(cli, tmp_path, "index", "add", str(rows), "--collection", "mine", "--no-leak-check").returncode == 0
-    rows.write_text('{"text": "Croup: barking cough and stridor."}\n{broken\n')  # read in part: nothing replaced
-    partly = run(cli, tmp_path, "index", "add", str(rows), "--collection", "mine", "--no-leak-check")
+    rows_file = tmp_path / "rows.jsonl"
+    rows_file.write_text('{"text": "Croup: barking cough and stridor."}\n{"text": "Scarlet fever: sandpaper rash."}\n')
+    assert run(cli, tmp_path, "index", "add", str(rows_file), "--collection", "mine", "--no-leak-check").returncode == 0
+    rows_file.write_text('{"text": "Croup: barking cough and stridor."}\n{broken\n')  # read in part: nothing replaced
+    partly = run(cli, tmp_path, "index", "add", str(rows_file), "--collection", "mine", "--no-leak-check")
     assert partly.returncode == 0 and "rows.jsonl:2: skipped, not JSON" in partly.stderr
     assert "rows.jsonl: not read whole, so chunks from an earlier version" in partly.stderr
     assert "holds 5 chunks" in partly.stdout

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from medcouncil.scenarios.bench.harness import prepare
 from medcouncil.scenarios.bench.journal import Journal, read_records
 from medcouncil.scenarios.bench.metrics import accuracy
 from medcouncil.scenarios.datasets.generic import FieldMap
 from medcouncil.scenarios.datasets.registry import load_dataset
 from medcouncil.serving.dialects import choice_args
-from tests.scenarios.bench.test_bench import Scripted, prepare, run
+from tests.scenarios.bench.test_bench import Scripted, run
 
 TEN = [f"choice {i}" for i in range(10)]
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def bench(cli: list[str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*cli, "bench", *args], capture_output=True, text=True, timeout=1200, env=ENV)
 
 
-def records(directory: Path) -> list[dict[str, object]]:
+def records(directory: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
@@ -103,10 +104,10 @@ def test_a_korean_case_goes_through_the_real_translator(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [record] = records(tmp_path / "ko")
-    support = record["interview"]["support"]  # type: ignore[index]
+    support = record["interview"]["support"]
     # Opening and objective went to English (and a Korean reply, if any, came back), all costed in the episode.
     assert len(support) >= 2 and all(turn["agent"] == "translator" for turn in support)
-    doctor_prompt = record["interview"]["doctor_episodes"][0]["question"]["text"]  # type: ignore[index]
+    doctor_prompt = record["interview"]["doctor_episodes"][0]["question"]["text"]
     opening_turn = support[0]["content"]
     if opening_turn.startswith("Not translated ("):  # the 270M gives its prompt back: the source is passed on
         assert "24세" in doctor_prompt and "Translate the following" not in doctor_prompt

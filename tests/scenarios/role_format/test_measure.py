@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from medcouncil.agents.protocol import Episode, Question, Turn
 from medcouncil.scenarios.bench.journal import Record
 from medcouncil.scenarios.role_format.measure import echoes, loops, measure_roles, own_text
@@ -11,7 +13,7 @@ OPTIONS = {"A": "Acute inferior myocardial infarction", "B": "Pneumonia"}
 CASE = "A 58-year-old man has crushing central chest pain radiating to the left arm with sweating for 30 minutes."
 
 
-def record(diagnosis: str, review: str, verdict: str = "APPROVE") -> Record:
+def record(diagnosis: str, review: str, verdict: Literal["APPROVE", "REVISE"] = "APPROVE") -> Record:
     turns = [
         Turn(
             agent="diagnostician",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -18,9 +19,10 @@ from medcouncil.serving.common.errors import ConfigError
 from medcouncil.serving.components import Choice
 
 OPTIONS = {"A": "Inferior myocardial infarction", "B": "Pneumonia"}
+Verdict = Literal["APPROVE", "REVISE"]
 
 
-def council(verdicts: list[str], answer: str = "Inferior STEMI.\nFinal answer: A") -> Episode:
+def council(verdicts: list[Verdict], answer: str = "Inferior STEMI.\nFinal answer: A") -> Episode:
     turns = [Turn(agent="diagnostician", content=answer)]
     turns += [Turn(agent="critic", kind="verdict", verdict=v, content=f"{v}: Sound: A fits.") for v in verdicts]
     question = Question(text="Chest pain, ST elevation.", options=OPTIONS)
@@ -94,7 +96,8 @@ def test_an_episode_steps_format_is_an_action_line() -> None:
 
 def test_the_roles_command_reads_a_benchmark_run(cli: list[str], tmp_path: Path) -> None:
     journal = Journal(tmp_path / "run")
-    for number, (verdict, correct) in enumerate([("APPROVE", True), ("REVISE", False), ("APPROVE", False)]):
+    runs: list[tuple[Verdict, bool]] = [("APPROVE", True), ("REVISE", False), ("APPROVE", False)]
+    for number, (verdict, correct) in enumerate(runs):
         record = Record(
             sample_id=str(number),
             mode="council",
@@ -127,7 +130,8 @@ def test_limit_reports_the_runs_first_items_in_its_own_order(tmp_path: Path, cli
     journal = Journal(tmp_path / "run")
     info = DatasetInfo(dataset="x", source="x.jsonl", fingerprint="f", rows=3, skipped=0)
     journal.write_manifest(Manifest(dataset=info, config=RunConfig(modes=["council"]), sample_ids=["b", "a", "c"]))
-    for sample_id, verdict, correct in [("a", "APPROVE", False), ("c", "REVISE", False), ("b", "APPROVE", True)]:
+    items: list[tuple[str, Verdict, bool]] = [("a", "APPROVE", False), ("c", "REVISE", False), ("b", "APPROVE", True)]
+    for sample_id, verdict, correct in items:
         letter = "A" if correct else "B"
         episode = council([verdict])
         journal.append(

@@ -11,9 +11,9 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from http.server import ThreadingHTTPServer
+from http.server import HTTPServer, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import pytest
 
@@ -127,7 +127,7 @@ class Teacher(QuietHandler):
     delay = 0.0
     probes = 0
     ports: ClassVar[list[int]] = []
-    requests: ClassVar[list[dict[str, object]]] = []
+    requests: ClassVar[list[dict[str, Any]]] = []
     keys: ClassVar[list[str]] = []
 
     def do_GET(self) -> None:
@@ -140,7 +140,7 @@ class Teacher(QuietHandler):
             self.reply(200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Heart"}}]})
             return
         Teacher.requests.append(body)
-        Teacher.ports.append(self.server.server_address[1])
+        Teacher.ports.append(cast(HTTPServer, self.server).server_port)
         Teacher.keys.append(self.headers.get("Authorization", ""))
         time.sleep(self.delay)
         case = str(body["messages"][-1]["content"])

@@ -119,7 +119,7 @@ def test_a_client_failing_mid_run_leaves_the_round_to_the_others(tmp_path: Path)
     data_for = simulated_data(plan)
     flaky = ClientApp()
 
-    @flaky.train()  # type: ignore[misc]
+    @flaky.train()
     def train(message: Any, context: Any) -> Any:
         data = data_for(context)
         if data.name == "client-1" and int(message.content["config"]["medcouncil-round"]) == 2:

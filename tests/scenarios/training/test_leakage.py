@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from medcouncil.scenarios.bench.journal import Manifest, RunConfig
 from medcouncil.scenarios.bench.report import markdown
@@ -26,7 +27,7 @@ def item(n: int, question: str | None = None) -> Sample:
     )
 
 
-def card_for(tmp_path: Path, data: Path, objective: str = "sft") -> Path:
+def card_for(tmp_path: Path, data: Path, objective: Literal["sft", "dpo", "grpo"] = "sft") -> Path:
     folder = tmp_path / f"adapter-{objective}"
     folder.mkdir(parents=True)
     config = FinetuneConfig(data=str(data), out=folder, objective=objective).model_dump(mode="json")

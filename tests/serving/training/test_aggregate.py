@@ -45,7 +45,7 @@ def test_the_proximal_term_is_half_mu_times_the_squared_distance_and_pulls_back(
     anchor = {"w": torch.tensor([0.0, 0.0])}
     term = proximal_term({"w": w}, anchor, mu=0.1)
     assert term.item() == pytest.approx(0.1 / 2 * (1.0 + 4.0))
-    term.backward()
+    term.backward()  # type: ignore[no-untyped-call]
     assert torch.allclose(w.grad, torch.tensor([0.1, 0.2]))  # type: ignore[arg-type]  # μ·(w − w_global)
     assert proximal_term({"w": w}, anchor, mu=0.0).item() == 0.0  # FedAvg
     with pytest.raises(AggregationError, match="no tensor v"):

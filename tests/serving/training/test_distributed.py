@@ -254,7 +254,7 @@ def _tiny_gemma(folder: Path) -> Path:
     config.num_attention_heads, config.num_key_value_heads, config.head_dim = 2, 1, 32
     config.layer_types = config.layer_types[:2]
     torch.manual_seed(0)
-    AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    AutoModelForCausalLM.from_config(config).save_pretrained(folder)  # type: ignore[no-untyped-call]
     AutoTokenizer.from_pretrained(base).save_pretrained(folder)
     return folder
 

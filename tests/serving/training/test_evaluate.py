@@ -15,7 +15,8 @@ transformers = pytest.importorskip("transformers")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=40, n_positions=32, n_embd=16, n_layer=1, n_head=2)
-    return transformers.GPT2LMHeadModel(config).eval()
+    built: torch.nn.Module = transformers.GPT2LMHeadModel(config).eval()
+    return built
 
 
 def test_one_token_candidates_score_as_the_next_token_log_probability(model: torch.nn.Module) -> None:

@@ -132,7 +132,7 @@ def test_data_order_is_seeded_and_covers_every_example() -> None:
     assert len(held) == 2 and not set(train) & set(held) and len(train) == 18
 
 
-def tiny_state() -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+def tiny_state() -> tuple[torch.nn.Linear, torch.optim.Optimizer, Any]:
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
@@ -171,7 +171,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_last_finished_one(
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.torch, "save", full)
+    monkeypatch.setattr(torch, "save", full)  # the module checkpoint calls through
     with pytest.raises(checkpoint.DiskFullError, match=r"disk full while writing checkpoint step 10 .*step-000005"):
         checkpoint.save(tmp_path, 10, model, optimizer, scheduler, {}, keep=1)
     assert checkpoint.latest(tmp_path) == first and (first / checkpoint.TENSORS).read_bytes() == before

@@ -23,7 +23,7 @@ from medcouncil.serving.training.federated.strategy import FederationError, make
 from medcouncil.serving.training.model import BaseModelInfo
 
 BASE = BaseModelInfo("tiny", "folder", "/nowhere", "/nowhere", "digest-1")
-Reply = Callable[[Message, int], Message]
+Reply = Callable[[Message, int], Message | None]  # None: the node stays silent
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,8 @@ class ScriptedGrid:
     """Nodes 1..n; each node answers a train message with ``reply(message, node)``."""
 
     def __init__(self, nodes: int, reply: Reply) -> None:
-        self.nodes, self.reply, self.sent = list(range(1, nodes + 1)), reply, []  # type: ignore[var-annotated]
+        self.nodes, self.reply = list(range(1, nodes + 1)), reply
+        self.sent: list[Message] = []
 
     def get_node_ids(self) -> list[int]:
         return self.nodes
@@ -108,7 +109,7 @@ def test_a_round_is_the_example_weighted_mean_by_hand_and_counts_its_bytes(tmp_p
 def test_a_failed_client_is_left_out_when_enough_others_finish(tmp_path: Path) -> None:
     healthy = trained({1: ([1.0, 1.0], 2), 2: ([9.0, 9.0], 2)})
 
-    def reply(message: Message, node: int) -> Message:
+    def reply(message: Message, node: int) -> Message | None:
         if node == 2:
             return Message(Error(code=1, reason="ClientApp raised: RuntimeError('node lost power')"), reply_to=message)
         return healthy(message, node)
@@ -173,7 +174,8 @@ def test_central_dp_spends_epsilon_round_by_round(tmp_path: Path) -> None:
     fed.rounds.append(run_round(srv, failing, server_round=2)[0])
     spend_privacy(fed, config)
     assert fed.rounds[1].dp_noise == 2.0
-    assert fed.dp_epsilon == pytest.approx(epsilon([2.0, 2.0], 1e-6)) and fed.dp_epsilon > epsilon([2.0], 1e-6)
+    assert fed.dp_epsilon is not None and fed.dp_epsilon > epsilon([2.0], 1e-6)
+    assert fed.dp_epsilon == pytest.approx(epsilon([2.0, 2.0], 1e-6))
     fed.rounds.append(fed.rounds[0].model_copy(update={"dp_noise": None}))  # a round recorded without it: σ
     spend_privacy(fed, config)
     assert fed.dp_epsilon == pytest.approx(epsilon([2.0] * 3, 1e-6))
@@ -186,7 +188,7 @@ def test_central_dp_spends_epsilon_round_by_round(tmp_path: Path) -> None:
 
 
 def test_central_dp_divides_by_the_sample_size_whoever_finishes(tmp_path: Path) -> None:
-    def reply(message: Message, node: int) -> Message:
+    def reply(message: Message, node: int) -> Message | None:
         if node == 2:
             return Message(Error(code=1, reason="ClientApp raised: RuntimeError('node lost power')"), reply_to=message)
         return trained({1: ([1.0, 2.0], 5)})(message, node)
