@@ -18,7 +18,6 @@ A malformed record is skipped and reported as ``FILE:LINE: reason`` (``strict``:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
+from medcouncil.scenarios.datasets.ids import print_renamed, unique_ids
 from medcouncil.scenarios.datasets.samples import Sample, convert_rows, json_items, jsonl_rows, record_id
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import load_json
@@ -164,9 +164,8 @@ def load_items(
     if not items:
         first = f": {skipped[0]}" if skipped else ""
         raise ConfigError(f"{source}: no valid arena item{first}")
-    twice = [name for name, n in Counter(item.id for item in items).items() if n > 1]
-    if twice:
-        raise ConfigError(f"{source}: item id {twice[0]!r} appears twice: ids must be unique")
+    items, renamed = unique_ids(items)
+    print_renamed(renamed)
     return items, skipped
 
 

@@ -73,6 +73,7 @@ def lock_run(directory: Path) -> None:
 def new_run(directory: Path, selection: Selection, config: dict[str, object], label: str = "") -> RunRequest:
     """A new run of ``selection`` in ``directory`` (locked; refused when it already holds a run)."""
     from medcouncil.scenarios.bench.journal import Manifest, RunConfig
+    from medcouncil.scenarios.datasets.ids import print_renamed
     from medcouncil.scenarios.datasets.samples import MalformedRow, print_skipped
 
     selection.mapping()  # checked before the run folder is made
@@ -84,12 +85,7 @@ def new_run(directory: Path, selection: Selection, config: dict[str, object], la
     except MalformedRow as error:
         raise ConfigError(f"malformed row (--strict-rows): {error}") from None
     print_skipped(info.skipped_rows, info.skipped)
-    if info.renamed_ids:
-        shown = ", ".join(info.renamed_ids[:5]) + (" …" if len(info.renamed_ids) > 5 else "")
-        err_console.print(
-            f"[warning]{len(info.renamed_ids)} items repeat an earlier item's id: renamed {escape(shown)}[/]",
-            soft_wrap=True,
-        )
+    print_renamed(info.renamed_ids)
     if not chosen:
         raise ConfigError(f"{selection.dataset}: no valid items")
     run_config = RunConfig.model_validate({**config, "limit": selection.limit, "fields": selection.fields})

@@ -25,6 +25,7 @@ from medcouncil.scenarios.datasets.files import DATA_FILES, SAMPLE_ROWS, load_pa
 from medcouncil.scenarios.datasets.files import DATASETS as DATASETS  # re-exported: the registered names
 from medcouncil.scenarios.datasets.files import FORMATS as FORMATS  # re-exported: the recognised shapes
 from medcouncil.scenarios.datasets.files import discover as discover
+from medcouncil.scenarios.datasets.ids import unique_ids
 from medcouncil.scenarios.datasets.samples import MalformedRow, Sample, convert_rows
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.health import hub_reachable
@@ -147,28 +148,6 @@ def _fingerprint(samples: list[Sample]) -> str:
     for sample in samples:
         digest.update(sample.model_dump_json(include={"id", "question", "options", "answer"}).encode())
     return digest.hexdigest()
-
-
-def unique_ids(samples: list[Sample]) -> tuple[list[Sample], list[str]]:
-    """Every item keyed by its own id: a repeated id becomes ``ID#2``, ``ID#3``... in file order (deterministic, so a
-    resumed run finds the same ids). Without this the second item would never be answered, and stay pending."""
-    seen: dict[str, int] = {}
-    unique, renamed = [], []
-    taken = {sample.id for sample in samples}
-    for sample in samples:
-        count = seen.get(sample.id, 0) + 1
-        seen[sample.id] = count
-        if count == 1:
-            unique.append(sample)
-            continue
-        new_id = f"{sample.id}#{count}"
-        while new_id in taken:
-            count += 1
-            new_id = f"{sample.id}#{count}"
-        taken.add(new_id)
-        renamed.append(new_id)
-        unique.append(sample.model_copy(update={"id": new_id}))
-    return unique, renamed
 
 
 def load_dataset(

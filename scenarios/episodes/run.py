@@ -33,6 +33,7 @@ JUDGE_KEY_ENV = "MEDCOUNCIL_JUDGE_API_KEY"
 
 
 def load(source: str, limit: int | None, strict: bool, data_root: Path | None) -> tuple[list[ClinicalCase], list[str]]:
+    from medcouncil.scenarios.datasets.ids import print_renamed, unique_ids
     from medcouncil.scenarios.datasets.samples import MalformedRow, print_skipped
     from medcouncil.scenarios.episodes.load import load_cases
 
@@ -44,11 +45,8 @@ def load(source: str, limit: int | None, strict: bool, data_root: Path | None) -
     print_skipped(rows)
     if not cases:
         raise ConfigError(f"{source}: no valid case")
-    seen: set[str] = set()
-    for case in cases:
-        if case.id in seen:
-            raise ConfigError(f"{source}: case id {case.id!r} appears twice: ids must be unique")
-        seen.add(case.id)
+    cases, renamed = unique_ids(cases)
+    print_renamed(renamed, "case")
     return cases, rows
 
 

@@ -95,8 +95,6 @@ def test_a_null_or_blank_id_is_no_id(tmp_path: Path) -> None:
 
 
 def test_errors_name_the_source(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="twice"):
-        load_items(str(lines(tmp_path / "dup.jsonl", {"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"})))
     with pytest.raises(ConfigError, match=r"no valid arena item.*empty question"):
         load_items(str(lines(tmp_path / "empty.jsonl", {"prompt": ""})))
     with pytest.raises(ConfigError, match="not an arena source"):
@@ -107,3 +105,14 @@ def test_a_malformed_first_row_does_not_hide_the_format(tmp_path: Path) -> None:
     path = lines(tmp_path / "q.jsonl", "{broken", {"id": "q", "body": "Is it?", "ideal_answer": "Yes."})
     items, skipped = load_items(str(path))
     assert [(i.id, i.references) for i in items] == [("q", ("Yes.",))] and skipped[0].startswith(f"{path}:1:")
+
+
+def test_a_repeated_item_id_is_renamed_not_fatal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = lines(
+        tmp_path / "open.jsonl",
+        {"id": "q1", "question": "What causes gout?", "reference": "Urate crystals."},
+        {"id": "q1", "question": "What causes croup?", "reference": "Parainfluenza virus."},
+    )
+    items, _ = load_items(str(path))
+    assert [(i.id, i.prompt) for i in items] == [("q1", "What causes gout?"), ("q1#2", "What causes croup?")]
+    assert "1 item repeats an earlier one's id: renamed q1#2" in capsys.readouterr().err

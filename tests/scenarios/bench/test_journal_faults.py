@@ -13,7 +13,8 @@ import pytest
 from medcouncil.agents.protocol import Episode, Event, Question, Turn
 from medcouncil.scenarios.bench.harness import Harness, prepare
 from medcouncil.scenarios.bench.journal import SAMPLES, Journal, Record, read_errors, read_records
-from medcouncil.scenarios.datasets.registry import load_dataset, unique_ids
+from medcouncil.scenarios.datasets.ids import unique_ids
+from medcouncil.scenarios.datasets.registry import load_dataset
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.serving.common.errors import RequestRejectedError
 

@@ -8,6 +8,8 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+import pytest
+
 from medcouncil.agents.cases import ClinicalCase, Finding
 from medcouncil.agents.lookup import Reveal, measurement_result, patient_answer
 from medcouncil.agents.protocol import Answerer, Episode, Event, Question
@@ -250,3 +252,17 @@ def test_the_command_players_single_council_and_gated_on_scripted_models() -> No
     assert record.correct and record.letter == "A" and record.questions == 1
     assert record.interview is not None and record.interview.doctor_episodes[-1].escalated is False
     assert record.interview.revealed == ["History"]
+
+
+def test_a_repeated_case_id_is_renamed_so_both_cases_are_played(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medcouncil.scenarios.episodes.run import load
+
+    path = tmp_path / "cases.jsonl"
+    other = CASE.model_copy(update={"diagnosis": "Pulmonary embolism"})
+    path.write_text("".join(case.model_dump_json() + "\n" for case in (CASE, other, CASE)))
+    cases, skipped = load(str(path), None, False, None)
+    assert [case.id for case in cases] == [CASE.id, f"{CASE.id}#2", f"{CASE.id}#3"] and not skipped
+    assert cases[1].diagnosis == "Pulmonary embolism"  # file order: the same ids again on a resume
+    assert f"2 cases repeat an earlier one's id: renamed {CASE.id}#2, {CASE.id}#3" in capsys.readouterr().err
