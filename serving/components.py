@@ -142,9 +142,11 @@ def cache_namespace(info: EndpointInfo, settings: ClientSettings) -> str:
     request arguments only, not the model, the endpoint or the client's own temperature.
 
     A server medcouncil started is named by its engine and weights (:attr:`EndpointInfo.weights`), so the
-    embedded model's cache survives a new port; any other endpoint by its full URL (host and port) and dialect.
+    embedded model's cache survives a new port; any other endpoint by its full URL (host and port), dialect and
+    what it serves (:attr:`EndpointInfo.served`), so a checkpoint swapped in behind the same URL and model name
+    never reads the answers of the one before.
     """
-    where = info.weights or f"{info.dialect}|{info.base_url or 'api'}"
+    where = info.weights or f"{info.dialect}|{info.base_url or 'api'}" + (f"|{info.served}" if info.served else "")
     material = (
         f"v{CACHE_VERSION}|{where}|{info.model}|temperature={settings.temperature}|normalize={settings.normalize}"
     )

@@ -240,3 +240,7 @@ class EndpointInfo:
     adapter_dir: str = ""
     """The folder of the adapter this model name serves, when medcouncil started the server with it (its
     ``run.json`` names the training data)."""
+    served: str = ""
+    """For an endpoint medcouncil did not start, a fingerprint of what it serves
+    (:func:`medcouncil.serving.pool.served_fingerprint`), taken when the response cache is on: other weights
+    behind the same URL and name get a cache of their own."""

@@ -23,7 +23,14 @@ from medcouncil.serving.components import ClientSettings, endpoint_component, lo
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.pool import EndpointPool, PoolEvent, check_replicas
+from medcouncil.serving.pool import (
+    EndpointPool,
+    PoolEvent,
+    ReplicaIdentity,
+    check_replicas,
+    identify,
+    served_fingerprint,
+)
 from medcouncil.serving.server import EngineServer
 from medcouncil.serving.state import ServerState, engine_failure, read_death, read_state
 
@@ -150,7 +157,8 @@ def pooled_client(
     first = describe_endpoint(urls[0], api_key, model)
     if recorded is not None:
         first = replace(first, weights=recorded.weights, adapter_dir=recorded.adapters.get(first.model, ""))
-    check_replicas(urls, first.model, api_key)
+    found = check_replicas(urls, first.model, api_key)
+    first = identified(first, api_key, settings, notice, found[0])
 
     def report(event: PoolEvent) -> None:
         if event.event == "out":
@@ -162,6 +170,34 @@ def pooled_client(
     if component is None:
         component = endpoint_component(first, settings)
     return ModelClient(component, first, settings, engine=None, pool=pool)
+
+
+def identified(
+    info: EndpointInfo,
+    api_key: str | None,
+    settings: ClientSettings,
+    notice: Callable[[str], None],
+    identity: ReplicaIdentity | None = None,
+) -> EndpointInfo:
+    """An endpoint given by its URL, with what keys its response cache: a server `medcouncil serve` recorded at
+    that URL by its weights (as if it were not given by URL); any other, when the cache is on, by a fingerprint of
+    what it serves (its model listing and one greedy token: ``identity``, or a probe here). A probe that fails
+    leaves the URL and the model name as the key, with a notice."""
+    if info.weights or not info.base_url:
+        return info
+    state = read_state()
+    for engine in state.engines if state is not None else []:
+        if engine.base_url.rstrip("/") == info.base_url.rstrip("/") and (engine.weights or state.weights):
+            weights, adapters = engine.weights or state.weights, engine.adapters or state.adapters
+            return replace(info, weights=weights, adapter_dir=adapters.get(info.model, ""))
+    if not settings.cache:
+        return info
+    try:
+        identity = identity or identify(info.base_url, info.model, api_key)
+    except EndpointUnreachableError as error:
+        notice(f"response cache keyed by URL and model name only: {error}")
+        return info
+    return replace(info, served=served_fingerprint(identity))
 
 
 def _loopback(url: str) -> bool:
@@ -193,6 +229,7 @@ def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[
     if base_url:
         info = describe_endpoint(base_url, config.get("api_key"), model=None)
         info = EndpointInfo(base_url=info.base_url, model=config["model"], dialect=info.dialect, api_key=info.api_key)
+        info = identified(info, config.get("api_key"), settings, notice)
     else:
         info = EndpointInfo(base_url="", model=config["model"], dialect="openai", api_key=config.get("api_key"))
     return ModelClient(component, info, settings, engine=link_for(base_url) if base_url else None)
@@ -229,6 +266,7 @@ async def open_model(
     else:
         if source.endpoint:
             info = describe_endpoint(source.endpoint, source.api_key, source.model)
+            info = identified(info, source.api_key, settings, notice)
         else:
             state = recorded
             if state is not None:

@@ -18,7 +18,7 @@ from autogen_core.models import UserMessage
 
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 from medcouncil.serving.components import ClientSettings
-from medcouncil.serving.pool import EndpointPool, PoolEvent, check_replicas
+from medcouncil.serving.pool import IDENTITY_PROMPT, EndpointPool, PoolEvent, check_replicas
 from medcouncil.serving.session import ModelSource, open_model, pooled_client
 from tests.conftest import QuietHandler
 
@@ -310,3 +310,31 @@ def test_a_request_beside_the_api_root_reaches_the_replica_s_own_path(fleet: Fle
     assert asyncio.run(run()) == {"236743": -100}
     paths = [path for server in fleet.servers.values() for path in server.settings.get("paths", [])]  # type: ignore[attr-defined]
     assert paths == ["/tokenize", "/tokenize"]
+
+
+def test_other_weights_behind_the_same_url_and_name_get_a_cache_of_their_own(fleet: Fleet) -> None:
+    """An endpoint given by URL is keyed by what it serves: a checkpoint swapped in behind the same port and model
+    name never reads the answers cached for the one before."""
+
+    def cache_of(url: str, cache: bool = True) -> tuple[str, str]:
+        async def run() -> tuple[str, str]:
+            settings = ClientSettings(cache=cache, timeout=5, max_retries=0)
+            async with open_model(ModelSource.resolve(endpoint=url), settings, notice=lambda _: None) as client:
+                return client.info.served, str(client.cache_path)
+
+        return asyncio.run(run())
+
+    url = fleet.start("a")
+    first, path = cache_of(url)
+    assert first and fleet.logs["a"] == [IDENTITY_PROMPT]  # one greedy probe
+    fleet.stop("a")
+    assert fleet.start("a", top=(" Brain", -0.3)) == url  # other weights, the same port and name
+    swapped, other_path = cache_of(url)
+    assert swapped != first and other_path != path
+    fleet.stop("a")
+    fleet.start("a", adapters=["ko"])  # the same weights serving an adapter too: its listing differs
+    assert cache_of(url)[0] not in (first, swapped)
+    fleet.stop("a")
+    fleet.start("a")
+    assert cache_of(url) == (first, path)  # the first weights again: their cache again
+    assert cache_of(url, cache=False)[0] == "" and fleet.logs["a"].count(IDENTITY_PROMPT) == 4  # no probe: no cache
