@@ -10,16 +10,21 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 from autogen_core.models import UserMessage
 
+from medcouncil.serving import session
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError
 from medcouncil.serving.components import ClientSettings
+from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.pool import IDENTITY_PROMPT, EndpointPool, PoolEvent, check_replicas
 from medcouncil.serving.session import ModelSource, open_model, pooled_client
+from medcouncil.serving.state import ServerState
 from tests.conftest import QuietHandler
 
 
@@ -338,3 +343,24 @@ def test_other_weights_behind_the_same_url_and_name_get_a_cache_of_their_own(fle
     fleet.start("a")
     assert cache_of(url) == (first, path)  # the first weights again: their cache again
     assert cache_of(url, cache=False)[0] == "" and fleet.logs["a"].count(IDENTITY_PROMPT) == 4  # no probe: no cache
+
+
+def test_a_server_medcouncil_recorded_keeps_its_weights_identity_when_given_by_url(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    url = fleet.start("a")
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    recorded = ServerState(
+        pid=1, port=port, engine="llamacpp", model="m.gguf", served_model_name="m", log_path=tmp_path / "log",
+        started_at=datetime.now(UTC), weights="llamacpp|m.gguf|123", adapters={"m": "/adapters/m"},
+    )  # fmt: skip
+    monkeypatch.setattr(session, "read_state", lambda: recorded)
+
+    async def run() -> EndpointInfo:
+        settings = ClientSettings(cache=True, timeout=5, max_retries=0)
+        async with open_model(ModelSource.resolve(endpoint=url), settings, notice=lambda _: None) as client:
+            return client.info
+
+    info = asyncio.run(run())
+    assert (info.weights, info.adapter_dir, info.served) == ("llamacpp|m.gguf|123", "/adapters/m", "")
+    assert fleet.logs["a"] == []  # named by its record: no probe
