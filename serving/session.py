@@ -186,10 +186,11 @@ def identified(
     if info.weights or not info.base_url:
         return info
     state = read_state()
-    for engine in state.engines if state is not None else []:
-        if engine.base_url.rstrip("/") == info.base_url.rstrip("/") and (engine.weights or state.weights):
+    if state is not None:
+        for engine in state.engines:
             weights, adapters = engine.weights or state.weights, engine.adapters or state.adapters
-            return replace(info, weights=weights, adapter_dir=adapters.get(info.model, ""))
+            if engine.base_url.rstrip("/") == info.base_url.rstrip("/") and weights:
+                return replace(info, weights=weights, adapter_dir=adapters.get(info.model, ""))
     if not settings.cache:
         return info
     try:
