@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal, Protocol
 
@@ -14,6 +15,10 @@ from pydantic import BaseModel, Field
 
 from medcouncil.serving.components import Choice
 from medcouncil.tools.knowledge import Evidence, SearchGuard
+
+RENAMED_ID = re.compile(r"#\d+$")
+"""The suffix an item whose id repeats an earlier one's is given (``ID#2``, ``ID#3``:
+:func:`medcouncil.scenarios.datasets.ids.unique_ids`)."""
 
 
 class Question(BaseModel):
@@ -32,7 +37,8 @@ class Question(BaseModel):
     def guard(self) -> SearchGuard | None:
         if self.item_id is None:
             return None
-        return SearchGuard(item_ids={self.item_id}, question=self.text)
+        # A repeated id renamed ``ID#2`` still excludes the material indexed under ``ID``.
+        return SearchGuard(item_ids={self.item_id, RENAMED_ID.sub("", self.item_id)}, question=self.text)
 
 
 class Turn(BaseModel):

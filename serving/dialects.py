@@ -242,5 +242,5 @@ class EndpointInfo:
     ``run.json`` names the training data)."""
     served: str = ""
     """For an endpoint medcouncil did not start, a fingerprint of what it serves
-    (:func:`medcouncil.serving.pool.served_fingerprint`), taken when the response cache is on: other weights
+    (:func:`medcouncil.serving.identity.served_fingerprint`), taken when the response cache is on: other weights
     behind the same URL and name get a cache of their own."""

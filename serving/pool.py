@@ -16,8 +16,6 @@ an httpx transport, under both the AutoGen client and medcouncil's own OpenAI ca
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -340,15 +338,6 @@ def identify(url: str, model: str, api_key: str | None) -> ReplicaIdentity:
     if not tops:
         return ReplicaIdentity(url, models, (text,), 0.0)
     return ReplicaIdentity(url, models, tuple(t for t, _ in tops[:3]), tops[0][1])
-
-
-def served_fingerprint(identity: ReplicaIdentity) -> str:
-    """What an endpoint serves, for keying its response cache: its model names with their roots and parents (vLLM
-    names the weights' folder), the identity probe's top token and its log-probability to one decimal. A rounding
-    edge costs a cache miss; two checkpoints alike in all of these share a cache (serve them under other names, or
-    run with ``--no-cache``)."""
-    material = json.dumps([identity.models, identity.top[:1], round(identity.top_logprob, 1)])
-    return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
 def check_replicas(urls: Sequence[str], model: str, api_key: str | None) -> list[ReplicaIdentity]:

@@ -23,14 +23,8 @@ from medcouncil.serving.components import ClientSettings, endpoint_component, lo
 from medcouncil.serving.config import EngineConfig
 from medcouncil.serving.dialects import EndpointInfo
 from medcouncil.serving.health import describe_endpoint
-from medcouncil.serving.pool import (
-    EndpointPool,
-    PoolEvent,
-    ReplicaIdentity,
-    check_replicas,
-    identify,
-    served_fingerprint,
-)
+from medcouncil.serving.identity import served_fingerprint
+from medcouncil.serving.pool import EndpointPool, PoolEvent, ReplicaIdentity, check_replicas, identify
 from medcouncil.serving.server import EngineServer
 from medcouncil.serving.state import ServerState, engine_failure, read_death, read_state
 
@@ -158,7 +152,7 @@ def pooled_client(
     if recorded is not None:
         first = replace(first, weights=recorded.weights, adapter_dir=recorded.adapters.get(first.model, ""))
     found = check_replicas(urls, first.model, api_key)
-    first = identified(first, api_key, settings, notice, found[0])
+    first, settings = identified(first, api_key, settings, notice, found[0])
 
     def report(event: PoolEvent) -> None:
         if event.event == "out":
@@ -178,27 +172,25 @@ def identified(
     settings: ClientSettings,
     notice: Callable[[str], None],
     identity: ReplicaIdentity | None = None,
-) -> EndpointInfo:
-    """An endpoint given by its URL, with what keys its response cache: a server `medcouncil serve` recorded at
-    that URL by its weights (as if it were not given by URL); any other, when the cache is on, by a fingerprint of
-    what it serves (its model listing and one greedy token: ``identity``, or a probe here). A probe that fails
-    leaves the URL and the model name as the key, with a notice."""
+) -> tuple[EndpointInfo, ClientSettings]:
+    """An endpoint given by its URL, with what keys its response cache: an engine medcouncil started (in this
+    process, or recorded by ``serve``) by its weights, as if it were not given by URL; any other, when the cache is
+    on, by what it serves (:func:`medcouncil.serving.identity.served_fingerprint` of ``identity``, or of a probe
+    here). When that cannot be told, the cache is turned off for it (with a notice): the URL and name alone may hide
+    other weights."""
     if info.weights or not info.base_url:
-        return info
-    state = read_state()
-    if state is not None:
-        for engine in state.engines:
-            weights, adapters = engine.weights or state.weights, engine.adapters or state.adapters
-            if engine.base_url.rstrip("/") == info.base_url.rstrip("/") and weights:
-                return replace(info, weights=weights, adapter_dir=adapters.get(info.model, ""))
+        return info, settings
+    link = link_for(info.base_url)
+    if link is not None and link.state.weights:
+        return replace(info, weights=link.state.weights, adapter_dir=link.state.adapters.get(info.model, "")), settings
     if not settings.cache:
-        return info
+        return info, settings
     try:
         identity = identity or identify(info.base_url, info.model, api_key)
     except EndpointUnreachableError as error:
-        notice(f"response cache keyed by URL and model name only: {error}")
-        return info
-    return replace(info, served=served_fingerprint(identity))
+        notice(f"response cache off: what {info.base_url} serves as {info.model!r} cannot be told ({error})")
+        return info, settings.model_copy(update={"cache": False})
+    return replace(info, served=served_fingerprint(info.base_url, info.model, identity)), settings
 
 
 def _loopback(url: str) -> bool:
@@ -230,7 +222,8 @@ def _from_component_file(path: Path, settings: ClientSettings, notice: Callable[
     if base_url:
         info = describe_endpoint(base_url, config.get("api_key"), model=None)
         info = EndpointInfo(base_url=info.base_url, model=config["model"], dialect=info.dialect, api_key=info.api_key)
-        info = identified(info, config.get("api_key"), settings, notice)
+        if _loopback(base_url):  # a hosted API is known by its URL and model name (no probe paid for)
+            info, settings = identified(info, config.get("api_key"), settings, notice)
     else:
         info = EndpointInfo(base_url="", model=config["model"], dialect="openai", api_key=config.get("api_key"))
     return ModelClient(component, info, settings, engine=link_for(base_url) if base_url else None)
@@ -267,7 +260,7 @@ async def open_model(
     else:
         if source.endpoint:
             info = describe_endpoint(source.endpoint, source.api_key, source.model)
-            info = identified(info, source.api_key, settings, notice)
+            info, settings = identified(info, source.api_key, settings, notice)
         else:
             state = recorded
             if state is not None:
@@ -276,6 +269,7 @@ async def open_model(
                 try:
                     info = describe_endpoint(state.base_url, state.api_key, source.model)
                     info = replace(info, weights=state.weights, adapter_dir=state.adapters.get(info.model, ""))
+                    info, settings = identified(info, state.api_key, settings, notice)  # an external endpoint
                 except EndpointUnreachableError as error:
                     raise EndpointUnreachableError(
                         f"the server recorded by `medcouncil serve` does not answer: {error}; check it with "

@@ -85,3 +85,28 @@ def test_every_doctor_step_carries_the_case_id_for_the_retrievers_guard() -> Non
     assert [q.item_id for q in doctor.questions] == ["c1", "c1"]
     guard = doctor.questions[0].guard()
     assert guard is not None and guard.item_ids == {"c1"}
+
+
+def test_a_renamed_repeated_id_still_keeps_its_own_material_out_of_retrieval() -> None:
+    from medcouncil.tools.chunking import Document
+    from medcouncil.tools.search import InMemoryKnowledge
+
+    knowledge = InMemoryKnowledge(
+        [
+            Document(
+                text="Myasthenia gravis: ptosis worse in the evening; anti-AChR antibodies.",
+                source="notes",
+                item_id="c1",
+            ),
+            Document(
+                text="Lambert-Eaton: proximal weakness improving with use; VGCC antibodies.",
+                source="notes",
+                item_id="c2",
+            ),
+        ]
+    )
+    renamed = Question(text="Ptosis worse in the evening, anti-AChR antibodies?", item_id="c1#2")
+    found = knowledge.search(renamed.text, threshold=-1, k=5, guard=renamed.guard())
+    assert found and all(e.item_id != "c1" for e in found)  # the material of "c1" is this item's own too
+    guard = Question(text="x", item_id="c1#2").guard()
+    assert guard is not None and guard.item_ids == {"c1#2", "c1"}

@@ -321,10 +321,12 @@ def test_other_weights_behind_the_same_url_and_name_get_a_cache_of_their_own(fle
     """An endpoint given by URL is keyed by what it serves: a checkpoint swapped in behind the same port and model
     name never reads the answers cached for the one before."""
 
+    notes: list[str] = []
+
     def cache_of(url: str, cache: bool = True) -> tuple[str, str]:
         async def run() -> tuple[str, str]:
             settings = ClientSettings(cache=cache, timeout=5, max_retries=0)
-            async with open_model(ModelSource.resolve(endpoint=url), settings, notice=lambda _: None) as client:
+            async with open_model(ModelSource.resolve(endpoint=url), settings, notice=notes.append) as client:
                 return client.info.served, str(client.cache_path)
 
         return asyncio.run(run())
@@ -337,12 +339,19 @@ def test_other_weights_behind_the_same_url_and_name_get_a_cache_of_their_own(fle
     swapped, other_path = cache_of(url)
     assert swapped != first and other_path != path
     fleet.stop("a")
-    fleet.start("a", adapters=["ko"])  # the same weights serving an adapter too: its listing differs
+    fleet.start("a", top=(" Heart", -0.51))  # the first weights, other batches: the last digits move
+    assert cache_of(url) == (first, path)
+    fleet.stop("a")
+    fleet.start("a", top=(" Heart", -0.6))  # a checkpoint of the same fine-tune: beyond the tolerance
     assert cache_of(url)[0] not in (first, swapped)
     fleet.stop("a")
-    fleet.start("a")
-    assert cache_of(url) == (first, path)  # the first weights again: their cache again
-    assert cache_of(url, cache=False)[0] == "" and fleet.logs["a"].count(IDENTITY_PROMPT) == 4  # no probe: no cache
+    fleet.start("a", adapters=["ko"])  # the first weights with an adapter beside them: the model's own entry
+    assert cache_of(url) == (first, path)
+    assert cache_of(url, cache=False)[0] == "" and fleet.logs["a"].count(IDENTITY_PROMPT) == 5  # no probe: no cache
+    assert notes == []
+    broken = fleet.start("b", status=500)  # what it serves cannot be told: no cache rather than a shared one
+    assert cache_of(broken) == ("", "None")
+    assert notes and notes[0].startswith(f"response cache off: what {broken} serves as 'm' cannot be told")
 
 
 def test_a_server_medcouncil_recorded_keeps_its_weights_identity_when_given_by_url(
@@ -355,6 +364,7 @@ def test_a_server_medcouncil_recorded_keeps_its_weights_identity_when_given_by_u
         started_at=datetime.now(UTC), weights="llamacpp|m.gguf|123", adapters={"m": "/adapters/m"},
     )  # fmt: skip
     monkeypatch.setattr(session, "read_state", lambda: recorded)
+    monkeypatch.setattr(session, "_LINKS", {})  # the link to the recorded engine is not left to later tests
 
     async def run() -> EndpointInfo:
         settings = ClientSettings(cache=True, timeout=5, max_retries=0)
