@@ -250,7 +250,7 @@ def options_field(value: Any, name: str = "options") -> dict[str, str]:
         ValueError: naming the field, when it holds anything else, or an option that is null.
     """
     if isinstance(value, str):
-        value = _structure(value, name)
+        value = structure_of(value, name)
     if isinstance(value, list) and value and all(isinstance(entry, dict) for entry in value):
         value = _keyed_entries(value, name)
     if isinstance(value, dict) and set(value) == {"label", "text"} and isinstance(value["label"], list):
@@ -282,7 +282,8 @@ def _keyed_entries(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:
     raise ValueError(f"{name}: a list of objects without key/value (or label/text) fields")
 
 
-def _structure(text: str, name: str) -> Any:
+def structure_of(text: str, name: str) -> Any:
+    """A list or an object written as text in a field (JSON, or the Python repr some CSV exports store)."""
     try:
         return parse_json(text)
     except ValueError:

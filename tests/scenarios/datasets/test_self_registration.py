@@ -69,7 +69,7 @@ def test_a_new_adapter_module_is_found_by_name_and_by_shape(tmp_path: Path, monk
 
 def test_the_shipped_adapters_declare_their_order() -> None:
     order = [shape.adapter.__module__.rsplit(".", 1)[1] for shape in registry.FORMATS]
-    assert order == ["medmcqa", "pubmedqa", "mmlu", "medqa", "kormedmcqa"]
+    assert order == ["bigbio", "headqa", "medmcqa", "pubmedqa", "mmlu", "medqa", "kormedmcqa"]
     assert set(registry.DATASETS) == {"medqa", "medqa5", "medmcqa", "pubmedqa", "mmlu", "kormedmcqa"}
 
 

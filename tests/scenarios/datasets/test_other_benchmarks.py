@@ -1,0 +1,85 @@
+"""Benchmarks whose files we do not have, in the shapes they are published in: HEAD-QA rows and the BigBIO QA schema.
+Each row loads with the right gold letter and id, or is skipped naming its file, line and reason."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from medcouncil.scenarios.datasets.registry import load_dataset
+
+
+def _jsonl(path: Path, rows: Sequence[Mapping[str, object]]) -> Path:
+    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
+    return path
+
+
+def _headqa(qid: int, ra: int, aids: Sequence[int] = (1, 2, 3, 4), image: str = "") -> dict[str, object]:
+    answers = [{"aid": aid, "atext": f"answer {aid}"} for aid in aids]
+    return {"name": "Cuaderno_2013_1_M", "year": "2013", "category": "medicine", "qid": qid,
+            "qtext": f"Question {qid}?", "ra": ra, "image": image, "answers": answers}  # fmt: skip
+
+
+def test_headqa_rows_letter_their_answers_in_aid_order(tmp_path: Path) -> None:
+    path = _jsonl(
+        tmp_path / "headqa_en.jsonl",
+        [
+            _headqa(1, 3),
+            _headqa(2, 1, aids=(4, 1, 3, 2)),  # answers listed out of order: lettered by aid
+            _headqa(3, 2, image="images/q3.png"),
+            _headqa(4, 9),
+            _headqa(5, 5, aids=(1, 2, 3, 4, 5)),
+        ],
+    )
+    samples, info = load_dataset(str(path))
+    assert [(s.id, s.answer, len(s.options)) for s in samples] == [
+        ("Cuaderno_2013_1_M-1", "C", 4),
+        ("Cuaderno_2013_1_M-2", "A", 4),
+        ("Cuaderno_2013_1_M-5", "E", 5),
+    ]
+    assert samples[1].options == {"A": "answer 1", "B": "answer 2", "C": "answer 3", "D": "answer 4"}
+    assert samples[0].metadata["subset"] == "medicine" and samples[0].metadata["dataset"] == "headqa"
+    assert info.skipped_rows[0].startswith(f"{path}:3: image: the question refers to an image")
+    assert info.skipped_rows[1] == f"{path}:4: ra: 9 is none of the answers' aid ([1, 2, 3, 4])"
+
+
+def test_headqa_csv_with_answers_written_as_text(tmp_path: Path) -> None:
+    path = tmp_path / "headqa.csv"
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=["name", "qid", "qtext", "ra", "image", "answers", "category"])
+        writer.writeheader()
+        row = _headqa(7, 2)
+        writer.writerow({**{k: row[k] for k in ("name", "qid", "qtext", "ra", "image", "category")},
+                         "answers": str(row["answers"])})  # fmt: skip
+    (sample,), _ = load_dataset(str(path))
+    assert (sample.id, sample.answer, sample.options["B"]) == ("Cuaderno_2013_1_M-7", "B", "answer 2")
+
+
+def _bigbio(n: int, kind: str, choices: list[str], answer: list[str], context: str = "") -> dict[str, object]:
+    return {"id": str(n), "question_id": f"q{n}", "document_id": f"d{n}", "question": f"Question {n}?",
+            "type": kind, "choices": choices, "context": context, "answer": answer}  # fmt: skip
+
+
+def test_bigbio_qa_items_with_choices_are_multiple_choice(tmp_path: Path) -> None:
+    drugs = ["Aspirin", "Heparin", "Warfarin", "Insulin"]
+    path = _jsonl(
+        tmp_path / "med_qa_en_bigbio_qa.jsonl",
+        [
+            _bigbio(0, "multiple_choice", drugs, ["Warfarin"]),
+            _bigbio(1, "yesno", ["yes", "no", "maybe"], ["No"], context="Abstract: aspirin lowered mortality."),
+            _bigbio(2, "factoid", [], ["CFTR"]),
+            _bigbio(3, "multiple_choice", drugs, ["Digoxin"]),
+        ],
+    )
+    samples, info = load_dataset(str(path))
+    assert [(s.id, s.answer) for s in samples] == [("q0", "C"), ("q1", "B")]
+    assert samples[0].options == dict(zip("ABCD", drugs, strict=True)) and samples[0].question == "Question 0?"
+    yesno = samples[1]
+    assert yesno.question.startswith("Context: Abstract: aspirin") and yesno.question.endswith("Question 1?")
+    assert yesno.metadata["bare_question"] == "Question 1?"  # data build shows the context as evidence
+    assert info.skipped_rows == [
+        f"{path}:3: type factoid: no choices, not a multiple-choice item",
+        f"{path}:4: answer: 'Digoxin' matches none of the choices",
+    ]
