@@ -27,11 +27,16 @@ from medcouncil.scenarios.datasets.samples import Sample
 Adapter = Callable[..., Sample]
 
 
-def declaring_modules(package: ModuleType, attribute: str, kind: type) -> list[ModuleType]:
+def declaring_modules(
+    package: ModuleType, attribute: str, kind: type, skip: frozenset[str] = frozenset()
+) -> list[ModuleType]:
     """Every module of ``package`` whose ``attribute`` is a ``kind`` (imported to find out), in name order: how the
-    dataset and the episode-source registries find their adapters without a list to edit."""
+    dataset and the episode-source registries find their adapters without a list to edit. ``skip``: modules that
+    import the registry being built (importing them from it would be a cycle)."""
     found = []
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda info: info.name):
+        if info.name in skip:
+            continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         if isinstance(getattr(module, attribute, None), kind):
             found.append(module)

@@ -39,7 +39,7 @@ def _adapter_modules() -> list[ModuleType]:
     """Every module of ``scenarios/datasets/`` that declares a ``FORMAT``, in the formats' order."""
     from medcouncil.scenarios import datasets
 
-    found = declaring_modules(datasets, "FORMAT", Format)
+    found = declaring_modules(datasets, "FORMAT", Format, skip=frozenset({"registry"}))
     return sorted(found, key=lambda module: (module.FORMAT.order, module.__name__))
 
 

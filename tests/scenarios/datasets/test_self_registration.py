@@ -85,3 +85,14 @@ def test_a_new_episode_source_is_found(tmp_path: Path, monkeypatch: pytest.Monke
     cases, skipped = load.load_cases(str(tmp_path / "cases.jsonl"))
     assert [(c.id, c.diagnosis) for c in cases] == [("v1", "Asthma")] and not skipped
     assert [s.order for s in found] == sorted(s.order for s in found)
+
+
+def test_the_file_reader_imports_on_its_own() -> None:
+    """Discovery imports every module of the package: the registry, which imports the reader, is not among them."""
+    import subprocess
+    import sys
+
+    code = "import medcouncil.scenarios.datasets.files as f; print(len(f.FORMATS))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == len(registry.FORMATS)
