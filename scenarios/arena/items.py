@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from medcouncil.agents import prompts
 from medcouncil.agents.cases import ClinicalCase
 from medcouncil.scenarios.datasets.ids import print_renamed, unique_ids
+from medcouncil.scenarios.datasets.parquet import parquet_rows
 from medcouncil.scenarios.datasets.samples import Sample, convert_rows, json_items, jsonl_rows, record_id
 from medcouncil.serving.common.errors import ConfigError, first_line
 from medcouncil.serving.common.jsonl import load_json
@@ -136,6 +137,8 @@ def _first(path: Path) -> object:
 
 
 def _rows(path: Path) -> Iterable[tuple[int, Any]]:
+    if path.suffix.lower() == ".parquet":
+        return parquet_rows(path)
     if path.suffix.lower() == ".json":
         data = load_json(path)
         if isinstance(data, dict) and isinstance(data.get("questions"), list):
@@ -154,7 +157,11 @@ def load_items(
         MalformedRow: the first bad row, when ``strict``.
     """
     path = Path(source).expanduser()
-    kind = _kind(_first(path)) if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json") else None
+    kind = (
+        _kind(_first(path))
+        if path.is_file() and path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet")
+        else None
+    )
     name = path.stem if path.is_file() else source
     if kind is not None:
         items, bad = convert_rows(path, _rows(path), ADAPTERS[kind], strict, limit, dataset=name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from medcouncil.scenarios.datasets import generic
 from medcouncil.scenarios.datasets.base import Adapter, Format, Registered, declaring_modules, file_subset
+from medcouncil.scenarios.datasets.parquet import parquet_rows
 from medcouncil.scenarios.datasets.samples import (
     MalformedRow,
     Sample,
@@ -26,7 +27,7 @@ from medcouncil.scenarios.datasets.samples import (
 )
 from medcouncil.serving.common.errors import ConfigError, first_line
 
-DATA_FILES = (".jsonl", ".json", ".csv")
+DATA_FILES = (".jsonl", ".json", ".csv", ".parquet")
 SNIFF_ROWS = 20
 """Bad rows read before giving up on finding the first record."""
 SAMPLE_ROWS = 200
@@ -117,6 +118,8 @@ def _first_records(path: Path) -> list[Any]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         return [record for _, record in itertools.islice(json_items(path), SAMPLE_ROWS)]
+    if suffix == ".parquet":
+        return [record for _, record in itertools.islice(parquet_rows(path), SAMPLE_ROWS)]
     rows = csv_rows(path) if suffix == ".csv" else jsonl_rows(path)
     first_bad: MalformedRow | None = None
     found: list[Any] = []
@@ -135,7 +138,7 @@ def _first_records(path: Path) -> list[Any]:
         hint = "; it looks like one JSON document: save it as .json" if _starts_a_document(path) else ""
         if suffix not in DATA_FILES:
             hint += f" (a {suffix or 'file without an extension'} is read as JSON Lines: the known kinds are "
-            hint += ".jsonl, .json and .csv; save tab-separated data as .csv)"
+            hint += ".jsonl, .json, .csv and .parquet; save tab-separated data as .csv)"
         raise ConfigError(f"{first_bad}; no readable record among the first {SNIFF_ROWS} to tell the format from{hint}")
     raise ConfigError(f"{path}: empty file (no records)")
 
@@ -193,7 +196,7 @@ def load_path(
         if not files:
             inside = sorted(p.name for p in path.iterdir() if p.is_dir())[:5]
             hint = f" (subfolders are not read: {', '.join(inside)})" if inside else ""
-            raise ConfigError(f"{path}: no .jsonl, .json or .csv files{hint}")
+            raise ConfigError(f"{path}: no .jsonl, .json, .csv or .parquet files{hint}")
         samples, skipped = [], []
         for file in files:
             more, bad = load_path(file, fields, strict)

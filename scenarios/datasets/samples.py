@@ -346,7 +346,7 @@ def letter_at(index: int) -> str:
 def load_samples(
     path: Path, record_to_sample: Any, strict: bool = False, csv_header: bool = False, **adapter_args: Any
 ) -> tuple[list[Sample], list[MalformedRow]]:
-    """Every sample of a JSONL, JSON (id → record, or a list) or CSV file, with the rows skipped.
+    """Every sample of a JSONL, JSON (id → record, or a list), CSV or Parquet file, with the rows skipped.
 
     Raises:
         MalformedRow: the first bad row, when ``strict``.
@@ -354,6 +354,10 @@ def load_samples(
     suffix = path.suffix.lower()
     if suffix == ".csv":
         rows: Iterator[tuple[int, Any]] = csv_rows(path, header=csv_header)
+    elif suffix == ".parquet":
+        from medcouncil.scenarios.datasets.parquet import parquet_rows
+
+        rows = parquet_rows(path)
     elif suffix == ".json":
         rows = json_items(path)
     else:

@@ -23,7 +23,7 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _NOT_TEXT = (
     (b"\x1f\x8b", "gzip-compressed: decompress it first (gunzip)"),
     (b"PK\x03\x04", "a ZIP archive (or an .xlsx workbook): extract it, or export the sheet as CSV"),
-    (b"PAR1", "a Parquet file: convert it to JSON Lines or CSV first"),
+    (b"PAR1", "a Parquet file: name it .parquet to read it as one (datasets need pyarrow: the hf extra)"),
     (b"\xff\xfe", "UTF-16 text: save the file as UTF-8"),
     (b"\xfe\xff", "UTF-16 text: save the file as UTF-8"),
 )

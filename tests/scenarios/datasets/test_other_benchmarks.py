@@ -83,3 +83,45 @@ def test_bigbio_qa_items_with_choices_are_multiple_choice(tmp_path: Path) -> Non
         f"{path}:3: type factoid: no choices, not a multiple-choice item",
         f"{path}:4: answer: 'Digoxin' matches none of the choices",
     ]
+
+
+def _parquet(path: Path, rows: list[dict[str, object]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    return path
+
+
+def test_parquet_files_as_hugging_face_stores_them(tmp_path: Path) -> None:
+    bones = ["Femur", "Tibia", "Ulna", "Radius"]
+    rows: list[dict[str, object]] = [
+        {"question": f"Which bone {n}?", "subject": "anatomy", "choices": bones, "answer": n} for n in range(3)
+    ]
+    samples, info = load_dataset(str(_parquet(tmp_path / "anatomy-test.parquet", rows)))
+    assert [(s.answer, s.options["A"]) for s in samples] == [("A", "Femur"), ("B", "Femur"), ("C", "Femur")]
+    assert info.skipped == 0
+    folder = tmp_path / "medmcqa"
+    folder.mkdir()
+    rows = [
+        {"id": f"m{n}", "question": f"Q{n}?", "opa": "w", "opb": "x", "opc": "y", "opd": "z", "cop": n}
+        for n in range(4)
+    ]
+    _parquet(folder / "test.parquet", rows)  # HF openlifescienceai/medmcqa: cop counts from 0
+    samples, _ = load_dataset(str(folder))  # a folder of Parquet files
+    assert [s.answer for s in samples] == ["A", "B", "C", "D"]
+    headqa = _parquet(tmp_path / "headqa.parquet", [_headqa(1, 4), _headqa(2, 2, image="x.png")])
+    samples, info = load_dataset(str(headqa))  # answers: a list of structs
+    assert [(s.id, s.answer) for s in samples] == [("Cuaderno_2013_1_M-1", "D")]
+    assert info.skipped_rows[0].startswith(f"{headqa}:2: image")
+
+
+def test_a_broken_parquet_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    import pytest
+
+    from medcouncil.serving.common.errors import ConfigError
+
+    broken = tmp_path / "test.parquet"
+    broken.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(ConfigError, match=rf"^{broken}: not a readable Parquet file \("):
+        load_dataset(str(broken))
