@@ -117,7 +117,8 @@ def record_to_sample(record: dict[str, Any], index: int, fields: FieldMap) -> Sa
     )
 
 
-QUESTION_NAMES = ("question", "stem", "prompt", "query", "question_text", "text", "q")
+QUESTION_NAMES = ("question", "stem", "prompt", "query", "question_text", "full_question", "text", "q", "sent1")
+"""``sent1``: the SWAG shape of HF MedQA copies (``sent1``, ``ending0``.., ``label``)."""
 OPTION_LIST_NAMES = ("options", "choices", "candidates", "answers", "option", "choice")
 ANSWER_NAMES = (
     "answer",
@@ -136,7 +137,7 @@ ANSWER_NAMES = (
 )
 ID_NAMES = ("id", "qid", "question_id", "uid", "_id", "item_id")
 SUBSET_NAMES = ("subject", "subset", "category", "topic", "specialty")
-NUMBERED = re.compile(r"^(?:opt|option|choice|ans|answer|op)[ _-]?([a-j1-9]|10)$", re.IGNORECASE)
+NUMBERED = re.compile(r"^(?:opt|option|choice|ans|answer|op|ending)[ _-]?([a-j0-9]|10)$", re.IGNORECASE)
 
 
 def _find(keys: dict[str, str], names: tuple[str, ...]) -> str | None:
@@ -229,5 +230,8 @@ def guess(records: list[Any]) -> FieldMap | None:
 
 
 def _labelled_from_one(value: Any) -> bool:
-    """ARC's ``{"label": ["1", ...], "text": [...]}``: an answer key that names a label counts from 1."""
+    """ARC's ``{"label": ["1", ...], "text": [...]}`` and MedExpQA's ``{"1": ..}``: an answer that names a label
+    counts from 1."""
+    if isinstance(value, dict) and all(str(key).strip().isdigit() for key in value):
+        return "0" not in {str(key).strip() for key in value}
     return isinstance(value, dict) and isinstance(value.get("label"), list) and value["label"][:1] == ["1"]

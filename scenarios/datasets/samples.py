@@ -261,6 +261,8 @@ def options_field(value: Any, name: str = "options") -> dict[str, str]:
         if names == [str(n) for n in range(1, len(names) + 1)]:  # ARC's "1".."4" labels are the letters A..D
             names = list(LETTERS[: len(names)])
         value = dict(zip(names, texts, strict=True))
+    if isinstance(value, dict) and (first := _numbered_from(value)) is not None:  # {"1": .., "2": ..}: A, B, ..
+        value = {LETTERS[int(str(key).strip()) - first]: text for key, text in value.items()}
     if isinstance(value, dict):
         keys = [str(key).strip() for key in value]
         if all(len(key) == 1 and key.upper() in LETTERS for key in keys):
@@ -272,6 +274,16 @@ def options_field(value: Any, name: str = "options") -> dict[str, str]:
     if isinstance(value, list):
         return letter_options(value)
     raise ValueError(f"{name}: {json_type(value)}, not a list or an object of options")
+
+
+def _numbered_from(options: dict[Any, Any]) -> int | None:
+    """0 or 1 when an options object is keyed by consecutive numbers from it (MedExpQA's ``"1".."5"``), else None."""
+    keys = [str(key).strip() for key in options]
+    if not keys or not all(key.isdigit() and len(key) <= 2 for key in keys):
+        return None
+    numbers = sorted(int(key) for key in keys)
+    consecutive = numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+    return numbers[0] if consecutive and numbers[0] in (0, 1) and len(numbers) <= len(LETTERS) else None
 
 
 def _keyed_entries(entries: list[dict[str, Any]], name: str) -> dict[str, Any]:

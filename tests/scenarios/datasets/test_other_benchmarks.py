@@ -125,3 +125,50 @@ def test_a_broken_parquet_file_is_one_line_naming_it(tmp_path: Path) -> None:
     broken.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(ConfigError, match=rf"^{broken}: not a readable Parquet file \("):
         load_dataset(str(broken))
+
+
+def test_swag_medqa_medexpqa_and_mmlu_pro_shapes_are_guessed(tmp_path: Path) -> None:
+    swag = _jsonl(  # HF MedQA copies in the SWAG shape: sent1, ending0.., label from 0
+        tmp_path / "medqa_swag.jsonl",
+        [
+            {
+                "id": f"t{n}",
+                "sent1": f"A patient {n}?",
+                "sent2": "",
+                **{f"ending{k}": f"dx {k}" for k in range(4)},
+                "label": n,
+            }
+            for n in (3, 0, 1)
+        ],
+    )
+    samples, _ = load_dataset(str(swag))
+    assert [(s.id, s.answer, s.options["D"]) for s in samples] == [
+        ("t3", "D", "dx 3"),
+        ("t0", "A", "dx 3"),
+        ("t1", "B", "dx 3"),
+    ]
+    medexp = _jsonl(  # MedExpQA: options keyed "1".."5", correct_option from 1
+        tmp_path / "medexpqa.jsonl",
+        [
+            {"full_question": f"Q{n}?", "options": {str(k): f"opt {k}" for k in range(1, 6)}, "correct_option": n}
+            for n in (5, 1, 2)
+        ],
+    )
+    samples, _ = load_dataset(str(medexp))
+    assert [(s.answer, s.options[s.answer]) for s in samples] == [("E", "opt 5"), ("A", "opt 1"), ("B", "opt 2")]
+    pro = _jsonl(  # MMLU-Pro: ten options, the answer a letter
+        tmp_path / "mmlu_pro.jsonl",
+        [
+            {
+                "question_id": n,
+                "question": f"Q{n}?",
+                "options": [f"o{k}" for k in range(10)],
+                "answer": "J",
+                "answer_index": 9,
+                "category": "health",
+            }
+            for n in range(2)
+        ],
+    )
+    samples, _ = load_dataset(str(pro))
+    assert [(s.answer, len(s.options), s.metadata.get("subset")) for s in samples] == [("J", 10, "health")] * 2
