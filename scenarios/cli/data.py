@@ -158,7 +158,7 @@ def build(
     from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import print_skipped
     from medcouncil.scenarios.training import decontamination as decon
-    from medcouncil.scenarios.training.sft import Pair, role_pools
+    from medcouncil.scenarios.training.sft import Pair, role_pools, taught_for
     from medcouncil.scenarios.training.sft import mix as mix_pools
 
     if not dataset and not bioasq and parallel is None:
@@ -194,7 +194,7 @@ def build(
     taught: dict[str, str] = {}
     for path in rationales or []:
         taught.update(read_rationales(path))
-    used = len(taught.keys() & {s.id for s in samples})
+    used = sum(taught_for(s, taught) is not None for s in samples)
     if unmatched := len(taught) - used:
         err_console.print(
             f"[warning]{unmatched} of {len(taught)} kept rationales match no item built (ids of another dataset, or "

@@ -31,7 +31,7 @@ from medcouncil.agents import prompts
 from medcouncil.scenarios.datasets.registry import DatasetInfo
 from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.training.decontamination import normalise_text
-from medcouncil.scenarios.training.sft import diagnostician_task
+from medcouncil.scenarios.training.sft import diagnostician_task, rationale_key
 from medcouncil.serving.common.errors import ConfigError, RequestRejectedError
 from medcouncil.serving.common.runlog import RunHeader, append_line, drop_cut_line, now, read_lines
 
@@ -188,7 +188,7 @@ def read_rows(path: Path) -> list[Distilled]:
 
 
 def read_rationales(path: Path) -> dict[str, str]:
-    """Item id -> kept rationale, for ``medcouncil data build --rationales``.
+    """:func:`rationale_key` (item id and question) -> kept rationale, for ``medcouncil data build --rationales``.
 
     Raises:
         ConfigError: no such file, or no row in it.
@@ -198,7 +198,7 @@ def read_rationales(path: Path) -> dict[str, str]:
     rows = read_rows(path)
     if not rows:
         raise ConfigError(f"{path}: no distilled rows in it (not an output of medcouncil distill?)")
-    return {row.id: row.rationale for row in rows if row.kept}
+    return {rationale_key(row.id, row.question): row.rationale for row in rows if row.kept}
 
 
 def tally(rows: Sequence[Distilled]) -> dict[str, int]:

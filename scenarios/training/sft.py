@@ -239,6 +239,18 @@ def diagnostician_free(item: FreeText) -> ChatExample:
     )
 
 
+def rationale_key(item_id: str, question: str = "") -> str:
+    """How a teacher's rationale finds its item: by id and question text (two ``--dataset`` files may share ids,
+    such as positions), by id alone for a distill output written before it recorded the question."""
+    text = " ".join(question.split())
+    return f"{item_id}\n{text}" if text else item_id
+
+
+def taught_for(sample: Sample, rationales: dict[str, str]) -> str | None:
+    """``sample``'s rationale among :func:`rationale_key`-keyed ones."""
+    return rationales.get(rationale_key(sample.id, sample.question), rationales.get(sample.id))
+
+
 def role_pools(
     samples: Sequence[Sample],
     pairs: Sequence[Pair],
@@ -250,7 +262,7 @@ def role_pools(
     rng = random.Random(seed)
     rationales = rationales or {}
     return {
-        "diagnostician": [diagnostician(s, rationales.get(s.id)) for s in samples]
+        "diagnostician": [diagnostician(s, taught_for(s, rationales)) for s in samples]
         + [diagnostician_free(item) for item in free],
         "critic": [example for s in samples for example in critic(s, rng)],
         "translator": [example for n, pair in enumerate(pairs, 1) for example in translator(pair, n)],

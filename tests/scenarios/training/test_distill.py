@@ -28,6 +28,7 @@ from medcouncil.scenarios.training.distill import (
     read_rows,
     teacher_messages,
 )
+from medcouncil.scenarios.training.sft import rationale_key, role_pools, taught_for
 from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRejectedError
 from medcouncil.serving.pool import IDENTITY_PROMPT
 from medcouncil.serving.state import ServerState
@@ -117,7 +118,17 @@ def test_a_failure_stops_the_run_and_the_resume_asks_only_for_what_is_missing(tm
     rows = read_rows(out)
     assert sorted(row.id for row in rows) == ["q1", "q2", "q3", "q4", "q5"]
     assert len(out.read_text().splitlines()) == 5  # the cut line is gone, nothing twice
-    assert read_rationales(out) == {f"q{n}": "Why." for n in range(1, 6)}
+    assert read_rationales(out) == {rationale_key(s.id, s.question): "Why." for s in items}
+
+
+def test_a_rationale_finds_its_item_by_id_and_question_not_by_id_alone() -> None:
+    """Two --dataset files may share ids (positions): a teacher's rationale for one item is not another's."""
+    ours, theirs = sample(1), sample(1).model_copy(update={"question": "Case 9: a rash. Diagnosis?"})
+    taught = {rationale_key(ours.id, ours.question): "Reversible wheeze."}
+    pools = role_pools([ours, theirs], [], seed=0, rationales=taught)
+    reasoning = [example.messages[-1].content for example in pools["diagnostician"]]
+    assert reasoning[0].startswith("Reversible wheeze.") and not reasoning[1].startswith("Reversible wheeze.")
+    assert taught_for(theirs, {"q1": "Older output, by id."}) == "Older output, by id."  # no question recorded
 
 
 class Teacher(QuietHandler):
