@@ -214,6 +214,33 @@ def accept_logprobs_from() -> None:
     types.CreateCompletionRequest = CompletionRequest  # type: ignore[misc]
 
 
+def reject_invalid_requests() -> None:
+    """A request the server's request models refuse (a field of the wrong type, a role it does not know, the checks
+    above) is the client's error: HTTP 400 ``invalid_request_error`` with the fields named on one line, where
+    llama-cpp-python answers 500 with a traceback, which clients retry as the server's fault."""
+    from fastapi.exceptions import RequestValidationError
+    from llama_cpp.server import errors
+    from pydantic import ValidationError
+
+    original = errors.RouteErrorHandler.error_message_wrapper
+    if getattr(original, "rejects_invalid", False):
+        return
+
+    def wrapper(self: Any, error: Exception, body: Any = None) -> tuple[int, Any]:
+        if isinstance(error, RequestValidationError | ValidationError):
+            problems = [
+                f"{'.'.join(str(part) for part in problem.get('loc', ()) if part != 'body') or 'body'}: "
+                f"{problem.get('msg', '')}"
+                for problem in error.errors()
+            ]
+            message = "invalid request: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
+            return 400, errors.ErrorResponse(message=message, type="invalid_request_error", param=None, code=None)
+        return original(self, error, body)
+
+    wrapper.rejects_invalid = True  # type: ignore[attr-defined]
+    errors.RouteErrorHandler.error_message_wrapper = wrapper  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     extra = "--extra-buffers" in argv
     arguments = [arg for arg in argv if arg != "--extra-buffers"]
@@ -222,6 +249,7 @@ def main(argv: list[str]) -> None:
     apply_last_row_logits()
     print(f"{MARKER}: {'on' if extra else 'off'}", file=sys.stderr, flush=True)
     accept_logprobs_from()
+    reject_invalid_requests()
     from llama_cpp.server.__main__ import main as serve
 
     sys.argv = [sys.argv[0], *arguments]

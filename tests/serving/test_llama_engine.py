@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from medcouncil.serving.llama_engine import _RowsOnDemand, apply_last_row_logits, load_llama
 from medcouncil.serving.model_file import embedded_gguf
+from medcouncil.serving.state import ServerState
 
 pytestmark = pytest.mark.integration
 PROMPT = (
@@ -154,3 +156,22 @@ def test_only_the_rows_read_are_computed_and_any_other_use_gets_the_whole_matrix
     assert np.allclose(rows[4], whole[4]) and np.allclose(rows[1, 2], whole[1, 2]) and asked[-1:] == [(7,)]
     assert np.allclose(rows[:, 2], whole[:, 2]) and asked[-1:] == [(5, 7)]  # a column: every row
     assert np.allclose(rows[[0, 2]], whole[[0, 2]]) and np.allclose(np.asarray(rows), whole) and len(rows) == 5
+
+
+def test_a_request_the_server_cannot_read_is_a_400_naming_the_field(embedded_server: ServerState) -> None:
+    """llama-cpp-python answers such a request 500 with a traceback, which clients retry as the server's fault."""
+    url = embedded_server.base_url
+    wrong_type = {"model": embedded_server.served_model_name, "messages": [{"role": "user", "content": "hi"}]}
+    for body, field in [
+        ({**wrong_type, "max_tokens": "many"}, "max_tokens"),
+        ({**wrong_type, "messages": [{"role": "bogus", "content": "hi"}]}, "messages"),
+        ({"model": "m", "prompt": "Hi", "max_tokens": 0}, "max_tokens 0 is for echo with logprobs"),
+    ]:
+        route = "/chat/completions" if "messages" in body else "/completions"
+        response = httpx.post(url + route, json=body, timeout=60)
+        error = response.json()["error"]
+        assert response.status_code == 400 and error["type"] == "invalid_request_error", response.text[:300]
+        assert error["message"].startswith("invalid request: ") and field in error["message"]
+        assert "\n" not in error["message"] and "Traceback" not in error["message"]
+    ok = httpx.post(url + "/chat/completions", json={**wrong_type, "max_tokens": 1}, timeout=60)
+    assert ok.status_code == 200  # a valid request is untouched
