@@ -162,11 +162,12 @@ def test_a_request_the_server_cannot_read_is_a_400_naming_the_field(embedded_ser
     """llama-cpp-python answers such a request 500 with a traceback, which clients retry as the server's fault."""
     url = embedded_server.base_url
     wrong_type = {"model": embedded_server.served_model_name, "messages": [{"role": "user", "content": "hi"}]}
-    for body, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({**wrong_type, "max_tokens": "many"}, "max_tokens"),
         ({**wrong_type, "messages": [{"role": "bogus", "content": "hi"}]}, "messages"),
         ({"model": "m", "prompt": "Hi", "max_tokens": 0}, "max_tokens 0 is for echo with logprobs"),
-    ]:
+    ]
+    for body, field in cases:
         route = "/chat/completions" if "messages" in body else "/completions"
         response = httpx.post(url + route, json=body, timeout=60)
         error = response.json()["error"]
