@@ -307,17 +307,22 @@ def mix(
 ) -> tuple[list[ChatExample], dict[str, int]]:
     """``size`` examples drawn from the pools by weight (seeded, without replacement: a role whose pool is smaller
     than its share gives all it has), shuffled; and the count per role. A role with no examples at all (no source
-    for it was given) is left out and the others' weights renormalised, so its share is not lost."""
+    for it was given) is left out and the others' weights renormalised, so its share is not lost. Shares are rounded
+    by largest remainder, so they add up to ``size`` exactly (rounding each alone could give one more or fewer)."""
     rng = random.Random(seed)
     chosen: list[ChatExample] = []
-    counts: dict[str, int] = {}
     present = sum(weight for role, weight in weights.items() if pools.get(role))
     lost = any(weight > 0 and not pools.get(role) for role, weight in weights.items())
     share = present if lost and present > 0 else 1.0  # the present roles' share; 1 when nothing is lost
-    for role, weight in weights.items():
+    targets = {role: weight / share * size if pools.get(role) else 0.0 for role, weight in weights.items()}
+    counts = {role: math.floor(target) for role, target in targets.items()}
+    left = max(0, min(size, round(sum(targets.values()))) - sum(counts.values()))
+    by_remainder = sorted(targets, key=lambda role: counts[role] - targets[role])  # stable: the mix's order on ties
+    for role in by_remainder[:left]:
+        counts[role] += 1
+    for role in weights:
         pool = pools.get(role, [])
-        count = min(len(pool), round(weight / share * size))
-        chosen += rng.sample(pool, count)
-        counts[role] = count
+        counts[role] = min(len(pool), counts[role])
+        chosen += rng.sample(pool, counts[role])
     rng.shuffle(chosen)
     return chosen, counts

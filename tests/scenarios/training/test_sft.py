@@ -88,7 +88,10 @@ def test_mix_by_weight_is_seeded() -> None:
     _, counts = mix(pools, parse_mix("diagnostician=1,translator=1"), 40, seed=5)
     assert counts == {"diagnostician": 40, "translator": 0}  # no pairs given: their share is not lost
     default = parse_mix("diagnostician=0.6,critic=0.3,single=0.1")  # sums to 1.0000000000000002
-    assert mix(pools, default, 5, seed=5)[1] == {"diagnostician": 3, "critic": 2, "single": 1}  # as before: no rescale
+    assert mix(pools, default, 5, seed=5)[1] == {"diagnostician": 3, "critic": 2, "single": 0}  # largest remainder
+    for size in range(1, 41):  # rounded alone, 0.6/0.3/0.1 of 5 gave 3 + 2 + 1 = 6 examples
+        for weights in (default, parse_mix("diagnostician=1,critic=1,single=1"), parse_mix("critic=0.55,single=0.45")):
+            assert sum(mix(pools, weights, size, seed=1)[1].values()) == size
     assert mix(role_pools([], [], seed=1), parse_mix("diagnostician=0,critic=1"), 4, seed=5)[0] == []  # no division
     for bad in ("doctor=1", "critic=x", "critic=-1", "critic=0", "critic=nan", "critic=inf"):
         with pytest.raises(ValueError):
