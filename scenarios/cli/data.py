@@ -158,7 +158,7 @@ def build(
     from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import print_skipped
     from medcouncil.scenarios.training import decontamination as decon
-    from medcouncil.scenarios.training.sft import Pair, role_pools, taught_for
+    from medcouncil.scenarios.training.sft import Pair, applied_mix, role_pools, taught_for
     from medcouncil.scenarios.training.sft import mix as mix_pools
 
     if not dataset and not bioasq and parallel is None:
@@ -222,6 +222,7 @@ def build(
         "sources": sources,
         "malformed_rows_skipped": skipped_rows,
         "mix": {role: round(weight, 4) for role, weight in weights.items()},
+        "mix_applied": {role: round(weight, 4) for role, weight in applied_mix(pools, weights).items()},
         "seed": seed,
         "rationales": {
             "files": [str(p) for p in rationales or []],

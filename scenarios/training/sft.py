@@ -302,6 +302,15 @@ def parse_mix(text: str) -> dict[str, float]:
     return {role: weight / total for role, weight in weights.items()}
 
 
+def applied_mix(pools: dict[str, list[ChatExample]], weights: dict[str, float]) -> dict[str, float]:
+    """The weights :func:`mix` draws by: a role with no examples gets 0 and the others' weights are renormalised
+    (as given when no role is lost)."""
+    present = sum(weight for role, weight in weights.items() if pools.get(role))
+    lost = any(weight > 0 and not pools.get(role) for role, weight in weights.items())
+    share = present if lost and present > 0 else 1.0  # the present roles' share; 1 when nothing is lost
+    return {role: weight / share if pools.get(role) else 0.0 for role, weight in weights.items()}
+
+
 def mix(
     pools: dict[str, list[ChatExample]], weights: dict[str, float], size: int, seed: int
 ) -> tuple[list[ChatExample], dict[str, int]]:
@@ -311,10 +320,7 @@ def mix(
     by largest remainder, so they add up to ``size`` exactly (rounding each alone could give one more or fewer)."""
     rng = random.Random(seed)
     chosen: list[ChatExample] = []
-    present = sum(weight for role, weight in weights.items() if pools.get(role))
-    lost = any(weight > 0 and not pools.get(role) for role, weight in weights.items())
-    share = present if lost and present > 0 else 1.0  # the present roles' share; 1 when nothing is lost
-    targets = {role: weight / share * size if pools.get(role) else 0.0 for role, weight in weights.items()}
+    targets = {role: weight * size for role, weight in applied_mix(pools, weights).items()}
     counts = {role: math.floor(target) for role, target in targets.items()}
     left = max(0, min(size, round(sum(targets.values()))) - sum(counts.values()))
     by_remainder = sorted(targets, key=lambda role: counts[role] - targets[role])  # stable: the mix's order on ties
