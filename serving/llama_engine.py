@@ -33,6 +33,7 @@ from __future__ import annotations
 import faulthandler
 import functools
 import inspect
+import json
 import os
 import sys
 import threading
@@ -215,19 +216,37 @@ def accept_logprobs_from() -> None:
 
 
 def reject_invalid_requests() -> None:
-    """A request the server's request models refuse (a field of the wrong type, a role it does not know, the checks
-    above) is the client's error: HTTP 400 ``invalid_request_error`` with the fields named on one line, where
-    llama-cpp-python answers 500 with a traceback, which clients retry as the server's fault."""
+    """A request the server cannot read (not JSON, a field of the wrong type, a role it does not know, the checks
+    above) is the client's error: HTTP 400 ``invalid_request_error`` naming the fields on one line, where
+    llama-cpp-python answers 500 (with a traceback, or plain text for a body that is not JSON), which clients retry
+    as the server's fault. Errors inside the engine stay 500."""
     from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
     from llama_cpp.server import errors
-    from pydantic import ValidationError
 
-    original = errors.RouteErrorHandler.error_message_wrapper
+    original = errors.RouteErrorHandler.get_route_handler
     if getattr(original, "rejects_invalid", False):
         return
 
-    def wrapper(self: Any, error: Exception, body: Any = None) -> tuple[int, Any]:
-        if isinstance(error, RequestValidationError | ValidationError):
+    def rejected(message: str) -> JSONResponse:
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return JSONResponse({"error": error}, status_code=400)
+
+    def get_route_handler(self: Any) -> Any:
+        handler = original(self)
+
+        async def checked(request: Any) -> Any:
+            if request.method == "POST":
+                try:
+                    json.loads(await request.body() or b"null")  # kept by the request for the route to read
+                except ValueError as error:  # UnicodeDecodeError included
+                    return rejected(f"invalid request: the body is not JSON ({type(error).__name__})")
+            return await handler(request)
+
+        return checked
+
+    def message_of(self: Any, error: Exception, body: Any = None) -> tuple[int, Any]:
+        if isinstance(error, RequestValidationError):
             problems = [
                 f"{'.'.join(str(part) for part in problem.get('loc', ()) if part != 'body') or 'body'}: "
                 f"{problem.get('msg', '')}"
@@ -235,10 +254,12 @@ def reject_invalid_requests() -> None:
             ]
             message = "invalid request: " + "; ".join(problems[:5]) + (" …" if len(problems) > 5 else "")
             return 400, errors.ErrorResponse(message=message, type="invalid_request_error", param=None, code=None)
-        return original(self, error, body)
+        return wrapped(self, error, body)
 
-    wrapper.rejects_invalid = True  # type: ignore[attr-defined]
-    errors.RouteErrorHandler.error_message_wrapper = wrapper  # type: ignore[method-assign]
+    wrapped = errors.RouteErrorHandler.error_message_wrapper
+    get_route_handler.rejects_invalid = True  # type: ignore[attr-defined]
+    errors.RouteErrorHandler.get_route_handler = get_route_handler  # type: ignore[method-assign]
+    errors.RouteErrorHandler.error_message_wrapper = message_of  # type: ignore[method-assign]
 
 
 def main(argv: list[str]) -> None:

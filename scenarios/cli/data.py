@@ -158,7 +158,7 @@ def build(
     from medcouncil.scenarios.datasets.registry import load_dataset
     from medcouncil.scenarios.datasets.samples import print_skipped
     from medcouncil.scenarios.training import decontamination as decon
-    from medcouncil.scenarios.training.sft import Pair, applied_mix, role_pools, taught_for
+    from medcouncil.scenarios.training.sft import Pair, role_pools, target_mix, taught_key
     from medcouncil.scenarios.training.sft import mix as mix_pools
 
     if not dataset and not bioasq and parallel is None:
@@ -194,7 +194,7 @@ def build(
     taught: dict[str, str] = {}
     for path in rationales or []:
         taught.update(read_rationales(path))
-    used = sum(taught_for(s, taught) is not None for s in samples)
+    used = len({taught_key(s, taught) for s in samples} - {None})  # rationales used (one may teach two items)
     if unmatched := len(taught) - used:
         err_console.print(
             f"[warning]{unmatched} of {len(taught)} kept rationales match no item built (ids of another dataset, or "
@@ -222,7 +222,7 @@ def build(
         "sources": sources,
         "malformed_rows_skipped": skipped_rows,
         "mix": {role: round(weight, 4) for role, weight in weights.items()},
-        "mix_applied": {role: round(weight, 4) for role, weight in applied_mix(pools, weights).items()},
+        "mix_target": {role: round(weight, 4) for role, weight in target_mix(pools, weights).items()},
         "seed": seed,
         "rationales": {
             "files": [str(p) for p in rationales or []],

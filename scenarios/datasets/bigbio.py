@@ -5,8 +5,9 @@ One schema for many biomedical QA sets (``*_bigbio_qa`` configs: MedQA, PubMedQA
 document_id, question, type, choices, context, answer`` (a list). An item with choices (``multiple_choice``,
 ``yesno``) becomes a multiple-choice sample: the choices lettered in order, the answer the letter of the choice
 ``answer[0]`` names; a non-empty ``context`` (PubMedQA's abstract) is shown before the question, as the PubMedQA
-adapter does. Items without choices (``factoid``, ``list``, ``summary``) are skipped, naming their type: they have
-no option to score.
+adapter does. Items without choices (``factoid``, ``list``, ``summary``, and BioASQ's ``yesno`` rows, whose
+choices are empty) are skipped, naming their type: they have no option to score. The id is BigBIO's ``id``
+(``question_id`` repeats: per exam in HEAD-QA, per snippet in BioASQ).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
         metadata |= {"bare_question": question, "evidence": context}
         question = TEMPLATE.format(context=context, question=question)
     return Sample(
-        id=record_id(record, index, "question_id", "id"),
+        id=record_id(record, index, "id", "question_id"),  # question_id repeats (HEAD-QA per exam, BioASQ)
         question=question,
         options=options,
         answer=letters[0],

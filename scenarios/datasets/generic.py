@@ -232,6 +232,6 @@ def guess(records: list[Any]) -> FieldMap | None:
 def _labelled_from_one(value: Any) -> bool:
     """ARC's ``{"label": ["1", ...], "text": [...]}`` and MedExpQA's ``{"1": ..}``: an answer that names a label
     counts from 1."""
-    if isinstance(value, dict) and all(str(key).strip().isdigit() for key in value):
+    if isinstance(value, dict) and value and all(str(key).strip().isdigit() for key in value):
         return "0" not in {str(key).strip() for key in value}
     return isinstance(value, dict) and isinstance(value.get("label"), list) and value["label"][:1] == ["1"]

@@ -23,7 +23,8 @@ from medcouncil.scenarios.datasets.samples import (
 
 
 def record_to_sample(record: dict[str, Any], index: int) -> Sample:
-    if str(record.get("image") or "").strip():
+    image = record.get("image")
+    if any(image.values()) if isinstance(image, dict) else str(image or "").strip():  # a path, or HF's Image struct
         raise ValueError("image: the question refers to an image, which is not shown to a model")
     answers = record["answers"]
     if isinstance(answers, str):

@@ -29,7 +29,7 @@ def parquet_rows(path: Path) -> Iterator[tuple[int, Any]]:
     number = 0
     try:
         for batch in table.iter_batches(batch_size=BATCH_ROWS):
-            for record in batch.to_pylist():
+            for record in batch.to_pylist(maps_as_pydicts="strict"):  # a map column as an object, not pairs
                 number += 1
                 yield number, record
     except (OSError, pyarrow.ArrowException) as error:

@@ -213,6 +213,11 @@ def text_of(value: Any, name: str) -> str:
     """
     if _null(value):
         raise ValueError(f"{name}: null")
+    if isinstance(value, bytes):  # a binary column of a Parquet file
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{name}: bytes that are not UTF-8 text") from None
     if isinstance(value, dict | list):
         raise ValueError(f"{name}: {json_type(value)}, not text")
     return str(value)
@@ -319,7 +324,8 @@ def whole_number(value: Any, name: str) -> int:
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit() and len(value.strip()) < 10:
         return int(value.strip())
     raise ValueError(
-        f"{name}: {json.dumps(value)[:40] if not isinstance(value, str) else repr(value[:40])} is not a whole number"
+        f"{name}: {json.dumps(value, default=str)[:40] if not isinstance(value, str) else repr(value[:40])} is not a "
+        "whole number"
     )
 
 

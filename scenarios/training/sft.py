@@ -246,9 +246,16 @@ def rationale_key(item_id: str, question: str = "") -> str:
     return f"{item_id}\n{text}" if text else item_id
 
 
+def taught_key(sample: Sample, rationales: dict[str, str]) -> str | None:
+    """The key of ``sample``'s rationale among :func:`rationale_key`-keyed ones, if it has one."""
+    key = rationale_key(sample.id, sample.question)
+    return key if key in rationales else sample.id if sample.id in rationales else None
+
+
 def taught_for(sample: Sample, rationales: dict[str, str]) -> str | None:
     """``sample``'s rationale among :func:`rationale_key`-keyed ones."""
-    return rationales.get(rationale_key(sample.id, sample.question), rationales.get(sample.id))
+    key = taught_key(sample, rationales)
+    return None if key is None else rationales[key]
 
 
 def role_pools(
@@ -302,7 +309,7 @@ def parse_mix(text: str) -> dict[str, float]:
     return {role: weight / total for role, weight in weights.items()}
 
 
-def applied_mix(pools: dict[str, list[ChatExample]], weights: dict[str, float]) -> dict[str, float]:
+def target_mix(pools: dict[str, list[ChatExample]], weights: dict[str, float]) -> dict[str, float]:
     """The weights :func:`mix` draws by: a role with no examples gets 0 and the others' weights are renormalised
     (as given when no role is lost)."""
     present = sum(weight for role, weight in weights.items() if pools.get(role))
@@ -320,7 +327,7 @@ def mix(
     by largest remainder, so they add up to ``size`` exactly (rounding each alone could give one more or fewer)."""
     rng = random.Random(seed)
     chosen: list[ChatExample] = []
-    targets = {role: weight * size for role, weight in applied_mix(pools, weights).items()}
+    targets = {role: weight * size for role, weight in target_mix(pools, weights).items()}
     counts = {role: math.floor(target) for role, target in targets.items()}
     left = max(0, min(size, round(sum(targets.values()))) - sum(counts.values()))
     by_remainder = sorted(targets, key=lambda role: counts[role] - targets[role])  # stable: the mix's order on ties

@@ -174,5 +174,8 @@ def test_a_request_the_server_cannot_read_is_a_400_naming_the_field(embedded_ser
         assert response.status_code == 400 and error["type"] == "invalid_request_error", response.text[:300]
         assert error["message"].startswith("invalid request: ") and field in error["message"]
         assert "\n" not in error["message"] and "Traceback" not in error["message"]
+    for raw in (b'{"prompt": "hi",', b"\xff\xfe not text"):  # llama-cpp-python: a plain-text 500
+        response = httpx.post(url + "/completions", content=raw, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400 and "the body is not JSON" in response.json()["error"]["message"]
     ok = httpx.post(url + "/chat/completions", json={**wrong_type, "max_tokens": 1}, timeout=60)
     assert ok.status_code == 200  # a valid request is untouched

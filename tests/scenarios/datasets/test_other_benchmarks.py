@@ -74,7 +74,7 @@ def test_bigbio_qa_items_with_choices_are_multiple_choice(tmp_path: Path) -> Non
         ],
     )
     samples, info = load_dataset(str(path))
-    assert [(s.id, s.answer) for s in samples] == [("q0", "C"), ("q1", "B")]
+    assert [(s.id, s.answer) for s in samples] == [("0", "C"), ("1", "B")]  # BigBIO's id: question_id repeats
     assert samples[0].options == dict(zip("ABCD", drugs, strict=True)) and samples[0].question == "Question 0?"
     yesno = samples[1]
     assert yesno.question.startswith("Context: Abstract: aspirin") and yesno.question.endswith("Question 1?")
@@ -110,10 +110,23 @@ def test_parquet_files_as_hugging_face_stores_them(tmp_path: Path) -> None:
     _parquet(folder / "test.parquet", rows)  # HF openlifescienceai/medmcqa: cop counts from 0
     samples, _ = load_dataset(str(folder))  # a folder of Parquet files
     assert [s.answer for s in samples] == ["A", "B", "C", "D"]
-    headqa = _parquet(tmp_path / "headqa.parquet", [_headqa(1, 4), _headqa(2, 2, image="x.png")])
+    image = {"bytes": b"\x89PNG", "path": "q2.png"}  # HF's Image feature: a struct, or null
+    rows = [{**_headqa(1, 4), "image": None}, {**_headqa(2, 2), "image": image}]
+    headqa = _parquet(tmp_path / "headqa.parquet", rows)
     samples, info = load_dataset(str(headqa))  # answers: a list of structs
     assert [(s.id, s.answer) for s in samples] == [("Cuaderno_2013_1_M-1", "D")]
     assert info.skipped_rows[0].startswith(f"{headqa}:2: image")
+
+
+def test_parquet_maps_and_binary_text_read_as_objects_and_text(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    options = pa.array([[("A", "Femur"), ("B", "Tibia")]], type=pa.map_(pa.string(), pa.string()))
+    table = pa.table({"question": pa.array([b"Which bone?"], pa.binary()), "options": options, "answer": ["B"]})
+    pq.write_table(table, tmp_path / "bones.parquet")
+    (sample,), _ = load_dataset(str(tmp_path / "bones.parquet"))
+    assert (sample.question, sample.options, sample.answer) == ("Which bone?", {"A": "Femur", "B": "Tibia"}, "B")
 
 
 def test_a_broken_parquet_file_is_one_line_naming_it(tmp_path: Path) -> None:
@@ -151,11 +164,11 @@ def test_swag_medqa_medexpqa_and_mmlu_pro_shapes_are_guessed(tmp_path: Path) -> 
         tmp_path / "medexpqa.jsonl",
         [
             {"full_question": f"Q{n}?", "options": {str(k): f"opt {k}" for k in range(1, 6)}, "correct_option": n}
-            for n in (5, 1, 2)
+            for n in (4, 1, 2)  # no 5 and no 0: only the keys from "1" tell that the answers count from 1
         ],
     )
     samples, _ = load_dataset(str(medexp))
-    assert [(s.answer, s.options[s.answer]) for s in samples] == [("E", "opt 5"), ("A", "opt 1"), ("B", "opt 2")]
+    assert [(s.answer, s.options[s.answer]) for s in samples] == [("D", "opt 4"), ("A", "opt 1"), ("B", "opt 2")]
     pro = _jsonl(  # MMLU-Pro: ten options, the answer a letter
         tmp_path / "mmlu_pro.jsonl",
         [

@@ -28,7 +28,7 @@ from medcouncil.scenarios.training.distill import (
     read_rows,
     teacher_messages,
 )
-from medcouncil.scenarios.training.sft import rationale_key, role_pools, taught_for
+from medcouncil.scenarios.training.sft import rationale_key, role_pools, taught_for, taught_key
 from medcouncil.serving.common.errors import EndpointUnreachableError, RequestRejectedError
 from medcouncil.serving.pool import IDENTITY_PROMPT
 from medcouncil.serving.state import ServerState
@@ -128,7 +128,9 @@ def test_a_rationale_finds_its_item_by_id_and_question_not_by_id_alone() -> None
     pools = role_pools([ours, theirs], [], seed=0, rationales=taught)
     reasoning = [example.messages[-1].content for example in pools["diagnostician"]]
     assert reasoning[0].startswith("Reversible wheeze.") and not reasoning[1].startswith("Reversible wheeze.")
-    assert taught_for(theirs, {"q1": "Older output, by id."}) == "Older output, by id."  # no question recorded
+    legacy = {"q1": "Older output, by id."}  # no question recorded: by id, for both items
+    assert taught_for(theirs, legacy) == "Older output, by id."
+    assert {taught_key(s, legacy) for s in (ours, theirs)} == {"q1"}  # one rationale used, counted once
 
 
 class Teacher(QuietHandler):

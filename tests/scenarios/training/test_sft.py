@@ -15,13 +15,13 @@ from medcouncil.scenarios.datasets.samples import Sample
 from medcouncil.scenarios.training.sft import (
     FreeText,
     Pair,
-    applied_mix,
     critic,
     diagnostician,
     diagnostician_free,
     mix,
     parse_mix,
     role_pools,
+    target_mix,
     translator,
 )
 from medcouncil.tools.mcqa import format_mcqa
@@ -89,7 +89,7 @@ def test_mix_by_weight_is_seeded() -> None:
     _, counts = mix(pools, parse_mix("diagnostician=1,translator=1"), 40, seed=5)
     assert counts == {"diagnostician": 40, "translator": 0}  # no pairs given: their share is not lost
     both = parse_mix("diagnostician=1,translator=1")
-    assert applied_mix(pools, both) == {"diagnostician": 1.0, "translator": 0.0}  # what the card records as applied
+    assert target_mix(pools, both) == {"diagnostician": 1.0, "translator": 0.0}  # the card's mix_target
     default = parse_mix("diagnostician=0.6,critic=0.3,single=0.1")  # sums to 1.0000000000000002
     assert mix(pools, default, 5, seed=5)[1] == {"diagnostician": 3, "critic": 2, "single": 0}  # largest remainder
     for size in range(1, 41):  # rounded alone, 0.6/0.3/0.1 of 5 gave 3 + 2 + 1 = 6 examples
