@@ -13,11 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from medcouncil.serving.common.paths import cache_dir
+from medcouncil.serving.common.paths import cache_dir, write_private
 from medcouncil.serving.pool import ReplicaIdentity
 
 CACHE_IDENTITY_TOLERANCE = 0.02
@@ -68,14 +66,8 @@ def served_fingerprint(url: str, model: str, identity: ReplicaIdentity) -> str:
 
 
 def _write(path: Path, registry: dict[str, object]) -> None:
-    """Atomically (another process reads whole files only); a full disk loses the record, not the run."""
+    """Atomically and private to the user (another process reads whole files only); a full disk loses the record,
+    not the run."""
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(dir=path.parent, prefix=".identities-")
-        try:
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                json.dump(registry, out)
-            os.replace(name, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+        write_private(path, json.dumps(registry))

@@ -31,8 +31,8 @@ def record_to_sample(record: dict[str, Any], index: int) -> Sample:
         answers = structure_of(answers, "answers")
     if not isinstance(answers, list) or not all(isinstance(a, dict) and "aid" in a for a in answers):
         raise ValueError("answers: not a list of {aid, atext} objects")
-    ordered = sorted(answers, key=lambda answer: whole_number(answer["aid"], "answers.aid"))
-    aids = [whole_number(answer["aid"], "answers.aid") for answer in ordered]
+    numbered = sorted(((whole_number(a["aid"], "answers.aid"), a) for a in answers), key=lambda pair: pair[0])
+    aids, ordered = [aid for aid, _ in numbered], [answer for _, answer in numbered]
     if len(set(aids)) != len(aids):
         raise ValueError(f"answers: aid repeated ({aids})")
     right = whole_number(record["ra"], "ra")
