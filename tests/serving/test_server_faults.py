@@ -42,9 +42,8 @@ class SlowModels(QuietHandler):
         time.sleep(self.delay)
         self.reply(200, {"object": "list", "data": [{"id": "slow-model", "owned_by": "vllm"}]})
 
-    def do_POST(
-        self,
-    ) -> None:  # the identity probe that keys the response cache of an endpoint medcouncil did not start
+    def do_POST(self) -> None:
+        """The identity probe that keys the response cache of an endpoint medcouncil did not start."""
         self.rfile.read(int(self.headers["Content-Length"]))
         message = {"role": "assistant", "content": "Heart"}
         self.reply(200, {"object": "chat.completion", "choices": [{"index": 0, "message": message}]})
