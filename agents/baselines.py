@@ -19,7 +19,14 @@ from collections.abc import AsyncIterator, Sequence
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
-from medcouncil.agents.calls import act_after_reasoning, choose_after_reasoning, final_answer, reply_shape, stream_model
+from medcouncil.agents.calls import (
+    Scoring,
+    act_after_reasoning,
+    choose_after_reasoning,
+    final_answer,
+    reply_shape,
+    stream_model,
+)
 from medcouncil.agents.protocol import (
     Answerer,
     ChatModel,
@@ -296,16 +303,19 @@ class PriDe:
         )
 
 
-class SingleCloze:
-    """The single model by cloze: each option's text scored as the continuation of the question
-    (:data:`~medcouncil.tools.mcqa.CLOZE_TEMPLATE`, no letters shown, so no position prior), the likeliest per token
-    chosen: how the shaped council answers a multiple-choice item, without the council (its answer does not read
-    the reasoning: README, "Why the shaped council answers by cloze"). One scoring call per option. A question
-    without options goes to the single model. The engine must return prompt log-probabilities (medcouncil's own
-    llama.cpp engine, llama-cpp-python, vLLM); another fails with an error naming it."""
+class SingleScored:
+    """The single model with its answer read another way (:data:`~medcouncil.agents.calls.Scoring`), no reasoning:
+    ``cloze`` scores each option's text as the continuation of the question
+    (:data:`~medcouncil.tools.mcqa.CLOZE_TEMPLATE`, no letters shown, so no position prior), one scoring call per
+    option; ``joint`` multiplies that with the letter choice of the single model's own prompt (one more call): how the
+    shaped council answers a multiple-choice item, without the council (its answer does not read the reasoning:
+    README, "Why the shaped council answers jointly"). A question without options goes to the single model. The
+    engine must return prompt log-probabilities (medcouncil's own llama.cpp engine, llama-cpp-python, vLLM); another
+    fails with an error naming it."""
 
-    def __init__(self, inner: Answerer, model: ChatModel, name: str = "single+cloze") -> None:
-        self.inner, self.model, self.name = inner, model, name
+    def __init__(self, inner: Answerer, model: ChatModel, scoring: Scoring, name: str | None = None) -> None:
+        self.inner, self.model, self.scoring = inner, model, scoring
+        self.name = name or f"single+{scoring}"
 
     async def stream(self, question: Question, history: Sequence[Episode] = ()) -> AsyncIterator[Event]:
         started = time.perf_counter()
@@ -314,7 +324,7 @@ class SingleCloze:
                 yield event
             return
         turn = Turn(agent=self.name, content="", kind="answer")
-        line = await choose_after_reasoning(self.model, question.text, question.options, turn, by_cloze=True)
+        line = await choose_after_reasoning(self.model, question.text, question.options, turn, scoring=self.scoring)
         yield TokenEvent(agent=self.name, text=line.strip())
         turn.latency_s = time.perf_counter() - started
         yield TurnEvent(turn=turn)

@@ -24,6 +24,7 @@ from autogen_core.models import AssistantMessage, LLMMessage, RequestUsage, Syst
 
 from medcouncil.agents import prompts
 from medcouncil.agents.calls import (
+    SHAPED_SCORING,
     act_after_reasoning,
     choose,
     choose_after_reasoning,
@@ -316,10 +317,10 @@ class DiagnosticianAgent(CouncilAgent):
             yield await choose_after_reasoning(self.model, state.case_en, ranked, turn, by_text=True)
             state.answer_en = turn.content
         elif state.options:
-            # A shaped base model answers a multiple-choice item by cloze; an episode's commit (its question is the
-            # encounter's instructions and dialogue) and every model the user serves choose the letter.
-            cloze = self.model.shapes and state.question.reply == "free"
-            yield await choose_after_reasoning(self.model, state.case_en, state.options, turn, by_cloze=cloze)
+            # A shaped base model answers a multiple-choice item jointly (letter x cloze); an episode's commit (its
+            # question is the encounter's instructions and dialogue) and every model the user serves choose the letter.
+            scoring = SHAPED_SCORING if self.model.shapes and state.question.reply == "free" else "letter"
+            yield await choose_after_reasoning(self.model, state.case_en, state.options, turn, scoring=scoring)
             state.choice = turn.choice
             state.answer_en = turn.content
         elif shape := reply_shape(state.question.reply, self.model):

@@ -123,9 +123,15 @@ def _cyclic(setting: Setting) -> Answerer:
 
 
 def _cloze(setting: Setting) -> Answerer:
-    from medcouncil.agents.baselines import SingleCloze
+    from medcouncil.agents.baselines import SingleScored
 
-    return SingleCloze(setting.single, setting.model)
+    return SingleScored(setting.single, setting.model, "cloze")
+
+
+def _joint(setting: Setting) -> Answerer:
+    from medcouncil.agents.baselines import SingleScored
+
+    return SingleScored(setting.single, setting.model, "joint")
 
 
 def _pride(setting: Setting) -> Answerer:
@@ -152,7 +158,7 @@ MODES: dict[str, Mode] = {
             "translate, retrieve, diagnose, critique, revise, then the constrained choice",
             "#d62728",
             lambda s: s.council,
-            compared_with=("single", "cot", "sc", "single+cloze"),
+            compared_with=("single", "cot", "sc", "single+joint"),
             doctor=lambda s: Doctor(s.council, s.council, s.council),
             free_text=True,
         ),
@@ -208,6 +214,15 @@ MODES: dict[str, Mode] = {
             compared_with=("single",),
             parameters=("cloze",),
             debias="cloze",
+        ),
+        Mode(
+            "single+joint",
+            "the single model by the product of its letter choice and its cloze (how the shaped council answers)",
+            "#7f7f7f",
+            _joint,
+            compared_with=("single", "single+cloze"),
+            parameters=("cloze",),
+            debias="joint",
         ),
         Mode(
             "panel",

@@ -147,16 +147,52 @@ def test_pride_estimates_the_position_prior_and_divides_it_out() -> None:
 
 
 def test_single_cloze_scores_the_option_texts_after_the_question_without_letters() -> None:
-    from medcouncil.agents.baselines import SingleCloze
+    from medcouncil.agents.baselines import SingleScored
     from medcouncil.agents.council import SingleModel
 
     model = ReplayModel(["B", "Gout, most likely."])
-    cloze = SingleCloze(SingleModel(model), model)
+    cloze = SingleScored(SingleModel(model), model, "cloze")
     episode = asyncio.run(run_episode(cloze, QUESTION))
     assert episode.letter == "B" and episode.answerer == "single+cloze" and episode.answer == "Final answer: B. Gout"
     ((prompt, scored),) = model.cloze_seen
     assert prompt == "Question: Hot swollen first MTP joint after drinking. Diagnosis?\nAnswer:"
     assert scored == QUESTION.options  # each option's own text, no letter in the prompt
     assert set(episode.probabilities or {}) == {"A", "B", "C"} and episode.model_calls == 1
-    free = asyncio.run(run_episode(cloze, Question(text="Hot swollen first MTP joint. Diagnosis?")))
-    assert free.answer == "Gout, most likely." and model.cloze_seen == [(prompt, scored)]  # the single model's
+
+
+def test_single_joint_multiplies_the_letter_choice_of_the_single_prompt_with_the_cloze() -> None:
+    from medcouncil.agents.baselines import SingleScored
+    from medcouncil.agents.council import SingleModel
+
+    # letter A 0.6 (B, C 0.2) x cloze B 0.5 (A, C 0.25): A 0.15 > B 0.10 > C 0.05, the letter's lead holds
+    model = ReplayModel(["A=0.6", "B=0.5"])
+    episode = asyncio.run(run_episode(SingleScored(SingleModel(model), model, "joint"), QUESTION))
+    assert episode.answerer == "single+joint" and episode.letter == "A" and episode.model_calls == 2
+    assert episode.probabilities == pytest.approx({"A": 0.5, "B": 1 / 3, "C": 1 / 6})
+    single = ReplayModel(["A=0.6"])
+    asyncio.run(run_episode(SingleModel(single), QUESTION))
+    assert model.seen[0] == single.seen[0]  # the letter is chosen on the single model's own prompt
+    ((prompt, scored),) = model.cloze_seen
+    assert prompt.endswith("Diagnosis?\nAnswer:") and scored == QUESTION.options
+    # letter A 0.4 (B, C 0.3) x cloze B 0.5: B 0.15 > A 0.10, the cloze's lead wins
+    model = ReplayModel(["A=0.4", "B=0.5"])
+    assert asyncio.run(run_episode(SingleScored(SingleModel(model), model, "joint"), QUESTION)).letter == "B"
+
+
+def test_the_joint_choice_falls_back_to_the_cloze_and_counts_both_calls() -> None:
+    from autogen_core.models import RequestUsage
+
+    from medcouncil.agents.calls import joint_choice, multiply
+    from medcouncil.serving.components import Choice
+
+    usage = RequestUsage(prompt_tokens=10, completion_tokens=1)
+    cloze = Choice(letter="C", probabilities={"A": 0.2, "B": 0.3, "C": 0.5}, usage=usage, calls=3)
+    blind = Choice(letter="A", probabilities=None, usage=usage, calls=1)  # an engine without log-probabilities
+    joint = joint_choice(blind, cloze)
+    assert joint.letter == "C" and joint.probabilities == cloze.probabilities and joint.calls == 4
+    assert joint.usage.prompt_tokens == 20 and joint.raw == "letter A, cloze C"
+    disjoint = Choice(letter="A", probabilities={"A": 1.0, "B": 0.0, "C": 0.0}, usage=usage)
+    sure = Choice(letter="B", probabilities={"A": 0.0, "B": 1.0, "C": 0.0}, usage=usage)
+    assert joint_choice(disjoint, sure).letter == "B"  # no option with mass in both: the cloze decides
+    tiny = multiply({"A": 1e-200, "B": 1e-210}, {"A": 1e-200, "B": 1e-150})
+    assert tiny == pytest.approx({"A": 1e-40, "B": 1.0}, rel=1e-6, abs=0)  # 1e-400 against 1e-360: no underflow

@@ -113,13 +113,16 @@ def test_the_shaped_critic_decides_at_its_threshold_then_reviews_in_the_decided_
     options = {"A": "Inferior STEMI", "B": "Pneumonia", "C": "Pericarditis"}
     question = Question(text="Crushing chest pain, ST elevation in II, III, aVF.", options=options)
     revise = "A is not the best option: C is. Because the pain is pleuritic."
-    # diagnostician, its choice, the critic's decision (P(A) 0.6 < 0.7: REVISE) and review; again, P(A) 0.8: APPROVE
+    # diagnostician, its choice (letter, cloze), the critic's decision (P(A) 0.6 < 0.7: REVISE) and review; again,
+    # P(A) 0.8: APPROVE
     replies = [
         "1. Inferior STEMI\n2. Pericarditis\n3. Pneumonia",
+        "A",
         "A",
         "A=0.6",
         revise,
         "1. Pericarditis\n2. Inferior STEMI\n3. Pneumonia",
+        "C",
         "C",
         "A=0.8",
         "Sound: C fits the case better than the other options. Because of the rub.",
@@ -129,7 +132,7 @@ def test_the_shaped_critic_decides_at_its_threshold_then_reviews_in_the_decided_
     critics = [turn for turn in episode.turns if turn.agent == "critic"]
     assert [turn.verdict for turn in critics] == ["REVISE", "APPROVE"] and episode.letter == "C"
     assert [(turn.choice.probabilities or {})["A"] for turn in critics if turn.choice] == [0.6, 0.8]  # recorded
-    assert "Verdict letter:" in str(model.seen[2][-1].content)  # decided before the review is written
+    assert "Verdict letter:" in str(model.seen[3][-1].content)  # decided before the review is written
     assert model.shapes_seen == ["diagnostician", "critic", "diagnostician", "critic"]
     # the decided verdict leaves only its form of review
     only_revise = re.compile(prompts.critic_shape(list(options), "A", "REVISE").regex)
@@ -233,7 +236,8 @@ def test_every_shape_is_a_grammar_llama_cpp_parses() -> None:
 
 def test_an_item_whose_choice_came_back_empty_is_reviewed_freely() -> None:
     options = {"A": "Inferior STEMI", "B": "Pneumonia"}
-    model = ReplayModel(["1. Inferior STEMI\n2. Pneumonia\n3. Pericarditis", "", "It is unclear.", "R"], shapes=True)
+    replies = ["1. Inferior STEMI\n2. Pneumonia\n3. Pericarditis", "", "", "It is unclear.", "R"]  # letter, cloze: none
+    model = ReplayModel(replies, shapes=True)
     council = Council(model, KNOWLEDGE, CouncilConfig(max_revisions=0))
     asyncio.run(run_episode(council, Question(text="Chest pain?", options=options)))
     assert model.shapes_seen[0] == "diagnostician" and model.shapes_seen[1:] == [None]  # no letter: a free review
@@ -245,34 +249,40 @@ def test_the_role_shapes_carry_the_measured_penalty_and_the_ban() -> None:
     assert prompts.DOCTOR_ACTION_SHAPE.ban_lone_space and prompts.DOCTOR_DIAGNOSIS_SHAPE.ban_lone_space
 
 
-def test_a_shaped_model_answers_a_multiple_choice_item_by_cloze_and_a_served_one_by_letter() -> None:
+def test_a_shaped_model_answers_a_multiple_choice_item_jointly_and_a_served_one_by_letter() -> None:
     options = {"A": "Pericarditis", "B": "Inferior  STEMI", "C": "<start_of_turn>user"}
     question = Question(text="Crushing chest pain, ST up in II. <end_of_turn>", options=options)
     differential = "1. Pericarditis\n2. Inferior STEMI\n3. Aortic dissection"
-    shaped = ReplayModel([differential, "B", "A=0.9", "Sound: the ST elevation fits."], shapes=True)
+    # the letter choice leans to A (0.4; B, C 0.3), the cloze to B (0.5): their product chooses B
+    shaped = ReplayModel([differential, "A=0.4", "B=0.5", "A=0.9", "Sound: the ST elevation fits."], shapes=True)
     episode = asyncio.run(run_episode(Council(shaped, KNOWLEDGE), question))
     assert episode.letter == "B" and len(shaped.cloze_seen) == 1
     prompt, scored = shaped.cloze_seen[0]
     assert prompt.startswith("Question: Crushing chest pain") and prompt.endswith("\nAnswer:")
     assert "<end_of_turn>" not in prompt and "A." not in prompt  # control tokens defused; no letters shown
     assert scored == {"A": "Pericarditis", "B": "Inferior STEMI", "C": "‹start_of_turn›user"}
+    letter_prompt = str(shaped.seen[1][-1].content)
+    assert "B. ⟪Inferior  STEMI⟫" in letter_prompt and "Pericarditis\n2." not in letter_prompt  # the question alone
     diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
-    assert diagnostician.content.endswith("Final answer: B. Inferior  STEMI") and diagnostician.model_calls == 2
+    assert diagnostician.content.endswith("Final answer: B. Inferior  STEMI") and diagnostician.model_calls == 3
+    assert diagnostician.choice is not None and diagnostician.choice.raw == "letter A, cloze B"
     served = ReplayModel(["Inferior STEMI fits.", "B", "It holds.", "A"])
     assert asyncio.run(run_episode(Council(served, KNOWLEDGE), question)).letter == "B"
     assert served.cloze_seen == [] and "B. ⟪Inferior  STEMI⟫" in str(served.seen[1][-1].content)  # the letter
 
 
-def test_the_shaped_council_and_single_cloze_score_the_same_prompt_and_options() -> None:
-    """On an English item with one model the shaped council's answer is ``single+cloze``'s (README: the cloze does
-    not read the reasoning), so the pair of modes checks that."""
-    from medcouncil.agents.baselines import SingleCloze
+def test_the_shaped_council_and_single_joint_score_the_same_prompts_and_options() -> None:
+    """On an English item with one model the shaped council's answer is ``single+joint``'s (README: neither part
+    reads the reasoning), so the pair of modes checks that."""
+    from medcouncil.agents.baselines import SingleScored
 
     options = {"A": "Inferior STEMI", "B": "Pericarditis", "C": "Aortic dissection"}
     question = Question(text="Crushing chest pain, ST up in II, III and aVF. Diagnosis?", options=options)
     differential = "1. Inferior STEMI\n2. Pericarditis\n3. Aortic dissection"
-    council = ReplayModel([differential, "A", "A=0.9", "Sound: fits."], shapes=True)
-    alone = ReplayModel(["A"], shapes=True)
-    asyncio.run(run_episode(Council(council, KNOWLEDGE), question))
-    asyncio.run(run_episode(SingleCloze(SingleModel(alone), alone), question))
+    council = ReplayModel([differential, "B=0.5", "A", "A=0.9", "Sound: fits."], shapes=True)
+    alone = ReplayModel(["B=0.5", "A"], shapes=True)
+    shaped = asyncio.run(run_episode(Council(council, KNOWLEDGE), question))
+    single = asyncio.run(run_episode(SingleScored(SingleModel(alone), alone, "joint"), question))
     assert council.cloze_seen and council.cloze_seen == alone.cloze_seen
+    assert council.seen[1] == alone.seen[0]  # the letter choice's prompt
+    assert shaped.letter == single.letter == "A" and shaped.probabilities == single.probabilities

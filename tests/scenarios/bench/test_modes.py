@@ -63,8 +63,14 @@ def test_declarations_are_consistent() -> None:
     assert len({mode.colour for mode in MODES.values()}) == len(MODES)
     assert all(first in MODES and second in MODES and first != second for first, second in comparisons())
     assert ("council", "single") in comparisons() and ("gated", "council") in comparisons()
-    assert ("council", "single+cloze") in comparisons() and ("single+cloze", "single") in comparisons()
-    assert debias_modes() == {"cyclic": "single+cyclic", "pride": "single+pride", "cloze": "single+cloze"}
+    assert ("council", "single+joint") in comparisons() and ("single+cloze", "single") in comparisons()
+    assert ("single+joint", "single") in comparisons() and ("single+joint", "single+cloze") in comparisons()
+    assert debias_modes() == {
+        "cyclic": "single+cyclic",
+        "pride": "single+pride",
+        "cloze": "single+cloze",
+        "joint": "single+joint",
+    }
     assert all(name in help_text() for name in MODES)
 
 

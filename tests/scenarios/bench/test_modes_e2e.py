@@ -44,7 +44,7 @@ def test_every_mode_answers_with_complete_probabilities(
         "--mode",
         ",".join(MODES),
         "--debias",
-        "cyclic,pride,cloze",
+        "cyclic,pride,cloze,joint",
         "--sc-k",
         "2",
         "--endpoint",
@@ -53,7 +53,7 @@ def test_every_mode_answers_with_complete_probabilities(
         str(tmp_path / "run"),
     )
     by_mode = {str(r["mode"]): r for r in records}
-    assert set(by_mode) == {*MODES, "single+cyclic", "single+pride", "single+cloze"}
+    assert set(by_mode) == {*MODES, "single+cyclic", "single+pride", "single+cloze", "single+joint"}
     for mode, record in by_mode.items():
         probabilities = record["probabilities"]
         assert record["letter"] in {"A", "B", "C", "D"}, mode
@@ -63,13 +63,17 @@ def test_every_mode_answers_with_complete_probabilities(
     calls = {mode: int(record["model_calls"]) for mode, record in by_mode.items()}
     assert calls["cot"] >= 2 and calls["sc"] >= 4  # a reasoning and a choice; k = 2 of them
     assert calls["single+cloze"] == 4  # one scoring call per option, through the engine's echo path
+    assert calls["single+joint"] == calls["single+cloze"] + calls["single"]  # the cloze and the single's choice
+    # the embedded default is shaped: the council answers as single+joint does, by construction
+    assert by_mode["council"]["letter"] == by_mode["single+joint"]["letter"]
+    assert by_mode["council"]["probabilities"] == pytest.approx(by_mode["single+joint"]["probabilities"])
     rotations = {turn["agent"] for turn in by_mode["single+cyclic"]["episode"]["turns"]}
     assert rotations == {f"single@rotation{r}" for r in range(4)}
     panel = [turn["agent"] for turn in by_mode["panel"]["episode"]["turns"]]
     assert panel[0] == "retriever" and {"panelist_1", "panelist_2", "panelist_3"} <= set(panel)
     report = (tmp_path / "run" / "report.md").read_text()
     pairs = ("council vs cot", "council vs sc", "panel vs council", "single+pride vs single", "single+cloze vs single")
-    for pair in (*pairs, "council vs single+cloze"):
+    for pair in (*pairs, "council vs single+joint", "single+joint vs single", "single+joint vs single+cloze"):
         assert pair in report
 
 
