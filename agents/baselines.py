@@ -15,12 +15,12 @@ import random
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from typing import Literal
 
 from autogen_core.models import LLMMessage, SystemMessage, UserMessage
 
 from medcouncil.agents import prompts
 from medcouncil.agents.calls import (
-    Scoring,
     act_after_reasoning,
     choose_after_reasoning,
     final_answer,
@@ -313,7 +313,9 @@ class SingleScored:
     engine must return prompt log-probabilities (medcouncil's own llama.cpp engine, llama-cpp-python, vLLM); another
     fails with an error naming it."""
 
-    def __init__(self, inner: Answerer, model: ChatModel, scoring: Scoring, name: str | None = None) -> None:
+    def __init__(
+        self, inner: Answerer, model: ChatModel, scoring: Literal["cloze", "joint"], name: str | None = None
+    ) -> None:
         self.inner, self.model, self.scoring = inner, model, scoring
         self.name = name or f"single+{scoring}"
 

@@ -3,6 +3,7 @@ the action after a reasoning, translation with protected values."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -94,18 +95,27 @@ set) letter 31.5%, cloze 27.0%, joint 30.0%."""
 
 def joint_choice(letter: Choice, cloze: Choice) -> Choice:
     """The product of a letter choice's and a cloze's distributions over the same options, renormalised: the option
-    likeliest under both (a product of experts). Where the letter choice has no probabilities (an engine without
-    log-probabilities) or none of its options keeps any mass, the cloze decides alone. Its cost is both calls'."""
+    likeliest under both (a product of experts). Where one side has no probabilities (an engine without
+    log-probabilities) or no option keeps mass in both, the cloze decides, or the letter where the cloze chose none.
+    Its cost is both calls'; ``raw`` keeps both sides (JSON), so a run can be split into its parts again."""
     usage = RequestUsage(
         prompt_tokens=letter.usage.prompt_tokens + cloze.usage.prompt_tokens,
         completion_tokens=letter.usage.completion_tokens + cloze.usage.completion_tokens,
     )
-    raw = f"letter {letter.letter or 'none'}, cloze {cloze.letter or 'none'}"
+    raw = json.dumps(
+        {
+            "letter": letter.letter,
+            "letter_probabilities": letter.probabilities,
+            "cloze": cloze.letter,
+            "cloze_probabilities": cloze.probabilities,
+            "cloze_raw": cloze.raw,
+        }
+    )
     combined = multiply(letter.probabilities or {}, cloze.probabilities or {})
-    best = max(combined, key=lambda k: combined[k]) if combined else cloze.letter
+    best = max(combined, key=lambda k: combined[k]) if combined else cloze.letter or letter.letter
     return Choice(
         letter=best,
-        probabilities=combined or cloze.probabilities,
+        probabilities=combined or cloze.probabilities or letter.probabilities,
         raw=raw,
         usage=usage,
         cached=letter.cached and cloze.cached,
@@ -114,15 +124,16 @@ def joint_choice(letter: Choice, cloze: Choice) -> Choice:
 
 
 def multiply(first: dict[str, float], second: dict[str, float]) -> dict[str, float]:
-    """The renormalised product of two distributions over the keys they share (in log space, so small values do not
-    underflow); empty when they share no key with mass in both."""
-    logs = {k: math.log(first[k]) + math.log(second[k]) for k in first if first[k] > 0 and second.get(k, 0.0) > 0}
+    """The renormalised product of two distributions, over every key of either (in log space, so small values do
+    not underflow; a key without mass in both gets 0); empty when no key has mass in both."""
+    keys = [*first, *(k for k in second if k not in first)]
+    logs = {k: math.log(first[k]) + math.log(second[k]) for k in keys if first.get(k, 0.0) > 0 < second.get(k, 0.0)}
     if not logs:
         return {}
     top = max(logs.values())
     weights = {k: math.exp(v - top) for k, v in logs.items()}
     total = sum(weights.values())
-    return {k: weights[k] / total for k in first if k in weights}
+    return {k: weights.get(k, 0.0) / total for k in keys}
 
 
 async def choose_jointly(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> Choice:

@@ -21,7 +21,7 @@ METHOD = "cloze-per-token-v1"
 """What a cached cloze answer was computed with: part of its cache key, so a change of method is never served an old
 answer."""
 
-BY_LETTER = "answer by letter (MEDCOUNCIL_SHAPES=off for the shaped council; without --debias cloze)"
+BY_LETTER = "answer by letter (MEDCOUNCIL_SHAPES=off for the shaped council; without --debias cloze or joint)"
 """What an engine that cannot score by cloze leaves: the letter choice."""
 
 

@@ -19,8 +19,8 @@ Question: {question}
 {reasoning}Answer:"""
 """The one choice format: the single model's question (``ask --options``, the benchmark's ``single`` mode, the
 training data) and, with the reasoning slot filled, the final constrained choice of every mode that reasons first
-(the council's included, except a shaped base model's, which answers by :data:`CLOZE_TEMPLATE`). Without reasoning
-the slot is empty."""
+(the council's included, except a shaped base model's, which multiplies this template's letter choice without
+reasoning by the option's likelihood after :data:`CLOZE_TEMPLATE`). Without reasoning the slot is empty."""
 
 REASONING = """Reasoning:
 {reasoning}

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from medcouncil.scenarios.bench.modes import build, needs, setting_for
+from medcouncil.scenarios.bench.modes import MODES, build, needs, setting_for
 from medcouncil.serving.common.console import console, err_console
 from medcouncil.serving.common.errors import ConfigError, EndpointUnreachableError, MedcouncilError, first_line
 
@@ -125,14 +125,15 @@ CLOZE_PROBE = ("Question: What colour is a clear daytime sky?\nAnswer:", {"A": "
 an error on every item."""
 
 
-async def check_cloze(model: ChatModel) -> None:
-    """Raises: ConfigError: the engine cannot score options by cloze (its reason, naming it)."""
+async def check_cloze(model: ChatModel, asked: str = "--debias cloze") -> None:
+    """Raises: ConfigError: the engine cannot score options by cloze (its reason, naming it, after ``asked``: the
+    option that needs it)."""
     try:
         await model.cloze(*CLOZE_PROBE)
     except EndpointUnreachableError:
         raise  # said as it is: the server is not there
     except MedcouncilError as error:
-        raise ConfigError(f"--debias cloze: {first_line(error)}") from error
+        raise ConfigError(f"{asked}: {first_line(error)}") from error
 
 
 async def execute(request: RunRequest, answerers: Answerers, answering: Answering) -> Run:
@@ -158,7 +159,8 @@ async def execute(request: RunRequest, answerers: Answerers, answering: Answerin
         estimator = PriorEstimator(SingleModel(answerers.model), [item.question for item in items], seed=config.seed)
 
     if needs(config.modes, "cloze"):
-        await check_cloze(answerers.model)
+        methods = [MODES[m].debias or m for m in config.modes if needs([m], "cloze")]
+        await check_cloze(answerers.model, "--debias " + ",".join(methods))
 
     def per_worker() -> dict[str, Answerer]:
         return build(setting_for(answerers, config.threshold, config.sc_k, estimator), config.modes)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -158,6 +159,11 @@ def test_single_cloze_scores_the_option_texts_after_the_question_without_letters
     assert prompt == "Question: Hot swollen first MTP joint after drinking. Diagnosis?\nAnswer:"
     assert scored == QUESTION.options  # each option's own text, no letter in the prompt
     assert set(episode.probabilities or {}) == {"A", "B", "C"} and episode.model_calls == 1
+    for scoring in ("cloze", "joint"):  # a question without options goes to the single model
+        free = ReplayModel(["Gout, most likely."])
+        open_question = Question(text="What causes a hot swollen first MTP joint?")
+        answered = asyncio.run(run_episode(SingleScored(SingleModel(free), free, scoring), open_question))  # type: ignore[arg-type]
+        assert answered.answer == "Gout, most likely." and free.cloze_seen == [] and answered.letter is None
 
 
 def test_single_joint_multiplies_the_letter_choice_of_the_single_prompt_with_the_cloze() -> None:
@@ -190,9 +196,18 @@ def test_the_joint_choice_falls_back_to_the_cloze_and_counts_both_calls() -> Non
     blind = Choice(letter="A", probabilities=None, usage=usage, calls=1)  # an engine without log-probabilities
     joint = joint_choice(blind, cloze)
     assert joint.letter == "C" and joint.probabilities == cloze.probabilities and joint.calls == 4
-    assert joint.usage.prompt_tokens == 20 and joint.raw == "letter A, cloze C"
+    assert joint.usage.prompt_tokens == 20 and not joint.cached
+    parts = json.loads(joint.raw)  # both sides kept, so a run can be split into its parts again
+    assert parts["letter"] == "A" and parts["cloze"] == "C" and parts["cloze_probabilities"] == cloze.probabilities
     disjoint = Choice(letter="A", probabilities={"A": 1.0, "B": 0.0, "C": 0.0}, usage=usage)
     sure = Choice(letter="B", probabilities={"A": 0.0, "B": 1.0, "C": 0.0}, usage=usage)
     assert joint_choice(disjoint, sure).letter == "B"  # no option with mass in both: the cloze decides
+    silent = Choice(letter=None, probabilities=None, usage=usage)
+    assert joint_choice(disjoint, silent).letter == "A"  # a cloze that chose none: the letter decides
+    both = joint_choice(disjoint.model_copy(update={"cached": True}), cloze.model_copy(update={"cached": True}))
+    assert both.cached and both.probabilities == {"A": 1.0, "B": 0.0, "C": 0.0}  # every option, zero or not
+    assert multiply({"A": 0.5, "B": 0.5, "C": 0.0}, {"A": 0.2, "B": 0.8}) == pytest.approx(
+        {"A": 0.2, "B": 0.8, "C": 0.0}
+    )  # an option one side gave no mass, or lacks, keeps its place with 0
     tiny = multiply({"A": 1e-200, "B": 1e-210}, {"A": 1e-200, "B": 1e-150})
     assert tiny == pytest.approx({"A": 1e-40, "B": 1.0}, rel=1e-6, abs=0)  # 1e-400 against 1e-360: no underflow

@@ -114,7 +114,7 @@ def test_the_shaped_critic_decides_at_its_threshold_then_reviews_in_the_decided_
     question = Question(text="Crushing chest pain, ST elevation in II, III, aVF.", options=options)
     revise = "A is not the best option: C is. Because the pain is pleuritic."
     # diagnostician, its choice (letter, cloze), the critic's decision (P(A) 0.6 < 0.7: REVISE) and review; again,
-    # P(A) 0.8: APPROVE
+    # P(A) 0.8: APPROVE (scripted: the real joint choice reads the question alone, so a revision keeps its answer)
     replies = [
         "1. Inferior STEMI\n2. Pericarditis\n3. Pneumonia",
         "A",
@@ -265,7 +265,7 @@ def test_a_shaped_model_answers_a_multiple_choice_item_jointly_and_a_served_one_
     assert "B. ⟪Inferior  STEMI⟫" in letter_prompt and "Pericarditis\n2." not in letter_prompt  # the question alone
     diagnostician = next(turn for turn in episode.turns if turn.agent == "diagnostician")
     assert diagnostician.content.endswith("Final answer: B. Inferior  STEMI") and diagnostician.model_calls == 3
-    assert diagnostician.choice is not None and diagnostician.choice.raw == "letter A, cloze B"
+    assert diagnostician.choice is not None and '"letter": "A"' in diagnostician.choice.raw
     served = ReplayModel(["Inferior STEMI fits.", "B", "It holds.", "A"])
     assert asyncio.run(run_episode(Council(served, KNOWLEDGE), question)).letter == "B"
     assert served.cloze_seen == [] and "B. ⟪Inferior  STEMI⟫" in str(served.seen[1][-1].content)  # the letter
@@ -279,10 +279,12 @@ def test_the_shaped_council_and_single_joint_score_the_same_prompts_and_options(
     options = {"A": "Inferior STEMI", "B": "Pericarditis", "C": "Aortic dissection"}
     question = Question(text="Crushing chest pain, ST up in II, III and aVF. Diagnosis?", options=options)
     differential = "1. Inferior STEMI\n2. Pericarditis\n3. Aortic dissection"
-    council = ReplayModel([differential, "B=0.5", "A", "A=0.9", "Sound: fits."], shapes=True)
-    alone = ReplayModel(["B=0.5", "A"], shapes=True)
+    # letter B 0.6 x cloze A 0.5: B, not the cloze's A
+    council = ReplayModel([differential, "B=0.6", "A=0.5", "A=0.9", "Sound: fits."], shapes=True)
+    alone = ReplayModel(["B=0.6", "A=0.5"], shapes=True)
     shaped = asyncio.run(run_episode(Council(council, KNOWLEDGE), question))
     single = asyncio.run(run_episode(SingleScored(SingleModel(alone), alone, "joint"), question))
     assert council.cloze_seen and council.cloze_seen == alone.cloze_seen
     assert council.seen[1] == alone.seen[0]  # the letter choice's prompt
-    assert shaped.letter == single.letter == "A" and shaped.probabilities == single.probabilities
+    assert shaped.letter == single.letter == "B" and shaped.probabilities == single.probabilities
+    assert set(shaped.probabilities or {}) == set(options)

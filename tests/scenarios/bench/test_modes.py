@@ -57,6 +57,7 @@ def test_pride_without_its_estimator_is_refused() -> None:
     with pytest.raises(ConfigError, match="single\\+pride"):
         build(setting(with_prior=False), ["single+pride"])
     assert needs(["single", "single+pride"], "prior") and not needs(["single", "council"], "prior")
+    assert needs(["single+joint"], "cloze") and needs(["single+cloze"], "cloze")  # the engine is checked first
 
 
 def test_declarations_are_consistent() -> None:
