@@ -58,6 +58,15 @@ async def choose(model: ChatModel, messages: Sequence[LLMMessage], letters: Sequ
     return await _accounted(model.choose(messages, letters), turn)
 
 
+async def choose_letter(
+    model: ChatModel, case: str, options: dict[str, str], turn: Turn, reasoning: str = ""
+) -> Choice:
+    """The constrained letter with the one choice template (:data:`~medcouncil.tools.mcqa.MCQA_TEMPLATE`, the
+    reasoning in its slot; without one, the single model's own prompt), accounted in ``turn``."""
+    prompt = format_mcqa(case, options, reasoning=reasoning)
+    return await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
+
+
 async def choose_by_cloze(model: ChatModel, prompt: str, options: dict[str, str], turn: Turn) -> Choice:
     """The option the model finds likeliest after ``prompt`` (:meth:`ChatModel.cloze`), accounted in ``turn``."""
     return await _accounted(model.cloze(prompt, cloze_options(options)), turn)
@@ -127,7 +136,7 @@ def multiply(first: dict[str, float], second: dict[str, float]) -> dict[str, flo
     """The renormalised product of two distributions, over every key of either (in log space, so small values do
     not underflow; a key without mass in both gets 0); empty when no key has mass in both."""
     keys = [*first, *(k for k in second if k not in first)]
-    logs = {k: math.log(first[k]) + math.log(second[k]) for k in keys if first.get(k, 0.0) > 0 < second.get(k, 0.0)}
+    logs = {k: math.log(first[k]) + math.log(second[k]) for k in keys if min(first.get(k, 0.0), second.get(k, 0.0)) > 0}
     if not logs:
         return {}
     top = max(logs.values())
@@ -139,8 +148,7 @@ def multiply(first: dict[str, float], second: dict[str, float]) -> dict[str, flo
 async def choose_jointly(model: ChatModel, case: str, options: dict[str, str], turn: Turn) -> Choice:
     """:func:`joint_choice` of the letter choice with the single model's prompt (the question alone,
     :data:`~medcouncil.tools.mcqa.MCQA_TEMPLATE`) and the cloze after the question, accounted in ``turn``."""
-    prompt = format_mcqa(case, options)
-    letter = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
+    letter = await choose_letter(model, case, options, turn)
     cloze = await choose_by_cloze(model, format_cloze(case), options, turn)
     return joint_choice(letter, cloze)
 
@@ -166,8 +174,7 @@ async def choose_after_reasoning(
         prompt = format_cloze(case, reasoning=turn.content if CLOZE_READS_REASONING else "")
         turn.choice = await choose_by_cloze(model, prompt, options, turn)
     else:
-        prompt = format_mcqa(case, options, reasoning=turn.content)
-        turn.choice = await choose(model, [UserMessage(content=prompt, source="user")], list(options), turn)
+        turn.choice = await choose_letter(model, case, options, turn, reasoning=turn.content)
     letter = turn.choice.letter
     line = prompts.FINAL_ANSWER.format(answer=options[letter]) if by_text and letter else final_answer(letter, options)
     turn.content = f"{turn.content}\n\n{line}".strip()

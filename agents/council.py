@@ -21,7 +21,7 @@ from autogen_core.models import AssistantMessage, LLMMessage, SystemMessage, Use
 from autogen_ext.models.replay import ReplayChatCompletionClient
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from medcouncil.agents.calls import choose, final_answer, reply_shape, stream_model
+from medcouncil.agents.calls import choose_letter, final_answer, reply_shape, stream_model
 from medcouncil.agents.protocol import ChatModel, Episode, Event, Question, TokenEvent, Turn, TurnEvent
 from medcouncil.agents.roles import (
     CRITIC,
@@ -38,7 +38,6 @@ from medcouncil.agents.roles import (
     TranslatorAgent,
 )
 from medcouncil.tools.language import detect_language
-from medcouncil.tools.mcqa import format_mcqa
 from medcouncil.tools.search import KnowledgeSearch
 
 SINGLE_SYSTEM = "You are a careful clinician. Answer the question concisely."
@@ -301,10 +300,7 @@ class SingleModel:
         turn = Turn(agent="single", content="", kind="answer")
         episode = Episode(question=question, answerer=self.name, language=_language(question), case_en=question.text)
         if question.options:
-            prompt = format_mcqa(question.text, question.options)
-            choice = await choose(
-                self.model, [UserMessage(content=prompt, source="user")], list(question.options), turn
-            )
+            choice = await choose_letter(self.model, question.text, question.options, turn)
             turn.choice = choice
             turn.content = final_answer(choice.letter, question.options) if choice.letter else ""
             episode.letter, episode.probabilities = choice.letter, choice.probabilities

@@ -158,8 +158,7 @@ async def execute(request: RunRequest, answerers: Answerers, answering: Answerin
 
         estimator = PriorEstimator(SingleModel(answerers.model), [item.question for item in items], seed=config.seed)
 
-    if needs(config.modes, "cloze"):
-        methods = [MODES[m].debias or m for m in config.modes if needs([m], "cloze")]
+    if methods := [MODES[m].debias or m for m in config.modes if needs([m], "cloze")]:
         await check_cloze(answerers.model, "--debias " + ",".join(methods))
 
     def per_worker() -> dict[str, Answerer]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from autogen_core.models import CreateResult, LLMMessage, RequestUsage
@@ -159,10 +159,11 @@ def test_single_cloze_scores_the_option_texts_after_the_question_without_letters
     assert prompt == "Question: Hot swollen first MTP joint after drinking. Diagnosis?\nAnswer:"
     assert scored == QUESTION.options  # each option's own text, no letter in the prompt
     assert set(episode.probabilities or {}) == {"A", "B", "C"} and episode.model_calls == 1
-    for scoring in ("cloze", "joint"):  # a question without options goes to the single model
+    scorings: tuple[Literal["cloze", "joint"], ...] = ("cloze", "joint")
+    for scoring in scorings:  # a question without options goes to the single model
         free = ReplayModel(["Gout, most likely."])
         open_question = Question(text="What causes a hot swollen first MTP joint?")
-        answered = asyncio.run(run_episode(SingleScored(SingleModel(free), free, scoring), open_question))  # type: ignore[arg-type]
+        answered = asyncio.run(run_episode(SingleScored(SingleModel(free), free, scoring), open_question))
         assert answered.answer == "Gout, most likely." and free.cloze_seen == [] and answered.letter is None
 
 
